@@ -1,0 +1,121 @@
+"""Shared paths, tokenizer and small helpers for the easel training scripts.
+
+Everything downloaded or trained lives outside the repository, in
+`$EASEL_TRAIN_DIR` (default: `../easel-train` next to the repository root):
+
+    npm/        pinned npm tarballs (checked against sha256 in data.py)
+    raw/        the tarballs unpacked
+    data/       prepared arrays + caption tables (data.py)
+    ckpt/<run>/ training checkpoints (resume automatically)
+    logs/       training logs
+
+The exported model goes to `weights/easel-emoji/` inside the repository.
+"""
+
+import os
+import json
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN_DIR = Path(os.environ.get("EASEL_TRAIN_DIR", REPO.parent / "easel-train"))
+WEIGHTS = Path(os.environ.get("EASEL_WEIGHTS", REPO / "weights" / "easel-emoji"))
+TOOLS = REPO / "tools"
+
+# CLIP BPE special tokens (same ids as Stable Diffusion 1.x's tokenizer).
+BOS_ID = 49406
+EOS_ID = 49407
+CONTEXT = 77  # the tokenizer pads/truncates to this; the text encoder's max positions
+
+# The scorer's image normalisation (applied to images in [0, 1]).  We keep
+# OpenAI CLIP's constants so a real CLIP ViT-B/32 scorer uses the same preprocessing.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def set_threads(default=1):
+    """Use EASEL_THREADS threads (default 1: the machine is shared with compiles)."""
+    import torch
+
+    n = int(os.environ.get("EASEL_THREADS", default))
+    torch.set_num_threads(n)
+    torch.set_num_interop_threads(1)
+    return n
+
+
+def load_tokenizer(path=None):
+    """transformers' CLIPTokenizer built from our vocab.json + merges.txt.
+
+    transformers 5 takes `vocab=` / `merges=` (file paths or objects); the old
+    `vocab_file=` / `merges_file=` keywords are ignored there and give garbage ids.
+    """
+    from transformers import CLIPTokenizer
+
+    path = Path(path or WEIGHTS / "tokenizer")
+    try:
+        tok = CLIPTokenizer(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"))
+    except TypeError:
+        tok = CLIPTokenizer(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))
+    ids = tok("red apple")["input_ids"]
+    assert ids == [BOS_ID, 736, 3055, EOS_ID], f"tokenizer gives {ids}: wrong files or keywords"
+    return tok
+
+
+def tokenize(tok, texts, length=CONTEXT):
+    """Token ids [N, length]: <|startoftext|> ... <|endoftext|>, padded with <|endoftext|>."""
+    import torch
+
+    enc = tok(list(texts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    return enc["input_ids"]
+
+
+class Log:
+    """Append lines to a log file and stdout, with wall-clock time."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.time()
+
+    def __call__(self, *msg):
+        line = time.strftime("%Y-%m-%d %H:%M:%S ") + " ".join(str(m) for m in msg)
+        print(line, flush=True)
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+
+
+def latest_checkpoint(folder):
+    folder = Path(folder)
+    cks = sorted(folder.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    return cks[-1] if cks else None
+
+
+def save_checkpoint(folder, step, state, keep=2):
+    """Atomic save as step_<n>.pt; keeps the newest `keep` files."""
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".tmp_step_{step}.pt"
+    torch.save(state, tmp)
+    os.replace(tmp, folder / f"step_{step}.pt")
+    cks = sorted(folder.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    for p in cks[:-keep]:
+        p.unlink()
+
+
+def to_f16_safetensors(state_dict, path, metadata=None):
+    """Write a state dict as f16 safetensors (contiguous, cloned: no shared storage)."""
+    import torch
+    from safetensors.torch import save_file
+
+    out = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in state_dict.items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(out, str(path), metadata=metadata or {"format": "pt"})
+
+
+def write_json(path, obj):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")

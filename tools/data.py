@@ -1,0 +1,346 @@
+"""Fetch and prepare the emoji training data, reproducibly.
+
+Sources (npm registry, pinned versions, sha256 checked):
+  emoji-datasource-google   Noto emoji art, 64x64 PNGs (images: Apache-2.0) -> training
+  emoji-datasource-twitter  Twemoji art, 64x64 PNGs (images: CC-BY-4.0)     -> evaluation only
+  cldr-annotations-full     Unicode CLDR English names + keywords (Unicode licence)
+Labels come from emoji-datasource's emoji.json (names, short names, category,
+subcategory) joined by code point with CLDR's names and keywords.
+
+    python tools/data.py            # fetch + prepare into $EASEL_TRAIN_DIR/data
+    python tools/data.py --show 20  # print a few entries and captions
+
+Prepared files (per art style, `noto` and `twemoji`):
+  data/<style>_64.npy   uint8 [N, 64, 64, 3], RGBA composited on white
+  data/<style>.json     one entry per image: label, captions, category, base index
+
+Images are augmented only geometrically (shift, scale), never in colour: colour is
+in the labels ("red apple" vs "green apple").  Two-emoji compositions ("cat and hat",
+"hat on a cat") are drawn at training time by `Compositions`.
+"""
+
+import argparse
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TRAIN_DIR  # noqa: E402
+
+PACKAGES = {
+    "emoji-datasource-google": ("16.0.0", "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438"),
+    "emoji-datasource-twitter": ("16.0.0", "f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877"),
+    "cldr-annotations-full": ("48.2.0", "28576e51225deb51e3ddd734b0f824a0079682cb5d8c27faa9f68149317a14d1"),
+}
+STYLES = {"noto": ("emoji-datasource-google", "google"), "twemoji": ("emoji-datasource-twitter", "twitter")}
+DATA = TRAIN_DIR / "data"
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch():
+    """npm pack each pinned package (if absent), check its sha256, unpack into raw/."""
+    npm_dir, raw = TRAIN_DIR / "npm", TRAIN_DIR / "raw"
+    npm_dir.mkdir(parents=True, exist_ok=True)
+    for name, (version, digest) in PACKAGES.items():
+        tgz = npm_dir / f"{name}-{version}.tgz"
+        if not tgz.exists():
+            subprocess.run(["npm", "pack", f"{name}@{version}"], cwd=npm_dir, check=True)
+        got = sha256(tgz)
+        if got != digest:
+            raise SystemExit(f"{tgz}: sha256 {got}, expected {digest}")
+        dest = raw / f"{name}-{version}"
+        if not (dest / "package").exists():
+            dest.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(tgz) as t:
+                t.extractall(dest, filter="data")
+    return raw
+
+
+def package_dir(name):
+    return TRAIN_DIR / "raw" / f"{name}-{PACKAGES[name][0]}" / "package"
+
+
+def chars(unified):
+    return "".join(chr(int(x, 16)) for x in unified.split("-"))
+
+
+def clean(s):
+    return " ".join(s.replace("_", " ").replace("\u2019", "'").lower().split())
+
+
+# -- captions -----------------------------------------------------------------
+
+def article(phrase):
+    return ("an " if phrase[:1] in "aeiou" else "a ") + phrase
+
+
+def base_labels():
+    """One record per base emoji (emoji.json order): name, keywords, category..."""
+    meta = json.load(open(package_dir("emoji-datasource-google") / "emoji.json"))
+    cldr = json.load(open(package_dir("cldr-annotations-full") / "annotations" / "en" / "annotations.json"))
+    ann = cldr["annotations"]["annotations"]
+    meta.sort(key=lambda e: e["sort_order"])
+    records = []
+    for e in meta:
+        if e["category"] == "Component":  # bare skin-tone swatches and hair parts
+            continue
+        a = None
+        for u in (e["unified"], e.get("non_qualified")):
+            if u and chars(u) in ann:
+                a = ann[chars(u)]
+                break
+        name = clean(a["tts"][0]) if a else clean(e["name"])
+        if e["category"] == "Flags" and e["subcategory"] == "country-flag" and not a:
+            name = "flag of " + clean(e["name"]).removesuffix(" flag")
+        keywords = [clean(k) for k in (a["default"] if a else []) if clean(k) != name]
+        records.append(
+            dict(
+                unified=e["unified"],
+                name=name,
+                alt_names=sorted({clean(e["name"])} | {clean(s) for s in e["short_names"]} - {name}),
+                keywords=keywords,
+                category=clean(e["category"]),
+                subcategory=clean(e["subcategory"].replace("-", " ")),
+                image=e["image"],
+                skins=e.get("skin_variations") or {},
+            )
+        )
+    return records, ann
+
+
+def captions_for(name, alt_names, keywords, subcategory, category):
+    """Several captions for one image: the name alone, with an article, with keywords..."""
+    caps = [name, article(name), f"{name} emoji", f"an emoji of {article(name)}"]
+    caps += [n for n in alt_names if len(n) > 2][:2]
+    if keywords:
+        caps.append(f"{article(name)}, {', '.join(keywords[:3])}")
+        caps.append(f"{name}, {keywords[0]}")
+    caps.append(f"{name}, {subcategory}, {category}")
+    out = []
+    for c in caps:
+        if c not in out:
+            out.append(c)
+    return out
+
+
+def tone_name(unified_tone, ann):
+    parts = [clean(ann[chr(int(t, 16))]["tts"][0]) for t in unified_tone.split("-")]
+    return parts[0] if len(set(parts)) == 1 else " and ".join(dict.fromkeys(parts))
+
+
+def entries():
+    """All images (base + skin-tone variants) with their labels and captions."""
+    records, ann = base_labels()
+    names = {r["name"] for r in records}
+    for r in records:  # an old Unicode name can be another emoji's CLDR name: drop it
+        r["alt_names"] = [n for n in r["alt_names"] if n not in names]
+    out = []
+    for bi, r in enumerate(records):
+        caps = captions_for(r["name"], r["alt_names"], r["keywords"], r["subcategory"], r["category"])
+        out.append(dict(base=bi, label=r["name"], captions=caps, image=r["image"], category=r["category"],
+                        subcategory=r["subcategory"], skin=None))
+        for tone, v in sorted(r["skins"].items()):
+            t = tone_name(tone, ann)
+            label = f"{r['name']}: {t}"
+            caps = [label, f"{article(r['name'])}, {t}", f"{r['name']} emoji, {t}",
+                    f"{article(r['name'])} with {t}", f"{r['name']}, {r['subcategory']}, {t}"]
+            out.append(dict(base=bi, label=label, captions=caps, image=v["image"], category=r["category"],
+                            subcategory=r["subcategory"], skin=t))
+    return out
+
+
+# -- images -------------------------------------------------------------------
+
+def load_rgb64(path):
+    from PIL import Image
+
+    im = Image.open(path).convert("RGBA")
+    if im.size != (64, 64):
+        im = im.resize((64, 64), Image.LANCZOS)
+    bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(bg, im).convert("RGB"), dtype=np.uint8)
+
+
+def prepare(style):
+    pkg, folder = STYLES[style]
+    img_dir = package_dir(pkg) / "img" / folder / "64"
+    ents, arrs = [], []
+    for e in entries():
+        p = img_dir / e["image"]
+        if p.exists():
+            ents.append(e)
+            arrs.append(load_rgb64(p))
+    DATA.mkdir(parents=True, exist_ok=True)
+    np.save(DATA / f"{style}_64.npy", np.stack(arrs))
+    with open(DATA / f"{style}.json", "w") as f:
+        json.dump(ents, f, indent=0)
+    print(f"{style}: {len(ents)} images ({sum(e['skin'] is None for e in ents)} base)")
+
+
+def load(style):
+    """(uint8 [N,64,64,3], entries) for an art style; prepares it if needed."""
+    if not (DATA / f"{style}.json").exists():
+        fetch()
+        prepare(style)
+    return np.load(DATA / f"{style}_64.npy"), json.load(open(DATA / f"{style}.json"))
+
+
+# -- augmentation and compositions (torch, batched) ---------------------------
+
+def to_float(u8):
+    """uint8 [B,H,W,3] -> float [B,3,H,W] in [0, 1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(u8)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def place(imgs, scale, dx, dy, size):
+    """Resample [B,3,64,64] images in [0,1] onto a white canvas of `size`, scaled by
+    `scale` (1 = fill the canvas) and shifted by (dx, dy) in canvas fractions."""
+    import torch
+    import torch.nn.functional as F
+
+    b = imgs.shape[0]
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = 1.0 / scale
+    theta[:, 1, 1] = 1.0 / scale
+    theta[:, 0, 2] = -2.0 * dx / scale
+    theta[:, 1, 2] = -2.0 * dy / scale
+    # Sample at 2x then average: a box filter against aliasing at small scales.
+    grid = F.affine_grid(theta, (b, 3, size * 2, size * 2), align_corners=False)
+    x = F.grid_sample(imgs - 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1.0
+    return F.avg_pool2d(x, 2)
+
+
+def augment(imgs, size, rng):
+    """Small random shifts (<= 1/16 of the side) and scales (0.8-1.0); no colour change."""
+    import torch
+
+    b = imgs.shape[0]
+    scale = torch.from_numpy(rng.uniform(0.8, 1.0, b)).float()
+    lim = (1.0 - scale) / 2 + 1.0 / 16
+    dx = (torch.from_numpy(rng.uniform(-1, 1, b)).float() * lim)
+    dy = (torch.from_numpy(rng.uniform(-1, 1, b)).float() * lim)
+    return place(imgs, scale, dx, dy, size)
+
+
+PAIR_TEMPLATES = [
+    ("side", "{a} and {b}"),
+    ("side", "{A} and {B}"),
+    ("side", "{A} next to {B}"),
+    ("side", "{a}, {b}"),
+    ("on", "{A} on {B}"),
+    ("on", "{a} on top of {b}"),
+    ("with", "{B} with {A}"),
+    ("with", "{b} with {A} on it"),
+]
+
+
+class Compositions:
+    """Synthetic two-emoji images: side by side ("cat and hat") or one above/on the
+    other ("hat on a cat", "cat with a hat").  Only base emoji are combined."""
+
+    def __init__(self, images, ents, seed):
+        self.images = images
+        self.base = [i for i, e in enumerate(ents) if e["skin"] is None and e["category"] != "flags"]
+        self.ents = ents
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, n, size):
+        import torch
+
+        ia = self.rng.choice(self.base, n)
+        ib = self.rng.choice(self.base, n)
+        kinds = self.rng.integers(0, len(PAIR_TEMPLATES), n)
+        a = to_float(self.images[ia])
+        b = to_float(self.images[ib])
+        caps, out = [], torch.ones(n, 3, size, size)
+        for j in range(n):
+            layout, tmpl = PAIR_TEMPLATES[kinds[j]]
+            la, lb = self.ents[ia[j]]["label"], self.ents[ib[j]]["label"]
+            caps.append(tmpl.format(a=la, b=lb, A=article(la), B=article(lb)))
+            if layout == "side":  # a left, b right, each half size
+                pa = place(a[j:j + 1], torch.tensor([0.5]), torch.tensor([-0.25]), torch.tensor([0.0]), size)
+                pb = place(b[j:j + 1], torch.tensor([0.5]), torch.tensor([0.25]), torch.tensor([0.0]), size)
+            else:  # a smaller, on the upper part of b
+                pb = place(b[j:j + 1], torch.tensor([0.75]), torch.tensor([0.0]), torch.tensor([0.1]), size)
+                pa = place(a[j:j + 1], torch.tensor([0.5]), torch.tensor([0.0]), torch.tensor([-0.22]), size)
+            out[j] = (pa * pb)[0] if layout == "side" else over(pa, pb)[0]
+        return out, caps
+
+
+def over(top, bottom):
+    """Paste `top` over `bottom` where top is not background white."""
+    import torch
+
+    mask = ((1.0 - top).abs().amax(1, keepdim=True) > 0.04).float()
+    return top * mask + bottom * (1 - mask)
+
+
+class Batches:
+    """Training batches: (images [B,3,size,size] in [0,1], captions) with a fraction
+    of two-emoji compositions."""
+
+    def __init__(self, style, size, seed, comp_frac=0.25):
+        self.images, self.ents = load(style)
+        self.size = size
+        self.rng = np.random.default_rng(seed)
+        self.comp = Compositions(self.images, self.ents, seed + 1)
+        self.comp_frac = comp_frac
+
+    def sample(self, n):
+        import torch
+
+        nc = int(round(n * self.comp_frac))
+        idx = self.rng.integers(0, len(self.ents), n - nc)
+        x = augment(to_float(self.images[idx]), self.size, self.rng)
+        caps = [self.rng.choice(self.ents[i]["captions"]) for i in idx]
+        if nc:
+            cx, cc = self.comp.sample(nc, self.size)
+            x = torch.cat([x, cx])
+            caps += cc
+        return x.clamp(0, 1), caps
+
+
+def eval_labels(ents, n=100, seed=0):
+    """The fixed evaluation label set: n distinct base-emoji labels (no flags)."""
+    base = [e["label"] for e in ents if e["skin"] is None and e["category"] != "flags"]
+    rng = random.Random(seed)
+    return sorted(rng.sample(sorted(set(base)), n))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--show", type=int, default=0, help="print N entries after preparing")
+    ap.add_argument("--sheet", help="write a PNG of a training batch (to check augmentation)")
+    args = ap.parse_args()
+    fetch()
+    for style in STYLES:
+        prepare(style)
+    _, ents = load("noto")
+    for e in ents[: args.show]:
+        print(e["label"], "|", " | ".join(e["captions"]))
+    if args.sheet:
+        from PIL import Image
+
+        x, caps = Batches("noto", 32, 0, comp_frac=0.5).sample(64)
+        grid = (x.reshape(8, 8, 3, 32, 32).permute(0, 3, 1, 4, 2).reshape(256, 256, 3) * 255).byte().numpy()
+        Image.fromarray(grid).resize((512, 512), Image.NEAREST).save(args.sheet)
+        print("\n".join(caps))
+
+
+if __name__ == "__main__":
+    main()
