@@ -1,0 +1,277 @@
+//! The headless GPU context: instance → adapter → device, read in one story.
+//!
+//! Adapter choice follows `AdapterOptions` (from `--backend`/`--adapter`) and
+//! wgpu's own environment variables (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`,
+//! `WGPU_POWER_PREF`). GL is only searched when asked for: without a Vulkan
+//! driver wgpu would otherwise fall back silently to llvmpipe over EGL, which
+//! lacks f16 and subgroups.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::pipelines::PipelineCache;
+
+/// What the user asked for when choosing an adapter.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterOptions {
+    /// `vulkan`, `metal`, `dx12`, `gl` (comma-separated); default: the primary backends.
+    pub backend: Option<String>,
+    /// Case-insensitive substring of the adapter name, or its index in `easel devices`.
+    pub adapter: Option<String>,
+}
+
+/// How kernels should be shaped for this adapter (DESIGN.md "Engine rules").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterClass {
+    /// A real GPU: shared-memory tiles, barriers, wide workgroups.
+    Gpu,
+    /// A software rasteriser on CPU cores (lavapipe, llvmpipe, WARP): barriers are
+    /// expensive and caches replace shared memory, so register-blocked kernels win.
+    Cpu,
+}
+
+/// The features easel uses when present; everything else stays off.
+pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::SUBGROUP);
+
+/// The message printed when no adapter can be used (exit code 3).
+pub const NO_ADAPTER_HELP: &str = "no usable GPU adapter found; install a Vulkan driver \
+(Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`, which includes the lavapipe software \
+driver), or choose one with --backend/--adapter or WGPU_BACKEND/WGPU_ADAPTER_NAME \
+(`easel devices` lists what is found)";
+
+pub struct Context {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub class: AdapterClass,
+    pub pipelines: PipelineCache,
+    readbacks: AtomicU64,
+    buffers_created: AtomicU64,
+    /// Errors wgpu reports outside an error scope; checked after every wait.
+    uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+/// Backends searched by default: the primary ones, never GL unless asked.
+fn backends(opts: &AdapterOptions) -> Result<wgpu::Backends> {
+    let from_flag = match &opts.backend {
+        Some(names) => Some(parse_backends(names)?),
+        None => None,
+    };
+    Ok(from_flag
+        .or_else(wgpu::Backends::from_env)
+        .unwrap_or(wgpu::Backends::PRIMARY))
+}
+
+fn parse_backends(names: &str) -> Result<wgpu::Backends> {
+    let mut out = wgpu::Backends::empty();
+    for name in names.split(',').map(|s| s.trim().to_ascii_lowercase()) {
+        out |= match name.as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "metal" | "mtl" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            "primary" => wgpu::Backends::PRIMARY,
+            "all" => wgpu::Backends::all(),
+            _ => {
+                return Err(Error::BadInput(format!(
+                    "--backend: unknown backend `{name}` (expected vulkan, metal, dx12, gl, primary or all)"
+                )))
+            }
+        };
+    }
+    Ok(out)
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle().with_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter the chosen backends expose, in wgpu's order.
+pub fn enumerate(opts: &AdapterOptions) -> Result<Vec<wgpu::Adapter>> {
+    let backends = backends(opts)?;
+    Ok(pollster::block_on(
+        instance(backends).enumerate_adapters(backends),
+    ))
+}
+
+/// Rank adapters like a user would: discrete > integrated > virtual > software > other.
+fn preference(info: &wgpu::AdapterInfo) -> u8 {
+    match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// The index (into `adapters`) easel would pick for these options.
+pub fn pick(adapters: &[wgpu::Adapter], opts: &AdapterOptions) -> Result<usize> {
+    if adapters.is_empty() {
+        return Err(Error::NoAdapter(NO_ADAPTER_HELP.into()));
+    }
+    // WGPU_ADAPTER_NAME panics inside wgpu when nothing matches, so match it here.
+    let wanted = opts
+        .adapter
+        .clone()
+        .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok());
+    if let Some(wanted) = wanted {
+        if let Ok(index) = wanted.parse::<usize>() {
+            return if index < adapters.len() {
+                Ok(index)
+            } else {
+                Err(Error::NoAdapter(format!(
+                    "adapter index {index} out of range: {} adapter(s) found (see `easel devices`)",
+                    adapters.len()
+                )))
+            };
+        }
+        let needle = wanted.to_lowercase();
+        return adapters
+            .iter()
+            .position(|a| a.get_info().name.to_lowercase().contains(&needle))
+            .ok_or_else(|| {
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                Error::NoAdapter(format!(
+                    "no adapter name contains `{wanted}`; found: {}",
+                    names.join(", ")
+                ))
+            });
+    }
+    let best = (0..adapters.len())
+        .min_by_key(|&i| preference(&adapters[i].get_info()))
+        .expect("non-empty");
+    Ok(best)
+}
+
+impl Context {
+    /// Open the adapter `opts` chooses, with every limit it offers and the optional
+    /// features it has: wgpu defaults to the WebGPU baseline (256 invocations,
+    /// 16 KiB workgroup memory), which would cripple the kernels.
+    pub fn new(opts: &AdapterOptions) -> Result<Self> {
+        let adapters = enumerate(opts)?;
+        let index = pick(&adapters, opts)?;
+        let adapter = adapters.into_iter().nth(index).expect("picked index");
+        Self::from_adapter(adapter)
+    }
+
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("easel"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::NoAdapter(format!(
+                "{}: cannot open device: {e}. {NO_ADAPTER_HELP}",
+                info.name
+            ))
+        })?;
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(first_line(&e.to_string()));
+        }));
+        let class = match info.device_type {
+            wgpu::DeviceType::Cpu => AdapterClass::Cpu,
+            _ => AdapterClass::Gpu,
+        };
+        Ok(Self {
+            pipelines: PipelineCache::new(device.clone()),
+            adapter,
+            device,
+            queue,
+            info,
+            class,
+            readbacks: AtomicU64::new(0),
+            buffers_created: AtomicU64::new(0),
+            uncaptured,
+        })
+    }
+
+    pub fn features(&self) -> wgpu::Features {
+        self.device.features()
+    }
+
+    pub fn limits(&self) -> wgpu::Limits {
+        self.device.limits()
+    }
+
+    /// Block until all submitted work is done, then surface any wgpu error.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.check_errors()
+    }
+
+    /// Turn errors wgpu reported asynchronously into an `Err`.
+    pub fn check_errors(&self) -> Result<()> {
+        let mut errors = self.uncaptured.lock().unwrap();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let message = errors.join("; ");
+        errors.clear();
+        Err(Error::Gpu(message))
+    }
+
+    /// GPU→CPU copies made so far (DESIGN.md: one per image).
+    pub fn readback_count(&self) -> u64 {
+        self.readbacks.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_readback(&self) {
+        self.readbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Buffers created through easel so far (tests assert none are made per step).
+    pub fn buffer_count(&self) -> u64 {
+        self.buffers_created.load(Ordering::Relaxed)
+    }
+
+    /// Create a storage buffer, counted. `size` is rounded up to 4 bytes.
+    pub fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4).next_multiple_of(4),
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Refuse a binding wgpu would reject, with a message a user can act on.
+    pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let limit = self.limits().max_storage_buffer_binding_size as u64;
+        if bytes > limit {
+            return Err(Error::DeviceLimit(format!(
+                "{what} needs a {bytes}-byte buffer but {} allows at most {limit} bytes per binding; \
+                 use fewer candidates or a smaller size",
+                self.info.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,14 @@
+//! easel: text-to-image on any GPU wgpu reaches.
+//!
+//! A prompt goes through a loop: a seeded start image, a diffusion denoiser
+//! (the *art process*) that makes several candidates, a CLIP-style scorer (the
+//! *check output process*) that keeps the best, repeated until the step budget
+//! is spent or the scorer is certain enough, then post-processing. Everything
+//! runs in hand-written WGSL; only the final image is read back.
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod tensor;
+
+pub use error::{Error, Result};

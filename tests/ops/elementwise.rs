@@ -1,0 +1,104 @@
+//! wgsl/elementwise.wgsl against tests/reference/elementwise.rs.
+
+use crate::common::{assert_close, ctx, random, zeros, Rng};
+use crate::reference::elementwise as reference;
+use easel::ops::{self, elementwise};
+
+#[test]
+fn unary_activations_match_reference() {
+    use elementwise::Activation::*;
+    let cases: [(elementwise::Activation, fn(f64) -> f64); 5] = [
+        (Identity, |x| x),
+        (Silu, reference::silu),
+        (Gelu, reference::gelu),
+        (GeluTanh, reference::gelu_tanh),
+        (QuickGelu, reference::quick_gelu),
+    ];
+    let mut rng = Rng::new(1);
+    let shape = [3, 5, 7, 11];
+    for (act, f) in cases {
+        let (x, xh) = random(&mut rng, &shape);
+        let xh: Vec<f32> = xh.iter().map(|v| v * 4.0).collect(); // cover the tails
+        x.write(ctx(), &xh).unwrap();
+        let out = zeros(&shape);
+        let d = elementwise::unary(ctx(), &x, &out, act, 0.5, 0.25).unwrap();
+        ops::run(ctx(), &[d]).unwrap();
+        let want: Vec<f64> = xh.iter().map(|&v| f(v as f64) * 0.5 + 0.25).collect();
+        // f32 transcendental functions: 2e-6 absolute + 1e-5 relative.
+        assert_close(
+            &format!("{act:?}"),
+            &out.to_vec(ctx()).unwrap(),
+            &want,
+            2e-6,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn binary_broadcasts_like_numpy() {
+    let mut rng = Rng::new(2);
+    let a_shape = [2, 3, 5, 7];
+    let b_shapes: [&[usize]; 5] = [&[2, 3, 5, 7], &[3, 1, 1], &[2, 3, 1, 1], &[7], &[1]];
+    for b_shape in b_shapes {
+        for op in [elementwise::BinaryOp::Add, elementwise::BinaryOp::Mul] {
+            let (a, ah) = random(&mut rng, &a_shape);
+            let (b, bh) = random(&mut rng, b_shape);
+            let out = zeros(&a_shape);
+            let d = elementwise::binary(ctx(), &a, &b, &out, op, 2.0).unwrap();
+            ops::run(ctx(), &[d]).unwrap();
+            let want: Vec<f64> = (0..ah.len())
+                .map(|i| {
+                    let (x, y) = (
+                        ah[i] as f64,
+                        bh[reference::broadcast_index(&a_shape, b_shape, i)] as f64,
+                    );
+                    2.0 * if op == elementwise::BinaryOp::Add {
+                        x + y
+                    } else {
+                        x * y
+                    }
+                })
+                .collect();
+            // Exact up to one f32 rounding.
+            assert_close(
+                &format!("{op:?} {b_shape:?}"),
+                &out.to_vec(ctx()).unwrap(),
+                &want,
+                1e-6,
+                1e-6,
+            );
+        }
+    }
+}
+
+#[test]
+fn binary_rejects_bad_broadcast() {
+    let a = zeros(&[2, 3]);
+    let b = zeros(&[4]);
+    let err = elementwise::binary(ctx(), &a, &b, &a, elementwise::BinaryOp::Add, 1.0).unwrap_err();
+    assert!(err.to_string().contains("does not broadcast"), "{err}");
+}
+
+#[test]
+fn large_1d_launch_folds_into_y() {
+    // 256 * 65,535 < n: needs the y dimension of the grid.
+    let n = 256 * 65_535 + 1000;
+    let x = easel::tensor::Tensor::from_f32(ctx(), "x", &[n], &vec![1.5; n]).unwrap();
+    let out = zeros(&[n]);
+    let d =
+        elementwise::unary(ctx(), &x, &out, elementwise::Activation::Identity, 2.0, 0.0).unwrap();
+    ops::run(ctx(), &[d]).unwrap();
+    let got = out.to_vec(ctx()).unwrap();
+    assert!(got.iter().all(|&v| v == 3.0), "every element written once");
+}
+
+#[test]
+fn readback_counter_counts() {
+    let before = ctx().readback_count();
+    let t = zeros(&[4]);
+    t.to_vec(ctx()).unwrap();
+    t.to_vec(ctx()).unwrap();
+    // Other tests run concurrently on the same context, so at least 2.
+    assert!(ctx().readback_count() - before >= 2);
+}

@@ -1,0 +1,10 @@
+//! Every GPU op against its CPU reference (tests/reference/) on seeded random
+//! inputs, including sizes that are not multiples of the tile sizes and batch > 1.
+//! One file per op family, named like its wgsl/ file.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../reference/mod.rs"]
+mod reference;
+
+mod elementwise;

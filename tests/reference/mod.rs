@@ -1,0 +1,6 @@
+//! CPU reference kernels, accumulating in f64 so the ground truth is trustworthy.
+//! One file per op family, named like its wgsl/ file; each function mirrors the
+//! PyTorch op named in its doc comment.
+#![allow(dead_code)]
+
+pub mod elementwise;

@@ -1,0 +1,173 @@
+"""Train the small CLIP (scorer + text encoder) contrastively on emoji images and captions.
+
+    python tools/train_scorer.py                       # Noto art -> ckpt/scorer, resumes
+    python tools/train_scorer.py --export              # EMA weights -> weights/easel-emoji/{scorer,text_encoder}
+    python tools/train_scorer.py --judge               # the evaluation judge: Twemoji art, seed 1 -> ckpt/judge
+    python tools/train_scorer.py --judge --export      # judge -> tools/judge/ (never used by the engine)
+
+The scorer is a transformers `CLIPModel` (ViT on 32x32 images, patch 4); the text
+encoder is its text tower, saved alone as a `CLIPTextModel`.  Images are in [0, 1]
+and normalised with OpenAI CLIP's mean/std (common.CLIP_MEAN / CLIP_STD).
+Checkpoints go to $EASEL_TRAIN_DIR/ckpt/<run>/ every few minutes; a rerun resumes.
+"""
+
+import argparse
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data  # noqa: E402
+from common import (CLIP_MEAN, CLIP_STD, CONTEXT, EOS_ID, BOS_ID, TRAIN_DIR, TOOLS, WEIGHTS, Log,  # noqa: E402
+                    latest_checkpoint, load_tokenizer, save_checkpoint, set_threads, to_f16_safetensors,
+                    tokenize, write_json)
+
+TRAIN_TOKENS = 32  # captions are short: train on the first 32 positions (EOS always falls inside)
+
+
+def clip_config():
+    from transformers import CLIPConfig
+
+    text = dict(vocab_size=49408, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                num_attention_heads=4, max_position_embeddings=CONTEXT, hidden_act="quick_gelu",
+                layer_norm_eps=1e-5, projection_dim=128, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+                pad_token_id=EOS_ID)
+    vision = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                  image_size=32, patch_size=4, num_channels=3, hidden_act="quick_gelu",
+                  layer_norm_eps=1e-5, projection_dim=128)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=128, logit_scale_init_value=2.6592)
+
+
+def normalise(x):
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def embed(model, pixels01, ids):
+    img = model.get_image_features(pixel_values=normalise(pixels01))
+    txt = model.get_text_features(input_ids=ids)
+    img = getattr(img, "pooler_output", img)
+    txt = getattr(txt, "pooler_output", txt)
+    return F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+
+
+def run_name(args):
+    return "judge" if args.judge else "scorer"
+
+
+def export(args, log):
+    from transformers import CLIPModel, CLIPTextModel
+
+    ck = latest_checkpoint(TRAIN_DIR / "ckpt" / run_name(args))
+    state = torch.load(ck, map_location="cpu", weights_only=False)
+    model = CLIPModel(clip_config())
+    model.load_state_dict(state["ema"])
+    model.eval()
+    if args.judge:
+        out = TOOLS / "judge"
+        folders = [(out, model)]
+    else:
+        text = CLIPTextModel(model.config.text_config)
+        text.text_model.load_state_dict(model.text_model.state_dict())
+        folders = [(WEIGHTS / "scorer", model), (WEIGHTS / "text_encoder", text)]
+    for folder, m in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        m.config.torch_dtype = "float16"
+        m.config.to_json_file(folder / "config.json")
+        sd = m.state_dict()
+        # Tied or derived buffers (position_ids) are not weights.
+        sd = {k: v for k, v in sd.items() if not k.endswith("position_ids")}
+        to_f16_safetensors(sd, folder / "model.safetensors")
+        log(f"exported {ck.name} -> {folder} ({len(sd)} tensors, first: {sorted(sd)[0]})")
+    write_json((TOOLS / "judge" if args.judge else WEIGHTS / "scorer") / "easel_training.json",
+               {"step": state["step"], "hours": state["hours"], "style": state["style"], "seed": state["seed"]})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--judge", action="store_true", help="train the evaluation judge on Twemoji, seed 1")
+    ap.add_argument("--export", action="store_true")
+    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ckpt-minutes", type=float, default=5.0)
+    args = ap.parse_args()
+    style, seed = ("twemoji", 1) if args.judge else ("noto", 0)
+    log = Log(TRAIN_DIR / "logs" / f"{run_name(args)}.log")
+    if args.export:
+        return export(args, log)
+
+    threads = set_threads()
+    torch.manual_seed(seed)
+    tok = load_tokenizer()
+    batches = data.Batches(style, 32, seed, comp_frac=0.25)
+    from transformers import CLIPModel
+
+    model = CLIPModel(clip_config())
+    ema = copy.deepcopy(model).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    step, hours = 0, 0.0
+    ck_dir = TRAIN_DIR / "ckpt" / run_name(args)
+    ck = latest_checkpoint(ck_dir)
+    if ck:
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, hours = state["step"], state["hours"]
+        batches.rng = state["rng"]
+        log(f"resumed {ck} at step {step}")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{run_name(args)}: style {style}, seed {seed}, {n_params/1e6:.2f}M params, batch {args.batch}, threads {threads}")
+
+    def save():
+        save_checkpoint(ck_dir, step, dict(model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
+                                           step=step, hours=hours, rng=batches.rng, style=style, seed=seed))
+
+    warmup = 300
+    t_last, t_ck, loss_avg, acc_avg = time.time(), time.time(), 0.0, 0.0
+    while step < args.steps:
+        lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, caps = batches.sample(args.batch)
+        ids = tokenize(tok, caps, TRAIN_TOKENS)
+        img, txt = embed(model, x, ids)
+        scale = model.logit_scale.exp().clamp(max=100)
+        logits = scale * img @ txt.t()
+        # Identical captions in one batch are both right answers.
+        same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)
+        target = same / same.sum(1, keepdim=True)
+        loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                      + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(0.999, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+            acc = (logits.argmax(1) == torch.arange(len(caps))).float().mean().item()
+        step += 1
+        now = time.time()
+        hours += (now - t_last) / 3600
+        t_last = now
+        loss_avg = 0.98 * loss_avg + 0.02 * loss.item() if step > 1 else loss.item()
+        acc_avg = 0.98 * acc_avg + 0.02 * acc if step > 1 else acc
+        if step % 100 == 0:
+            log(f"step {step} loss {loss_avg:.3f} batch-acc {acc_avg:.3f} lr {lr:.2e} scale {scale.item():.1f} hours {hours:.3f}")
+        if now - t_ck > args.ckpt_minutes * 60 or step == args.steps:
+            save()
+            t_ck = now
+    log("done")
+
+
+if __name__ == "__main__":
+    main()

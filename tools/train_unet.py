@@ -1,0 +1,232 @@
+"""Train the text-conditioned pixel-space denoiser (diffusers UNet2DConditionModel).
+
+    python tools/train_unet.py            # trains, checkpoints every 10 min, resumes
+    python tools/train_unet.py --export   # EMA weights -> weights/easel-emoji/{unet,scheduler}
+    python tools/train_unet.py --flops    # print params and GFLOP per 32x32 image
+
+32x32 RGB in [-1, 1] (white background = +1), epsilon prediction, cosine
+(`squaredcos_cap_v2`) noise schedule over 1000 steps, min-SNR-5 loss weighting,
+10 % caption dropout (empty prompt) for classifier-free guidance, EMA of weights.
+Conditioning: the last hidden state [77, 128] of the frozen CLIP text encoder in
+weights/easel-emoji/text_encoder (after its final layer norm), all 77 positions,
+padded with <|endoftext|>, as Stable Diffusion does.
+"""
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data  # noqa: E402
+from common import (TRAIN_DIR, WEIGHTS, Log, latest_checkpoint, load_tokenizer, save_checkpoint,  # noqa: E402
+                    set_threads, to_f16_safetensors, tokenize, write_json)
+
+SIZE = 32
+HEADS = 4
+
+UNET = dict(
+    sample_size=SIZE,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(32, 64, 128),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=128,
+    # diffusers' legacy name: with num_attention_heads null, attention_head_dim is the
+    # NUMBER OF HEADS (as in Stable Diffusion 1.x).  diffusers refuses num_attention_heads
+    # for this class, so we write the count here and state it again in `_easel_note`.
+    attention_head_dim=HEADS,
+    norm_num_groups=32,
+    use_linear_projection=False,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    act_fn="silu",
+)
+
+SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_schedule="squaredcos_cap_v2",
+    beta_start=0.0001,
+    beta_end=0.02,
+    prediction_type="epsilon",
+    clip_sample=True,
+    clip_sample_range=1.0,
+    set_alpha_to_one=True,
+    steps_offset=0,
+    timestep_spacing="trailing",
+)
+
+
+def make_unet():
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**UNET)
+
+
+def make_scheduler():
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    return DDPMScheduler(**{k: v for k, v in SCHEDULER.items() if k not in ("set_alpha_to_one", "steps_offset")}), \
+        DDIMScheduler(**SCHEDULER)
+
+
+def load_text_encoder():
+    from transformers import CLIPTextModel
+
+    te = CLIPTextModel.from_pretrained(WEIGHTS / "text_encoder", torch_dtype=torch.float32).eval()
+    for p in te.parameters():
+        p.requires_grad_(False)
+    return te
+
+
+class TextCache:
+    """caption -> last hidden state [77, 128] of the frozen text encoder (kept in f16)."""
+
+    def __init__(self, tok, te, limit=60000):
+        self.tok, self.te, self.cache, self.limit = tok, te, {}, limit
+
+    @torch.no_grad()
+    def __call__(self, caps):
+        todo = sorted({c for c in caps if c not in self.cache})
+        if todo:
+            h = self.te(input_ids=tokenize(self.tok, todo)).last_hidden_state.to(torch.float16)
+            if len(self.cache) + len(todo) > self.limit:
+                self.cache.clear()
+            self.cache.update(zip(todo, h))
+        return torch.stack([self.cache[c] for c in caps]).float()
+
+
+def gflops_per_image(unet):
+    """Exact forward FLOPs (2 x multiply-adds, from torch's flop counter) for one image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(1, 3, SIZE, SIZE)
+    ctx = torch.randn(1, 77, UNET["cross_attention_dim"])
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        unet(x, torch.tensor([500]), encoder_hidden_states=ctx)
+    return fc.get_total_flops() / 1e9
+
+
+def export(log):
+    ck = latest_checkpoint(TRAIN_DIR / "ckpt" / "unet")
+    state = torch.load(ck, map_location="cpu", weights_only=False)
+    unet = make_unet()
+    unet.load_state_dict(state["ema"])
+    out = WEIGHTS / "unet"
+    out.mkdir(parents=True, exist_ok=True)
+    unet.save_config(out)
+    import json
+
+    cfg = json.load(open(out / "config.json"))
+    cfg["_easel_note"] = (f"attention_head_dim is the number of heads ({HEADS} in every attention block; "
+                          "head size = channels / heads), diffusers' legacy name, as in Stable Diffusion 1.x. "
+                          "Input/output: 32x32 RGB in [-1, 1]; epsilon prediction.")
+    cfg["_easel_training"] = {"step": state["step"], "hours": round(state["hours"], 3), "ema": True}
+    write_json(out / "config.json", cfg)
+    to_f16_safetensors(unet.state_dict(), out / "diffusion_pytorch_model.safetensors")
+    _, ddim = make_scheduler()
+    ddim.save_config(WEIGHTS / "scheduler")
+    log(f"exported EMA of {ck.name} (step {state['step']}, {state['hours']:.2f} h) -> {out}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--export", action="store_true")
+    ap.add_argument("--flops", action="store_true")
+    ap.add_argument("--steps", type=int, default=1_000_000, help="stop after this many steps in total")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--dropout", type=float, default=0.1, help="caption dropout (empty prompt)")
+    ap.add_argument("--ckpt-minutes", type=float, default=10.0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    log = Log(TRAIN_DIR / "logs" / "unet.log")
+    if args.export:
+        return export(log)
+    if args.flops:
+        unet = make_unet()
+        print(f"{sum(p.numel() for p in unet.parameters())/1e6:.3f} M params, "
+              f"{gflops_per_image(unet):.4f} GFLOP per {SIZE}x{SIZE} forward")
+        return
+
+    threads = set_threads()
+    torch.manual_seed(args.seed)
+    tok = load_tokenizer()
+    text = TextCache(tok, load_text_encoder())
+    batches = data.Batches("noto", SIZE, args.seed + 100, comp_frac=0.2)
+    ddpm, _ = make_scheduler()
+    acp = ddpm.alphas_cumprod
+    unet = make_unet()
+    ema = copy.deepcopy(unet).eval()
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
+    step, hours = 0, 0.0
+    ck_dir = TRAIN_DIR / "ckpt" / "unet"
+    ck = latest_checkpoint(ck_dir)
+    if ck:
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        unet.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, hours = state["step"], state["hours"]
+        batches.rng = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed {ck} at step {step} ({hours:.2f} h)")
+    log(f"unet: {sum(p.numel() for p in unet.parameters())/1e6:.2f}M params, batch {args.batch}, "
+        f"lr {args.lr}, threads {threads}")
+
+    def save():
+        save_checkpoint(ck_dir, step, dict(model=unet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
+                                           step=step, hours=hours, rng=batches.rng, torch_rng=torch.get_rng_state(),
+                                           args=vars(args)))
+
+    warmup = 500
+    t_last = t_ck = time.time()
+    loss_avg = None
+    while step < args.steps:
+        for g in opt.param_groups:
+            g["lr"] = args.lr * min(1.0, (step + 1) / warmup)
+        x01, caps = batches.sample(args.batch)
+        x0 = x01 * 2 - 1
+        drop = torch.rand(len(caps)) < args.dropout
+        caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
+        ctx = text(caps)
+        t = torch.randint(0, ddpm.config.num_train_timesteps, (len(caps),))
+        noise = torch.randn_like(x0)
+        a = acp[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = unet(xt, t, encoder_hidden_states=ctx).sample
+        snr = acp[t] / (1 - acp[t])
+        w = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 weighting for epsilon prediction
+        loss = (w * F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            d = min(args.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(pm, 1 - d)
+        step += 1
+        now = time.time()
+        hours += (now - t_last) / 3600
+        t_last = now
+        loss_avg = loss.item() if loss_avg is None else 0.99 * loss_avg + 0.01 * loss.item()
+        if step % 50 == 0:
+            log(f"step {step} loss {loss_avg:.4f} hours {hours:.3f} ({3600 * hours / max(step, 1):.2f} s/step avg)")
+        if now - t_ck > args.ckpt_minutes * 60:
+            save()
+            t_ck = now
+    save()
+    log("done")
+
+
+if __name__ == "__main__":
+    main()

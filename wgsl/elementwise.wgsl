@@ -1,0 +1,86 @@
+// Elementwise kernels: activations, scaling, and binary ops with broadcast.
+//
+// One thread per element; 256 threads per workgroup is the WebGPU baseline
+// limit, so it runs everywhere. 1-D launches wider than 65,535 workgroups are
+// folded into y (see ops::grid_1d), hence the `gid.y * nwg.x` in the index.
+
+// Which function to apply; fixed per pipeline so the branch compiles away.
+override OP: u32 = 0u;
+
+const OP_IDENTITY: u32 = 0u;
+const OP_SILU: u32 = 1u;
+const OP_GELU: u32 = 2u;       // erf form, PyTorch's default `gelu`
+const OP_GELU_TANH: u32 = 3u;  // tanh approximation, `gelu(approximate="tanh")`
+const OP_QUICK_GELU: u32 = 4u; // CLIP's x * sigmoid(1.702 x)
+const OP_ADD: u32 = 10u;
+const OP_MUL: u32 = 11u;
+
+struct Params {
+    n: u32,
+    // Output viewed as [d0, d1, d2, d3]; b is read with strides sb (0 = broadcast).
+    d1: u32,
+    d2: u32,
+    d3: u32,
+    sb0: u32,
+    sb1: u32,
+    sb2: u32,
+    sb3: u32,
+    // y = act(x) * scale + bias, or y = (a op b) * scale.
+    scale: f32,
+    bias: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+// Only bound by `binary`.
+@group(0) @binding(3) var<storage, read> b: array<f32>;
+
+// erf with |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26); WGSL has no erf.
+fn erf(x: f32) -> f32 {
+    let s = sign(x);
+    let z = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return s * (1.0 - poly * exp(-z * z));
+}
+
+fn activate(x: f32) -> f32 {
+    switch OP {
+        case 1u: { return x / (1.0 + exp(-x)); }
+        case 2u: { return 0.5 * x * (1.0 + erf(x * 0.70710678118654752)); }
+        case 3u: {
+            let inner = 0.79788456080286536 * (x + 0.044715 * x * x * x);
+            return 0.5 * x * (1.0 + tanh(inner));
+        }
+        case 4u: { return x / (1.0 + exp(-1.702 * x)); }
+        default: { return x; }
+    }
+}
+
+fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.y * nwg.x * 256u + gid.x;
+}
+
+@compute @workgroup_size(256)
+fn unary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out[i] = activate(a[i]) * p.scale + p.bias;
+}
+
+@compute @workgroup_size(256)
+fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let i3 = i % p.d3;
+    let i2 = (i / p.d3) % p.d2;
+    let i1 = (i / (p.d3 * p.d2)) % p.d1;
+    let i0 = i / (p.d3 * p.d2 * p.d1);
+    let bv = b[i0 * p.sb0 + i1 * p.sb1 + i2 * p.sb2 + i3 * p.sb3];
+    var y: f32;
+    if (OP == OP_MUL) { y = a[i] * bv; } else { y = a[i] + bv; }
+    out[i] = y * p.scale;
+}
