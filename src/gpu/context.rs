@@ -256,7 +256,7 @@ impl Context {
 
     /// Refuse a binding wgpu would reject, with a message a user can act on.
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
-        let limit = self.limits().max_storage_buffer_binding_size as u64;
+        let limit = self.limits().max_storage_buffer_binding_size;
         if bytes > limit {
             return Err(Error::DeviceLimit(format!(
                 "{what} needs a {bytes}-byte buffer but {} allows at most {limit} bytes per binding; \
