@@ -7,7 +7,8 @@ use easel::ops::{self, elementwise};
 #[test]
 fn unary_activations_match_reference() {
     use elementwise::Activation::*;
-    let cases: [(elementwise::Activation, fn(f64) -> f64); 5] = [
+    type Reference = fn(f64) -> f64;
+    let cases: [(elementwise::Activation, Reference); 5] = [
         (Identity, |x| x),
         (Silu, reference::silu),
         (Gelu, reference::gelu),
