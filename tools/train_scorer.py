@@ -73,12 +73,16 @@ def export(args, log):
         out = TOOLS / "judge"
         folders = [(out, model)]
     else:
+        # transformers 5: CLIPModel.text_model *is* a CLIPTextModel, whose tensor names
+        # have no `text_model.` prefix (transformers 4 and SD 1.x write one).
         text = CLIPTextModel(model.config.text_config)
-        text.text_model.load_state_dict(model.text_model.state_dict())
+        target = text.text_model if hasattr(text, "text_model") else text
+        target.load_state_dict(model.text_model.state_dict())
         folders = [(WEIGHTS / "scorer", model), (WEIGHTS / "text_encoder", text)]
     for folder, m in folders:
         folder.mkdir(parents=True, exist_ok=True)
-        m.config.torch_dtype = "float16"
+        m.config.architectures = [type(m).__name__]
+        m.config.dtype = "float16"
         m.config.to_json_file(folder / "config.json")
         sd = m.state_dict()
         # Tied or derived buffers (position_ids) are not weights.

@@ -33,17 +33,19 @@ UNET = dict(
     sample_size=SIZE,
     in_channels=3,
     out_channels=3,
-    block_out_channels=(32, 64, 128),
+    # 32x32 -> 16 -> 8 -> 4; attention (self + cross) only at 8x8 and 4x4 (and the
+    # 4x4 mid block): self-attention at 32x32 or 16x16 would dominate the cost.
+    block_out_channels=(16, 32, 64, 112),
     layers_per_block=1,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     mid_block_type="UNetMidBlock2DCrossAttn",
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
     cross_attention_dim=128,
     # diffusers' legacy name: with num_attention_heads null, attention_head_dim is the
     # NUMBER OF HEADS (as in Stable Diffusion 1.x).  diffusers refuses num_attention_heads
     # for this class, so we write the count here and state it again in `_easel_note`.
     attention_head_dim=HEADS,
-    norm_num_groups=32,
+    norm_num_groups=8,
     use_linear_projection=False,
     flip_sin_to_cos=True,
     freq_shift=0,

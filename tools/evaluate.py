@@ -1,0 +1,136 @@
+"""Evaluate the exported model folder against held-out art and a judge.
+
+    python tools/evaluate.py                  # scorer retrieval + denoiser samples
+    python tools/evaluate.py --skip-samples   # scorer retrieval only
+    python tools/evaluate.py --labels 100 --per-label 4 --steps 50 --guidance 4
+
+Scorer: top-1 / top-5 retrieval (image -> label among all base-emoji labels) on the
+held-out Twemoji art (never trained on by the scorer), and on the Noto training art.
+Denoiser: for a fixed set of 100 labels (data.eval_labels: seed 0, no flags), sample
+`per-label` images each with DDIM (eta 0, 50 steps, guidance 4); the *judge* (a second
+CLIP trained only on Twemoji with another seed, tools/judge/, never shipped) classifies
+each sample among the 100 labels; top-1 accuracy is reported, plus the shipped scorer's
+own top-1 as a second opinion.  Writes a contact sheet and a JSON of the figures.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import data  # noqa: E402
+from common import REPO, TOOLS, TRAIN_DIR, WEIGHTS, load_tokenizer, set_threads  # noqa: E402
+from pipeline import Pipeline, clip_similarity, load_clip  # noqa: E402
+
+
+def retrieval(model, tok, style):
+    """(top1, top5, n) for base images of `style` against all distinct base labels."""
+    images, ents = data.load(style)
+    base = [i for i, e in enumerate(ents) if e["skin"] is None]
+    labels = sorted({ents[i]["label"] for i in base})
+    index = {l: j for j, l in enumerate(labels)}
+    x = F.avg_pool2d(data.to_float(images[base]), 2)  # 64 -> 32, area
+    sims = clip_similarity(model, tok, x, labels)
+    target = torch.tensor([index[ents[i]["label"]] for i in base])
+    top5 = sims.topk(5, dim=1).indices
+    return ((top5[:, 0] == target).float().mean().item(), (top5 == target[:, None]).any(1).float().mean().item(),
+            len(base), len(labels))
+
+
+def contact_sheet(imgs, labels, per_label, path, cols=10):
+    """One cell per label: its samples in a row at 32 px, the label below (truncated)."""
+    from PIL import Image, ImageDraw
+
+    n = len(labels)
+    cell_w, cell_h = max(32 * min(per_label, 4), 96) + 4, 32 + 14
+    rows = (n + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    arr = (imgs.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    for i, label in enumerate(labels):
+        cx, cy = (i % cols) * cell_w, (i // cols) * cell_h
+        for k in range(min(per_label, 4)):
+            sheet.paste(Image.fromarray(arr[i * per_label + k]), (cx + 2 + 32 * k, cy))
+        draw.text((cx + 2, cy + 33), label[:22], fill=(0, 0, 0))
+    sheet.save(path, optimize=True)
+
+
+def upscale_sheet(pipe, imgs, path):
+    """Top: 32 px samples enlarged x4 (nearest); bottom: the upscaler's 128 px output."""
+    from PIL import Image
+
+    big = pipe.upscale(imgs)
+    near = F.interpolate(imgs, scale_factor=4, mode="nearest")
+    grid = torch.cat([torch.cat(list(near), 2), torch.cat(list(big), 2)], 1)
+    Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path, optimize=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(WEIGHTS))
+    ap.add_argument("--judge", default=str(TOOLS / "judge"))
+    ap.add_argument("--labels", type=int, default=100)
+    ap.add_argument("--per-label", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-samples", action="store_true")
+    ap.add_argument("--sheet", default=str(REPO / "weights" / "contact_sheet.png"))
+    ap.add_argument("--out", default=str(TRAIN_DIR / "eval"))
+    args = ap.parse_args()
+    set_threads()
+    t0 = time.time()
+    pipe = Pipeline(args.model)
+    tok = pipe.tok
+    judge = load_clip(args.judge)
+    res = {"model": Path(args.model).name}
+    for name, model in (("scorer", pipe.scorer), ("judge", judge)):
+        for style in ("twemoji", "noto"):
+            t1, t5, n, nl = retrieval(model, tok, style)
+            res[f"{name}_{style}_top1"], res[f"{name}_{style}_top5"] = t1, t5
+            print(f"{name} on {style}: top-1 {t1:.3f}, top-5 {t5:.3f} ({n} images, {nl} labels)", flush=True)
+    if not args.skip_samples:
+        _, ents = data.load("noto")
+        labels = data.eval_labels(ents, args.labels)
+        prompts = [l for l in labels for _ in range(args.per_label)]
+        imgs = pipe.generate(prompts, seed=args.seed, steps=args.steps, guidance=args.guidance)
+        target = torch.arange(len(labels)).repeat_interleave(args.per_label)
+        for name, model in (("judge", judge), ("scorer", pipe.scorer)):
+            sims = clip_similarity(model, tok, imgs, labels)
+            res[f"samples_{name}_top1"] = (sims.argmax(1) == target).float().mean().item()
+            res[f"samples_{name}_top5"] = (sims.topk(5, 1).indices == target[:, None]).any(1).float().mean().item()
+            print(f"samples judged by {name}: top-1 {res[f'samples_{name}_top1']:.3f}, "
+                  f"top-5 {res[f'samples_{name}_top5']:.3f} among {len(labels)} labels", flush=True)
+        # Reference: the judge on the real Noto images of the same labels (an upper bound).
+        images, ents_n = data.load("noto")
+        idx = {e["label"]: i for i, e in enumerate(ents_n) if e["skin"] is None}
+        real = F.avg_pool2d(data.to_float(images[[idx[l] for l in labels]]), 2)
+        res["real_noto_judge_top1"] = (clip_similarity(judge, tok, real, labels).argmax(1)
+                                       == torch.arange(len(labels))).float().mean().item()
+        print(f"real Noto images of these labels judged: top-1 {res['real_noto_judge_top1']:.3f}")
+        res.update(labels=args.labels, per_label=args.per_label, steps=args.steps, guidance=args.guidance)
+        contact_sheet(imgs, labels, args.per_label, args.sheet)
+        if pipe.upscaler is not None:
+            upscale_sheet(pipe, imgs[:: args.per_label][:8], Path(args.sheet).with_name("upscaler_sheet.png"))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        torch.save({"imgs": imgs, "labels": labels}, Path(args.out) / "samples.pt")
+    for f in ("unet", "text_encoder", "upscaler"):
+        p = Path(args.model) / f / "config.json"
+        if p.exists():
+            res[f"{f}_training"] = json.load(open(p)).get("_easel_training")
+    res["eval_minutes"] = (time.time() - t0) / 60
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with open(Path(args.out) / f"eval-{stamp}.json", "w") as f:
+        json.dump(res, f, indent=2)
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
