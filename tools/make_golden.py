@@ -1,0 +1,194 @@
+"""Golden outputs for easel's model parity tests.
+
+Builds tiny, randomly initialised models with diffusers / transformers (and the
+upscaler's PyTorch definition in train_upscaler.py), runs them on seeded inputs,
+and writes, per model, a folder in the Hugging Face layout the engine loads
+(config.json + weights) plus `golden.safetensors` with the inputs and outputs:
+
+    tests/golden/unet/            UNet2DConditionModel, every block type, SD-1.x style
+    tests/golden/unet_linear/     same family with use_linear_projection and head-count config
+    tests/golden/clip/            CLIPModel (text + vision towers, projections)
+    tests/golden/text_encoder/    CLIPTextModel as transformers 5 saves it (no `text_model.`)
+    tests/golden/text_encoder_v4/ the same tensors with transformers 4's `text_model.` prefix
+    tests/golden/vae/             AutoencoderKL (the engine runs its decoder)
+    tests/golden/upscaler/        SRVGGNetCompact
+
+Weights are perturbed away from their initialisation (norm scales != 1, biases != 0)
+so a swapped or skipped tensor shows up in the output. Everything is f32 and small
+(the whole folder is a few MB). Run: tools/.venv/bin/python tools/make_golden.py
+"""
+
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "golden")
+
+
+def perturb(model, seed):
+    """Move every parameter off its initial value, deterministically."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            noise = torch.randn(p.shape, generator=g)
+            if name.endswith("logit_scale"):
+                continue
+            if p.ndim == 1 and ("norm" in name or "weight" in name):
+                p.add_(0.1 * noise)  # norm scales, PReLU slopes, biases
+            else:
+                p.add_(0.02 * noise)
+    model.eval()
+    return model
+
+
+def write(name, model_dir_writer, golden):
+    folder = os.path.join(OUT, name)
+    os.makedirs(folder, exist_ok=True)
+    model_dir_writer(folder)
+    tensors = {k: v.detach().contiguous().float() for k, v in golden.items()}
+    save_file(tensors, os.path.join(folder, "golden.safetensors"))
+    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    print(f"{name}: {size / 1e6:.2f} MB, " + ", ".join(f"{k} {list(v.shape)}" for k, v in tensors.items()))
+
+
+def save_diffusers(model):
+    def writer(folder):
+        model.save_pretrained(folder, safe_serialization=True)
+
+    return writer
+
+
+def unet(name, seed, **config):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    model = perturb(UNet2DConditionModel(**config), seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    batch, size = 2, config["sample_size"]
+    sample = torch.randn(batch, config["in_channels"], size, size, generator=g)
+    timestep = torch.tensor([999.0, 17.0])  # one per batch item, far apart
+    context = torch.randn(batch, 7, config["cross_attention_dim"], generator=g)
+    with torch.no_grad():
+        out = model(sample, timestep, encoder_hidden_states=context).sample
+    write(name, save_diffusers(model), dict(sample=sample, timestep=timestep, encoder_hidden_states=context, out=out))
+
+
+def clip(seed):
+    from transformers import CLIPConfig, CLIPModel, CLIPTextModel
+
+    torch.manual_seed(seed)
+    text = dict(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=16, hidden_act="quick_gelu",
+                eos_token_id=999, bos_token_id=998, pad_token_id=999, projection_dim=16)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  image_size=32, patch_size=8, hidden_act="quick_gelu", projection_dim=16)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    model = perturb(CLIPModel(config), seed)
+
+    g = torch.Generator().manual_seed(seed + 1)
+    ids = torch.randint(0, 998, (3, 16), generator=g)
+    ids[:, 0] = 998
+    for row, eos in enumerate([5, 15, 1]):  # EOS early, last, right after BOS
+        ids[row, eos:] = 999
+    pixels = torch.randn(2, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=pixels)
+        text_out = model.text_model(input_ids=ids)
+        vision_out = model.vision_model(pixel_values=pixels)
+    # The last hidden state is after final_layer_norm; check the pooled row is at the first EOS.
+    assert torch.allclose(text_out.pooler_output[0], text_out.last_hidden_state[0, 5])
+    golden = dict(
+        input_ids=ids.float(), pixel_values=pixels,
+        text_last_hidden_state=text_out.last_hidden_state, text_pooler_output=text_out.pooler_output,
+        text_embeds=out.text_embeds, vision_last_hidden_state=vision_out.last_hidden_state,
+        vision_pooler_output=vision_out.pooler_output, image_embeds=out.image_embeds,
+        logits_per_image=out.logits_per_image,
+    )
+    write("clip", lambda f: model.save_pretrained(f, safe_serialization=True), golden)
+
+    # The text tower alone, as transformers 5 writes CLIPTextModel (no prefix) ...
+    # (In transformers 5, CLIPModel.text_model is itself a CLIPTextModel.)
+    text_model = CLIPTextModel(config.text_config)
+    text_model.load_state_dict(model.text_model.state_dict())
+    text_model.eval()
+    text_golden = dict(input_ids=ids.float(), last_hidden_state=text_out.last_hidden_state,
+                       pooler_output=text_out.pooler_output)
+    write("text_encoder", lambda f: text_model.save_pretrained(f, safe_serialization=True), text_golden)
+
+    # ... and with transformers 4's / SD 1.x's `text_model.` prefix.
+    def v4_writer(folder):
+        text_model.config.save_pretrained(folder)
+        state = {("text_model." + k if not k.startswith("text_model.") else k): v.contiguous()
+                 for k, v in text_model.state_dict().items()}
+        save_file(state, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+
+    write("text_encoder_v4", v4_writer, text_golden)
+    prefixes = {k.split(".")[0] for k in text_model.state_dict()}
+    print(f"text_encoder: transformers {__import__('transformers').__version__} top-level names: {sorted(prefixes)}")
+
+
+def vae(seed):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    model = perturb(AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=16, norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(16, 32), layers_per_block=1, scaling_factor=0.18215,
+    ), seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    latents = torch.randn(2, 4, 8, 8, generator=g)
+    with torch.no_grad():
+        out = model.decode(latents).sample  # raw decode: the caller divides by scaling_factor first
+    write("vae", save_diffusers(model), dict(latents=latents, out=out))
+
+
+def upscaler(seed):
+    from train_upscaler import SRVGGNetCompact
+
+    config = dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=4, act_type="prelu")
+    torch.manual_seed(seed)
+    model = perturb(SRVGGNetCompact(**config), seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.rand(2, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        out = model(x)
+
+    def writer(folder):
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump(dict(_class_name="SRVGGNetCompact", **config), f, indent=2)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+
+    write("upscaler", writer, dict(input=x, out=out))
+
+
+def main():
+    torch.set_num_threads(1)
+    common = dict(sample_size=16, in_channels=4, out_channels=4, norm_num_groups=8,
+                  cross_attention_dim=16, layers_per_block=2)
+    # SD 1.x style: conv proj_in/proj_out, legacy `attention_head_dim` = head count.
+    unet("unet", 10, block_out_channels=(16, 32),
+         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+         attention_head_dim=2, use_linear_projection=False, flip_sin_to_cos=True, freq_shift=0,
+         **common)
+    # SD 2.x style: linear proj_in/proj_out, explicit per-block head dims, freq_shift 1.
+    unet("unet_linear", 11, block_out_channels=(16, 32, 32),
+         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+         attention_head_dim=(4, 8, 8), use_linear_projection=True, flip_sin_to_cos=False,
+         freq_shift=1, transformer_layers_per_block=1, **common)
+    clip(20)
+    vae(30)
+    upscaler(40)
+
+
+if __name__ == "__main__":
+    main()
