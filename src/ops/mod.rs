@@ -17,6 +17,7 @@ use crate::tensor::Tensor;
 
 pub mod elementwise;
 pub mod noise;
+pub mod sampler;
 
 macro_rules! shaders {
     ($($ident:ident => $file:literal),* $(,)?) => {
@@ -32,6 +33,7 @@ macro_rules! shaders {
 shaders! {
     ELEMENTWISE => "elementwise",
     NOISE => "noise",
+    SAMPLER => "sampler",
 }
 
 /// How many workgroups to launch.

@@ -9,3 +9,4 @@ mod reference;
 
 mod elementwise;
 mod noise;
+mod sampler;

@@ -5,3 +5,4 @@
 
 pub mod elementwise;
 pub mod noise;
+pub mod sampler;

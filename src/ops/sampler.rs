@@ -1,0 +1,146 @@
+//! The denoising step (wgsl/sampler.wgsl): the UNet's batch from the
+//! candidates, composable classifier-free guidance, and the sampler update
+//! from a per-step coefficient table computed once per run on the host.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Context};
+use crate::ops::{expect_shape, grid_1d, groups, Dispatch, Launch, SAMPLER};
+use crate::tensor::Tensor;
+
+/// Floats per row of the step table: timestep, in_scale, x0_x, x0_m, a, b, c, d.
+pub const STEP_ROW: usize = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    k: u32,
+    prompts: u32,
+    step: u32,
+    guidance: f32,
+    _pad: [u32; 3],
+}
+
+const WORKGROUP: usize = 256;
+
+fn params(x: &Tensor, prompts: usize, step: usize, guidance: f32) -> Params {
+    let k = x.shape[0];
+    Params {
+        n: (x.numel() / k) as u32,
+        k: k as u32,
+        prompts: prompts as u32,
+        step: step as u32,
+        guidance,
+        _pad: [0; 3],
+    }
+}
+
+fn check_table(op: &str, table: &Tensor, step: usize) -> Result<()> {
+    if table.shape.len() != 2 || table.shape[1] != STEP_ROW || step >= table.shape[0] {
+        return Err(Error::BadInput(format!(
+            "{op}: step table has shape {:?}, needs [steps > {step}, {STEP_ROW}]",
+            table.shape
+        )));
+    }
+    Ok(())
+}
+
+/// Candidates `x` `[K, ...]` → UNet input `[(1+P)K, ...]` scaled by the step's
+/// `in_scale`, and the timestep of every batch item `[(1+P)K]`.
+pub fn prepare(
+    ctx: &Context,
+    table: &Tensor,
+    step: usize,
+    x: &Tensor,
+    prompts: usize,
+    model_in: &Tensor,
+    timesteps: &Tensor,
+) -> Result<Dispatch> {
+    check_table("prepare", table, step)?;
+    let k = x.shape[0];
+    let mut in_shape = x.shape.clone();
+    in_shape[0] = (prompts + 1) * k;
+    expect_shape("prepare", "model input", model_in, &in_shape)?;
+    expect_shape("prepare", "timesteps", timesteps, &[(prompts + 1) * k])?;
+    let total = model_in.numel();
+    Launch {
+        shader: &SAMPLER,
+        entry: "prepare",
+        constants: &[],
+        tensors: &[
+            (table, Access::Read),
+            (x, Access::Read),
+            (model_in, Access::ReadWrite),
+            (timesteps, Access::ReadWrite),
+        ],
+        workgroups: grid_1d(groups(total, WORKGROUP)),
+        flops: total as u64,
+        bytes: 8 * total as u64,
+    }
+    .build(ctx, &params(x, prompts, step, 0.0))
+}
+
+/// `eps = u + g · Σ_i w_i (e_i − u)` over the UNet output `[(1+P)K, ...]`
+/// (group 0 unconditional); `weights` `[P]` are already normalised.
+pub fn guide(
+    ctx: &Context,
+    model_out: &Tensor,
+    weights: &Tensor,
+    guidance: f32,
+    guided: &Tensor,
+) -> Result<Dispatch> {
+    let prompts = weights.numel();
+    let k = guided.shape[0];
+    let mut out_shape = guided.shape.clone();
+    out_shape[0] = (prompts + 1) * k;
+    expect_shape("guide", "model output", model_out, &out_shape)?;
+    let n = guided.numel();
+    Launch {
+        shader: &SAMPLER,
+        entry: "guide",
+        constants: &[],
+        tensors: &[
+            (weights, Access::Read),
+            (model_out, Access::Read),
+            (guided, Access::ReadWrite),
+        ],
+        workgroups: grid_1d(groups(n, WORKGROUP)),
+        flops: (3 * prompts + 2) as u64 * n as u64,
+        bytes: 4 * ((prompts + 2) * n) as u64,
+    }
+    .build(ctx, &params(guided, prompts, 0, guidance))
+}
+
+/// One sampler step in place: `x0 ← x0_x·x + x0_m·m`,
+/// `x ← a·x + b·m + c·x0_prev + d·noise` with row `step` of `table`.
+pub fn step(
+    ctx: &Context,
+    table: &Tensor,
+    step: usize,
+    model_out: &Tensor,
+    noise: &Tensor,
+    x: &Tensor,
+    x0: &Tensor,
+) -> Result<Dispatch> {
+    check_table("step", table, step)?;
+    for (what, t) in [("model output", model_out), ("noise", noise), ("x0", x0)] {
+        expect_shape("step", what, t, &x.shape)?;
+    }
+    let n = x.numel();
+    Launch {
+        shader: &SAMPLER,
+        entry: "step",
+        constants: &[],
+        tensors: &[
+            (table, Access::Read),
+            (model_out, Access::Read),
+            (noise, Access::Read),
+            (x, Access::ReadWrite),
+            (x0, Access::ReadWrite),
+        ],
+        workgroups: grid_1d(groups(n, WORKGROUP)),
+        flops: 9 * n as u64,
+        bytes: 24 * n as u64,
+    }
+    .build(ctx, &params(x, 0, step, 0.0))
+}

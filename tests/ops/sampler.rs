@@ -1,0 +1,66 @@
+//! wgsl/sampler.wgsl against tests/reference/sampler.rs.
+
+use crate::common::{assert_close, ctx, random, zeros, Rng};
+use crate::reference::sampler as reference;
+use easel::ops::{self, sampler};
+use easel::tensor::Tensor;
+
+fn table(rng: &mut Rng, steps: usize) -> (Tensor, Vec<f32>) {
+    random(rng, &[steps, sampler::STEP_ROW])
+}
+
+#[test]
+fn prepare_replicates_candidates_per_prompt() {
+    let mut rng = Rng::new(10);
+    let (k, prompts) = (3, 2);
+    let (tab, tab_h) = table(&mut rng, 4);
+    let (x, xh) = random(&mut rng, &[k, 3, 5, 7]);
+    let model_in = zeros(&[(prompts + 1) * k, 3, 5, 7]);
+    let timesteps = zeros(&[(prompts + 1) * k]);
+    let d = sampler::prepare(ctx(), &tab, 2, &x, prompts, &model_in, &timesteps).unwrap();
+    ops::run(ctx(), &[d]).unwrap();
+    let (want_in, want_t) = reference::prepare(&tab_h[16..24], &xh, prompts, k);
+    // One f32 multiply: exact up to rounding.
+    assert_close("model_in", &model_in.to_vec(ctx()).unwrap(), &want_in, 0.0, 1e-7);
+    assert_close("timesteps", &timesteps.to_vec(ctx()).unwrap(), &want_t, 0.0, 0.0);
+}
+
+#[test]
+fn guide_combines_sub_prompts() {
+    let mut rng = Rng::new(11);
+    for prompts in [1, 3] {
+        let k = 2;
+        let (out, out_h) = random(&mut rng, &[(prompts + 1) * k, 3, 4, 4]);
+        let (w, w_h) = random(&mut rng, &[prompts]);
+        let guided = zeros(&[k, 3, 4, 4]);
+        let d = sampler::guide(ctx(), &out, &w, 7.5, &guided).unwrap();
+        ops::run(ctx(), &[d]).unwrap();
+        let want = reference::guide(&out_h, &w_h, 7.5, k * 48);
+        // A few f32 operations on values <= 1 scaled by 7.5.
+        assert_close("guide", &guided.to_vec(ctx()).unwrap(), &want, 1e-5, 1e-6);
+    }
+}
+
+#[test]
+fn step_applies_the_linear_form() {
+    let mut rng = Rng::new(12);
+    let shape = [4, 3, 9, 9];
+    let (tab, tab_h) = table(&mut rng, 3);
+    let (m, m_h) = random(&mut rng, &shape);
+    let (noise, noise_h) = random(&mut rng, &shape);
+    let (x, x_h) = random(&mut rng, &shape);
+    let (x0, x0_h) = random(&mut rng, &shape);
+    let d = sampler::step(ctx(), &tab, 1, &m, &noise, &x, &x0).unwrap();
+    ops::run(ctx(), &[d]).unwrap();
+    let (want_x, want_x0) = reference::step(&tab_h[8..16], &x_h, &m_h, &x0_h, &noise_h);
+    assert_close("x_next", &x.to_vec(ctx()).unwrap(), &want_x, 1e-6, 1e-6);
+    assert_close("x0", &x0.to_vec(ctx()).unwrap(), &want_x0, 1e-6, 1e-6);
+}
+
+#[test]
+fn step_rejects_a_row_past_the_table() {
+    let tab = zeros(&[2, sampler::STEP_ROW]);
+    let x = zeros(&[1, 4]);
+    let err = sampler::step(ctx(), &tab, 2, &x, &x, &x, &x).unwrap_err();
+    assert!(err.to_string().contains("step table"), "{err}");
+}

@@ -1,0 +1,101 @@
+// The denoising step on the GPU: build the UNet's batch from the candidates,
+// combine its predictions with composable classifier-free guidance, and apply
+// one sampler step whose coefficients the host computed once per run.
+//
+// Batch layout of the UNet input/output: [(1 + P) * K, C, H, W], group j of K
+// candidates is the unconditional prompt (j = 0) or sub-prompt j - 1.
+//
+// Per-step coefficients, one row of 8 f32 per step (schedulers::StepCoefficients):
+//   timestep, in_scale, x0_x, x0_m, a, b, c, d
+//   model_in = in_scale * x
+//   x0       = x0_x * x + x0_m * model_out
+//   x_next   = a * x + b * model_out + c * x0_prev + d * noise
+// One thread per element; 256 per workgroup (WebGPU baseline).
+
+struct Params {
+    // Elements per candidate, candidates, sub-prompts.
+    n: u32,
+    k: u32,
+    prompts: u32,
+    // Row of the coefficient table to use.
+    step: u32,
+    // Classifier-free guidance scale.
+    guidance: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct Step {
+    timestep: f32,
+    in_scale: f32,
+    x0_x: f32,
+    x0_m: f32,
+    a: f32,
+    b: f32,
+    c: f32,
+    d: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.y * nwg.x * 256u + gid.x;
+}
+
+// ---- prepare: x [K, n] -> model_in [(1+P)K, n], timesteps [(1+P)K] ----
+@group(0) @binding(1) var<storage, read> steps: array<Step>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> model_in: array<f32>;
+@group(0) @binding(4) var<storage, read_write> timesteps: array<f32>;
+
+@compute @workgroup_size(256)
+fn prepare(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    let per_group = p.k * p.n;
+    let groups = p.prompts + 1u;
+    if (i >= groups * per_group) { return; }
+    let s = steps[p.step];
+    model_in[i] = s.in_scale * x[i % per_group];
+    if (i % p.n == 0u) {
+        timesteps[i / p.n] = s.timestep;
+    }
+}
+
+// ---- guide: model_out [(1+P)K, n] -> eps [K, n] ----
+// eps = u + g * sum_i w_i (e_i - u), w already normalised by the sum of positive weights.
+@group(0) @binding(1) var<storage, read> weights: array<f32>;
+@group(0) @binding(2) var<storage, read> model_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> guided: array<f32>;
+
+@compute @workgroup_size(256)
+fn guide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    let per_group = p.k * p.n;
+    if (i >= per_group) { return; }
+    let u = model_out[i];
+    var sum = 0.0;
+    for (var j = 0u; j < p.prompts; j++) {
+        sum += weights[j] * (model_out[(j + 1u) * per_group + i] - u);
+    }
+    guided[i] = u + p.guidance * sum;
+}
+
+// ---- step: x, x0 updated in place from model_out and noise ----
+@group(0) @binding(1) var<storage, read> step_table: array<Step>;
+@group(0) @binding(2) var<storage, read> m: array<f32>;
+@group(0) @binding(3) var<storage, read> noise: array<f32>;
+@group(0) @binding(4) var<storage, read_write> state_x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> state_x0: array<f32>;
+
+@compute @workgroup_size(256)
+fn step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.k * p.n) { return; }
+    let s = step_table[p.step];
+    let xi = state_x[i];
+    let mi = m[i];
+    let x0_prev = state_x0[i];
+    state_x0[i] = s.x0_x * xi + s.x0_m * mi;
+    state_x[i] = s.a * xi + s.b * mi + s.c * x0_prev + s.d * noise[i];
+}
