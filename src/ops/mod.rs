@@ -18,6 +18,7 @@ use crate::tensor::Tensor;
 pub mod elementwise;
 pub mod noise;
 pub mod sampler;
+pub mod score;
 
 macro_rules! shaders {
     ($($ident:ident => $file:literal),* $(,)?) => {
@@ -34,6 +35,7 @@ shaders! {
     ELEMENTWISE => "elementwise",
     NOISE => "noise",
     SAMPLER => "sampler",
+    SCORE => "score",
 }
 
 /// How many workgroups to launch.

@@ -10,3 +10,4 @@ mod reference;
 mod elementwise;
 mod noise;
 mod sampler;
+mod score;

@@ -21,8 +21,20 @@ fn prepare_replicates_candidates_per_prompt() {
     ops::run(ctx(), &[d]).unwrap();
     let (want_in, want_t) = reference::prepare(&tab_h[16..24], &xh, prompts, k);
     // One f32 multiply: exact up to rounding.
-    assert_close("model_in", &model_in.to_vec(ctx()).unwrap(), &want_in, 0.0, 1e-7);
-    assert_close("timesteps", &timesteps.to_vec(ctx()).unwrap(), &want_t, 0.0, 0.0);
+    assert_close(
+        "model_in",
+        &model_in.to_vec(ctx()).unwrap(),
+        &want_in,
+        0.0,
+        1e-7,
+    );
+    assert_close(
+        "timesteps",
+        &timesteps.to_vec(ctx()).unwrap(),
+        &want_t,
+        0.0,
+        0.0,
+    );
 }
 
 #[test]

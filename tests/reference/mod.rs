@@ -6,3 +6,4 @@
 pub mod elementwise;
 pub mod noise;
 pub mod sampler;
+pub mod score;
