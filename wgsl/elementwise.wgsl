@@ -14,6 +14,7 @@ const OP_GELU_TANH: u32 = 3u;  // tanh approximation, `gelu(approximate="tanh")`
 const OP_QUICK_GELU: u32 = 4u; // CLIP's x * sigmoid(1.702 x)
 const OP_ADD: u32 = 10u;
 const OP_MUL: u32 = 11u;
+const OP_PRELU: u32 = 12u;    // a if a >= 0 else b * a (nn.PReLU, b = per-channel slope)
 
 struct Params {
     n: u32,
@@ -80,7 +81,25 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let i1 = (i / (p.d3 * p.d2)) % p.d1;
     let i0 = i / (p.d3 * p.d2 * p.d1);
     let bv = b[i0 * p.sb0 + i1 * p.sb1 + i2 * p.sb2 + i3 * p.sb3];
+    let av = a[i];
     var y: f32;
-    if (OP == OP_MUL) { y = a[i] * bv; } else { y = a[i] + bv; }
+    switch OP {
+        case 11u: { y = av * bv; }
+        case 12u: { y = select(bv * av, av, av >= 0.0); }
+        default: { y = av + bv; }
+    }
     out[i] = y * p.scale;
+}
+
+// GEGLU (diffusers attention.GEGLU): a [rows, 2 * d3] -> out [rows, d3],
+// out = hidden * gelu(gate) with hidden, gate = a.chunk(2, dim=-1).
+@compute @workgroup_size(256)
+fn geglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let row = i / p.d3;
+    let col = i % p.d3;
+    let hidden = a[row * 2u * p.d3 + col];
+    let gate = a[row * 2u * p.d3 + p.d3 + col];
+    out[i] = hidden * 0.5 * gate * (1.0 + erf(gate * 0.70710678118654752));
 }

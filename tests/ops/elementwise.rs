@@ -42,7 +42,11 @@ fn binary_broadcasts_like_numpy() {
     let a_shape = [2, 3, 5, 7];
     let b_shapes: [&[usize]; 5] = [&[2, 3, 5, 7], &[3, 1, 1], &[2, 3, 1, 1], &[7], &[1]];
     for b_shape in b_shapes {
-        for op in [elementwise::BinaryOp::Add, elementwise::BinaryOp::Mul] {
+        for op in [
+            elementwise::BinaryOp::Add,
+            elementwise::BinaryOp::Mul,
+            elementwise::BinaryOp::Prelu,
+        ] {
             let (a, ah) = random(&mut rng, &a_shape);
             let (b, bh) = random(&mut rng, b_shape);
             let out = zeros(&a_shape);
@@ -54,10 +58,11 @@ fn binary_broadcasts_like_numpy() {
                         ah[i] as f64,
                         bh[reference::broadcast_index(&a_shape, b_shape, i)] as f64,
                     );
-                    2.0 * if op == elementwise::BinaryOp::Add {
-                        x + y
-                    } else {
-                        x * y
+                    2.0 * match op {
+                        elementwise::BinaryOp::Add => x + y,
+                        elementwise::BinaryOp::Mul => x * y,
+                        elementwise::BinaryOp::Prelu if x >= 0.0 => x,
+                        elementwise::BinaryOp::Prelu => x * y,
                     }
                 })
                 .collect();
@@ -102,4 +107,22 @@ fn readback_counter_counts() {
     t.to_vec(ctx()).unwrap();
     // Other tests run concurrently on the same context, so at least 2.
     assert!(ctx().readback_count() - before >= 2);
+}
+
+#[test]
+fn geglu_matches_reference() {
+    let mut rng = Rng::new(3);
+    let (x, xh) = random(&mut rng, &[2, 37, 2 * 24]);
+    let xh: Vec<f32> = xh.iter().map(|v| v * 3.0).collect();
+    x.write(ctx(), &xh).unwrap();
+    let out = zeros(&[2, 37, 24]);
+    ops::run(ctx(), &[elementwise::geglu(ctx(), &x, &out).unwrap()]).unwrap();
+    // erf approximation (1.5e-7) times |hidden| <= 3, plus f32 rounding.
+    assert_close(
+        "geglu",
+        &out.to_vec(ctx()).unwrap(),
+        &reference::geglu(&xh, 24),
+        2e-6,
+        1e-5,
+    );
 }

@@ -57,3 +57,10 @@ pub fn broadcast_index(as_: &[usize], bs: &[usize], mut i: usize) -> usize {
     }
     idx
 }
+
+/// diffusers GEGLU over rows of width 2d.
+pub fn geglu(x: &[f32], d: usize) -> Vec<f64> {
+    x.chunks(2 * d)
+        .flat_map(|row| (0..d).map(move |j| row[j] as f64 * gelu(row[d + j] as f64)))
+        .collect()
+}
