@@ -16,6 +16,7 @@ use crate::gpu::{Access, Context, Kernel, KernelSpec, Shader};
 use crate::tensor::Tensor;
 
 pub mod elementwise;
+pub mod matmul;
 
 macro_rules! shaders {
     ($($ident:ident => $file:literal),* $(,)?) => {
@@ -30,6 +31,7 @@ macro_rules! shaders {
 
 shaders! {
     ELEMENTWISE => "elementwise",
+    MATMUL => "matmul",
 }
 
 /// How many workgroups to launch.

@@ -8,3 +8,4 @@ mod common;
 mod reference;
 
 mod elementwise;
+mod matmul;
