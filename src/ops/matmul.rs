@@ -135,11 +135,7 @@ pub fn matmul(
             (bias, Access::Read),
             (out, Access::ReadWrite),
         ],
-        workgroups: [
-            groups(n, tile_n),
-            groups(m, tile_m),
-            batch as u32,
-        ],
+        workgroups: [groups(n, tile_n), groups(m, tile_m), batch as u32],
         flops: 2 * (batch * m * n * k) as u64,
         bytes: 4 * (batch * m * k + b_reads + batch * m * n) as u64,
     }
@@ -159,7 +155,10 @@ impl Shape {
     fn of(a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Self> {
         let bad = |msg: String| Error::BadInput(format!("matmul: {msg}"));
         if a.shape.len() < 2 {
-            return Err(bad(format!("a has shape {:?}, expected [.., M, K]", a.shape)));
+            return Err(bad(format!(
+                "a has shape {:?}, expected [.., M, K]",
+                a.shape
+            )));
         }
         let (batch_dims, mat) = a.shape.split_at(a.shape.len() - 2);
         let (m, k) = if opts.transpose_a {
@@ -187,7 +186,10 @@ impl Shape {
             )));
         }
         if m == 0 || n == 0 || k == 0 {
-            return Err(bad(format!("empty product: a {:?}, b {:?}", a.shape, b.shape)));
+            return Err(bad(format!(
+                "empty product: a {:?}, b {:?}",
+                a.shape, b.shape
+            )));
         }
         let batch = batch_dims.iter().product();
         Ok(Self { batch, m, n, k })

@@ -125,14 +125,17 @@ pub fn encode(encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
         timestamp_writes: None,
     });
     for d in dispatches {
-        pass.set_pipeline(&d.kernel.pipeline);
-        pass.set_bind_group(0, &d.bind_group, &[]);
-        match &d.workgroups {
-            Workgroups::Direct([x, y, z]) => pass.dispatch_workgroups(*x, *y, *z),
-            Workgroups::Indirect(buffer, offset) => {
-                pass.dispatch_workgroups_indirect(buffer, *offset)
-            }
-        }
+        record(&mut pass, d);
+    }
+}
+
+/// Record one dispatch into an open compute pass.
+pub fn record(pass: &mut wgpu::ComputePass, d: &Dispatch) {
+    pass.set_pipeline(&d.kernel.pipeline);
+    pass.set_bind_group(0, &d.bind_group, &[]);
+    match &d.workgroups {
+        Workgroups::Direct([x, y, z]) => pass.dispatch_workgroups(*x, *y, *z),
+        Workgroups::Indirect(buffer, offset) => pass.dispatch_workgroups_indirect(buffer, *offset),
     }
 }
 

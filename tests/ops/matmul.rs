@@ -89,7 +89,9 @@ fn odd_sizes_every_transpose() {
     let mut seed = 10;
     for variant in VARIANTS {
         for (m, n, k) in sizes {
-            for (transpose_a, transpose_b) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (transpose_a, transpose_b) in
+                [(false, false), (true, false), (false, true), (true, true)]
+            {
                 let case = Case {
                     transpose_a,
                     transpose_b,
@@ -107,7 +109,9 @@ fn aligned_sizes_every_transpose() {
     // Multiples of 4 take matmul_cpu_vec4; edges of the 4×8 and 64×64 tiles remain.
     let mut seed = 100;
     for variant in VARIANTS {
-        for (transpose_a, transpose_b) in [(false, false), (true, false), (false, true), (true, true)] {
+        for (transpose_a, transpose_b) in
+            [(false, false), (true, false), (false, true), (true, true)]
+        {
             let case = Case {
                 transpose_a,
                 transpose_b,
@@ -160,13 +164,34 @@ fn leading_dims_and_bad_shapes() {
     let b = zeros(&[5, 6]);
     let out = zeros(&[2, 3, 4, 6]);
     assert!(matmul::matmul(ctx(), &a, &b, None, &out, &MatmulOptions::default()).is_ok());
-    let err = matmul::matmul(ctx(), &a, &zeros(&[4, 6]), None, &out, &MatmulOptions::default())
-        .unwrap_err();
+    let err = matmul::matmul(
+        ctx(),
+        &a,
+        &zeros(&[4, 6]),
+        None,
+        &out,
+        &MatmulOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("inner dimensions"), "{err}");
-    let err = matmul::matmul(ctx(), &a, &b, None, &zeros(&[2, 3, 4, 5]), &MatmulOptions::default())
-        .unwrap_err();
+    let err = matmul::matmul(
+        ctx(),
+        &a,
+        &b,
+        None,
+        &zeros(&[2, 3, 4, 5]),
+        &MatmulOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("matmul: out"), "{err}");
-    let err = matmul::matmul(ctx(), &a, &b, Some(&zeros(&[5])), &out, &MatmulOptions::default())
-        .unwrap_err();
+    let err = matmul::matmul(
+        ctx(),
+        &a,
+        &b,
+        Some(&zeros(&[5])),
+        &out,
+        &MatmulOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("bias"), "{err}");
 }

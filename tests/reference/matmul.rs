@@ -22,13 +22,25 @@ impl Matmul<'_> {
         let mut out = Vec::with_capacity(self.batch * m * n);
         for bi in 0..self.batch {
             let a = &self.a[bi * m * k..];
-            let b = if self.b_shared { self.b } else { &self.b[bi * k * n..] };
+            let b = if self.b_shared {
+                self.b
+            } else {
+                &self.b[bi * k * n..]
+            };
             for i in 0..m {
                 for j in 0..n {
                     let dot: f64 = (0..k)
                         .map(|kk| {
-                            let x = if self.transpose_a { a[kk * m + i] } else { a[i * k + kk] };
-                            let y = if self.transpose_b { b[j * k + kk] } else { b[kk * n + j] };
+                            let x = if self.transpose_a {
+                                a[kk * m + i]
+                            } else {
+                                a[i * k + kk]
+                            };
+                            let y = if self.transpose_b {
+                                b[j * k + kk]
+                            } else {
+                                b[kk * n + j]
+                            };
                             x as f64 * y as f64
                         })
                         .sum();

@@ -1,0 +1,155 @@
+//! Kernel throughput on the chosen adapter: every variant of matmul and conv2d
+//! at the shapes the default model uses, timed per dispatch by the profiler
+//! (GPU timestamps where the adapter has them). Prints a table and one JSON
+//! line per result. Run: `cargo bench --bench kernels` (release build).
+//!
+//! Inputs are random in [-1, 1); only the time matters here, correctness is
+//! tests/ops' job.
+
+use std::time::Instant;
+
+use easel::gpu::profiler::Profiler;
+use easel::gpu::{AdapterOptions, Context};
+use easel::ops::matmul::{self, MatmulOptions, MatmulVariant};
+use easel::ops::Dispatch;
+use easel::tensor::Tensor;
+
+/// Stop repeating a case after about this long.
+const BUDGET_S: f64 = 1.5;
+const MIN_REPEATS: usize = 3;
+const MAX_REPEATS: usize = 25;
+
+struct Result {
+    kernel: &'static str,
+    variant: String,
+    shape: String,
+    median_ms: f64,
+    gflops: f64,
+}
+
+fn random(ctx: &Context, shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    // A cheap LCG: the values do not matter, only that they are not all zero.
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_f32(ctx, "bench input", shape, &data).unwrap()
+}
+
+/// Median time of `d` over enough repeats to fill the budget.
+fn measure(ctx: &Context, profiler: &Profiler, d: &Dispatch) -> f64 {
+    // Warm-up: pipeline compile, first-touch of buffers.
+    let start = Instant::now();
+    easel::ops::run(ctx, std::slice::from_ref(d)).unwrap();
+    let once = start.elapsed().as_secs_f64();
+    let repeats = ((BUDGET_S / once) as usize).clamp(MIN_REPEATS, MAX_REPEATS);
+    let batch: Vec<&Dispatch> = std::iter::repeat_n(d, repeats).collect();
+    let mut times = profiler.time(ctx, &batch).unwrap();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn report(r: &Result) {
+    println!(
+        "{:<8} {:<10} {:<34} {:>10.3} {:>9.2}",
+        r.kernel, r.variant, r.shape, r.median_ms, r.gflops
+    );
+}
+
+fn json(r: &Result, adapter: &str, clock: &str) -> String {
+    serde_json::json!({
+        "kernel": r.kernel,
+        "variant": r.variant,
+        "shape": r.shape,
+        "median_ms": r.median_ms,
+        "gflops": r.gflops,
+        "adapter": adapter,
+        "clock": clock,
+    })
+    .to_string()
+}
+
+/// (label, batch, M, N, K, transpose_b, b shared)
+type MatmulShape = (&'static str, usize, usize, usize, usize, bool, bool);
+
+const MATMUL_SHAPES: &[MatmulShape] = &[
+    ("256^3", 1, 256, 256, 256, false, false),
+    ("512^3", 1, 512, 512, 512, false, false),
+    ("1024^3", 1, 1024, 1024, 1024, false, false),
+    // nn.Linear of the default UNet: 8 images × 16×16 tokens, 128 -> 512, W [out, in].
+    (
+        "linear [2048,128]x[512,128]^T",
+        1,
+        2048,
+        512,
+        128,
+        true,
+        true,
+    ),
+    // Attention scores: 8 images, 16×16 tokens, head dim 32 (q · kᵀ, batched).
+    ("bmm [8,256,32]x[8,256,32]^T", 8, 256, 256, 32, true, false),
+];
+
+fn bench_matmul(ctx: &Context, profiler: &Profiler, out: &mut Vec<Result>) {
+    for &(label, batch, m, n, k, transpose_b, b_shared) in MATMUL_SHAPES {
+        let a = random(ctx, &[batch, m, k], 1);
+        let b_mat = if transpose_b { [n, k] } else { [k, n] };
+        let b = if b_shared {
+            random(ctx, &b_mat, 2)
+        } else {
+            random(ctx, &[batch, b_mat[0], b_mat[1]], 2)
+        };
+        let bias = random(ctx, &[n], 3);
+        let c = Tensor::zeros(ctx, "bench out", &[batch, m, n]).unwrap();
+        for variant in [MatmulVariant::Cpu, MatmulVariant::Gpu] {
+            let opts = MatmulOptions {
+                transpose_b,
+                variant: Some(variant),
+                ..MatmulOptions::default()
+            };
+            let d = matmul::matmul(ctx, &a, &b, Some(&bias), &c, &opts).unwrap();
+            let ms = measure(ctx, profiler, &d);
+            let r = Result {
+                kernel: "matmul",
+                variant: format!("{variant:?}"),
+                shape: label.to_string(),
+                median_ms: ms,
+                gflops: d.flops as f64 / (ms * 1e6),
+            };
+            report(&r);
+            out.push(r);
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a name filter may follow.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let ctx = Context::new(&AdapterOptions::default()).expect("a GPU adapter");
+    let profiler = Profiler::new(&ctx);
+    let adapter = format!(
+        "{} ({:?}, {:?})",
+        ctx.info.name, ctx.info.backend, ctx.class
+    );
+    println!("adapter: {adapter}; clock: {}", profiler.clock().label());
+    println!(
+        "{:<8} {:<10} {:<34} {:>10} {:>9}",
+        "kernel", "variant", "shape", "median ms", "GFLOP/s"
+    );
+    let mut results = Vec::new();
+    let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    if wants("matmul") {
+        bench_matmul(&ctx, &profiler, &mut results);
+    }
+    for r in &results {
+        println!("{}", json(r, &adapter, profiler.clock().label()));
+    }
+}
