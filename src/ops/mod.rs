@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Access, Context, Kernel, KernelSpec, Shader};
 use crate::tensor::Tensor;
 
+pub mod conv2d;
 pub mod elementwise;
 pub mod matmul;
 
@@ -30,6 +31,7 @@ macro_rules! shaders {
 }
 
 shaders! {
+    CONV2D => "conv2d",
     ELEMENTWISE => "elementwise",
     MATMUL => "matmul",
 }

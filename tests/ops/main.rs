@@ -7,5 +7,6 @@ mod common;
 #[path = "../reference/mod.rs"]
 mod reference;
 
+mod conv2d;
 mod elementwise;
 mod matmul;

@@ -3,5 +3,6 @@
 //! PyTorch op named in its doc comment.
 #![allow(dead_code)]
 
+pub mod conv2d;
 pub mod elementwise;
 pub mod matmul;
