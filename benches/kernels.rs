@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use easel::gpu::profiler::Profiler;
 use easel::gpu::{AdapterOptions, Context};
+use easel::ops::conv2d::{self, Conv2dOptions};
 use easel::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use easel::ops::Dispatch;
 use easel::tensor::Tensor;
@@ -130,6 +131,58 @@ fn bench_matmul(ctx: &Context, profiler: &Profiler, out: &mut Vec<Result>) {
     }
 }
 
+/// (label, N, Cin, H, W, Cout, kernel, stride, padding)
+type ConvShape = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
+
+const CONV_SHAPES: &[ConvShape] = &[
+    // Default UNet (block_out_channels 32, 64, 128) at batch 8.
+    ("8x32x32x32 -> 32, 3x3", 8, 32, 32, 32, 32, 3, 1, 1),
+    ("8x64x16x16 -> 64, 3x3", 8, 64, 16, 16, 64, 3, 1, 1),
+    ("8x128x8x8 -> 128, 3x3", 8, 128, 8, 8, 128, 3, 1, 1),
+    ("8x64x16x16 -> 128, 1x1", 8, 64, 16, 16, 128, 1, 1, 0),
+    ("8x32x32x32 -> 32, 3x3 s2", 8, 32, 32, 32, 32, 3, 2, 1),
+    // SRVGGNetCompact body: 64 channels at 32x32.
+    ("1x64x32x32 -> 64, 3x3", 1, 64, 32, 32, 64, 3, 1, 1),
+];
+
+fn bench_conv2d(ctx: &Context, profiler: &Profiler, out: &mut Vec<Result>) {
+    for &(label, n, cin, h, w, cout, kernel, stride, padding) in CONV_SHAPES {
+        let x = random(ctx, &[n, cin, h, w], 4);
+        let weight = random(ctx, &[cout, cin, kernel, kernel], 5);
+        let bias = random(ctx, &[cout], 6);
+        let opts = Conv2dOptions::new(stride, padding);
+        let (hout, wout) = conv2d::output_size(h, w, kernel, kernel, &opts).unwrap();
+        let y = Tensor::zeros(ctx, "bench out", &[n, cout, hout, wout]).unwrap();
+        for variant in [MatmulVariant::Cpu, MatmulVariant::Gpu] {
+            let opts = Conv2dOptions {
+                variant: Some(variant),
+                ..opts
+            };
+            let d = conv2d::conv2d(ctx, &x, &weight, Some(&bias), &y, &opts).unwrap();
+            let ms = measure(ctx, profiler, &d);
+            let r = Result {
+                kernel: "conv2d",
+                variant: format!("{variant:?}"),
+                shape: label.to_string(),
+                median_ms: ms,
+                gflops: d.flops as f64 / (ms * 1e6),
+            };
+            report(&r);
+            out.push(r);
+        }
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a name filter may follow.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
@@ -148,6 +201,9 @@ fn main() {
     let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     if wants("matmul") {
         bench_matmul(&ctx, &profiler, &mut results);
+    }
+    if wants("conv2d") {
+        bench_conv2d(&ctx, &profiler, &mut results);
     }
     for r in &results {
         println!("{}", json(r, &adapter, profiler.clock().label()));
