@@ -23,9 +23,20 @@ const MAX_REPEATS: usize = 25;
 struct Result {
     kernel: &'static str,
     variant: String,
+    /// The shader and entry point the variant ran (`file::entry`).
+    entry: String,
     shape: String,
     median_ms: f64,
     gflops: f64,
+}
+
+/// Every variant, or the one named by `EASEL_BENCH_VARIANT` (Gpu, Cpu or CpuSubgroup).
+fn variants() -> Vec<MatmulVariant> {
+    let only = std::env::var("EASEL_BENCH_VARIANT").unwrap_or_default();
+    MatmulVariant::ALL
+        .into_iter()
+        .filter(|v| only.is_empty() || format!("{v:?}").eq_ignore_ascii_case(&only))
+        .collect()
 }
 
 fn random(ctx: &Context, shape: &[usize], seed: u64) -> Tensor {
@@ -60,8 +71,8 @@ fn measure(ctx: &Context, profiler: &Profiler, d: &Dispatch) -> f64 {
 
 fn report(r: &Result) {
     println!(
-        "{:<8} {:<10} {:<34} {:>10.3} {:>9.2}",
-        r.kernel, r.variant, r.shape, r.median_ms, r.gflops
+        "{:<8} {:<12} {:<38} {:<30} {:>10.3} {:>9.2}",
+        r.kernel, r.variant, r.entry, r.shape, r.median_ms, r.gflops
     );
 }
 
@@ -69,6 +80,7 @@ fn json(r: &Result, adapter: &str, clock: &str) -> String {
     serde_json::json!({
         "kernel": r.kernel,
         "variant": r.variant,
+        "entry": r.entry,
         "shape": r.shape,
         "median_ms": r.median_ms,
         "gflops": r.gflops,
@@ -99,8 +111,16 @@ const MATMUL_SHAPES: &[MatmulShape] = &[
     ("bmm [8,256,32]x[8,256,32]^T", 8, 256, 256, 32, true, false),
 ];
 
-fn bench_matmul(ctx: &Context, profiler: &Profiler, out: &mut Vec<Result>) {
+fn bench_matmul(
+    ctx: &Context,
+    profiler: &Profiler,
+    wants: &dyn Fn(&str) -> bool,
+    out: &mut Vec<Result>,
+) {
     for &(label, batch, m, n, k, transpose_b, b_shared) in MATMUL_SHAPES {
+        if !wants(&format!("matmul {label}")) {
+            continue;
+        }
         let a = random(ctx, &[batch, m, k], 1);
         let b_mat = if transpose_b { [n, k] } else { [k, n] };
         let b = if b_shared {
@@ -110,7 +130,7 @@ fn bench_matmul(ctx: &Context, profiler: &Profiler, out: &mut Vec<Result>) {
         };
         let bias = random(ctx, &[n], 3);
         let c = Tensor::zeros(ctx, "bench out", &[batch, m, n]).unwrap();
-        for variant in [MatmulVariant::Cpu, MatmulVariant::Gpu] {
+        for variant in variants() {
             let opts = MatmulOptions {
                 transpose_b,
                 variant: Some(variant),
@@ -121,6 +141,7 @@ fn bench_matmul(ctx: &Context, profiler: &Profiler, out: &mut Vec<Result>) {
             let r = Result {
                 kernel: "matmul",
                 variant: format!("{variant:?}"),
+                entry: d.kernel.label.clone(),
                 shape: label.to_string(),
                 median_ms: ms,
                 gflops: d.flops as f64 / (ms * 1e6),
@@ -155,15 +176,23 @@ const CONV_SHAPES: &[ConvShape] = &[
     ("1x64x32x32 -> 64, 3x3", 1, 64, 32, 32, 64, 3, 1, 1),
 ];
 
-fn bench_conv2d(ctx: &Context, profiler: &Profiler, out: &mut Vec<Result>) {
+fn bench_conv2d(
+    ctx: &Context,
+    profiler: &Profiler,
+    wants: &dyn Fn(&str) -> bool,
+    out: &mut Vec<Result>,
+) {
     for &(label, n, cin, h, w, cout, kernel, stride, padding) in CONV_SHAPES {
+        if !wants(&format!("conv2d {label}")) {
+            continue;
+        }
         let x = random(ctx, &[n, cin, h, w], 4);
         let weight = random(ctx, &[cout, cin, kernel, kernel], 5);
         let bias = random(ctx, &[cout], 6);
         let opts = Conv2dOptions::new(stride, padding);
         let (hout, wout) = conv2d::output_size(h, w, kernel, kernel, &opts).unwrap();
         let y = Tensor::zeros(ctx, "bench out", &[n, cout, hout, wout]).unwrap();
-        for variant in [MatmulVariant::Cpu, MatmulVariant::Gpu] {
+        for variant in variants() {
             let opts = Conv2dOptions {
                 variant: Some(variant),
                 ..opts
@@ -173,6 +202,7 @@ fn bench_conv2d(ctx: &Context, profiler: &Profiler, out: &mut Vec<Result>) {
             let r = Result {
                 kernel: "conv2d",
                 variant: format!("{variant:?}"),
+                entry: d.kernel.label.clone(),
                 shape: label.to_string(),
                 median_ms: ms,
                 gflops: d.flops as f64 / (ms * 1e6),
@@ -194,17 +224,13 @@ fn main() {
     );
     println!("adapter: {adapter}; clock: {}", profiler.clock().label());
     println!(
-        "{:<8} {:<10} {:<34} {:>10} {:>9}",
-        "kernel", "variant", "shape", "median ms", "GFLOP/s"
+        "{:<8} {:<12} {:<38} {:<30} {:>10} {:>9}",
+        "kernel", "variant", "entry point", "shape", "median ms", "GFLOP/s"
     );
     let mut results = Vec::new();
     let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    if wants("matmul") {
-        bench_matmul(&ctx, &profiler, &mut results);
-    }
-    if wants("conv2d") {
-        bench_conv2d(&ctx, &profiler, &mut results);
-    }
+    bench_matmul(&ctx, &profiler, &wants, &mut results);
+    bench_conv2d(&ctx, &profiler, &wants, &mut results);
     for r in &results {
         println!("{}", json(r, &adapter, profiler.clock().label()));
     }

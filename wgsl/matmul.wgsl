@@ -251,18 +251,27 @@ fn matmul_cpu(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(8, 8)
 fn matmul_cpu_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let batch = gid.z;
-    let i = gid.y * 4u;
+    let i = gid.y * 8u;
     let j = gid.x * 8u;
     if (i >= p.m || j >= p.n) {
         return;
     }
-    var acc0 = mat4x4<f32>();
-    var acc1 = mat4x4<f32>();
+    var acc00 = mat4x4<f32>();
+    var acc01 = mat4x4<f32>();
+    var acc10 = mat4x4<f32>();
+    var acc11 = mat4x4<f32>();
     for (var k = 0u; k < p.k; k += 4u) {
-        let ab = transpose(a_block4(batch, i, k));
-        acc0 += ab * b_block4(batch, k, j);
-        acc1 += ab * b_block4(batch, k, j + 4u);
+        let a0 = transpose(a_block4(batch, i, k));
+        let a1 = transpose(a_block4(batch, i + 4u, k));
+        let b0 = b_block4(batch, k, j);
+        let b1 = b_block4(batch, k, j + 4u);
+        acc00 += a0 * b0;
+        acc01 += a0 * b1;
+        acc10 += a1 * b0;
+        acc11 += a1 * b1;
     }
-    store_block(batch, i, j, transpose(acc0));
-    store_block(batch, i, j + 4u, transpose(acc1));
+    store_block(batch, i, j, transpose(acc00));
+    store_block(batch, i, j + 4u, transpose(acc01));
+    store_block(batch, i + 4u, j, transpose(acc10));
+    store_block(batch, i + 4u, j + 4u, transpose(acc11));
 }

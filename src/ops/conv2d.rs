@@ -5,11 +5,12 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Context};
-use crate::ops::matmul::MatmulVariant;
-use crate::ops::{expect_shape, groups, Dispatch, Launch, CONV2D};
+use crate::ops::matmul::{subgroups_of_8, MatmulVariant};
+use crate::ops::{expect_shape, groups, Dispatch, Launch, CONV2D, CONV2D_SUBGROUP};
 use crate::tensor::Tensor;
 
-/// conv2d runs the same two kernel shapes as matmul (`Gpu` tiles, `Cpu` register blocks).
+/// conv2d runs the same kernel shapes as matmul (`Gpu` tiles, `Cpu` register
+/// blocks, `CpuSubgroup` sharing the weight across a subgroup; needs K % 4 == 0).
 pub type ConvVariant = MatmulVariant;
 
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +67,7 @@ struct Params {
 /// Output tile per workgroup: (pixels, channels), per the shader's entry points.
 const GPU_TILE: (usize, usize) = (64, 64);
 const CPU_TILE: (usize, usize) = (8 * 4, 8 * 8);
+const CPU_SUBGROUP_TILE: (usize, usize) = (8 * 4, 8 * 16);
 
 /// `(Hout, Wout)` of a `kh × kw` convolution over `h × w`, or `None` if the
 /// padded input is smaller than the kernel.
@@ -148,16 +150,19 @@ pub fn conv2d(
         _pad: [0; 2],
     };
     let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
-    let (entry, (tile_p, tile_c)) = match variant {
-        MatmulVariant::Gpu => ("conv2d_gpu", GPU_TILE),
-        MatmulVariant::Cpu if k % 4 == 0 => ("conv2d_cpu_vec4", CPU_TILE),
-        MatmulVariant::Cpu => ("conv2d_cpu", CPU_TILE),
+    let (shader, entry, (tile_p, tile_c)) = match variant {
+        MatmulVariant::Gpu => (&CONV2D, "conv2d_gpu", GPU_TILE),
+        MatmulVariant::CpuSubgroup if k % 4 == 0 && subgroups_of_8(ctx) => {
+            (&CONV2D_SUBGROUP, "conv2d_cpu_subgroup", CPU_SUBGROUP_TILE)
+        }
+        _ if k % 4 == 0 => (&CONV2D, "conv2d_cpu_vec4", CPU_TILE),
+        _ => (&CONV2D, "conv2d_cpu", CPU_TILE),
     };
     let has_bias = bias.is_some();
     // Without a bias the binding still needs a buffer; `x` is never read through it.
     let bias = bias.unwrap_or(x);
     Launch {
-        shader: &CONV2D,
+        shader,
         entry,
         constants: &[("HAS_BIAS", has_bias as u32 as f64)],
         tensors: &[

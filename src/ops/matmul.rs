@@ -4,26 +4,43 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, AdapterClass, Context};
-use crate::ops::{expect_shape, groups, Dispatch, Launch, MATMUL};
+use crate::ops::{expect_shape, groups, Dispatch, Launch, MATMUL, MATMUL_SUBGROUP};
 use crate::tensor::Tensor;
 
-/// Which kernel shape to run; see wgsl/matmul.wgsl. Both run on any adapter.
+/// Which kernel shape to run; see wgsl/matmul.wgsl. All run on any adapter
+/// (`CpuSubgroup` falls back to `Cpu` where it cannot run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulVariant {
     /// 64×64 workgroup-memory tiles with barriers: for real GPUs.
     Gpu,
     /// Register blocks read straight from global memory: for CPU drivers (lavapipe).
     Cpu,
+    /// `Cpu` with the operand its SIMD lanes share read once per 8-lane
+    /// subgroup (wgsl/matmul_subgroup.wgsl). Needs SUBGROUP with 8-lane
+    /// subgroups, contiguous dims that are multiples of 4 and no `transpose_a`;
+    /// otherwise runs `Cpu`.
+    CpuSubgroup,
 }
 
 impl MatmulVariant {
-    /// The faster kernel for this adapter (measured: benches/kernels.rs).
+    pub const ALL: [Self; 3] = [Self::Gpu, Self::Cpu, Self::CpuSubgroup];
+
+    /// The fastest kernel for this adapter (measured: benches/kernels.rs).
     pub fn for_adapter(ctx: &Context) -> Self {
         match ctx.class {
             AdapterClass::Gpu => Self::Gpu,
+            AdapterClass::Cpu if subgroups_of_8(ctx) => Self::CpuSubgroup,
             AdapterClass::Cpu => Self::Cpu,
         }
     }
+}
+
+/// Whether the `*_subgroup` kernels can run: they assume 8-lane subgroups
+/// laid along x of an 8×8 workgroup.
+pub(crate) fn subgroups_of_8(ctx: &Context) -> bool {
+    ctx.features().contains(wgpu::Features::SUBGROUP)
+        && ctx.info.subgroup_min_size == 8
+        && ctx.info.subgroup_max_size == 8
 }
 
 /// How to read the operands. `Default` is plain `a · b`.
@@ -76,6 +93,7 @@ struct Params {
 /// Output tile per workgroup: (columns, rows), per the shader's entry points.
 const GPU_TILE: (usize, usize) = (64, 64);
 const CPU_TILE: (usize, usize) = (8 * 8, 8 * 4);
+const CPU_VEC4_TILE: (usize, usize) = (8 * 8, 8 * 8);
 
 /// `out = alpha · op(a) · op(b) + bias`.
 ///
@@ -112,17 +130,22 @@ pub fn matmul(
         _pad: 0,
     };
     let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
-    let (entry, (tile_n, tile_m)) = match variant {
-        MatmulVariant::Gpu => ("matmul_gpu", GPU_TILE),
-        MatmulVariant::Cpu if shape.vec4_aligned(opts) => ("matmul_cpu_vec4", CPU_TILE),
-        MatmulVariant::Cpu => ("matmul_cpu", CPU_TILE),
+    let aligned = shape.vec4_aligned(opts);
+    let subgroup = aligned && !opts.transpose_a && subgroups_of_8(ctx);
+    let (shader, entry, (tile_n, tile_m)) = match variant {
+        MatmulVariant::Gpu => (&MATMUL, "matmul_gpu", GPU_TILE),
+        MatmulVariant::CpuSubgroup if subgroup => {
+            (&MATMUL_SUBGROUP, "matmul_cpu_subgroup", CPU_VEC4_TILE)
+        }
+        _ if aligned => (&MATMUL, "matmul_cpu_vec4", CPU_VEC4_TILE),
+        _ => (&MATMUL, "matmul_cpu", CPU_TILE),
     };
     let has_bias = bias.is_some();
     // Without a bias the binding still needs a buffer; `a` is never read through it.
     let bias = bias.unwrap_or(a);
     let b_reads = if b_shared { k * n } else { batch * k * n };
     Launch {
-        shader: &MATMUL,
+        shader,
         entry,
         constants: &[
             ("TRANSPOSE_A", opts.transpose_a as u32 as f64),

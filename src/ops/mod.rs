@@ -32,8 +32,10 @@ macro_rules! shaders {
 
 shaders! {
     CONV2D => "conv2d",
+    CONV2D_SUBGROUP => "conv2d_subgroup",
     ELEMENTWISE => "elementwise",
     MATMUL => "matmul",
+    MATMUL_SUBGROUP => "matmul_subgroup",
 }
 
 /// How many workgroups to launch.

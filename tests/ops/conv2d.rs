@@ -5,7 +5,7 @@ use crate::reference::conv2d::Conv2d;
 use easel::ops::conv2d::{self, Conv2dOptions, ConvVariant};
 use easel::ops::{self};
 
-const VARIANTS: [ConvVariant; 2] = [ConvVariant::Gpu, ConvVariant::Cpu];
+const VARIANTS: [ConvVariant; 3] = ConvVariant::ALL;
 
 /// (N, Cin, H, W, Cout, kh, kw, stride, padding)
 type Case = (

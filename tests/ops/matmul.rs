@@ -5,7 +5,7 @@ use crate::reference::matmul::Matmul;
 use easel::ops::{self, matmul};
 use matmul::{MatmulOptions, MatmulVariant};
 
-const VARIANTS: [MatmulVariant; 2] = [MatmulVariant::Gpu, MatmulVariant::Cpu];
+const VARIANTS: [MatmulVariant; 3] = MatmulVariant::ALL;
 
 /// One case: sizes, layout flags and whether `b` has its own batch dim.
 #[derive(Clone, Copy, Debug)]
