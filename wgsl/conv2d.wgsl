@@ -42,30 +42,45 @@ struct Params {
 @group(0) @binding(2) var<storage, read> weight4: array<vec4<f32>>;
 
 // Where the taps of column kk sit relative to an output pixel's window corner.
+// Column kk = (ci, ky, kx) of the im2col matrix.
 struct Tap {
     ci: u32,
-    dy: i32,
-    dx: i32,
+    ky: u32,
+    kx: u32,
 }
 
 fn tap(kk: u32) -> Tap {
     let area = p.kh * p.kw;
     let r = kk % area;
-    return Tap(kk / area, i32(r / p.kw) - i32(p.pad_y), i32(r % p.kw) - i32(p.pad_x));
+    return Tap(kk / area, r / p.kw, r % p.kw);
 }
 
-// Top-left input coordinate of output pixel `pix`'s window (before padding).
+// The tap of column kk + 1. The CPU kernels walk k with this instead of
+// calling tap(): vector integer division has no CPU instruction, so the
+// divides would run lane by lane on every step.
+fn next_tap(t: Tap) -> Tap {
+    let kx = t.kx + 1u;
+    let wrap_x = kx == p.kw;
+    let ky = select(t.ky, t.ky + 1u, wrap_x);
+    let wrap_y = ky == p.kh;
+    return Tap(select(t.ci, t.ci + 1u, wrap_y), select(ky, 0u, wrap_y), select(kx, 0u, wrap_x));
+}
+
+// Input coordinate (y, x) of the top-left tap of output pixel `pix`'s window;
+// negative inside the padding.
 fn corner(pix: u32) -> vec2<i32> {
-    return vec2(i32((pix / p.wout) * p.stride_y), i32((pix % p.wout) * p.stride_x));
+    return vec2(i32((pix / p.wout) * p.stride_y) - i32(p.pad_y),
+                i32((pix % p.wout) * p.stride_x) - i32(p.pad_x));
 }
 
 // cols[n][kk, pix]: the input under tap `t` of the window at `origin`, 0 in the padding.
 fn gather(n: u32, t: Tap, origin: vec2<i32>) -> f32 {
-    let iy = origin.x + t.dy;
-    let ix = origin.y + t.dx;
+    let iy = origin.x + i32(t.ky);
+    let ix = origin.y + i32(t.kx);
     let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
     // Clamped so the load is always in bounds; the value is discarded when outside.
-    let idx = ((n * p.cin + t.ci) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w
+    // ci is clamped too: the k tail of conv2d_cpu walks one tap past the end.
+    let idx = ((n * p.cin + min(t.ci, p.cin - 1u)) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w
         + u32(clamp(ix, 0, i32(p.w) - 1));
     return select(0.0, x[idx], inside);
 }
@@ -175,14 +190,15 @@ fn weight_block4(co: u32, k: u32) -> mat4x4<f32> {
                   weight4[min(co + 2u, last) * row + s], weight4[min(co + 3u, last) * row + s]);
 }
 
-// cols[k..k+3, pixels of `origins`], 0 past the end of k.
-fn cols_block(n: u32, k: u32, origins: array<vec2<i32>, 4>) -> mat4x4<f32> {
+// cols[k..k+3, pixels of `origins`], 0 past the end of k; `t` is column k's
+// tap on entry and column k + 4's on return.
+fn cols_block(n: u32, k: u32, t: ptr<function, Tap>, origins: array<vec2<i32>, 4>) -> mat4x4<f32> {
     var m: mat4x4<f32>;
     for (var kk = 0u; kk < 4u; kk++) {
-        let t = tap(min(k + kk, p.k - 1u));
-        let live = k + kk < p.k;
-        m[kk] = select(vec4(0.0), vec4(gather(n, t, origins[0]), gather(n, t, origins[1]),
-                                       gather(n, t, origins[2]), gather(n, t, origins[3])), live);
+        let v = vec4(gather(n, *t, origins[0]), gather(n, *t, origins[1]),
+                     gather(n, *t, origins[2]), gather(n, *t, origins[3]));
+        m[kk] = select(vec4(0.0), v, k + kk < p.k);
+        *t = next_tap(*t);
     }
     // m[kk][c] = cols[k + kk, pix + c]; transposed so m[c] runs over k like the weight block.
     return transpose(m);
@@ -213,10 +229,11 @@ fn conv2d_cpu(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let origins = corners(pix);
+    var t = Tap(0u, 0u, 0u);
     var acc0 = mat4x4<f32>(); // channels co..co+3
     var acc1 = mat4x4<f32>(); // channels co+4..co+7
     for (var k = 0u; k < p.k; k += 4u) {
-        let xb = cols_block(n, k, origins);
+        let xb = cols_block(n, k, &t, origins);
         acc0 += transpose(weight_block(co, k)) * xb;
         acc1 += transpose(weight_block(co + 4u, k)) * xb;
     }
@@ -233,10 +250,11 @@ fn conv2d_cpu_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let origins = corners(pix);
+    var t = Tap(0u, 0u, 0u);
     var acc0 = mat4x4<f32>();
     var acc1 = mat4x4<f32>();
     for (var k = 0u; k < p.k; k += 4u) {
-        let xb = cols_block(n, k, origins);
+        let xb = cols_block(n, k, &t, origins);
         acc0 += transpose(weight_block4(co, k)) * xb;
         acc1 += transpose(weight_block4(co + 4u, k)) * xb;
     }

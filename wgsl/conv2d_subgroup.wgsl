@@ -36,27 +36,41 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;           // [Cout]; any buffer when !HAS_BIAS
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;      // [N, Cout, Hout, Wout]
 
+// Column kk = (ci, ky, kx) of the im2col matrix.
 struct Tap {
     ci: u32,
-    dy: i32,
-    dx: i32,
+    ky: u32,
+    kx: u32,
 }
 
 fn tap(kk: u32) -> Tap {
     let area = p.kh * p.kw;
     let r = kk % area;
-    return Tap(kk / area, i32(r / p.kw) - i32(p.pad_y), i32(r % p.kw) - i32(p.pad_x));
+    return Tap(kk / area, r / p.kw, r % p.kw);
+}
+
+// The tap of column kk + 1. The CPU kernels walk k with this instead of
+// calling tap(): vector integer division has no CPU instruction, so the
+// divides would run lane by lane on every step.
+fn next_tap(t: Tap) -> Tap {
+    let kx = t.kx + 1u;
+    let wrap_x = kx == p.kw;
+    let ky = select(t.ky, t.ky + 1u, wrap_x);
+    let wrap_y = ky == p.kh;
+    return Tap(select(t.ci, t.ci + 1u, wrap_y), select(ky, 0u, wrap_y), select(kx, 0u, wrap_x));
 }
 
 fn corner(pix: u32) -> vec2<i32> {
-    return vec2(i32((pix / p.wout) * p.stride_y), i32((pix % p.wout) * p.stride_x));
+    return vec2(i32((pix / p.wout) * p.stride_y) - i32(p.pad_y),
+                i32((pix % p.wout) * p.stride_x) - i32(p.pad_x));
 }
 
 fn gather(n: u32, t: Tap, origin: vec2<i32>) -> f32 {
-    let iy = origin.x + t.dy;
-    let ix = origin.y + t.dx;
+    let iy = origin.x + i32(t.ky);
+    let ix = origin.y + i32(t.kx);
     let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-    let idx = ((n * p.cin + t.ci) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w
+    // ci is clamped too: the k tail of conv2d_cpu walks one tap past the end.
+    let idx = ((n * p.cin + min(t.ci, p.cin - 1u)) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w
         + u32(clamp(ix, 0, i32(p.w) - 1));
     return select(0.0, x[idx], inside);
 }
@@ -67,13 +81,14 @@ fn corners(pix: u32) -> array<vec2<i32>, 4> {
                  corner(min(pix + 2u, last)), corner(min(pix + 3u, last)));
 }
 
-// cols[k..k+3, pixels of `origins`] with m[c] running over k (K % 4 == 0).
-fn cols_block(n: u32, k: u32, origins: array<vec2<i32>, 4>) -> mat4x4<f32> {
+// cols[k..k+3, pixels of `origins`] with m[c] running over k (K % 4 == 0);
+// `t` is column k's tap on entry and column k + 4's on return.
+fn cols_block(n: u32, t: ptr<function, Tap>, origins: array<vec2<i32>, 4>) -> mat4x4<f32> {
     var m: mat4x4<f32>;
     for (var kk = 0u; kk < 4u; kk++) {
-        let t = tap(k + kk);
-        m[kk] = vec4(gather(n, t, origins[0]), gather(n, t, origins[1]),
-                     gather(n, t, origins[2]), gather(n, t, origins[3]));
+        m[kk] = vec4(gather(n, *t, origins[0]), gather(n, *t, origins[1]),
+                     gather(n, *t, origins[2]), gather(n, *t, origins[3]));
+        *t = next_tap(*t);
     }
     return transpose(m);
 }
@@ -125,12 +140,13 @@ fn conv2d_cpu_subgroup(
     let row = p.k / 4u;
     let mine0 = min(co + lid.x, p.cout - 1u) * row;
     let mine1 = min(co + 8u + lid.x, p.cout - 1u) * row;
+    var t = Tap(0u, 0u, 0u);
     var acc0 = mat4x4<f32>(); // channels co..co+3
     var acc1 = mat4x4<f32>();
     var acc2 = mat4x4<f32>();
     var acc3 = mat4x4<f32>(); // channels co+12..co+15
     for (var k = 0u; k < p.k; k += 4u) {
-        let xb = cols_block(n, k, origins);
+        let xb = cols_block(n, &t, origins);
         let w0 = weight4[mine0 + k / 4u];
         let w1 = weight4[mine1 + k / 4u];
         acc0 += transpose(rows_lo(w0)) * xb;
