@@ -152,10 +152,10 @@ pub fn conv2d(
     let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
     let (shader, entry, (tile_p, tile_c)) = match variant {
         MatmulVariant::Gpu => (&CONV2D, "conv2d_gpu", GPU_TILE),
-        MatmulVariant::CpuSubgroup if k % 4 == 0 && subgroups_of_8(ctx) => {
+        MatmulVariant::CpuSubgroup if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
             (&CONV2D_SUBGROUP, "conv2d_cpu_subgroup", CPU_SUBGROUP_TILE)
         }
-        _ if k % 4 == 0 => (&CONV2D, "conv2d_cpu_vec4", CPU_TILE),
+        _ if k.is_multiple_of(4) => (&CONV2D, "conv2d_cpu_vec4", CPU_TILE),
         _ => (&CONV2D, "conv2d_cpu", CPU_TILE),
     };
     let has_bias = bias.is_some();

@@ -221,8 +221,8 @@ impl Shape {
     /// Whether `matmul_cpu_vec4` can read both operands 4 floats at a time:
     /// each contiguous dimension (and so each row and batch stride) a multiple of 4.
     fn vec4_aligned(&self, opts: &MatmulOptions) -> bool {
-        self.k % 4 == 0
-            && (!opts.transpose_a || self.m % 4 == 0)
-            && (opts.transpose_b || self.n % 4 == 0)
+        self.k.is_multiple_of(4)
+            && (!opts.transpose_a || self.m.is_multiple_of(4))
+            && (opts.transpose_b || self.n.is_multiple_of(4))
     }
 }
