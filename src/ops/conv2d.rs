@@ -67,7 +67,7 @@ struct Params {
 /// Output tile per workgroup: (pixels, channels), per the shader's entry points.
 const GPU_TILE: (usize, usize) = (64, 64);
 const CPU_TILE: (usize, usize) = (8 * 4, 8 * 8);
-const CPU_SUBGROUP_TILE: (usize, usize) = (8 * 4, 8 * 16);
+const CPU_SUBGROUP_TILE: (usize, usize) = (8 * 2, 8 * 32);
 
 /// `(Hout, Wout)` of a `kh × kw` convolution over `h × w`, or `None` if the
 /// padded input is smaller than the kernel.
