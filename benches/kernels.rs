@@ -27,6 +27,8 @@ struct Result {
     entry: String,
     shape: String,
     median_ms: f64,
+    min_ms: f64,
+    /// At the median time.
     gflops: f64,
 }
 
@@ -56,8 +58,9 @@ fn random(ctx: &Context, shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_f32(ctx, "bench input", shape, &data).unwrap()
 }
 
-/// Median time of `d` over enough repeats to fill the budget.
-fn measure(ctx: &Context, profiler: &Profiler, d: &Dispatch) -> f64 {
+/// (median, min) time of `d` over enough repeats to fill the budget. The
+/// minimum is the steadier figure on a machine shared with other work.
+fn measure(ctx: &Context, profiler: &Profiler, d: &Dispatch) -> (f64, f64) {
     // Warm-up: pipeline compile, first-touch of buffers.
     let start = Instant::now();
     easel::ops::run(ctx, std::slice::from_ref(d)).unwrap();
@@ -66,13 +69,13 @@ fn measure(ctx: &Context, profiler: &Profiler, d: &Dispatch) -> f64 {
     let batch: Vec<&Dispatch> = std::iter::repeat_n(d, repeats).collect();
     let mut times = profiler.time(ctx, &batch).unwrap();
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    (times[times.len() / 2], times[0])
 }
 
 fn report(r: &Result) {
     println!(
-        "{:<8} {:<12} {:<38} {:<30} {:>10.3} {:>9.2}",
-        r.kernel, r.variant, r.entry, r.shape, r.median_ms, r.gflops
+        "{:<8} {:<12} {:<38} {:<30} {:>10.3} {:>9.3} {:>9.2}",
+        r.kernel, r.variant, r.entry, r.shape, r.median_ms, r.min_ms, r.gflops
     );
 }
 
@@ -83,6 +86,7 @@ fn json(r: &Result, adapter: &str, clock: &str) -> String {
         "entry": r.entry,
         "shape": r.shape,
         "median_ms": r.median_ms,
+        "min_ms": r.min_ms,
         "gflops": r.gflops,
         "adapter": adapter,
         "clock": clock,
@@ -137,13 +141,14 @@ fn bench_matmul(
                 ..MatmulOptions::default()
             };
             let d = matmul::matmul(ctx, &a, &b, Some(&bias), &c, &opts).unwrap();
-            let ms = measure(ctx, profiler, &d);
+            let (ms, min_ms) = measure(ctx, profiler, &d);
             let r = Result {
                 kernel: "matmul",
                 variant: format!("{variant:?}"),
                 entry: d.kernel.label.clone(),
                 shape: label.to_string(),
                 median_ms: ms,
+                min_ms,
                 gflops: d.flops as f64 / (ms * 1e6),
             };
             report(&r);
@@ -198,13 +203,14 @@ fn bench_conv2d(
                 ..opts
             };
             let d = conv2d::conv2d(ctx, &x, &weight, Some(&bias), &y, &opts).unwrap();
-            let ms = measure(ctx, profiler, &d);
+            let (ms, min_ms) = measure(ctx, profiler, &d);
             let r = Result {
                 kernel: "conv2d",
                 variant: format!("{variant:?}"),
                 entry: d.kernel.label.clone(),
                 shape: label.to_string(),
                 median_ms: ms,
+                min_ms,
                 gflops: d.flops as f64 / (ms * 1e6),
             };
             report(&r);
@@ -224,8 +230,8 @@ fn main() {
     );
     println!("adapter: {adapter}; clock: {}", profiler.clock().label());
     println!(
-        "{:<8} {:<12} {:<38} {:<30} {:>10} {:>9}",
-        "kernel", "variant", "entry point", "shape", "median ms", "GFLOP/s"
+        "{:<8} {:<12} {:<38} {:<30} {:>10} {:>9} {:>9}",
+        "kernel", "variant", "entry point", "shape", "median ms", "min ms", "GFLOP/s"
     );
     let mut results = Vec::new();
     let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
