@@ -195,3 +195,27 @@ fn leading_dims_and_bad_shapes() {
     .unwrap_err();
     assert!(err.to_string().contains("bias"), "{err}");
 }
+
+#[test]
+fn profiler_times_each_dispatch() {
+    use easel::gpu::profiler::{Clock, Profiler};
+    let mut rng = Rng::new(400);
+    let (a, _) = random(&mut rng, &[1, 64, 64]);
+    let (b, _) = random(&mut rng, &[64, 64]);
+    let out = zeros(&[1, 64, 64]);
+    let d = matmul::matmul(ctx(), &a, &b, None, &out, &MatmulOptions::default()).unwrap();
+    // Lavapipe has TIMESTAMP_QUERY; the wall clock is the fallback elsewhere.
+    for profiler in [Profiler::new(ctx()), Profiler::wall_clock()] {
+        let times = profiler.time(ctx(), &[&d, &d, &d]).unwrap();
+        assert_eq!(times.len(), 3, "{:?}", profiler.clock());
+        // A 64³ matmul takes microseconds to milliseconds, never 0 or minutes.
+        assert!(
+            times.iter().all(|&t| t > 0.0 && t < 10_000.0),
+            "{:?}: {times:?}",
+            profiler.clock()
+        );
+    }
+    if ctx().features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        assert_eq!(Profiler::new(ctx()).clock(), Clock::GpuTimestamps);
+    }
+}
