@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{Access, Context, Kernel, KernelSpec, Shader};
 use crate::tensor::Tensor;
 
+pub mod conv2d;
 pub mod elementwise;
+pub mod matmul;
 pub mod noise;
 pub mod sampler;
 pub mod score;
@@ -32,7 +34,11 @@ macro_rules! shaders {
 }
 
 shaders! {
+    CONV2D => "conv2d",
+    CONV2D_SUBGROUP => "conv2d_subgroup",
     ELEMENTWISE => "elementwise",
+    MATMUL => "matmul",
+    MATMUL_SUBGROUP => "matmul_subgroup",
     NOISE => "noise",
     SAMPLER => "sampler",
     SCORE => "score",
@@ -129,14 +135,17 @@ pub fn encode(encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
         timestamp_writes: None,
     });
     for d in dispatches {
-        pass.set_pipeline(&d.kernel.pipeline);
-        pass.set_bind_group(0, &d.bind_group, &[]);
-        match &d.workgroups {
-            Workgroups::Direct([x, y, z]) => pass.dispatch_workgroups(*x, *y, *z),
-            Workgroups::Indirect(buffer, offset) => {
-                pass.dispatch_workgroups_indirect(buffer, *offset)
-            }
-        }
+        record(&mut pass, d);
+    }
+}
+
+/// Record one dispatch into an open compute pass.
+pub fn record(pass: &mut wgpu::ComputePass, d: &Dispatch) {
+    pass.set_pipeline(&d.kernel.pipeline);
+    pass.set_bind_group(0, &d.bind_group, &[]);
+    match &d.workgroups {
+        Workgroups::Direct([x, y, z]) => pass.dispatch_workgroups(*x, *y, *z),
+        Workgroups::Indirect(buffer, offset) => pass.dispatch_workgroups_indirect(buffer, *offset),
     }
 }
 

@@ -7,7 +7,9 @@ mod common;
 #[path = "../reference/mod.rs"]
 mod reference;
 
+mod conv2d;
 mod elementwise;
+mod matmul;
 mod noise;
 mod sampler;
 mod score;

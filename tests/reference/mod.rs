@@ -3,7 +3,9 @@
 //! PyTorch op named in its doc comment.
 #![allow(dead_code)]
 
+pub mod conv2d;
 pub mod elementwise;
+pub mod matmul;
 pub mod noise;
 pub mod sampler;
 pub mod score;

@@ -1,0 +1,179 @@
+//! 2-D convolution (wgsl/conv2d.wgsl): `torch.nn.functional.conv2d` for NCHW
+//! input, PyTorch's weight layout `[Cout, Cin, kh, kw]`, any kernel size,
+//! stride and symmetric padding, groups = 1, fused bias. An implicit GEMM:
+//! the same two kernel shapes as matmul, with the input gathered on the fly.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Context};
+use crate::ops::matmul::{subgroups_of_8, MatmulVariant};
+use crate::ops::{expect_shape, groups, Dispatch, Launch, CONV2D, CONV2D_SUBGROUP};
+use crate::tensor::Tensor;
+
+/// conv2d runs the same kernel shapes as matmul (`Gpu` tiles, `Cpu` register
+/// blocks, `CpuSubgroup` sharing the weight across a subgroup; needs K % 4 == 0).
+pub type ConvVariant = MatmulVariant;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dOptions {
+    /// (y, x), like `stride=` of nn.Conv2d.
+    pub stride: (usize, usize),
+    /// (y, x) zeros on both sides, like `padding=`.
+    pub padding: (usize, usize),
+    /// Kernel override; `None` picks [`MatmulVariant::for_adapter`].
+    pub variant: Option<ConvVariant>,
+}
+
+impl Default for Conv2dOptions {
+    fn default() -> Self {
+        Self {
+            stride: (1, 1),
+            padding: (0, 0),
+            variant: None,
+        }
+    }
+}
+
+impl Conv2dOptions {
+    /// `stride` and `padding` the same along both axes.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Self {
+            stride: (stride, stride),
+            padding: (padding, padding),
+            variant: None,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    hout: u32,
+    wout: u32,
+    kh: u32,
+    kw: u32,
+    stride_y: u32,
+    stride_x: u32,
+    pad_y: u32,
+    pad_x: u32,
+    k: u32,
+    p: u32,
+    _pad: [u32; 2],
+}
+
+/// Output tile per workgroup: (pixels, channels), per the shader's entry points.
+const GPU_TILE: (usize, usize) = (64, 64);
+const CPU_TILE: (usize, usize) = (8 * 4, 8 * 8);
+const CPU_SUBGROUP_TILE: (usize, usize) = (8 * 2, 8 * 32);
+
+/// `(Hout, Wout)` of a `kh × kw` convolution over `h × w`, or `None` if the
+/// padded input is smaller than the kernel.
+pub fn output_size(
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    opts: &Conv2dOptions,
+) -> Option<(usize, usize)> {
+    let (sy, sx) = opts.stride;
+    let (py, px) = opts.padding;
+    let hout = (h + 2 * py).checked_sub(kh)? / sy + 1;
+    let wout = (w + 2 * px).checked_sub(kw)? / sx + 1;
+    Some((hout, wout))
+}
+
+/// `out = conv2d(x, weight) + bias`.
+///
+/// - `x`: `[N, Cin, H, W]`
+/// - `weight`: `[Cout, Cin, kh, kw]`
+/// - `bias`: `[Cout]`
+/// - `out`: `[N, Cout, Hout, Wout]` (see [`output_size`]); must not alias `x`.
+pub fn conv2d(
+    ctx: &Context,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    opts: &Conv2dOptions,
+) -> Result<Dispatch> {
+    let bad = |msg: String| Error::BadInput(format!("conv2d: {msg}"));
+    let [n, cin, h, w] = x.shape[..] else {
+        return Err(bad(format!(
+            "x has shape {:?}, expected [N, Cin, H, W]",
+            x.shape
+        )));
+    };
+    let [cout, wcin, kh, kw] = weight.shape[..] else {
+        return Err(bad(format!(
+            "weight has shape {:?}, expected [Cout, Cin, kh, kw]",
+            weight.shape
+        )));
+    };
+    if wcin != cin {
+        return Err(bad(format!(
+            "weight {:?} expects {wcin} input channels, x {:?} has {cin}",
+            weight.shape, x.shape
+        )));
+    }
+    if opts.stride.0 == 0 || opts.stride.1 == 0 {
+        return Err(bad(format!("stride {:?} must be positive", opts.stride)));
+    }
+    let (hout, wout) = output_size(h, w, kh, kw, opts).ok_or_else(|| {
+        bad(format!(
+            "kernel {kh}x{kw} is larger than the padded input {h}x{w} + 2x{:?}",
+            opts.padding
+        ))
+    })?;
+    expect_shape("conv2d", "out", out, &[n, cout, hout, wout])?;
+    if let Some(bias) = bias {
+        expect_shape("conv2d", "bias", bias, &[cout])?;
+    }
+    let (k, p) = (cin * kh * kw, hout * wout);
+    let params = Params {
+        cin: cin as u32,
+        h: h as u32,
+        w: w as u32,
+        cout: cout as u32,
+        hout: hout as u32,
+        wout: wout as u32,
+        kh: kh as u32,
+        kw: kw as u32,
+        stride_y: opts.stride.0 as u32,
+        stride_x: opts.stride.1 as u32,
+        pad_y: opts.padding.0 as u32,
+        pad_x: opts.padding.1 as u32,
+        k: k as u32,
+        p: p as u32,
+        _pad: [0; 2],
+    };
+    let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
+    let (shader, entry, (tile_p, tile_c)) = match variant {
+        MatmulVariant::Gpu => (&CONV2D, "conv2d_gpu", GPU_TILE),
+        MatmulVariant::CpuSubgroup if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
+            (&CONV2D_SUBGROUP, "conv2d_cpu_subgroup", CPU_SUBGROUP_TILE)
+        }
+        _ if k.is_multiple_of(4) => (&CONV2D, "conv2d_cpu_vec4", CPU_TILE),
+        _ => (&CONV2D, "conv2d_cpu", CPU_TILE),
+    };
+    let has_bias = bias.is_some();
+    // Without a bias the binding still needs a buffer; `x` is never read through it.
+    let bias = bias.unwrap_or(x);
+    Launch {
+        shader,
+        entry,
+        constants: &[("HAS_BIAS", has_bias as u32 as f64)],
+        tensors: &[
+            (x, Access::Read),
+            (weight, Access::Read),
+            (bias, Access::Read),
+            (out, Access::ReadWrite),
+        ],
+        workgroups: [groups(p, tile_p), groups(cout, tile_c), n as u32],
+        flops: 2 * (n * cout * p * k) as u64,
+        bytes: 4 * (x.numel() + weight.numel() + out.numel()) as u64,
+    }
+    .build(ctx, &params)
+}

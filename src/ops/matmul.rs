@@ -1,0 +1,228 @@
+//! Batched matrix multiply (wgsl/matmul.wgsl): `out[b] = alpha · op(a[b]) · op(b[b]) + bias`,
+//! the kernel behind every nn.Linear, attention projection and (through
+//! conv2d's implicit GEMM) most of the UNet's time.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Access, AdapterClass, Context};
+use crate::ops::{expect_shape, groups, Dispatch, Launch, MATMUL, MATMUL_SUBGROUP};
+use crate::tensor::Tensor;
+
+/// Which kernel shape to run; see wgsl/matmul.wgsl. All run on any adapter
+/// (`CpuSubgroup` falls back to `Cpu` where it cannot run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulVariant {
+    /// 64×64 workgroup-memory tiles with barriers: for real GPUs.
+    Gpu,
+    /// Register blocks read straight from global memory: for CPU drivers (lavapipe).
+    Cpu,
+    /// `Cpu` with the operand its SIMD lanes share read once per 8-lane
+    /// subgroup (wgsl/matmul_subgroup.wgsl). Needs SUBGROUP with 8-lane
+    /// subgroups, contiguous dims that are multiples of 4 and no `transpose_a`;
+    /// otherwise runs `Cpu`.
+    CpuSubgroup,
+}
+
+impl MatmulVariant {
+    pub const ALL: [Self; 3] = [Self::Gpu, Self::Cpu, Self::CpuSubgroup];
+
+    /// The fastest kernel for this adapter (measured: benches/kernels.rs).
+    pub fn for_adapter(ctx: &Context) -> Self {
+        match ctx.class {
+            AdapterClass::Gpu => Self::Gpu,
+            AdapterClass::Cpu if subgroups_of_8(ctx) => Self::CpuSubgroup,
+            AdapterClass::Cpu => Self::Cpu,
+        }
+    }
+}
+
+/// Whether the `*_subgroup` kernels can run: they assume 8-lane subgroups
+/// laid along x of an 8×8 workgroup.
+pub(crate) fn subgroups_of_8(ctx: &Context) -> bool {
+    ctx.features().contains(wgpu::Features::SUBGROUP)
+        && ctx.info.subgroup_min_size == 8
+        && ctx.info.subgroup_max_size == 8
+}
+
+/// How to read the operands. `Default` is plain `a · b`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulOptions {
+    /// `a` is stored `[.., K, M]` (multiply by its transpose).
+    pub transpose_a: bool,
+    /// `b` is stored `[.., N, K]`: nn.Linear's `weight [out, in]`, so `x · Wᵀ`.
+    pub transpose_b: bool,
+    /// Scales the product before the bias is added (attention's 1/√d).
+    pub alpha: f32,
+    /// Kernel override; `None` picks [`MatmulVariant::for_adapter`].
+    pub variant: Option<MatmulVariant>,
+}
+
+impl Default for MatmulOptions {
+    fn default() -> Self {
+        Self {
+            transpose_a: false,
+            transpose_b: false,
+            alpha: 1.0,
+            variant: None,
+        }
+    }
+}
+
+impl MatmulOptions {
+    /// nn.Linear: `x · weightᵀ`.
+    pub fn linear() -> Self {
+        Self {
+            transpose_b: true,
+            ..Self::default()
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    stride_a: u32,
+    stride_b: u32,
+    stride_c: u32,
+    alpha: f32,
+    _pad: u32,
+}
+
+/// Output tile per workgroup: (columns, rows), per the shader's entry points.
+const GPU_TILE: (usize, usize) = (64, 64);
+const CPU_TILE: (usize, usize) = (8 * 8, 8 * 4);
+const CPU_VEC4_TILE: (usize, usize) = (8 * 8, 8 * 8);
+
+/// `out = alpha · op(a) · op(b) + bias`.
+///
+/// - `a`: `[..batch, M, K]` (`[..batch, K, M]` if `transpose_a`); leading dims are the batch.
+/// - `b`: `[K, N]` (`[N, K]` if `transpose_b`) shared by every batch item, or
+///   with the same leading batch dims as `a`.
+/// - `bias`: `[N]`, added to every row.
+/// - `out`: `[..batch, M, N]`; must not alias the inputs.
+pub fn matmul(
+    ctx: &Context,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    opts: &MatmulOptions,
+) -> Result<Dispatch> {
+    let shape = Shape::of(a, b, opts)?;
+    let Shape { batch, m, n, k } = shape;
+    let mut out_shape = a.shape[..a.shape.len() - 2].to_vec();
+    out_shape.extend([m, n]);
+    expect_shape("matmul", "out", out, &out_shape)?;
+    if let Some(bias) = bias {
+        expect_shape("matmul", "bias", bias, &[n])?;
+    }
+    let b_shared = b.shape.len() == 2;
+    let params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        stride_a: (m * k) as u32,
+        stride_b: if b_shared { 0 } else { (k * n) as u32 },
+        stride_c: (m * n) as u32,
+        alpha: opts.alpha,
+        _pad: 0,
+    };
+    let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
+    let aligned = shape.vec4_aligned(opts);
+    let subgroup = aligned && !opts.transpose_a && subgroups_of_8(ctx);
+    let (shader, entry, (tile_n, tile_m)) = match variant {
+        MatmulVariant::Gpu => (&MATMUL, "matmul_gpu", GPU_TILE),
+        MatmulVariant::CpuSubgroup if subgroup => {
+            (&MATMUL_SUBGROUP, "matmul_cpu_subgroup", CPU_VEC4_TILE)
+        }
+        _ if aligned => (&MATMUL, "matmul_cpu_vec4", CPU_VEC4_TILE),
+        _ => (&MATMUL, "matmul_cpu", CPU_TILE),
+    };
+    let has_bias = bias.is_some();
+    // Without a bias the binding still needs a buffer; `a` is never read through it.
+    let bias = bias.unwrap_or(a);
+    let b_reads = if b_shared { k * n } else { batch * k * n };
+    Launch {
+        shader,
+        entry,
+        constants: &[
+            ("TRANSPOSE_A", opts.transpose_a as u32 as f64),
+            ("TRANSPOSE_B", opts.transpose_b as u32 as f64),
+            ("HAS_BIAS", has_bias as u32 as f64),
+        ],
+        tensors: &[
+            (a, Access::Read),
+            (b, Access::Read),
+            (bias, Access::Read),
+            (out, Access::ReadWrite),
+        ],
+        workgroups: [groups(n, tile_n), groups(m, tile_m), batch as u32],
+        flops: 2 * (batch * m * n * k) as u64,
+        bytes: 4 * (batch * m * k + b_reads + batch * m * n) as u64,
+    }
+    .build(ctx, &params)
+}
+
+/// Problem size after checking `a` and `b` against each other.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+impl Shape {
+    fn of(a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Self> {
+        let bad = |msg: String| Error::BadInput(format!("matmul: {msg}"));
+        if a.shape.len() < 2 {
+            return Err(bad(format!(
+                "a has shape {:?}, expected [.., M, K]",
+                a.shape
+            )));
+        }
+        let (batch_dims, mat) = a.shape.split_at(a.shape.len() - 2);
+        let (m, k) = if opts.transpose_a {
+            (mat[1], mat[0])
+        } else {
+            (mat[0], mat[1])
+        };
+        let b_ok = b.shape.len() == 2 || b.shape[..b.shape.len().saturating_sub(2)] == *batch_dims;
+        if !b_ok || b.shape.len() < 2 {
+            return Err(bad(format!(
+                "b has shape {:?}, expected [K, N] or a's batch dims {batch_dims:?} then [K, N]",
+                b.shape
+            )));
+        }
+        let bm = &b.shape[b.shape.len() - 2..];
+        let (kb, n) = if opts.transpose_b {
+            (bm[1], bm[0])
+        } else {
+            (bm[0], bm[1])
+        };
+        if kb != k {
+            return Err(bad(format!(
+                "inner dimensions differ: a {:?} gives K = {k}, b {:?} gives K = {kb}",
+                a.shape, b.shape
+            )));
+        }
+        if m == 0 || n == 0 || k == 0 {
+            return Err(bad(format!(
+                "empty product: a {:?}, b {:?}",
+                a.shape, b.shape
+            )));
+        }
+        let batch = batch_dims.iter().product();
+        Ok(Self { batch, m, n, k })
+    }
+
+    /// Whether `matmul_cpu_vec4` can read both operands 4 floats at a time:
+    /// each contiguous dimension (and so each row and batch stride) a multiple of 4.
+    fn vec4_aligned(&self, opts: &MatmulOptions) -> bool {
+        self.k.is_multiple_of(4)
+            && (!opts.transpose_a || self.m.is_multiple_of(4))
+            && (opts.transpose_b || self.n.is_multiple_of(4))
+    }
+}

@@ -1,0 +1,152 @@
+//! wgsl/conv2d.wgsl against tests/reference/conv2d.rs, for every kernel variant.
+
+use crate::common::{assert_close, ctx, random, zeros, Rng};
+use crate::reference::conv2d::Conv2d;
+use easel::ops::conv2d::{self, Conv2dOptions, ConvVariant};
+use easel::ops::{self};
+
+const VARIANTS: [ConvVariant; 3] = ConvVariant::ALL;
+
+/// (N, Cin, H, W, Cout, kh, kw, stride, padding)
+type Case = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    (usize, usize),
+    (usize, usize),
+);
+
+/// Run one case on `variant` with a bias and compare. Inputs are uniform in
+/// [-1, 1), each output sums K = Cin·kh·kw products: f32 rounding grows like
+/// √K, bounded with margin by 1e-5·√K absolute plus 1e-5 relative.
+fn check(case: Case, variant: ConvVariant, seed: u64) {
+    let (n, cin, h, w, cout, kh, kw, stride, padding) = case;
+    let mut rng = Rng::new(seed);
+    let (x, xh) = random(&mut rng, &[n, cin, h, w]);
+    let (weight, wh) = random(&mut rng, &[cout, cin, kh, kw]);
+    let (bias, bh) = random(&mut rng, &[cout]);
+    let reference = Conv2d {
+        x: &xh,
+        weight: &wh,
+        bias: Some(&bh),
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        kh,
+        kw,
+        stride,
+        padding,
+    };
+    let (hout, wout) = reference.out_size();
+    let out = zeros(&[n, cout, hout, wout]);
+    let opts = Conv2dOptions {
+        stride,
+        padding,
+        variant: Some(variant),
+    };
+    let d = conv2d::conv2d(ctx(), &x, &weight, Some(&bias), &out, &opts).unwrap();
+    ops::run(ctx(), &[d]).unwrap();
+    let atol = 1e-5 * ((cin * kh * kw) as f64).sqrt();
+    let got = out.to_vec(ctx()).unwrap();
+    assert_close(
+        &format!("{variant:?} {case:?}"),
+        &got,
+        &reference.run(),
+        atol,
+        1e-5,
+    );
+}
+
+#[test]
+fn kernel_sizes_strides_padding() {
+    let cases: [Case; 7] = [
+        // 1x1 shortcut, Cin not a multiple of 4, non-square image.
+        (2, 3, 5, 7, 6, 1, 1, (1, 1), (0, 0)),
+        // 3x3, pad 1: K = 27 (not a multiple of 4), Cout past the 8-channel block.
+        (2, 3, 9, 6, 10, 3, 3, (1, 1), (1, 1)),
+        // 3x3, pad 0, K = 36 (the vec4 path), odd output width.
+        (1, 4, 7, 9, 5, 3, 3, (1, 1), (0, 0)),
+        // Downsample: 3x3 stride 2 pad 1 on an odd size.
+        (2, 8, 9, 11, 8, 3, 3, (2, 2), (1, 1)),
+        // Anisotropic kernel, stride and padding.
+        (1, 5, 8, 10, 7, 2, 3, (2, 1), (0, 1)),
+        // Kernel as large as the padded input: one output pixel.
+        (1, 2, 3, 3, 3, 5, 5, (1, 1), (1, 1)),
+        // 1x1 with K % 4 == 0 on a 1x1 image.
+        (3, 8, 1, 1, 9, 1, 1, (1, 1), (0, 0)),
+    ];
+    let mut seed = 1000;
+    for variant in VARIANTS {
+        for case in cases {
+            check(case, variant, seed);
+            seed += 1;
+        }
+    }
+}
+
+#[test]
+fn tiny_unet_conv() {
+    // The default UNet's widest 3x3 conv at its highest resolution:
+    // down_blocks.0 resnets, 32 -> 32 channels at 32x32, batch 2. Also
+    // up_blocks' 96 -> 64 at 16x16 (concatenated skip; 96·9 = 864 = K).
+    let cases: [Case; 2] = [
+        (2, 32, 32, 32, 32, 3, 3, (1, 1), (1, 1)),
+        (1, 96, 16, 16, 64, 3, 3, (1, 1), (1, 1)),
+    ];
+    for variant in VARIANTS {
+        for (i, case) in cases.into_iter().enumerate() {
+            check(case, variant, 2000 + i as u64);
+        }
+    }
+}
+
+#[test]
+fn without_bias_and_bad_shapes() {
+    let mut rng = Rng::new(3000);
+    let (x, xh) = random(&mut rng, &[1, 2, 4, 4]);
+    let (weight, wh) = random(&mut rng, &[3, 2, 3, 3]);
+    let out = zeros(&[1, 3, 4, 4]);
+    for variant in VARIANTS {
+        let opts = Conv2dOptions {
+            variant: Some(variant),
+            ..Conv2dOptions::new(1, 1)
+        };
+        let d = conv2d::conv2d(ctx(), &x, &weight, None, &out, &opts).unwrap();
+        ops::run(ctx(), &[d]).unwrap();
+        let want = Conv2d {
+            x: &xh,
+            weight: &wh,
+            bias: None,
+            n: 1,
+            cin: 2,
+            h: 4,
+            w: 4,
+            cout: 3,
+            kh: 3,
+            kw: 3,
+            stride: (1, 1),
+            padding: (1, 1),
+        }
+        .run();
+        assert_close(
+            &format!("{variant:?} no bias"),
+            &out.to_vec(ctx()).unwrap(),
+            &want,
+            1e-5 * 18f64.sqrt(),
+            1e-5,
+        );
+    }
+    let opts = Conv2dOptions::new(1, 1);
+    let err = conv2d::conv2d(ctx(), &x, &zeros(&[3, 5, 3, 3]), None, &out, &opts).unwrap_err();
+    assert!(err.to_string().contains("input channels"), "{err}");
+    let err = conv2d::conv2d(ctx(), &x, &weight, None, &zeros(&[1, 3, 2, 2]), &opts).unwrap_err();
+    assert!(err.to_string().contains("conv2d: out"), "{err}");
+    let err = conv2d::conv2d(ctx(), &x, &zeros(&[3, 2, 7, 7]), None, &out, &opts).unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+}

@@ -1,0 +1,221 @@
+//! wgsl/matmul.wgsl against tests/reference/matmul.rs, for every kernel variant.
+
+use crate::common::{assert_close, ctx, random, zeros, Rng};
+use crate::reference::matmul::Matmul;
+use easel::ops::{self, matmul};
+use matmul::{MatmulOptions, MatmulVariant};
+
+const VARIANTS: [MatmulVariant; 3] = MatmulVariant::ALL;
+
+/// One case: sizes, layout flags and whether `b` has its own batch dim.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    transpose_a: bool,
+    transpose_b: bool,
+    bias: bool,
+    b_shared: bool,
+    alpha: f32,
+}
+
+impl Case {
+    fn new(batch: usize, m: usize, n: usize, k: usize) -> Self {
+        Self {
+            batch,
+            m,
+            n,
+            k,
+            transpose_a: false,
+            transpose_b: false,
+            bias: false,
+            b_shared: false,
+            alpha: 1.0,
+        }
+    }
+}
+
+/// Run `case` on `variant` and compare. Inputs are uniform in [-1, 1), so each
+/// output is a sum of K products of size ≤ 1 with random signs: f32 rounding
+/// grows like √K, and 1e-5·√K (plus 1e-5 relative for the bias and alpha)
+/// bounds it with margin.
+fn check(case: Case, variant: MatmulVariant, seed: u64) {
+    let Case { batch, m, n, k, .. } = case;
+    let mut rng = Rng::new(seed);
+    let a_mat = if case.transpose_a { [k, m] } else { [m, k] };
+    let b_mat = if case.transpose_b { [n, k] } else { [k, n] };
+    let (a, ah) = random(&mut rng, &[batch, a_mat[0], a_mat[1]]);
+    let b_shape: Vec<usize> = if case.b_shared {
+        b_mat.to_vec()
+    } else {
+        vec![batch, b_mat[0], b_mat[1]]
+    };
+    let (b, bh) = random(&mut rng, &b_shape);
+    let (bias, bias_h) = random(&mut rng, &[n]);
+    let out = zeros(&[batch, m, n]);
+    let opts = MatmulOptions {
+        transpose_a: case.transpose_a,
+        transpose_b: case.transpose_b,
+        alpha: case.alpha,
+        variant: Some(variant),
+    };
+    let d = matmul::matmul(ctx(), &a, &b, case.bias.then_some(&bias), &out, &opts).unwrap();
+    ops::run(ctx(), &[d]).unwrap();
+    let want = Matmul {
+        a: &ah,
+        b: &bh,
+        bias: case.bias.then_some(&bias_h[..]),
+        batch,
+        m,
+        n,
+        k,
+        transpose_a: case.transpose_a,
+        transpose_b: case.transpose_b,
+        b_shared: case.b_shared,
+        alpha: case.alpha as f64,
+    }
+    .run();
+    let atol = 1e-5 * (k as f64).sqrt();
+    let got = out.to_vec(ctx()).unwrap();
+    assert_close(&format!("{variant:?} {case:?}"), &got, &want, atol, 1e-5);
+}
+
+#[test]
+fn odd_sizes_every_transpose() {
+    // 1×1×1, sizes below, across and past the 4/8/64 tile edges, K not a multiple of 4.
+    let sizes = [(1, 1, 1), (7, 13, 5), (65, 33, 17), (5, 70, 12)];
+    let mut seed = 10;
+    for variant in VARIANTS {
+        for (m, n, k) in sizes {
+            for (transpose_a, transpose_b) in
+                [(false, false), (true, false), (false, true), (true, true)]
+            {
+                let case = Case {
+                    transpose_a,
+                    transpose_b,
+                    ..Case::new(2, m, n, k)
+                };
+                check(case, variant, seed);
+                seed += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn aligned_sizes_every_transpose() {
+    // Multiples of 4 take matmul_cpu_vec4; edges of the 4×8 and 64×64 tiles remain.
+    let mut seed = 100;
+    for variant in VARIANTS {
+        for (transpose_a, transpose_b) in
+            [(false, false), (true, false), (false, true), (true, true)]
+        {
+            let case = Case {
+                transpose_a,
+                transpose_b,
+                ..Case::new(3, 36, 44, 20)
+            };
+            check(case, variant, seed);
+            seed += 1;
+        }
+    }
+}
+
+#[test]
+fn bias_alpha_and_shared_weight() {
+    let mut seed = 200;
+    for variant in VARIANTS {
+        for (m, n, k) in [(9, 13, 7), (12, 20, 16)] {
+            for b_shared in [false, true] {
+                let case = Case {
+                    transpose_b: true,
+                    bias: true,
+                    b_shared,
+                    alpha: 0.125,
+                    ..Case::new(3, m, n, k)
+                };
+                check(case, variant, seed);
+                seed += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn tiny_unet_linear() {
+    // The default UNet's widest nn.Linear in attention: tokens of 8 images at
+    // 16×16 through ff.net.0.proj (128 -> 512), weight [out, in] shared.
+    for variant in VARIANTS {
+        let case = Case {
+            transpose_b: true,
+            bias: true,
+            b_shared: true,
+            ..Case::new(1, 8 * 256, 512, 128)
+        };
+        check(case, variant, 300);
+    }
+}
+
+#[test]
+fn leading_dims_and_bad_shapes() {
+    let a = zeros(&[2, 3, 4, 5]);
+    let b = zeros(&[5, 6]);
+    let out = zeros(&[2, 3, 4, 6]);
+    assert!(matmul::matmul(ctx(), &a, &b, None, &out, &MatmulOptions::default()).is_ok());
+    let err = matmul::matmul(
+        ctx(),
+        &a,
+        &zeros(&[4, 6]),
+        None,
+        &out,
+        &MatmulOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("inner dimensions"), "{err}");
+    let err = matmul::matmul(
+        ctx(),
+        &a,
+        &b,
+        None,
+        &zeros(&[2, 3, 4, 5]),
+        &MatmulOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("matmul: out"), "{err}");
+    let err = matmul::matmul(
+        ctx(),
+        &a,
+        &b,
+        Some(&zeros(&[5])),
+        &out,
+        &MatmulOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("bias"), "{err}");
+}
+
+#[test]
+fn profiler_times_each_dispatch() {
+    use easel::gpu::profiler::{Clock, Profiler};
+    let mut rng = Rng::new(400);
+    let (a, _) = random(&mut rng, &[1, 64, 64]);
+    let (b, _) = random(&mut rng, &[64, 64]);
+    let out = zeros(&[1, 64, 64]);
+    let d = matmul::matmul(ctx(), &a, &b, None, &out, &MatmulOptions::default()).unwrap();
+    // Lavapipe has TIMESTAMP_QUERY; the wall clock is the fallback elsewhere.
+    for profiler in [Profiler::new(ctx()), Profiler::wall_clock()] {
+        let times = profiler.time(ctx(), &[&d, &d, &d]).unwrap();
+        assert_eq!(times.len(), 3, "{:?}", profiler.clock());
+        // A 64³ matmul takes microseconds to milliseconds, never 0 or minutes.
+        assert!(
+            times.iter().all(|&t| t > 0.0 && t < 10_000.0),
+            "{:?}: {times:?}",
+            profiler.clock()
+        );
+    }
+    if ctx().features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        assert_eq!(Profiler::new(ctx()).clock(), Clock::GpuTimestamps);
+    }
+}

@@ -1,0 +1,263 @@
+// 2-D convolution, NCHW, groups = 1, as an implicit GEMM per image:
+//   out[n][co, pix] = sum_kk weight[co, kk] · cols[n][kk, pix] + bias[co]
+// with kk = (ci, ky, kx) flattened like PyTorch's weight [Cout, Cin, kh, kw]
+// (so weight is already a row-major [Cout, K] matrix) and cols the im2col
+// matrix [K, Hout·Wout], gathered on the fly with zero padding, never stored.
+//
+// The kernel shapes mirror wgsl/matmul.wgsl (read its header): `conv2d_gpu`
+// stages 64×64 tiles through workgroup memory; `conv2d_cpu` and
+// `conv2d_cpu_vec4` keep an 8×4 register block per thread (8 output channels ×
+// 4 pixels), since the gathered input is the expensive operand and each
+// gathered value then feeds 8 FMAs. `_vec4` reads the weight 4 floats at a
+// time and needs K % 4 == 0.
+
+override HAS_BIAS: bool = false;
+
+struct Params {
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    hout: u32,
+    wout: u32,
+    kh: u32,
+    kw: u32,
+    stride_y: u32,
+    stride_x: u32,
+    pad_y: u32,
+    pad_x: u32,
+    // GEMM view: K = cin·kh·kw, P = hout·wout.
+    k: u32,
+    p: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;      // [N, Cin, H, W]
+@group(0) @binding(2) var<storage, read> weight: array<f32>; // [Cout, Cin, kh, kw] = [Cout, K]
+@group(0) @binding(3) var<storage, read> bias: array<f32>;   // [Cout]; any buffer when !HAS_BIAS
+@group(0) @binding(4) var<storage, read_write> out: array<f32>; // [N, Cout, Hout, Wout]
+// The weight again, 4 floats per element (conv2d_cpu_vec4 only).
+@group(0) @binding(2) var<storage, read> weight4: array<vec4<f32>>;
+
+// Where the taps of column kk sit relative to an output pixel's window corner.
+// Column kk = (ci, ky, kx) of the im2col matrix.
+struct Tap {
+    ci: u32,
+    ky: u32,
+    kx: u32,
+}
+
+fn tap(kk: u32) -> Tap {
+    let area = p.kh * p.kw;
+    let r = kk % area;
+    return Tap(kk / area, r / p.kw, r % p.kw);
+}
+
+// The tap of column kk + 1. The CPU kernels walk k with this instead of
+// calling tap(): vector integer division has no CPU instruction, so the
+// divides would run lane by lane on every step.
+fn next_tap(t: Tap) -> Tap {
+    let kx = t.kx + 1u;
+    let wrap_x = kx == p.kw;
+    let ky = select(t.ky, t.ky + 1u, wrap_x);
+    let wrap_y = ky == p.kh;
+    return Tap(select(t.ci, t.ci + 1u, wrap_y), select(ky, 0u, wrap_y), select(kx, 0u, wrap_x));
+}
+
+// Input coordinate (y, x) of the top-left tap of output pixel `pix`'s window;
+// negative inside the padding.
+fn corner(pix: u32) -> vec2<i32> {
+    return vec2(i32((pix / p.wout) * p.stride_y) - i32(p.pad_y),
+                i32((pix % p.wout) * p.stride_x) - i32(p.pad_x));
+}
+
+// cols[n][kk, pix]: the input under tap `t` of the window at `origin`, 0 in the padding.
+fn gather(n: u32, t: Tap, origin: vec2<i32>) -> f32 {
+    let iy = origin.x + i32(t.ky);
+    let ix = origin.y + i32(t.kx);
+    let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+    // Clamped so the load is always in bounds; the value is discarded when outside.
+    // ci is clamped too: the k tail of conv2d_cpu walks one tap past the end.
+    let idx = ((n * p.cin + min(t.ci, p.cin - 1u)) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w
+        + u32(clamp(ix, 0, i32(p.w) - 1));
+    return select(0.0, x[idx], inside);
+}
+
+fn store(n: u32, co: u32, pix: u32, acc: f32) {
+    if (co >= p.cout || pix >= p.p) {
+        return;
+    }
+    var y = acc;
+    if (HAS_BIAS) {
+        y += bias[co];
+    }
+    out[(n * p.cout + co) * p.p + pix] = y;
+}
+
+// ---------------------------------------------------------------------------
+// GPU: 64×64 tiles (64 output channels × 64 pixels) through workgroup memory;
+// same thread layout as matmul_gpu.
+
+const TILE: u32 = 64u;
+const TILE_K: u32 = 16u;
+
+var<workgroup> tile_w: array<f32, 1024>; // [TILE_K, TILE]: weight[co0 + i, k0 + kk] at kk * TILE + i
+var<workgroup> tile_x: array<f32, 1024>; // [TILE_K, TILE]: cols[k0 + kk, pix0 + j] at kk * TILE + j
+
+fn load_tiles(n: u32, co0: u32, pix0: u32, k0: u32, t: u32) {
+    for (var q = 0u; q < 4u; q++) {
+        let e = t + 256u * q;
+        // weight: contiguous along k.
+        let kk = e % TILE_K;
+        let i = e / TILE_K;
+        var vw = 0.0;
+        if (co0 + i < p.cout && k0 + kk < p.k) {
+            vw = weight[(co0 + i) * p.k + k0 + kk];
+        }
+        tile_w[kk * TILE + i] = vw;
+        // cols: neighbouring threads take neighbouring pixels.
+        let kb = e / TILE;
+        let j = e % TILE;
+        var vx = 0.0;
+        if (pix0 + j < p.p && k0 + kb < p.k) {
+            vx = gather(n, tap(k0 + kb), corner(pix0 + j));
+        }
+        tile_x[kb * TILE + j] = vx;
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn conv2d_gpu(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let n = wg.z;
+    let co0 = wg.y * TILE;
+    let pix0 = wg.x * TILE;
+    var acc: array<vec4<f32>, 4>; // acc[r][c]: channel co0 + ty + 16r, pixel pix0 + tx + 16c
+    // Every thread runs every iteration: the barriers stay in uniform control flow.
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        load_tiles(n, co0, pix0, k0, t);
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let row = kk * TILE;
+            let wv = vec4(tile_w[row + lid.y], tile_w[row + lid.y + 16u],
+                          tile_w[row + lid.y + 32u], tile_w[row + lid.y + 48u]);
+            let xv = vec4(tile_x[row + lid.x], tile_x[row + lid.x + 16u],
+                          tile_x[row + lid.x + 32u], tile_x[row + lid.x + 48u]);
+            acc[0] += wv.x * xv;
+            acc[1] += wv.y * xv;
+            acc[2] += wv.z * xv;
+            acc[3] += wv.w * xv;
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < 4u; r++) {
+        for (var cc = 0u; cc < 4u; cc++) {
+            store(n, co0 + lid.y + 16u * r, pix0 + lid.x + 16u * cc, acc[r][cc]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// CPU: thread (x, y) owns channels 8y..8y+7 and pixels 4x..4x+3; consecutive
+// lanes take neighbouring pixels of the same channels. 4×4 blocks as mat4x4,
+// as in matmul_cpu: W[r] = weight[co + r, k..k+3], X[c] = cols[k..k+3, pix + c].
+
+// weight[co, kk], or 0 past the end of k; co clamped (its outputs are dropped).
+fn weight_or_zero(co: u32, kk: u32) -> f32 {
+    return select(0.0, weight[min(co, p.cout - 1u) * p.k + min(kk, p.k - 1u)], kk < p.k);
+}
+
+fn weight_block(co: u32, k: u32) -> mat4x4<f32> {
+    var m: mat4x4<f32>;
+    for (var r = 0u; r < 4u; r++) {
+        m[r] = vec4(weight_or_zero(co + r, k), weight_or_zero(co + r, k + 1u),
+                    weight_or_zero(co + r, k + 2u), weight_or_zero(co + r, k + 3u));
+    }
+    return m;
+}
+
+// Needs K % 4 == 0.
+fn weight_block4(co: u32, k: u32) -> mat4x4<f32> {
+    let s = k / 4u;
+    let row = p.k / 4u;
+    let last = p.cout - 1u;
+    return mat4x4(weight4[min(co, last) * row + s], weight4[min(co + 1u, last) * row + s],
+                  weight4[min(co + 2u, last) * row + s], weight4[min(co + 3u, last) * row + s]);
+}
+
+// cols[k..k+3, pixels of `origins`], 0 past the end of k; `t` is column k's
+// tap on entry and column k + 4's on return.
+fn cols_block(n: u32, k: u32, t: ptr<function, Tap>, origins: array<vec2<i32>, 4>) -> mat4x4<f32> {
+    var m: mat4x4<f32>;
+    for (var kk = 0u; kk < 4u; kk++) {
+        let v = vec4(gather(n, *t, origins[0]), gather(n, *t, origins[1]),
+                     gather(n, *t, origins[2]), gather(n, *t, origins[3]));
+        m[kk] = select(vec4(0.0), v, k + kk < p.k);
+        *t = next_tap(*t);
+    }
+    // m[kk][c] = cols[k + kk, pix + c]; transposed so m[c] runs over k like the weight block.
+    return transpose(m);
+}
+
+// Window corners of pixels pix..pix+3 (clamped to the last pixel; extras are dropped).
+fn corners(pix: u32) -> array<vec2<i32>, 4> {
+    let last = p.p - 1u;
+    return array(corner(min(pix, last)), corner(min(pix + 1u, last)),
+                 corner(min(pix + 2u, last)), corner(min(pix + 3u, last)));
+}
+
+// acc[c][r] = output (channel co + r, pixel pix + c).
+fn store_block(n: u32, co: u32, pix: u32, acc: mat4x4<f32>) {
+    for (var c = 0u; c < 4u; c++) {
+        for (var r = 0u; r < 4u; r++) {
+            store(n, co + r, pix + c, acc[c][r]);
+        }
+    }
+}
+
+@compute @workgroup_size(8, 8)
+fn conv2d_cpu(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.z;
+    let co = gid.y * 8u;
+    let pix = gid.x * 4u;
+    if (co >= p.cout || pix >= p.p) {
+        return;
+    }
+    let origins = corners(pix);
+    var t = Tap(0u, 0u, 0u);
+    var acc0 = mat4x4<f32>(); // channels co..co+3
+    var acc1 = mat4x4<f32>(); // channels co+4..co+7
+    for (var k = 0u; k < p.k; k += 4u) {
+        let xb = cols_block(n, k, &t, origins);
+        acc0 += transpose(weight_block(co, k)) * xb;
+        acc1 += transpose(weight_block(co + 4u, k)) * xb;
+    }
+    store_block(n, co, pix, acc0);
+    store_block(n, co + 4u, pix, acc1);
+}
+
+@compute @workgroup_size(8, 8)
+fn conv2d_cpu_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.z;
+    let co = gid.y * 8u;
+    let pix = gid.x * 4u;
+    if (co >= p.cout || pix >= p.p) {
+        return;
+    }
+    let origins = corners(pix);
+    var t = Tap(0u, 0u, 0u);
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    for (var k = 0u; k < p.k; k += 4u) {
+        let xb = cols_block(n, k, &t, origins);
+        acc0 += transpose(weight_block4(co, k)) * xb;
+        acc1 += transpose(weight_block4(co + 4u, k)) * xb;
+    }
+    store_block(n, co, pix, acc0);
+    store_block(n, co + 4u, pix, acc1);
+}
