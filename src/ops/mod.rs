@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{Access, Context, Kernel, KernelSpec, Shader};
 use crate::tensor::Tensor;
 
+pub mod attention;
 pub mod elementwise;
+pub mod norm;
 
 macro_rules! shaders {
     ($($ident:ident => $file:literal),* $(,)?) => {
@@ -29,7 +31,9 @@ macro_rules! shaders {
 }
 
 shaders! {
+    ATTENTION => "attention",
     ELEMENTWISE => "elementwise",
+    NORM => "norm",
 }
 
 /// How many workgroups to launch.

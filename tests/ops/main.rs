@@ -7,4 +7,6 @@ mod common;
 #[path = "../reference/mod.rs"]
 mod reference;
 
+mod attention;
 mod elementwise;
+mod norm;

@@ -3,4 +3,6 @@
 //! PyTorch op named in its doc comment.
 #![allow(dead_code)]
 
+pub mod attention;
 pub mod elementwise;
+pub mod norm;
