@@ -182,3 +182,25 @@ fn norms_reject_bad_shapes() {
     let err = norm::layer_norm(ctx(), &x, &w, &w, &zeros(&[2, 30, 4, 4]), 1e-5).unwrap_err();
     assert!(err.to_string().contains("layer_norm: weight"), "{err}");
 }
+
+#[test]
+fn softmax_over_more_rows_than_one_grid_dimension() {
+    // 70,000 rows: the GPU variant's one-workgroup-per-row launch folds into y.
+    let mut rng = Rng::new(15);
+    let shape = [70_000, 3];
+    let (x, xh) = random(&mut rng, &shape);
+    let want = reference::softmax(&xh, 3, 1.0);
+    for class in VARIANTS {
+        let out = zeros(&shape);
+        let dispatch = norm::softmax_with(ctx(), &x, &out, 1.0, class).unwrap();
+        ops::run(ctx(), &[dispatch]).unwrap();
+        // Probabilities of O(1) inputs: 1e-6 absolute + 1e-5 relative.
+        assert_close(
+            &format!("softmax {shape:?} {class:?}"),
+            &out.to_vec(ctx()).unwrap(),
+            &want,
+            1e-6,
+            1e-5,
+        );
+    }
+}
