@@ -37,6 +37,10 @@ pub struct GroupNorm {
 
 /// Segments per workgroup in the serial (CPU driver) layout: one SIMD row of
 /// lavapipe (8 lanes), so a few dozen segments still spread over every core.
+/// Measured on lavapipe (2 cores), fastest or tied for every op here, e.g.
+/// group_norm [2, 128, 32, 32] / 32 groups: 1.66 ms serial (1.67 ms with 16 lanes,
+/// 5.5 ms with 1), against 1.76 ms for 8-wide workgroups with barriers and
+/// 3.3 ms for 256-wide ones; softmax [2048, 77]: 0.73 ms against 1.5-85 ms.
 const SERIAL_LANES: usize = 8;
 
 /// One launch of a norm.wgsl entry point over `segments` segments of `len` elements.
@@ -69,7 +73,8 @@ impl<'a> Segments<'a> {
                 self.op, self.x.shape
             )));
         }
-        // See the header of wgsl/norm.wgsl and `serial_lanes` for the two layouts.
+        // The two layouts of wgsl/norm.wgsl. On a GPU, short rows get narrower
+        // workgroups so fewer lanes idle.
         let (serial, wg) = match class {
             AdapterClass::Cpu => (true, SERIAL_LANES),
             AdapterClass::Gpu => (false, if self.len >= 2048 { 256 } else { 64 }),
