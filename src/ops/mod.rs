@@ -15,10 +15,12 @@ use crate::error::{Error, Result};
 use crate::gpu::{Access, Context, Kernel, KernelSpec, Shader};
 use crate::tensor::Tensor;
 
+pub mod attention;
 pub mod conv2d;
 pub mod elementwise;
 pub mod matmul;
 pub mod noise;
+pub mod norm;
 pub mod sampler;
 pub mod score;
 
@@ -34,12 +36,14 @@ macro_rules! shaders {
 }
 
 shaders! {
+    ATTENTION => "attention",
     CONV2D => "conv2d",
     CONV2D_SUBGROUP => "conv2d_subgroup",
     ELEMENTWISE => "elementwise",
     MATMUL => "matmul",
     MATMUL_SUBGROUP => "matmul_subgroup",
     NOISE => "noise",
+    NORM => "norm",
     SAMPLER => "sampler",
     SCORE => "score",
 }

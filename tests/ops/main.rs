@@ -7,9 +7,11 @@ mod common;
 #[path = "../reference/mod.rs"]
 mod reference;
 
+mod attention;
 mod conv2d;
 mod elementwise;
 mod matmul;
 mod noise;
+mod norm;
 mod sampler;
 mod score;

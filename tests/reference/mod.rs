@@ -3,9 +3,11 @@
 //! PyTorch op named in its doc comment.
 #![allow(dead_code)]
 
+pub mod attention;
 pub mod conv2d;
 pub mod elementwise;
 pub mod matmul;
 pub mod noise;
+pub mod norm;
 pub mod sampler;
 pub mod score;

@@ -1,0 +1,118 @@
+//! wgsl/attention.wgsl against tests/reference/attention.rs, both kernel variants.
+
+use crate::common::{assert_close, ctx, zeros, Rng};
+use crate::reference::attention::{self as reference, Shape};
+use easel::gpu::AdapterClass;
+use easel::ops::{self, attention};
+use easel::tensor::Tensor;
+
+fn check(rng: &mut Rng, s: Shape, causal: bool, scale: Option<f32>, q_magnitude: f32) {
+    let width = s.heads * s.dh;
+    let q_shape = [s.b, s.lq, width];
+    let kv_shape = [s.b, s.lk, width];
+    let qh: Vec<f32> = rng
+        .vec(s.b * s.lq * width)
+        .iter()
+        .map(|v| v * q_magnitude)
+        .collect();
+    let kh = rng.vec(s.b * s.lk * width);
+    let vh = rng.vec(s.b * s.lk * width);
+    let upload = |shape: &[usize], data: &[f32]| Tensor::from_f32(ctx(), "x", shape, data).unwrap();
+    let (q, k, v) = (
+        upload(&q_shape, &qh),
+        upload(&kv_shape, &kh),
+        upload(&kv_shape, &vh),
+    );
+    let scale_f64 = scale.map_or(1.0 / (s.dh as f64).sqrt(), |x| x as f64);
+    let want = reference::scaled_dot_product_attention(&qh, &kh, &vh, s, scale_f64, causal);
+    let cfg = attention::Sdpa {
+        heads: s.heads,
+        scale,
+        is_causal: causal,
+    };
+    for class in [AdapterClass::Cpu, AdapterClass::Gpu] {
+        let out = zeros(&q_shape);
+        let d = attention::scaled_dot_product_attention_with(ctx(), &q, &k, &v, &out, cfg, class)
+            .unwrap();
+        ops::run(ctx(), &[d]).unwrap();
+        // Outputs are convex combinations of values in [-1, 1]: 1e-5 absolute +
+        // 1e-4 relative covers f32 scores and exp (scores reach ~±30 here).
+        assert_close(
+            &format!("attention {s:?} causal={causal} scale={scale:?} {class:?}"),
+            &out.to_vec(ctx()).unwrap(),
+            &want,
+            1e-5,
+            1e-4,
+        );
+    }
+}
+
+fn shape(b: usize, lq: usize, lk: usize, heads: usize, dh: usize) -> Shape {
+    Shape {
+        b,
+        lq,
+        lk,
+        heads,
+        dh,
+    }
+}
+
+#[test]
+fn cross_attention_matches_reference() {
+    let mut rng = Rng::new(20);
+    // Lq != Lk, lengths that are not multiples of 4, 8, 64 or the GPU key tiles.
+    check(&mut rng, shape(2, 13, 7, 1, 8), false, None, 1.0);
+    check(&mut rng, shape(2, 37, 77, 8, 40), false, None, 1.0); // SD 1.x: Dh 40, 77 tokens
+    check(&mut rng, shape(1, 19, 23, 2, 160), false, None, 1.0); // SD 1.x's deepest Dh
+    check(&mut rng, shape(1, 70, 5, 3, 64), false, Some(0.3), 1.0);
+}
+
+#[test]
+fn causal_self_attention_matches_reference() {
+    let mut rng = Rng::new(21);
+    check(&mut rng, shape(1, 77, 77, 8, 64), true, None, 1.0); // CLIP text encoder
+    check(&mut rng, shape(2, 50, 50, 2, 32), true, None, 1.0);
+    check(&mut rng, shape(2, 9, 70, 1, 32), true, None, 1.0); // Lq < Lk: top-left mask
+    check(&mut rng, shape(1, 70, 9, 1, 8), true, None, 1.0); // Lq > Lk
+}
+
+#[test]
+fn attention_with_large_scores() {
+    // Scores up to ~±30: the running max must be rescaled as it grows.
+    let mut rng = Rng::new(22);
+    check(&mut rng, shape(2, 33, 45, 2, 32), false, None, 20.0);
+    check(&mut rng, shape(1, 40, 40, 1, 32), true, Some(1.0), 5.0);
+}
+
+#[test]
+fn attention_tiny_unet_shape() {
+    // The largest tiny-UNet cross-attention: 2 candidates, 16x16 tokens, 77 text tokens.
+    let mut rng = Rng::new(23);
+    check(&mut rng, shape(2, 256, 77, 4, 32), false, None, 1.0);
+}
+
+#[test]
+fn attention_rejects_bad_head_dim() {
+    let q = zeros(&[1, 4, 30]);
+    let cfg = attention::Sdpa {
+        heads: 5,
+        scale: None,
+        is_causal: false,
+    };
+    let err = attention::scaled_dot_product_attention(ctx(), &q, &q, &q, &zeros(&[1, 4, 30]), cfg)
+        .unwrap_err();
+    assert!(err.to_string().contains("multiple of 4"), "{err}");
+    let k = zeros(&[1, 4, 32]);
+    let cfg = attention::Sdpa { heads: 1, ..cfg };
+    let q = zeros(&[1, 4, 32]);
+    let err = attention::scaled_dot_product_attention(
+        ctx(),
+        &q,
+        &k,
+        &zeros(&[1, 5, 32]),
+        &zeros(&[1, 4, 32]),
+        cfg,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("v has shape"), "{err}");
+}

@@ -1,0 +1,142 @@
+// Multi-head scaled dot-product attention, fused (flash-attention style):
+// softmax(q k^T * scale [+ causal mask]) v without materialising the [Lq, Lk]
+// scores. Each invocation owns one query row of one head and keeps a running max
+// `m`, a running sum `l` of exp(s - m) and an accumulator of exp(s - m) * v,
+// rescaling both whenever the max grows (Milakov & Gimelshein 2018; FlashAttention).
+//
+// Layout as diffusers/transformers produce it after the q/k/v projections, heads
+// interleaved in the last dim so no permute is needed:
+//   q, out [B, Lq, H*Dh]; k, v [B, Lk, H*Dh]; head h is columns h*Dh .. (h+1)*Dh.
+//
+// Launch: workgroup (x, y) = (block of WG query rows, batch*H + head). The rows of a
+// workgroup share their keys and values, so:
+// - TILED (GPUs): the workgroup stages BK keys and values at a time in workgroup
+//   memory, loaded cooperatively, with a barrier either side;
+// - otherwise (lavapipe): every lane reads k and v straight from the buffer. All lanes
+//   read the same address, which a CPU driver turns into one load and a broadcast,
+//   and its caches do what the tile would. No barriers.
+
+// Head dim; a multiple of 4 (rows are read as vec4), at most 4 * DH4_MAX.
+override DH: u32 = 64u;
+// Query rows per workgroup, one per invocation.
+override WG: u32 = 64u;
+override TILED: bool = false;
+// Keys per tile (TILED): a multiple of 4 with BK * DH <= 4 * TILE4.
+override BK: u32 = 32u;
+// Query i attends keys j <= i only (torch's is_causal: top-left aligned), as in
+// CLIP's text encoder.
+override CAUSAL: bool = false;
+
+const DH4_MAX: u32 = 40u; // Dh up to 160, SD 1.x's deepest attention
+const TILE4: u32 = 512u;  // vec4s per K or V tile: 2 x 8 KiB, the WebGPU baseline
+// Masked scores: below any real score but finite, so `s - m` never makes a NaN.
+const LOWEST: f32 = -3.0e38;
+
+struct Params {
+    heads: u32,
+    lq: u32,
+    lk: u32,
+    scale: f32, // usually 1/sqrt(Dh)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;         // [B, Lq, H*Dh/4]
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;         // [B, Lk, H*Dh/4]
+@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;         // [B, Lk, H*Dh/4]
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [B, Lq, H*Dh/4]
+
+var<workgroup> k_tile: array<vec4<f32>, TILE4>; // [BK, Dh/4]
+var<workgroup> v_tile: array<vec4<f32>, TILE4>; // [BK, Dh/4]
+
+// This invocation's state.
+var<private> q_row: array<vec4<f32>, DH4_MAX>; // its query row, times scale
+var<private> acc: array<vec4<f32>, DH4_MAX>;   // sum_j exp(s_j - m) v_j
+var<private> m: f32;                           // max score so far
+var<private> l: f32;                           // sum_j exp(s_j - m)
+var<private> kv_base: u32;                     // vec4 index of key 0 of this head
+
+fn row_stride() -> u32 {
+    return p.heads * DH / 4u;
+}
+
+// Key j's d-th vec4: from the current tile (whose start is a multiple of BK),
+// or from the buffer, clamped to the last key (keys past Lk are masked anyway).
+fn key(j: u32, d: u32) -> vec4<f32> {
+    if (TILED) { return k_tile[(j % BK) * (DH / 4u) + d]; }
+    return k[kv_base + min(j, p.lk - 1u) * row_stride() + d];
+}
+
+fn value(j: u32, d: u32) -> vec4<f32> {
+    if (TILED) { return v_tile[(j % BK) * (DH / 4u) + d]; }
+    return v[kv_base + min(j, p.lk - 1u) * row_stride() + d];
+}
+
+// Fold keys j0 .. j0+3 into the running softmax of query row i. Four at a time
+// so the rescale of `acc` (one exp, Dh multiplies) is paid once per four keys.
+fn attend4(j0: u32, i: u32) {
+    var s = vec4(0.0);
+    for (var d = 0u; d < DH / 4u; d++) {
+        let qd = q_row[d];
+        s += vec4(dot(qd, key(j0, d)), dot(qd, key(j0 + 1u, d)),
+                  dot(qd, key(j0 + 2u, d)), dot(qd, key(j0 + 3u, d)));
+    }
+    let j = vec4(j0) + vec4(0u, 1u, 2u, 3u);
+    var valid = j < vec4(p.lk);
+    if (CAUSAL) { valid = valid & (j <= vec4(i)); }
+    s = select(vec4(LOWEST), s, valid);
+    let m_new = max(m, max(max(s.x, s.y), max(s.z, s.w)));
+    let correction = exp(m - m_new);
+    let e = select(vec4(0.0), exp(s - m_new), valid);
+    l = l * correction + (e.x + e.y + e.z + e.w);
+    for (var d = 0u; d < DH / 4u; d++) {
+        acc[d] = acc[d] * correction + e.x * value(j0, d) + e.y * value(j0 + 1u, d)
+               + e.z * value(j0 + 2u, d) + e.w * value(j0 + 3u, d);
+    }
+    m = m_new;
+}
+
+// Copy keys and values t0 .. t0+BK of this head into the tiles (zeros past Lk).
+fn load_tile(t0: u32, lid: u32) {
+    for (var idx = lid; idx < BK * (DH / 4u); idx += WG) {
+        let j = t0 + idx / (DH / 4u);
+        let src = kv_base + min(j, p.lk - 1u) * row_stride() + idx % (DH / 4u);
+        k_tile[idx] = select(vec4(0.0), k[src], j < p.lk);
+        v_tile[idx] = select(vec4(0.0), v[src], j < p.lk);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = wid.y / p.heads;
+    let h = wid.y % p.heads;
+    let i = wid.x * WG + lid;
+    // Padding rows past Lq compute on row Lq-1 and skip the write; they do not
+    // return early, since TILED workgroups must all reach every barrier.
+    let row = min(i, p.lq - 1u);
+    let q_base = (b * p.lq + row) * row_stride() + h * (DH / 4u);
+    kv_base = b * p.lk * row_stride() + h * (DH / 4u);
+    for (var d = 0u; d < DH / 4u; d++) {
+        q_row[d] = q[q_base + d] * p.scale;
+        acc[d] = vec4(0.0);
+    }
+    m = LOWEST;
+    l = 0.0;
+    // Keys any row of this workgroup attends: with a causal mask, none past its last row.
+    var k_end = p.lk;
+    if (CAUSAL) { k_end = min(p.lk, (wid.x + 1u) * WG); }
+    if (TILED) {
+        for (var t0 = 0u; t0 < k_end; t0 += BK) {
+            load_tile(t0, lid);
+            workgroupBarrier();
+            for (var j = t0; j < min(t0 + BK, k_end); j += 4u) { attend4(j, row); }
+            workgroupBarrier(); // everyone is done with the tile before it is overwritten
+        }
+    } else {
+        if (CAUSAL) { k_end = min(p.lk, row + 1u); }
+        for (var j = 0u; j < k_end; j += 4u) { attend4(j, row); }
+    }
+    if (i < p.lq) {
+        let inv = 1.0 / l;
+        for (var d = 0u; d < DH / 4u; d++) { out[q_base + d] = acc[d] * inv; }
+    }
+}

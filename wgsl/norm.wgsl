@@ -1,0 +1,185 @@
+// Row reductions: group_norm, layer_norm, l2_normalize and softmax.
+//
+// Each op reduces a contiguous *segment* of the input and rewrites it:
+// - group_norm on [N, C, *spatial]: segment (n, g) is channels g*C/G .. (g+1)*C/G at
+//   every spatial position, contiguous in NC* order, len = (C/G) * spatial;
+// - layer_norm, l2_normalize, softmax on [*, D]: segment = row, len = D.
+//
+// Two ways to spread segments over invocations, fixed per pipeline by SERIAL:
+// - SERIAL (lavapipe): invocation = segment, sequential loops, no barriers. A CPU
+//   driver runs a workgroup's invocations as SIMD lanes of one core, so barriers
+//   cost coroutine switches and its caches stand in for workgroup memory.
+// - otherwise (GPUs): workgroup = segment, WG invocations stride through it
+//   (contiguous loads across lanes) and combine partial results with a tree
+//   reduction in workgroup memory.
+// Barriers sit only in `reduce`, which every invocation of a workgroup reaches
+// (inactive lanes clamp their reads and skip their writes instead of returning).
+
+override SERIAL: bool = false;
+// Invocations per workgroup: a power of two, at most 256 (the size of `partial`).
+override WG: u32 = 256u;
+// group_norm: apply SiLU after the affine (diffusers' ResnetBlock2D: norm, then act).
+override SILU: bool = false;
+
+const SUM: u32 = 0u;
+const MAX: u32 = 1u;
+// Below any f32 score, but finite so `x - LOWEST` cannot make a NaN.
+const LOWEST: f32 = -3.0e38;
+
+struct Params {
+    segments: u32,
+    len: u32,      // elements per segment
+    spatial: u32,  // group_norm: elements per channel (H*W)
+    groups: u32,   // group_norm: segments per batch item (G)
+    scalar: f32,   // eps for the norms, the scale on x for softmax
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;        // [segments, len]
+@group(0) @binding(2) var<storage, read_write> out: array<f32>; // [segments, len]
+// Only bound by group_norm and layer_norm.
+@group(0) @binding(3) var<storage, read> weight: array<f32>;   // [C] or [D]
+@group(0) @binding(4) var<storage, read> bias: array<f32>;     // [C] or [D]
+
+var<workgroup> partial: array<f32, 256>;
+
+// Which segment this invocation works on and which of its elements it visits.
+struct Lane {
+    segment: u32,
+    base: u32,    // flat index of the segment's first element
+    first: u32,
+    step: u32,
+    live: bool,   // false for the padding invocations of the last workgroup
+}
+
+fn lane(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Lane {
+    // 1-D launches wider than 65,535 workgroups are folded into y (ops::grid_1d).
+    let w = wid.y * nwg.x + wid.x;
+    var s = w;
+    var first = lid;
+    var step = WG;
+    if (SERIAL) {
+        s = w * WG + lid;
+        first = 0u;
+        step = 1u;
+    }
+    let segment = min(s, p.segments - 1u);
+    return Lane(segment, segment * p.len, first, step, s < p.segments);
+}
+
+fn combine(a: f32, b: f32, op: u32) -> f32 {
+    if (op == MAX) { return max(a, b); }
+    return a + b;
+}
+
+// Combine `v` over the workgroup (SERIAL: nothing to combine); all lanes get the result.
+fn reduce(v: f32, lid: u32, op: u32) -> f32 {
+    if (SERIAL) { return v; }
+    partial[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) { partial[lid] = combine(partial[lid], partial[lid + s], op); }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier(); // everyone has read partial[0] before it is reused
+    return total;
+}
+
+// Mean and variance (biased, like PyTorch's norms) of a segment. Two passes: the
+// second sums deviations from the first mean as well as their squares, which
+// corrects the first mean's rounding error (the "corrected two-pass" algorithm).
+// E[x^2] - E[x]^2 in f32 would lose every digit for inputs like 100 ± 1.
+fn moments(l: Lane, lid: u32) -> vec2<f32> {
+    let n = f32(p.len);
+    var sum = 0.0;
+    for (var i = l.first; i < p.len; i += l.step) { sum += x[l.base + i]; }
+    let mean0 = reduce(sum, lid, SUM) / n;
+    var dev = 0.0;
+    var sq = 0.0;
+    for (var i = l.first; i < p.len; i += l.step) {
+        let d = x[l.base + i] - mean0;
+        dev += d;
+        sq += d * d;
+    }
+    let shift = reduce(dev, lid, SUM) / n;
+    let variance = max(reduce(sq, lid, SUM) / n - shift * shift, 0.0);
+    return vec2(mean0 + shift, variance);
+}
+
+// torch.nn.GroupNorm (+ optional SiLU): y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c].
+@compute @workgroup_size(WG)
+fn group_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let l = lane(wid, nwg, lid);
+    let m = moments(l, lid);
+    let rstd = inverseSqrt(m.y + p.scalar);
+    // Element i is in channel c at position r of its spatial plane. Track both
+    // incrementally: a vector integer division per element is slow on a CPU driver.
+    // (A `while (r >= spatial)` form gave wrong channels on lavapipe 22.3.6.)
+    let channels = p.len / p.spatial;
+    var c = (l.segment % p.groups) * channels + l.first / p.spatial;
+    var r = l.first % p.spatial;
+    let dc = l.step / p.spatial;
+    let dr = l.step % p.spatial;
+    for (var i = l.first; i < p.len; i += l.step) {
+        var y = (x[l.base + i] - m.x) * rstd * weight[c] + bias[c];
+        if (SILU) { y = y / (1.0 + exp(-y)); }
+        if (l.live) { out[l.base + i] = y; }
+        c += dc;
+        r += dr;
+        if (r >= p.spatial) {
+            c += 1u;
+            r -= p.spatial;
+        }
+    }
+}
+
+// torch.nn.LayerNorm over the last dim: y = (x - mean) / sqrt(var + eps) * weight + bias.
+@compute @workgroup_size(WG)
+fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let l = lane(wid, nwg, lid);
+    let m = moments(l, lid);
+    let rstd = inverseSqrt(m.y + p.scalar);
+    for (var i = l.first; i < p.len; i += l.step) {
+        let y = (x[l.base + i] - m.x) * rstd * weight[i] + bias[i];
+        if (l.live) { out[l.base + i] = y; }
+    }
+}
+
+// F.normalize(x, dim=-1): y = x / max(||x||_2, eps).
+@compute @workgroup_size(WG)
+fn l2_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let l = lane(wid, nwg, lid);
+    var sq = 0.0;
+    for (var i = l.first; i < p.len; i += l.step) {
+        let v = x[l.base + i];
+        sq += v * v;
+    }
+    let inv = 1.0 / max(sqrt(reduce(sq, lid, SUM)), p.scalar);
+    for (var i = l.first; i < p.len; i += l.step) {
+        if (l.live) { out[l.base + i] = x[l.base + i] * inv; }
+    }
+}
+
+// softmax(x * scale, dim=-1), shifted by the row max so exp never overflows.
+@compute @workgroup_size(WG)
+fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let l = lane(wid, nwg, lid);
+    let scale = p.scalar;
+    var top = LOWEST;
+    for (var i = l.first; i < p.len; i += l.step) { top = max(top, x[l.base + i] * scale); }
+    top = reduce(top, lid, MAX);
+    var sum = 0.0;
+    for (var i = l.first; i < p.len; i += l.step) { sum += exp(x[l.base + i] * scale - top); }
+    let inv = 1.0 / reduce(sum, lid, SUM);
+    for (var i = l.first; i < p.len; i += l.step) {
+        if (l.live) { out[l.base + i] = exp(x[l.base + i] * scale - top) * inv; }
+    }
+}
