@@ -11,5 +11,6 @@ pub mod gpu;
 pub mod ops;
 pub mod output;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
