@@ -9,6 +9,7 @@
 pub mod error;
 pub mod gpu;
 pub mod ops;
+pub mod prompt;
 pub mod tensor;
 pub mod tokenizer;
 
