@@ -146,7 +146,8 @@ fn weighted_parts(prompt: &str, end: usize) -> Parsed<Vec<Part>> {
     while let Some(found) = text[start..].find("::") {
         let sep = start + found;
         if text[sep + 2..].starts_with(':') {
-            return fail(sep + 2, "`:::` is ambiguous: use `::` between sub-prompts (`a: ::` for a text ending in `:`)");
+            let message = "`:::` is ambiguous: write `a: ::` for a text ending in `:`";
+            return fail(sep + 2, message);
         }
         let (weight, next) = weight_after(text, sep + 2)?;
         parts.push(sub_prompt(text, start, sep, weight, sep + 2)?);
