@@ -10,6 +10,7 @@ pub mod error;
 pub mod gpu;
 pub mod ops;
 pub mod output;
+pub mod prompt;
 pub mod tensor;
 pub mod tokenizer;
 
