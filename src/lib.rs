@@ -9,6 +9,7 @@
 pub mod error;
 pub mod gpu;
 pub mod ops;
+pub mod schedulers;
 pub mod tensor;
 
 pub use error::{Error, Result};
