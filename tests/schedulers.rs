@@ -272,3 +272,21 @@ fn bad_step_counts_are_bad_input() {
     let err = Ddim::new(&cfg, 10, 1.5).unwrap_err();
     assert!(matches!(err, Error::BadInput(_)), "{err:?}");
 }
+
+#[test]
+fn sd1_file_without_spacing_reads_pndm_leading() {
+    // v1-5's real file has no timestep_spacing: PNDMScheduler's default ("leading")
+    // applies to every sampler, as in diffusers' from_config(pipe.scheduler.config).
+    let golden = golden();
+    let mut value = golden.configs["sd1"].clone();
+    value.as_object_mut().unwrap().remove("timestep_spacing");
+    let bare = SchedulerConfig::from_json(&value.to_string(), "sd1").unwrap();
+    let explicit = config(&golden, "sd1", &[]);
+    for sampler in Sampler::ALL {
+        let (a, b) = (
+            build(sampler, &bare, 25).unwrap(),
+            build(sampler, &explicit, 25).unwrap(),
+        );
+        assert_eq!(a.coefficients(), b.coefficients(), "{sampler:?}");
+    }
+}

@@ -12,10 +12,12 @@
 //! x_next      = a · x + b · model_out + e · x0 + c · x0_prev + d · noise
 //! ```
 //!
-//! `x0_prev` is the previous step's `x0` (DPM-Solver++'s second-order term) and
-//! `noise` a fresh standard normal draw (Euler ancestral; DDIM with eta > 0). The
-//! step loop uploads the table once and only encodes dispatches; [`apply`] is
-//! the CPU reference of that kernel.
+//! `x0_prev` is the previous step's `x0` (DPM-Solver++'s second-order term), so a
+//! step writes `x0` where the next step reads `x0_prev`, and copying a winning
+//! candidate into the other slots must copy its `x0` along with `x`. `noise` is a
+//! fresh standard normal draw (Euler ancestral; DDIM with eta > 0). The step loop
+//! uploads the table once and only encodes dispatches; [`apply`] is the CPU
+//! reference of that kernel.
 //!
 //! Where diffusers has quirks they are kept, so the same config gives the same
 //! samples: DDIM's previous timestep is always `t - num_train_timesteps / steps`
@@ -39,7 +41,13 @@ pub use euler_ancestral::EulerAncestral;
 pub const NO_CLIP: f32 = f32::MAX;
 
 /// One step's scalars (see the module docs for the formulas they enter).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+///
+/// `#[repr(C)]` and `Pod`: a run's table uploads as is (`bytemuck::cast_slice`) to a
+/// storage buffer read in WGSL as `array<Step>` with `struct Step { timestep: f32,
+/// in_scale: f32, x0_x: f32, x0_m: f32, clip: f32, a: f32, b: f32, e: f32, c: f32,
+/// d: f32 }` (40-byte stride, valid for storage buffers; not for uniforms).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct StepCoefficients {
     /// The timestep fed to the UNet (fractional for Euler with linspace spacing).
     pub timestep: f32,
@@ -316,6 +324,18 @@ mod tests {
         );
         let err = Sampler::parse("plms").unwrap_err().to_string();
         assert!(err.contains("plms") && err.contains("euler_a"), "{err}");
+    }
+
+    #[test]
+    fn coefficients_upload_as_40_bytes() {
+        assert_eq!(std::mem::size_of::<StepCoefficients>(), 40);
+        let table = [StepCoefficients {
+            timestep: 999.0,
+            d: 1.0,
+            ..Default::default()
+        }];
+        let words: &[f32] = bytemuck::cast_slice(&table);
+        assert_eq!((words[0], words[9]), (999.0, 1.0));
     }
 
     #[test]
