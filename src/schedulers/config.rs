@@ -205,66 +205,55 @@ impl SchedulerConfig {
             )));
         }
 
+        use {BetaSchedule as B, FinalSigmas as F, PredictionType as P, TimestepSpacing as T};
+        let beta_schedule = choice(
+            &raw.beta_schedule,
+            "beta_schedule",
+            &[
+                ("linear", B::Linear),
+                ("scaled_linear", B::ScaledLinear),
+                ("squaredcos_cap_v2", B::SquaredcosCapV2),
+            ],
+        );
+        let prediction_type = choice(
+            &raw.prediction_type,
+            "prediction_type",
+            &[
+                ("epsilon", P::Epsilon),
+                ("v_prediction", P::VPrediction),
+                ("sample", P::Sample),
+            ],
+        );
+        let timestep_spacing = choice(
+            &raw.timestep_spacing,
+            "timestep_spacing",
+            &[
+                ("leading", T::Leading),
+                ("trailing", T::Trailing),
+                ("linspace", T::Linspace),
+            ],
+        );
+        let final_sigmas_type = choice(
+            &raw.final_sigmas_type,
+            "final_sigmas_type",
+            &[("zero", F::Zero), ("sigma_min", F::SigmaMin)],
+        );
         Ok(SchedulerConfig {
-            class_name: raw.class_name.clone(),
+            class_name: raw.class_name,
             num_train_timesteps,
             beta_start,
             beta_end,
-            beta_schedule: parse_field(
-                &raw.beta_schedule,
-                "beta_schedule",
-                BetaSchedule::Linear,
-                &[
-                    ("linear", BetaSchedule::Linear),
-                    ("scaled_linear", BetaSchedule::ScaledLinear),
-                    ("squaredcos_cap_v2", BetaSchedule::SquaredcosCapV2),
-                ],
-            )
-            .map_err(bad)?,
-            trained_betas: raw.trained_betas.clone(),
-            prediction_type: parse_field(
-                &raw.prediction_type,
-                "prediction_type",
-                PredictionType::Epsilon,
-                &[
-                    ("epsilon", PredictionType::Epsilon),
-                    ("v_prediction", PredictionType::VPrediction),
-                    ("sample", PredictionType::Sample),
-                ],
-            )
-            .map_err(bad)?,
-            timestep_spacing: match &raw.timestep_spacing {
-                None => None,
-                Some(_) => Some(
-                    parse_field(
-                        &raw.timestep_spacing,
-                        "timestep_spacing",
-                        TimestepSpacing::Leading,
-                        &[
-                            ("leading", TimestepSpacing::Leading),
-                            ("trailing", TimestepSpacing::Trailing),
-                            ("linspace", TimestepSpacing::Linspace),
-                        ],
-                    )
-                    .map_err(bad)?,
-                ),
-            },
+            beta_schedule: beta_schedule.map_err(bad)?.unwrap_or(B::Linear),
+            trained_betas: raw.trained_betas,
+            prediction_type: prediction_type.map_err(bad)?.unwrap_or(P::Epsilon),
+            timestep_spacing: timestep_spacing.map_err(bad)?,
             steps_offset: raw.steps_offset.unwrap_or(0),
             set_alpha_to_one: raw.set_alpha_to_one,
             clip_sample: raw.clip_sample,
             clip_sample_range,
             lower_order_final: raw.lower_order_final.unwrap_or(true),
             euler_at_final: raw.euler_at_final.unwrap_or(false),
-            final_sigmas_type: parse_field(
-                &raw.final_sigmas_type,
-                "final_sigmas_type",
-                FinalSigmas::Zero,
-                &[
-                    ("zero", FinalSigmas::Zero),
-                    ("sigma_min", FinalSigmas::SigmaMin),
-                ],
-            )
-            .map_err(bad)?,
+            final_sigmas_type: final_sigmas_type.map_err(bad)?.unwrap_or(F::Zero),
             lambda_min_clipped: raw.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY),
             path,
         })
@@ -352,27 +341,26 @@ impl SchedulerConfig {
     }
 }
 
-/// Reads an enum-valued string field, naming the field and the accepted values on error.
-fn parse_field<T: Copy>(
+/// Reads an enum-valued string field (`None` when absent), naming the field and
+/// the accepted values on error.
+fn choice<T: Copy>(
     value: &Option<String>,
     field: &str,
-    default: T,
     choices: &[(&str, T)],
-) -> Result<T, String> {
+) -> Result<Option<T>, String> {
     let Some(value) = value else {
-        return Ok(default);
+        return Ok(None);
     };
-    choices
-        .iter()
-        .find(|(name, _)| name == value)
-        .map(|&(_, v)| v)
-        .ok_or_else(|| {
+    match choices.iter().find(|(name, _)| name == value) {
+        Some(&(_, v)) => Ok(Some(v)),
+        None => {
             let names: Vec<_> = choices.iter().map(|(n, _)| *n).collect();
-            format!(
+            Err(format!(
                 "{field} \"{value}\" is not supported (expected one of: {})",
                 names.join(", ")
-            )
-        })
+            ))
+        }
+    }
 }
 
 /// Refuses switched-on features whose math easel does not implement.
