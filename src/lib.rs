@@ -11,6 +11,7 @@ pub mod gpu;
 pub mod ops;
 pub mod output;
 pub mod prompt;
+pub mod schedulers;
 pub mod tensor;
 pub mod tokenizer;
 

@@ -1,0 +1,370 @@
+//! Samplers: DDIM, Euler ancestral and DPM-Solver++(2M), built from a diffusers
+//! `scheduler_config.json` and mirroring diffusers' `DDIMScheduler`,
+//! `EulerAncestralDiscreteScheduler` and `DPMSolverMultistepScheduler`.
+//!
+//! The denoising step runs on the GPU, so a sampler here does no tensor math: it
+//! computes, once per run, a handful of scalars per step that turn every step of
+//! every sampler into one linear form over GPU tensors ([`StepCoefficients`]):
+//!
+//! ```text
+//! model_input = in_scale · x                                  (Euler's scale_model_input)
+//! x0          = clamp(x0_x · x + x0_m · model_out, ±clip)     (pred_original_sample)
+//! x_next      = a · x + b · model_out + e · x0 + c · x0_prev + d · noise
+//! ```
+//!
+//! `x0_prev` is the previous step's `x0` (DPM-Solver++'s second-order term), so a
+//! step writes `x0` where the next step reads `x0_prev`, and copying a winning
+//! candidate into the other slots must copy its `x0` along with `x`. `noise` is a
+//! fresh standard normal draw (Euler ancestral; DDIM with eta > 0). The step loop
+//! uploads the table once and only encodes dispatches; [`apply`] is the CPU
+//! reference of that kernel.
+//!
+//! Where diffusers has quirks they are kept, so the same config gives the same
+//! samples: DDIM's previous timestep is always `t - num_train_timesteps / steps`
+//! (even under trailing or linspace spacing), DPM-Solver spaces `steps + 1` points
+//! and drops the last, Euler's linspace timesteps are fractional.
+
+use crate::error::{Error, Result};
+
+pub mod config;
+pub mod ddim;
+pub mod dpm_solver;
+pub mod euler_ancestral;
+
+pub use config::{PredictionType, SchedulerConfig, TimestepSpacing};
+pub use ddim::Ddim;
+pub use dpm_solver::DpmSolverMultistep;
+pub use euler_ancestral::EulerAncestral;
+
+/// `clip` value meaning "no clipping": finite, so a GPU compiled with
+/// no-infinity assumptions still clamps to the identity.
+pub const NO_CLIP: f32 = f32::MAX;
+
+/// One step's scalars (see the module docs for the formulas they enter).
+///
+/// `#[repr(C)]` and `Pod`: a run's table uploads as is (`bytemuck::cast_slice`) to a
+/// storage buffer read in WGSL as `array<Step>` with `struct Step { timestep: f32,
+/// in_scale: f32, x0_x: f32, x0_m: f32, clip: f32, a: f32, b: f32, e: f32, c: f32,
+/// d: f32 }` (40-byte stride, valid for storage buffers; not for uniforms).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepCoefficients {
+    /// The timestep fed to the UNet (fractional for Euler with linspace spacing).
+    pub timestep: f32,
+    /// Model input = `in_scale · x`.
+    pub in_scale: f32,
+    /// Predicted clean sample x0 = clamp(`x0_x · x + x0_m · model_out`, ±`clip`).
+    pub x0_x: f32,
+    pub x0_m: f32,
+    /// [`NO_CLIP`] unless DDIM's `clip_sample` is on.
+    pub clip: f32,
+    /// x_next = `a · x + b · model_out + e · x0 + c · x0_prev + d · noise`.
+    pub a: f32,
+    pub b: f32,
+    pub e: f32,
+    pub c: f32,
+    pub d: f32,
+}
+
+impl StepCoefficients {
+    /// Does this step read the previous step's x0?
+    pub fn uses_x0_prev(&self) -> bool {
+        self.c != 0.0
+    }
+
+    /// Does this step add fresh noise?
+    pub fn uses_noise(&self) -> bool {
+        self.d != 0.0
+    }
+}
+
+/// The CPU reference of one sampler step, elementwise over equal-length slices;
+/// returns `(x_next, x0)`. Accumulates in f64. `x0_prev` and `noise` may be empty
+/// when the step does not use them (`c == 0`, `d == 0`).
+pub fn apply(
+    s: &StepCoefficients,
+    x: &[f32],
+    model_out: &[f32],
+    x0_prev: &[f32],
+    noise: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let n = x.len();
+    assert_eq!(model_out.len(), n, "apply: model_out length");
+    assert!(
+        !s.uses_x0_prev() || x0_prev.len() == n,
+        "apply: x0_prev length"
+    );
+    assert!(!s.uses_noise() || noise.len() == n, "apply: noise length");
+    let at = |v: &[f32], i: usize| v.get(i).copied().unwrap_or(0.0) as f64;
+    let f = |v: f32| v as f64;
+    (0..n)
+        .map(|i| {
+            let (xi, mi) = (f(x[i]), f(model_out[i]));
+            let clip = f(s.clip);
+            let x0 = (f(s.x0_x) * xi + f(s.x0_m) * mi).clamp(-clip, clip);
+            let next = f(s.a) * xi
+                + f(s.b) * mi
+                + f(s.e) * x0
+                + f(s.c) * at(x0_prev, i)
+                + f(s.d) * at(noise, i);
+            (next as f32, x0 as f32)
+        })
+        .unzip()
+}
+
+/// The samplers easel has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sampler {
+    Ddim,
+    EulerAncestral,
+    DpmSolverMultistep,
+}
+
+impl Sampler {
+    pub const ALL: [Sampler; 3] = [
+        Sampler::Ddim,
+        Sampler::EulerAncestral,
+        Sampler::DpmSolverMultistep,
+    ];
+
+    /// The name AUTOMATIC1111 writes in PNG `parameters` (`Sampler: ...`).
+    pub fn a1111_name(self) -> &'static str {
+        match self {
+            Sampler::Ddim => "DDIM",
+            Sampler::EulerAncestral => "Euler a",
+            Sampler::DpmSolverMultistep => "DPM++ 2M",
+        }
+    }
+
+    /// Short command-line name.
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            Sampler::Ddim => "ddim",
+            Sampler::EulerAncestral => "euler_a",
+            Sampler::DpmSolverMultistep => "dpm++2m",
+        }
+    }
+
+    /// Parses a CLI or A1111 name, ignoring case, spaces, `-` and `_`
+    /// (`ddim`, `euler_a`, `Euler a`, `dpm++2m`, `DPM++ 2M`, `dpmpp_2m`).
+    pub fn parse(name: &str) -> Result<Sampler> {
+        let key: String = name
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '_'))
+            .flat_map(char::to_lowercase)
+            .collect();
+        match key.as_str() {
+            "ddim" => Ok(Sampler::Ddim),
+            "eulera" | "eulerancestral" => Ok(Sampler::EulerAncestral),
+            "dpm++2m" | "dpmpp2m" | "dpmsolver++" | "dpmsolvermultistep" => {
+                Ok(Sampler::DpmSolverMultistep)
+            }
+            _ => Err(crate::bad_input!(
+                "unknown sampler \"{name}\" (expected one of: ddim, euler_a, dpm++2m)"
+            )),
+        }
+    }
+
+    /// The defaults of the diffusers class this sampler mirrors.
+    pub fn defaults(self) -> config::Defaults {
+        let class = match self {
+            Sampler::Ddim => "DDIMScheduler",
+            Sampler::EulerAncestral => "EulerAncestralDiscreteScheduler",
+            Sampler::DpmSolverMultistep => "DPMSolverMultistepScheduler",
+        };
+        config::Defaults::of_class(class).expect("known class")
+    }
+}
+
+/// A sampler with its per-step coefficients for one run of `steps` steps.
+pub trait Scheduler: std::fmt::Debug + Send + Sync {
+    fn sampler(&self) -> Sampler;
+
+    /// One entry per step, in sampling order.
+    fn coefficients(&self) -> &[StepCoefficients];
+
+    /// The start sample is `init_noise_sigma · N(0, 1)`.
+    fn init_noise_sigma(&self) -> f32;
+
+    /// The name for PNG metadata (A1111's).
+    fn name(&self) -> &'static str {
+        self.sampler().a1111_name()
+    }
+
+    /// The timesteps fed to the UNet, one per step.
+    fn timesteps(&self) -> Vec<f32> {
+        self.coefficients().iter().map(|s| s.timestep).collect()
+    }
+
+    /// Does any step need fresh noise (so the loop must generate it)?
+    fn is_stochastic(&self) -> bool {
+        self.coefficients().iter().any(StepCoefficients::uses_noise)
+    }
+}
+
+/// Builds `sampler` for a run of `steps` steps (DDIM with eta = 0).
+pub fn build(
+    sampler: Sampler,
+    config: &SchedulerConfig,
+    steps: usize,
+) -> Result<Box<dyn Scheduler>> {
+    Ok(match sampler {
+        Sampler::Ddim => Box::new(Ddim::new(config, steps, 0.0)?),
+        Sampler::EulerAncestral => Box::new(EulerAncestral::new(config, steps)?),
+        Sampler::DpmSolverMultistep => Box::new(DpmSolverMultistep::new(config, steps)?),
+    })
+}
+
+/// Refuses step counts the schedule cannot hold.
+fn check_steps(config: &SchedulerConfig, steps: usize) -> Result<()> {
+    let train = config.num_train_timesteps;
+    if steps == 0 {
+        return Err(crate::bad_input!("steps 0: need at least 1 sampling step"));
+    }
+    if steps > train {
+        return Err(crate::bad_input!(
+            "steps {steps}: more than the model's num_train_timesteps {train} ({})",
+            config.path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a timestep list that is not strictly decreasing within [0, train).
+/// diffusers would index out of range or repeat a step; here it is a clear error.
+fn check_timesteps(config: &SchedulerConfig, timesteps: &[f64], steps: usize) -> Result<()> {
+    let train = config.num_train_timesteps as f64;
+    let in_range = timesteps.iter().all(|&t| (0.0..train).contains(&t));
+    let decreasing = timesteps.windows(2).all(|w| w[0] > w[1]);
+    if in_range && decreasing {
+        return Ok(());
+    }
+    Err(Error::BadInput(format!(
+        "steps {steps}: the schedule in {} (spacing, steps_offset {}) gives timesteps outside \
+         0..{train} or repeated; use fewer steps",
+        config.path.display(),
+        config.steps_offset
+    )))
+}
+
+/// `np.round`: halves go to the even neighbour.
+fn round_even(v: f64) -> f64 {
+    v.round_ties_even()
+}
+
+/// `np.arange(start, stop, -step)` for a positive float `step`, as numpy fills it:
+/// length ceil((stop - start) / -step), values start + i·delta with
+/// delta = (start - step) - start.
+fn arange_down(start: f64, stop: f64, step: f64) -> Vec<f64> {
+    let len = ((stop - start) / -step).ceil().max(0.0) as usize;
+    let delta = (start - step) - start;
+    (0..len).map(|i| start + i as f64 * delta).collect()
+}
+
+/// `np.linspace(0, stop, num)`: i · (stop / (num − 1)), the last one exactly `stop`.
+fn linspace(stop: f64, num: usize) -> Vec<f64> {
+    if num == 1 {
+        return vec![0.0];
+    }
+    let step = stop / (num - 1) as f64;
+    let mut v: Vec<f64> = (0..num).map(|i| i as f64 * step).collect();
+    v[num - 1] = stop;
+    v
+}
+
+/// The timesteps of DDIMScheduler / EulerAncestralDiscreteScheduler `set_timesteps`
+/// (largest first). `round_linspace`: DDIM rounds linspace points to integers,
+/// Euler keeps them fractional (float32).
+fn spaced_timesteps(
+    config: &SchedulerConfig,
+    spacing: TimestepSpacing,
+    steps: usize,
+    round_linspace: bool,
+) -> Vec<f64> {
+    let train = config.num_train_timesteps;
+    match spacing {
+        TimestepSpacing::Linspace => linspace((train - 1) as f64, steps)
+            .into_iter()
+            .rev()
+            .map(|t| {
+                if round_linspace {
+                    round_even(t)
+                } else {
+                    t as f32 as f64
+                }
+            })
+            .collect(),
+        TimestepSpacing::Leading => {
+            let ratio = train / steps;
+            (0..steps)
+                .rev()
+                .map(|i| (i * ratio + config.steps_offset) as f64)
+                .collect()
+        }
+        TimestepSpacing::Trailing => arange_down(train as f64, 0.0, train as f64 / steps as f64)
+            .into_iter()
+            .map(|t| round_even(t) - 1.0)
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_names_parse() {
+        for s in Sampler::ALL {
+            assert_eq!(Sampler::parse(s.a1111_name()).unwrap(), s);
+            assert_eq!(Sampler::parse(s.cli_name()).unwrap(), s);
+        }
+        assert_eq!(
+            Sampler::parse("DPMPP_2M").unwrap(),
+            Sampler::DpmSolverMultistep
+        );
+        let err = Sampler::parse("plms").unwrap_err().to_string();
+        assert!(err.contains("plms") && err.contains("euler_a"), "{err}");
+    }
+
+    #[test]
+    fn coefficients_upload_as_40_bytes() {
+        assert_eq!(std::mem::size_of::<StepCoefficients>(), 40);
+        let table = [StepCoefficients {
+            timestep: 999.0,
+            d: 1.0,
+            ..Default::default()
+        }];
+        let words: &[f32] = bytemuck::cast_slice(&table);
+        assert_eq!((words[0], words[9]), (999.0, 1.0));
+    }
+
+    #[test]
+    fn numpy_helpers() {
+        assert_eq!(round_even(937.5), 938.0);
+        assert_eq!(round_even(812.5), 812.0);
+        assert_eq!(
+            arange_down(1000.0, 0.0, 250.0),
+            vec![1000.0, 750.0, 500.0, 250.0]
+        );
+        assert_eq!(linspace(9.0, 4), vec![0.0, 3.0, 6.0, 9.0]);
+    }
+
+    #[test]
+    fn apply_is_the_linear_form() {
+        let s = StepCoefficients {
+            x0_x: 2.0,
+            x0_m: -1.0,
+            clip: 1.5,
+            a: 0.5,
+            b: 0.25,
+            e: 2.0,
+            c: -1.0,
+            d: 3.0,
+            ..Default::default()
+        };
+        let (next, x0) = apply(&s, &[1.0, 0.0], &[1.0, 4.0], &[1.0, 1.0], &[0.0, 1.0]);
+        // x0 = clamp(2·1 − 1, ±1.5) = 1; clamp(−4) = −1.5
+        assert_eq!(x0, vec![1.0, -1.5]);
+        assert_eq!(next, vec![0.5 + 0.25 + 2.0 - 1.0, 1.0 - 3.0 - 1.0 + 3.0]);
+    }
+}
