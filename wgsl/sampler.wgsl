@@ -5,11 +5,10 @@
 // Batch layout of the UNet input/output: [(1 + P) * K, C, H, W], group j of K
 // candidates is the unconditional prompt (j = 0) or sub-prompt j - 1.
 //
-// Per-step coefficients, one row of 8 f32 per step (schedulers::StepCoefficients):
-//   timestep, in_scale, x0_x, x0_m, a, b, c, d
+// Per-step coefficients, one `Step` per step (schedulers::StepCoefficients):
 //   model_in = in_scale * x
-//   x0       = x0_x * x + x0_m * model_out
-//   x_next   = a * x + b * model_out + c * x0_prev + d * noise
+//   x0       = clamp(x0_x * x + x0_m * model_out, -clip, clip)
+//   x_next   = a * x + b * model_out + e * x0 + c * x0_prev + d * noise
 // One thread per element; 256 per workgroup (WebGPU baseline).
 
 struct Params {
@@ -31,8 +30,10 @@ struct Step {
     in_scale: f32,
     x0_x: f32,
     x0_m: f32,
+    clip: f32,
     a: f32,
     b: f32,
+    e: f32,
     c: f32,
     d: f32,
 }
@@ -96,6 +97,7 @@ fn step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let xi = state_x[i];
     let mi = m[i];
     let x0_prev = state_x0[i];
-    state_x0[i] = s.x0_x * xi + s.x0_m * mi;
-    state_x[i] = s.a * xi + s.b * mi + s.c * x0_prev + s.d * noise[i];
+    let x0 = clamp(s.x0_x * xi + s.x0_m * mi, -s.clip, s.clip);
+    state_x0[i] = x0;
+    state_x[i] = s.a * xi + s.b * mi + s.e * x0 + s.c * x0_prev + s.d * noise[i];
 }

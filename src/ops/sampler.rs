@@ -5,10 +5,11 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Context};
 use crate::ops::{expect_shape, grid_1d, groups, Dispatch, Launch, SAMPLER};
+use crate::schedulers::StepCoefficients;
 use crate::tensor::Tensor;
 
-/// Floats per row of the step table: timestep, in_scale, x0_x, x0_m, a, b, c, d.
-pub const STEP_ROW: usize = 8;
+/// Floats per row of the step table: one [`StepCoefficients`] (40 bytes).
+pub const STEP_ROW: usize = std::mem::size_of::<StepCoefficients>() / 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -111,8 +112,18 @@ pub fn guide(
     .build(ctx, &params(guided, prompts, 0, guidance))
 }
 
-/// One sampler step in place: `x0 ← x0_x·x + x0_m·m`,
-/// `x ← a·x + b·m + c·x0_prev + d·noise` with row `step` of `table`.
+/// One sampler step in place with row `step` of `table`:
+/// `x0 ← clamp(x0_x·x + x0_m·m, ±clip)`, `x ← a·x + b·m + e·x0 + c·x0_prev + d·noise`.
+/// Upload a run's step table `[steps, STEP_ROW]`.
+pub fn upload_table(ctx: &Context, steps: &[StepCoefficients]) -> Result<Tensor> {
+    Tensor::from_f32(
+        ctx,
+        "step table",
+        &[steps.len(), STEP_ROW],
+        bytemuck::cast_slice(steps),
+    )
+}
+
 pub fn step(
     ctx: &Context,
     table: &Tensor,
@@ -139,7 +150,7 @@ pub fn step(
             (x0, Access::ReadWrite),
         ],
         workgroups: grid_1d(groups(n, WORKGROUP)),
-        flops: 9 * n as u64,
+        flops: 13 * n as u64,
         bytes: 24 * n as u64,
     }
     .build(ctx, &params(x, 0, step, 0.0))

@@ -3,10 +3,26 @@
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::sampler as reference;
 use easel::ops::{self, sampler};
+use easel::schedulers::{self, StepCoefficients};
 use easel::tensor::Tensor;
 
 fn table(rng: &mut Rng, steps: usize) -> (Tensor, Vec<f32>) {
     random(rng, &[steps, sampler::STEP_ROW])
+}
+
+/// Random coefficients with a clamp that bites (|x0| can reach ~2, clip 0.75).
+fn step_table(rng: &mut Rng, steps: usize) -> (Vec<StepCoefficients>, Tensor) {
+    let rows: Vec<StepCoefficients> = (0..steps)
+        .map(|_| {
+            let mut v = [0.0f32; 10];
+            v.iter_mut().for_each(|c| *c = rng.uniform());
+            let mut s: StepCoefficients = bytemuck::cast(v);
+            s.clip = 0.75;
+            s
+        })
+        .collect();
+    let t = sampler::upload_table(ctx(), &rows).unwrap();
+    (rows, t)
 }
 
 #[test]
@@ -19,7 +35,12 @@ fn prepare_replicates_candidates_per_prompt() {
     let timesteps = zeros(&[(prompts + 1) * k]);
     let d = sampler::prepare(ctx(), &tab, 2, &x, prompts, &model_in, &timesteps).unwrap();
     ops::run(ctx(), &[d]).unwrap();
-    let (want_in, want_t) = reference::prepare(&tab_h[16..24], &xh, prompts, k);
+    let (want_in, want_t) = reference::prepare(
+        &tab_h[2 * sampler::STEP_ROW..3 * sampler::STEP_ROW],
+        &xh,
+        prompts,
+        k,
+    );
     // One f32 multiply: exact up to rounding.
     assert_close(
         "model_in",
@@ -57,16 +78,30 @@ fn guide_combines_sub_prompts() {
 fn step_applies_the_linear_form() {
     let mut rng = Rng::new(12);
     let shape = [4, 3, 9, 9];
-    let (tab, tab_h) = table(&mut rng, 3);
+    let (tab_h, tab) = step_table(&mut rng, 3);
     let (m, m_h) = random(&mut rng, &shape);
     let (noise, noise_h) = random(&mut rng, &shape);
     let (x, x_h) = random(&mut rng, &shape);
     let (x0, x0_h) = random(&mut rng, &shape);
     let d = sampler::step(ctx(), &tab, 1, &m, &noise, &x, &x0).unwrap();
     ops::run(ctx(), &[d]).unwrap();
-    let (want_x, want_x0) = reference::step(&tab_h[8..16], &x_h, &m_h, &x0_h, &noise_h);
-    assert_close("x_next", &x.to_vec(ctx()).unwrap(), &want_x, 1e-6, 1e-6);
-    assert_close("x0", &x0.to_vec(ctx()).unwrap(), &want_x0, 1e-6, 1e-6);
+    let (want_x, want_x0) = schedulers::apply(&tab_h[1], &x_h, &m_h, &x0_h, &noise_h);
+    let widen = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+    // A few f32 multiply-adds of values <= 1 (apply rounds its f64 result to f32).
+    assert_close(
+        "x_next",
+        &x.to_vec(ctx()).unwrap(),
+        &widen(want_x),
+        2e-6,
+        1e-6,
+    );
+    assert_close(
+        "x0",
+        &x0.to_vec(ctx()).unwrap(),
+        &widen(want_x0),
+        2e-6,
+        1e-6,
+    );
 }
 
 #[test]

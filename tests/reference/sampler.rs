@@ -1,4 +1,4 @@
-//! References for wgsl/sampler.wgsl.
+//! References for wgsl/sampler.wgsl (the step itself: `easel::schedulers::apply`).
 
 /// UNet batch `[(1+P)K, n]` and timesteps from candidates `x` `[K, n]`.
 pub fn prepare(row: &[f32], x: &[f32], prompts: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
@@ -21,27 +21,4 @@ pub fn guide(model_out: &[f32], weights: &[f32], g: f64, per_group: usize) -> Ve
             u + g * sum
         })
         .collect()
-}
-
-/// One step of the linear sampler form: returns (x_next, x0).
-pub fn step(
-    row: &[f32],
-    x: &[f32],
-    m: &[f32],
-    x0_prev: &[f32],
-    noise: &[f32],
-) -> (Vec<f64>, Vec<f64>) {
-    let c: Vec<f64> = row.iter().map(|&v| v as f64).collect();
-    let x0 = (0..x.len())
-        .map(|i| c[2] * x[i] as f64 + c[3] * m[i] as f64)
-        .collect();
-    let next = (0..x.len())
-        .map(|i| {
-            c[4] * x[i] as f64
-                + c[5] * m[i] as f64
-                + c[6] * x0_prev[i] as f64
-                + c[7] * noise[i] as f64
-        })
-        .collect();
-    (next, x0)
 }
