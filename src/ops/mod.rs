@@ -13,9 +13,12 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Context, Kernel, KernelSpec, Shader};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 pub mod elementwise;
+pub mod embedding;
+pub mod layout;
+pub mod resample;
 
 macro_rules! shaders {
     ($($ident:ident => $file:literal),* $(,)?) => {
@@ -30,6 +33,9 @@ macro_rules! shaders {
 
 shaders! {
     ELEMENTWISE => "elementwise",
+    EMBEDDING => "embedding",
+    LAYOUT => "layout",
+    RESAMPLE => "resample",
 }
 
 /// How many workgroups to launch.
@@ -164,6 +170,17 @@ pub fn expect_shape(op: &str, what: &str, t: &Tensor, shape: &[usize]) -> Result
         return Err(Error::BadInput(format!(
             "{op}: {what} has shape {:?}, expected {shape:?}",
             t.shape
+        )));
+    }
+    Ok(())
+}
+
+/// Dtype check shared by op constructors: a one-line message naming the op.
+pub fn expect_dtype(op: &str, what: &str, t: &Tensor, dtype: DType) -> Result<()> {
+    if t.dtype != dtype {
+        return Err(Error::BadInput(format!(
+            "{op}: {what} is {:?}, expected {dtype:?}",
+            t.dtype
         )));
     }
     Ok(())

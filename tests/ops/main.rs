@@ -8,3 +8,6 @@ mod common;
 mod reference;
 
 mod elementwise;
+mod embedding;
+mod layout;
+mod resample;

@@ -4,3 +4,6 @@
 #![allow(dead_code)]
 
 pub mod elementwise;
+pub mod embedding;
+pub mod layout;
+pub mod resample;
