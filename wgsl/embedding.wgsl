@@ -15,22 +15,22 @@ struct Params {
     dim: u32,       // embedding_dim, or CLIP's hidden size D
     half_dim: u32,  // timestep_embedding: embedding_dim / 2
     rows: u32,      // CLIP text: sequence length L; CLIP vision: patches per image
-    // timestep_embedding, each rounded to f32 as torch rounds its Python scalars:
-    neg_log_max_period: f32,  // -ln(max_period)
-    freq_denominator: f32,    // half_dim - downscale_freq_shift
-    scale: f32,
+    scale: f32,     // timestep_embedding: multiplies the angles
     vocab: u32,     // CLIP text: rows of token_embedding (ids are clamped to it)
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> position_embedding: array<f32>;  // [P, D]
-// Binding 1 and 3 differ per entry point (only the ones an entry uses count).
+// Bindings 1 and 3 differ per entry point (only the ones an entry uses count).
 @group(0) @binding(1) var<storage, read> timesteps: array<f32>;      // [N]
 @group(0) @binding(1) var<storage, read> input_ids: array<u32>;      // [B, L]
 @group(0) @binding(1) var<storage, read> patch_embeds: array<f32>;   // [B, D, NP]
 @group(0) @binding(3) var<storage, read> token_embedding: array<f32>;  // [V, D]
 @group(0) @binding(3) var<storage, read> class_embedding: array<f32>;  // [D]
+@group(0) @binding(3) var<storage, read> freqs: array<f32>;            // [embedding_dim / 2]
 
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.y * nwg.x * 256u + gid.x;
@@ -45,22 +45,16 @@ fn reduce_angle(x: f32) -> f32 {
     return ((x - k * 6.28125) - k * 0.0019353071693331003) - k * 1.0253376273028358e-11;
 }
 
-// exp(x) to ~1 ulp for |x| up to ~300: Vulkan allows exp an error of
-// 3 + 2|x| ulp, and the angle t * exp(x) inherits it times t (up to 1000), so
-// reduce first: x = n ln2 + r with ln2 split so that n * LN2_HI is exact
-// (LN2_HI has 15 significant bits), then exp(r) for |r| <= ln2 / 2, scaled by 2^n.
-fn exp_reduced(x: f32) -> f32 {
-    let n = round(x * 1.4426950408889634);
-    let r = (x - n * 0.693145751953125) - n * 1.4286068203094173e-6;
-    return ldexp(exp(r), i32(n));
-}
-
 // diffusers `get_timestep_embedding(timesteps, embedding_dim, flip_sin_to_cos,
-// downscale_freq_shift, scale, max_period)`, step for step in f32:
-//   exponent = -ln(max_period) * arange(half) / (half - shift)
-//   emb = scale * (t * exp(exponent));  [sin(emb), cos(emb)], flipped if asked,
+// downscale_freq_shift, scale, max_period)`:
+//   freqs = exp(-ln(max_period) * arange(half) / (half - shift))  (host, f32 as torch)
+//   emb = scale * (t * freqs);  [sin(emb), cos(emb)], flipped if asked,
 //   zero-padded by one column when embedding_dim is odd.
-// timesteps [N] -> out [N, embedding_dim].
+// The frequencies come from the host because the angle t * freq (up to 1000 rad)
+// magnifies any error in them: a GPU exp is a few ulp off (Vulkan allows
+// 3 + 2|x|), which moved angles by ~2 ulp (1e-4 in sin) on lavapipe; rounded
+// once on the host they match torch's, and t * freq is then the same f32 product.
+// timesteps [N], freqs [half] -> out [N, embedding_dim].
 @compute @workgroup_size(256)
 fn timestep_embedding(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
@@ -72,8 +66,7 @@ fn timestep_embedding(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     }
     let second_half = j >= p.half_dim;
     let k = select(j, j - p.half_dim, second_half);
-    let exponent = p.neg_log_max_period * f32(k) / p.freq_denominator;
-    let angle = reduce_angle(p.scale * (timesteps[i / p.dim] * exp_reduced(exponent)));
+    let angle = reduce_angle(p.scale * (timesteps[i / p.dim] * freqs[k]));
     let use_cos = second_half != FLIP_SIN_TO_COS;
     out[i] = select(sin(angle), cos(angle), use_cos);
 }

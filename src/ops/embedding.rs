@@ -13,10 +13,9 @@ struct Params {
     dim: u32,
     half_dim: u32,
     rows: u32,
-    neg_log_max_period: f32,
-    freq_denominator: f32,
     scale: f32,
     vocab: u32,
+    _pad: [u32; 2],
 }
 
 const WORKGROUP: usize = 256;
@@ -48,13 +47,42 @@ impl Timesteps {
             max_period: 10_000.0,
         }
     }
+
+    /// The `embedding_dim / 2` frequencies `exp(-ln(max_period) * k / (half -
+    /// shift))`, rounded to f32 where torch rounds (its Python scalars, the
+    /// exponent, the exp). Computed here, once, because GPU exp is a few ulp
+    /// off and the angle `t * freq` (up to 1000 rad) magnifies that error.
+    pub fn frequencies(&self) -> Result<Vec<f32>> {
+        let half = self.num_channels / 2;
+        let denominator = half as f64 - self.downscale_freq_shift;
+        if self.num_channels == 0 || (half > 0 && denominator == 0.0) {
+            return Err(Error::BadInput(format!(
+                "timestep_embedding: num_channels {} with downscale_freq_shift {} divides by zero",
+                self.num_channels, self.downscale_freq_shift
+            )));
+        }
+        let neg_log = -self.max_period.ln() as f32;
+        let denominator = denominator as f32;
+        Ok((0..half)
+            .map(|k| ((neg_log * k as f32 / denominator) as f64).exp() as f32)
+            .collect())
+    }
+
+    /// Upload [`Timesteps::frequencies`] (at model load, not per step): the
+    /// table [`timestep_embedding`] reads.
+    pub fn upload_frequencies(&self, ctx: &Context) -> Result<Tensor> {
+        let freqs = self.frequencies()?;
+        Tensor::from_f32(ctx, "time_proj frequencies", &[freqs.len()], &freqs)
+    }
 }
 
 /// `get_timestep_embedding(timesteps, ...)`: timesteps [N] (f32, may be
-/// fractional) -> out [N, num_channels].
+/// fractional) and the frequencies from [`Timesteps::upload_frequencies`]
+/// [num_channels / 2] -> out [N, num_channels].
 pub fn timestep_embedding(
     ctx: &Context,
     config: &Timesteps,
+    frequencies: &Tensor,
     timesteps: &Tensor,
     out: &Tensor,
 ) -> Result<Dispatch> {
@@ -68,20 +96,13 @@ pub fn timestep_embedding(
     };
     let dim = config.num_channels;
     let half = dim / 2;
-    let denominator = half as f64 - config.downscale_freq_shift;
-    if dim == 0 || (half > 0 && denominator == 0.0) {
-        return Err(Error::BadInput(format!(
-            "{OP}: num_channels {dim} with downscale_freq_shift {} divides by zero",
-            config.downscale_freq_shift
-        )));
-    }
+    expect_dtype(OP, "frequencies", frequencies, DType::F32)?;
+    expect_shape(OP, "frequencies", frequencies, &[half])?;
     expect_shape(OP, "out", out, &[n, dim])?;
     let params = Params {
         n: (n * dim) as u32,
         dim: dim as u32,
         half_dim: half as u32,
-        neg_log_max_period: -config.max_period.ln() as f32,
-        freq_denominator: denominator as f32,
         scale: config.scale as f32,
         ..Params::default()
     };
@@ -90,9 +111,13 @@ pub fn timestep_embedding(
         ctx,
         "timestep_embedding",
         &[("FLIP_SIN_TO_COS", flip)],
-        &[(timesteps, Access::Read), (out, Access::ReadWrite)],
+        &[
+            (timesteps, Access::Read),
+            (out, Access::ReadWrite),
+            (frequencies, Access::Read),
+        ],
         &params,
-        20,
+        4,
     )
 }
 
