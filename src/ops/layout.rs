@@ -304,9 +304,9 @@ fn strided_copy(ctx: &Context, src: &Tensor, dst: &Tensor, copy: &Box4) -> Resul
 /// x [B, L, ...], index [B] (u32, on the GPU), out [B, ...].
 pub fn select_rows(ctx: &Context, x: &Tensor, index: &Tensor, out: &Tensor) -> Result<Dispatch> {
     const OP: &str = "select_rows";
-    if x.shape.len() < 2 {
+    if x.shape.len() < 2 || x.shape[1] == 0 {
         return Err(Error::BadInput(format!(
-            "{OP}: x has shape {:?}, expected [B, L, ...]",
+            "{OP}: x has shape {:?}, expected [B, L, ...] with L >= 1",
             x.shape
         )));
     }
