@@ -12,12 +12,14 @@ use crate::gpu::{pool::STORAGE, readback, Context};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
     F32,
+    /// Raw u32 bits: token ids and GPU-written indices (argmax winners).
+    U32,
 }
 
 impl DType {
     pub fn size(self) -> usize {
         match self {
-            DType::F32 => 4,
+            DType::F32 | DType::U32 => 4,
         }
     }
 }
@@ -56,6 +58,22 @@ impl Tensor {
             )));
         }
         let tensor = Self::zeros(ctx, label, shape)?;
+        ctx.queue
+            .write_buffer(&tensor.buffer, 0, bytemuck::cast_slice(data));
+        Ok(tensor)
+    }
+
+    /// An integer tensor (token ids, indices); kernels bind it as `array<u32>`.
+    pub fn from_u32(ctx: &Context, label: &str, shape: &[usize], data: &[u32]) -> Result<Self> {
+        if data.len() != numel(shape) {
+            return Err(Error::BadInput(format!(
+                "{label}: {} values for shape {shape:?} ({} expected)",
+                data.len(),
+                numel(shape)
+            )));
+        }
+        let mut tensor = Self::zeros(ctx, label, shape)?;
+        tensor.dtype = DType::U32;
         ctx.queue
             .write_buffer(&tensor.buffer, 0, bytemuck::cast_slice(data));
         Ok(tensor)

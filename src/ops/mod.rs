@@ -13,14 +13,17 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Context, Kernel, KernelSpec, Shader};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 pub mod attention;
 pub mod conv2d;
 pub mod elementwise;
+pub mod embedding;
+pub mod layout;
 pub mod matmul;
 pub mod noise;
 pub mod norm;
+pub mod resample;
 pub mod sampler;
 pub mod score;
 
@@ -40,10 +43,13 @@ shaders! {
     CONV2D => "conv2d",
     CONV2D_SUBGROUP => "conv2d_subgroup",
     ELEMENTWISE => "elementwise",
+    EMBEDDING => "embedding",
+    LAYOUT => "layout",
     MATMUL => "matmul",
     MATMUL_SUBGROUP => "matmul_subgroup",
     NOISE => "noise",
     NORM => "norm",
+    RESAMPLE => "resample",
     SAMPLER => "sampler",
     SCORE => "score",
 }
@@ -183,6 +189,17 @@ pub fn expect_shape(op: &str, what: &str, t: &Tensor, shape: &[usize]) -> Result
         return Err(Error::BadInput(format!(
             "{op}: {what} has shape {:?}, expected {shape:?}",
             t.shape
+        )));
+    }
+    Ok(())
+}
+
+/// Dtype check shared by op constructors: a one-line message naming the op.
+pub fn expect_dtype(op: &str, what: &str, t: &Tensor, dtype: DType) -> Result<()> {
+    if t.dtype != dtype {
+        return Err(Error::BadInput(format!(
+            "{op}: {what} is {:?}, expected {dtype:?}",
+            t.dtype
         )));
     }
     Ok(())

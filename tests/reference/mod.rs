@@ -6,8 +6,11 @@
 pub mod attention;
 pub mod conv2d;
 pub mod elementwise;
+pub mod embedding;
+pub mod layout;
 pub mod matmul;
 pub mod noise;
 pub mod norm;
+pub mod resample;
 pub mod sampler;
 pub mod score;
