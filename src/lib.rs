@@ -14,5 +14,6 @@ pub mod prompt;
 pub mod schedulers;
 pub mod tensor;
 pub mod tokenizer;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -2,11 +2,13 @@
 //! errors to the exit codes in DESIGN.md (0 ok, 2 bad input, 3 no adapter,
 //! 1 anything else).
 
+mod cli;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use easel::gpu::{context, AdapterOptions};
-use easel::Result;
+use easel::gpu::AdapterOptions;
 
 #[derive(Parser)]
 #[command(
@@ -47,12 +49,22 @@ enum Command {
         #[command(flatten)]
         adapter: AdapterArgs,
     },
+    /// List a model folder (model_index.json, each component's config.json keys, every
+    /// tensor's dtype and shape, totals) or say exactly what is wrong with it. Opens no GPU.
+    Inspect {
+        /// A model folder in the Hugging Face layout, one component folder, or a
+        /// .safetensors file.
+        #[arg(default_value = cli::inspect::DEFAULT_MODEL)]
+        path: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
+    cli::quiet_headless_vulkan();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Devices { adapter } => devices(&adapter.options()),
+        Command::Devices { adapter } => cli::devices::run(&adapter.options()),
+        Command::Inspect { path } => cli::inspect::run(&path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,40 +73,4 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
-}
-
-fn devices(opts: &AdapterOptions) -> Result<()> {
-    let adapters = context::enumerate(opts)?;
-    let picked = context::pick(&adapters, opts)?;
-    for (i, adapter) in adapters.iter().enumerate() {
-        let info = adapter.get_info();
-        let features = adapter.features();
-        let limits = adapter.limits();
-        let mark = if i == picked { "*" } else { " " };
-        println!(
-            "{mark} [{i}] {} ({:?}, {:?})",
-            info.name, info.backend, info.device_type
-        );
-        println!("      driver: {} {}", info.driver, info.driver_info);
-        let has = |f: wgpu::Features| if features.contains(f) { "yes" } else { "no" };
-        println!(
-            "      shader-f16: {}  timestamp-query: {} (inside passes: {})  subgroups: {} (size {}..{})",
-            has(wgpu::Features::SHADER_F16),
-            has(wgpu::Features::TIMESTAMP_QUERY),
-            has(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
-            has(wgpu::Features::SUBGROUP),
-            info.subgroup_min_size,
-            info.subgroup_max_size,
-        );
-        println!(
-            "      max storage binding: {} MiB  max buffer: {} MiB  workgroup storage: {} KiB  invocations/workgroup: {}",
-            limits.max_storage_buffer_binding_size >> 20,
-            limits.max_buffer_size >> 20,
-            limits.max_compute_workgroup_storage_size >> 10,
-            limits.max_compute_invocations_per_workgroup,
-        );
-    }
-    let info = adapters[picked].get_info();
-    println!("easel uses [{picked}] {} via {:?}", info.name, info.backend);
-    Ok(())
 }

@@ -1,25 +1,72 @@
 #!/usr/bin/env bash
-# Prepare a fresh Debian/Ubuntu machine (as root) to build and run easel:
-# a Rust toolchain, and a Vulkan driver if wgpu would find no adapter.
-# Mesa's lavapipe (in mesa-vulkan-drivers) is a software Vulkan driver, so
-# easel runs on machines without a GPU.
+# Prepare a Debian/Ubuntu machine to build and run easel: a C linker, a Vulkan
+# loader and driver if there is none, and a Rust toolchain (>= 1.87, with
+# rustfmt and clippy). Safe to run again: it only installs what is missing.
+#
+# Mesa's lavapipe (in mesa-vulkan-drivers) is a software Vulkan driver, so easel
+# runs on machines without a GPU. Run as root, or as a user with sudo.
 set -euo pipefail
+
+MIN_RUST=1.87
+caller_path=$PATH
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "setup: run as root (or install sudo)" >&2; exit 1; }
+  sudo=sudo
+fi
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
-command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
-pkg-config --version >/dev/null 2>&1 || need_apt+=(pkg-config)
-# A Vulkan ICD manifest is what the loader looks for; without one there is no adapter.
-if ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
-  need_apt+=(mesa-vulkan-drivers libvulkan1)
+# wgpu loads libvulkan.so.1 at run time; the loader then reads the ICD manifests
+# (a driver's manifest, e.g. lavapipe's lvp_icd.x86_64.json, in either folder).
+# (Captured, not piped into `grep -q`: with pipefail, grep's early exit fails the pipe.)
+libs=$(ldconfig -p 2>/dev/null || true)
+[[ $libs == *libvulkan.so.1* ]] || need_apt+=(libvulkan1)
+icds=$(find /usr/share/vulkan/icd.d /etc/vulkan/icd.d -name '*.json' 2>/dev/null || true)
+[ -n "$icds" ] || need_apt+=(mesa-vulkan-drivers)
+if ! command -v cargo >/dev/null 2>&1 && ! [ -x "$HOME/.cargo/bin/cargo" ]; then
+  command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  echo "setup: apt-get install ${need_apt[*]}" >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if ! command -v cargo >/dev/null 2>&1; then
-  [ -x "$HOME/.cargo/bin/cargo" ] || curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
-  echo "setup: Rust installed in ~/.cargo/bin; run: . ~/.cargo/env" >&2
+# Rust: rustup's stable toolchain when cargo is missing or older than MIN_RUST.
+[ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
+rust_ok() {
+  local v
+  v=$(rustc --version 2>/dev/null | awk '{print $2}') || return 1
+  [ -n "$v" ] && [ "$(printf '%s\n%s\n' "$MIN_RUST" "$v" | sort -V | head -n1)" = "$MIN_RUST" ]
+}
+if ! rust_ok; then
+  if command -v rustup >/dev/null 2>&1; then
+    rustup toolchain install stable --profile minimal -c rustfmt,clippy
+    rustup default stable
+  else
+    echo "setup: installing Rust with rustup into ~/.cargo" >&2
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+    PATH="$HOME/.cargo/bin:$PATH"
+  fi
 fi
+if command -v rustup >/dev/null 2>&1; then
+  # CI runs `cargo fmt` and `cargo clippy`; add them if the toolchain lacks them.
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi
+
+# `bash tools/setup.sh && cargo ...` runs cargo in the calling shell, whose PATH
+# this script cannot change: link rustup's proxies into /usr/local/bin when that
+# PATH would not find cargo (a fresh rustup install puts it in ~/.cargo/bin).
+if ! PATH=$caller_path command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  for tool in cargo rustc rustup rustfmt cargo-fmt cargo-clippy clippy-driver; do
+    if [ -x "$HOME/.cargo/bin/$tool" ]; then
+      $sudo ln -sf "$HOME/.cargo/bin/$tool" "/usr/local/bin/$tool"
+    fi
+  done
+  echo "setup: linked ~/.cargo/bin/{cargo,rustc,...} into /usr/local/bin" >&2
+fi
+echo "setup: $(cargo --version); Vulkan ICD manifests: $(echo "$icds" | xargs -n1 basename 2>/dev/null | xargs)" >&2

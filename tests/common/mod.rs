@@ -2,6 +2,8 @@
 //! a tolerance check that names the first bad index.
 #![allow(dead_code)]
 
+pub mod files;
+
 use std::sync::OnceLock;
 
 use easel::gpu::{AdapterOptions, Context};
