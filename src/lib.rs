@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod gpu;
+pub mod models;
 pub mod ops;
 pub mod output;
 pub mod prompt;

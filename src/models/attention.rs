@@ -1,0 +1,203 @@
+//! diffusers' `Transformer2DModel` (continuous input) with
+//! `BasicTransformerBlock`s: self-attention, cross-attention to the text, and
+//! a GEGLU feed-forward (models/transformers/transformer_2d.py, attention.py).
+
+use crate::error::Result;
+use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear, Vars};
+use crate::models::Graph;
+use crate::tensor::Tensor;
+
+/// diffusers `Attention` without norms: to_q/to_k/to_v (no bias), to_out.0.
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    /// `query_dim` tokens attend `kv_dim` tokens (= query_dim for self-attention);
+    /// `qkv_bias` is diffusers' `bias` (false in UNets, true in the VAE).
+    pub fn new(
+        vb: &Vars,
+        query_dim: usize,
+        kv_dim: usize,
+        heads: usize,
+        head_dim: usize,
+        qkv_bias: bool,
+    ) -> Result<Self> {
+        let inner = heads * head_dim;
+        Ok(Self {
+            to_q: Linear::new(&vb.pp("to_q"), query_dim, inner, qkv_bias)?,
+            to_k: Linear::new(&vb.pp("to_k"), kv_dim, inner, qkv_bias)?,
+            to_v: Linear::new(&vb.pp("to_v"), kv_dim, inner, qkv_bias)?,
+            to_out: Linear::new(&vb.pp("to_out").pp(0), inner, query_dim, true)?,
+            heads,
+        })
+    }
+
+    /// x `[N, L, D]`, context `[N, S, Dkv]` (or x itself) → `[N, L, D]`.
+    pub fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let q = g.linear(x, &self.to_q)?; // [N, L, H*Dh]
+        let k = g.linear(context, &self.to_k)?; // [N, S, H*Dh]
+        let v = g.linear(context, &self.to_v)?; // [N, S, H*Dh]
+        let o = g.attention(&q, &k, &v, self.heads, false)?; // [N, L, H*Dh]
+                                                             // to_out.1 is dropout: inference only
+        g.linear(&o, &self.to_out)
+    }
+}
+
+/// `FeedForward(dim, activation_fn="geglu")`: net.0.proj → GEGLU → net.2.
+struct FeedForward {
+    proj: Linear,
+    out: Linear,
+}
+
+impl FeedForward {
+    fn new(vb: &Vars, dim: usize) -> Result<Self> {
+        let inner = 4 * dim;
+        Ok(Self {
+            proj: Linear::new(&vb.pp("net").pp(0).pp("proj"), dim, 2 * inner, true)?,
+            out: Linear::new(&vb.pp("net").pp(2), inner, dim, true)?,
+        })
+    }
+
+    fn forward(&self, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
+        let h = g.linear(x, &self.proj)?; // [N, L, 2*inner]
+        let h = g.geglu(&h)?; // hidden * gelu(gate): [N, L, inner]
+        g.linear(&h, &self.out)
+    }
+}
+
+/// `BasicTransformerBlock` with layer norms (norm_type="layer_norm").
+struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff: FeedForward,
+}
+
+impl BasicTransformerBlock {
+    fn new(vb: &Vars, dim: usize, heads: usize, cross_attention_dim: usize) -> Result<Self> {
+        let head_dim = dim / heads;
+        Ok(Self {
+            norm1: LayerNorm::new(&vb.pp("norm1"), dim, 1e-5)?,
+            attn1: Attention::new(&vb.pp("attn1"), dim, dim, heads, head_dim, false)?,
+            norm2: LayerNorm::new(&vb.pp("norm2"), dim, 1e-5)?,
+            attn2: Attention::new(
+                &vb.pp("attn2"),
+                dim,
+                cross_attention_dim,
+                heads,
+                head_dim,
+                false,
+            )?,
+            norm3: LayerNorm::new(&vb.pp("norm3"), dim, 1e-5)?,
+            ff: FeedForward::new(&vb.pp("ff"), dim)?,
+        })
+    }
+
+    /// x `[N, HW, C]`, context `[N, S, cross]` → `[N, HW, C]`.
+    fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let h = g.layer_norm(x, &self.norm1)?;
+        let h = self.attn1.forward(g, &h, &h)?;
+        let x = g.add(&h, x)?;
+        let h = g.layer_norm(&x, &self.norm2)?;
+        let h = self.attn2.forward(g, &h, context)?;
+        let x = g.add(&h, &x)?;
+        let h = g.layer_norm(&x, &self.norm3)?;
+        let h = self.ff.forward(g, &h)?;
+        g.add(&h, &x)
+    }
+}
+
+/// `proj_in`/`proj_out`: 1x1 convs (SD 1.x) or linears (`use_linear_projection`).
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+impl Projection {
+    fn new(vb: &Vars, cin: usize, cout: usize, linear: bool) -> Result<Self> {
+        Ok(if linear {
+            Projection::Linear(Linear::new(vb, cin, cout, true)?)
+        } else {
+            Projection::Conv(Conv2d::new(vb, cin, cout, 1, 1, 0)?)
+        })
+    }
+}
+
+pub struct Transformer2DModel {
+    norm: GroupNorm,
+    proj_in: Projection,
+    transformer_blocks: Vec<BasicTransformerBlock>,
+    proj_out: Projection,
+}
+
+impl Transformer2DModel {
+    pub fn new(
+        vb: &Vars,
+        channels: usize,
+        heads: usize,
+        layers: usize,
+        cross_attention_dim: usize,
+        groups: usize,
+        use_linear_projection: bool,
+    ) -> Result<Self> {
+        let blocks = (0..layers)
+            .map(|i| {
+                BasicTransformerBlock::new(
+                    &vb.pp("transformer_blocks").pp(i),
+                    channels,
+                    heads,
+                    cross_attention_dim,
+                )
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            // Transformer2DModel's GroupNorm uses eps 1e-6, not the UNet's norm_eps.
+            norm: GroupNorm::new(&vb.pp("norm"), groups, channels, 1e-6)?,
+            proj_in: Projection::new(&vb.pp("proj_in"), channels, channels, use_linear_projection)?,
+            transformer_blocks: blocks,
+            proj_out: Projection::new(
+                &vb.pp("proj_out"),
+                channels,
+                channels,
+                use_linear_projection,
+            )?,
+        })
+    }
+
+    /// x `[N, C, H, W]`, context `[N, S, cross]` → `[N, C, H, W]`.
+    pub fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (h, w) = (x.dim(1), x.dim(0));
+        let normed = g.group_norm(x, &self.norm, false)?;
+        let mut tokens = match &self.proj_in {
+            Projection::Conv(conv) => {
+                let p = g.conv2d(&normed, conv)?;
+                g.nchw_to_tokens(&p)? // [N, HW, C]
+            }
+            Projection::Linear(lin) => {
+                let t = g.nchw_to_tokens(&normed)?;
+                g.linear(&t, lin)?
+            }
+        };
+        for block in &self.transformer_blocks {
+            tokens = block.forward(g, &tokens, context)?;
+        }
+        let out = match &self.proj_out {
+            Projection::Conv(conv) => {
+                let p = g.tokens_to_nchw(&tokens, h, w)?;
+                g.conv2d(&p, conv)?
+            }
+            Projection::Linear(lin) => {
+                let t = g.linear(&tokens, lin)?;
+                g.tokens_to_nchw(&t, h, w)?
+            }
+        };
+        g.add(&out, x) // residual
+    }
+}

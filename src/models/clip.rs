@@ -1,0 +1,368 @@
+//! transformers' CLIP (models/clip/modeling_clip.py): `CLIPTextModel`, the
+//! text encoder the denoiser conditions on, and `CLIPModel`, the scorer (text
+//! and vision towers with their projections).
+//!
+//! Checkpoint names: `CLIPModel` keeps `text_model.` / `vision_model.`;
+//! a standalone `CLIPTextModel` has `text_model.` when written by transformers
+//! 4 (and in Stable Diffusion 1.x's `text_encoder/`) and no prefix when written
+//! by transformers 5. The rule: the prefix is used if every tensor has it
+//! ([`Weights::detect_prefix`](crate::weights::Weights::detect_prefix)).
+//! `position_ids` buffers, which older exports saved, are ignored
+//! ([`IGNORED`]).
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::models::layers::{Conv2d, LayerNorm, Linear, Vars};
+use crate::models::Graph;
+use crate::ops::elementwise::Activation;
+use crate::tensor::Tensor;
+
+/// Saved buffers that are not weights (transformers 4 wrote `embeddings.position_ids`).
+pub const IGNORED: &[&str] = &["position_ids"];
+
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_quick_gelu() -> String {
+    "quick_gelu".into()
+}
+fn d_eos() -> u32 {
+    2
+}
+fn d_channels() -> usize {
+    3
+}
+fn d_projection() -> usize {
+    512
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct CLIPTextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "d_quick_gelu")]
+    pub hidden_act: String,
+    #[serde(default = "d_eps")]
+    pub layer_norm_eps: f64,
+    /// 2 in old configs, which means "pool at argmax(input_ids)" (the highest id is EOS).
+    #[serde(default = "d_eos")]
+    pub eos_token_id: u32,
+    #[serde(default = "d_projection")]
+    pub projection_dim: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct CLIPVisionConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    #[serde(default = "d_channels")]
+    pub num_channels: usize,
+    #[serde(default = "d_quick_gelu")]
+    pub hidden_act: String,
+    #[serde(default = "d_eps")]
+    pub layer_norm_eps: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct CLIPConfig {
+    pub text_config: CLIPTextConfig,
+    pub vision_config: CLIPVisionConfig,
+    #[serde(default = "d_projection")]
+    pub projection_dim: usize,
+}
+
+fn activation(name: &str) -> Result<Activation> {
+    match name {
+        "quick_gelu" => Ok(Activation::QuickGelu),
+        "gelu" => Ok(Activation::Gelu),
+        "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+        other => Err(Error::BadInput(format!(
+            "clip config: `hidden_act` = {other:?} is not supported by easel"
+        ))),
+    }
+}
+
+/// `CLIPAttention`: q/k/v/out projections, all with bias.
+struct CLIPAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+}
+
+/// `CLIPEncoderLayer`: pre-LN self-attention and MLP, each residual.
+struct CLIPEncoderLayer {
+    layer_norm1: LayerNorm,
+    self_attn: CLIPAttention,
+    layer_norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl CLIPEncoderLayer {
+    fn new(
+        vb: &Vars,
+        dim: usize,
+        mlp: usize,
+        heads: usize,
+        eps: f64,
+        act: Activation,
+    ) -> Result<Self> {
+        let attn = vb.pp("self_attn");
+        Ok(Self {
+            layer_norm1: LayerNorm::new(&vb.pp("layer_norm1"), dim, eps)?,
+            self_attn: CLIPAttention {
+                q_proj: Linear::new(&attn.pp("q_proj"), dim, dim, true)?,
+                k_proj: Linear::new(&attn.pp("k_proj"), dim, dim, true)?,
+                v_proj: Linear::new(&attn.pp("v_proj"), dim, dim, true)?,
+                out_proj: Linear::new(&attn.pp("out_proj"), dim, dim, true)?,
+                heads,
+            },
+            layer_norm2: LayerNorm::new(&vb.pp("layer_norm2"), dim, eps)?,
+            fc1: Linear::new(&vb.pp("mlp").pp("fc1"), dim, mlp, true)?,
+            fc2: Linear::new(&vb.pp("mlp").pp("fc2"), mlp, dim, true)?,
+            act,
+        })
+    }
+
+    /// x `[N, L, D]` → `[N, L, D]`.
+    fn forward(&self, g: &mut Graph, x: &Tensor, causal: bool) -> Result<Tensor> {
+        let a = &self.self_attn;
+        let h = g.layer_norm(x, &self.layer_norm1)?;
+        let q = g.linear(&h, &a.q_proj)?;
+        let k = g.linear(&h, &a.k_proj)?;
+        let v = g.linear(&h, &a.v_proj)?;
+        let o = g.attention(&q, &k, &v, a.heads, causal)?; // [N, L, D]
+        let o = g.linear(&o, &a.out_proj)?;
+        let x = g.add(x, &o)?;
+        let h = g.layer_norm(&x, &self.layer_norm2)?;
+        let h = g.linear(&h, &self.fc1)?; // [N, L, mlp]
+        let h = g.activation(&h, self.act)?;
+        let h = g.linear(&h, &self.fc2)?;
+        g.add(&x, &h)
+    }
+}
+
+fn encoder(
+    vb: &Vars,
+    layers: usize,
+    dim: usize,
+    mlp: usize,
+    heads: usize,
+    eps: f64,
+    act: &str,
+) -> Result<Vec<CLIPEncoderLayer>> {
+    let act = activation(act)?;
+    (0..layers)
+        .map(|i| {
+            CLIPEncoderLayer::new(
+                &vb.pp("encoder").pp("layers").pp(i),
+                dim,
+                mlp,
+                heads,
+                eps,
+                act,
+            )
+        })
+        .collect()
+}
+
+/// The text tower (`CLIPTextTransformer`).
+pub struct CLIPTextModel {
+    pub config: CLIPTextConfig,
+    token_embedding: Tensor,
+    position_embedding: Tensor,
+    layers: Vec<CLIPEncoderLayer>,
+    final_layer_norm: LayerNorm,
+}
+
+/// What the text tower returns.
+pub struct TextOutput {
+    /// `[N, L, D]` after final_layer_norm: what the UNet cross-attends.
+    pub last_hidden_state: Tensor,
+    /// `[N, D]`: the row at each sequence's EOS token.
+    pub pooler_output: Tensor,
+}
+
+impl CLIPTextModel {
+    pub fn new(vb: &Vars, config: CLIPTextConfig) -> Result<Self> {
+        let c = &config;
+        let emb = vb.pp("embeddings");
+        Ok(Self {
+            token_embedding: emb
+                .pp("token_embedding")
+                .get("weight", &[c.vocab_size, c.hidden_size])?,
+            position_embedding: emb
+                .pp("position_embedding")
+                .get("weight", &[c.max_position_embeddings, c.hidden_size])?,
+            layers: encoder(
+                vb,
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.layer_norm_eps,
+                &c.hidden_act,
+            )?,
+            final_layer_norm: LayerNorm::new(
+                &vb.pp("final_layer_norm"),
+                c.hidden_size,
+                c.layer_norm_eps,
+            )?,
+            config,
+        })
+    }
+
+    /// Where each sequence pools: the first EOS, or argmax of the ids for legacy configs.
+    pub fn eos_positions(&self, ids: &[Vec<u32>]) -> Vec<u32> {
+        ids.iter()
+            .map(|row| {
+                let pos = if self.config.eos_token_id == 2 {
+                    // torch.argmax returns the first maximum.
+                    let max = row.iter().copied().max().unwrap_or(0);
+                    row.iter().position(|&t| t == max)
+                } else {
+                    row.iter().position(|&t| t == self.config.eos_token_id)
+                };
+                pos.unwrap_or(row.len().saturating_sub(1)) as u32
+            })
+            .collect()
+    }
+
+    /// ids `[N, L]` (u32), eos `[N]` (u32 positions) → hidden states and pooled rows.
+    pub fn forward(&self, g: &mut Graph, ids: &Tensor, eos: &Tensor) -> Result<TextOutput> {
+        let len = ids.dim(0);
+        if len > self.config.max_position_embeddings {
+            return Err(Error::BadInput(format!(
+                "text encoder: {len} tokens exceed max_position_embeddings = {}",
+                self.config.max_position_embeddings
+            )));
+        }
+        let mut x = g.token_embedding(ids, &self.token_embedding, &self.position_embedding)?; // [N, L, D]
+        for layer in &self.layers {
+            x = layer.forward(g, &x, true)?;
+        }
+        let last_hidden_state = g.layer_norm(&x, &self.final_layer_norm)?;
+        let pooler_output = g.gather_rows(&last_hidden_state, eos)?; // [N, D]
+        Ok(TextOutput {
+            last_hidden_state,
+            pooler_output,
+        })
+    }
+}
+
+/// The vision tower (`CLIPVisionTransformer`).
+pub struct CLIPVisionModel {
+    pub config: CLIPVisionConfig,
+    class_embedding: Tensor,
+    patch_embedding: Conv2d,
+    position_embedding: Tensor,
+    pre_layrnorm: LayerNorm,
+    layers: Vec<CLIPEncoderLayer>,
+    post_layernorm: LayerNorm,
+}
+
+impl CLIPVisionModel {
+    pub fn new(vb: &Vars, config: CLIPVisionConfig) -> Result<Self> {
+        let c = &config;
+        let d = c.hidden_size;
+        let patches = (c.image_size / c.patch_size).pow(2);
+        let emb = vb.pp("embeddings");
+        let patch = emb.pp("patch_embedding");
+        Ok(Self {
+            class_embedding: emb.get("class_embedding", &[d])?,
+            // The patch embedding is a stride-p conv without bias.
+            patch_embedding: Conv2d {
+                weight: patch.get("weight", &[d, c.num_channels, c.patch_size, c.patch_size])?,
+                bias: None,
+                stride: c.patch_size,
+                padding: 0,
+            },
+            position_embedding: emb
+                .pp("position_embedding")
+                .get("weight", &[patches + 1, d])?,
+            // (sic: transformers' name)
+            pre_layrnorm: LayerNorm::new(&vb.pp("pre_layrnorm"), d, c.layer_norm_eps)?,
+            layers: encoder(
+                vb,
+                c.num_hidden_layers,
+                d,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.layer_norm_eps,
+                &c.hidden_act,
+            )?,
+            post_layernorm: LayerNorm::new(&vb.pp("post_layernorm"), d, c.layer_norm_eps)?,
+            config,
+        })
+    }
+
+    /// pixels `[N, C, S, S]` (already CLIP-normalised) → pooled `[N, D]`.
+    pub fn forward(&self, g: &mut Graph, pixels: &Tensor) -> Result<Tensor> {
+        let s = self.config.image_size;
+        crate::ops::expect_shape(
+            "vision",
+            "pixels",
+            pixels,
+            &[pixels.shape[0], self.config.num_channels, s, s],
+        )?;
+        let p = g.conv2d(pixels, &self.patch_embedding)?; // [N, D, S/p, S/p]
+        let x = g.vision_embeddings(&p, &self.class_embedding, &self.position_embedding)?; // [N, 1+P, D]
+        let mut x = g.layer_norm(&x, &self.pre_layrnorm)?;
+        for layer in &self.layers {
+            x = layer.forward(g, &x, false)?;
+        }
+        let cls = g.first_token(&x)?; // [N, D]
+        g.layer_norm(&cls, &self.post_layernorm)
+    }
+}
+
+/// `CLIPModel`: both towers and their projections into the shared space.
+pub struct CLIPModel {
+    pub text_model: CLIPTextModel,
+    pub vision_model: CLIPVisionModel,
+    visual_projection: Linear,
+    text_projection: Linear,
+    /// exp(logit_scale), read once at load.
+    pub logit_scale: Tensor,
+}
+
+impl CLIPModel {
+    pub fn new(vb: &Vars, config: CLIPConfig) -> Result<Self> {
+        let proj = config.projection_dim;
+        let (dt, dv) = (
+            config.text_config.hidden_size,
+            config.vision_config.hidden_size,
+        );
+        Ok(Self {
+            text_model: CLIPTextModel::new(&vb.pp("text_model"), config.text_config)?,
+            vision_model: CLIPVisionModel::new(&vb.pp("vision_model"), config.vision_config)?,
+            visual_projection: Linear::new(&vb.pp("visual_projection"), dv, proj, false)?,
+            text_projection: Linear::new(&vb.pp("text_projection"), dt, proj, false)?,
+            logit_scale: vb.get("logit_scale", &[])?,
+        })
+    }
+
+    /// ids `[N, L]`, eos `[N]` → text embeddings `[N, proj]` (not normalised).
+    pub fn text_embeds(&self, g: &mut Graph, ids: &Tensor, eos: &Tensor) -> Result<Tensor> {
+        let out = self.text_model.forward(g, ids, eos)?;
+        g.linear(&out.pooler_output, &self.text_projection)
+    }
+
+    /// pixels `[N, C, S, S]` → image embeddings `[N, proj]` (not normalised).
+    pub fn image_embeds(&self, g: &mut Graph, pixels: &Tensor) -> Result<Tensor> {
+        let pooled = self.vision_model.forward(g, pixels)?;
+        g.linear(&pooled, &self.visual_projection)
+    }
+}

@@ -1,0 +1,306 @@
+//! The [`Graph`] that records a forward pass as dispatches.
+//!
+//! A model's `forward` reads like its PyTorch original: each call allocates the
+//! output tensor and appends the kernel launch to the graph. Building the graph
+//! is the plan (done once per model, batch and size); running it only encodes
+//! the recorded dispatches, so a forward pass allocates nothing.
+
+use crate::error::Result;
+use crate::gpu::Context;
+use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
+use crate::ops::attention::{self, Sdpa};
+use crate::ops::conv2d::{self, Conv2dOptions};
+use crate::ops::elementwise::{self, Activation, BinaryOp};
+use crate::ops::embedding::{self, Timesteps};
+use crate::ops::layout;
+use crate::ops::matmul::{self, MatmulOptions};
+use crate::ops::norm;
+use crate::ops::resample;
+use crate::ops::Dispatch;
+use crate::tensor::Tensor;
+
+/// A forward pass being recorded: the dispatches in order and the tensors they write.
+pub struct Graph<'a> {
+    pub ctx: &'a Context,
+    pub dispatches: Vec<Dispatch>,
+    label: &'static str,
+}
+
+impl<'a> Graph<'a> {
+    pub fn new(ctx: &'a Context, label: &'static str) -> Self {
+        Self {
+            ctx,
+            dispatches: Vec::new(),
+            label,
+        }
+    }
+
+    /// A fresh activation tensor, planned now and reused by every run of the graph.
+    pub fn tensor(&mut self, shape: &[usize]) -> Result<Tensor> {
+        Tensor::zeros(self.ctx, self.label, shape)
+    }
+
+    pub fn push(&mut self, dispatch: Dispatch) {
+        self.dispatches.push(dispatch);
+    }
+
+    /// Run the recorded pass once and wait (tests, one-off work).
+    pub fn run(&self) -> Result<()> {
+        crate::ops::run(self.ctx, &self.dispatches)
+    }
+}
+
+/// The ops a model's forward pass calls: each allocates its output and records
+/// one or more dispatches. Shapes follow PyTorch's for the same call.
+impl Graph<'_> {
+    /// `nn.Linear` over the last dim: x `[.., in]` → `[.., out]`, one GEMM with
+    /// every leading dim folded into M.
+    pub fn linear(&mut self, x: &Tensor, layer: &Linear) -> Result<Tensor> {
+        let din = x.dim(0);
+        let rows = x.numel() / din.max(1);
+        let mut shape = x.shape.clone();
+        *shape.last_mut().expect("linear input has a last dim") = layer.out_features();
+        let out = self.tensor(&shape)?;
+        let d = matmul::matmul(
+            self.ctx,
+            &x.reshape(&[rows, din])?,
+            &layer.weight,
+            layer.bias.as_ref(),
+            &out.reshape(&[rows, layer.out_features()])?,
+            &MatmulOptions::linear(),
+        )?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// `act(x)`, elementwise.
+    pub fn activation(&mut self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        self.unary(x, act, 1.0, 0.0)
+    }
+
+    pub fn silu(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.activation(x, Activation::Silu)
+    }
+
+    /// `x * scale + bias`.
+    pub fn scale(&mut self, x: &Tensor, scale: f32, bias: f32) -> Result<Tensor> {
+        self.unary(x, Activation::Identity, scale, bias)
+    }
+
+    fn unary(&mut self, x: &Tensor, act: Activation, scale: f32, bias: f32) -> Result<Tensor> {
+        let out = self.tensor(&x.shape)?;
+        let d = elementwise::unary(self.ctx, x, &out, act, scale, bias)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// `a + b` with `b` broadcast to `a`'s shape.
+    pub fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.binary(a, b, BinaryOp::Add, 1.0)
+    }
+
+    /// `(a + b) * scale` (diffusers' residual `/ output_scale_factor`).
+    pub fn add_scaled(&mut self, a: &Tensor, b: &Tensor, scale: f32) -> Result<Tensor> {
+        self.binary(a, b, BinaryOp::Add, scale)
+    }
+
+    /// nn.PReLU: x `[N, C, H, W]`, per-channel slope `[C]`.
+    pub fn prelu(&mut self, x: &Tensor, slope: &Tensor) -> Result<Tensor> {
+        let c = slope.numel();
+        self.binary(x, &slope.reshape(&[c, 1, 1])?, BinaryOp::Prelu, 1.0)
+    }
+
+    fn binary(&mut self, a: &Tensor, b: &Tensor, op: BinaryOp, scale: f32) -> Result<Tensor> {
+        let out = self.tensor(&a.shape)?;
+        let d = elementwise::binary(self.ctx, a, b, &out, op, scale)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// GEGLU: `[.., 2D]` → `[.., D]`.
+    pub fn geglu(&mut self, x: &Tensor) -> Result<Tensor> {
+        let mut shape = x.shape.clone();
+        *shape.last_mut().expect("geglu input has a last dim") /= 2;
+        let out = self.tensor(&shape)?;
+        let d = elementwise::geglu(self.ctx, x, &out)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// `nn.Conv2d`: x `[N, Cin, H, W]` → `[N, Cout, Hout, Wout]`.
+    pub fn conv2d(&mut self, x: &Tensor, layer: &Conv2d) -> Result<Tensor> {
+        let opts = Conv2dOptions::new(layer.stride, layer.padding);
+        let (kh, kw) = (layer.weight.dim(1), layer.weight.dim(0));
+        let (hout, wout) =
+            conv2d::output_size(x.dim(1), x.dim(0), kh, kw, &opts).ok_or_else(|| {
+                crate::Error::BadInput(format!(
+                    "conv2d: input {:?} is smaller than the {kh}x{kw} kernel",
+                    x.shape
+                ))
+            })?;
+        let out = self.tensor(&[x.shape[0], layer.out_channels(), hout, wout])?;
+        let d = conv2d::conv2d(self.ctx, x, &layer.weight, layer.bias.as_ref(), &out, &opts)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// `nn.GroupNorm`, optionally followed by SiLU (fused).
+    pub fn group_norm(&mut self, x: &Tensor, layer: &GroupNorm, silu: bool) -> Result<Tensor> {
+        let out = self.tensor(&x.shape)?;
+        let cfg = norm::GroupNorm {
+            num_groups: layer.groups,
+            eps: layer.eps,
+            silu,
+        };
+        let d = norm::group_norm(self.ctx, x, &layer.weight, &layer.bias, &out, cfg)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// `nn.LayerNorm` over the last dim.
+    pub fn layer_norm(&mut self, x: &Tensor, layer: &LayerNorm) -> Result<Tensor> {
+        let out = self.tensor(&x.shape)?;
+        let d = norm::layer_norm(self.ctx, x, &layer.weight, &layer.bias, &out, layer.eps)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// Multi-head attention on `[N, L, H*Dh]` projections → `[N, Lq, H*Dh]`.
+    pub fn attention(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        heads: usize,
+        is_causal: bool,
+    ) -> Result<Tensor> {
+        let out = self.tensor(&q.shape)?;
+        let cfg = Sdpa {
+            heads,
+            scale: None,
+            is_causal,
+        };
+        let d = attention::scaled_dot_product_attention(self.ctx, q, k, v, &out, cfg)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// diffusers' `time_proj`: timesteps `[N]` → `[N, num_channels]`.
+    pub fn timestep_embedding(
+        &mut self,
+        t: &Tensor,
+        config: &Timesteps,
+        frequencies: &Tensor,
+    ) -> Result<Tensor> {
+        let out = self.tensor(&[t.numel(), config.num_channels])?;
+        let d = embedding::timestep_embedding(self.ctx, config, frequencies, t, &out)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// CLIP text input: ids `[N, L]` (u32) → token + position embeddings `[N, L, D]`.
+    pub fn token_embedding(
+        &mut self,
+        ids: &Tensor,
+        token: &Tensor,
+        position: &Tensor,
+    ) -> Result<Tensor> {
+        let out = self.tensor(&[ids.shape[0], ids.dim(0), token.dim(0)])?;
+        let d = embedding::clip_text_embeddings(self.ctx, ids, token, position, &out)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// CLIP vision input: patch embeddings `[N, D, gh, gw]` → `[N, 1 + gh·gw, D]`
+    /// with the class token first and positions added.
+    pub fn vision_embeddings(
+        &mut self,
+        patches: &Tensor,
+        class: &Tensor,
+        position: &Tensor,
+    ) -> Result<Tensor> {
+        let tokens = patches.dim(0) * patches.dim(1);
+        let out = self.tensor(&[patches.shape[0], 1 + tokens, patches.shape[1]])?;
+        let d = embedding::clip_vision_embeddings(self.ctx, patches, class, position, &out)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// `F.interpolate(x, scale_factor=factor, mode="nearest")`.
+    pub fn upsample_nearest(&mut self, x: &Tensor, factor: usize) -> Result<Tensor> {
+        let [n, c, h, w] = nchw(x)?;
+        let out = self.tensor(&[n, c, h * factor, w * factor])?;
+        let d = resample::upsample_nearest2d(self.ctx, x, &out, factor)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// `nn.PixelShuffle(r)`: `[N, C·r², H, W]` → `[N, C, H·r, W·r]`.
+    pub fn pixel_shuffle(&mut self, x: &Tensor, r: usize) -> Result<Tensor> {
+        let [n, c, h, w] = nchw(x)?;
+        let out = self.tensor(&[n, c / (r * r), h * r, w * r])?;
+        let d = resample::pixel_shuffle(self.ctx, x, &out, r)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// `torch.cat(xs, dim)`.
+    pub fn concat(&mut self, xs: &[&Tensor], dim: usize) -> Result<Tensor> {
+        let mut shape = xs[0].shape.clone();
+        shape[dim] = xs.iter().map(|x| x.shape[dim]).sum();
+        let out = self.tensor(&shape)?;
+        for d in layout::concat(self.ctx, xs, dim, &out)? {
+            self.push(d);
+        }
+        Ok(out)
+    }
+
+    /// `x.permute(0, 2, 3, 1).reshape(N, H·W, C)`: NCHW → tokens.
+    pub fn nchw_to_tokens(&mut self, x: &Tensor) -> Result<Tensor> {
+        let [n, c, h, w] = nchw(x)?;
+        let out = self.tensor(&[n, h, w, c])?;
+        let d = layout::permute(self.ctx, x, &[0, 2, 3, 1], &out)?;
+        self.push(d);
+        out.reshape(&[n, h * w, c])
+    }
+
+    /// Tokens `[N, H·W, C]` → NCHW `[N, C, H, W]`.
+    pub fn tokens_to_nchw(&mut self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+        let (n, c) = (x.shape[0], x.dim(0));
+        let out = self.tensor(&[n, c, h, w])?;
+        let d = layout::permute(self.ctx, &x.reshape(&[n, h, w, c])?, &[0, 3, 1, 2], &out)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// `x[b, index[b], :]`: x `[N, L, D]`, index `[N]` (u32) → `[N, D]`.
+    pub fn gather_rows(&mut self, x: &Tensor, index: &Tensor) -> Result<Tensor> {
+        let out = self.tensor(&[x.shape[0], x.dim(0)])?;
+        let d = layout::select_rows(self.ctx, x, index, &out)?;
+        self.push(d);
+        Ok(out)
+    }
+
+    /// `x[:, 0, :]`: x `[N, L, D]` → `[N, D]`.
+    pub fn first_token(&mut self, x: &Tensor) -> Result<Tensor> {
+        let (n, d) = (x.shape[0], x.dim(0));
+        let out = self.tensor(&[n, 1, d])?;
+        let dispatch = layout::narrow(self.ctx, x, 1, 0, &out)?;
+        self.push(dispatch);
+        out.reshape(&[n, d])
+    }
+
+    /// `F.normalize(x, dim=-1)`.
+    pub fn l2_normalize(&mut self, x: &Tensor) -> Result<Tensor> {
+        let out = self.tensor(&x.shape)?;
+        let d = norm::l2_normalize(self.ctx, x, &out)?;
+        self.push(d);
+        Ok(out)
+    }
+}
+
+fn nchw(x: &Tensor) -> Result<[usize; 4]> {
+    x.shape[..].try_into().map_err(|_| {
+        crate::Error::BadInput(format!("expected an NCHW tensor, got shape {:?}", x.shape))
+    })
+}

@@ -1,0 +1,180 @@
+//! The layers every model is built from (`nn.Conv2d`, `nn.Linear`, norms),
+//! loaded by exact checkpoint names through [`Vars`].
+
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::tensor::Tensor;
+use std::path::Path;
+
+use crate::weights::{Config, Weights};
+
+/// A path into a checkpoint's names, diffusers-style: `vb.pp("down_blocks").pp(0)`.
+#[derive(Clone)]
+pub struct Vars<'a> {
+    pub ctx: &'a Context,
+    pub weights: &'a Weights,
+    prefix: String,
+}
+
+impl<'a> Vars<'a> {
+    pub fn new(ctx: &'a Context, weights: &'a Weights) -> Self {
+        Self {
+            ctx,
+            weights,
+            prefix: String::new(),
+        }
+    }
+
+    /// The same store one path segment deeper.
+    pub fn pp(&self, segment: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() {
+            segment.to_string()
+        } else {
+            format!("{}.{segment}", self.prefix)
+        };
+        Self {
+            prefix,
+            ..self.clone()
+        }
+    }
+
+    pub fn name(&self, leaf: &str) -> String {
+        if self.prefix.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{}.{leaf}", self.prefix)
+        }
+    }
+
+    /// The tensor `prefix.leaf`, which must have exactly `shape`.
+    pub fn get(&self, leaf: &str, shape: &[usize]) -> Result<Tensor> {
+        self.weights.get(self.ctx, &self.name(leaf), shape)
+    }
+
+    pub fn contains(&self, leaf: &str) -> bool {
+        self.weights.contains(&self.name(leaf))
+    }
+}
+
+/// A model component folder (`unet/`, `text_encoder/`, ...): its weights and
+/// its typed config.json.
+pub fn open_component<C: serde::de::DeserializeOwned>(dir: &Path) -> Result<(Weights, C)> {
+    let config = Config::read(dir.join("config.json"))?.parse()?;
+    Ok((Weights::open_dir(dir)?, config))
+}
+
+/// After a model is built: every tensor in its files must have been read,
+/// except those under `ignored` prefixes (buffers such as `position_ids`, or the
+/// VAE's encoder half), or the checkpoint does not match its config.
+pub fn check_all_used(weights: &Weights, ignored: &[&str]) -> Result<()> {
+    let unused: Vec<String> = weights
+        .unused()
+        .into_iter()
+        .filter(|n| !ignored.iter().any(|p| n.starts_with(p) || n.ends_with(p)))
+        .collect();
+    match unused.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::model(
+            weights.files()[0].path.clone(),
+            format!(
+                "{} tensor(s) not used by the model built from config.json, e.g. `{first}`: the checkpoint and its config disagree",
+                unused.len()
+            ),
+        )),
+    }
+}
+
+/// `nn.Conv2d` (groups = 1): weight `[out, in, kh, kw]`, optional bias `[out]`.
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2d {
+    pub fn new(
+        vb: &Vars,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get("weight", &[cout, cin, kernel, kernel])?,
+            bias: Some(vb.get("bias", &[cout])?),
+            stride,
+            padding,
+        })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.shape[0]
+    }
+}
+
+/// `nn.Linear`: weight `[out, in]` as PyTorch stores it, optional bias `[out]`.
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(vb: &Vars, din: usize, dout: usize, bias: bool) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get("weight", &[dout, din])?,
+            bias: if bias {
+                Some(vb.get("bias", &[dout])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.shape[0]
+    }
+}
+
+/// `nn.GroupNorm(groups, channels, eps)` with affine weight and bias.
+pub struct GroupNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+impl GroupNorm {
+    pub fn new(vb: &Vars, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            return Err(Error::BadInput(format!(
+                "{}: {channels} channels do not split into {groups} groups",
+                vb.name("weight")
+            )));
+        }
+        Ok(Self {
+            weight: vb.get("weight", &[channels])?,
+            bias: vb.get("bias", &[channels])?,
+            groups,
+            eps: eps as f32,
+        })
+    }
+}
+
+/// `nn.LayerNorm(dim, eps)` over the last dimension.
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn new(vb: &Vars, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get("weight", &[dim])?,
+            bias: vb.get("bias", &[dim])?,
+            eps: eps as f32,
+        })
+    }
+}

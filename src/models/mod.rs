@@ -1,0 +1,14 @@
+//! The models, mirroring diffusers / transformers file by file, built from
+//! config.json and the exact checkpoint tensor names.
+
+pub mod attention;
+pub mod clip;
+pub mod graph;
+pub mod layers;
+pub mod resnet;
+pub mod unet_2d_condition;
+pub mod unet_blocks;
+pub mod upscaler;
+pub mod vae;
+
+pub use graph::Graph;

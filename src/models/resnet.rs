@@ -1,0 +1,110 @@
+//! diffusers' `ResnetBlock2D` (models/resnet.py), `Downsample2D` and
+//! `Upsample2D` (models/downsampling.py, upsampling.py), with the default
+//! time-embedding norm ("default": added after conv1).
+
+use crate::error::{Error, Result};
+use crate::models::layers::{Conv2d, GroupNorm, Linear, Vars};
+use crate::models::Graph;
+use crate::tensor::Tensor;
+
+pub struct ResnetBlock2D {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    /// Absent in the VAE, whose blocks have no time embedding.
+    time_emb_proj: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    conv_shortcut: Option<Conv2d>,
+    output_scale_factor: f32,
+}
+
+impl ResnetBlock2D {
+    pub fn new(
+        vb: &Vars,
+        cin: usize,
+        cout: usize,
+        temb: Option<usize>,
+        groups: usize,
+        eps: f64,
+        output_scale_factor: f64,
+    ) -> Result<Self> {
+        Ok(Self {
+            norm1: GroupNorm::new(&vb.pp("norm1"), groups, cin, eps)?,
+            conv1: Conv2d::new(&vb.pp("conv1"), cin, cout, 3, 1, 1)?,
+            time_emb_proj: match temb {
+                Some(t) => Some(Linear::new(&vb.pp("time_emb_proj"), t, cout, true)?),
+                None => None,
+            },
+            norm2: GroupNorm::new(&vb.pp("norm2"), groups, cout, eps)?,
+            conv2: Conv2d::new(&vb.pp("conv2"), cout, cout, 3, 1, 1)?,
+            // use_in_shortcut defaults to in != out; the shortcut is a 1x1 conv.
+            conv_shortcut: if cin != cout {
+                Some(Conv2d::new(&vb.pp("conv_shortcut"), cin, cout, 1, 1, 0)?)
+            } else {
+                None
+            },
+            output_scale_factor: output_scale_factor as f32,
+        })
+    }
+
+    /// x `[N, Cin, H, W]`, `emb_silu` = SiLU(temb) `[N, T]` (if the block has a
+    /// time projection) → `[N, Cout, H, W]`.
+    pub fn forward(&self, g: &mut Graph, x: &Tensor, emb_silu: Option<&Tensor>) -> Result<Tensor> {
+        let h = g.group_norm(x, &self.norm1, true)?;
+        let mut h = g.conv2d(&h, &self.conv1)?; // [N, Cout, H, W]
+        if let (Some(proj), Some(emb)) = (&self.time_emb_proj, emb_silu) {
+            let t = g.linear(emb, proj)?; // [N, Cout]
+            let t = t.reshape(&[t.shape[0], t.shape[1], 1, 1])?;
+            h = g.add(&h, &t)?;
+        }
+        let h = g.group_norm(&h, &self.norm2, true)?;
+        // dropout: inference only
+        let h = g.conv2d(&h, &self.conv2)?;
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => g.conv2d(x, conv)?,
+            None => x.clone(),
+        };
+        g.add_scaled(&shortcut, &h, 1.0 / self.output_scale_factor)
+    }
+}
+
+/// `Downsample2D(use_conv=True)`: a 3x3 stride-2 conv named `conv`.
+pub struct Downsample2D {
+    conv: Conv2d,
+}
+
+impl Downsample2D {
+    pub fn new(vb: &Vars, channels: usize, padding: usize) -> Result<Self> {
+        if padding == 0 {
+            // diffusers pads (0, 1, 0, 1) asymmetrically in that case.
+            return Err(Error::BadInput(
+                "unet config: `downsample_padding` = 0 is not supported by easel".into(),
+            ));
+        }
+        Ok(Self {
+            conv: Conv2d::new(&vb.pp("conv"), channels, channels, 3, 2, padding)?,
+        })
+    }
+
+    pub fn forward(&self, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
+        g.conv2d(x, &self.conv) // [N, C, H/2, W/2]
+    }
+}
+
+/// `Upsample2D(use_conv=True)`: nearest ×2, then a 3x3 conv named `conv`.
+pub struct Upsample2D {
+    conv: Conv2d,
+}
+
+impl Upsample2D {
+    pub fn new(vb: &Vars, channels: usize) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::new(&vb.pp("conv"), channels, channels, 3, 1, 1)?,
+        })
+    }
+
+    pub fn forward(&self, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
+        let up = g.upsample_nearest(x, 2)?; // [N, C, 2H, 2W]
+        g.conv2d(&up, &self.conv)
+    }
+}

@@ -1,0 +1,228 @@
+//! diffusers' UNet blocks (models/unets/unet_2d_blocks.py): `DownBlock2D`,
+//! `CrossAttnDownBlock2D`, `UNetMidBlock2DCrossAttn`, `UpBlock2D`,
+//! `CrossAttnUpBlock2D`. A block type without attention is the same block
+//! with no transformers, so one struct serves both.
+
+use crate::error::{Error, Result};
+use crate::models::attention::Transformer2DModel;
+use crate::models::layers::Vars;
+use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+use crate::models::Graph;
+use crate::tensor::Tensor;
+
+/// What every block of one resolution level shares, from the UNet config.
+pub struct BlockConfig {
+    pub groups: usize,
+    pub eps: f64,
+    /// Width of the time embedding (`4 * block_out_channels[0]`).
+    pub temb: usize,
+    pub cross_attention_dim: usize,
+    pub heads: usize,
+    pub transformer_layers: usize,
+    pub use_linear_projection: bool,
+    pub downsample_padding: usize,
+}
+
+impl BlockConfig {
+    fn resnet(&self, vb: &Vars, cin: usize, cout: usize, scale: f64) -> Result<ResnetBlock2D> {
+        ResnetBlock2D::new(vb, cin, cout, Some(self.temb), self.groups, self.eps, scale)
+    }
+
+    fn transformer(&self, vb: &Vars, channels: usize) -> Result<Transformer2DModel> {
+        Transformer2DModel::new(
+            vb,
+            channels,
+            self.heads,
+            self.transformer_layers,
+            self.cross_attention_dim,
+            self.groups,
+            self.use_linear_projection,
+        )
+    }
+}
+
+/// Whether a block type has cross-attention; other types are refused by name.
+fn has_attention(kind: &str, plain: &str, cross: &str) -> Result<bool> {
+    match kind {
+        k if k == plain => Ok(false),
+        k if k == cross => Ok(true),
+        other => Err(Error::BadInput(format!(
+            "unet config: block type {other:?} is not supported by easel (expected {plain} or {cross})"
+        ))),
+    }
+}
+
+pub struct DownBlock {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<Transformer2DModel>,
+    downsampler: Option<Downsample2D>,
+}
+
+impl DownBlock {
+    pub fn new(
+        vb: &Vars,
+        kind: &str,
+        cfg: &BlockConfig,
+        cin: usize,
+        cout: usize,
+        layers: usize,
+        downsample: bool,
+    ) -> Result<Self> {
+        let attention = has_attention(kind, "DownBlock2D", "CrossAttnDownBlock2D")?;
+        let mut resnets = Vec::with_capacity(layers);
+        let mut attentions = Vec::new();
+        for j in 0..layers {
+            let c = if j == 0 { cin } else { cout };
+            resnets.push(cfg.resnet(&vb.pp("resnets").pp(j), c, cout, 1.0)?);
+            if attention {
+                attentions.push(cfg.transformer(&vb.pp("attentions").pp(j), cout)?);
+            }
+        }
+        let downsampler = if downsample {
+            Some(Downsample2D::new(
+                &vb.pp("downsamplers").pp(0),
+                cout,
+                cfg.downsample_padding,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            resnets,
+            attentions,
+            downsampler,
+        })
+    }
+
+    /// x `[N, Cin, H, W]` → (output, the states the up path concatenates later).
+    pub fn forward(
+        &self,
+        g: &mut Graph,
+        x: &Tensor,
+        emb: &Tensor,
+        context: &Tensor,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let mut x = x.clone();
+        let mut states = Vec::new();
+        for (j, resnet) in self.resnets.iter().enumerate() {
+            x = resnet.forward(g, &x, Some(emb))?;
+            if let Some(attn) = self.attentions.get(j) {
+                x = attn.forward(g, &x, context)?;
+            }
+            states.push(x.clone());
+        }
+        if let Some(down) = &self.downsampler {
+            x = down.forward(g, &x)?; // [N, Cout, H/2, W/2]
+            states.push(x.clone());
+        }
+        Ok((x, states))
+    }
+}
+
+/// `UNetMidBlock2DCrossAttn`: resnet, then (attention, resnet) per layer.
+pub struct MidBlock {
+    first: ResnetBlock2D,
+    layers: Vec<(Transformer2DModel, ResnetBlock2D)>,
+}
+
+impl MidBlock {
+    /// `UNet2DConditionModel` builds it with `num_layers` = 1: one (attention,
+    /// resnet) pair, whose transformer has `cfg.transformer_layers` blocks.
+    pub fn new(vb: &Vars, cfg: &BlockConfig, channels: usize, scale: f64) -> Result<Self> {
+        let first = cfg.resnet(&vb.pp("resnets").pp(0), channels, channels, scale)?;
+        let attn = cfg.transformer(&vb.pp("attentions").pp(0), channels)?;
+        let resnet = cfg.resnet(&vb.pp("resnets").pp(1), channels, channels, scale)?;
+        Ok(Self {
+            first,
+            layers: vec![(attn, resnet)],
+        })
+    }
+
+    pub fn forward(
+        &self,
+        g: &mut Graph,
+        x: &Tensor,
+        emb: &Tensor,
+        context: &Tensor,
+    ) -> Result<Tensor> {
+        let mut x = self.first.forward(g, x, Some(emb))?;
+        for (attn, resnet) in &self.layers {
+            x = attn.forward(g, &x, context)?;
+            x = resnet.forward(g, &x, Some(emb))?;
+        }
+        Ok(x)
+    }
+}
+
+pub struct UpBlock {
+    resnets: Vec<ResnetBlock2D>,
+    attentions: Vec<Transformer2DModel>,
+    upsampler: Option<Upsample2D>,
+}
+
+impl UpBlock {
+    /// `prev`: channels coming from below; `skip_in`: channels of the deepest skip
+    /// this block concatenates (the level above's output); `layers` resnets.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        vb: &Vars,
+        kind: &str,
+        cfg: &BlockConfig,
+        prev: usize,
+        cout: usize,
+        skip_in: usize,
+        layers: usize,
+        upsample: bool,
+    ) -> Result<Self> {
+        let attention = has_attention(kind, "UpBlock2D", "CrossAttnUpBlock2D")?;
+        let mut resnets = Vec::with_capacity(layers);
+        let mut attentions = Vec::new();
+        for j in 0..layers {
+            let skip = if j + 1 == layers { skip_in } else { cout };
+            let c = if j == 0 { prev } else { cout };
+            resnets.push(cfg.resnet(&vb.pp("resnets").pp(j), c + skip, cout, 1.0)?);
+            if attention {
+                attentions.push(cfg.transformer(&vb.pp("attentions").pp(j), cout)?);
+            }
+        }
+        let upsampler = if upsample {
+            Some(Upsample2D::new(&vb.pp("upsamplers").pp(0), cout)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            resnets,
+            attentions,
+            upsampler,
+        })
+    }
+
+    /// How many skip states this block consumes.
+    pub fn resnets(&self) -> usize {
+        self.resnets.len()
+    }
+
+    /// x `[N, prev, H, W]` and skips (consumed from the last) → `[N, Cout, 2H, 2W]`.
+    pub fn forward(
+        &self,
+        g: &mut Graph,
+        x: &Tensor,
+        mut skips: Vec<Tensor>,
+        emb: &Tensor,
+        context: &Tensor,
+    ) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (j, resnet) in self.resnets.iter().enumerate() {
+            let skip = skips.pop().expect("one skip per resnet");
+            let cat = g.concat(&[&x, &skip], 1)?; // [N, C + Cskip, H, W]
+            x = resnet.forward(g, &cat, Some(emb))?;
+            if let Some(attn) = self.attentions.get(j) {
+                x = attn.forward(g, &x, context)?;
+            }
+        }
+        if let Some(up) = &self.upsampler {
+            x = up.forward(g, &x)?;
+        }
+        Ok(x)
+    }
+}
