@@ -4,8 +4,8 @@
     python tools/train_unet.py --export   # EMA weights -> weights/easel-emoji/{unet,scheduler}
     python tools/train_unet.py --flops    # print params and GFLOP per 32x32 image
 
-32x32 RGB in [-1, 1] (white background = +1), epsilon prediction, cosine
-(`squaredcos_cap_v2`) noise schedule over 1000 steps, min-SNR-5 loss weighting,
+32x32 RGB in [-1, 1] (white background = +1), v prediction (v = sqrt(a) eps - sqrt(1-a) x0),
+cosine (`squaredcos_cap_v2`) noise schedule over 1000 steps, min-SNR-5 loss weighting,
 10 % caption dropout (empty prompt) for classifier-free guidance, EMA of weights.
 Conditioning: the last hidden state [77, 128] of the frozen CLIP text encoder in
 weights/easel-emoji/text_encoder (after its final layer norm), all 77 positions,
@@ -57,7 +57,11 @@ SCHEDULER = dict(
     beta_schedule="squaredcos_cap_v2",
     beta_start=0.0001,
     beta_end=0.02,
-    prediction_type="epsilon",
+    # v, not epsilon: the cosine schedule ends near zero SNR (t = 999 is pure noise with
+    # "trailing" spacing), where x0 = (x - sqrt(1-a) eps) / sqrt(a) amplifies any epsilon
+    # error ~10^4 times; an epsilon model trained for a few thousand steps sampled only
+    # coloured noise here.  With v, x0 = sqrt(a) x - sqrt(1-a) v stays bounded.
+    prediction_type="v_prediction",
     clip_sample=True,
     clip_sample_range=1.0,
     set_alpha_to_one=True,
@@ -129,7 +133,7 @@ def export(log):
     cfg = json.load(open(out / "config.json"))
     cfg["_easel_note"] = (f"attention_head_dim is the number of heads ({HEADS} in every attention block; "
                           "head size = channels / heads), diffusers' legacy name, as in Stable Diffusion 1.x. "
-                          "Input/output: 32x32 RGB in [-1, 1]; epsilon prediction.")
+                          "Input: 32x32 RGB in [-1, 1]; output: v prediction (see scheduler prediction_type).")
     cfg["_easel_training"] = {"step": state["step"], "hours": round(state["hours"], 3), "ema": True}
     write_json(out / "config.json", cfg)
     to_f16_safetensors(unet.state_dict(), out / "diffusion_pytorch_model.safetensors")
@@ -205,9 +209,10 @@ def main():
         a = acp[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = unet(xt, t, encoder_hidden_states=ctx).sample
+        v = a.sqrt() * noise - (1 - a).sqrt() * x0
         snr = acp[t] / (1 - acp[t])
-        w = torch.clamp(snr, max=5.0) / snr  # min-SNR-5 weighting for epsilon prediction
-        loss = (w * F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3))).mean()
+        w = torch.clamp(snr, max=5.0) / (snr + 1)  # min-SNR-5 weighting for v prediction
+        loss = (w * F.mse_loss(pred, v, reduction="none").mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
