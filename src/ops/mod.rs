@@ -19,6 +19,7 @@ pub mod attention;
 pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
+pub mod image;
 pub mod layout;
 pub mod matmul;
 pub mod noise;
@@ -44,6 +45,7 @@ shaders! {
     CONV2D_SUBGROUP => "conv2d_subgroup",
     ELEMENTWISE => "elementwise",
     EMBEDDING => "embedding",
+    IMAGE => "image",
     LAYOUT => "layout",
     MATMUL => "matmul",
     MATMUL_SUBGROUP => "matmul_subgroup",

@@ -11,6 +11,7 @@ mod attention;
 mod conv2d;
 mod elementwise;
 mod embedding;
+mod image;
 mod layout;
 mod matmul;
 mod noise;
