@@ -6,6 +6,7 @@
 //! is spent or the scorer is certain enough, then post-processing. Everything
 //! runs in hand-written WGSL; only the final image is read back.
 
+pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod models;
@@ -13,8 +14,10 @@ pub mod ops;
 pub mod output;
 pub mod prompt;
 pub mod schedulers;
+pub mod search;
 pub mod tensor;
 pub mod tokenizer;
 pub mod weights;
 
+pub use engine::{Engine, Image, Request};
 pub use error::{Error, Result};

@@ -14,11 +14,18 @@ use easel::gpu::AdapterOptions;
 #[command(
     name = "easel",
     version,
-    about = "Text-to-image on any GPU wgpu reaches"
+    about = "Text-to-image on any GPU wgpu reaches",
+    args_conflicts_with_subcommands = true,
+    allow_negative_numbers = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// `easel "prompt" ...` is `easel generate "prompt" ...`.
+    #[command(flatten)]
+    generate: cli::generate::GenerateArgs,
+    #[command(flatten)]
+    adapter: AdapterArgs,
 }
 
 #[derive(Args, Clone)]
@@ -44,6 +51,13 @@ impl AdapterArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make one image from a prompt (the default command).
+    Generate {
+        #[command(flatten)]
+        args: cli::generate::GenerateArgs,
+        #[command(flatten)]
+        adapter: AdapterArgs,
+    },
     /// List the adapters wgpu finds, their features and limits, and the one easel picks.
     Devices {
         #[command(flatten)]
@@ -63,8 +77,10 @@ fn main() -> ExitCode {
     cli::quiet_headless_vulkan();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Devices { adapter } => cli::devices::run(&adapter.options()),
-        Command::Inspect { path } => cli::inspect::run(&path),
+        None => cli::generate::run(&cli.generate, &cli.adapter.options()),
+        Some(Command::Generate { args, adapter }) => cli::generate::run(&args, &adapter.options()),
+        Some(Command::Devices { adapter }) => cli::devices::run(&adapter.options()),
+        Some(Command::Inspect { path }) => cli::inspect::run(&path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -132,6 +132,22 @@ impl Tensor {
         })
     }
 
+    /// A view of the first `n` elements, shape `[n]` (the binding still covers
+    /// the whole buffer; kernels read only what the shape says).
+    pub fn head(&self, n: usize) -> Result<Self> {
+        if n > self.numel() {
+            return Err(Error::BadInput(format!(
+                "head({n}) of a tensor of shape {:?}",
+                self.shape
+            )));
+        }
+        Ok(Self {
+            buffer: self.buffer.clone(),
+            shape: vec![n],
+            dtype: self.dtype,
+        })
+    }
+
     /// Last dimension; 1 for a scalar.
     pub fn dim(&self, from_end: usize) -> usize {
         let n = self.shape.len();

@@ -12,6 +12,9 @@ and writes, per model, a folder in the Hugging Face layout the engine loads
     tests/golden/text_encoder_v4/ the same tensors with transformers 4's `text_model.` prefix
     tests/golden/vae/             AutoencoderKL (the engine runs its decoder)
     tests/golden/upscaler/        SRVGGNetCompact
+    tests/golden/pipeline/        a whole tiny pixel-space pipeline folder (f16) for the
+                                  generation-loop tests; its tokenizer/ is the default
+                                  model's, copied in by the tests
 
 Weights are perturbed away from their initialisation (norm scales != 1, biases != 0)
 so a swapped or skipped tensor shows up in the output. Everything is f32 and small
@@ -169,6 +172,48 @@ def upscaler(seed):
     write("upscaler", writer, dict(input=x, out=out))
 
 
+def pipeline(seed):
+    """A complete, tiny, random pixel-space pipeline in the default model's layout."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
+    from train_upscaler import SRVGGNetCompact
+
+    folder = os.path.join(OUT, "pipeline")
+    torch.manual_seed(seed)
+    text = dict(vocab_size=49408, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
+                bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=8)
+    vision = dict(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=16, patch_size=4, hidden_act="quick_gelu", projection_dim=8)
+    f16 = lambda m: m.to(torch.float16)  # noqa: E731
+    text_encoder = perturb(CLIPTextModel(CLIPTextConfig(**text)), seed)
+    f16(text_encoder).save_pretrained(os.path.join(folder, "text_encoder"), safe_serialization=True)
+    scorer = perturb(CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)), seed + 1)
+    f16(scorer).save_pretrained(os.path.join(folder, "scorer"), safe_serialization=True)
+    unet = perturb(UNet2DConditionModel(
+        sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=4, cross_attention_dim=8, attention_head_dim=2), seed + 2)
+    f16(unet).save_pretrained(os.path.join(folder, "unet"), safe_serialization=True)
+    DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True, set_alpha_to_one=True,
+                  timestep_spacing="trailing").save_pretrained(os.path.join(folder, "scheduler"))
+    up_config = dict(num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, upscale=4, act_type="prelu")
+    upscaler = perturb(SRVGGNetCompact(**up_config), seed + 3)
+    os.makedirs(os.path.join(folder, "upscaler"), exist_ok=True)
+    with open(os.path.join(folder, "upscaler", "config.json"), "w") as f:
+        json.dump(dict(_class_name="SRVGGNetCompact", **up_config), f, indent=2)
+    save_file({k: v.half().contiguous() for k, v in upscaler.state_dict().items()},
+              os.path.join(folder, "upscaler", "model.safetensors"), metadata={"format": "pt"})
+    index = {"_class_name": "EaselPixelPipeline", "_easel": {"default_guidance": 3.0, "default_steps": 8},
+             "tokenizer": ["transformers", "CLIPTokenizer"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDIMScheduler"],
+             "scorer": ["transformers", "CLIPModel"], "upscaler": ["easel", "SRVGGNetCompact"]}
+    with open(os.path.join(folder, "model_index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
+    print(f"pipeline: {size / 1e6:.2f} MB")
+
+
 def main():
     torch.set_num_threads(1)
     common = dict(sample_size=16, in_channels=4, out_channels=4, norm_num_groups=8,
@@ -188,6 +233,7 @@ def main():
     clip(20)
     vae(30)
     upscaler(40)
+    pipeline(50)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! Subcommand bodies of the `easel` binary; main.rs only parses and maps errors.
 
 pub mod devices;
+pub mod generate;
 pub mod inspect;
 
 /// Keep Mesa's device-select Vulkan layer from printing

@@ -12,10 +12,12 @@ use easel::tensor::Tensor;
 /// The adapter easel would pick (lavapipe on a machine without a GPU), opened once.
 pub fn ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| {
-        Context::new(&AdapterOptions::default())
-            .expect("a GPU adapter (install mesa-vulkan-drivers)")
-    })
+    CTX.get_or_init(new_context)
+}
+
+/// A context of its own (for an `Engine`, which owns one).
+pub fn new_context() -> Context {
+    Context::new(&AdapterOptions::default()).expect("a GPU adapter (install mesa-vulkan-drivers)")
 }
 
 /// SplitMix64: deterministic, dependency-free test data.

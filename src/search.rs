@@ -1,0 +1,644 @@
+//! The seed's loop (DESIGN.md "The loop"), everything on the GPU:
+//!
+//! 1. **Start image**: static from Philox keyed by (seed, candidate), one per
+//!    candidate slot; candidate 0's is the same whatever the candidate count.
+//! 2. **Art process**: one sampler step of the UNet on every candidate and every
+//!    sub-prompt at once (batch `(1 + P)·K`), combined by composable guidance.
+//! 3. **Check output process**: every `score_every` steps and after the last, the
+//!    scorer embeds each candidate's predicted clean image x0, rates it against
+//!    the sub-prompts (weighted cosine), picks the winner and copies it into every
+//!    slot, so the next steps branch from the best with different noise.
+//! 4. **Certain enough**: the pick kernel zeroes the later steps' indirect
+//!    dispatch sizes once the winner's score (or margin) passes the threshold:
+//!    the GPU decides, the host never reads anything back mid-run.
+//! 5. **Post-processing**: x0 of the winner to [0, 1], the learned upscaler,
+//!    RGBA8, and the single readback (pixels + the pick's record + scores).
+//!
+//! The whole run is planned up front: every tensor and every dispatch (with its
+//! uniforms) exists before the first step; a step only encodes.
+
+use std::time::Instant;
+
+use crate::engine::{Engine, Image, Request};
+use crate::error::{Error, Result};
+use crate::gpu::pool::STORAGE;
+use crate::gpu::{readback, Context};
+use crate::models::Graph;
+use crate::ops::image::{self, Normalize};
+use crate::ops::noise::{self, NoiseKey};
+use crate::ops::score::{self, Certainty, CHOICE_WORDS, NOT_STOPPED};
+use crate::ops::{layout, resample, sampler, Dispatch, Workgroups};
+use crate::output::Parameters;
+use crate::schedulers::{self, Ddim, Sampler, Scheduler, StepCoefficients};
+use crate::tensor::{DType, Tensor};
+
+/// Noise streams: independent draws sharing (seed, candidate, step).
+const STREAM_START: u32 = 0;
+const STREAM_STEP: u32 = 1;
+
+/// The sub-prompts of a request, with the unconditional prompt first.
+struct Prompts {
+    texts: Vec<String>,
+    weights: Vec<f32>,
+}
+
+fn prompts(request: &Request) -> Result<Prompts> {
+    let parsed = crate::prompt::parse(&request.prompt)?;
+    let weights = parsed
+        .normalized_weights()
+        .iter()
+        .map(|&w| w as f32)
+        .collect();
+    let texts = parsed.parts.into_iter().map(|p| p.text).collect();
+    Ok(Prompts { texts, weights })
+}
+
+/// Everything one request needs, settled and checked before any GPU work.
+struct Settings {
+    width: usize,
+    height: usize,
+    steps: usize,
+    k: usize,
+    guidance: f32,
+    scheduler: Box<dyn Scheduler>,
+    /// Coefficients with DDIM eta = 1, used for the step after each scoring round
+    /// when the sampler is deterministic DDIM, so candidates branch with fresh noise.
+    branch: Option<Vec<StepCoefficients>>,
+    rounds: Vec<usize>,
+    certainty: Certainty,
+}
+
+fn settle(engine: &Engine, request: &Request) -> Result<Settings> {
+    let unet = &engine.unet.config;
+    let default = unet.sample_size.unwrap_or(32);
+    let (width, height) = request.size.unwrap_or((default, default));
+    let factor = unet.downscale_factor();
+    if width == 0 || height == 0 || width % factor != 0 || height % factor != 0 {
+        return Err(Error::BadInput(format!(
+            "--size {width}x{height}: both sides must be positive multiples of {factor} for this model"
+        )));
+    }
+    if unet.in_channels != 3 || unet.out_channels != 3 {
+        return Err(Error::model(
+            engine.dir.join("unet"),
+            "a pixel-space model needs a UNet with 3 input and 3 output channels",
+        ));
+    }
+    let steps = request.steps.unwrap_or(engine.settings.default_steps);
+    let sampler = match request.sampler {
+        Some(s) => s,
+        None => engine.scheduler.default_sampler(),
+    };
+    let scheduler = schedulers::build(sampler, &engine.scheduler, steps)?;
+    let k = request.candidates;
+    if k == 0 {
+        return Err(Error::BadInput(
+            "--candidates 0: need at least one candidate".into(),
+        ));
+    }
+    if k > 1 && engine.scorer.is_none() {
+        return Err(Error::model(
+            &engine.dir,
+            "--candidates > 1 needs a scorer/ folder",
+        ));
+    }
+    if !matches!(request.upscale, 1 | 2 | 4) {
+        return Err(Error::BadInput(format!(
+            "--upscale {}: must be 1, 2 or 4",
+            request.upscale
+        )));
+    }
+    if request.upscale > 1 && engine.upscaler.is_none() {
+        return Err(Error::model(
+            &engine.dir,
+            "--upscale needs an upscaler/ folder",
+        ));
+    }
+    let every = request.score_every.unwrap_or(steps.div_ceil(4)).max(1);
+    let mut rounds: Vec<usize> = if engine.scorer.is_some() {
+        (every - 1..steps).step_by(every).collect()
+    } else {
+        Vec::new()
+    };
+    if engine.scorer.is_some() && rounds.last() != Some(&(steps - 1)) {
+        rounds.push(steps - 1);
+    }
+    let branch = if sampler == Sampler::Ddim && k > 1 {
+        Some(
+            Ddim::new(&engine.scheduler, steps, 1.0)?
+                .coefficients()
+                .to_vec(),
+        )
+    } else {
+        None
+    };
+    Ok(Settings {
+        width,
+        height,
+        steps,
+        k,
+        guidance: request.guidance.unwrap_or(engine.settings.default_guidance),
+        scheduler,
+        branch,
+        rounds,
+        certainty: Certainty {
+            min_score: request.until_score.unwrap_or(f32::INFINITY),
+            min_margin: request.until_margin.unwrap_or(f32::INFINITY),
+        },
+    })
+}
+
+/// The candidates' state and the buffers every step reuses.
+struct State {
+    /// `[K, 3, H, W]`: the current samples.
+    x: Tensor,
+    /// `[K, 3, H, W]`: their predicted clean images (and DPM-Solver's previous x0).
+    x0: Tensor,
+    noise: Tensor,
+    guided: Tensor,
+    model_in: Tensor,
+    timesteps: Tensor,
+    table: Tensor,
+    branch_table: Option<Tensor>,
+    weights: Tensor,
+    /// Winner, best score, margin, stopped-at step (u32 words).
+    choice: Tensor,
+    scores: Tensor,
+}
+
+/// A step block: its own dispatches around the shared UNet pass.
+struct Block {
+    before: Vec<Dispatch>,
+    after: Vec<Dispatch>,
+    /// The pick of the scoring round after this step, if any (built once offsets are known).
+    round: bool,
+}
+
+pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
+    let started = Instant::now();
+    let ctx = &engine.ctx;
+    let s = settle(engine, request)?;
+    let prompts = prompts(request)?;
+    let p = prompts.texts.len();
+    let (k, h, w) = (s.k, s.height, s.width);
+    // Every planned tensor checks the device's binding limit as it is created.
+    let batch = (1 + p) * k;
+
+    // 1. Text: the denoiser's conditioning for every batch item, the scorer's embeddings.
+    let mut plan = Graph::new(ctx, "text");
+    let context = encode_prompts(engine, &mut plan, &prompts, k)?;
+    let text_embeds = match &engine.scorer {
+        Some(scorer) => Some(scorer_text(engine, scorer, &mut plan, &prompts)?),
+        None => None,
+    };
+    let text_pass = std::mem::take(&mut plan.dispatches);
+
+    // 2. State, start image.
+    let st = state(ctx, &s, &prompts, [k, 3, h, w], batch)?;
+    let start = noise::gaussian(
+        ctx,
+        &st.x,
+        key(request.seed, 0, STREAM_START),
+        s.scheduler.init_noise_sigma(),
+    )?;
+
+    // 3. The shared UNet pass and the shared scoring pass.
+    let mut unet_graph = Graph::new(ctx, "unet");
+    let model_out = engine
+        .unet
+        .forward(&mut unet_graph, &st.model_in, &st.timesteps, &context)?;
+    let unet_pass = unet_graph.dispatches;
+    let score_pass = match (&engine.scorer, &text_embeds) {
+        (Some(scorer), Some(text)) => scoring_pass(engine, scorer, &st, text, [k, h, w])?,
+        _ => Vec::new(),
+    };
+    let broadcast = [
+        layout::broadcast_row_in_place(ctx, &st.x, &st.choice.head(1)?)?,
+        layout::broadcast_row_in_place(ctx, &st.x0, &st.choice.head(1)?)?,
+    ];
+
+    // 4. One block per step; its dispatches are launched indirectly so a pick can cancel it.
+    let mut blocks = Vec::with_capacity(s.steps);
+    for step in 0..s.steps {
+        blocks.push(step_block(ctx, &s, &st, &model_out, request.seed, step)?);
+    }
+    let per_block: Vec<usize> = blocks
+        .iter()
+        .map(|b| {
+            b.before.len()
+                + unet_pass.len()
+                + b.after.len()
+                + if b.round { score_pass.len() + 1 + 2 } else { 0 }
+        })
+        .collect();
+    let offsets: Vec<usize> = per_block
+        .iter()
+        .scan(0, |acc, &n| {
+            let o = *acc;
+            *acc += n;
+            Some(o)
+        })
+        .collect();
+    let total: usize = per_block.iter().sum();
+    let args = indirect_args(ctx, 3 * total)?;
+    let mut picks = Vec::new();
+    for (step, block) in blocks.iter().enumerate() {
+        if block.round {
+            let cancel = 3 * (offsets[step] + per_block[step])..3 * total;
+            picks.push(score::pick(
+                ctx,
+                &st.scores,
+                step,
+                s.certainty,
+                &st.choice,
+                &args,
+                cancel,
+            )?);
+        }
+    }
+
+    // Fill the indirect sizes in block order, then run.
+    let mut sizes: Vec<u32> = Vec::with_capacity(3 * total);
+    let mut pick_iter = picks.iter();
+    // (dispatch, launched indirectly?): a pick writes the sizes, so it cannot also
+    // read its own from them; it runs directly, and harmlessly repeats its decision
+    // if an earlier round already cancelled its block.
+    let mut order: Vec<Vec<(&Dispatch, bool)>> = Vec::with_capacity(s.steps);
+    for block in &blocks {
+        let mut list: Vec<(&Dispatch, bool)> = block
+            .before
+            .iter()
+            .chain(&unet_pass)
+            .chain(&block.after)
+            .map(|d| (d, true))
+            .collect();
+        if block.round {
+            list.extend(score_pass.iter().map(|d| (d, true)));
+            list.push((pick_iter.next().expect("one pick per round"), false));
+            list.extend(broadcast.iter().map(|d| (d, true)));
+        }
+        for (d, _) in &list {
+            let Workgroups::Direct(g) = d.workgroups else {
+                return Err(Error::Gpu("a planned dispatch is already indirect".into()));
+            };
+            sizes.extend(g);
+        }
+        order.push(list);
+    }
+    ctx.queue
+        .write_buffer(&args.buffer, 0, bytemuck::cast_slice(&sizes));
+    ctx.queue.write_buffer(
+        &st.choice.buffer,
+        0,
+        bytemuck::cast_slice(&[0u32, 0, 0, NOT_STOPPED]),
+    );
+
+    // 5. Post-processing, planned like the rest.
+    let (post, pixels, out_w, out_h) = postprocess(engine, &st, request.upscale, [h, w])?;
+    let readback_words = out_w * out_h + CHOICE_WORDS + k * (p + 1);
+    let out = Tensor::wrap(
+        ctx.create_buffer("readback", 4 * readback_words as u64, STORAGE),
+        &[readback_words],
+    );
+
+    // Run: text + start, then one submission per step (for progress), then the end.
+    submit(ctx, |pass| {
+        text_pass
+            .iter()
+            .chain([&start])
+            .for_each(|d| crate::ops::record(pass, d))
+    })?;
+    for (step, list) in order.iter().enumerate() {
+        submit(ctx, |pass| {
+            for (j, &(d, indirect)) in list.iter().enumerate() {
+                if indirect {
+                    record_indirect(pass, d, &args, 12 * (offsets[step] + j) as u64);
+                } else {
+                    crate::ops::record(pass, d);
+                }
+            }
+        })?;
+        if request.progress {
+            eprint!("\reasel: step {}/{}", step + 1, s.steps);
+        }
+    }
+    if request.progress {
+        eprintln!();
+    }
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    crate::ops::encode(&mut encoder, &post);
+    let pixel_bytes = 4 * (out_w * out_h) as u64;
+    encoder.copy_buffer_to_buffer(&pixels.buffer, 0, &out.buffer, 0, pixel_bytes);
+    encoder.copy_buffer_to_buffer(
+        &st.choice.buffer,
+        0,
+        &out.buffer,
+        pixel_bytes,
+        4 * CHOICE_WORDS as u64,
+    );
+    encoder.copy_buffer_to_buffer(
+        &st.scores.buffer,
+        0,
+        &out.buffer,
+        pixel_bytes + 4 * CHOICE_WORDS as u64,
+        st.scores.bytes(),
+    );
+    ctx.queue.submit([encoder.finish()]);
+    let bytes = readback::read_bytes(ctx, &out.buffer, 0, 4 * readback_words as u64)?;
+
+    // The one readback: pixels, the pick's record, the last round's scores.
+    let words: &[u32] = bytemuck::cast_slice(&bytes);
+    let rgba = bytemuck::cast_slice(&words[..out_w * out_h]).to_vec();
+    let choice = &words[out_w * out_h..out_w * out_h + CHOICE_WORDS];
+    let scores: &[f32] = bytemuck::cast_slice(&words[out_w * out_h + CHOICE_WORDS..]);
+    let winner = choice[0] as usize;
+    let stopped = choice[3];
+    let stopped_early = stopped != NOT_STOPPED && (stopped as usize) + 1 < s.steps;
+    let steps_run = if stopped_early {
+        stopped as usize + 1
+    } else {
+        s.steps
+    };
+    let row = if s.rounds.is_empty() {
+        Vec::new()
+    } else {
+        scores[winner * (p + 1)..(winner + 1) * (p + 1)].to_vec()
+    };
+    let parameters = Parameters {
+        prompt: request.prompt.clone(),
+        steps: steps_run,
+        sampler: s.scheduler.name().to_string(),
+        guidance: s.guidance,
+        seed: request.seed,
+        width: out_w,
+        height: out_h,
+        model: engine.name.clone(),
+        candidates: k,
+        score: row.last().copied(),
+    };
+    Ok(Image {
+        width: out_w,
+        height: out_h,
+        rgba,
+        parameters,
+        steps_run,
+        stopped_early,
+        scores: row,
+        candidate_scores: if s.rounds.is_empty() {
+            Vec::new()
+        } else {
+            scores.chunks(p + 1).map(<[f32]>::to_vec).collect()
+        },
+        sub_prompts: prompts.texts,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn key(seed: u64, step: usize, stream: u32) -> NoiseKey {
+    NoiseKey {
+        seed,
+        candidate: 0,
+        step: step as u32,
+        stream,
+    }
+}
+
+/// Tokenise `texts`: ids `[n, 77]` (u32) and EOS positions `[n]`.
+fn tokens(
+    engine: &Engine,
+    texts: &[String],
+    eos_of: impl Fn(&[Vec<u32>]) -> Vec<u32>,
+) -> Result<(Tensor, Tensor)> {
+    let rows: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| engine.tokenizer.encode_padded(t).input_ids)
+        .collect();
+    let len = rows[0].len();
+    let ids = Tensor::from_u32(&engine.ctx, "input_ids", &[rows.len(), len], &rows.concat())?;
+    let eos = Tensor::from_u32(&engine.ctx, "eos", &[rows.len()], &eos_of(&rows))?;
+    Ok((ids, eos))
+}
+
+/// The text encoder on ["", sub-prompts...], each row repeated for the K
+/// candidates: `[(1 + P)·K, 77, D]`, in the UNet batch order.
+fn encode_prompts(engine: &Engine, g: &mut Graph, prompts: &Prompts, k: usize) -> Result<Tensor> {
+    let ctx = &engine.ctx;
+    let texts: Vec<String> = std::iter::once(engine.settings.unconditional_prompt.clone())
+        .chain(prompts.texts.iter().cloned())
+        .collect();
+    let (ids, eos) = tokens(engine, &texts, |rows| {
+        engine.text_encoder.eos_positions(rows)
+    })?;
+    let hidden = engine
+        .text_encoder
+        .forward(g, &ids, &eos)?
+        .last_hidden_state; // [1+P, 77, D]
+    let (l, d) = (hidden.shape[1], hidden.shape[2]);
+    let context = g.tensor(&[texts.len() * k, l, d])?;
+    for j in 0..texts.len() {
+        let index = Tensor::from_u32(ctx, "prompt index", &[1], &[j as u32])?;
+        let group = g.tensor(&[k, l, d])?;
+        g.push(layout::broadcast_row(ctx, &hidden, &index, &group)?);
+        g.push(layout::copy_into(ctx, &group, &context, 0, j * k)?);
+    }
+    Ok(context)
+}
+
+/// The scorer's text embeddings of the sub-prompts: `[P, proj]`.
+fn scorer_text(
+    engine: &Engine,
+    scorer: &crate::models::clip::CLIPModel,
+    g: &mut Graph,
+    prompts: &Prompts,
+) -> Result<Tensor> {
+    let (ids, eos) = tokens(engine, &prompts.texts, |rows| {
+        scorer.text_model.eos_positions(rows)
+    })?;
+    scorer.text_embeds(g, &ids, &eos)
+}
+
+fn state(
+    ctx: &Context,
+    s: &Settings,
+    prompts: &Prompts,
+    shape: [usize; 4],
+    batch: usize,
+) -> Result<State> {
+    let [k, c, h, w] = shape;
+    let mut choice = Tensor::zeros(ctx, "choice", &[CHOICE_WORDS])?;
+    choice.dtype = DType::U32;
+    Ok(State {
+        x: Tensor::zeros(ctx, "x", &shape)?,
+        x0: Tensor::zeros(ctx, "x0", &shape)?,
+        noise: Tensor::zeros(ctx, "noise", &shape)?,
+        guided: Tensor::zeros(ctx, "guided", &shape)?,
+        model_in: Tensor::zeros(ctx, "model_in", &[batch, c, h, w])?,
+        timesteps: Tensor::zeros(ctx, "timesteps", &[batch])?,
+        table: sampler::upload_table(ctx, s.scheduler.coefficients())?,
+        branch_table: match &s.branch {
+            Some(rows) => Some(sampler::upload_table(ctx, rows)?),
+            None => None,
+        },
+        weights: Tensor::from_f32(ctx, "weights", &[prompts.weights.len()], &prompts.weights)?,
+        choice,
+        scores: Tensor::zeros(ctx, "scores", &[k, prompts.weights.len() + 1])?,
+    })
+}
+
+/// x0 → CLIP-normalised pixels at the scorer's size → image embeddings →
+/// similarity to the sub-prompts. The same dispatches serve every round.
+fn scoring_pass(
+    engine: &Engine,
+    scorer: &crate::models::clip::CLIPModel,
+    st: &State,
+    text: &Tensor,
+    [k, h, w]: [usize; 3],
+) -> Result<Vec<Dispatch>> {
+    let ctx = &engine.ctx;
+    let mut g = Graph::new(ctx, "scorer");
+    let (mean, std) = (
+        engine.settings.scorer_image_mean,
+        engine.settings.scorer_image_std,
+    );
+    let normed = g.tensor(&[k, 3, h, w])?;
+    g.push(image::normalize(
+        ctx,
+        &st.x0,
+        &normed,
+        &Normalize::clip(mean, std),
+    )?);
+    let size = scorer.vision_model.config.image_size;
+    let pixels = if (h, w) == (size, size) {
+        normed
+    } else {
+        let resized = g.tensor(&[k, 3, size, size])?;
+        g.push(resample::interpolate_bilinear(ctx, &normed, &resized)?);
+        resized
+    };
+    let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
+    let [a, b] = score::similarity(ctx, &image_embeds, text, &st.weights, &st.scores)?;
+    g.push(a);
+    g.push(b);
+    Ok(g.dispatches)
+}
+
+/// Step `step`'s own dispatches: the UNet batch before, guidance, noise and the
+/// sampler update after.
+fn step_block(
+    ctx: &Context,
+    s: &Settings,
+    st: &State,
+    model_out: &Tensor,
+    seed: u64,
+    step: usize,
+) -> Result<Block> {
+    let prompts = st.weights.numel();
+    let round = s.rounds.contains(&step);
+    // The step right after a round branches with fresh noise (DDIM eta = 1).
+    let branches = step > 0 && s.rounds.contains(&(step - 1));
+    let (table, coeffs) = match (&st.branch_table, &s.branch) {
+        (Some(t), Some(rows)) if branches => (t, rows[step]),
+        _ => (&st.table, s.scheduler.coefficients()[step]),
+    };
+    let before = vec![sampler::prepare(
+        ctx,
+        table,
+        step,
+        &st.x,
+        prompts,
+        &st.model_in,
+        &st.timesteps,
+    )?];
+    let mut after = vec![sampler::guide(
+        ctx,
+        model_out,
+        &st.weights,
+        s.guidance,
+        &st.guided,
+    )?];
+    if coeffs.uses_noise() {
+        after.push(noise::gaussian(
+            ctx,
+            &st.noise,
+            key(seed, step + 1, STREAM_STEP),
+            1.0,
+        )?);
+    }
+    after.push(sampler::step(
+        ctx, table, step, &st.guided, &st.noise, &st.x, &st.x0,
+    )?);
+    Ok(Block {
+        before,
+        after,
+        round,
+    })
+}
+
+/// Winner's x0 → [0, 1] → upscaler → RGBA8. Returns the dispatches, the pixel tensor and its size.
+fn postprocess(
+    engine: &Engine,
+    st: &State,
+    upscale: usize,
+    [h, w]: [usize; 2],
+) -> Result<(Vec<Dispatch>, Tensor, usize, usize)> {
+    let ctx = &engine.ctx;
+    let mut g = Graph::new(ctx, "post");
+    let winner = g.tensor(&[1, 3, h, w])?;
+    g.push(layout::narrow(ctx, &st.x0, 0, 0, &winner)?);
+    let unit = g.tensor(&[1, 3, h, w])?;
+    g.push(image::normalize(ctx, &winner, &unit, &Normalize::TO_UNIT)?);
+    let mut img = unit;
+    if upscale > 1 {
+        let upscaler = engine.upscaler.as_ref().expect("checked in settle");
+        let factor = upscaler.config.upscale;
+        let up = upscaler.forward(&mut g, &img)?;
+        img = if upscale == factor {
+            up
+        } else if factor == 4 && upscale == 2 {
+            let pooled = g.tensor(&[1, 3, 2 * h, 2 * w])?;
+            g.push(resample::avg_pool2d(ctx, &up, &pooled)?);
+            pooled
+        } else {
+            return Err(Error::BadInput(format!(
+                "--upscale {upscale}: this model's upscaler is x{factor}"
+            )));
+        };
+    }
+    let (oh, ow) = (img.dim(1), img.dim(0));
+    let mut pixels = g.tensor(&[oh, ow])?;
+    pixels.dtype = DType::U32;
+    // to_rgba8 clamps to [0, 1] before rounding.
+    g.push(image::to_rgba8(ctx, &img, 0, &pixels)?);
+    Ok((g.dispatches, pixels, ow, oh))
+}
+
+fn indirect_args(ctx: &Context, words: usize) -> Result<Tensor> {
+    let buffer = ctx.create_buffer(
+        "indirect dispatch sizes",
+        4 * words.max(1) as u64,
+        STORAGE | wgpu::BufferUsages::INDIRECT,
+    );
+    let mut t = Tensor::wrap(buffer, &[words.max(1)]);
+    t.dtype = DType::U32;
+    Ok(t)
+}
+
+fn record_indirect(pass: &mut wgpu::ComputePass, d: &Dispatch, args: &Tensor, offset: u64) {
+    pass.set_pipeline(&d.kernel.pipeline);
+    pass.set_bind_group(0, &d.bind_group, &[]);
+    pass.dispatch_workgroups_indirect(&args.buffer, offset);
+}
+
+/// Record one compute pass with `f`, submit it and wait (progress, not a readback).
+fn submit(ctx: &Context, f: impl FnOnce(&mut wgpu::ComputePass)) -> Result<()> {
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("easel step"),
+            timestamp_writes: None,
+        });
+        f(&mut pass);
+    }
+    ctx.queue.submit([encoder.finish()]);
+    ctx.wait()
+}

@@ -1,0 +1,252 @@
+//! The generation loop end to end on a tiny random pixel-space pipeline
+//! (tests/golden/pipeline, made by tools/make_golden.py, with the default
+//! model's tokenizer): determinism, one readback per image, best-of-K,
+//! the GPU-side early stop, multi-prompts, and the CLI's bad-input errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use common::files::TempDir;
+use easel::{Engine, Image, Request};
+
+/// The tiny pipeline assembled in a temp folder (it has no tokenizer of its own).
+fn model_dir() -> &'static Path {
+    static DIR: OnceLock<TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = TempDir::new("pipeline");
+        copy_dir(&root.join("tests/golden/pipeline"), dir.path());
+        copy_dir(
+            &root.join("weights/easel-emoji/tokenizer"),
+            &dir.path().join("tokenizer"),
+        );
+        dir
+    })
+    .path()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// One engine for the file; runs are serialised so counters are exact.
+fn engine() -> std::sync::MutexGuard<'static, Engine> {
+    static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let ctx = common::new_context();
+            Mutex::new(Engine::with_context(ctx, model_dir()).expect("tiny pipeline loads"))
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn request(prompt: &str, seed: u64) -> Request {
+    Request {
+        seed,
+        steps: Some(6),
+        candidates: 3,
+        upscale: 1,
+        ..Request::new(prompt)
+    }
+}
+
+fn generate(r: &Request) -> Image {
+    engine().generate(r).unwrap()
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_image() {
+    let a = generate(&request("red apple", 7));
+    let b = generate(&request("red apple", 7));
+    let c = generate(&request("red apple", 8));
+    assert_eq!(a.rgba, b.rgba, "same seed, same bytes");
+    assert_ne!(a.rgba, c.rgba, "another seed, another image");
+    assert_eq!((a.width, a.height), (16, 16));
+}
+
+#[test]
+fn one_readback_per_image() {
+    let engine = engine();
+    let before = engine.ctx.readback_count();
+    engine.generate(&request("red apple", 1)).unwrap();
+    assert_eq!(engine.ctx.readback_count() - before, 1);
+    let pipelines = engine.ctx.pipelines.created();
+    engine.generate(&request("red apple", 2)).unwrap();
+    assert_eq!(
+        engine.ctx.pipelines.created(),
+        pipelines,
+        "a second run compiles no pipeline"
+    );
+}
+
+#[test]
+fn the_kept_candidate_has_the_best_score() {
+    let image = generate(&request("apple:: tart::", 3));
+    assert_eq!(image.candidate_scores.len(), 3);
+    let totals: Vec<f32> = image
+        .candidate_scores
+        .iter()
+        .map(|r| *r.last().unwrap())
+        .collect();
+    let best = totals.iter().cloned().fold(f32::MIN, f32::max);
+    assert_eq!(
+        *image.scores.last().unwrap(),
+        best,
+        "winner's total is the maximum of {totals:?}"
+    );
+    // The weighted total is the weighted sum of the per-prompt cosines (weights 1/2, 1/2).
+    for row in &image.candidate_scores {
+        assert!((row[2] - 0.5 * (row[0] + row[1])).abs() < 1e-6, "{row:?}");
+    }
+}
+
+#[test]
+fn early_stop_when_certain_and_never_when_impossible() {
+    let mut r = request("red apple", 4);
+    r.score_every = Some(2);
+    r.until_score = Some(-1.0); // any cosine passes
+    let stopped = generate(&r);
+    assert!(stopped.stopped_early);
+    assert_eq!(
+        stopped.steps_run, 2,
+        "the first round (after step 2) is certain"
+    );
+    r.until_score = Some(2.0); // no cosine reaches it
+    let full = generate(&r);
+    assert!(!full.stopped_early);
+    assert_eq!(full.steps_run, 6);
+}
+
+#[test]
+fn multi_prompts_and_negatives_change_the_image() {
+    let split = generate(&request("apple:: tart::", 5));
+    let whole = generate(&request("apple tart", 5));
+    let negative = generate(&request("apple:: tart::-0.5", 5));
+    assert_ne!(split.rgba, whole.rgba, "`a:: b::` is not `a b`");
+    assert_ne!(
+        split.rgba, negative.rgba,
+        "a negative weight changes the image"
+    );
+    assert_eq!(split.sub_prompts, ["apple", "tart"]);
+}
+
+#[test]
+fn upscaler_makes_the_image_larger() {
+    let mut r = request("red apple", 6);
+    r.upscale = 4;
+    assert_eq!((generate(&r).width, generate(&r).height), (64, 64));
+    r.upscale = 2;
+    assert_eq!(generate(&r).width, 32);
+}
+
+fn easel(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn cli_writes_a_png_with_parameters() {
+    let dir = TempDir::new("cli-png");
+    let out = dir.path().join("apple.png");
+    let model = model_dir().to_str().unwrap();
+    let (code, stderr) = easel(&[
+        "red apple",
+        "--model",
+        model,
+        "--steps",
+        "4",
+        "--seed",
+        "7",
+        "-q",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let bytes = std::fs::read(&out).unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let reader = decoder.read_info().unwrap();
+    let text = &reader.info().uncompressed_latin1_text[0];
+    assert_eq!(text.keyword, "parameters");
+    assert!(
+        text.text
+            .starts_with("red apple\nSteps: 4, Sampler: DDIM, CFG scale: 3, Seed: 7, Size: 64x64"),
+        "{}",
+        text.text
+    );
+    assert!(
+        text.text.contains("Candidates: 4, Score: "),
+        "{}",
+        text.text
+    );
+}
+
+#[test]
+fn cli_bad_input_exits_2_and_leaves_no_file() {
+    let dir = TempDir::new("cli-bad");
+    let out: PathBuf = dir.path().join("x.png");
+    let o = out.to_str().unwrap();
+    let model = model_dir().to_str().unwrap();
+    let cases: [(&[&str], &str); 8] = [
+        (&["", "--model", model, "-o", o], "empty"),
+        (&["a::-1", "--model", model, "-o", o], "positive"),
+        (&["a::2x", "--model", model, "-o", o], "not a number"),
+        (
+            &["apple", "--model", model, "--size", "15x16", "-o", o],
+            "multiples of",
+        ),
+        (
+            &["apple", "--model", model, "--size", "65536x65536", "-o", o],
+            "allows at most",
+        ),
+        (
+            &["apple", "--model", model, "--steps", "0", "-o", o],
+            "steps 0",
+        ),
+        (
+            &["apple", "--model", model, "-o", "/nonexistent-dir/x.png"],
+            "cannot write",
+        ),
+        (
+            &["apple", "--model", "/nonexistent-model", "-o", o],
+            "model folder not found",
+        ),
+    ];
+    for (args, wanted) in cases {
+        let (code, stderr) = easel(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(wanted),
+            "{args:?}: expected `{wanted}` in: {stderr}"
+        );
+        assert_eq!(
+            stderr
+                .trim_end()
+                .lines()
+                .filter(|l| l.starts_with("easel:"))
+                .count(),
+            1,
+            "{stderr}"
+        );
+        assert!(!out.exists(), "{args:?} left a file");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
+    }
+}
