@@ -227,8 +227,8 @@ impl Weights {
         let mut index = BTreeMap::new();
         for (i, file) in files.iter().enumerate() {
             for name in file.names() {
-                if let Some(&j) = index.get(&name) {
-                    let first: &SafetensorsFile = &files[j];
+                if let Some(&first) = index.get(&name) {
+                    let first: &SafetensorsFile = &files[first];
                     return Err(Error::model(
                         &file.path,
                         format!("tensor `{name}` is also in {}", first.path.display()),
