@@ -16,6 +16,10 @@ and writes, per model, a folder in the Hugging Face layout the engine loads
                                   generation-loop tests; its tokenizer/ is the default
                                   model's, copied in by the tests
 
+With `--default`, it instead runs the shipped default model (weights/easel-emoji) on
+fixed inputs and writes tests/golden/default_model.safetensors, recording each weight
+file's sha256 so the test can say when the weights changed and this must be rerun.
+
 Weights are perturbed away from their initialisation (norm scales != 1, biases != 0)
 so a swapped or skipped tensor shows up in the output. Everything is f32 and small
 (the whole folder is a few MB). Run: tools/.venv/bin/python tools/make_golden.py
@@ -214,8 +218,59 @@ def pipeline(seed):
     print(f"pipeline: {size / 1e6:.2f} MB")
 
 
+def default_model():
+    """The shipped model's four networks on fixed inputs, in f32 (weights are f16 on disk)."""
+    import hashlib
+
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+    from transformers import CLIPModel, CLIPTextModel
+    from train_upscaler import SRVGGNetCompact
+
+    root = os.environ.get("EASEL_MODEL", os.path.join(os.path.dirname(__file__), "..", "weights", "easel-emoji"))
+    g = torch.Generator().manual_seed(60)
+    meta, golden = {}, {}
+    for part, fname in [("text_encoder", "model.safetensors"), ("scorer", "model.safetensors"),
+                        ("upscaler", "model.safetensors"), ("unet", "diffusion_pytorch_model.safetensors")]:
+        with open(os.path.join(root, part, fname), "rb") as f:
+            meta[f"sha256.{part}"] = hashlib.sha256(f.read()).hexdigest()
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(os.path.join(root, "tokenizer"))
+    ids = tokenizer(["red apple", "a cat with a hat"], padding="max_length", max_length=77,
+                    return_tensors="pt").input_ids
+    golden["input_ids"] = ids.float()
+    with torch.no_grad():
+        text = CLIPTextModel.from_pretrained(os.path.join(root, "text_encoder"), torch_dtype=torch.float32).eval()
+        hidden = text(input_ids=ids).last_hidden_state
+        golden["text_last_hidden_state"] = hidden
+        scorer = CLIPModel.from_pretrained(os.path.join(root, "scorer"), torch_dtype=torch.float32).eval()
+        pixels = torch.randn(2, 3, 32, 32, generator=g)
+        golden["pixel_values"] = pixels
+        golden["text_embeds"] = scorer(input_ids=ids, pixel_values=pixels).text_embeds
+        golden["image_embeds"] = scorer(input_ids=ids, pixel_values=pixels).image_embeds
+        unet = UNet2DConditionModel.from_pretrained(os.path.join(root, "unet"), torch_dtype=torch.float32).eval()
+        sample = torch.randn(2, 3, 32, 32, generator=g)
+        timestep = torch.tensor([900.0, 120.0])
+        golden.update(sample=sample, timestep=timestep,
+                      unet_out=unet(sample, timestep, encoder_hidden_states=hidden).sample)
+        with open(os.path.join(root, "upscaler", "config.json")) as f:
+            full = json.load(f)
+        cfg = {k: full[k] for k in ("num_in_ch", "num_out_ch", "num_feat", "num_conv", "upscale", "act_type")}
+        up = SRVGGNetCompact(**cfg)
+        up.load_state_dict({k: v.float() for k, v in load_file(os.path.join(root, "upscaler", "model.safetensors")).items()})
+        low = torch.rand(2, 3, 32, 32, generator=g)
+        golden.update(upscaler_input=low, upscaler_out=up.eval()(low))
+    path = os.path.join(OUT, "default_model.safetensors")
+    save_file({k: v.detach().contiguous().float() for k, v in golden.items()}, path, metadata=meta)
+    print(f"default model goldens: {os.path.getsize(path) / 1e6:.2f} MB, " + ", ".join(sorted(golden)))
+
+
 def main():
     torch.set_num_threads(1)
+    if "--default" in sys.argv:
+        default_model()
+        return
     common = dict(sample_size=16, in_channels=4, out_channels=4, norm_num_groups=8,
                   cross_attention_dim=16, layers_per_block=2)
     # SD 1.x style: conv proj_in/proj_out, legacy `attention_head_dim` = head count.
