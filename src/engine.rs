@@ -38,6 +38,8 @@ pub struct Request {
     pub until_margin: Option<f32>,
     /// Print progress on stderr.
     pub progress: bool,
+    /// Write a contact sheet of every scoring round here (extra readbacks).
+    pub trace: Option<PathBuf>,
 }
 
 impl Request {
@@ -55,6 +57,7 @@ impl Request {
             until_score: None,
             until_margin: None,
             progress: false,
+            trace: None,
         }
     }
 }

@@ -308,16 +308,32 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
             .chain([&start])
             .for_each(|d| crate::ops::record(pass, d))
     })?;
+    let mut trace = request.trace.as_ref().map(|_| Trace::default());
     for (step, list) in order.iter().enumerate() {
-        submit(ctx, |pass| {
-            for (j, &(d, indirect)) in list.iter().enumerate() {
-                if indirect {
-                    record_indirect(pass, d, &args, 12 * (offsets[step] + j) as u64);
-                } else {
-                    crate::ops::record(pass, d);
+        // With --trace, a round's block is split before its broadcasts so the
+        // candidates can be read back as they were scored (the only extra readbacks).
+        let split = match &trace {
+            Some(_) if blocks[step].round => list.len() - broadcast.len(),
+            _ => list.len(),
+        };
+        let parts = [0..split, split..list.len()];
+        for (part, range) in parts.into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+            submit(ctx, |pass| {
+                for j in range {
+                    let (d, indirect) = list[j];
+                    if indirect {
+                        record_indirect(pass, d, &args, 12 * (offsets[step] + j) as u64);
+                    } else {
+                        crate::ops::record(pass, d);
+                    }
+                }
+            })?;
+            if let (0, Some(t)) = (part, trace.as_mut()) {
+                if split < list.len() {
+                    t.record(ctx, &st, step)?;
                 }
             }
-        })?;
+        }
         if request.progress {
             eprint!("\reasel: step {}/{}", step + 1, s.steps);
         }
@@ -345,6 +361,10 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
     );
     ctx.queue.submit([encoder.finish()]);
     let bytes = readback::read_bytes(ctx, &out.buffer, 0, 4 * readback_words as u64)?;
+
+    if let (Some(t), Some(path)) = (&trace, &request.trace) {
+        t.write(path, [h, w], p)?;
+    }
 
     // The one readback: pixels, the pick's record, the last round's scores.
     let words: &[u32] = bytemuck::cast_slice(&bytes);
@@ -641,4 +661,93 @@ fn submit(ctx: &Context, f: impl FnOnce(&mut wgpu::ComputePass)) -> Result<()> {
     }
     ctx.queue.submit([encoder.finish()]);
     ctx.wait()
+}
+
+/// `--trace`: every scoring round's candidates (their x0 as scored), scores and winner.
+#[derive(Default)]
+struct Trace {
+    /// Per round: (step, x0 [K, 3, H, W], scores [K, P+1], winner).
+    rounds: Vec<(usize, Vec<f32>, Vec<f32>, usize)>,
+}
+
+impl Trace {
+    fn record(&mut self, ctx: &Context, st: &State, step: usize) -> Result<()> {
+        let x0 = st.x0.to_vec(ctx)?;
+        let scores = st.scores.to_vec(ctx)?;
+        let winner = bytemuck::cast_slice::<f32, u32>(&st.choice.to_vec(ctx)?)[0] as usize;
+        self.rounds.push((step, x0, scores, winner));
+        Ok(())
+    }
+
+    /// A contact sheet: one row per round, one tile per candidate (2x nearest),
+    /// the winner framed in green, under each tile one bar per sub-prompt and one
+    /// for the weighted total (length ~ cosine in [-1, 1], centre = 0).
+    fn write(&self, path: &std::path::Path, [h, w]: [usize; 2], prompts: usize) -> Result<()> {
+        const SCALE: usize = 2;
+        const PAD: usize = 4;
+        const BAR: usize = 3;
+        let k = self.rounds.first().map_or(1, |r| r.2.len() / (prompts + 1));
+        let (tw, th) = (
+            w * SCALE + 2 * PAD,
+            h * SCALE + 2 * PAD + (prompts + 1) * (BAR + 1),
+        );
+        let mut sheet = ::image::RgbImage::from_pixel(
+            (k * tw) as u32,
+            (self.rounds.len() * th).max(1) as u32,
+            ::image::Rgb([255, 255, 255]),
+        );
+        for (row, (_, x0, scores, winner)) in self.rounds.iter().enumerate() {
+            for c in 0..k {
+                let (ox, oy) = (c * tw, row * th);
+                if c == *winner {
+                    for y in oy..oy + h * SCALE + 2 * PAD {
+                        for x in ox..ox + tw {
+                            sheet.put_pixel(x as u32, y as u32, ::image::Rgb([0, 170, 0]));
+                        }
+                    }
+                }
+                for y in 0..h * SCALE {
+                    for x in 0..w * SCALE {
+                        let i =
+                            |ch: usize| c * 3 * h * w + ch * h * w + (y / SCALE) * w + x / SCALE;
+                        let px = |ch| (((x0[i(ch)] + 1.0) * 127.5).round().clamp(0.0, 255.0)) as u8;
+                        sheet.put_pixel(
+                            (ox + PAD + x) as u32,
+                            (oy + PAD + y) as u32,
+                            ::image::Rgb([px(0), px(1), px(2)]),
+                        );
+                    }
+                }
+                for j in 0..=prompts {
+                    let v = scores[c * (prompts + 1) + j].clamp(-1.0, 1.0);
+                    let mid = ox + tw / 2;
+                    let len = (v.abs() * (tw / 2 - PAD) as f32) as usize;
+                    let (from, to) = if v >= 0.0 {
+                        (mid, mid + len)
+                    } else {
+                        (mid - len, mid)
+                    };
+                    let colour = if j == prompts {
+                        ::image::Rgb([0, 0, 0])
+                    } else {
+                        ::image::Rgb([60, 90, 200])
+                    };
+                    let y0 = oy + h * SCALE + 2 * PAD + j * (BAR + 1);
+                    for y in y0..y0 + BAR {
+                        for x in from..=to {
+                            sheet.put_pixel(x as u32, y as u32, colour);
+                        }
+                    }
+                }
+            }
+        }
+        let mut bytes = Vec::new();
+        sheet
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                ::image::ImageFormat::Png,
+            )
+            .map_err(|e| Error::Gpu(format!("trace: {e}")))?;
+        crate::output::write_atomic(path, &bytes)
+    }
 }

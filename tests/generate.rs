@@ -250,3 +250,20 @@ fn cli_bad_input_exits_2_and_leaves_no_file() {
         assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
     }
 }
+
+#[test]
+fn trace_writes_a_contact_sheet_of_every_round() {
+    let dir = TempDir::new("trace");
+    let mut r = request("red apple", 9);
+    r.score_every = Some(2);
+    r.trace = Some(dir.path().join("trace.png"));
+    let engine = engine();
+    let before = engine.ctx.readback_count();
+    engine.generate(&r).unwrap();
+    // 3 rounds (after steps 2, 4, 6), each reading x0, scores and the choice.
+    assert_eq!(engine.ctx.readback_count() - before, 1 + 3 * 3);
+    let sheet = image::open(dir.path().join("trace.png")).unwrap();
+    // 3 candidates of 16 px at 2x with 4 px padding; 3 rows.
+    assert_eq!(sheet.width(), 3 * (32 + 8));
+    assert_eq!(sheet.height(), 3 * (32 + 8 + 2 * 4));
+}

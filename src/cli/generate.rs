@@ -49,6 +49,10 @@ pub struct GenerateArgs {
     /// Output PNG (written atomically).
     #[arg(short, long, default_value = "easel.png")]
     pub output: PathBuf,
+    /// Also write a contact sheet of every scoring round (candidates, score bars per
+    /// sub-prompt and total, winner framed in green) to this PNG.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
     /// No progress on stderr.
     #[arg(short, long)]
     pub quiet: bool,
@@ -83,6 +87,9 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
         return Err(Error::BadInput("--steps 0: need at least 1 step".into()));
     }
     check_writable(&args.output)?;
+    if let Some(trace) = &args.trace {
+        check_writable(trace)?;
+    }
     let engine = Engine::new(&args.model, adapter)?;
     let request = Request {
         seed: args.seed,
@@ -96,6 +103,7 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
         until_score: args.until_score,
         until_margin: args.until_margin,
         progress: !args.quiet,
+        trace: args.trace.clone(),
         ..Request::new(prompt)
     };
     let image = engine.generate(&request)?;
