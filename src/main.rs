@@ -54,7 +54,7 @@ enum Command {
     /// Make one image from a prompt (the default command).
     Generate {
         #[command(flatten)]
-        args: cli::generate::GenerateArgs,
+        args: Box<cli::generate::GenerateArgs>,
         #[command(flatten)]
         adapter: AdapterArgs,
     },
