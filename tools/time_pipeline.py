@@ -3,7 +3,7 @@
 with classifier-free guidance (batch 2K through the UNet), then the x4 upscaler.
 (easel additionally runs its scoring rounds; PyTorch here does not.)
 
-    tools/.venv/bin/python tools/time_pipeline.py [--model DIR] [--threads 2] [--k 1 4 8]
+    tools/.venv/bin/python tools/time_pipeline.py [--model DIR] [--threads 1] [--k 1 4 8]
 Prints one JSON line per K: seconds, images/s.
 """
 
@@ -19,7 +19,9 @@ from pipeline import Pipeline
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    # 1 thread: with other work on a 2-core machine, 2 threads wait on each other
+    # (measured up to 14x slower), see docs/benchmarks.md.
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--k", type=int, nargs="+", default=[1, 4, 8])
     args = ap.parse_args()
