@@ -60,7 +60,8 @@ enum Command {
     },
     /// Run a JSON Lines job file, one PNG per job into --out: resumable (finished
     /// outputs are skipped), sharded (--shard I/N, Slurm arrays, Kubernetes Indexed Jobs),
-    /// with DIR/manifest.jsonl. Exit 1 if any job failed, 2 if the job file is unreadable.
+    /// with DIR/manifest.jsonl. Exit 1 if any job failed, 2 if the job file is unreadable,
+    /// 128+N when signal N stopped it.
     Batch {
         #[command(flatten)]
         args: Box<cli::batch::BatchArgs>,
