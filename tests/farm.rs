@@ -212,6 +212,16 @@ fn bad_jobs_are_recorded_and_the_rest_run() {
     assert_eq!(decode(&out.join("good-0.png")), (16, 16));
     assert_eq!(decode(&out.join("good-4.png")), (16, 16));
 
+    // No adapter: exit 3 when the first job needs the GPU; no job is marked failed.
+    let elsewhere = dir.path().join("no-adapter");
+    let (code, _, stderr) = run(batch(
+        &jobs,
+        &elsewhere,
+        &["--adapter", "no-such-gpu-anywhere"],
+    ));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(manifest(&elsewhere).is_empty());
+
     // The job file itself, or the arguments, wrong: exit 2 before any job.
     let missing = dir.path().join("missing.jsonl");
     let (code, _, stderr) = run(batch(&missing, &out, &[]));
