@@ -8,6 +8,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod farm;
 pub mod gpu;
 pub mod models;
 pub mod ops;

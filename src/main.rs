@@ -58,6 +58,16 @@ enum Command {
         #[command(flatten)]
         adapter: AdapterArgs,
     },
+    /// Run a JSON Lines job file, one PNG per job into --out: resumable (finished
+    /// outputs are skipped), sharded (--shard I/N, Slurm arrays, Kubernetes Indexed Jobs),
+    /// with DIR/manifest.jsonl. Exit 1 if any job failed, 2 if the job file is unreadable,
+    /// 128+N when signal N stopped it.
+    Batch {
+        #[command(flatten)]
+        args: Box<cli::batch::BatchArgs>,
+        #[command(flatten)]
+        adapter: AdapterArgs,
+    },
     /// List the adapters wgpu finds, their features and limits, and the one easel picks.
     Devices {
         #[command(flatten)]
@@ -76,14 +86,19 @@ enum Command {
 fn main() -> ExitCode {
     cli::quiet_headless_vulkan();
     let cli = Cli::parse();
+    let done = |r: easel::Result<()>| r.map(|()| 0);
     let result = match cli.command {
-        None => cli::generate::run(&cli.generate, &cli.adapter.options()),
-        Some(Command::Generate { args, adapter }) => cli::generate::run(&args, &adapter.options()),
-        Some(Command::Devices { adapter }) => cli::devices::run(&adapter.options()),
-        Some(Command::Inspect { path }) => cli::inspect::run(&path),
+        None => done(cli::generate::run(&cli.generate, &cli.adapter.options())),
+        Some(Command::Generate { args, adapter }) => {
+            done(cli::generate::run(&args, &adapter.options()))
+        }
+        // A batch that ran has its own codes: 1 if a job failed, 128+N after signal N.
+        Some(Command::Batch { args, adapter }) => cli::batch::run(&args, &adapter.options()),
+        Some(Command::Devices { adapter }) => done(cli::devices::run(&adapter.options())),
+        Some(Command::Inspect { path }) => done(cli::inspect::run(&path)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("easel: {e}");
             ExitCode::from(e.exit_code() as u8)

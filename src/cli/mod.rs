@@ -1,5 +1,6 @@
 //! Subcommand bodies of the `easel` binary; main.rs only parses and maps errors.
 
+pub mod batch;
 pub mod devices;
 pub mod generate;
 pub mod inspect;

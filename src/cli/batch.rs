@@ -1,0 +1,169 @@
+//! `easel batch JOBS.jsonl --out DIR`: a render farm's worker, over [`easel::farm`].
+//!
+//! Exit codes: 0 every job of this shard done or skipped; 1 some job failed (see the
+//! manifest); 2 bad arguments, an unreadable job file or a bad model folder; 3 no
+//! adapter; 128+N when signal N (SIGTERM 15, SIGINT 2) stopped the batch early.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+use clap::Args;
+use easel::farm::{self, Batch, Defaults, Shard};
+use easel::gpu::AdapterOptions;
+use easel::schedulers::Sampler;
+use easel::{Engine, Error, Result};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+#[derive(Args, Clone, Debug)]
+pub struct BatchArgs {
+    /// JSON Lines, one job per line: {"prompt": ..., "seed", "size": "WxH", "steps",
+    /// "candidates", "guidance", "sampler", "upscale", "out"}; missing fields take the flags.
+    pub jobs: PathBuf,
+    /// Output folder: one PNG per job (the job's `out`, or a name hashed from its
+    /// parameters) and manifest.jsonl.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Run jobs whose line index ≡ I (mod N). Default: from SLURM_ARRAY_TASK_ID and
+    /// SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shards; else all jobs.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Number of shards when the index comes from JOB_COMPLETION_INDEX (Kubernetes
+    /// Indexed Job; set it to the Job's `completions`).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// Default seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Default WxH; default: the model's sample size.
+    #[arg(long, value_parser = farm::parse_size)]
+    pub size: Option<(usize, usize)>,
+    /// Default sampler steps; default: the model's.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Default candidates denoised side by side.
+    #[arg(long, default_value_t = 4)]
+    pub candidates: usize,
+    /// Default classifier-free guidance scale; default: the model's.
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    /// Default sampler: ddim, euler-a or dpm++2m; default: from scheduler_config.json.
+    #[arg(long, value_parser = parse_sampler)]
+    pub sampler: Option<Sampler>,
+    /// Default learned upscaling: 1, 2 or 4.
+    #[arg(long, default_value_t = 4)]
+    pub upscale: usize,
+    /// Scoring rounds every N steps (every job).
+    #[arg(long)]
+    pub score_every: Option<usize>,
+    /// Stop a job early when the winner's weighted score reaches this.
+    #[arg(long)]
+    pub until_score: Option<f32>,
+    /// Stop a job early when the winner leads the runner-up by this much.
+    #[arg(long)]
+    pub until_margin: Option<f32>,
+    /// Model folder (diffusers layout), loaded once for every job.
+    #[arg(long, default_value = crate::cli::inspect::DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// No per-job lines or summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print the summary as one JSON line on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_sampler(s: &str) -> std::result::Result<Sampler, String> {
+    Sampler::parse(s).map_err(|e| e.to_string())
+}
+
+/// Run the batch; `Ok` carries the exit code of a batch that ran.
+pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
+    let shard = Shard::from_env(args.shard.as_deref(), args.shards, |name| {
+        std::env::var(name).ok()
+    })?;
+    let text = std::fs::read_to_string(&args.jobs).map_err(|e| {
+        Error::BadInput(format!(
+            "{}: cannot read job file: {e}",
+            args.jobs.display()
+        ))
+    })?;
+    if !args.model.join("model_index.json").is_file() {
+        // Engine::new says exactly what is wrong; fail before any job is touched.
+        Engine::new(&args.model, adapter)?;
+    }
+    let model_name = args
+        .model
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| args.model.display().to_string());
+    let defaults = Defaults {
+        seed: args.seed,
+        size: args.size,
+        steps: args.steps,
+        candidates: args.candidates,
+        guidance: args.guidance,
+        sampler: args.sampler,
+        upscale: args.upscale,
+        score_every: args.score_every,
+        until_score: args.until_score,
+        until_margin: args.until_margin,
+    };
+    let entries = farm::parse_jobs(&text, &defaults, &model_name);
+
+    let batch = Batch {
+        out_dir: &args.out,
+        shard,
+        progress: !args.quiet,
+        stop: stop_on_signals(),
+    };
+    let summary = farm::run(&entries, &batch, || Engine::new(&args.model, adapter))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).expect("plain data serializes")
+        );
+    }
+    if !args.quiet {
+        eprintln!(
+            "easel: batch shard {}: {} done, {} skipped, {} failed{} of {} jobs in {:.1} s \
+             (model load {:.1} s): {:.0} images/hour",
+            summary.shard,
+            summary.done,
+            summary.skipped,
+            summary.failed,
+            match summary.interrupted_by {
+                Some(_) => format!(", {} not run", summary.not_run),
+                None => String::new(),
+            },
+            summary.jobs,
+            summary.seconds,
+            summary.load_seconds,
+            summary.images_per_hour,
+        );
+    }
+    Ok(match summary.interrupted_by {
+        Some(signal) => 128 + signal as u8,
+        None if summary.failed > 0 => 1,
+        None => 0,
+    })
+}
+
+/// SIGTERM (what Slurm and Kubernetes send first) or SIGINT sets the returned flag to
+/// the signal's number: the batch finishes the job under way and stops. A second
+/// signal exits at once (128+N), abandoning the job; its temp file is removed by the
+/// next run. signal-hook rather than raw libc `sigaction`: it keeps the handler
+/// async-signal-safe and chains with any handler already installed, in a few lines.
+fn stop_on_signals() -> &'static AtomicUsize {
+    // The handlers live for the whole process, so the flags do too.
+    static STOP: AtomicUsize = AtomicUsize::new(0);
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    let can = "SIGTERM and SIGINT can be handled";
+    for signal in [SIGTERM, SIGINT] {
+        // Order matters: the shutdown checks ARMED before this signal sets it.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, &ARMED).expect(can);
+        signal_hook::flag::register_usize(signal, &STOP, signal as usize).expect(can);
+        signal_hook::flag::register(signal, &ARMED).expect(can);
+    }
+    &STOP
+}
