@@ -189,3 +189,90 @@ fn config_and_tensors_that_disagree_name_the_tensor() {
         "{msg}"
     );
 }
+
+/// The shipped default model (weights/easel-emoji, or EASEL_MODEL) against
+/// PyTorch on fixed inputs: tests/golden/default_model.safetensors, made by
+/// `tools/make_golden.py --default` from the same weight files (their sha256
+/// are in the golden's metadata, so stale goldens fail with that instruction).
+#[test]
+fn default_model_matches_pytorch() {
+    use sha2::Digest;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = std::env::var_os("EASEL_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("weights/easel-emoji"));
+    let golden_path = root.join("tests/golden/default_model.safetensors");
+    let file = SafetensorsFile::open(&golden_path).unwrap();
+    let meta = file.metadata().expect("sha256 metadata").clone();
+    let parts = [
+        ("text_encoder", "model.safetensors"),
+        ("scorer", "model.safetensors"),
+        ("upscaler", "model.safetensors"),
+        ("unet", "diffusion_pytorch_model.safetensors"),
+    ];
+    for (part, name) in parts {
+        let bytes = std::fs::read(model.join(part).join(name)).unwrap();
+        let digest: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            meta.get(&format!("sha256.{part}")),
+            Some(&digest),
+            "{part}: the weights changed since the goldens were made; run tools/make_golden.py --default"
+        );
+    }
+    let get = |key: &str| {
+        let shape = file.info(key).unwrap().shape;
+        Tensor::from_f32(ctx(), key, &shape, &file.to_f32(key).unwrap()).unwrap()
+    };
+    let want = |key: &str| {
+        file.to_f32(key)
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect::<Vec<_>>()
+    };
+    let check = |what: &str, got: &Tensor| {
+        let w = want(what);
+        let scale = w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert_close(what, &got.to_vec(ctx()).unwrap(), &w, 1e-4 * scale, 0.0);
+    };
+    let ids_f = file.to_f32("input_ids").unwrap();
+    let rows: Vec<Vec<u32>> = ids_f
+        .chunks(77)
+        .map(|r| r.iter().map(|&v| v as u32).collect())
+        .collect();
+    let ids = Tensor::from_u32(ctx(), "ids", &[rows.len(), 77], &rows.concat()).unwrap();
+
+    let mut g = Graph::new(ctx(), "default");
+    let (mut w, config): (_, CLIPTextConfig) = open_component(&model.join("text_encoder")).unwrap();
+    w.detect_prefix("text_model.");
+    let text = CLIPTextModel::new(&Vars::new(ctx(), &w), config).unwrap();
+    let eos = Tensor::from_u32(ctx(), "eos", &[rows.len()], &text.eos_positions(&rows)).unwrap();
+    let hidden = text.forward(&mut g, &ids, &eos).unwrap().last_hidden_state;
+
+    let (w, config): (_, CLIPConfig) = open_component(&model.join("scorer")).unwrap();
+    let scorer = CLIPModel::new(&Vars::new(ctx(), &w), config).unwrap();
+    let text_embeds = scorer.text_embeds(&mut g, &ids, &eos).unwrap();
+    let text_embeds = g.l2_normalize(&text_embeds).unwrap();
+    let image_embeds = scorer.image_embeds(&mut g, &get("pixel_values")).unwrap();
+    let image_embeds = g.l2_normalize(&image_embeds).unwrap();
+
+    let (w, config): (_, UNet2DConditionConfig) = open_component(&model.join("unet")).unwrap();
+    let unet = UNet2DConditionModel::new(&Vars::new(ctx(), &w), config).unwrap();
+    let unet_out = unet
+        .forward(&mut g, &get("sample"), &get("timestep"), &hidden)
+        .unwrap();
+
+    let (w, config): (_, SRVGGNetCompactConfig) = open_component(&model.join("upscaler")).unwrap();
+    let upscaler = SRVGGNetCompact::new(&Vars::new(ctx(), &w), config).unwrap();
+    let upscaled = upscaler.forward(&mut g, &get("upscaler_input")).unwrap();
+    g.run().unwrap();
+
+    check("text_last_hidden_state", &hidden);
+    check("text_embeds", &text_embeds);
+    check("image_embeds", &image_embeds);
+    check("unet_out", &unet_out);
+    check("upscaler_out", &upscaled);
+}
