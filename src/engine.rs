@@ -172,11 +172,7 @@ impl Engine {
         } else {
             None
         };
-        let name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| dir.display().to_string());
+        let name = model_name(dir);
         Ok(Self {
             ctx,
             dir: dir.to_path_buf(),
@@ -195,6 +191,14 @@ impl Engine {
     pub fn generate(&self, request: &Request) -> Result<Image> {
         crate::search::run(self, request)
     }
+}
+
+/// The model's name for metadata: its folder's name (`easel-emoji`).
+pub fn model_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string())
 }
 
 fn check_model_dir(dir: &Path) -> Result<()> {

@@ -29,20 +29,9 @@ use crate::schedulers::Sampler;
 /// The manifest's file name inside the output folder.
 pub const MANIFEST: &str = "manifest.jsonl";
 
-/// What a job line leaves out (the command line's flags).
-#[derive(Clone, Debug)]
-pub struct Defaults {
-    pub seed: u64,
-    pub size: Option<(usize, usize)>,
-    pub steps: Option<usize>,
-    pub candidates: usize,
-    pub guidance: Option<f32>,
-    pub sampler: Option<Sampler>,
-    pub upscale: usize,
-    pub score_every: Option<usize>,
-    pub until_score: Option<f32>,
-    pub until_margin: Option<f32>,
-}
+/// What a job line leaves out comes from a template request (the command
+/// line's flags); its prompt is not used.
+pub type Defaults = Request;
 
 /// One line of the job file as written.
 #[derive(Deserialize)]
@@ -117,6 +106,7 @@ fn parse_job(line: &str, d: &Defaults, model: &str) -> std::result::Result<Job, 
         None => d.sampler,
     };
     let request = Request {
+        prompt: j.prompt,
         seed: j.seed.unwrap_or(d.seed),
         size,
         steps,
@@ -124,10 +114,7 @@ fn parse_job(line: &str, d: &Defaults, model: &str) -> std::result::Result<Job, 
         guidance: j.guidance.or(d.guidance),
         sampler,
         upscale: j.upscale.unwrap_or(d.upscale),
-        score_every: d.score_every,
-        until_score: d.until_score,
-        until_margin: d.until_margin,
-        ..Request::new(j.prompt)
+        ..d.clone()
     };
     let output = match &j.out {
         Some(out) => checked_out(out)?,
@@ -593,12 +580,8 @@ mod tests {
             size: Some((16, 16)),
             steps: Some(4),
             candidates: 2,
-            guidance: None,
-            sampler: None,
             upscale: 1,
-            score_every: None,
-            until_score: None,
-            until_margin: None,
+            ..Request::new("")
         }
     }
 

@@ -96,8 +96,10 @@ fn unknown_adapter_exits_3_listing_what_was_found() {
 }
 
 #[test]
-fn unknown_subcommand_exits_2() {
-    assert_eq!(code(&easel(&["frobnicate"])), 2);
+fn unknown_flag_exits_2() {
+    // (An unknown word is a prompt: `easel "prompt"` is the default command.)
+    assert_eq!(code(&easel(&["--frobnicate"])), 2);
+    assert_eq!(code(&easel(&["devices", "--frobnicate"])), 2);
 }
 
 // --- inspect ------------------------------------------------------------------------

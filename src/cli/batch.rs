@@ -8,9 +8,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use clap::Args;
-use easel::farm::{self, Batch, Defaults, Shard};
+use easel::farm::{self, Batch, Shard};
 use easel::gpu::AdapterOptions;
-use easel::schedulers::Sampler;
 use easel::{Engine, Error, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -31,49 +30,15 @@ pub struct BatchArgs {
     /// Indexed Job; set it to the Job's `completions`).
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
-    /// Default seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Default WxH; default: the model's sample size.
-    #[arg(long, value_parser = farm::parse_size)]
-    pub size: Option<(usize, usize)>,
-    /// Default sampler steps; default: the model's.
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Default candidates denoised side by side.
-    #[arg(long, default_value_t = 4)]
-    pub candidates: usize,
-    /// Default classifier-free guidance scale; default: the model's.
-    #[arg(long)]
-    pub guidance: Option<f32>,
-    /// Default sampler: ddim, euler-a or dpm++2m; default: from scheduler_config.json.
-    #[arg(long, value_parser = parse_sampler)]
-    pub sampler: Option<Sampler>,
-    /// Default learned upscaling: 1, 2 or 4.
-    #[arg(long, default_value_t = 4)]
-    pub upscale: usize,
-    /// Scoring rounds every N steps (every job).
-    #[arg(long)]
-    pub score_every: Option<usize>,
-    /// Stop a job early when the winner's weighted score reaches this.
-    #[arg(long)]
-    pub until_score: Option<f32>,
-    /// Stop a job early when the winner leads the runner-up by this much.
-    #[arg(long)]
-    pub until_margin: Option<f32>,
-    /// Model folder (diffusers layout), loaded once for every job.
-    #[arg(long, default_value = crate::cli::inspect::DEFAULT_MODEL)]
-    pub model: PathBuf,
+    /// Defaults for what a job line leaves out, and the model loaded once for all jobs.
+    #[command(flatten)]
+    pub render: super::RenderArgs,
     /// No per-job lines or summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
     /// Print the summary as one JSON line on stdout.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_sampler(s: &str) -> std::result::Result<Sampler, String> {
-    Sampler::parse(s).map_err(|e| e.to_string())
 }
 
 /// Run the batch; `Ok` carries the exit code of a batch that ran.
@@ -87,28 +52,12 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
             args.jobs.display()
         ))
     })?;
-    if !args.model.join("model_index.json").is_file() {
+    if !args.render.model.join("model_index.json").is_file() {
         // Engine::new says exactly what is wrong; fail before any job is touched.
-        Engine::new(&args.model, adapter)?;
+        Engine::new(&args.render.model, adapter)?;
     }
-    let model_name = args
-        .model
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| args.model.display().to_string());
-    let defaults = Defaults {
-        seed: args.seed,
-        size: args.size,
-        steps: args.steps,
-        candidates: args.candidates,
-        guidance: args.guidance,
-        sampler: args.sampler,
-        upscale: args.upscale,
-        score_every: args.score_every,
-        until_score: args.until_score,
-        until_margin: args.until_margin,
-    };
+    let model_name = easel::engine::model_name(&args.render.model);
+    let defaults = args.render.request(String::new());
     let entries = farm::parse_jobs(&text, &defaults, &model_name);
 
     let batch = Batch {
@@ -117,7 +66,9 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
         progress: !args.quiet,
         stop: stop_on_signals(),
     };
-    let summary = farm::run(&entries, &batch, || Engine::new(&args.model, adapter))?;
+    let summary = farm::run(&entries, &batch, || {
+        Engine::new(&args.render.model, adapter)
+    })?;
     if args.json {
         println!(
             "{}",

@@ -6,46 +6,14 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use easel::gpu::AdapterOptions;
 use easel::output::{check_writable, encode_png, write_atomic};
-use easel::schedulers::Sampler;
 use easel::{Engine, Error, Request, Result};
 
 #[derive(Args, Clone, Debug)]
 pub struct GenerateArgs {
     /// The prompt; `a:: b::2` weights sub-prompts, `--no x` inside it pushes away.
     pub prompt: Option<String>,
-    /// Seed of the start image and of every noise draw.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// WxH of the denoised image (before upscaling); default: the model's sample size.
-    #[arg(long, value_parser = parse_size)]
-    pub size: Option<(usize, usize)>,
-    /// Sampler steps; default: the model's (model_index.json `_easel.default_steps`).
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// Candidates denoised side by side; the scorer keeps the best each round.
-    #[arg(long, default_value_t = 4)]
-    pub candidates: usize,
-    /// Classifier-free guidance scale; default: the model's.
-    #[arg(long)]
-    pub guidance: Option<f32>,
-    /// ddim, euler-a or dpm++2m; default: from scheduler_config.json.
-    #[arg(long, value_parser = parse_sampler)]
-    pub sampler: Option<Sampler>,
-    /// Learned upscaling after denoising: 1, 2 or 4.
-    #[arg(long, default_value_t = 4)]
-    pub upscale: usize,
-    /// Scoring rounds every N steps (and after the last); default: 4 rounds per run.
-    #[arg(long)]
-    pub score_every: Option<usize>,
-    /// Stop early when the winner's weighted score reaches this.
-    #[arg(long)]
-    pub until_score: Option<f32>,
-    /// Stop early when the winner leads the runner-up by this much.
-    #[arg(long)]
-    pub until_margin: Option<f32>,
-    /// Model folder (diffusers layout).
-    #[arg(long, default_value = crate::cli::inspect::DEFAULT_MODEL)]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub render: super::RenderArgs,
     /// Output PNG (written atomically).
     #[arg(short, long, default_value = "easel.png")]
     pub output: PathBuf,
@@ -61,50 +29,24 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
-fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
-    let (w, h) = s
-        .split_once(['x', 'X'])
-        .ok_or_else(|| format!("`{s}`: expected WxH, e.g. 32x32"))?;
-    let n = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("`{s}`: `{v}` is not a size"))
-    };
-    Ok((n(w)?, n(h)?))
-}
-
-fn parse_sampler(s: &str) -> std::result::Result<Sampler, String> {
-    Sampler::parse(s).map_err(|e| e.to_string())
-}
-
 pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     let prompt = args.prompt.clone().ok_or_else(|| {
         Error::BadInput("no prompt: easel \"a red apple\" -o apple.png (see --help)".into())
     })?;
     // Bad input fails before the GPU is touched, and leaves no file behind.
     easel::prompt::parse(&prompt)?;
-    if args.steps == Some(0) {
+    if args.render.steps == Some(0) {
         return Err(Error::BadInput("--steps 0: need at least 1 step".into()));
     }
     check_writable(&args.output)?;
     if let Some(trace) = &args.trace {
         check_writable(trace)?;
     }
-    let engine = Engine::new(&args.model, adapter)?;
+    let engine = Engine::new(&args.render.model, adapter)?;
     let request = Request {
-        seed: args.seed,
-        size: args.size,
-        steps: args.steps,
-        candidates: args.candidates,
-        guidance: args.guidance,
-        sampler: args.sampler,
-        upscale: args.upscale,
-        score_every: args.score_every,
-        until_score: args.until_score,
-        until_margin: args.until_margin,
         progress: !args.quiet,
         trace: args.trace.clone(),
-        ..Request::new(prompt)
+        ..args.render.request(prompt)
     };
     let image = engine.generate(&request)?;
     let png = encode_png(&image.rgba, image.width, image.height, &image.parameters)?;

@@ -25,3 +25,64 @@ pub fn quiet_headless_vulkan() {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
 }
+
+/// The options of one render, shared by `generate` and `batch` (where they are the
+/// defaults a job line can override).
+#[derive(clap::Args, Clone, Debug)]
+pub struct RenderArgs {
+    /// Seed of the start image and of every noise draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// WxH of the denoised image (before upscaling); default: the model's sample size.
+    #[arg(long, value_parser = easel::farm::parse_size)]
+    pub size: Option<(usize, usize)>,
+    /// Sampler steps; default: the model's (model_index.json `_easel.default_steps`).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Candidates denoised side by side; the scorer keeps the best each round.
+    #[arg(long, default_value_t = 4)]
+    pub candidates: usize,
+    /// Classifier-free guidance scale; default: the model's.
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    /// ddim, euler-a or dpm++2m; default: from scheduler_config.json.
+    #[arg(long, value_parser = parse_sampler)]
+    pub sampler: Option<easel::schedulers::Sampler>,
+    /// Learned upscaling after denoising: 1, 2 or 4.
+    #[arg(long, default_value_t = 4)]
+    pub upscale: usize,
+    /// Scoring rounds every N steps (and after the last); default: 4 rounds per run.
+    #[arg(long)]
+    pub score_every: Option<usize>,
+    /// Stop early when the winner's weighted score reaches this.
+    #[arg(long)]
+    pub until_score: Option<f32>,
+    /// Stop early when the winner leads the runner-up by this much.
+    #[arg(long)]
+    pub until_margin: Option<f32>,
+    /// Model folder (diffusers layout).
+    #[arg(long, default_value = inspect::DEFAULT_MODEL)]
+    pub model: std::path::PathBuf,
+}
+
+impl RenderArgs {
+    pub fn request(&self, prompt: String) -> easel::Request {
+        easel::Request {
+            seed: self.seed,
+            size: self.size,
+            steps: self.steps,
+            candidates: self.candidates,
+            guidance: self.guidance,
+            sampler: self.sampler,
+            upscale: self.upscale,
+            score_every: self.score_every,
+            until_score: self.until_score,
+            until_margin: self.until_margin,
+            ..easel::Request::new(prompt)
+        }
+    }
+}
+
+fn parse_sampler(s: &str) -> std::result::Result<easel::schedulers::Sampler, String> {
+    easel::schedulers::Sampler::parse(s).map_err(|e| e.to_string())
+}
