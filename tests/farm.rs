@@ -7,38 +7,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::files::TempDir;
 use common::Rng;
 
 fn model_dir() -> &'static Path {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = TempDir::new("farm-pipeline");
-        copy_dir(&root.join("tests/golden/pipeline"), dir.path());
-        copy_dir(
-            &root.join("weights/easel-emoji/tokenizer"),
-            &dir.path().join("tokenizer"),
-        );
-        dir
-    })
-    .path()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    common::files::tiny_pipeline()
 }
 
 /// `n` tiny jobs, each with its own seed; `named` gives them `out` names job-I.png.

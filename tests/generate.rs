@@ -14,31 +14,7 @@ use easel::{Engine, Image, Request};
 
 /// The tiny pipeline assembled in a temp folder (it has no tokenizer of its own).
 fn model_dir() -> &'static Path {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = TempDir::new("pipeline");
-        copy_dir(&root.join("tests/golden/pipeline"), dir.path());
-        copy_dir(
-            &root.join("weights/easel-emoji/tokenizer"),
-            &dir.path().join("tokenizer"),
-        );
-        dir
-    })
-    .path()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    common::files::tiny_pipeline()
 }
 
 /// One engine for the file; runs are serialised so counters are exact.

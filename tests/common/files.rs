@@ -106,3 +106,34 @@ pub fn safetensors_bytes(entries: &[Entry]) -> Vec<u8> {
     });
     safetensors::serialize(views, None).unwrap()
 }
+
+/// The tiny random pixel pipeline (tests/golden/pipeline, made by
+/// tools/make_golden.py) with the default model's tokenizer, assembled once per
+/// test binary in a temp folder.
+pub fn tiny_pipeline() -> &'static Path {
+    static DIR: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = TempDir::new("pipeline");
+        copy_dir(&root.join("tests/golden/pipeline"), dir.path());
+        copy_dir(
+            &root.join("weights/easel-emoji/tokenizer"),
+            &dir.path().join("tokenizer"),
+        );
+        dir
+    })
+    .path()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
