@@ -309,6 +309,8 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
             .for_each(|d| crate::ops::record(pass, d))
     })?;
     let mut trace = request.trace.as_ref().map(|_| Trace::default());
+    // A live step counter on a terminal; logs (farms, CI) get only the final line.
+    let progress = request.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     for (step, list) in order.iter().enumerate() {
         // With --trace, a round's block is split before its broadcasts so the
         // candidates can be read back as they were scored (the only extra readbacks).
@@ -334,11 +336,11 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
                 }
             }
         }
-        if request.progress {
+        if progress {
             eprint!("\reasel: step {}/{}", step + 1, s.steps);
         }
     }
-    if request.progress {
+    if progress {
         eprintln!();
     }
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
