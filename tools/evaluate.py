@@ -58,7 +58,7 @@ def contact_sheet(imgs, labels, per_label, path, cols=10):
         for k in range(min(per_label, 4)):
             sheet.paste(Image.fromarray(arr[i * per_label + k]), (cx + 2 + 32 * k, cy))
         draw.text((cx + 2, cy + 33), label[:22], fill=(0, 0, 0))
-    sheet.save(path, optimize=True)
+    sheet.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)  # small to commit
 
 
 def upscale_sheet(pipe, imgs, path):
