@@ -68,7 +68,8 @@ def upscale_sheet(pipe, imgs, path):
     big = pipe.upscale(imgs)
     near = F.interpolate(imgs, scale_factor=4, mode="nearest")
     grid = torch.cat([torch.cat(list(near), 2), torch.cat(list(big), 2)], 1)
-    Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path, optimize=True)
+    img = Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
 def main():

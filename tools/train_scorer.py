@@ -161,7 +161,7 @@ def main():
             acc = (logits.argmax(1) == torch.arange(len(caps))).float().mean().item()
         step += 1
         now = time.time()
-        hours += (now - t_last) / 3600
+        hours += min(now - t_last, 60.0) / 3600  # a paused process (SIGSTOP) does not count
         t_last = now
         loss_avg = 0.98 * loss_avg + 0.02 * loss.item() if step > 1 else loss.item()
         acc_avg = 0.98 * acc_avg + 0.02 * acc if step > 1 else acc

@@ -223,7 +223,7 @@ def main():
                 pe.lerp_(pm, 1 - d)
         step += 1
         now = time.time()
-        hours += (now - t_last) / 3600
+        hours += min(now - t_last, 60.0) / 3600  # a paused process (SIGSTOP) does not count
         t_last = now
         loss_avg = loss.item() if loss_avg is None else 0.99 * loss_avg + 0.01 * loss.item()
         if step % 50 == 0:
