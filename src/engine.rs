@@ -40,6 +40,12 @@ pub struct Request {
     pub progress: bool,
     /// Write a contact sheet of every scoring round here (extra readbacks).
     pub trace: Option<PathBuf>,
+    /// Phases with their own sampler, candidates, scoring interval and guidance
+    /// (`--schedule`); the fields above are what a phase does not set.
+    pub schedule: Option<crate::schedule::Schedule>,
+    /// Keep every scoring round's candidates in [`Image::rounds`] (extra
+    /// readbacks, like `trace`; for tests and tools).
+    pub keep_rounds: bool,
 }
 
 impl Request {
@@ -58,6 +64,8 @@ impl Request {
             until_margin: None,
             progress: false,
             trace: None,
+            schedule: None,
+            keep_rounds: false,
         }
     }
 }
@@ -79,7 +87,21 @@ pub struct Image {
     /// winner was copied over them: the evidence that the kept one was best.
     pub candidate_scores: Vec<Vec<f32>>,
     pub sub_prompts: Vec<String>,
+    /// Every scoring round's candidates and scores, with `Request::keep_rounds`.
+    pub rounds: Vec<Round>,
     pub seconds: f64,
+}
+
+/// One scoring round as the scorer saw it.
+#[derive(Clone, Debug)]
+pub struct Round {
+    /// The step it followed (0-based).
+    pub step: usize,
+    /// The candidates' predicted clean images x0, `[K, 3, H, W]` in [-1, 1].
+    pub x0: Vec<f32>,
+    /// `[K, P + 1]`: each candidate's cosine to each sub-prompt, then the weighted total.
+    pub scores: Vec<f32>,
+    pub winner: usize,
 }
 
 /// easel's settings in `model_index.json` (`_easel`), with CLIP's defaults.

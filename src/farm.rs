@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Engine, Request};
 use crate::error::{Error, Result};
 use crate::output::{encode_png, write_atomic};
+use crate::schedule::Schedule;
 use crate::schedulers::Sampler;
 
 /// The manifest's file name inside the output folder.
@@ -45,6 +46,8 @@ struct JobLine {
     guidance: Option<f32>,
     sampler: Option<String>,
     upscale: Option<usize>,
+    /// `--schedule` phases.
+    schedule: Option<String>,
     out: Option<String>,
 }
 
@@ -105,6 +108,10 @@ fn parse_job(line: &str, d: &Defaults, model: &str) -> std::result::Result<Job, 
         Some(s) => Some(Sampler::parse(s).map_err(|e| e.to_string())?),
         None => d.sampler,
     };
+    let schedule = match &j.schedule {
+        Some(text) => Some(Schedule::parse(text).map_err(|e| e.to_string())?),
+        None => d.schedule.clone(),
+    };
     let request = Request {
         prompt: j.prompt,
         seed: j.seed.unwrap_or(d.seed),
@@ -114,6 +121,7 @@ fn parse_job(line: &str, d: &Defaults, model: &str) -> std::result::Result<Job, 
         guidance: j.guidance.or(d.guidance),
         sampler,
         upscale: j.upscale.unwrap_or(d.upscale),
+        schedule,
         ..d.clone()
     };
     let output = match &j.out {
@@ -157,6 +165,9 @@ struct Canonical<'a> {
     score_every: Option<usize>,
     until_score: Option<f32>,
     until_margin: Option<f32>,
+    /// Absent without phases, so names from before `schedule` existed still match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<&'a str>,
 }
 
 /// `slug-of-the-prompt-0123456789abcdef.png`: up to 32 characters of the prompt
@@ -177,6 +188,7 @@ pub fn stable_name(r: &Request, model: &str) -> String {
         score_every: r.score_every,
         until_score: r.until_score,
         until_margin: r.until_margin,
+        schedule: r.schedule.as_ref().map(|sch| sch.text.as_str()),
     };
     let json = serde_json::to_string(&canonical).expect("plain data serializes");
     let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -603,6 +615,8 @@ mod tests {
         );
         assert_eq!(j.request.sampler, Some(Sampler::EulerAncestral));
         assert_eq!(j.output, PathBuf::from("x/y.png"));
+        let j = job(r#"{"prompt": "a", "schedule": "5 k=8; rest"}"#).unwrap();
+        assert_eq!(j.request.schedule.unwrap().phases.len(), 2);
     }
 
     #[test]
@@ -615,6 +629,7 @@ mod tests {
             (r#"{"prompt": "a", "size": "16"}"#, "expected WxH"),
             (r#"{"prompt": "a", "steps": 0}"#, "steps 0"),
             (r#"{"prompt": "a", "sampler": "plms"}"#, "unknown sampler"),
+            (r#"{"prompt": "a", "schedule": "5 k=0"}"#, "candidates=0"),
             (r#"{"prompt": "a", "out": "../x.png"}"#, "inside --out"),
             (r#"{"prompt": "a", "out": "/tmp/x.png"}"#, "inside --out"),
         ] {

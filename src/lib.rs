@@ -14,11 +14,12 @@ pub mod models;
 pub mod ops;
 pub mod output;
 pub mod prompt;
+pub mod schedule;
 pub mod schedulers;
 pub mod search;
 pub mod tensor;
 pub mod tokenizer;
 pub mod weights;
 
-pub use engine::{Engine, Image, Request};
+pub use engine::{Engine, Image, Request, Round};
 pub use error::{Error, Result};

@@ -22,6 +22,8 @@ pub struct Parameters {
     pub candidates: usize,
     /// The winner's final score, when the scorer ran.
     pub score: Option<f32>,
+    /// The `--schedule` text, when the run had phases.
+    pub schedule: Option<String>,
 }
 
 impl Parameters {
@@ -32,6 +34,10 @@ impl Parameters {
         );
         if let Some(score) = self.score {
             line.push_str(&format!(", Score: {score:.4}"));
+        }
+        if let Some(schedule) = &self.schedule {
+            // A1111 quotes values that contain commas or colons.
+            line.push_str(&format!(", Schedule: {}", serde_json::json!(schedule)));
         }
         format!("{}\n{line}", self.prompt)
     }
@@ -122,6 +128,7 @@ mod tests {
             model: "easel-emoji".into(),
             candidates: 4,
             score: Some(0.3125),
+            schedule: None,
         }
     }
 

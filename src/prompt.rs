@@ -261,9 +261,15 @@ fn check_sum(parts: &[Part]) -> Parsed<()> {
 impl Failure {
     /// The message, the prompt, and a caret under the failing character (module docs).
     fn render(&self, prompt: &str) -> String {
-        let (echo, column) = echo(prompt, self.at);
-        format!("{}\n  {echo}\n  {}^", self.message, " ".repeat(column))
+        with_caret(&self.message, prompt, self.at)
     }
+}
+
+/// `message`, then `text` indented by two spaces, then a `^` under byte offset `at`
+/// (the error format of the module docs, also used by `--schedule`).
+pub fn with_caret(message: &str, text: &str, at: usize) -> String {
+    let (echo, column) = echo(text, at);
+    format!("{message}\n  {echo}\n  {}^", " ".repeat(column))
 }
 
 /// The prompt as one terminal line and the column of byte offset `at` in it.

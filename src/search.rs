@@ -19,7 +19,7 @@
 
 use std::time::Instant;
 
-use crate::engine::{Engine, Image, Request};
+use crate::engine::{Engine, Image, Request, Round};
 use crate::error::{Error, Result};
 use crate::gpu::pool::STORAGE;
 use crate::gpu::{readback, Context};
@@ -29,7 +29,8 @@ use crate::ops::noise::{self, NoiseKey};
 use crate::ops::score::{self, Certainty, CHOICE_WORDS, NOT_STOPPED};
 use crate::ops::{layout, resample, sampler, Dispatch, Workgroups};
 use crate::output::Parameters;
-use crate::schedulers::{self, Ddim, Sampler, Scheduler, StepCoefficients};
+use crate::schedule::{self, Defaults, Phase};
+use crate::schedulers::StepCoefficients;
 use crate::tensor::{DType, Tensor};
 
 /// Noise streams: independent draws sharing (seed, candidate, step).
@@ -58,14 +59,26 @@ struct Settings {
     width: usize,
     height: usize,
     steps: usize,
-    k: usize,
-    guidance: f32,
-    scheduler: Box<dyn Scheduler>,
-    /// Coefficients with DDIM eta = 1, used for the step after each scoring round
-    /// when the sampler is deterministic DDIM, so candidates branch with fresh noise.
-    branch: Option<Vec<StepCoefficients>>,
+    /// The run's phases (one without `--schedule`).
+    phases: Vec<Phase>,
+    /// One row per step (see [`schedule::step_table`]).
+    table: Vec<StepCoefficients>,
+    init_noise_sigma: f32,
+    /// The steps after which the scorer runs (sorted; every phase ends with one).
     rounds: Vec<usize>,
     certainty: Certainty,
+}
+
+impl Settings {
+    fn phase(&self, step: usize) -> &Phase {
+        let i = self.phases.iter().position(|p| p.steps.contains(&step));
+        &self.phases[i.expect("phases cover every step")]
+    }
+
+    /// The most candidates any phase has: the state's slot count.
+    fn k_max(&self) -> usize {
+        self.phases.iter().map(|p| p.candidates).max().unwrap_or(1)
+    }
 }
 
 fn settle(engine: &Engine, request: &Request) -> Result<Settings> {
@@ -84,23 +97,30 @@ fn settle(engine: &Engine, request: &Request) -> Result<Settings> {
             "a pixel-space model needs a UNet with 3 input and 3 output channels",
         ));
     }
-    let steps = request.steps.unwrap_or(engine.settings.default_steps);
-    let sampler = match request.sampler {
-        Some(s) => s,
-        None => engine.scheduler.default_sampler(),
+    let defaults = Defaults {
+        sampler: request
+            .sampler
+            .unwrap_or_else(|| engine.scheduler.default_sampler()),
+        candidates: request.candidates,
+        score_every: request.score_every,
+        guidance: request.guidance.unwrap_or(engine.settings.default_guidance),
     };
-    let scheduler = schedulers::build(sampler, &engine.scheduler, steps)?;
-    let k = request.candidates;
-    if k == 0 {
-        return Err(Error::BadInput(
-            "--candidates 0: need at least one candidate".into(),
-        ));
+    let default_steps = engine.settings.default_steps;
+    let (steps, phases) = match &request.schedule {
+        Some(schedule) => {
+            let steps = schedule.total_steps(request.steps, default_steps);
+            (steps, schedule.resolve(steps, &defaults)?)
+        }
+        None => {
+            let steps = request.steps.unwrap_or(default_steps);
+            (steps, schedule::single(steps, &defaults))
+        }
+    };
+    if steps == 0 {
+        return Err(Error::BadInput("--steps 0: need at least 1 step".into()));
     }
-    if k > 1 && engine.scorer.is_none() {
-        return Err(Error::model(
-            &engine.dir,
-            "--candidates > 1 needs a scorer/ folder",
-        ));
+    for phase in &phases {
+        check_phase(engine, phase)?;
     }
     if !matches!(request.upscale, 1 | 2 | 4) {
         return Err(Error::BadInput(format!(
@@ -114,32 +134,19 @@ fn settle(engine: &Engine, request: &Request) -> Result<Settings> {
             "--upscale needs an upscaler/ folder",
         ));
     }
-    let every = request.score_every.unwrap_or(steps.div_ceil(4)).max(1);
-    let mut rounds: Vec<usize> = if engine.scorer.is_some() {
-        (every - 1..steps).step_by(every).collect()
+    let rounds: Vec<usize> = if engine.scorer.is_some() {
+        phases.iter().flat_map(Phase::rounds).collect()
     } else {
         Vec::new()
     };
-    if engine.scorer.is_some() && rounds.last() != Some(&(steps - 1)) {
-        rounds.push(steps - 1);
-    }
-    let branch = if sampler == Sampler::Ddim && k > 1 {
-        Some(
-            Ddim::new(&engine.scheduler, steps, 1.0)?
-                .coefficients()
-                .to_vec(),
-        )
-    } else {
-        None
-    };
+    let (table, init_noise_sigma) = schedule::step_table(&phases, &rounds, &engine.scheduler)?;
     Ok(Settings {
         width,
         height,
         steps,
-        k,
-        guidance: request.guidance.unwrap_or(engine.settings.default_guidance),
-        scheduler,
-        branch,
+        phases,
+        table,
+        init_noise_sigma,
         rounds,
         certainty: Certainty {
             min_score: request.until_score.unwrap_or(f32::INFINITY),
@@ -148,7 +155,23 @@ fn settle(engine: &Engine, request: &Request) -> Result<Settings> {
     })
 }
 
-/// The candidates' state and the buffers every step reuses.
+fn check_phase(engine: &Engine, phase: &Phase) -> Result<()> {
+    if phase.candidates == 0 {
+        return Err(Error::BadInput(
+            "--candidates 0: need at least one candidate".into(),
+        ));
+    }
+    if phase.candidates > 1 && engine.scorer.is_none() {
+        return Err(Error::model(
+            &engine.dir,
+            "--candidates > 1 needs a scorer/ folder",
+        ));
+    }
+    Ok(())
+}
+
+/// The candidates' state and the buffers every step reuses, sized for the
+/// largest candidate count; a phase with fewer works on a prefix of each.
 struct State {
     /// `[K, 3, H, W]`: the current samples.
     x: Tensor,
@@ -159,18 +182,37 @@ struct State {
     model_in: Tensor,
     timesteps: Tensor,
     table: Tensor,
-    branch_table: Option<Tensor>,
     weights: Tensor,
     /// Winner, best score, margin, stopped-at step (u32 words).
     choice: Tensor,
+    /// `[1]` u32: steps the GPU executed (the sampler step counts itself).
+    steps_run: Tensor,
     scores: Tensor,
 }
 
-/// A step block: its own dispatches around the shared UNet pass.
+/// What one candidate count needs: views of the state for its K, the UNet pass
+/// over its `(1 + P)·K` batch and the scoring pass over its K candidates.
+struct Passes {
+    k: usize,
+    x: Tensor,
+    x0: Tensor,
+    noise: Tensor,
+    guided: Tensor,
+    model_in: Tensor,
+    timesteps: Tensor,
+    scores: Tensor,
+    unet: Vec<Dispatch>,
+    model_out: Tensor,
+    score: Vec<Dispatch>,
+}
+
+/// A step block: its own dispatches around its candidate count's UNet pass.
 struct Block {
+    /// Index into the run's [`Passes`].
+    passes: usize,
     before: Vec<Dispatch>,
     after: Vec<Dispatch>,
-    /// The pick of the scoring round after this step, if any (built once offsets are known).
+    /// Is there a scoring round after this step?
     round: bool,
 }
 
@@ -180,38 +222,42 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
     let s = settle(engine, request)?;
     let prompts = prompts(request)?;
     let p = prompts.texts.len();
-    let (k, h, w) = (s.k, s.height, s.width);
-    // Every planned tensor checks the device's binding limit as it is created.
-    let batch = (1 + p) * k;
+    let (k_max, h, w) = (s.k_max(), s.height, s.width);
 
-    // 1. Text: the denoiser's conditioning for every batch item, the scorer's embeddings.
+    // 1. Text: the denoiser's conditioning, the scorer's embeddings.
     let mut plan = Graph::new(ctx, "text");
-    let context = encode_prompts(engine, &mut plan, &prompts, k)?;
+    let hidden = encode_prompts(engine, &mut plan, &prompts)?;
     let text_embeds = match &engine.scorer {
         Some(scorer) => Some(scorer_text(engine, scorer, &mut plan, &prompts)?),
         None => None,
     };
-    let text_pass = std::mem::take(&mut plan.dispatches);
 
-    // 2. State, start image.
-    let st = state(ctx, &s, &prompts, [k, 3, h, w], batch)?;
+    // 2. State (every planned tensor checks the device's binding limit as it is
+    //    created), start image.
+    let st = state(ctx, &s, &prompts, [k_max, 3, h, w])?;
     let start = noise::gaussian(
         ctx,
         &st.x,
         key(request.seed, 0, STREAM_START),
-        s.scheduler.init_noise_sigma(),
+        s.init_noise_sigma,
     )?;
 
-    // 3. The shared UNet pass and the shared scoring pass.
-    let mut unet_graph = Graph::new(ctx, "unet");
-    let model_out = engine
-        .unet
-        .forward(&mut unet_graph, &st.model_in, &st.timesteps, &context)?;
-    let unet_pass = unet_graph.dispatches;
-    let score_pass = match (&engine.scorer, &text_embeds) {
-        (Some(scorer), Some(text)) => scoring_pass(engine, scorer, &st, text, [k, h, w])?,
-        _ => Vec::new(),
-    };
+    // 3. The UNet and scoring passes of each candidate count, shared by its steps.
+    let mut counts: Vec<usize> = s.phases.iter().map(|ph| ph.candidates).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut passes = Vec::with_capacity(counts.len());
+    for &k in &counts {
+        passes.push(plan_passes(
+            engine,
+            &mut plan,
+            &st,
+            &hidden,
+            &text_embeds,
+            k,
+        )?);
+    }
+    let text_pass = std::mem::take(&mut plan.dispatches);
     let broadcast = [
         layout::broadcast_row_in_place(ctx, &st.x, &st.choice.head(1)?)?,
         layout::broadcast_row_in_place(ctx, &st.x0, &st.choice.head(1)?)?,
@@ -220,15 +266,26 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
     // 4. One block per step; its dispatches are launched indirectly so a pick can cancel it.
     let mut blocks = Vec::with_capacity(s.steps);
     for step in 0..s.steps {
-        blocks.push(step_block(ctx, &s, &st, &model_out, request.seed, step)?);
+        let k = s.phase(step).candidates;
+        let index = counts.iter().position(|&c| c == k).expect("planned");
+        blocks.push(step_block(
+            ctx,
+            &s,
+            &st,
+            &passes[index],
+            index,
+            request.seed,
+            step,
+        )?);
     }
     let per_block: Vec<usize> = blocks
         .iter()
         .map(|b| {
+            let pass = &passes[b.passes];
             b.before.len()
-                + unet_pass.len()
+                + pass.unet.len()
                 + b.after.len()
-                + if b.round { score_pass.len() + 1 + 2 } else { 0 }
+                + if b.round { pass.score.len() + 1 + 2 } else { 0 }
         })
         .collect();
     let offsets: Vec<usize> = per_block
@@ -247,7 +304,7 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
             let cancel = 3 * (offsets[step] + per_block[step])..3 * total;
             picks.push(score::pick(
                 ctx,
-                &st.scores,
+                &passes[block.passes].scores,
                 step,
                 s.certainty,
                 &st.choice,
@@ -265,15 +322,16 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
     // if an earlier round already cancelled its block.
     let mut order: Vec<Vec<(&Dispatch, bool)>> = Vec::with_capacity(s.steps);
     for block in &blocks {
+        let pass = &passes[block.passes];
         let mut list: Vec<(&Dispatch, bool)> = block
             .before
             .iter()
-            .chain(&unet_pass)
+            .chain(&pass.unet)
             .chain(&block.after)
             .map(|d| (d, true))
             .collect();
         if block.round {
-            list.extend(score_pass.iter().map(|d| (d, true)));
+            list.extend(pass.score.iter().map(|d| (d, true)));
             list.push((pick_iter.next().expect("one pick per round"), false));
             list.extend(broadcast.iter().map(|d| (d, true)));
         }
@@ -295,7 +353,7 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
 
     // 5. Post-processing, planned like the rest.
     let (post, pixels, out_w, out_h) = postprocess(engine, &st, request.upscale, [h, w])?;
-    let readback_words = out_w * out_h + CHOICE_WORDS + k * (p + 1);
+    let readback_words = out_w * out_h + CHOICE_WORDS + 1 + k_max * (p + 1);
     let out = Tensor::wrap(
         ctx.create_buffer("readback", 4 * readback_words as u64, STORAGE),
         &[readback_words],
@@ -308,15 +366,17 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
             .chain([&start])
             .for_each(|d| crate::ops::record(pass, d))
     })?;
-    let mut trace = request.trace.as_ref().map(|_| Trace::default());
+    let keep = request.trace.is_some() || request.keep_rounds;
+    let mut rounds: Vec<Round> = Vec::new();
     // A live step counter on a terminal; logs (farms, CI) get only the final line.
     let progress = request.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     for (step, list) in order.iter().enumerate() {
         // With --trace, a round's block is split before its broadcasts so the
         // candidates can be read back as they were scored (the only extra readbacks).
-        let split = match &trace {
-            Some(_) if blocks[step].round => list.len() - broadcast.len(),
-            _ => list.len(),
+        let split = if keep && blocks[step].round {
+            list.len() - broadcast.len()
+        } else {
+            list.len()
         };
         let parts = [0..split, split..list.len()];
         for (part, range) in parts.into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
@@ -330,10 +390,8 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
                     }
                 }
             })?;
-            if let (0, Some(t)) = (part, trace.as_mut()) {
-                if split < list.len() {
-                    t.record(ctx, &st, step)?;
-                }
+            if part == 0 && split < list.len() {
+                rounds.push(read_round(ctx, &passes[blocks[step].passes], &st, step)?);
             }
         }
         if progress {
@@ -345,73 +403,74 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
     }
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     crate::ops::encode(&mut encoder, &post);
-    let pixel_bytes = 4 * (out_w * out_h) as u64;
-    encoder.copy_buffer_to_buffer(&pixels.buffer, 0, &out.buffer, 0, pixel_bytes);
-    encoder.copy_buffer_to_buffer(
-        &st.choice.buffer,
-        0,
-        &out.buffer,
-        pixel_bytes,
-        4 * CHOICE_WORDS as u64,
-    );
-    encoder.copy_buffer_to_buffer(
-        &st.scores.buffer,
-        0,
-        &out.buffer,
-        pixel_bytes + 4 * CHOICE_WORDS as u64,
-        st.scores.bytes(),
-    );
+    let mut at = 0;
+    for (t, bytes) in [
+        (&pixels, 4 * (out_w * out_h) as u64),
+        (&st.choice, 4 * CHOICE_WORDS as u64),
+        (&st.steps_run, 4),
+        (&st.scores, st.scores.bytes()),
+    ] {
+        encoder.copy_buffer_to_buffer(&t.buffer, 0, &out.buffer, at, bytes);
+        at += bytes;
+    }
     ctx.queue.submit([encoder.finish()]);
     let bytes = readback::read_bytes(ctx, &out.buffer, 0, 4 * readback_words as u64)?;
 
-    if let (Some(t), Some(path)) = (&trace, &request.trace) {
-        t.write(path, [h, w], p)?;
+    if let Some(path) = &request.trace {
+        trace::write(path, &rounds, [h, w], p)?;
     }
 
-    // The one readback: pixels, the pick's record, the last round's scores.
+    // The one readback: pixels, the pick's record, the step count, the last round's scores.
     let words: &[u32] = bytemuck::cast_slice(&bytes);
-    let rgba = bytemuck::cast_slice(&words[..out_w * out_h]).to_vec();
-    let choice = &words[out_w * out_h..out_w * out_h + CHOICE_WORDS];
-    let scores: &[f32] = bytemuck::cast_slice(&words[out_w * out_h + CHOICE_WORDS..]);
+    let (rgba, rest) = words.split_at(out_w * out_h);
+    let (choice, rest) = rest.split_at(CHOICE_WORDS);
+    let (steps_run, scores) = (
+        rest[0] as usize,
+        bytemuck::cast_slice::<u32, f32>(&rest[1..]),
+    );
     let winner = choice[0] as usize;
     let stopped = choice[3];
     let stopped_early = stopped != NOT_STOPPED && (stopped as usize) + 1 < s.steps;
-    let steps_run = if stopped_early {
-        stopped as usize + 1
-    } else {
-        s.steps
-    };
-    let row = if s.rounds.is_empty() {
+    // The last round scored the last phase's candidates (or those of the round that stopped the run).
+    let k_last = s.phase(steps_run.saturating_sub(1)).candidates;
+    let candidate_scores: Vec<Vec<f32>> = if s.rounds.is_empty() {
         Vec::new()
     } else {
-        scores[winner * (p + 1)..(winner + 1) * (p + 1)].to_vec()
+        scores[..k_last * (p + 1)]
+            .chunks(p + 1)
+            .map(<[f32]>::to_vec)
+            .collect()
     };
+    let row = candidate_scores.get(winner).cloned().unwrap_or_default();
+    let first = &s.phases[0];
     let parameters = Parameters {
         prompt: request.prompt.clone(),
         steps: steps_run,
-        sampler: s.scheduler.name().to_string(),
-        guidance: s.guidance,
+        sampler: first.sampler.a1111_name().to_string(),
+        guidance: first.guidance,
         seed: request.seed,
         width: out_w,
         height: out_h,
         model: engine.name.clone(),
-        candidates: k,
+        candidates: k_max,
         score: row.last().copied(),
+        schedule: request.schedule.as_ref().map(|sch| sch.text.clone()),
     };
     Ok(Image {
         width: out_w,
         height: out_h,
-        rgba,
+        rgba: bytemuck::cast_slice(rgba).to_vec(),
         parameters,
         steps_run,
         stopped_early,
         scores: row,
-        candidate_scores: if s.rounds.is_empty() {
-            Vec::new()
-        } else {
-            scores.chunks(p + 1).map(<[f32]>::to_vec).collect()
-        },
+        candidate_scores,
         sub_prompts: prompts.texts,
+        rounds: if request.keep_rounds {
+            rounds
+        } else {
+            Vec::new()
+        },
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -441,26 +500,29 @@ fn tokens(
     Ok((ids, eos))
 }
 
-/// The text encoder on ["", sub-prompts...], each row repeated for the K
-/// candidates: `[(1 + P)·K, 77, D]`, in the UNet batch order.
-fn encode_prompts(engine: &Engine, g: &mut Graph, prompts: &Prompts, k: usize) -> Result<Tensor> {
-    let ctx = &engine.ctx;
+/// The text encoder on ["", sub-prompts...]: `[1 + P, 77, D]`.
+fn encode_prompts(engine: &Engine, g: &mut Graph, prompts: &Prompts) -> Result<Tensor> {
     let texts: Vec<String> = std::iter::once(engine.settings.unconditional_prompt.clone())
         .chain(prompts.texts.iter().cloned())
         .collect();
     let (ids, eos) = tokens(engine, &texts, |rows| {
         engine.text_encoder.eos_positions(rows)
     })?;
-    let hidden = engine
+    Ok(engine
         .text_encoder
         .forward(g, &ids, &eos)?
-        .last_hidden_state; // [1+P, 77, D]
-    let (l, d) = (hidden.shape[1], hidden.shape[2]);
-    let context = g.tensor(&[texts.len() * k, l, d])?;
-    for j in 0..texts.len() {
+        .last_hidden_state)
+}
+
+/// Each prompt's row of `hidden` repeated for K candidates: `[(1 + P)·K, 77, D]`,
+/// in the UNet batch order.
+fn repeat_context(ctx: &Context, g: &mut Graph, hidden: &Tensor, k: usize) -> Result<Tensor> {
+    let (rows, l, d) = (hidden.shape[0], hidden.shape[1], hidden.shape[2]);
+    let context = g.tensor(&[rows * k, l, d])?;
+    for j in 0..rows {
         let index = Tensor::from_u32(ctx, "prompt index", &[1], &[j as u32])?;
         let group = g.tensor(&[k, l, d])?;
-        g.push(layout::broadcast_row(ctx, &hidden, &index, &group)?);
+        g.push(layout::broadcast_row(ctx, hidden, &index, &group)?);
         g.push(layout::copy_into(ctx, &group, &context, 0, j * k)?);
     }
     Ok(context)
@@ -479,16 +541,14 @@ fn scorer_text(
     scorer.text_embeds(g, &ids, &eos)
 }
 
-fn state(
-    ctx: &Context,
-    s: &Settings,
-    prompts: &Prompts,
-    shape: [usize; 4],
-    batch: usize,
-) -> Result<State> {
+fn state(ctx: &Context, s: &Settings, prompts: &Prompts, shape: [usize; 4]) -> Result<State> {
     let [k, c, h, w] = shape;
-    let mut choice = Tensor::zeros(ctx, "choice", &[CHOICE_WORDS])?;
-    choice.dtype = DType::U32;
+    let batch = (1 + prompts.texts.len()) * k;
+    let u32_zeros = |label: &str, n: usize| -> Result<Tensor> {
+        let mut t = Tensor::zeros(ctx, label, &[n])?;
+        t.dtype = DType::U32;
+        Ok(t)
+    };
     Ok(State {
         x: Tensor::zeros(ctx, "x", &shape)?,
         x0: Tensor::zeros(ctx, "x0", &shape)?,
@@ -496,27 +556,67 @@ fn state(
         guided: Tensor::zeros(ctx, "guided", &shape)?,
         model_in: Tensor::zeros(ctx, "model_in", &[batch, c, h, w])?,
         timesteps: Tensor::zeros(ctx, "timesteps", &[batch])?,
-        table: sampler::upload_table(ctx, s.scheduler.coefficients())?,
-        branch_table: match &s.branch {
-            Some(rows) => Some(sampler::upload_table(ctx, rows)?),
-            None => None,
-        },
+        table: sampler::upload_table(ctx, &s.table)?,
         weights: Tensor::from_f32(ctx, "weights", &[prompts.weights.len()], &prompts.weights)?,
-        choice,
+        choice: u32_zeros("choice", CHOICE_WORDS)?,
+        steps_run: u32_zeros("steps run", 1)?,
         scores: Tensor::zeros(ctx, "scores", &[k, prompts.weights.len() + 1])?,
     })
 }
 
+/// The views, UNet pass and scoring pass for K candidates. The context
+/// broadcast goes into `text` (run once per run).
+fn plan_passes(
+    engine: &Engine,
+    text: &mut Graph,
+    st: &State,
+    hidden: &Tensor,
+    text_embeds: &Option<Tensor>,
+    k: usize,
+) -> Result<Passes> {
+    let ctx = &engine.ctx;
+    let [_, c, h, w] = st.x.shape[..] else {
+        unreachable!("x is [K, C, H, W]")
+    };
+    let candidates = [k, c, h, w];
+    let batch = hidden.shape[0] * k;
+    let context = repeat_context(ctx, text, hidden, k)?;
+    let model_in = st.model_in.prefix(&[batch, c, h, w])?;
+    let timesteps = st.timesteps.prefix(&[batch])?;
+    let mut unet = Graph::new(ctx, "unet");
+    let model_out = engine
+        .unet
+        .forward(&mut unet, &model_in, &timesteps, &context)?;
+    let mut passes = Passes {
+        k,
+        x: st.x.prefix(&candidates)?,
+        x0: st.x0.prefix(&candidates)?,
+        noise: st.noise.prefix(&candidates)?,
+        guided: st.guided.prefix(&candidates)?,
+        model_in,
+        timesteps,
+        scores: st.scores.prefix(&[k, st.scores.shape[1]])?,
+        unet: unet.dispatches,
+        model_out,
+        score: Vec::new(),
+    };
+    if let (Some(scorer), Some(text)) = (&engine.scorer, text_embeds) {
+        passes.score = scoring_pass(engine, scorer, &passes, &st.weights, text)?;
+    }
+    Ok(passes)
+}
+
 /// x0 → CLIP-normalised pixels at the scorer's size → image embeddings →
-/// similarity to the sub-prompts. The same dispatches serve every round.
+/// similarity to the sub-prompts. The same dispatches serve every round of a K.
 fn scoring_pass(
     engine: &Engine,
     scorer: &crate::models::clip::CLIPModel,
-    st: &State,
+    at: &Passes,
+    weights: &Tensor,
     text: &Tensor,
-    [k, h, w]: [usize; 3],
 ) -> Result<Vec<Dispatch>> {
     let ctx = &engine.ctx;
+    let (k, h, w) = (at.k, at.x0.dim(1), at.x0.dim(0));
     let mut g = Graph::new(ctx, "scorer");
     let (mean, std) = (
         engine.settings.scorer_image_mean,
@@ -525,7 +625,7 @@ fn scoring_pass(
     let normed = g.tensor(&[k, 3, h, w])?;
     g.push(image::normalize(
         ctx,
-        &st.x0,
+        &at.x0,
         &normed,
         &Normalize::clip(mean, std),
     )?);
@@ -538,61 +638,75 @@ fn scoring_pass(
         resized
     };
     let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
-    let [a, b] = score::similarity(ctx, &image_embeds, text, &st.weights, &st.scores)?;
+    let [a, b] = score::similarity(ctx, &image_embeds, text, weights, &at.scores)?;
     g.push(a);
     g.push(b);
     Ok(g.dispatches)
 }
 
 /// Step `step`'s own dispatches: the UNet batch before, guidance, noise and the
-/// sampler update after.
+/// sampler update after (its phase's K, guidance and table row).
 fn step_block(
     ctx: &Context,
     s: &Settings,
     st: &State,
-    model_out: &Tensor,
+    at: &Passes,
+    passes: usize,
     seed: u64,
     step: usize,
 ) -> Result<Block> {
     let prompts = st.weights.numel();
-    let round = s.rounds.contains(&step);
-    // The step right after a round branches with fresh noise (DDIM eta = 1).
-    let branches = step > 0 && s.rounds.contains(&(step - 1));
-    let (table, coeffs) = match (&st.branch_table, &s.branch) {
-        (Some(t), Some(rows)) if branches => (t, rows[step]),
-        _ => (&st.table, s.scheduler.coefficients()[step]),
-    };
     let before = vec![sampler::prepare(
         ctx,
-        table,
+        &st.table,
         step,
-        &st.x,
+        &at.x,
         prompts,
-        &st.model_in,
-        &st.timesteps,
+        &at.model_in,
+        &at.timesteps,
     )?];
+    let guidance = s.phase(step).guidance;
     let mut after = vec![sampler::guide(
         ctx,
-        model_out,
+        &at.model_out,
         &st.weights,
-        s.guidance,
-        &st.guided,
+        guidance,
+        &at.guided,
     )?];
-    if coeffs.uses_noise() {
+    if s.table[step].uses_noise() {
         after.push(noise::gaussian(
             ctx,
-            &st.noise,
+            &at.noise,
             key(seed, step + 1, STREAM_STEP),
             1.0,
         )?);
     }
     after.push(sampler::step(
-        ctx, table, step, &st.guided, &st.noise, &st.x, &st.x0,
+        ctx,
+        &st.table,
+        step,
+        &at.guided,
+        &at.noise,
+        &at.x,
+        &at.x0,
+        &st.steps_run,
     )?);
     Ok(Block {
+        passes,
         before,
         after,
-        round,
+        round: s.rounds.contains(&step),
+    })
+}
+
+/// A round's candidates as scored (before the winner is copied over them).
+fn read_round(ctx: &Context, at: &Passes, st: &State, step: usize) -> Result<Round> {
+    let choice = st.choice.to_vec(ctx)?;
+    Ok(Round {
+        step,
+        x0: at.x0.to_vec(ctx)?,
+        scores: at.scores.to_vec(ctx)?,
+        winner: bytemuck::cast_slice::<f32, u32>(&choice)[0] as usize,
     })
 }
 
@@ -665,41 +779,40 @@ fn submit(ctx: &Context, f: impl FnOnce(&mut wgpu::ComputePass)) -> Result<()> {
     ctx.wait()
 }
 
-/// `--trace`: every scoring round's candidates (their x0 as scored), scores and winner.
-#[derive(Default)]
-struct Trace {
-    /// Per round: (step, x0 [K, 3, H, W], scores [K, P+1], winner).
-    rounds: Vec<(usize, Vec<f32>, Vec<f32>, usize)>,
-}
+/// `--trace`: a contact sheet of every scoring round.
+mod trace {
+    use crate::engine::Round;
+    use crate::error::{Error, Result};
 
-impl Trace {
-    fn record(&mut self, ctx: &Context, st: &State, step: usize) -> Result<()> {
-        let x0 = st.x0.to_vec(ctx)?;
-        let scores = st.scores.to_vec(ctx)?;
-        let winner = bytemuck::cast_slice::<f32, u32>(&st.choice.to_vec(ctx)?)[0] as usize;
-        self.rounds.push((step, x0, scores, winner));
-        Ok(())
-    }
-
-    /// A contact sheet: one row per round, one tile per candidate (2x nearest),
-    /// the winner framed in green, under each tile one bar per sub-prompt and one
-    /// for the weighted total (length ~ cosine in [-1, 1], centre = 0).
-    fn write(&self, path: &std::path::Path, [h, w]: [usize; 2], prompts: usize) -> Result<()> {
+    /// One row per round, one tile per candidate (2x nearest), the winner framed
+    /// in green, under each tile one bar per sub-prompt and one for the weighted
+    /// total (length ~ cosine in [-1, 1], centre = 0).
+    pub fn write(
+        path: &std::path::Path,
+        rounds: &[Round],
+        [h, w]: [usize; 2],
+        prompts: usize,
+    ) -> Result<()> {
         const SCALE: usize = 2;
         const PAD: usize = 4;
         const BAR: usize = 3;
-        let k = self.rounds.first().map_or(1, |r| r.2.len() / (prompts + 1));
+        let k = rounds
+            .iter()
+            .map(|r| r.scores.len() / (prompts + 1))
+            .max()
+            .unwrap_or(1);
         let (tw, th) = (
             w * SCALE + 2 * PAD,
             h * SCALE + 2 * PAD + (prompts + 1) * (BAR + 1),
         );
         let mut sheet = ::image::RgbImage::from_pixel(
             (k * tw) as u32,
-            (self.rounds.len() * th).max(1) as u32,
+            (rounds.len() * th).max(1) as u32,
             ::image::Rgb([255, 255, 255]),
         );
-        for (row, (_, x0, scores, winner)) in self.rounds.iter().enumerate() {
-            for c in 0..k {
+        for (row, round) in rounds.iter().enumerate() {
+            let (x0, scores, winner) = (&round.x0, &round.scores, &round.winner);
+            for c in 0..scores.len() / (prompts + 1) {
                 let (ox, oy) = (c * tw, row * th);
                 if c == *winner {
                     for y in oy..oy + h * SCALE + 2 * PAD {

@@ -135,15 +135,22 @@ impl Tensor {
     /// A view of the first `n` elements, shape `[n]` (the binding still covers
     /// the whole buffer; kernels read only what the shape says).
     pub fn head(&self, n: usize) -> Result<Self> {
-        if n > self.numel() {
+        self.prefix(&[n])
+    }
+
+    /// A view of the first elements with `shape` (e.g. the first K candidates of a
+    /// `[K_max, ...]` tensor); as with [`Tensor::head`], kernels read only what
+    /// the shape says.
+    pub fn prefix(&self, shape: &[usize]) -> Result<Self> {
+        if numel(shape) > self.numel() {
             return Err(Error::BadInput(format!(
-                "head({n}) of a tensor of shape {:?}",
+                "view {shape:?} of a tensor of shape {:?}",
                 self.shape
             )));
         }
         Ok(Self {
             buffer: self.buffer.clone(),
-            shape: vec![n],
+            shape: shape.to_vec(),
             dtype: self.dtype,
         })
     }

@@ -10,6 +10,9 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use common::files::TempDir;
+use easel::models::Graph;
+use easel::schedule::Schedule;
+use easel::tensor::Tensor;
 use easel::{Engine, Image, Request};
 
 /// The tiny pipeline assembled in a temp folder (it has no tokenizer of its own).
@@ -89,6 +92,126 @@ fn the_kept_candidate_has_the_best_score() {
     }
 }
 
+/// Best-of-K checked outside the loop: the last round's candidates (x0 as the
+/// scorer saw them) are CLIP-normalised on the CPU, embedded by the scorer run on
+/// its own, and their cosines and weighted totals recomputed on the CPU; the
+/// loop's scores must match and its winner must be their argmax.
+#[test]
+fn the_kept_candidate_is_best_by_a_cpu_recomputation() {
+    let prompt = "apple::2 tart::1";
+    let r = Request {
+        keep_rounds: true,
+        ..request(prompt, 10)
+    };
+    let engine = engine();
+    let image = engine.generate(&r).unwrap();
+    let round = image.rounds.last().unwrap();
+    let (k, p) = (3, 2);
+    let scorer = engine.scorer.as_ref().unwrap();
+    let size = scorer.vision_model.config.image_size;
+    assert_eq!(
+        round.x0.len(),
+        k * 3 * size * size,
+        "no resize at this size"
+    );
+    let (mean, std) = (
+        engine.settings.scorer_image_mean,
+        engine.settings.scorer_image_std,
+    );
+    let plane = size * size;
+    let pixels: Vec<f32> = round
+        .x0
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = i / plane % 3;
+            ((v + 1.0) / 2.0 - mean[c]) / std[c]
+        })
+        .collect();
+    let ctx = &engine.ctx;
+    let pixels = Tensor::from_f32(ctx, "pixels", &[k, 3, size, size], &pixels).unwrap();
+    let texts = ["apple", "tart"];
+    let rows: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| engine.tokenizer.encode_padded(t).input_ids)
+        .collect();
+    let ids = Tensor::from_u32(ctx, "ids", &[p, rows[0].len()], &rows.concat()).unwrap();
+    let eos = scorer.text_model.eos_positions(&rows);
+    let eos = Tensor::from_u32(ctx, "eos", &[p], &eos).unwrap();
+    let mut g = Graph::new(ctx, "check");
+    let image_embeds = scorer.image_embeds(&mut g, &pixels).unwrap();
+    let text_embeds = scorer.text_embeds(&mut g, &ids, &eos).unwrap();
+    g.run().unwrap();
+    let (img, txt) = (
+        image_embeds.to_vec(ctx).unwrap(),
+        text_embeds.to_vec(ctx).unwrap(),
+    );
+    let d = img.len() / k;
+    let cosine = |a: &[f32], b: &[f32]| {
+        let dot = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .map(|(&u, &v)| u as f64 * v as f64)
+                .sum::<f64>()
+        };
+        dot(a, b) / (dot(a, a) * dot(b, b)).sqrt()
+    };
+    let weights = easel::prompt::parse(prompt).unwrap().normalized_weights();
+    let mut totals = Vec::new();
+    for c in 0..k {
+        let mut total = 0.0;
+        for j in 0..p {
+            let cos = cosine(&img[c * d..(c + 1) * d], &txt[j * d..(j + 1) * d]);
+            let got = round.scores[c * (p + 1) + j] as f64;
+            // f32 embeddings of an 8-dim projection: the GPU and CPU agree to ~1e-6.
+            assert!(
+                (got - cos).abs() < 1e-4,
+                "candidate {c}, prompt {j}: {got} vs {cos}"
+            );
+            total += weights[j] * cos;
+        }
+        assert!((round.scores[c * (p + 1) + p] as f64 - total).abs() < 1e-4);
+        totals.push(total);
+    }
+    let argmax = (0..k).fold(0, |b, c| if totals[c] > totals[b] { c } else { b });
+    assert_eq!(round.winner, argmax, "totals {totals:?}");
+    assert_eq!(round.step, 5, "the last round follows the last step");
+}
+
+/// `--schedule`: each phase runs with its own candidate count (the rounds show
+/// it), a phase boundary scores, and the run is as deterministic as any other.
+#[test]
+fn schedule_phases_change_the_process() {
+    let schedule =
+        Schedule::parse("50% sampler=euler_a k=4; rest sampler=dpm++2m k=2 every=1").unwrap();
+    let r = Request {
+        schedule: Some(schedule),
+        keep_rounds: true,
+        ..request("red apple", 11)
+    };
+    let a = generate(&r);
+    let rounds: Vec<(usize, usize)> = a
+        .rounds
+        .iter()
+        .map(|x| (x.step, x.scores.len() / 2))
+        .collect();
+    // Default interval: 6 steps / 4 rounds = every 2; phase 1 ends at step 2.
+    assert_eq!(rounds, [(1, 4), (2, 4), (3, 2), (4, 2), (5, 2)]);
+    assert_eq!(a.candidate_scores.len(), 2, "the last phase's candidates");
+    assert!(
+        a.parameters
+            .to_text()
+            .contains("Schedule: \"50% sampler=euler_a"),
+        "{}",
+        a.parameters.to_text()
+    );
+    assert_eq!(a.parameters.candidates, 4);
+    let b = generate(&r);
+    assert_eq!(a.rgba, b.rgba, "same seed, same bytes");
+    let plain = generate(&request("red apple", 11));
+    assert_ne!(a.rgba, plain.rgba, "the schedule changes the image");
+}
+
 #[test]
 fn early_stop_when_certain_and_never_when_impossible() {
     let mut r = request("red apple", 4);
@@ -96,6 +219,8 @@ fn early_stop_when_certain_and_never_when_impossible() {
     r.until_score = Some(-1.0); // any cosine passes
     let stopped = generate(&r);
     assert!(stopped.stopped_early);
+    // steps_run is counted on the GPU by the sampler step kernel itself: the
+    // cancelled steps' dispatches really did not run.
     assert_eq!(
         stopped.steps_run, 2,
         "the first round (after step 2) is certain"
@@ -180,7 +305,33 @@ fn cli_bad_input_exits_2_and_leaves_no_file() {
     let out: PathBuf = dir.path().join("x.png");
     let o = out.to_str().unwrap();
     let model = model_dir().to_str().unwrap();
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 10] = [
+        (
+            &[
+                "apple",
+                "--model",
+                model,
+                "--schedule",
+                "40% k=two; rest",
+                "-o",
+                o,
+            ],
+            "candidates=two",
+        ),
+        (
+            &[
+                "apple",
+                "--model",
+                model,
+                "--steps",
+                "10",
+                "--schedule",
+                "4; 4",
+                "-o",
+                o,
+            ],
+            "cover 8 steps",
+        ),
         (&["", "--model", model, "-o", o], "empty"),
         (&["a::-1", "--model", model, "-o", o], "positive"),
         (&["a::2x", "--model", model, "-o", o], "not a number"),

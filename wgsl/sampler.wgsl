@@ -88,10 +88,13 @@ fn guide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 @group(0) @binding(3) var<storage, read> noise: array<f32>;
 @group(0) @binding(4) var<storage, read_write> state_x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> state_x0: array<f32>;
+// [1] u32: steps executed so far (one invocation adds 1 per step).
+@group(0) @binding(6) var<storage, read_write> steps_run: array<u32>;
 
 @compute @workgroup_size(256)
 fn step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
+    if (i == 0u) { steps_run[0] += 1u; }
     if (i >= p.k * p.n) { return; }
     let s = step_table[p.step];
     let xi = state_x[i];

@@ -75,7 +75,10 @@ var<workgroup> stop: u32;
 // the remaining dispatches in parallel. The barrier is outside any branch.
 @compute @workgroup_size(64)
 fn pick(@builtin(local_invocation_index) lid: u32) {
-    if (lid == 0u) {
+    // Once a round has stopped the run, later picks (which run directly, not
+    // cancelled) leave its decision alone: their scoring passes were cancelled,
+    // so the scores they would read are stale.
+    if (lid == 0u && choice[3] == 0xFFFFFFFFu) {
         let stride = p.prompts + 1u;
         var best = 0u;
         var best_score = totals[p.prompts];
@@ -97,8 +100,7 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
         choice[1] = bitcast<u32>(best_score);
         choice[2] = bitcast<u32>(margin);
         let certain = best_score >= p.min_score || margin >= p.min_margin;
-        let first_stop = choice[3] == 0xFFFFFFFFu;
-        if (certain && first_stop) {
+        if (certain) {
             choice[3] = p.step;
         }
         stop = u32(certain);

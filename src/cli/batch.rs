@@ -57,7 +57,7 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
         Engine::new(&args.render.model, adapter)?;
     }
     let model_name = easel::engine::model_name(&args.render.model);
-    let defaults = args.render.request(String::new());
+    let defaults = args.render.request(String::new())?;
     let entries = farm::parse_jobs(&text, &defaults, &model_name);
 
     let batch = Batch {

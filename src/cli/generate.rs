@@ -38,16 +38,16 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     if args.render.steps == Some(0) {
         return Err(Error::BadInput("--steps 0: need at least 1 step".into()));
     }
+    let request = Request {
+        progress: !args.quiet,
+        trace: args.trace.clone(),
+        ..args.render.request(prompt)?
+    };
     check_writable(&args.output)?;
     if let Some(trace) = &args.trace {
         check_writable(trace)?;
     }
     let engine = Engine::new(&args.render.model, adapter)?;
-    let request = Request {
-        progress: !args.quiet,
-        trace: args.trace.clone(),
-        ..args.render.request(prompt)
-    };
     let image = engine.generate(&request)?;
     let png = encode_png(&image.rgba, image.width, image.height, &image.parameters)?;
     write_atomic(&args.output, &png)?;

@@ -60,14 +60,24 @@ pub struct RenderArgs {
     /// Stop early when the winner leads the runner-up by this much.
     #[arg(long)]
     pub until_margin: Option<f32>,
+    /// Phases with their own sampler, candidates, scoring interval and guidance,
+    /// e.g. "40% sampler=euler_a candidates=8; rest sampler=ddim candidates=2"
+    /// (README, "Schedules").
+    #[arg(long)]
+    pub schedule: Option<String>,
     /// Model folder (diffusers layout).
     #[arg(long, default_value = inspect::DEFAULT_MODEL)]
     pub model: std::path::PathBuf,
 }
 
 impl RenderArgs {
-    pub fn request(&self, prompt: String) -> easel::Request {
-        easel::Request {
+    /// The request these options describe; fails on a malformed `--schedule`.
+    pub fn request(&self, prompt: String) -> easel::Result<easel::Request> {
+        let schedule = match &self.schedule {
+            Some(text) => Some(easel::schedule::Schedule::parse(text)?),
+            None => None,
+        };
+        Ok(easel::Request {
             seed: self.seed,
             size: self.size,
             steps: self.steps,
@@ -78,8 +88,9 @@ impl RenderArgs {
             score_every: self.score_every,
             until_score: self.until_score,
             until_margin: self.until_margin,
+            schedule,
             ..easel::Request::new(prompt)
-        }
+        })
     }
 }
 

@@ -112,8 +112,6 @@ pub fn guide(
     .build(ctx, &params(guided, prompts, 0, guidance))
 }
 
-/// One sampler step in place with row `step` of `table`:
-/// `x0 ← clamp(x0_x·x + x0_m·m, ±clip)`, `x ← a·x + b·m + e·x0 + c·x0_prev + d·noise`.
 /// Upload a run's step table `[steps, STEP_ROW]`.
 pub fn upload_table(ctx: &Context, steps: &[StepCoefficients]) -> Result<Tensor> {
     Tensor::from_f32(
@@ -124,6 +122,11 @@ pub fn upload_table(ctx: &Context, steps: &[StepCoefficients]) -> Result<Tensor>
     )
 }
 
+/// One sampler step in place with row `step` of `table`:
+/// `x0 ← clamp(x0_x·x + x0_m·m, ±clip)`, `x ← a·x + b·m + e·x0 + c·x0_prev + d·noise`.
+/// Also adds 1 to `steps_run` `[1]` (u32): the count of steps the GPU really
+/// executed, which an early stop (zeroed indirect sizes) keeps below the plan.
+#[allow(clippy::too_many_arguments)]
 pub fn step(
     ctx: &Context,
     table: &Tensor,
@@ -132,11 +135,13 @@ pub fn step(
     noise: &Tensor,
     x: &Tensor,
     x0: &Tensor,
+    steps_run: &Tensor,
 ) -> Result<Dispatch> {
     check_table("step", table, step)?;
     for (what, t) in [("model output", model_out), ("noise", noise), ("x0", x0)] {
         expect_shape("step", what, t, &x.shape)?;
     }
+    expect_shape("step", "steps run", steps_run, &[1])?;
     let n = x.numel();
     Launch {
         shader: &SAMPLER,
@@ -148,6 +153,7 @@ pub fn step(
             (noise, Access::Read),
             (x, Access::ReadWrite),
             (x0, Access::ReadWrite),
+            (steps_run, Access::ReadWrite),
         ],
         workgroups: grid_1d(groups(n, WORKGROUP)),
         flops: 13 * n as u64,

@@ -83,8 +83,12 @@ fn step_applies_the_linear_form() {
     let (noise, noise_h) = random(&mut rng, &shape);
     let (x, x_h) = random(&mut rng, &shape);
     let (x0, x0_h) = random(&mut rng, &shape);
-    let d = sampler::step(ctx(), &tab, 1, &m, &noise, &x, &x0).unwrap();
+    let steps_run = Tensor::from_u32(ctx(), "steps run", &[1], &[5]).unwrap();
+    let d = sampler::step(ctx(), &tab, 1, &m, &noise, &x, &x0, &steps_run).unwrap();
     ops::run(ctx(), &[d]).unwrap();
+    // One executed step counts once, whatever its workgroup count (4 here).
+    let counted = steps_run.to_vec(ctx()).unwrap();
+    assert_eq!(bytemuck::cast_slice::<f32, u32>(&counted), [6]);
     let (want_x, want_x0) = schedulers::apply(&tab_h[1], &x_h, &m_h, &x0_h, &noise_h);
     let widen = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
     // A few f32 multiply-adds of values <= 1 (apply rounds its f64 result to f32).
@@ -108,6 +112,6 @@ fn step_applies_the_linear_form() {
 fn step_rejects_a_row_past_the_table() {
     let tab = zeros(&[2, sampler::STEP_ROW]);
     let x = zeros(&[1, 4]);
-    let err = sampler::step(ctx(), &tab, 2, &x, &x, &x, &x).unwrap_err();
+    let err = sampler::step(ctx(), &tab, 2, &x, &x, &x, &x, &x).unwrap_err();
     assert!(err.to_string().contains("step table"), "{err}");
 }

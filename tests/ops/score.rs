@@ -84,8 +84,8 @@ fn pick_cancels_remaining_steps_when_certain() {
     let c = words(&choice);
     assert_eq!(
         (c[0], c[3]),
-        (0, 5),
-        "winner of the last round; stopped at the first certain one"
+        (1, 5),
+        "stopped at the first certain round; a later pick (stale scores) changes nothing"
     );
     let a = words(&args);
     assert!(
