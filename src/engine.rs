@@ -143,6 +143,8 @@ pub struct Engine {
     pub scheduler: SchedulerConfig,
     pub scorer: Option<CLIPModel>,
     pub upscaler: Option<SRVGGNetCompact>,
+    /// The last run's plan, reused by the next request of the same shape.
+    pub(crate) plan: std::sync::Mutex<Option<crate::search::Plan>>,
 }
 
 impl Engine {
@@ -206,6 +208,7 @@ impl Engine {
             scheduler,
             scorer,
             upscaler,
+            plan: Default::default(),
         })
     }
 

@@ -55,6 +55,7 @@ fn prompts(request: &Request) -> Result<Prompts> {
 }
 
 /// Everything one request needs, settled and checked before any GPU work.
+#[derive(PartialEq)]
 struct Settings {
     width: usize,
     height: usize,
@@ -66,7 +67,6 @@ struct Settings {
     init_noise_sigma: f32,
     /// The steps after which the scorer runs (sorted; every phase ends with one).
     rounds: Vec<usize>,
-    certainty: Certainty,
 }
 
 impl Settings {
@@ -148,10 +148,6 @@ fn settle(engine: &Engine, request: &Request) -> Result<Settings> {
         table,
         init_noise_sigma,
         rounds,
-        certainty: Certainty {
-            min_score: request.until_score.unwrap_or(f32::INFINITY),
-            min_margin: request.until_margin.unwrap_or(f32::INFINITY),
-        },
     })
 }
 
@@ -208,39 +204,135 @@ struct Passes {
 
 /// A step block: its own dispatches around its candidate count's UNet pass.
 struct Block {
-    /// Index into the run's [`Passes`].
+    /// Index into the plan's [`Passes`].
     passes: usize,
-    before: Vec<Dispatch>,
+    /// UNet input and timesteps from the candidates.
+    prepare: Dispatch,
+    /// Guidance, the sampler's fresh noise (if its row uses any), the update.
     after: Vec<Dispatch>,
+    /// Index of the noise draw in `after`, reseeded per run.
+    noise: Option<usize>,
     /// Is there a scoring round after this step?
     round: bool,
 }
 
+/// The inputs a run writes into a plan: token ids and EOS positions of the
+/// text encoder's and the scorer's prompts.
+struct Inputs {
+    text: (Tensor, Tensor),
+    scorer: Option<(Tensor, Tensor)>,
+}
+
+/// Everything a run needs on the GPU, planned once: every tensor, every
+/// dispatch with its bind group, the indirect sizes, the readback buffer.
+/// A request that settles to the same [`Settings`], upscale factor and
+/// sub-prompt count reuses it: only the prompts' tokens and weights, the seed
+/// and the run's counters are written again, so consecutive farm jobs of one
+/// shape allocate, compile and bind nothing.
+pub struct Plan {
+    s: Settings,
+    upscale: usize,
+    prompts: usize,
+    st: State,
+    inputs: Inputs,
+    /// Text encoder, scorer text tower, the context of each candidate count.
+    text_pass: Vec<Dispatch>,
+    start: Dispatch,
+    passes: Vec<Passes>,
+    broadcast: [Dispatch; 2],
+    blocks: Vec<Block>,
+    /// One pick per round, in step order.
+    picks: Vec<Dispatch>,
+    /// Each block's first dispatch in the indirect arguments (in dispatches).
+    offsets: Vec<usize>,
+    /// The indirect sizes as planned; written before every run (a stop zeroes some).
+    sizes: Vec<u32>,
+    args: Tensor,
+    post: Vec<Dispatch>,
+    pixels: Tensor,
+    out_w: usize,
+    out_h: usize,
+    out: Tensor,
+}
+
+impl Plan {
+    fn fits(&self, s: &Settings, upscale: usize, prompts: usize) -> bool {
+        self.s == *s && self.upscale == upscale && self.prompts == prompts
+    }
+
+    /// Each block's dispatches in order, with whether each is launched indirectly.
+    /// A pick writes the sizes, so it cannot also read its own from them; it
+    /// runs directly (and leaves a stopped run's decision alone).
+    fn order(&self) -> Vec<Vec<(&Dispatch, bool)>> {
+        let mut picks = self.picks.iter();
+        self.blocks
+            .iter()
+            .map(|block| {
+                let pass = &self.passes[block.passes];
+                let mut list: Vec<(&Dispatch, bool)> = std::iter::once(&block.prepare)
+                    .chain(&pass.unet)
+                    .chain(&block.after)
+                    .map(|d| (d, true))
+                    .collect();
+                if block.round {
+                    list.extend(pass.score.iter().map(|d| (d, true)));
+                    list.push((picks.next().expect("one pick per round"), false));
+                    list.extend(self.broadcast.iter().map(|d| (d, true)));
+                }
+                list
+            })
+            .collect()
+    }
+}
+
 pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
     let started = Instant::now();
-    let ctx = &engine.ctx;
     let s = settle(engine, request)?;
     let prompts = prompts(request)?;
+    let mut cached = engine.plan.lock().unwrap_or_else(|e| e.into_inner());
     let p = prompts.texts.len();
+    if !cached
+        .as_ref()
+        .is_some_and(|plan| plan.fits(&s, request.upscale, p))
+    {
+        // Free the old plan's buffers before making the new one's.
+        *cached = None;
+        *cached = Some(plan(engine, s, request.upscale, p)?);
+    }
+    let plan = cached.as_ref().expect("planned above");
+    let certainty = Certainty {
+        min_score: request.until_score.unwrap_or(f32::INFINITY),
+        min_margin: request.until_margin.unwrap_or(f32::INFINITY),
+    };
+    load(engine, plan, &prompts, request.seed, certainty)?;
+    execute(engine, plan, request, prompts, started)
+}
+
+/// Plan a run of `s` for `p` sub-prompts.
+fn plan(engine: &Engine, s: Settings, upscale: usize, p: usize) -> Result<Plan> {
+    let ctx = &engine.ctx;
     let (k_max, h, w) = (s.k_max(), s.height, s.width);
 
     // 1. Text: the denoiser's conditioning, the scorer's embeddings.
-    let mut plan = Graph::new(ctx, "text");
-    let hidden = encode_prompts(engine, &mut plan, &prompts)?;
-    let text_embeds = match &engine.scorer {
-        Some(scorer) => Some(scorer_text(engine, scorer, &mut plan, &prompts)?),
-        None => None,
+    let mut text = Graph::new(ctx, "text");
+    let text_ids = token_tensors(ctx, 1 + p, engine.tokenizer.model_max_length)?;
+    let hidden = engine
+        .text_encoder
+        .forward(&mut text, &text_ids.0, &text_ids.1)?
+        .last_hidden_state; // [1 + P, 77, D]
+    let (scorer_ids, text_embeds) = match &engine.scorer {
+        Some(scorer) => {
+            let ids = token_tensors(ctx, p, engine.tokenizer.model_max_length)?;
+            let embeds = scorer.text_embeds(&mut text, &ids.0, &ids.1)?;
+            (Some(ids), Some(embeds))
+        }
+        None => (None, None),
     };
 
     // 2. State (every planned tensor checks the device's binding limit as it is
     //    created), start image.
-    let st = state(ctx, &s, &prompts, [k_max, 3, h, w])?;
-    let start = noise::gaussian(
-        ctx,
-        &st.x,
-        key(request.seed, 0, STREAM_START),
-        s.init_noise_sigma,
-    )?;
+    let st = state(ctx, &s, p, [k_max, 3, h, w])?;
+    let start = noise::gaussian(ctx, &st.x, key(0, 0, STREAM_START), s.init_noise_sigma)?;
 
     // 3. The UNet and scoring passes of each candidate count, shared by its steps.
     let mut counts: Vec<usize> = s.phases.iter().map(|ph| ph.candidates).collect();
@@ -250,14 +342,13 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
     for &k in &counts {
         passes.push(plan_passes(
             engine,
-            &mut plan,
+            &mut text,
             &st,
             &hidden,
             &text_embeds,
             k,
         )?);
     }
-    let text_pass = std::mem::take(&mut plan.dispatches);
     let broadcast = [
         layout::broadcast_row_in_place(ctx, &st.x, &st.choice.head(1)?)?,
         layout::broadcast_row_in_place(ctx, &st.x0, &st.choice.head(1)?)?,
@@ -268,24 +359,13 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
     for step in 0..s.steps {
         let k = s.phase(step).candidates;
         let index = counts.iter().position(|&c| c == k).expect("planned");
-        blocks.push(step_block(
-            ctx,
-            &s,
-            &st,
-            &passes[index],
-            index,
-            request.seed,
-            step,
-        )?);
+        blocks.push(step_block(ctx, &s, &st, &passes[index], index, step)?);
     }
     let per_block: Vec<usize> = blocks
         .iter()
         .map(|b| {
             let pass = &passes[b.passes];
-            b.before.len()
-                + pass.unet.len()
-                + b.after.len()
-                + if b.round { pass.score.len() + 1 + 2 } else { 0 }
+            1 + pass.unet.len() + b.after.len() + if b.round { pass.score.len() + 1 + 2 } else { 0 }
         })
         .collect();
     let offsets: Vec<usize> = per_block
@@ -306,7 +386,7 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
                 ctx,
                 &passes[block.passes].scores,
                 step,
-                s.certainty,
+                Certainty::NEVER, // set per run
                 &st.choice,
                 &args,
                 cancel,
@@ -314,56 +394,115 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
         }
     }
 
-    // Fill the indirect sizes in block order, then run.
-    let mut sizes: Vec<u32> = Vec::with_capacity(3 * total);
-    let mut pick_iter = picks.iter();
-    // (dispatch, launched indirectly?): a pick writes the sizes, so it cannot also
-    // read its own from them; it runs directly, and harmlessly repeats its decision
-    // if an earlier round already cancelled its block.
-    let mut order: Vec<Vec<(&Dispatch, bool)>> = Vec::with_capacity(s.steps);
-    for block in &blocks {
-        let pass = &passes[block.passes];
-        let mut list: Vec<(&Dispatch, bool)> = block
-            .before
-            .iter()
-            .chain(&pass.unet)
-            .chain(&block.after)
-            .map(|d| (d, true))
-            .collect();
-        if block.round {
-            list.extend(pass.score.iter().map(|d| (d, true)));
-            list.push((pick_iter.next().expect("one pick per round"), false));
-            list.extend(broadcast.iter().map(|d| (d, true)));
-        }
-        for (d, _) in &list {
-            let Workgroups::Direct(g) = d.workgroups else {
-                return Err(Error::Gpu("a planned dispatch is already indirect".into()));
-            };
-            sizes.extend(g);
-        }
-        order.push(list);
-    }
-    ctx.queue
-        .write_buffer(&args.buffer, 0, bytemuck::cast_slice(&sizes));
-    ctx.queue.write_buffer(
-        &st.choice.buffer,
-        0,
-        bytemuck::cast_slice(&[0u32, 0, 0, NOT_STOPPED]),
-    );
-
-    // 5. Post-processing, planned like the rest.
-    let (post, pixels, out_w, out_h) = postprocess(engine, &st, request.upscale, [h, w])?;
+    // 5. Post-processing and the readback buffer, planned like the rest.
+    let (post, pixels, out_w, out_h) = postprocess(engine, &st, upscale, [h, w])?;
     let readback_words = out_w * out_h + CHOICE_WORDS + 1 + k_max * (p + 1);
     let out = Tensor::wrap(
         ctx.create_buffer("readback", 4 * readback_words as u64, STORAGE),
         &[readback_words],
     );
+    let mut plan = Plan {
+        s,
+        upscale,
+        prompts: p,
+        st,
+        inputs: Inputs {
+            text: text_ids,
+            scorer: scorer_ids,
+        },
+        text_pass: text.dispatches,
+        start,
+        passes,
+        broadcast,
+        blocks,
+        picks,
+        offsets,
+        sizes: Vec::new(),
+        args,
+        post,
+        pixels,
+        out_w,
+        out_h,
+        out,
+    };
+    // The indirect sizes, in block order.
+    let mut sizes = Vec::with_capacity(3 * total);
+    for (d, _) in plan.order().iter().flatten() {
+        let Workgroups::Direct(g) = d.workgroups else {
+            return Err(Error::Gpu("a planned dispatch is already indirect".into()));
+        };
+        sizes.extend(g);
+    }
+    plan.sizes = sizes;
+    Ok(plan)
+}
 
-    // Run: text + start, then one submission per step (for progress), then the end.
+/// Write one run's inputs into the plan: tokens, weights, seeds, thresholds,
+/// fresh counters.
+fn load(
+    engine: &Engine,
+    plan: &Plan,
+    prompts: &Prompts,
+    seed: u64,
+    certainty: Certainty,
+) -> Result<()> {
+    let ctx = &engine.ctx;
+    let write = |t: &Tensor, words: &[u32]| {
+        ctx.queue
+            .write_buffer(&t.buffer, 0, bytemuck::cast_slice(words))
+    };
+    let texts: Vec<String> = std::iter::once(engine.settings.unconditional_prompt.clone())
+        .chain(prompts.texts.iter().cloned())
+        .collect();
+    let rows = token_rows(engine, &texts);
+    write(&plan.inputs.text.0, &rows.concat());
+    write(
+        &plan.inputs.text.1,
+        &engine.text_encoder.eos_positions(&rows),
+    );
+    if let (Some(scorer), Some((ids, eos))) = (&engine.scorer, &plan.inputs.scorer) {
+        let rows = token_rows(engine, &prompts.texts);
+        write(ids, &rows.concat());
+        write(eos, &scorer.text_model.eos_positions(&rows));
+    }
+    ctx.queue.write_buffer(
+        &plan.st.weights.buffer,
+        0,
+        bytemuck::cast_slice(&prompts.weights),
+    );
+    noise::set_seed(ctx, &plan.start, seed);
+    for block in &plan.blocks {
+        if let Some(i) = block.noise {
+            noise::set_seed(ctx, &block.after[i], seed);
+        }
+    }
+    for pick in &plan.picks {
+        score::set_certainty(ctx, pick, certainty);
+    }
+    write(&plan.args, &plan.sizes);
+    write(&plan.st.choice, &[0, 0, 0, NOT_STOPPED]);
+    write(&plan.st.steps_run, &[0]);
+    Ok(())
+}
+
+/// Run a loaded plan: text + start, one submission per step (for progress and
+/// `--trace`), post-processing, the one readback.
+fn execute(
+    engine: &Engine,
+    plan: &Plan,
+    request: &Request,
+    prompts: Prompts,
+    started: Instant,
+) -> Result<Image> {
+    let ctx = &engine.ctx;
+    let (s, st) = (&plan.s, &plan.st);
+    let (p, k_max) = (plan.prompts, s.k_max());
+    let (out_w, out_h) = (plan.out_w, plan.out_h);
+    let order = plan.order();
     submit(ctx, |pass| {
-        text_pass
+        plan.text_pass
             .iter()
-            .chain([&start])
+            .chain([&plan.start])
             .for_each(|d| crate::ops::record(pass, d))
     })?;
     let keep = request.trace.is_some() || request.keep_rounds;
@@ -371,10 +510,11 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
     // A live step counter on a terminal; logs (farms, CI) get only the final line.
     let progress = request.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     for (step, list) in order.iter().enumerate() {
-        // With --trace, a round's block is split before its broadcasts so the
-        // candidates can be read back as they were scored (the only extra readbacks).
-        let split = if keep && blocks[step].round {
-            list.len() - broadcast.len()
+        // When rounds are kept, a round's block is split before its broadcasts so
+        // the candidates can be read back as they were scored (the only extra readbacks).
+        let block = &plan.blocks[step];
+        let split = if keep && block.round {
+            list.len() - plan.broadcast.len()
         } else {
             list.len()
         };
@@ -384,14 +524,15 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
                 for j in range {
                     let (d, indirect) = list[j];
                     if indirect {
-                        record_indirect(pass, d, &args, 12 * (offsets[step] + j) as u64);
+                        let offset = 12 * (plan.offsets[step] + j) as u64;
+                        record_indirect(pass, d, &plan.args, offset);
                     } else {
                         crate::ops::record(pass, d);
                     }
                 }
             })?;
             if part == 0 && split < list.len() {
-                rounds.push(read_round(ctx, &passes[blocks[step].passes], &st, step)?);
+                rounds.push(read_round(ctx, &plan.passes[block.passes], st, step)?);
             }
         }
         if progress {
@@ -402,22 +543,22 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
         eprintln!();
     }
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    crate::ops::encode(&mut encoder, &post);
+    crate::ops::encode(&mut encoder, &plan.post);
     let mut at = 0;
     for (t, bytes) in [
-        (&pixels, 4 * (out_w * out_h) as u64),
+        (&plan.pixels, 4 * (out_w * out_h) as u64),
         (&st.choice, 4 * CHOICE_WORDS as u64),
         (&st.steps_run, 4),
         (&st.scores, st.scores.bytes()),
     ] {
-        encoder.copy_buffer_to_buffer(&t.buffer, 0, &out.buffer, at, bytes);
+        encoder.copy_buffer_to_buffer(&t.buffer, 0, &plan.out.buffer, at, bytes);
         at += bytes;
     }
     ctx.queue.submit([encoder.finish()]);
-    let bytes = readback::read_bytes(ctx, &out.buffer, 0, 4 * readback_words as u64)?;
+    let bytes = readback::read_bytes(ctx, &plan.out.buffer, 0, plan.out.bytes())?;
 
     if let Some(path) = &request.trace {
-        trace::write(path, &rounds, [h, w], p)?;
+        trace::write(path, &rounds, [s.height, s.width], p)?;
     }
 
     // The one readback: pixels, the pick's record, the step count, the last round's scores.
@@ -428,6 +569,7 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
         rest[0] as usize,
         bytemuck::cast_slice::<u32, f32>(&rest[1..]),
     );
+    debug_assert_eq!(scores.len(), k_max * (p + 1));
     let winner = choice[0] as usize;
     let stopped = choice[3];
     let stopped_early = stopped != NOT_STOPPED && (stopped as usize) + 1 < s.steps;
@@ -484,34 +626,19 @@ fn key(seed: u64, step: usize, stream: u32) -> NoiseKey {
     }
 }
 
-/// Tokenise `texts`: ids `[n, 77]` (u32) and EOS positions `[n]`.
-fn tokens(
-    engine: &Engine,
-    texts: &[String],
-    eos_of: impl Fn(&[Vec<u32>]) -> Vec<u32>,
-) -> Result<(Tensor, Tensor)> {
-    let rows: Vec<Vec<u32>> = texts
-        .iter()
-        .map(|t| engine.tokenizer.encode_padded(t).input_ids)
-        .collect();
-    let len = rows[0].len();
-    let ids = Tensor::from_u32(&engine.ctx, "input_ids", &[rows.len(), len], &rows.concat())?;
-    let eos = Tensor::from_u32(&engine.ctx, "eos", &[rows.len()], &eos_of(&rows))?;
+/// Token ids `[n, len]` and EOS positions `[n]` (u32), written per run by [`load`].
+fn token_tensors(ctx: &Context, n: usize, len: usize) -> Result<(Tensor, Tensor)> {
+    let ids = Tensor::from_u32(ctx, "input_ids", &[n, len], &vec![0; n * len])?;
+    let eos = Tensor::from_u32(ctx, "eos", &[n], &vec![0; n])?;
     Ok((ids, eos))
 }
 
-/// The text encoder on ["", sub-prompts...]: `[1 + P, 77, D]`.
-fn encode_prompts(engine: &Engine, g: &mut Graph, prompts: &Prompts) -> Result<Tensor> {
-    let texts: Vec<String> = std::iter::once(engine.settings.unconditional_prompt.clone())
-        .chain(prompts.texts.iter().cloned())
-        .collect();
-    let (ids, eos) = tokens(engine, &texts, |rows| {
-        engine.text_encoder.eos_positions(rows)
-    })?;
-    Ok(engine
-        .text_encoder
-        .forward(g, &ids, &eos)?
-        .last_hidden_state)
+/// Each text's padded token ids.
+fn token_rows(engine: &Engine, texts: &[String]) -> Vec<Vec<u32>> {
+    texts
+        .iter()
+        .map(|t| engine.tokenizer.encode_padded(t).input_ids)
+        .collect()
 }
 
 /// Each prompt's row of `hidden` repeated for K candidates: `[(1 + P)·K, 77, D]`,
@@ -528,22 +655,9 @@ fn repeat_context(ctx: &Context, g: &mut Graph, hidden: &Tensor, k: usize) -> Re
     Ok(context)
 }
 
-/// The scorer's text embeddings of the sub-prompts: `[P, proj]`.
-fn scorer_text(
-    engine: &Engine,
-    scorer: &crate::models::clip::CLIPModel,
-    g: &mut Graph,
-    prompts: &Prompts,
-) -> Result<Tensor> {
-    let (ids, eos) = tokens(engine, &prompts.texts, |rows| {
-        scorer.text_model.eos_positions(rows)
-    })?;
-    scorer.text_embeds(g, &ids, &eos)
-}
-
-fn state(ctx: &Context, s: &Settings, prompts: &Prompts, shape: [usize; 4]) -> Result<State> {
+fn state(ctx: &Context, s: &Settings, prompts: usize, shape: [usize; 4]) -> Result<State> {
     let [k, c, h, w] = shape;
-    let batch = (1 + prompts.texts.len()) * k;
+    let batch = (1 + prompts) * k;
     let u32_zeros = |label: &str, n: usize| -> Result<Tensor> {
         let mut t = Tensor::zeros(ctx, label, &[n])?;
         t.dtype = DType::U32;
@@ -557,10 +671,10 @@ fn state(ctx: &Context, s: &Settings, prompts: &Prompts, shape: [usize; 4]) -> R
         model_in: Tensor::zeros(ctx, "model_in", &[batch, c, h, w])?,
         timesteps: Tensor::zeros(ctx, "timesteps", &[batch])?,
         table: sampler::upload_table(ctx, &s.table)?,
-        weights: Tensor::from_f32(ctx, "weights", &[prompts.weights.len()], &prompts.weights)?,
+        weights: Tensor::zeros(ctx, "weights", &[prompts])?,
         choice: u32_zeros("choice", CHOICE_WORDS)?,
         steps_run: u32_zeros("steps run", 1)?,
-        scores: Tensor::zeros(ctx, "scores", &[k, prompts.weights.len() + 1])?,
+        scores: Tensor::zeros(ctx, "scores", &[k, prompts + 1])?,
     })
 }
 
@@ -652,11 +766,10 @@ fn step_block(
     st: &State,
     at: &Passes,
     passes: usize,
-    seed: u64,
     step: usize,
 ) -> Result<Block> {
     let prompts = st.weights.numel();
-    let before = vec![sampler::prepare(
+    let prepare = sampler::prepare(
         ctx,
         &st.table,
         step,
@@ -664,7 +777,7 @@ fn step_block(
         prompts,
         &at.model_in,
         &at.timesteps,
-    )?];
+    )?;
     let guidance = s.phase(step).guidance;
     let mut after = vec![sampler::guide(
         ctx,
@@ -673,11 +786,14 @@ fn step_block(
         guidance,
         &at.guided,
     )?];
+    let mut noise = None;
     if s.table[step].uses_noise() {
+        // The seed is set per run (see `load`).
+        noise = Some(after.len());
         after.push(noise::gaussian(
             ctx,
             &at.noise,
-            key(seed, step + 1, STREAM_STEP),
+            key(0, step + 1, STREAM_STEP),
             1.0,
         )?);
     }
@@ -693,8 +809,9 @@ fn step_block(
     )?);
     Ok(Block {
         passes,
-        before,
+        prepare,
         after,
+        noise,
         round: s.rounds.contains(&step),
     })
 }

@@ -212,6 +212,47 @@ fn schedule_phases_change_the_process() {
     assert_ne!(a.rgba, plain.rgba, "the schedule changes the image");
 }
 
+/// Consecutive requests of one shape reuse the plan: no buffer (and so no
+/// dispatch, each has its own uniform buffer) or pipeline is made, and the image
+/// is byte-identical to one from a fresh plan. Prompts, weights, seeds, the
+/// early-stop state and the counters are all per run.
+#[test]
+fn same_shape_requests_reuse_the_plan() {
+    let engine = engine();
+    let phased = |prompt: &str, seed| Request {
+        schedule: Some(Schedule::parse("50% sampler=euler_a k=3; rest k=2").unwrap()),
+        until_score: Some(-1.0), // stops at the first round: cancelled sizes must come back
+        ..request(prompt, seed)
+    };
+    let first = engine
+        .generate(&phased("red apple::2 pear::1", 12))
+        .unwrap();
+    assert!(first.stopped_early);
+    let (buffers, pipelines) = (engine.ctx.buffer_count(), engine.ctx.pipelines.created());
+    let next = Request {
+        until_score: None,
+        ..phased("green pear:: tart::-0.25", 13)
+    };
+    let reused = engine.generate(&next).unwrap();
+    assert_eq!(
+        engine.ctx.buffer_count(),
+        buffers,
+        "no buffer for a plan of the same shape"
+    );
+    assert_eq!(engine.ctx.pipelines.created(), pipelines);
+    assert!(!reused.stopped_early);
+    assert_eq!(reused.steps_run, 6);
+
+    engine.generate(&request("red apple", 14)).unwrap(); // another shape: a new plan
+    assert!(engine.ctx.buffer_count() > buffers);
+    let fresh = engine.generate(&next).unwrap();
+    assert_eq!(
+        reused.rgba, fresh.rgba,
+        "a reused plan gives the same bytes"
+    );
+    assert_eq!(reused.candidate_scores, fresh.candidate_scores);
+}
+
 #[test]
 fn early_stop_when_certain_and_never_when_impossible() {
     let mut r = request("red apple", 4);

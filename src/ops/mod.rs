@@ -69,6 +69,9 @@ pub enum Workgroups {
 pub struct Dispatch {
     pub kernel: Arc<Kernel>,
     pub bind_group: wgpu::BindGroup,
+    /// Binding 0, the kernel's `Params`: kept so a planned dispatch can be given
+    /// new values (e.g. a seed) without rebinding.
+    pub uniform: wgpu::Buffer,
     pub workgroups: Workgroups,
     /// Floating-point operations and bytes moved, for `easel bench`.
     pub flops: u64,
@@ -133,6 +136,7 @@ impl Launch<'_> {
         Ok(Dispatch {
             kernel,
             bind_group,
+            uniform,
             workgroups: Workgroups::Direct(self.workgroups),
             flops: self.flops,
             bytes: self.bytes,

@@ -17,6 +17,7 @@ pub struct NoiseKey {
     pub stream: u32,
 }
 
+/// The seed comes first: [`set_seed`] rewrites these two words in place.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -58,4 +59,12 @@ pub fn gaussian(ctx: &Context, out: &Tensor, key: NoiseKey, scale: f32) -> Resul
         bytes: 4 * out.numel() as u64,
     }
     .build(ctx, &params)
+}
+
+/// Give a planned [`gaussian`] dispatch another seed (the rest of its key stays):
+/// how a reused plan draws a new job's noise without rebinding anything.
+pub fn set_seed(ctx: &Context, d: &Dispatch, seed: u64) {
+    let words = [seed as u32, (seed >> 32) as u32];
+    ctx.queue
+        .write_buffer(&d.uniform, 0, bytemuck::cast_slice(&words));
 }

@@ -37,6 +37,20 @@ impl Certainty {
         min_score: f32::INFINITY,
         min_margin: f32::INFINITY,
     };
+
+    /// The two `Params` words a pick compares with (WGSL has no infinity
+    /// literal; `f32::MAX` compares the same for finite scores).
+    fn words(self) -> [f32; 2] {
+        [self.min_score.min(f32::MAX), self.min_margin.min(f32::MAX)]
+    }
+}
+
+/// Give a planned [`pick`] dispatch another threshold: how a reused plan takes
+/// a new request's `--until-score`/`--until-margin` without rebinding.
+pub fn set_certainty(ctx: &Context, d: &Dispatch, certainty: Certainty) {
+    // min_score and min_margin follow four u32 words in `Params`.
+    ctx.queue
+        .write_buffer(&d.uniform, 16, bytemuck::cast_slice(&certainty.words()));
 }
 
 /// `scores [K, P+1]`: cosine of each image `[K, D]` to each text `[P, D]`, then
@@ -113,9 +127,8 @@ pub fn pick(
         prompts: prompts as u32,
         dim: 0,
         step: step as u32,
-        // WGSL has no infinity literal; f32::MAX compares the same for finite scores.
-        min_score: certainty.min_score.min(f32::MAX),
-        min_margin: certainty.min_margin.min(f32::MAX),
+        min_score: certainty.words()[0],
+        min_margin: certainty.words()[1],
         cancel_from: cancel.start as u32,
         cancel_to: cancel.end as u32,
     };

@@ -47,6 +47,25 @@ fn gaussian_matches_reference() {
 }
 
 #[test]
+fn set_seed_redraws_a_planned_dispatch() {
+    let out = zeros(&[2, 3, 4, 5]);
+    let key = |seed| noise::NoiseKey {
+        seed,
+        candidate: 0,
+        step: 3,
+        stream: 1,
+    };
+    let d = noise::gaussian(ctx(), &out, key(1), 2.0).unwrap();
+    let seed = 0xfeed_0000_0000_beef;
+    noise::set_seed(ctx(), &d, seed);
+    ops::run(ctx(), &[d]).unwrap();
+    let fresh = zeros(&[2, 3, 4, 5]);
+    let d = noise::gaussian(ctx(), &fresh, key(seed), 2.0).unwrap();
+    ops::run(ctx(), &[d]).unwrap();
+    assert_eq!(out.to_vec(ctx()).unwrap(), fresh.to_vec(ctx()).unwrap());
+}
+
+#[test]
 fn start_image_is_independent_of_candidate_count() {
     let one = draw(7, 0, 0, &[1, 3, 8, 8]);
     let four = draw(7, 0, 0, &[4, 3, 8, 8]);
