@@ -12,6 +12,7 @@ use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextM
 use crate::models::layers::{check_all_used, open_component, Vars};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
+use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
 use crate::output::Parameters;
 use crate::schedulers::{Sampler, SchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
@@ -97,8 +98,9 @@ pub struct Image {
 pub struct Round {
     /// The step it followed (0-based).
     pub step: usize,
-    /// The candidates' predicted clean images x0, `[K, 3, H, W]` in [-1, 1].
-    pub x0: Vec<f32>,
+    /// The candidates' predicted clean images x0 as the scorer saw them (VAE
+    /// decoded for a latent model), `[K, 3, H, W]` in [-1, 1].
+    pub images: Vec<f32>,
     /// `[K, P + 1]`: each candidate's cosine to each sub-prompt, then the weighted total.
     pub scores: Vec<f32>,
     pub winner: usize,
@@ -142,6 +144,8 @@ pub struct Engine {
     pub unet: UNet2DConditionModel,
     pub scheduler: SchedulerConfig,
     pub scorer: Option<CLIPModel>,
+    /// The latent decoder of a latent model (a folder with vae/); `None`: pixel space.
+    pub vae: Option<AutoencoderKLDecoder>,
     pub upscaler: Option<SRVGGNetCompact>,
     /// The last run's plan, reused by the next request of the same shape.
     pub(crate) plan: std::sync::Mutex<Option<crate::search::Plan>>,
@@ -157,12 +161,6 @@ impl Engine {
 
     pub fn with_context(ctx: Context, dir: &Path) -> Result<Self> {
         check_model_dir(dir)?;
-        if dir.join("vae").is_dir() {
-            return Err(Error::model(
-                dir,
-                "latent models (with vae/) are not run by the generation loop yet; the decoder is in easel::models::vae",
-            ));
-        }
         let index = Config::read(dir.join("model_index.json"))?;
         let settings: PipelineSettings =
             index.get_or("_easel", serde_json::from_str("{}").expect("empty object"))?;
@@ -187,6 +185,14 @@ impl Engine {
         } else {
             None
         };
+        let vae = if dir.join("vae").is_dir() {
+            let (weights, config): (_, AutoencoderKLConfig) = open_component(&dir.join("vae"))?;
+            let vae = AutoencoderKLDecoder::new(&Vars::new(&ctx, &weights), config)?;
+            check_all_used(&weights, vae::UNUSED_PREFIXES)?;
+            Some(vae)
+        } else {
+            None
+        };
         let upscaler = if dir.join("upscaler").is_dir() {
             let (weights, config): (_, SRVGGNetCompactConfig) =
                 open_component(&dir.join("upscaler"))?;
@@ -207,6 +213,7 @@ impl Engine {
             unet,
             scheduler,
             scorer,
+            vae,
             upscaler,
             plan: Default::default(),
         })

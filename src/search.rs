@@ -57,8 +57,12 @@ fn prompts(request: &Request) -> Result<Prompts> {
 /// Everything one request needs, settled and checked before any GPU work.
 #[derive(PartialEq)]
 struct Settings {
+    /// The image's size in pixels (before upscaling).
     width: usize,
     height: usize,
+    /// The UNet's sample per candidate, `[C, h, w]`: the image itself for a
+    /// pixel-space model, latents for a latent one.
+    sample: [usize; 3],
     steps: usize,
     /// The run's phases (one without `--schedule`).
     phases: Vec<Phase>,
@@ -83,20 +87,33 @@ impl Settings {
 
 fn settle(engine: &Engine, request: &Request) -> Result<Settings> {
     let unet = &engine.unet.config;
-    let default = unet.sample_size.unwrap_or(32);
+    // A latent model samples latents the VAE decodes `vae_factor` times larger.
+    let (channels, vae_factor) = match &engine.vae {
+        Some(vae) => (vae.config.latent_channels, vae.upscale_factor()),
+        None => (3, 1),
+    };
+    if unet.in_channels != channels || unet.out_channels != channels {
+        let what = match engine.vae {
+            Some(_) => "the VAE's latent_channels",
+            None => "3 (a pixel-space model: no vae/ folder)",
+        };
+        return Err(Error::model(
+            engine.dir.join("unet"),
+            format!(
+                "in_channels {} and out_channels {} must both be {what}",
+                unet.in_channels, unet.out_channels
+            ),
+        ));
+    }
+    let default = unet.sample_size.unwrap_or(32) * vae_factor;
     let (width, height) = request.size.unwrap_or((default, default));
-    let factor = unet.downscale_factor();
+    let factor = unet.downscale_factor() * vae_factor;
     if width == 0 || height == 0 || width % factor != 0 || height % factor != 0 {
         return Err(Error::BadInput(format!(
             "--size {width}x{height}: both sides must be positive multiples of {factor} for this model"
         )));
     }
-    if unet.in_channels != 3 || unet.out_channels != 3 {
-        return Err(Error::model(
-            engine.dir.join("unet"),
-            "a pixel-space model needs a UNet with 3 input and 3 output channels",
-        ));
-    }
+    let sample = [channels, height / vae_factor, width / vae_factor];
     let defaults = Defaults {
         sampler: request
             .sampler
@@ -143,6 +160,7 @@ fn settle(engine: &Engine, request: &Request) -> Result<Settings> {
     Ok(Settings {
         width,
         height,
+        sample,
         steps,
         phases,
         table,
@@ -199,6 +217,9 @@ struct Passes {
     scores: Tensor,
     unet: Vec<Dispatch>,
     model_out: Tensor,
+    /// The candidates as the scorer sees them, `[K, 3, H, W]` in [-1, 1]: `x0`,
+    /// or its VAE decoding (made by the scoring pass) for a latent model.
+    images: Tensor,
     score: Vec<Dispatch>,
 }
 
@@ -311,7 +332,8 @@ pub fn run(engine: &Engine, request: &Request) -> Result<Image> {
 /// Plan a run of `s` for `p` sub-prompts.
 fn plan(engine: &Engine, s: Settings, upscale: usize, p: usize) -> Result<Plan> {
     let ctx = &engine.ctx;
-    let (k_max, h, w) = (s.k_max(), s.height, s.width);
+    let k_max = s.k_max();
+    let [c, h, w] = s.sample;
 
     // 1. Text: the denoiser's conditioning, the scorer's embeddings.
     let mut text = Graph::new(ctx, "text");
@@ -331,7 +353,7 @@ fn plan(engine: &Engine, s: Settings, upscale: usize, p: usize) -> Result<Plan> 
 
     // 2. State (every planned tensor checks the device's binding limit as it is
     //    created), start image.
-    let st = state(ctx, &s, p, [k_max, 3, h, w])?;
+    let st = state(ctx, &s, p, [k_max, c, h, w])?;
     let start = noise::gaussian(ctx, &st.x, key(0, 0, STREAM_START), s.init_noise_sigma)?;
 
     // 3. The UNet and scoring passes of each candidate count, shared by its steps.
@@ -395,7 +417,7 @@ fn plan(engine: &Engine, s: Settings, upscale: usize, p: usize) -> Result<Plan> 
     }
 
     // 5. Post-processing and the readback buffer, planned like the rest.
-    let (post, pixels, out_w, out_h) = postprocess(engine, &st, upscale, [h, w])?;
+    let (post, pixels, out_w, out_h) = postprocess(engine, &st, upscale, [s.height, s.width])?;
     let readback_words = out_w * out_h + CHOICE_WORDS + 1 + k_max * (p + 1);
     let out = Tensor::wrap(
         ctx.create_buffer("readback", 4 * readback_words as u64, STORAGE),
@@ -712,26 +734,31 @@ fn plan_passes(
         scores: st.scores.prefix(&[k, st.scores.shape[1]])?,
         unet: unet.dispatches,
         model_out,
+        images: st.x0.prefix(&candidates)?,
         score: Vec::new(),
     };
     if let (Some(scorer), Some(text)) = (&engine.scorer, text_embeds) {
-        passes.score = scoring_pass(engine, scorer, &passes, &st.weights, text)?;
+        let mut g = Graph::new(ctx, "scorer");
+        passes.images = decoded(engine, &mut g, passes.x0.clone())?;
+        scoring_pass(engine, scorer, &mut g, &passes, &st.weights, text)?;
+        passes.score = g.dispatches;
     }
     Ok(passes)
 }
 
-/// x0 → CLIP-normalised pixels at the scorer's size → image embeddings →
-/// similarity to the sub-prompts. The same dispatches serve every round of a K.
+/// Images → CLIP-normalised pixels at the scorer's size → image embeddings →
+/// similarity to the sub-prompts, recorded into `g`. The same dispatches serve
+/// every round of a K.
 fn scoring_pass(
     engine: &Engine,
     scorer: &crate::models::clip::CLIPModel,
+    g: &mut Graph,
     at: &Passes,
     weights: &Tensor,
     text: &Tensor,
-) -> Result<Vec<Dispatch>> {
+) -> Result<()> {
     let ctx = &engine.ctx;
-    let (k, h, w) = (at.k, at.x0.dim(1), at.x0.dim(0));
-    let mut g = Graph::new(ctx, "scorer");
+    let (k, h, w) = (at.k, at.images.dim(1), at.images.dim(0));
     let (mean, std) = (
         engine.settings.scorer_image_mean,
         engine.settings.scorer_image_std,
@@ -739,7 +766,7 @@ fn scoring_pass(
     let normed = g.tensor(&[k, 3, h, w])?;
     g.push(image::normalize(
         ctx,
-        &at.x0,
+        &at.images,
         &normed,
         &Normalize::clip(mean, std),
     )?);
@@ -751,11 +778,11 @@ fn scoring_pass(
         g.push(resample::interpolate_bilinear(ctx, &normed, &resized)?);
         resized
     };
-    let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
-    let [a, b] = score::similarity(ctx, &image_embeds, text, weights, &at.scores)?;
-    g.push(a);
-    g.push(b);
-    Ok(g.dispatches)
+    let image_embeds = scorer.image_embeds(g, &pixels)?;
+    for d in score::similarity(ctx, &image_embeds, text, weights, &at.scores)? {
+        g.push(d);
+    }
+    Ok(())
 }
 
 /// Step `step`'s own dispatches: the UNet batch before, guidance, noise and the
@@ -821,13 +848,22 @@ fn read_round(ctx: &Context, at: &Passes, st: &State, step: usize) -> Result<Rou
     let choice = st.choice.to_vec(ctx)?;
     Ok(Round {
         step,
-        x0: at.x0.to_vec(ctx)?,
+        images: at.images.to_vec(ctx)?,
         scores: at.scores.to_vec(ctx)?,
         winner: bytemuck::cast_slice::<f32, u32>(&choice)[0] as usize,
     })
 }
 
-/// Winner's x0 → [0, 1] → upscaler → RGBA8. Returns the dispatches, the pixel tensor and its size.
+/// The image in [-1, 1] of samples `x0`: themselves for a pixel-space model,
+/// their VAE decoding for a latent one.
+fn decoded(engine: &Engine, g: &mut Graph, x0: Tensor) -> Result<Tensor> {
+    match &engine.vae {
+        Some(vae) => vae.decode(g, &x0),
+        None => Ok(x0),
+    }
+}
+
+/// Winner's x0 (decoded) → [0, 1] → upscaler → RGBA8. Returns the dispatches, the pixel tensor and its size.
 fn postprocess(
     engine: &Engine,
     st: &State,
@@ -836,8 +872,11 @@ fn postprocess(
 ) -> Result<(Vec<Dispatch>, Tensor, usize, usize)> {
     let ctx = &engine.ctx;
     let mut g = Graph::new(ctx, "post");
-    let winner = g.tensor(&[1, 3, h, w])?;
+    let mut shape = st.x0.shape.clone();
+    shape[0] = 1;
+    let winner = g.tensor(&shape)?;
     g.push(layout::narrow(ctx, &st.x0, 0, 0, &winner)?);
+    let winner = decoded(engine, &mut g, winner)?;
     let unit = g.tensor(&[1, 3, h, w])?;
     g.push(image::normalize(ctx, &winner, &unit, &Normalize::TO_UNIT)?);
     let mut img = unit;
@@ -928,7 +967,7 @@ mod trace {
             ::image::Rgb([255, 255, 255]),
         );
         for (row, round) in rounds.iter().enumerate() {
-            let (x0, scores, winner) = (&round.x0, &round.scores, &round.winner);
+            let (x0, scores, winner) = (&round.images, &round.scores, &round.winner);
             for c in 0..scores.len() / (prompts + 1) {
                 let (ox, oy) = (c * tw, row * th);
                 if c == *winner {

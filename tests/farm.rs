@@ -283,7 +283,9 @@ fn kill_9_at_random_moments_then_resume() {
 
     let mut rng = Rng::new(7);
     let mut kills = 0;
-    for trial in 0..10 {
+    // Up to 30 trials: under load, the timing run can be slower than the runs after
+    // it, and more of them finish before their kill lands.
+    for trial in 0..30 {
         if kills >= 10 {
             break;
         }

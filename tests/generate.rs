@@ -92,25 +92,23 @@ fn the_kept_candidate_has_the_best_score() {
     }
 }
 
-/// Best-of-K checked outside the loop: the last round's candidates (x0 as the
-/// scorer saw them) are CLIP-normalised on the CPU, embedded by the scorer run on
-/// its own, and their cosines and weighted totals recomputed on the CPU; the
-/// loop's scores must match and its winner must be their argmax.
-#[test]
-fn the_kept_candidate_is_best_by_a_cpu_recomputation() {
-    let prompt = "apple::2 tart::1";
-    let r = Request {
-        keep_rounds: true,
-        ..request(prompt, 10)
-    };
-    let engine = engine();
-    let image = engine.generate(&r).unwrap();
+/// Best-of-K checked outside the loop: the last round's candidates (images as
+/// the scorer saw them) are CLIP-normalised on the CPU, embedded by the scorer
+/// run on its own, and their cosines and weighted totals recomputed on the CPU;
+/// the loop's scores must match and its winner must be their argmax.
+fn check_best_of_k(engine: &Engine, r: &Request) -> Image {
+    let image = engine
+        .generate(&Request {
+            keep_rounds: true,
+            ..r.clone()
+        })
+        .unwrap();
     let round = image.rounds.last().unwrap();
-    let (k, p) = (3, 2);
+    let (k, p) = (r.candidates, image.sub_prompts.len());
     let scorer = engine.scorer.as_ref().unwrap();
     let size = scorer.vision_model.config.image_size;
     assert_eq!(
-        round.x0.len(),
+        round.images.len(),
         k * 3 * size * size,
         "no resize at this size"
     );
@@ -120,18 +118,19 @@ fn the_kept_candidate_is_best_by_a_cpu_recomputation() {
     );
     let plane = size * size;
     let pixels: Vec<f32> = round
-        .x0
+        .images
         .iter()
         .enumerate()
         .map(|(i, &v)| {
+            // The scorer rates the image a user would get: clamped to [0, 1].
             let c = i / plane % 3;
-            ((v + 1.0) / 2.0 - mean[c]) / std[c]
+            (((v + 1.0) / 2.0).clamp(0.0, 1.0) - mean[c]) / std[c]
         })
         .collect();
     let ctx = &engine.ctx;
     let pixels = Tensor::from_f32(ctx, "pixels", &[k, 3, size, size], &pixels).unwrap();
-    let texts = ["apple", "tart"];
-    let rows: Vec<Vec<u32>> = texts
+    let rows: Vec<Vec<u32>> = image
+        .sub_prompts
         .iter()
         .map(|t| engine.tokenizer.encode_padded(t).input_ids)
         .collect();
@@ -156,7 +155,9 @@ fn the_kept_candidate_is_best_by_a_cpu_recomputation() {
         };
         dot(a, b) / (dot(a, a) * dot(b, b)).sqrt()
     };
-    let weights = easel::prompt::parse(prompt).unwrap().normalized_weights();
+    let weights = easel::prompt::parse(&r.prompt)
+        .unwrap()
+        .normalized_weights();
     let mut totals = Vec::new();
     for c in 0..k {
         let mut total = 0.0;
@@ -175,7 +176,40 @@ fn the_kept_candidate_is_best_by_a_cpu_recomputation() {
     }
     let argmax = (0..k).fold(0, |b, c| if totals[c] > totals[b] { c } else { b });
     assert_eq!(round.winner, argmax, "totals {totals:?}");
-    assert_eq!(round.step, 5, "the last round follows the last step");
+    image
+}
+
+#[test]
+fn the_kept_candidate_is_best_by_a_cpu_recomputation() {
+    let image = check_best_of_k(&engine(), &request("apple::2 tart::1", 10));
+    assert_eq!(
+        image.rounds.last().unwrap().step,
+        5,
+        "the last round follows the last step"
+    );
+}
+
+/// A latent model (a folder with vae/): the UNet samples latents, the VAE
+/// decodes every round's candidates for the scorer and the winner for the image.
+#[test]
+fn latent_models_decode_for_the_scorer_and_the_image() {
+    let ctx = common::new_context();
+    let dir = common::files::tiny_latent_pipeline();
+    let engine = Engine::with_context(ctx, dir).unwrap();
+    assert!(engine.vae.is_some());
+    let r = request("red apple:: pear::", 15);
+    let image = check_best_of_k(&engine, &r);
+    // 8x8 latents, decoded twice as large.
+    assert_eq!((image.width, image.height), (16, 16));
+    assert_eq!(image.steps_run, 6);
+    let again = engine.generate(&r).unwrap();
+    assert_eq!(image.rgba, again.rgba, "same seed, same bytes");
+    let r = Request {
+        size: Some((18, 18)),
+        ..r
+    };
+    let e = engine.generate(&r).unwrap_err().to_string();
+    assert!(e.contains("multiples of 4"), "UNet 2x and VAE 2x: {e}");
 }
 
 /// `--schedule`: each phase runs with its own candidate count (the rounds show

@@ -15,6 +15,9 @@ and writes, per model, a folder in the Hugging Face layout the engine loads
     tests/golden/pipeline/        a whole tiny pixel-space pipeline folder (f16) for the
                                   generation-loop tests; its tokenizer/ is the default
                                   model's, copied in by the tests
+    tests/golden/latent_pipeline/ a tiny latent pipeline (UNet over latents + VAE, SD 1.x
+                                  scheduler settings); text encoder, scorer and tokenizer
+                                  come from pipeline/ (`--latent-pipeline` writes only it)
 
 With `--default`, it instead runs the shipped default model (weights/easel-emoji) on
 fixed inputs and writes tests/golden/default_model.safetensors, recording each weight
@@ -218,6 +221,39 @@ def pipeline(seed):
     print(f"pipeline: {size / 1e6:.2f} MB")
 
 
+def latent_pipeline(seed):
+    """A tiny latent (SD 1.x-shaped) pipeline: a 4-channel UNet over 8x8 latents and a
+    VAE decoding them to 16x16, with Stable Diffusion's scheduler settings. Its text
+    encoder, scorer and tokenizer are the pixel pipeline's, copied in by the tests."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    folder = os.path.join(OUT, "latent_pipeline")
+    torch.manual_seed(seed)
+    f16 = lambda m: m.to(torch.float16)  # noqa: E731
+    unet = perturb(UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=4, cross_attention_dim=8, attention_head_dim=2), seed)
+    f16(unet).save_pretrained(os.path.join(folder, "unet"), safe_serialization=True)
+    vae = perturb(AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=16, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16), layers_per_block=1, scaling_factor=0.18215), seed + 1)
+    f16(vae).save_pretrained(os.path.join(folder, "vae"), safe_serialization=True)
+    # Stable Diffusion 1.x's scheduler_config.json (PNDM class; easel samples it with DDIM).
+    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                  set_alpha_to_one=False, steps_offset=1).save_pretrained(os.path.join(folder, "scheduler"))
+    index = {"_class_name": "StableDiffusionPipeline", "_easel": {"default_guidance": 7.5, "default_steps": 6},
+             "tokenizer": ["transformers", "CLIPTokenizer"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+             "scheduler": ["diffusers", "DDIMScheduler"], "scorer": ["transformers", "CLIPModel"]}
+    with open(os.path.join(folder, "model_index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
+    print(f"latent_pipeline: {size / 1e6:.2f} MB")
+
+
 def default_model():
     """The shipped model's four networks on fixed inputs, in f32 (weights are f16 on disk)."""
     import hashlib
@@ -271,6 +307,9 @@ def main():
     if "--default" in sys.argv:
         default_model()
         return
+    if "--latent-pipeline" in sys.argv:
+        latent_pipeline(60)
+        return
     common = dict(sample_size=16, in_channels=4, out_channels=4, norm_num_groups=8,
                   cross_attention_dim=16, layers_per_block=2)
     # SD 1.x style: conv proj_in/proj_out, legacy `attention_head_dim` = head count.
@@ -289,6 +328,7 @@ def main():
     vae(30)
     upscaler(40)
     pipeline(50)
+    latent_pipeline(60)
 
 
 if __name__ == "__main__":

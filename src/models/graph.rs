@@ -174,6 +174,10 @@ impl Graph<'_> {
         heads: usize,
         is_causal: bool,
     ) -> Result<Tensor> {
+        let dh = q.dim(0) / heads.max(1);
+        if heads == 1 && !is_causal && dh > attention::MAX_HEAD_DIM {
+            return self.attention_unfused(q, k, v);
+        }
         let out = self.tensor(&q.shape)?;
         let cfg = Sdpa {
             heads,
@@ -182,6 +186,32 @@ impl Graph<'_> {
         };
         let d = attention::scaled_dot_product_attention(self.ctx, q, k, v, &out, cfg)?;
         self.push(d);
+        Ok(out)
+    }
+
+    /// One head wider than the fused kernel holds in registers (the VAE's mid
+    /// block: 512 channels in SD): `softmax(q kᵀ / √d) v` as two GEMMs and a
+    /// softmax, with the `[N, Lq, Lk]` scores in memory.
+    fn attention_unfused(&mut self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (n, lq, lk, d) = (q.shape[0], q.dim(1), k.dim(1), q.dim(0));
+        let scores = self.tensor(&[n, lq, lk])?;
+        let opts = MatmulOptions {
+            transpose_b: true,
+            alpha: 1.0 / (d as f32).sqrt(),
+            ..Default::default()
+        };
+        self.push(matmul::matmul(self.ctx, q, k, None, &scores, &opts)?);
+        let probs = self.tensor(&scores.shape)?;
+        self.push(norm::softmax(self.ctx, &scores, &probs, 1.0)?);
+        let out = self.tensor(&q.shape)?;
+        self.push(matmul::matmul(
+            self.ctx,
+            &probs,
+            v,
+            None,
+            &out,
+            &MatmulOptions::default(),
+        )?);
         Ok(out)
     }
 

@@ -41,6 +41,9 @@ pub struct AutoencoderKLConfig {
     /// Latents are divided by this before decoding.
     #[serde(default = "d_scaling")]
     pub scaling_factor: f64,
+    /// Added after the division (SD3/Flux VAEs; `null` or absent for SD 1.x/2.x).
+    #[serde(default)]
+    pub shift_factor: Option<f64>,
     #[serde(default = "d_true")]
     pub use_post_quant_conv: bool,
     #[serde(default = "d_true")]
@@ -146,6 +149,19 @@ impl AutoencoderKLDecoder {
     /// How much larger the image is than the latents.
     pub fn upscale_factor(&self) -> usize {
         1 << (self.config.block_out_channels.len() - 1)
+    }
+
+    /// Latents as a diffusion model samples them `[N, latent, h, w]` → image
+    /// `[N, out, h·f, w·f]` in [-1, 1]: diffusers' `latents / scaling_factor +
+    /// shift_factor`, then [`Self::forward`].
+    pub fn decode(&self, g: &mut Graph, latents: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let z = g.scale(
+            latents,
+            (1.0 / c.scaling_factor) as f32,
+            c.shift_factor.unwrap_or(0.0) as f32,
+        )?;
+        self.forward(g, &z)
     }
 
     /// z `[N, latent, h, w]` (already divided by scaling_factor) → image `[N, out, h·f, w·f]` in [-1, 1].

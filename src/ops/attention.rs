@@ -31,7 +31,7 @@ struct Params {
 }
 
 /// Largest head dim the kernel holds in registers (`DH4_MAX` in the shader).
-const MAX_HEAD_DIM: usize = 160;
+pub const MAX_HEAD_DIM: usize = 160;
 /// vec4s per K or V tile in workgroup memory (`TILE4` in the shader).
 const TILE4: usize = 512;
 

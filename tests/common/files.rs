@@ -125,6 +125,31 @@ pub fn tiny_pipeline() -> &'static Path {
     .path()
 }
 
+/// A tiny latent pipeline (tests/golden/latent_pipeline: UNet over 8x8 latents,
+/// VAE to 16x16) with the pixel pipeline's text encoder and scorer and the
+/// default model's tokenizer.
+#[allow(dead_code)]
+pub fn tiny_latent_pipeline() -> &'static Path {
+    static DIR: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = TempDir::new("latent-pipeline");
+        copy_dir(&root.join("tests/golden/latent_pipeline"), dir.path());
+        for part in ["text_encoder", "scorer"] {
+            copy_dir(
+                &root.join("tests/golden/pipeline").join(part),
+                &dir.path().join(part),
+            );
+        }
+        copy_dir(
+            &root.join("weights/easel-emoji/tokenizer"),
+            &dir.path().join("tokenizer"),
+        );
+        dir
+    })
+    .path()
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

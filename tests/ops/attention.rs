@@ -116,3 +116,26 @@ fn attention_rejects_bad_head_dim() {
     .unwrap_err();
     assert!(err.to_string().contains("v has shape"), "{err}");
 }
+
+/// One head wider than the fused kernel holds (the VAE's 512-channel mid block):
+/// `Graph::attention` falls back to GEMM + softmax + GEMM.
+#[test]
+fn graph_attention_handles_one_wide_head() {
+    let mut rng = Rng::new(77);
+    let s = shape(2, 9, 9, 1, 192);
+    let (qh, kh, vh) = (
+        rng.vec(2 * 9 * 192),
+        rng.vec(2 * 9 * 192),
+        rng.vec(2 * 9 * 192),
+    );
+    let upload = |data: &[f32]| Tensor::from_f32(ctx(), "x", &[2, 9, 192], data).unwrap();
+    let mut g = easel::models::Graph::new(ctx(), "wide");
+    let out = g
+        .attention(&upload(&qh), &upload(&kh), &upload(&vh), 1, false)
+        .unwrap();
+    g.run().unwrap();
+    let want =
+        reference::scaled_dot_product_attention(&qh, &kh, &vh, s, 1.0 / 192f64.sqrt(), false);
+    // As above; the GEMMs accumulate 192 products of values in [-1, 1].
+    assert_close("wide head", &out.to_vec(ctx()).unwrap(), &want, 2e-5, 1e-4);
+}
