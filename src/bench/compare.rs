@@ -20,7 +20,8 @@ const SECTIONS: [(&str, &str, &[&str]); 3] = [
 /// Read another engine's report: one JSON document, or (as older
 /// `tools/bench_torch.py` runs printed) text whose JSON lines are `models` rows.
 pub fn read(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::BadInput(format!("--vs {}: {e}", path.display())))?;
     if let Ok(doc @ Value::Object(_)) = serde_json::from_str::<Value>(&text) {
         return Ok(doc);
     }

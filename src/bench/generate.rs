@@ -164,9 +164,9 @@ pub fn run(
             let run_bytes = (ctx.buffer_bytes() - before) / opts.runs as u64;
             let stats = Stats::of(times).expect("runs > 0");
             let phases = phases(engine, profiler, &opts.prompt, [k, h, w], upscale)?;
-            let base = points.get(first).map_or((k, stats.median_ms), |p| {
-                (p.candidates, p.stats.median_ms)
-            });
+            let base = points
+                .get(first)
+                .map_or((k, stats.median_ms), |p| (p.candidates, p.stats.median_ms));
             let point = Point {
                 width: w,
                 height: h,
@@ -271,7 +271,10 @@ fn phases(
         .chain(texts.iter().cloned())
         .collect();
     let (ids, eos) = tokens(engine, &all, |r| engine.text_encoder.eos_positions(r))?;
-    let hidden = engine.text_encoder.forward(&mut text, &ids, &eos)?.last_hidden_state; // [1+P, 77, D]
+    let hidden = engine
+        .text_encoder
+        .forward(&mut text, &ids, &eos)?
+        .last_hidden_state; // [1+P, 77, D]
     let text_embeds = match &engine.scorer {
         Some(scorer) => {
             let (ids, eos) = tokens(engine, &texts, |r| scorer.text_model.eos_positions(r))?;
@@ -301,7 +304,12 @@ fn phases(
                 engine.settings.scorer_image_std,
             );
             let normed = g.tensor(&[k, 3, h, w])?;
-            g.push(image::normalize(ctx, &x0, &normed, &Normalize::clip(mean, std))?);
+            g.push(image::normalize(
+                ctx,
+                &x0,
+                &normed,
+                &Normalize::clip(mean, std),
+            )?);
             let s = scorer.vision_model.config.image_size;
             let pixels = if (h, w) == (s, s) {
                 normed

@@ -192,7 +192,11 @@ impl Runner<'_> {
         d: Dispatch,
         bound: Bound,
     ) -> Result<()> {
-        let budget = if self.opts.quick { QUICK_BUDGET } else { BUDGET };
+        let budget = if self.opts.quick {
+            QUICK_BUDGET
+        } else {
+            BUDGET
+        };
         let name = (kernel, variant, shape.to_string());
         let mut row = measure(self.ctx, self.profiler, name, &d, bound, budget)?;
         row.pct_of_peak = Some(match bound {
@@ -282,7 +286,17 @@ const CONV_SHAPES: &[ConvShape] = &[
     ("8x16x32x32 -> 16, 3x3 s2", 8, 16, 32, 32, 16, 3, 2, 1),
     ("8x32x16x16 -> 64, 1x1", 8, 32, 16, 16, 64, 1, 1, 0),
     // SRVGGNetCompact body (num_feat 32) on the 32x32 winner.
-    ("1x32x32x32 -> 32, 3x3 (upscaler)", 1, 32, 32, 32, 32, 3, 1, 1),
+    (
+        "1x32x32x32 -> 32, 3x3 (upscaler)",
+        1,
+        32,
+        32,
+        32,
+        32,
+        3,
+        1,
+        1,
+    ),
 ];
 const QUICK_CONV_SHAPES: &[ConvShape] = &[("1x8x8x8 -> 8, 3x3", 1, 8, 8, 8, 8, 3, 1, 1)];
 
@@ -327,8 +341,7 @@ const ATTENTION_SHAPES: &[AttentionShape] = &[
     ("clip text: [8,77,128] causal", 8, 77, 77, 128, 4, true),
     ("clip vision: [8,65,128]", 8, 65, 65, 128, 4, false),
 ];
-const QUICK_ATTENTION_SHAPES: &[AttentionShape] =
-    &[("[1,16,16] 2 heads", 1, 16, 16, 16, 2, false)];
+const QUICK_ATTENTION_SHAPES: &[AttentionShape] = &[("[1,16,16] 2 heads", 1, 16, 16, 16, 2, false)];
 
 const CLASSES: [AdapterClass; 2] = [AdapterClass::Gpu, AdapterClass::Cpu];
 
@@ -422,10 +435,25 @@ type ElementwiseShape = (&'static str, &'static [usize], &'static [usize], Binar
 
 const ELEMENTWISE_SHAPES: &[ElementwiseShape] = &[
     // Residual add and time-embedding broadcast of the default UNet, batch 8.
-    ("add [8,16,32,32]", &[8, 16, 32, 32], &[8, 16, 32, 32], BinaryOp::Add),
-    ("add [8,32,16,16] + [8,32,1,1]", &[8, 32, 16, 16], &[8, 32, 1, 1], BinaryOp::Add),
+    (
+        "add [8,16,32,32]",
+        &[8, 16, 32, 32],
+        &[8, 16, 32, 32],
+        BinaryOp::Add,
+    ),
+    (
+        "add [8,32,16,16] + [8,32,1,1]",
+        &[8, 32, 16, 16],
+        &[8, 32, 1, 1],
+        BinaryOp::Add,
+    ),
     // The upscaler's per-channel PReLU.
-    ("prelu [1,32,32,32] slope [32,1,1]", &[1, 32, 32, 32], &[32, 1, 1], BinaryOp::Prelu),
+    (
+        "prelu [1,32,32,32] slope [32,1,1]",
+        &[1, 32, 32, 32],
+        &[32, 1, 1],
+        BinaryOp::Prelu,
+    ),
     ("silu [8,16,32,32]", &[8, 16, 32, 32], &[], BinaryOp::Add),
 ];
 const QUICK_ELEMENTWISE_SHAPES: &[ElementwiseShape] =

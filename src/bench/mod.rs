@@ -195,6 +195,11 @@ impl Report {
     }
 }
 
+/// The name filter of a `cargo bench` run: cargo passes `--bench`, a filter may follow.
+pub fn cargo_bench_filter() -> Option<String> {
+    std::env::args().skip(1).find(|a| !a.starts_with("--"))
+}
+
 /// Parse a comma-separated list of positive whole numbers (`--candidates 1,2,4`).
 pub fn parse_counts(flag: &str, s: &str) -> Result<Vec<usize>> {
     let counts = s
@@ -217,7 +222,10 @@ mod tests {
     #[test]
     fn stats_take_the_median_of_sorted_samples() {
         let s = Stats::of(vec![3.0, 1.0, 2.0, 10.0]).unwrap();
-        assert_eq!((s.median_ms, s.min_ms, s.max_ms, s.runs), (3.0, 1.0, 10.0, 4));
+        assert_eq!(
+            (s.median_ms, s.min_ms, s.max_ms, s.runs),
+            (3.0, 1.0, 10.0, 4)
+        );
         assert!(Stats::of(Vec::new()).is_none());
     }
 

@@ -86,7 +86,14 @@ fn fma(ctx: &Context, profiler: &Profiler, target_ms: f64, budget: Budget) -> Re
         "{n} invocations x {} vec4 chains x {iterations} FMAs",
         peak::CHAINS
     );
-    kernels::measure(ctx, profiler, ("peak", "fma", shape), &d, Bound::Compute, budget)
+    kernels::measure(
+        ctx,
+        profiler,
+        ("peak", "fma", shape),
+        &d,
+        Bound::Compute,
+        budget,
+    )
 }
 
 /// Copy a buffer much larger than a CPU's caches (lavapipe) or a GPU's L2.
@@ -102,5 +109,12 @@ fn copy(ctx: &Context, profiler: &Profiler, quick: bool, budget: Budget) -> Resu
     let dst = Tensor::zeros(ctx, "copy dst", &[rows, 4])?;
     let d = peak::copy(ctx, &src, &dst)?;
     let shape = format!("{} MiB", bytes >> 20);
-    kernels::measure(ctx, profiler, ("peak", "copy", shape), &d, Bound::Memory, budget)
+    kernels::measure(
+        ctx,
+        profiler,
+        ("peak", "copy", shape),
+        &d,
+        Bound::Memory,
+        budget,
+    )
 }

@@ -69,7 +69,10 @@ pub fn svg(points: &[Point]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let ks: Vec<f64> = points.iter().map(|p| (p.candidates as f64).log2()).collect();
+    let ks: Vec<f64> = points
+        .iter()
+        .map(|p| (p.candidates as f64).log2())
+        .collect();
     let (k_lo, k_hi) = ks
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), &k| (lo.min(k), hi.max(k)));

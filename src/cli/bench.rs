@@ -115,6 +115,15 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
             };
             easel::prompt::parse(prompt)?;
             if let Some(path) = plot {
+                if !path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+                {
+                    return Err(Error::BadInput(format!(
+                        "--plot {}: the plot is drawn as SVG; name a FILE.svg",
+                        path.display()
+                    )));
+                }
                 check_writable(path)?;
             }
             let engine = Engine::new(model, adapter)?;
@@ -182,6 +191,8 @@ fn open(args: &BenchArgs, adapter: &AdapterOptions) -> Result<(Context, Profiler
 
 fn parse_sizes(s: &str) -> Result<Vec<(usize, usize)>> {
     s.split(',')
-        .map(|v| easel::farm::parse_size(v.trim()).map_err(|e| Error::BadInput(format!("--sizes: {e}"))))
+        .map(|v| {
+            easel::farm::parse_size(v.trim()).map_err(|e| Error::BadInput(format!("--sizes: {e}")))
+        })
         .collect()
 }
