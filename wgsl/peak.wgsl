@@ -57,11 +57,19 @@ fn fma_chains(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     dst[i] = ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7));
 }
 
-// dst = src, one vec4 per invocation: reads and writes are contiguous across
-// lanes, the best access pattern any adapter has.
+// dst = src: each workgroup copies a contiguous run of WG * COPY_PER vec4s, in
+// COPY_PER sweeps whose loads and stores are contiguous across lanes (the best
+// pattern any adapter has). Several vec4s per invocation keep lavapipe, where
+// every invocation has a fixed cost, measuring memory rather than launches.
+const COPY_PER: u32 = 8u;
+
 @compute @workgroup_size(64)
-fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.y * nwg.x * WG + gid.x;
-    if (i >= p.n) { return; }
-    dst[i] = src[i];
+fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let base = (wid.y * nwg.x + wid.x) * WG * COPY_PER + lid;
+    for (var j = 0u; j < COPY_PER; j++) {
+        let i = base + j * WG;
+        if (i < p.n) {
+            dst[i] = src[i];
+        }
+    }
 }

@@ -36,8 +36,12 @@ pub fn read(path: &Path) -> Result<Value> {
             path.display()
         )));
     }
-    let engine = rows[0].get("engine").cloned().unwrap_or("other".into());
-    Ok(serde_json::json!({ "engine": engine, "models": rows }))
+    let first = &rows[0];
+    Ok(serde_json::json!({
+        "engine": first.get("engine").cloned().unwrap_or("other".into()),
+        "device": first.get("device").cloned().unwrap_or(Value::Null),
+        "models": rows,
+    }))
 }
 
 fn rows<'a>(doc: &'a Value, section: &str, inner: &str) -> &'a [Value] {
@@ -60,6 +64,40 @@ fn key(row: &Value, fields: &[&str]) -> String {
 /// Print the rows both reports hold, side by side; errors if there are none.
 pub fn print(ours: &Value, theirs: &Value) -> Result<()> {
     let other = theirs["engine"].as_str().unwrap_or("other");
+    let mut lines = Vec::new();
+    for (section, inner, fields) in SECTIONS {
+        for a in rows(ours, section, inner) {
+            let k = key(a, fields);
+            let Some(b) = rows(theirs, section, inner)
+                .iter()
+                .find(|b| key(b, fields) == k)
+            else {
+                continue;
+            };
+            let (Some(ma), Some(mb)) = (a["median_ms"].as_f64(), b["median_ms"].as_f64()) else {
+                continue;
+            };
+            lines.push(vec![
+                section.to_string(),
+                k,
+                format!("{ma:.2}"),
+                format!("{mb:.2}"),
+                format!("{:.2}", ma / mb),
+                format!("{:.2}", mb / ma),
+            ]);
+        }
+    }
+    if lines.is_empty() {
+        return Err(Error::BadInput(format!(
+            "--vs: no rows in common with the {other} report (it has: {})",
+            SECTIONS
+                .iter()
+                .filter(|(s, _, _)| theirs.get(*s).is_some())
+                .map(|(s, _, _)| *s)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     println!(
         "\neasel vs {other} ({}), medians:",
         theirs["device"].as_str().unwrap_or("device not given")
@@ -75,40 +113,6 @@ pub fn print(ours: &Value, theirs: &Value) -> Result<()> {
         ],
         2,
     );
-    let mut matched = 0;
-    for (section, inner, fields) in SECTIONS {
-        for a in rows(ours, section, inner) {
-            let k = key(a, fields);
-            let Some(b) = rows(theirs, section, inner)
-                .iter()
-                .find(|b| key(b, fields) == k)
-            else {
-                continue;
-            };
-            let (Some(ma), Some(mb)) = (a["median_ms"].as_f64(), b["median_ms"].as_f64()) else {
-                continue;
-            };
-            table.row(&[
-                section.to_string(),
-                k,
-                format!("{ma:.2}"),
-                format!("{mb:.2}"),
-                format!("{:.2}", ma / mb),
-                format!("{:.2}", mb / ma),
-            ]);
-            matched += 1;
-        }
-    }
-    if matched == 0 {
-        return Err(Error::BadInput(format!(
-            "--vs: no rows in common with the {other} report (it has: {})",
-            SECTIONS
-                .iter()
-                .filter(|(s, _, _)| theirs.get(*s).is_some())
-                .map(|(s, _, _)| *s)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
+    lines.iter().for_each(|l| table.row(l));
     Ok(())
 }

@@ -10,6 +10,8 @@ use crate::tensor::Tensor;
 /// Independent vec4 chains per invocation (`c0..c7` in the shader).
 pub const CHAINS: usize = 8;
 const WORKGROUP: usize = 64;
+/// vec4s each `copy` invocation moves (`COPY_PER` in the shader).
+const COPY_PER: usize = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -77,7 +79,7 @@ pub fn copy(ctx: &Context, src: &Tensor, dst: &Tensor) -> Result<Dispatch> {
         entry: "copy",
         constants: &[],
         tensors: &[(src, Access::Read), (dst, Access::ReadWrite)],
-        workgroups: grid_1d(groups(n, WORKGROUP)),
+        workgroups: grid_1d(groups(n, WORKGROUP * COPY_PER)),
         flops: 0,
         bytes: 2 * src.bytes(),
     }
