@@ -6,6 +6,7 @@
 //! is spent or the scorer is certain enough, then post-processing. Everything
 //! runs in hand-written WGSL; only the final image is read back.
 
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod farm;

@@ -68,6 +68,14 @@ enum Command {
         #[command(flatten)]
         adapter: AdapterArgs,
     },
+    /// Benchmarks: `peak` (attainable FMA GFLOP/s, copy GB/s), `kernels` (every kernel,
+    /// % of peak), `models` (forward passes), `generate` (the whole loop vs candidates K).
+    Bench {
+        #[command(flatten)]
+        args: Box<cli::bench::BenchArgs>,
+        #[command(flatten)]
+        adapter: AdapterArgs,
+    },
     /// List the adapters wgpu finds, their features and limits, and the one easel picks.
     Devices {
         #[command(flatten)]
@@ -94,6 +102,7 @@ fn main() -> ExitCode {
         }
         // A batch that ran has its own codes: 1 if a job failed, 128+N after signal N.
         Some(Command::Batch { args, adapter }) => cli::batch::run(&args, &adapter.options()),
+        Some(Command::Bench { args, adapter }) => done(cli::bench::run(&args, &adapter.options())),
         Some(Command::Devices { adapter }) => done(cli::devices::run(&adapter.options())),
         Some(Command::Inspect { path }) => done(cli::inspect::run(&path)),
     };

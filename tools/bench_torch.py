@@ -3,9 +3,13 @@ shapes, inputs and timing protocol as easel's `cargo bench --bench models`
 (benches/models.rs), printed as a table and one JSON line per row in the same schema.
 
     tools/.venv/bin/python tools/bench_torch.py                 # 2 threads (default)
-    tools/.venv/bin/python tools/bench_torch.py --threads 1
+    tools/.venv/bin/python tools/bench_torch.py --threads 1 --json target/bench/torch.json
     tools/.venv/bin/python tools/bench_torch.py --write-random-unet target/bench/unet-random
-    tools/.venv/bin/python tools/compare.py easel.txt torch.txt  # the ratio table
+    tools/.venv/bin/python tools/compare.py easel.json torch.json  # the ratio table
+    easel bench models --vs target/bench/torch.json                 # the same, from easel
+
+`--json FILE` writes one JSON document in the schema of `easel bench --json`
+(`engine`, `device`, `clock`, and the `models` rows).
 
 Models (batch B in 1, 4, 8):
   unet          UNet2DConditionModel, sample [B, 3, 32, 32], B timesteps, context [B, 77, 128]
@@ -166,6 +170,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ", ".join(MODELS))
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    ap.add_argument("--json", metavar="FILE", help="also write the rows as one JSON document (easel bench's schema)")
     ap.add_argument("--write-random-unet", metavar="DIR", help="write the random default UNet to DIR and exit")
     args = ap.parse_args()
 
@@ -204,6 +209,9 @@ def main():
             rows.append(row)
     for row in rows:
         print(json.dumps(row))
+    if args.json:
+        doc = dict(engine="torch", device=device, clock="wall-clock", models=rows)
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":

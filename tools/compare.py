@@ -1,13 +1,15 @@
-"""Side-by-side forward times: easel (benches/models.rs) against PyTorch
-(tools/bench_torch.py), from their saved outputs.
+"""Side-by-side forward times: easel (`easel bench models`, `cargo bench --bench
+models`) against PyTorch (tools/bench_torch.py), from their saved outputs.
 
-    cargo bench --bench models > target/bench/easel.txt
-    tools/.venv/bin/python tools/bench_torch.py > target/bench/torch.txt
-    tools/.venv/bin/python tools/compare.py target/bench/easel.txt target/bench/torch.txt [--markdown]
+    easel bench models --json target/bench/easel.json
+    tools/.venv/bin/python tools/bench_torch.py --json target/bench/torch.json
+    tools/.venv/bin/python tools/compare.py target/bench/easel.json target/bench/torch.json [--markdown]
 
-Each file may hold the whole printed output: only lines that are JSON objects with
-`engine`, `model` and `batch` are read. Ratios use the medians; `easel/torch` > 1
-means easel is slower, `torch/easel` is easel's speed-up (< 1: a slow-down).
+Each file is a JSON report (`--json`: a document whose `models` list holds the rows)
+or a whole printed output, whose lines that are JSON objects are read: model rows
+(`engine`, `model`, `batch`) or a whole report (cargo bench prints one as its last
+line). Ratios use the medians; `easel/torch` > 1 means easel is slower,
+`torch/easel` is easel's speed-up (< 1: a slow-down).
 """
 
 import argparse
@@ -15,17 +17,23 @@ import json
 
 
 def rows(path):
+    text = open(path).read()
+    try:
+        objects = [json.loads(text)]
+    except json.JSONDecodeError:
+        objects = []
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    objects.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
     out = {}
-    for line in open(path):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if {"engine", "model", "batch"} <= r.keys():
-            out[(r["model"], r["batch"])] = r
+    for obj in objects:
+        for r in obj.get("models", [obj]):
+            if {"engine", "model", "batch"} <= r.keys():
+                out[(r["model"], r["batch"])] = r
     return out
 
 

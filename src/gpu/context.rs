@@ -53,6 +53,7 @@ pub struct Context {
     pub pipelines: PipelineCache,
     readbacks: AtomicU64,
     buffers_created: AtomicU64,
+    bytes_created: AtomicU64,
     /// Errors wgpu reports outside an error scope; checked after every wait.
     uncaptured: Arc<Mutex<Vec<String>>>,
 }
@@ -198,6 +199,7 @@ impl Context {
             class,
             readbacks: AtomicU64::new(0),
             buffers_created: AtomicU64::new(0),
+            bytes_created: AtomicU64::new(0),
             uncaptured,
         })
     }
@@ -243,12 +245,20 @@ impl Context {
         self.buffers_created.load(Ordering::Relaxed)
     }
 
+    /// Bytes of the buffers created through easel so far (`easel bench`'s memory
+    /// figure: a run's buffers are all planned before its first step).
+    pub fn buffer_bytes(&self) -> u64 {
+        self.bytes_created.load(Ordering::Relaxed)
+    }
+
     /// Create a storage buffer, counted. `size` is rounded up to 4 bytes.
     pub fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let size = size.max(4).next_multiple_of(4);
         self.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.bytes_created.fetch_add(size, Ordering::Relaxed);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: size.max(4).next_multiple_of(4),
+            size,
             usage,
             mapped_at_creation: false,
         })

@@ -23,6 +23,14 @@ pub enum Clock {
 }
 
 impl Clock {
+    /// A short name for tables and JSON (`gpu-timestamps`, `wall-clock`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Clock::GpuTimestamps => "gpu-timestamps",
+            Clock::WallClock => "wall-clock",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Clock::GpuTimestamps => "gpu-timestamps",

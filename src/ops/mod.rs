@@ -24,6 +24,7 @@ pub mod layout;
 pub mod matmul;
 pub mod noise;
 pub mod norm;
+pub mod peak;
 pub mod resample;
 pub mod sampler;
 pub mod score;
@@ -51,6 +52,7 @@ shaders! {
     MATMUL_SUBGROUP => "matmul_subgroup",
     NOISE => "noise",
     NORM => "norm",
+    PEAK => "peak",
     RESAMPLE => "resample",
     SAMPLER => "sampler",
     SCORE => "score",

@@ -16,6 +16,7 @@ mod layout;
 mod matmul;
 mod noise;
 mod norm;
+mod peak;
 mod resample;
 mod sampler;
 mod score;

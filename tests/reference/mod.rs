@@ -12,6 +12,7 @@ pub mod layout;
 pub mod matmul;
 pub mod noise;
 pub mod norm;
+pub mod peak;
 pub mod resample;
 pub mod sampler;
 pub mod score;

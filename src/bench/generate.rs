@@ -1,0 +1,376 @@
+//! `easel bench generate`: the whole loop through the public API
+//! (`Engine::generate`) for several candidate counts K and sizes, and what each
+//! phase of it costs.
+//!
+//! Per (size, K): one warm-up generation (pipeline compiles), then `runs` timed
+//! ones, wall clock around `engine.generate`. Reported: images/s (K candidates
+//! make one image, so 1 / seconds), ms per step (the whole run over its steps),
+//! the per-candidate cost `t(K)·K₀ / (K·t(K₀))` against the smallest K₀ in the list
+//! (with K₀ = 1: `t(K) / (K·t(1))`; batching pays when it is below 1, the target
+//! at K = 8 is ≤ 0.4), and the GPU memory in use: the model's weights plus every
+//! buffer the run creates (a run plans all of them before its first step and
+//! holds them to its end, so that sum is its peak).
+//!
+//! The phases are measured apart from the loop, by planning the same models'
+//! graphs at the loop's shapes and timing them with the profiler: the text
+//! encoders (1 + P prompts), one UNet pass at batch (1 + P)·K, one scoring pass
+//! at batch K, the post-processing (upscaler and RGBA8 of the winner) and the
+//! final readback (wall clock).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::bench::{fixed, Stats, Table};
+use crate::engine::{Engine, Request};
+use crate::error::{Error, Result};
+use crate::gpu::pool::STORAGE;
+use crate::gpu::profiler::Profiler;
+use crate::gpu::readback;
+use crate::models::Graph;
+use crate::ops::image::{self, Normalize};
+use crate::ops::{layout, resample, score, Dispatch};
+use crate::tensor::{DType, Tensor};
+
+/// Settings of one `easel bench generate` run.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    pub prompt: String,
+    pub seed: u64,
+    pub candidates: Vec<usize>,
+    /// (width, height) of the denoised image; default: the UNet's sample size and twice it.
+    pub sizes: Option<Vec<(usize, usize)>>,
+    pub steps: usize,
+    /// Timed generations per (size, K), after one warm-up.
+    pub runs: usize,
+}
+
+/// Profiled passes per phase; the median of their summed kernel times is reported.
+const PHASE_RUNS: usize = 3;
+
+/// Milliseconds of each phase of one generation, measured apart (module docs).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Phases {
+    /// Denoiser and scorer text encoders on the 1 + P prompts (once per image).
+    pub text_ms: f64,
+    /// One UNet pass at batch (1 + P)·K (every step).
+    pub unet_ms: f64,
+    /// One scoring pass at batch K (every scoring round).
+    pub score_ms: f64,
+    /// Upscaler and RGBA8 of the winner (once per image).
+    pub post_ms: f64,
+    /// The one readback of the finished image, wall clock.
+    pub readback_ms: f64,
+}
+
+/// One (size, K) of the scaling curve.
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub width: usize,
+    pub height: usize,
+    pub candidates: usize,
+    pub steps: usize,
+    #[serde(flatten)]
+    pub stats: Stats,
+    pub images_per_s: f64,
+    pub ms_per_step: f64,
+    /// `t(K)·K₀ / (K·t(K₀))`, K₀ the smallest K measured at this size.
+    pub per_candidate_ratio: f64,
+    /// Weights plus every buffer one run creates, MiB.
+    pub gpu_mib: f64,
+    pub phases: Phases,
+}
+
+impl Point {
+    /// Wall-clock milliseconds per candidate.
+    pub fn ms_per_candidate(&self) -> f64 {
+        self.stats.median_ms / self.candidates as f64
+    }
+}
+
+/// The sizes to run: those asked for, or the UNet's sample size and twice it.
+fn sizes(engine: &Engine, opts: &GenerateOptions) -> Vec<(usize, usize)> {
+    opts.sizes.clone().unwrap_or_else(|| {
+        let s = engine.unet.config.sample_size.unwrap_or(32);
+        vec![(s, s), (2 * s, 2 * s)]
+    })
+}
+
+/// Time the loop at every size and K; returns the `generate` section and its points.
+pub fn run(
+    engine: &Engine,
+    profiler: &Profiler,
+    opts: &GenerateOptions,
+) -> Result<(Value, Vec<Point>)> {
+    if opts.steps == 0 || opts.runs == 0 {
+        return Err(Error::BadInput(
+            "--steps and --runs: need at least 1".into(),
+        ));
+    }
+    let ctx = &engine.ctx;
+    // Everything created so far is the model's weights (and a few uniforms).
+    let weight_bytes = ctx.buffer_bytes();
+    let upscale = engine.upscaler.as_ref().map_or(1, |u| u.config.upscale);
+    println!(
+        "{}: \"{}\", {} steps, x{upscale} upscale, weights {:.1} MiB; wall clock around \
+         engine.generate; phases: {}",
+        engine.name,
+        opts.prompt,
+        opts.steps,
+        mib(weight_bytes),
+        profiler.clock().label()
+    );
+    let table = Table::new(
+        &[
+            ("size", 7),
+            ("K", 3),
+            ("median s", 9),
+            ("min s", 8),
+            ("max s", 8),
+            ("images/s", 9),
+            ("ms/step", 9),
+            ("t/(K t0)", 8),
+            ("GPU MiB", 8),
+            ("text ms", 8),
+            ("unet ms", 9),
+            ("score ms", 9),
+            ("post ms", 8),
+            ("read ms", 8),
+        ],
+        1,
+    );
+    let mut points: Vec<Point> = Vec::new();
+    for (w, h) in sizes(engine, opts) {
+        let first = points.len();
+        for &k in &opts.candidates {
+            let request = Request {
+                seed: opts.seed,
+                size: Some((w, h)),
+                steps: Some(opts.steps),
+                candidates: k,
+                upscale,
+                ..Request::new(opts.prompt.clone())
+            };
+            engine.generate(&request)?; // warm-up: pipelines compile here
+            let before = ctx.buffer_bytes();
+            let mut times = Vec::with_capacity(opts.runs);
+            for _ in 0..opts.runs {
+                let start = Instant::now();
+                engine.generate(&request)?;
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            let run_bytes = (ctx.buffer_bytes() - before) / opts.runs as u64;
+            let stats = Stats::of(times).expect("runs > 0");
+            let phases = phases(engine, profiler, &opts.prompt, [k, h, w], upscale)?;
+            let base = points
+                .get(first)
+                .map_or((k, stats.median_ms), |p| (p.candidates, p.stats.median_ms));
+            let point = Point {
+                width: w,
+                height: h,
+                candidates: k,
+                steps: opts.steps,
+                stats,
+                images_per_s: 1e3 / stats.median_ms,
+                ms_per_step: stats.median_ms / opts.steps as f64,
+                per_candidate_ratio: stats.median_ms * base.0 as f64 / (k as f64 * base.1),
+                gpu_mib: mib(weight_bytes + run_bytes),
+                phases,
+            };
+            print_point(&table, &point);
+            points.push(point);
+        }
+    }
+    let section = json!({
+        "model": engine.dir.display().to_string(),
+        "prompt": opts.prompt,
+        "seed": opts.seed,
+        "steps": opts.steps,
+        "upscale": upscale,
+        "weights_mib": mib(weight_bytes),
+        "clock": "wall-clock",
+        "phase_clock": profiler.clock().name(),
+        "rows": points,
+    });
+    Ok((section, points))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+fn print_point(table: &Table, p: &Point) {
+    let ph = &p.phases;
+    table.row(&[
+        format!("{}x{}", p.width, p.height),
+        p.candidates.to_string(),
+        format!("{:.2}", p.stats.median_ms / 1e3),
+        format!("{:.2}", p.stats.min_ms / 1e3),
+        format!("{:.2}", p.stats.max_ms / 1e3),
+        format!("{:.3}", p.images_per_s),
+        format!("{:.1}", p.ms_per_step),
+        format!("{:.2}", p.per_candidate_ratio),
+        format!("{:.1}", p.gpu_mib),
+        format!("{:.1}", ph.text_ms),
+        format!("{:.1}", ph.unet_ms),
+        fixed(Some(ph.score_ms), 1),
+        format!("{:.1}", ph.post_ms),
+        format!("{:.2}", ph.readback_ms),
+    ]);
+}
+
+/// Median over `PHASE_RUNS` of the summed per-dispatch times of `dispatches`.
+fn phase_ms(engine: &Engine, profiler: &Profiler, dispatches: &[Dispatch]) -> Result<f64> {
+    if dispatches.is_empty() {
+        return Ok(0.0);
+    }
+    let ctx = &engine.ctx;
+    crate::ops::run(ctx, dispatches)?; // first touch
+    let refs: Vec<&Dispatch> = dispatches.iter().collect();
+    let sums = (0..PHASE_RUNS)
+        .map(|_| Ok(profiler.time(ctx, &refs)?.iter().sum()))
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(Stats::of(sums).expect("PHASE_RUNS > 0").median_ms)
+}
+
+/// Token ids `[n, 77]` and EOS positions `[n]` of `texts`.
+fn tokens(
+    engine: &Engine,
+    texts: &[String],
+    eos_of: impl Fn(&[Vec<u32>]) -> Vec<u32>,
+) -> Result<(Tensor, Tensor)> {
+    let rows: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| engine.tokenizer.encode_padded(t).input_ids)
+        .collect();
+    let (n, len) = (rows.len(), rows[0].len());
+    let ids = Tensor::from_u32(&engine.ctx, "ids", &[n, len], &rows.concat())?;
+    let eos = Tensor::from_u32(&engine.ctx, "eos", &[n], &eos_of(&rows))?;
+    Ok((ids, eos))
+}
+
+/// Plan and time each phase at the loop's shapes `[K, H, W]`.
+fn phases(
+    engine: &Engine,
+    profiler: &Profiler,
+    prompt: &str,
+    [k, h, w]: [usize; 3],
+    upscale: usize,
+) -> Result<Phases> {
+    let ctx = &engine.ctx;
+    let parsed = crate::prompt::parse(prompt)?;
+    let texts: Vec<String> = parsed.parts.into_iter().map(|p| p.text).collect();
+    let p = texts.len();
+    let batch = (1 + p) * k;
+
+    // Text: the denoiser's encoder on ["", prompts...], the scorer's on the prompts.
+    let mut text = Graph::new(ctx, "bench text");
+    let all: Vec<String> = std::iter::once(engine.settings.unconditional_prompt.clone())
+        .chain(texts.iter().cloned())
+        .collect();
+    let (ids, eos) = tokens(engine, &all, |r| engine.text_encoder.eos_positions(r))?;
+    let hidden = engine
+        .text_encoder
+        .forward(&mut text, &ids, &eos)?
+        .last_hidden_state; // [1+P, 77, D]
+    let text_embeds = match &engine.scorer {
+        Some(scorer) => {
+            let (ids, eos) = tokens(engine, &texts, |r| scorer.text_model.eos_positions(r))?;
+            Some(scorer.text_embeds(&mut text, &ids, &eos)?) // [P, proj]
+        }
+        None => None,
+    };
+    let text_ms = phase_ms(engine, profiler, &text.dispatches)?;
+
+    // One UNet pass over every candidate and prompt.
+    let mut unet = Graph::new(ctx, "bench unet");
+    let sample = unet.tensor(&[batch, 3, h, w])?; // [(1+P)K, 3, H, W]
+    let timesteps = Tensor::from_f32(ctx, "timesteps", &[batch], &vec![500.0; batch])?;
+    let context = unet.tensor(&[batch, hidden.shape[1], hidden.shape[2]])?; // [(1+P)K, 77, D]
+    engine
+        .unet
+        .forward(&mut unet, &sample, &timesteps, &context)?;
+    let unet_ms = phase_ms(engine, profiler, &unet.dispatches)?;
+
+    // One scoring round: x0 → CLIP pixels at the scorer's size → similarity.
+    let x0 = Tensor::zeros(ctx, "x0", &[k, 3, h, w])?; // [K, 3, H, W]
+    let score_ms = match (&engine.scorer, &text_embeds) {
+        (Some(scorer), Some(text_embeds)) => {
+            let mut g = Graph::new(ctx, "bench scorer");
+            let (mean, std) = (
+                engine.settings.scorer_image_mean,
+                engine.settings.scorer_image_std,
+            );
+            let normed = g.tensor(&[k, 3, h, w])?;
+            g.push(image::normalize(
+                ctx,
+                &x0,
+                &normed,
+                &Normalize::clip(mean, std),
+            )?);
+            let s = scorer.vision_model.config.image_size;
+            let pixels = if (h, w) == (s, s) {
+                normed
+            } else {
+                let resized = g.tensor(&[k, 3, s, s])?;
+                g.push(resample::interpolate_bilinear(ctx, &normed, &resized)?);
+                resized
+            };
+            let embeds = scorer.image_embeds(&mut g, &pixels)?; // [K, proj]
+            let weights = Tensor::from_f32(ctx, "weights", &[p], &vec![1.0 / p as f32; p])?;
+            let scores = g.tensor(&[k, p + 1])?;
+            g.dispatches.extend(score::similarity(
+                ctx,
+                &embeds,
+                text_embeds,
+                &weights,
+                &scores,
+            )?);
+            phase_ms(engine, profiler, &g.dispatches)?
+        }
+        _ => 0.0,
+    };
+
+    // Post-processing of the winner: [1, 3, H, W] → upscaler → RGBA8.
+    let mut post = Graph::new(ctx, "bench post");
+    let winner = post.tensor(&[1, 3, h, w])?;
+    post.push(layout::narrow(ctx, &x0, 0, 0, &winner)?);
+    let unit = post.tensor(&[1, 3, h, w])?;
+    post.push(image::normalize(ctx, &winner, &unit, &Normalize::TO_UNIT)?);
+    let img = match (&engine.upscaler, upscale) {
+        (Some(up), 2..) => up.forward(&mut post, &unit)?,
+        _ => unit,
+    };
+    let (oh, ow) = (img.dim(1), img.dim(0));
+    let mut pixels = post.tensor(&[oh, ow])?;
+    pixels.dtype = DType::U32;
+    post.push(image::to_rgba8(ctx, &img, 0, &pixels)?);
+    let post_ms = phase_ms(engine, profiler, &post.dispatches)?;
+
+    // The readback of the finished image.
+    let out = ctx.create_buffer("bench readback", 4 * (oh * ow) as u64, STORAGE);
+    let reads = (0..PHASE_RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            readback::read_bytes(ctx, &out, 0, out.size())?;
+            Ok(start.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(Phases {
+        text_ms,
+        unet_ms,
+        score_ms,
+        post_ms,
+        readback_ms: Stats::of(reads).expect("PHASE_RUNS > 0").median_ms,
+    })
+}
+
+/// Where `--plot` writes, checked before any work (like `-o`).
+pub fn check_plot_path(path: &Option<PathBuf>) -> Result<()> {
+    match path {
+        Some(p) => crate::output::check_writable(p),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,198 @@
+//! `easel bench peak|kernels|models|generate`: the library's benchmarks
+//! ([`easel::bench`]) from the command line: a table on stdout, `--json FILE`
+//! for every figure, `--vs FILE` for ratios against another engine's report,
+//! `--plot FILE.svg` for the scaling curves of `generate`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use easel::bench::generate::GenerateOptions;
+use easel::bench::kernels::KernelOptions;
+use easel::bench::models::ModelOptions;
+use easel::bench::{self, compare, parse_counts, Report};
+use easel::gpu::profiler::Profiler;
+use easel::gpu::{AdapterOptions, Context};
+use easel::output::check_writable;
+use easel::{Engine, Error, Result};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: What,
+    /// Also write every figure to FILE as one JSON document (the schema
+    /// tools/bench_torch.py --json writes).
+    // Own ids: global values also reach the top-level parser, whose `--json`
+    // (of `easel "prompt" --json`) is a flag.
+    #[arg(long = "json", id = "bench_json", global = true, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Print ratios against another engine's report (tools/bench_torch.py --json).
+    #[arg(long = "vs", id = "bench_vs", global = true, value_name = "FILE")]
+    pub vs: Option<PathBuf>,
+    /// Time kernels with the host wall clock even where GPU timestamps exist.
+    #[arg(long, global = true)]
+    pub wall_clock: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum What {
+    /// The adapter's attainable peak: f32 FMA GFLOP/s and copy GB/s.
+    Peak {
+        /// Short probes (for tests).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Every kernel family and variant at the default model's shapes, with % of peak.
+    Kernels {
+        /// Tiny shapes and the adapter's own variants only (for tests).
+        #[arg(long)]
+        quick: bool,
+        /// Only this variant: gpu, cpu or cpusubgroup.
+        #[arg(long)]
+        variant: Option<String>,
+        /// Only rows whose "kernel shape" contains this, e.g. "conv2d 8x64".
+        filter: Option<String>,
+    },
+    /// Forward time of each model of a pipeline folder (as tools/bench_torch.py).
+    Models {
+        #[arg(long, default_value = super::inspect::DEFAULT_MODEL)]
+        model: PathBuf,
+        /// Batch sizes, comma-separated.
+        #[arg(long, default_value = "1,4,8")]
+        batches: String,
+        /// Only models whose name contains this (unet, text_encoder, scorer, upscaler).
+        filter: Option<String>,
+    },
+    /// The whole loop through Engine::generate for several K and sizes, with phases.
+    Generate {
+        #[arg(long, default_value = super::inspect::DEFAULT_MODEL)]
+        model: PathBuf,
+        #[arg(long, default_value = "red apple")]
+        prompt: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Candidate counts K, comma-separated (1,2,4,8,16 for the whole curve).
+        #[arg(long, default_value = "1,2,4,8")]
+        candidates: String,
+        /// Sizes WxH, comma-separated; default: the UNet's sample size and twice it.
+        #[arg(long)]
+        sizes: Option<String>,
+        /// Sampler steps per image (fewer than a real run, to stay quick on lavapipe).
+        #[arg(long, default_value_t = 4)]
+        steps: usize,
+        /// Timed generations per (size, K), after one warm-up.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Write the scaling curves (time vs K, time per candidate vs K) as SVG.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+    },
+}
+
+pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
+    // Bad input fails before any GPU work.
+    if let Some(path) = &args.json {
+        check_writable(path)?;
+    }
+    let theirs = args.vs.as_deref().map(compare::read).transpose()?;
+    let report = match &args.what {
+        What::Generate {
+            model,
+            prompt,
+            seed,
+            candidates,
+            sizes,
+            steps,
+            runs,
+            plot,
+        } => {
+            let opts = GenerateOptions {
+                prompt: prompt.clone(),
+                seed: *seed,
+                candidates: parse_counts("--candidates", candidates)?,
+                sizes: sizes.as_deref().map(parse_sizes).transpose()?,
+                steps: *steps,
+                runs: *runs,
+            };
+            easel::prompt::parse(prompt)?;
+            if let Some(path) = plot {
+                if !path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+                {
+                    return Err(Error::BadInput(format!(
+                        "--plot {}: the plot is drawn as SVG; name a FILE.svg",
+                        path.display()
+                    )));
+                }
+                check_writable(path)?;
+            }
+            let engine = Engine::new(model, adapter)?;
+            let profiler = bench::profiler(&engine.ctx, args.wall_clock);
+            let mut report = Report::new(&engine.ctx, &profiler);
+            let (section, points) = bench::generate::run(&engine, &profiler, &opts)?;
+            report.set("generate", section);
+            if let Some(path) = plot {
+                bench::plot::write(path, &points)?;
+            }
+            report
+        }
+        What::Peak { quick } => {
+            let (ctx, profiler, mut report) = open(args, adapter)?;
+            report.set("peak", bench::peak::run(&ctx, &profiler, *quick)?.1);
+            report
+        }
+        What::Kernels {
+            quick,
+            variant,
+            filter,
+        } => {
+            let opts = KernelOptions {
+                quick: *quick,
+                filter: filter.clone(),
+                variant: variant.clone(),
+            };
+            let (ctx, profiler, mut report) = open(args, adapter)?;
+            let (peak, kernels) = bench::kernels::run(&ctx, &profiler, &opts)?;
+            report.set("peak", peak);
+            report.set("kernels", kernels);
+            report
+        }
+        What::Models {
+            model,
+            batches,
+            filter,
+        } => {
+            let opts = ModelOptions {
+                model: model.clone(),
+                batches: parse_counts("--batches", batches)?,
+                filter: filter.clone(),
+            };
+            let (ctx, profiler, mut report) = open(args, adapter)?;
+            report.set("models", bench::models::run(&ctx, &profiler, &opts)?);
+            report
+        }
+    };
+    if let Some(path) = &args.json {
+        report.write(path)?;
+    }
+    if let Some(theirs) = theirs {
+        compare::print(&report.value(), &theirs)?;
+    }
+    Ok(())
+}
+
+/// The adapter, its profiler and an empty report.
+fn open(args: &BenchArgs, adapter: &AdapterOptions) -> Result<(Context, Profiler, Report)> {
+    let ctx = Context::new(adapter)?;
+    let profiler = bench::profiler(&ctx, args.wall_clock);
+    let report = Report::new(&ctx, &profiler);
+    Ok((ctx, profiler, report))
+}
+
+fn parse_sizes(s: &str) -> Result<Vec<(usize, usize)>> {
+    s.split(',')
+        .map(|v| {
+            easel::farm::parse_size(v.trim()).map_err(|e| Error::BadInput(format!("--sizes: {e}")))
+        })
+        .collect()
+}

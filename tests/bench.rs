@@ -1,0 +1,224 @@
+//! `easel bench` end to end: every subcommand writes a JSON report with positive
+//! figures (never asserting on speed), `--plot` writes an SVG, `--vs` sets two
+//! reports side by side, and bad arguments exit 2 with one line.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::files::{tiny_pipeline, TempDir};
+use serde_json::Value;
+
+fn easel(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(args)
+        .env_remove("WGPU_BACKEND")
+        .env_remove("WGPU_ADAPTER_NAME")
+        .output()
+        .expect("run the easel binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "easel {args:?} panicked:\n{stderr}"
+    );
+    output
+}
+
+/// Run `easel args`, expect exit 0, and read the JSON report at `json`.
+fn report(args: &[&str], json: &Path) -> Value {
+    let output = easel(args);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "easel {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+fn positive(v: &Value, field: &str) -> f64 {
+    let x = v[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} missing in {v}"));
+    assert!(x > 0.0 && x.is_finite(), "{field} = {x} in {v}");
+    x
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn peak_reports_fma_and_copy_rates() {
+    let dir = TempDir::new("bench-peak");
+    let json = dir.path().join("peak.json");
+    let doc = report(&["bench", "peak", "--json", path_str(&json)], &json);
+    assert_eq!(doc["engine"], "easel");
+    positive(&doc["peak"], "fma_gflops");
+    positive(&doc["peak"], "copy_gbps");
+    for row in doc["peak"]["rows"].as_array().unwrap() {
+        positive(row, "median_ms");
+    }
+}
+
+#[test]
+fn quick_kernels_report_percent_of_peak_and_their_clock() {
+    let dir = TempDir::new("bench-kernels");
+    let json = dir.path().join("kernels.json");
+    let doc = report(
+        &["bench", "kernels", "--quick", "--json", path_str(&json)],
+        &json,
+    );
+    let rows = doc["kernels"].as_array().unwrap();
+    let families: Vec<&str> = rows.iter().map(|r| r["kernel"].as_str().unwrap()).collect();
+    for family in [
+        "matmul",
+        "conv2d",
+        "attention",
+        "group_norm",
+        "layer_norm",
+        "elementwise",
+    ] {
+        assert!(families.contains(&family), "{family} missing: {families:?}");
+    }
+    for row in rows {
+        positive(row, "median_ms");
+        positive(row, "pct_of_peak");
+        assert!(
+            ["gpu-timestamps", "wall-clock"].contains(&row["clock"].as_str().unwrap()),
+            "{row}"
+        );
+    }
+    assert_eq!(doc["clock"], rows[0]["clock"]);
+}
+
+#[test]
+fn wall_clock_fallback_is_labelled() {
+    let dir = TempDir::new("bench-wall");
+    let json = dir.path().join("kernels.json");
+    let args = [
+        "bench",
+        "kernels",
+        "--quick",
+        "--wall-clock",
+        "--json",
+        path_str(&json),
+    ];
+    let doc = report(&args, &json);
+    assert_eq!(doc["clock"], "wall-clock");
+    assert!(doc["clock_label"]
+        .as_str()
+        .unwrap()
+        .contains("submit overhead"));
+    for row in doc["kernels"].as_array().unwrap() {
+        assert_eq!(row["clock"], "wall-clock", "{row}");
+    }
+}
+
+#[test]
+fn vs_sets_two_reports_side_by_side() {
+    let dir = TempDir::new("bench-vs");
+    let first = dir.path().join("first.json");
+    report(
+        &[
+            "bench",
+            "kernels",
+            "--quick",
+            "matmul",
+            "--json",
+            path_str(&first),
+        ],
+        &first,
+    );
+    let output = easel(&[
+        "bench",
+        "kernels",
+        "--quick",
+        "matmul",
+        "--vs",
+        path_str(&first),
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("easel vs easel") && out.contains("easel/easel"),
+        "{out}"
+    );
+}
+
+#[test]
+fn generate_writes_scaling_json_and_svg() {
+    let dir = TempDir::new("bench-generate");
+    let json = dir.path().join("generate.json");
+    let svg = dir.path().join("scaling.svg");
+    let model = path_str(tiny_pipeline());
+    let args = [
+        "bench",
+        "generate",
+        "--model",
+        model,
+        "--steps",
+        "1",
+        "--candidates",
+        "1,2",
+        "--runs",
+        "1",
+        "--json",
+        path_str(&json),
+        "--plot",
+        path_str(&svg),
+    ];
+    let doc = report(&args, &json);
+    let rows = doc["generate"]["rows"].as_array().unwrap();
+    // Two sizes (the tiny UNet's sample size and twice it) x two K.
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for row in rows {
+        for field in [
+            "median_ms",
+            "images_per_s",
+            "ms_per_step",
+            "per_candidate_ratio",
+            "gpu_mib",
+        ] {
+            positive(row, field);
+        }
+        positive(&row["phases"], "unet_ms");
+        positive(&row["phases"], "text_ms");
+    }
+    assert!(
+        rows[1]["gpu_mib"].as_f64() > rows[0]["gpu_mib"].as_f64(),
+        "K = 2 holds more"
+    );
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"));
+    assert_eq!(plot.matches("<polyline").count(), 4, "2 panels x 2 sizes");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_line() {
+    let dir = TempDir::new("bench-bad");
+    let missing = dir.path().join("missing.json");
+    let model = path_str(tiny_pipeline());
+    let cases: [&[&str]; 5] = [
+        &["bench", "generate", "--model", model, "--candidates", "0,x"],
+        &["bench", "generate", "--model", model, "--sizes", "32"],
+        &[
+            "bench",
+            "generate",
+            "--model",
+            model,
+            "--plot",
+            "curves.png",
+        ],
+        &["bench", "models", "--batches", "1,,4"],
+        &["bench", "peak", "--vs", path_str(&missing)],
+    ];
+    for args in cases {
+        let output = easel(args);
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "easel {args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "easel {args:?}: {err}");
+        assert!(err.starts_with("easel: "), "{err}");
+    }
+}
