@@ -276,7 +276,32 @@ pub struct Plan {
     out: Tensor,
 }
 
+/// A plan's dispatches by phase of the loop (for `easel bench`): the text
+/// encoders, one UNet pass and one scoring pass at the largest K, the
+/// post-processing of the winner.
+pub(crate) struct PlanPhases<'a> {
+    pub text: &'a [Dispatch],
+    pub unet: &'a [Dispatch],
+    pub score: &'a [Dispatch],
+    pub post: &'a [Dispatch],
+}
+
 impl Plan {
+    pub(crate) fn phases(&self) -> PlanPhases<'_> {
+        let largest = self.passes.last().expect("a plan has passes"); // sorted by K
+        PlanPhases {
+            text: &self.text_pass,
+            unet: &largest.unet,
+            score: &largest.score,
+            post: &self.post,
+        }
+    }
+
+    /// The buffer of the one readback.
+    pub(crate) fn readback_buffer(&self) -> &wgpu::Buffer {
+        &self.out.buffer
+    }
+
     fn fits(&self, s: &Settings, upscale: usize, prompts: usize) -> bool {
         self.s == *s && self.upscale == upscale && self.prompts == prompts
     }

@@ -11,8 +11,8 @@
 //! buffer the run creates (a run plans all of them before its first step and
 //! holds them to its end, so that sum is its peak).
 //!
-//! The phases are measured apart from the loop, by planning the same models'
-//! graphs at the loop's shapes and timing them with the profiler: the text
+//! The phases are the loop's own planned dispatches (the plan the last
+//! generation left in the engine), timed apart with the profiler: the text
 //! encoders (1 + P prompts), one UNet pass at batch (1 + P)·K, one scoring pass
 //! at batch K, the post-processing (upscaler and RGBA8 of the winner) and the
 //! final readback (wall clock).
@@ -26,13 +26,9 @@ use serde_json::{json, Value};
 use crate::bench::{fixed, Stats, Table};
 use crate::engine::{Engine, Request};
 use crate::error::{Error, Result};
-use crate::gpu::pool::STORAGE;
 use crate::gpu::profiler::Profiler;
 use crate::gpu::readback;
-use crate::models::Graph;
-use crate::ops::image::{self, Normalize};
-use crate::ops::{layout, resample, score, Dispatch};
-use crate::tensor::{DType, Tensor};
+use crate::ops::Dispatch;
 
 /// Settings of one `easel bench generate` run.
 #[derive(Clone, Debug)]
@@ -153,17 +149,19 @@ pub fn run(
                 upscale,
                 ..Request::new(opts.prompt.clone())
             };
-            engine.generate(&request)?; // warm-up: pipelines compile here
+            // Warm-up: pipelines compile and the run is planned (every buffer it
+            // holds is made here; the timed runs reuse the plan).
             let before = ctx.buffer_bytes();
+            engine.generate(&request)?;
+            let run_bytes = ctx.buffer_bytes() - before;
             let mut times = Vec::with_capacity(opts.runs);
             for _ in 0..opts.runs {
                 let start = Instant::now();
                 engine.generate(&request)?;
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
-            let run_bytes = (ctx.buffer_bytes() - before) / opts.runs as u64;
             let stats = Stats::of(times).expect("runs > 0");
-            let phases = phases(engine, profiler, &opts.prompt, [k, h, w], upscale)?;
+            let phases = phases(engine, profiler)?;
             let base = points
                 .get(first)
                 .map_or((k, stats.median_ms), |p| (p.candidates, p.stats.median_ms));
@@ -235,134 +233,28 @@ fn phase_ms(engine: &Engine, profiler: &Profiler, dispatches: &[Dispatch]) -> Re
     Ok(Stats::of(sums).expect("PHASE_RUNS > 0").median_ms)
 }
 
-/// Token ids `[n, 77]` and EOS positions `[n]` of `texts`.
-fn tokens(
-    engine: &Engine,
-    texts: &[String],
-    eos_of: impl Fn(&[Vec<u32>]) -> Vec<u32>,
-) -> Result<(Tensor, Tensor)> {
-    let rows: Vec<Vec<u32>> = texts
-        .iter()
-        .map(|t| engine.tokenizer.encode_padded(t).input_ids)
-        .collect();
-    let (n, len) = (rows.len(), rows[0].len());
-    let ids = Tensor::from_u32(&engine.ctx, "ids", &[n, len], &rows.concat())?;
-    let eos = Tensor::from_u32(&engine.ctx, "eos", &[n], &eos_of(&rows))?;
-    Ok((ids, eos))
-}
-
-/// Plan and time each phase at the loop's shapes `[K, H, W]`.
-fn phases(
-    engine: &Engine,
-    profiler: &Profiler,
-    prompt: &str,
-    [k, h, w]: [usize; 3],
-    upscale: usize,
-) -> Result<Phases> {
+/// Time each phase of the plan the last generation left in the engine.
+fn phases(engine: &Engine, profiler: &Profiler) -> Result<Phases> {
     let ctx = &engine.ctx;
-    let parsed = crate::prompt::parse(prompt)?;
-    let texts: Vec<String> = parsed.parts.into_iter().map(|p| p.text).collect();
-    let p = texts.len();
-    let batch = (1 + p) * k;
-
-    // Text: the denoiser's encoder on ["", prompts...], the scorer's on the prompts.
-    let mut text = Graph::new(ctx, "bench text");
-    let all: Vec<String> = std::iter::once(engine.settings.unconditional_prompt.clone())
-        .chain(texts.iter().cloned())
-        .collect();
-    let (ids, eos) = tokens(engine, &all, |r| engine.text_encoder.eos_positions(r))?;
-    let hidden = engine
-        .text_encoder
-        .forward(&mut text, &ids, &eos)?
-        .last_hidden_state; // [1+P, 77, D]
-    let text_embeds = match &engine.scorer {
-        Some(scorer) => {
-            let (ids, eos) = tokens(engine, &texts, |r| scorer.text_model.eos_positions(r))?;
-            Some(scorer.text_embeds(&mut text, &ids, &eos)?) // [P, proj]
-        }
-        None => None,
-    };
-    let text_ms = phase_ms(engine, profiler, &text.dispatches)?;
-
-    // One UNet pass over every candidate and prompt.
-    let mut unet = Graph::new(ctx, "bench unet");
-    let sample = unet.tensor(&[batch, 3, h, w])?; // [(1+P)K, 3, H, W]
-    let timesteps = Tensor::from_f32(ctx, "timesteps", &[batch], &vec![500.0; batch])?;
-    let context = unet.tensor(&[batch, hidden.shape[1], hidden.shape[2]])?; // [(1+P)K, 77, D]
-    engine
-        .unet
-        .forward(&mut unet, &sample, &timesteps, &context)?;
-    let unet_ms = phase_ms(engine, profiler, &unet.dispatches)?;
-
-    // One scoring round: x0 → CLIP pixels at the scorer's size → similarity.
-    let x0 = Tensor::zeros(ctx, "x0", &[k, 3, h, w])?; // [K, 3, H, W]
-    let score_ms = match (&engine.scorer, &text_embeds) {
-        (Some(scorer), Some(text_embeds)) => {
-            let mut g = Graph::new(ctx, "bench scorer");
-            let (mean, std) = (
-                engine.settings.scorer_image_mean,
-                engine.settings.scorer_image_std,
-            );
-            let normed = g.tensor(&[k, 3, h, w])?;
-            g.push(image::normalize(
-                ctx,
-                &x0,
-                &normed,
-                &Normalize::clip(mean, std),
-            )?);
-            let s = scorer.vision_model.config.image_size;
-            let pixels = if (h, w) == (s, s) {
-                normed
-            } else {
-                let resized = g.tensor(&[k, 3, s, s])?;
-                g.push(resample::interpolate_bilinear(ctx, &normed, &resized)?);
-                resized
-            };
-            let embeds = scorer.image_embeds(&mut g, &pixels)?; // [K, proj]
-            let weights = Tensor::from_f32(ctx, "weights", &[p], &vec![1.0 / p as f32; p])?;
-            let scores = g.tensor(&[k, p + 1])?;
-            g.dispatches.extend(score::similarity(
-                ctx,
-                &embeds,
-                text_embeds,
-                &weights,
-                &scores,
-            )?);
-            phase_ms(engine, profiler, &g.dispatches)?
-        }
-        _ => 0.0,
-    };
-
-    // Post-processing of the winner: [1, 3, H, W] → upscaler → RGBA8.
-    let mut post = Graph::new(ctx, "bench post");
-    let winner = post.tensor(&[1, 3, h, w])?;
-    post.push(layout::narrow(ctx, &x0, 0, 0, &winner)?);
-    let unit = post.tensor(&[1, 3, h, w])?;
-    post.push(image::normalize(ctx, &winner, &unit, &Normalize::TO_UNIT)?);
-    let img = match (&engine.upscaler, upscale) {
-        (Some(up), 2..) => up.forward(&mut post, &unit)?,
-        _ => unit,
-    };
-    let (oh, ow) = (img.dim(1), img.dim(0));
-    let mut pixels = post.tensor(&[oh, ow])?;
-    pixels.dtype = DType::U32;
-    post.push(image::to_rgba8(ctx, &img, 0, &pixels)?);
-    let post_ms = phase_ms(engine, profiler, &post.dispatches)?;
-
-    // The readback of the finished image.
-    let out = ctx.create_buffer("bench readback", 4 * (oh * ow) as u64, STORAGE);
+    let plan = engine.plan.lock().unwrap_or_else(|e| e.into_inner());
+    let plan = plan
+        .as_ref()
+        .ok_or_else(|| Error::Gpu("bench: no planned run to time".into()))?;
+    let phase = plan.phases();
+    let time = |dispatches: &[Dispatch]| phase_ms(engine, profiler, dispatches);
+    let out = plan.readback_buffer();
     let reads = (0..PHASE_RUNS)
         .map(|_| {
             let start = Instant::now();
-            readback::read_bytes(ctx, &out, 0, out.size())?;
+            readback::read_bytes(ctx, out, 0, out.size())?;
             Ok(start.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<Vec<f64>>>()?;
     Ok(Phases {
-        text_ms,
-        unet_ms,
-        score_ms,
-        post_ms,
+        text_ms: time(phase.text)?,
+        unet_ms: time(phase.unet)?,
+        score_ms: time(phase.score)?,
+        post_ms: time(phase.post)?,
         readback_ms: Stats::of(reads).expect("PHASE_RUNS > 0").median_ms,
     })
 }
