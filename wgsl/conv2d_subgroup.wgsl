@@ -3,14 +3,19 @@
 // its header for why, and why this is a separate file). The helpers below
 // repeat conv2d.wgsl's; keep the two in step.
 //
-// Thread (x, y) owns output channels 32y..32y+31 and pixels 2x, 2x+1; the 8
-// lanes of a subgroup (one y) share the channels: lane l loads 4 of the 32
-// weight rows, 4 floats of k at a time, and subgroupBroadcast hands them
-// round. Each gathered input value (a scalar load, the costly part) then
+// Thread (x, y) owns output channels CO_BLOCK·y.. (CO_BLOCK of them) and pixels
+// 2x, 2x+1; the 8 lanes of a subgroup (one y) share the channels: lane l loads
+// CO_BLOCK / 8 of the weight rows, 4 floats of k at a time, and
+// subgroupBroadcast hands them round. Each gathered input value (a scalar load, the costly part) then
 // feeds 32 FMAs; 32×2 measured faster than 16×4 and 8×4 on lavapipe. Needs
 // K % 4 == 0 and 8-lane subgroups (the op checks both).
 
 override HAS_BIAS: bool = false;
+// Output channels per thread: 32, or 16 / 8 for narrow layers (e.g. 16 channels
+// at full resolution, 3 at conv_out), where a 32-channel block would spend half
+// or more of its FMAs on clamped duplicate rows. The unused accumulators and
+// loads fold away at pipeline creation.
+override CO_BLOCK: u32 = 32u;
 
 struct Params {
     cin: u32,
@@ -116,7 +121,7 @@ fn conv2d_cpu_subgroup(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let n = gid.z;
-    let co = gid.y * 32u;
+    let co = gid.y * CO_BLOCK;
     // Uniform across the subgroup (one y per subgroup): every lane stays for
     // the broadcasts; lanes past the last pixel compute clamped ones and drop them.
     if (co >= p.cout) {
@@ -125,7 +130,8 @@ fn conv2d_cpu_subgroup(
     let pix = gid.x * 2u;
     let o0 = corner(min(pix, p.p - 1u));
     let o1 = corner(min(pix + 1u, p.p - 1u));
-    // Lane l fetches weight rows co + l, co + 8 + l, co + 16 + l, co + 24 + l.
+    // Lane l fetches weight rows co + l, co + 8 + l, co + 16 + l, co + 24 + l
+    // (the first CO_BLOCK / 8 of them).
     let row = p.k / 4u;
     let m0 = min(co + lid.x, p.cout - 1u) * row;
     let m1 = min(co + 8u + lid.x, p.cout - 1u) * row;
@@ -143,24 +149,32 @@ fn conv2d_cpu_subgroup(
     for (var k = 0u; k < p.k; k += 4u) {
         let xb = cols_block(n, &t, o0, o1);
         let w0 = weight4[m0 + k / 4u];
-        let w1 = weight4[m1 + k / 4u];
-        let w2 = weight4[m2 + k / 4u];
-        let w3 = weight4[m3 + k / 4u];
         a0 += transpose(rows_lo(w0)) * xb;
         a1 += transpose(rows_hi(w0)) * xb;
-        a2 += transpose(rows_lo(w1)) * xb;
-        a3 += transpose(rows_hi(w1)) * xb;
-        a4 += transpose(rows_lo(w2)) * xb;
-        a5 += transpose(rows_hi(w2)) * xb;
-        a6 += transpose(rows_lo(w3)) * xb;
-        a7 += transpose(rows_hi(w3)) * xb;
+        if (CO_BLOCK >= 16u) {
+            let w1 = weight4[m1 + k / 4u];
+            a2 += transpose(rows_lo(w1)) * xb;
+            a3 += transpose(rows_hi(w1)) * xb;
+        }
+        if (CO_BLOCK >= 32u) {
+            let w2 = weight4[m2 + k / 4u];
+            let w3 = weight4[m3 + k / 4u];
+            a4 += transpose(rows_lo(w2)) * xb;
+            a5 += transpose(rows_hi(w2)) * xb;
+            a6 += transpose(rows_lo(w3)) * xb;
+            a7 += transpose(rows_hi(w3)) * xb;
+        }
     }
     store_block(n, co, pix, a0);
     store_block(n, co + 4u, pix, a1);
-    store_block(n, co + 8u, pix, a2);
-    store_block(n, co + 12u, pix, a3);
-    store_block(n, co + 16u, pix, a4);
-    store_block(n, co + 20u, pix, a5);
-    store_block(n, co + 24u, pix, a6);
-    store_block(n, co + 28u, pix, a7);
+    if (CO_BLOCK >= 16u) {
+        store_block(n, co + 8u, pix, a2);
+        store_block(n, co + 12u, pix, a3);
+    }
+    if (CO_BLOCK >= 32u) {
+        store_block(n, co + 16u, pix, a4);
+        store_block(n, co + 20u, pix, a5);
+        store_block(n, co + 24u, pix, a6);
+        store_block(n, co + 28u, pix, a7);
+    }
 }

@@ -67,7 +67,8 @@ struct Params {
 /// Output tile per workgroup: (pixels, channels), per the shader's entry points.
 const GPU_TILE: (usize, usize) = (64, 64);
 const CPU_TILE: (usize, usize) = (8 * 4, 8 * 8);
-const CPU_SUBGROUP_TILE: (usize, usize) = (8 * 2, 8 * 32);
+/// The subgroup kernel's pixels per workgroup; its channels are 8 × `CO_BLOCK`.
+const CPU_SUBGROUP_PIXELS: usize = 8 * 2;
 
 /// `(Hout, Wout)` of a `kh × kw` convolution over `h × w`, or `None` if the
 /// padded input is smaller than the kernel.
@@ -150,21 +151,26 @@ pub fn conv2d(
         _pad: [0; 2],
     };
     let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
+    let has_bias = bias.is_some();
+    let mut constants = vec![("HAS_BIAS", has_bias as u32 as f64)];
     let (shader, entry, (tile_p, tile_c)) = match variant {
         MatmulVariant::Gpu => (&CONV2D, "conv2d_gpu", GPU_TILE),
         MatmulVariant::CpuSubgroup if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
-            (&CONV2D_SUBGROUP, "conv2d_cpu_subgroup", CPU_SUBGROUP_TILE)
+            // The narrowest channel block that holds Cout (up to 32).
+            let block = cout.next_power_of_two().clamp(8, 32);
+            constants.push(("CO_BLOCK", block as f64));
+            let tile = (CPU_SUBGROUP_PIXELS, 8 * block);
+            (&CONV2D_SUBGROUP, "conv2d_cpu_subgroup", tile)
         }
         _ if k.is_multiple_of(4) => (&CONV2D, "conv2d_cpu_vec4", CPU_TILE),
         _ => (&CONV2D, "conv2d_cpu", CPU_TILE),
     };
-    let has_bias = bias.is_some();
     // Without a bias the binding still needs a buffer; `x` is never read through it.
     let bias = bias.unwrap_or(x);
     Launch {
         shader,
         entry,
-        constants: &[("HAS_BIAS", has_bias as u32 as f64)],
+        constants: &constants,
         tensors: &[
             (x, Access::Read),
             (weight, Access::Read),

@@ -65,7 +65,11 @@ fn check(case: Case, variant: ConvVariant, seed: u64) {
 
 #[test]
 fn kernel_sizes_strides_padding() {
-    let cases: [Case; 7] = [
+    let cases: [Case; 9] = [
+        // K = 36 with Cout 13 and 20: the subgroup kernel's 16- and 32-channel
+        // blocks, each partly past Cout (Cout 5, 8, 9 below take the 8-channel one).
+        (2, 4, 6, 5, 13, 3, 3, (1, 1), (1, 1)),
+        (1, 4, 5, 6, 20, 3, 3, (1, 1), (1, 1)),
         // 1x1 shortcut, Cin not a multiple of 4, non-square image.
         (2, 3, 5, 7, 6, 1, 1, (1, 1), (0, 0)),
         // 3x3, pad 1: K = 27 (not a multiple of 4), Cout past the 8-channel block.
