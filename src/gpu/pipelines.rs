@@ -10,10 +10,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A WGSL source embedded in the binary, named like its file in wgsl/.
+/// A WGSL source embedded in the binary: the files `parts` of wgsl/, concatenated,
+/// named like the last of them.
 #[derive(Debug)]
 pub struct Shader {
     pub name: &'static str,
+    pub parts: &'static [&'static str],
     pub source: &'static str,
 }
 

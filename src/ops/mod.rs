@@ -30,32 +30,41 @@ pub mod sampler;
 pub mod score;
 
 macro_rules! shaders {
-    ($($ident:ident => $file:literal),* $(,)?) => {
+    ($($ident:ident => [$($file:literal),+]),* $(,)?) => {
         $(pub static $ident: Shader = Shader {
-            name: $file,
-            source: include_str!(concat!("../../wgsl/", $file, ".wgsl")),
+            name: last!($($file),+),
+            parts: &[$($file),+],
+            source: concat!($(include_str!(concat!("../../wgsl/", $file, ".wgsl"))),+),
         };)*
         /// Every embedded shader, for validation tests and warm-up.
         pub static ALL_SHADERS: &[&Shader] = &[$(&$ident),*];
     };
 }
 
+macro_rules! last {
+    ($file:literal) => { $file };
+    ($_first:literal, $($rest:literal),+) => { last!($($rest),+) };
+}
+
+// A shader is its files concatenated: the subgroup kernels reuse their base
+// file's Params, bindings and helpers, and stay separate files because a module
+// that calls subgroup builtins does not compile where the feature is missing.
 shaders! {
-    ATTENTION => "attention",
-    CONV2D => "conv2d",
-    CONV2D_SUBGROUP => "conv2d_subgroup",
-    ELEMENTWISE => "elementwise",
-    EMBEDDING => "embedding",
-    IMAGE => "image",
-    LAYOUT => "layout",
-    MATMUL => "matmul",
-    MATMUL_SUBGROUP => "matmul_subgroup",
-    NOISE => "noise",
-    NORM => "norm",
-    PEAK => "peak",
-    RESAMPLE => "resample",
-    SAMPLER => "sampler",
-    SCORE => "score",
+    ATTENTION => ["attention"],
+    CONV2D => ["conv2d"],
+    CONV2D_SUBGROUP => ["conv2d", "subgroup", "conv2d_subgroup"],
+    ELEMENTWISE => ["elementwise"],
+    EMBEDDING => ["embedding"],
+    IMAGE => ["image"],
+    LAYOUT => ["layout"],
+    MATMUL => ["matmul"],
+    MATMUL_SUBGROUP => ["matmul", "subgroup", "matmul_subgroup"],
+    NOISE => ["noise"],
+    NORM => ["norm"],
+    PEAK => ["peak"],
+    RESAMPLE => ["resample"],
+    SAMPLER => ["sampler"],
+    SCORE => ["score"],
 }
 
 /// How many workgroups to launch.
