@@ -36,8 +36,12 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-// Only bound by `binary`.
+// Only bound by `binary` / `binary_same4`.
 @group(0) @binding(3) var<storage, read> b: array<f32>;
+// The same buffers 4 floats per element (binary_same4 only).
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;
 
 // erf with |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26); WGSL has no erf.
 fn erf(x: f32) -> f32 {
@@ -72,23 +76,40 @@ fn unary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     out[i] = activate(a[i]) * p.scale + p.bias;
 }
 
+// (a op b) * scale, per component.
+fn combine(av: vec4<f32>, bv: vec4<f32>) -> vec4<f32> {
+    var y: vec4<f32>;
+    switch OP {
+        case 11u: { y = av * bv; }
+        case 12u: { y = select(bv * av, av, av >= vec4(0.0)); }
+        default: { y = av + bv; }
+    }
+    return y * p.scale;
+}
+
+// b broadcast along the dimensions where its stride is 0. Three divisions per
+// element (they run lane by lane on a CPU driver; binary_same4 has none).
 @compute @workgroup_size(256)
 fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    let i3 = i % p.d3;
-    let i2 = (i / p.d3) % p.d2;
-    let i1 = (i / (p.d3 * p.d2)) % p.d1;
-    let i0 = i / (p.d3 * p.d2 * p.d1);
+    let r3 = i / p.d3;
+    let r2 = r3 / p.d2;
+    let i0 = r2 / p.d1;
+    let i1 = r2 - i0 * p.d1;
+    let i2 = r3 - r2 * p.d2;
+    let i3 = i - r3 * p.d3;
     let bv = b[i0 * p.sb0 + i1 * p.sb1 + i2 * p.sb2 + i3 * p.sb3];
-    let av = a[i];
-    var y: f32;
-    switch OP {
-        case 11u: { y = av * bv; }
-        case 12u: { y = select(bv * av, av, av >= 0.0); }
-        default: { y = av + bv; }
-    }
-    out[i] = y * p.scale;
+    out[i] = combine(vec4(a[i]), vec4(bv)).x;
+}
+
+// a and b of one shape (residual adds), n % 4 == 0: 4 elements per thread, no
+// index arithmetic; p.n counts vec4s.
+@compute @workgroup_size(256)
+fn binary_same4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out4[i] = combine(a4[i], b4[i]);
 }
 
 // GEGLU (diffusers attention.GEGLU): a [rows, 2 * d3] -> out [rows, d3],

@@ -30,17 +30,20 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;
 // Only bound by gather_rows: u32 row indices, written by the host or a kernel.
 @group(0) @binding(3) var<storage, read> index: array<u32>;
+// The same buffers 4 words per element (strided_copy4 only).
+@group(0) @binding(1) var<storage, read> src4: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<u32>>;
 
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.y * nwg.x * 256u + gid.x;
 }
 
+// Three divisions (they run lane by lane on a CPU driver), the rest multiplies.
 fn coords(i: u32) -> vec4<u32> {
-    let c3 = i % p.dims.w;
     let t = i / p.dims.w;
-    let c2 = t % p.dims.z;
     let t2 = t / p.dims.z;
-    return vec4<u32>(t2 / p.dims.y, t2 % p.dims.y, c2, c3);
+    let c0 = t2 / p.dims.y;
+    return vec4<u32>(c0, t2 - c0 * p.dims.y, t - t2 * p.dims.z, i - t * p.dims.w);
 }
 
 fn offset(c: vec4<u32>, s: vec4<u32>) -> u32 {
@@ -55,6 +58,17 @@ fn strided_copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i >= p.n) { return; }
     let c = coords(i);
     dst[p.dst_base + offset(c, p.dst_strides)] = src[p.src_base + offset(c, p.src_strides)];
+}
+
+// strided_copy in units of 4 words, where rows are contiguous on both sides and
+// every base and stride is a multiple of 4 (the op converts the box): a quarter
+// of the threads and index arithmetic.
+@compute @workgroup_size(256)
+fn strided_copy4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n) { return; }
+    let c = coords(i);
+    dst4[p.dst_base + offset(c, p.dst_strides)] = src4[p.src_base + offset(c, p.src_strides)];
 }
 
 // The GPU variant of a permute that moves the contiguous axis: a 32x32 tile is

@@ -88,8 +88,15 @@ pub fn binary(
     crate::ops::expect_shape("binary", "out", out, &a.shape)?;
     let (dims, strides) = broadcast_4d(&a.shape, &b.shape)?;
     let n = a.numel();
+    // Same shape (the residual adds) takes the vec4 kernel without index math.
+    let same4 = b.numel() == n && n.is_multiple_of(4);
+    let (entry, threads) = if same4 {
+        ("binary_same4", n / 4)
+    } else {
+        ("binary", n)
+    };
     let params = Params {
-        n: n as u32,
+        n: threads as u32,
         d1: dims[1] as u32,
         d2: dims[2] as u32,
         d3: dims[3] as u32,
@@ -100,14 +107,14 @@ pub fn binary(
     };
     Launch {
         shader: &ELEMENTWISE,
-        entry: "binary",
+        entry,
         constants: &[("OP", op as u32 as f64)],
         tensors: &[
             (a, Access::Read),
             (out, Access::ReadWrite),
             (b, Access::Read),
         ],
-        workgroups: grid_1d(groups(n, WORKGROUP)),
+        workgroups: grid_1d(groups(threads, WORKGROUP)),
         flops: n as u64,
         bytes: 12 * n as u64,
     }

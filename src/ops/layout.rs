@@ -74,6 +74,27 @@ impl Box4 {
             ..Params::default()
         }
     }
+
+    /// The same copy in units of 4 words, when rows are contiguous on both sides
+    /// and every base and stride is a multiple of 4.
+    fn in_vec4s(&self) -> Option<Box4> {
+        let fits = self.dims[3].is_multiple_of(4)
+            && self.src_strides[3] == 1
+            && self.dst_strides[3] == 1
+            && [self.src_base, self.dst_base]
+                .iter()
+                .chain(&self.src_strides[..3])
+                .chain(&self.dst_strides[..3])
+                .all(|v| v.is_multiple_of(4));
+        let quarter = |a: [usize; 4]| [a[0] / 4, a[1] / 4, a[2] / 4, 1];
+        fits.then(|| Box4 {
+            dims: [self.dims[0], self.dims[1], self.dims[2], self.dims[3] / 4],
+            src_base: self.src_base / 4,
+            src_strides: quarter(self.src_strides),
+            dst_base: self.dst_base / 4,
+            dst_strides: quarter(self.dst_strides),
+        })
+    }
 }
 
 /// `out = x.permute(dims).contiguous()`, the kernel variant chosen for the adapter.
@@ -288,15 +309,20 @@ fn slice_copy(
 }
 
 fn strided_copy(ctx: &Context, src: &Tensor, dst: &Tensor, copy: &Box4) -> Result<Dispatch> {
-    let params = copy.params();
+    let (entry, params) = match copy.in_vec4s() {
+        Some(wide) => ("strided_copy4", wide.params()),
+        None => ("strided_copy", copy.params()),
+    };
     let workgroups = grid_1d(groups(params.n as usize, WORKGROUP));
-    launch(
+    let mut dispatch = launch(
         ctx,
-        "strided_copy",
+        entry,
         &[(src, Access::Read), (dst, Access::ReadWrite)],
         &params,
         workgroups,
-    )
+    )?;
+    dispatch.bytes = 8 * copy.params().n as u64;
+    Ok(dispatch)
 }
 
 /// `out = x[arange(B), index]`: row `index[b]` of each batch item, e.g. CLIP's

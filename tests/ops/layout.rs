@@ -170,6 +170,13 @@ fn narrow_takes_a_chunk() {
     exact("narrow", &out, &want);
     let err = layout::narrow(ctx(), &x, 2, 6, &out).unwrap_err();
     assert!(err.to_string().contains("run past the end"), "{err}");
+    // Rows of 8 at offset 8: the kernel that moves 4 words per thread.
+    let (x, xh) = random(&mut rng, &[2, 3, 16]);
+    let out = zeros(&[2, 3, 8]);
+    let d = layout::narrow(ctx(), &x, 2, 8, &out).unwrap();
+    ops::run(ctx(), &[d]).unwrap();
+    let want: Vec<f32> = xh.chunks(16).flat_map(|row| row[8..].to_vec()).collect();
+    exact("narrow by vec4s", &out, &want);
 }
 
 #[test]
