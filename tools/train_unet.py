@@ -1,6 +1,8 @@
 """Train the text-conditioned pixel-space denoiser (diffusers UNet2DConditionModel).
 
     python tools/train_unet.py            # trains, checkpoints every 10 min, resumes
+    python tools/train_unet.py --warm-start weights/easel-emoji/unet   # no checkpoint yet: go on
+                                          # from exported weights (model = EMA = them, fresh AdamW)
     python tools/train_unet.py --export   # EMA weights -> weights/easel-emoji/{unet,scheduler}
     python tools/train_unet.py --flops    # print params and GFLOP per 32x32 image
 
@@ -120,6 +122,24 @@ def gflops_per_image(unet):
     return fc.get_total_flops() / 1e9
 
 
+def warm_start(unet, ema, folder):
+    """Load exported (f16) weights into model and EMA; (step, hours) from their config.json.
+
+    Checkpoints live outside the repository and may not outlive a machine; the exported
+    EMA is what every session keeps, so training can always go on from it.
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    sd = {k: v.float() for k, v in load_file(folder / "diffusion_pytorch_model.safetensors").items()}
+    unet.load_state_dict(sd)
+    ema.load_state_dict(sd)
+    rec = json.load(open(folder / "config.json")).get("_easel_training", {})
+    return rec.get("step", 0), rec.get("hours", 0.0)
+
+
 def export(log):
     ck = latest_checkpoint(TRAIN_DIR / "ckpt" / "unet")
     state = torch.load(ck, map_location="cpu", weights_only=False)
@@ -153,6 +173,7 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.1, help="caption dropout (empty prompt)")
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warm-start", metavar="DIR", help="without a checkpoint, start from these exported weights")
     args = ap.parse_args()
     log = Log(TRAIN_DIR / "logs" / "unet.log")
     if args.export:
@@ -174,6 +195,7 @@ def main():
     ema = copy.deepcopy(unet).eval()
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     step, hours = 0, 0.0
+    first = 0  # the step this optimizer started at: its lr warm-up counts from there
     ck_dir = TRAIN_DIR / "ckpt" / "unet"
     ck = latest_checkpoint(ck_dir)
     if ck:
@@ -185,6 +207,10 @@ def main():
         batches.rng = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         log(f"resumed {ck} at step {step} ({hours:.2f} h)")
+    elif args.warm_start:
+        step, hours = warm_start(unet, ema, args.warm_start)
+        first = step
+        log(f"warm start from {args.warm_start} at step {step} ({hours:.2f} h); fresh optimizer")
     log(f"unet: {sum(p.numel() for p in unet.parameters())/1e6:.2f}M params, batch {args.batch}, "
         f"lr {args.lr}, threads {threads}")
 
@@ -198,7 +224,7 @@ def main():
     loss_avg = None
     while step < args.steps:
         for g in opt.param_groups:
-            g["lr"] = args.lr * min(1.0, (step + 1) / warmup)
+            g["lr"] = args.lr * min(1.0, (step - first + 1) / warmup)
         x01, caps = batches.sample(args.batch)
         x0 = x01 * 2 - 1
         drop = torch.rand(len(caps)) < args.dropout
