@@ -61,9 +61,15 @@ pub fn encode_png(
     encoder.set_color(png::ColorType::Rgba);
     encoder.set_depth(png::BitDepth::Eight);
     let png_err = |e: png::EncodingError| Error::Gpu(format!("png: {e}"));
-    encoder
-        .add_text_chunk("parameters".into(), params.to_text())
-        .map_err(png_err)?;
+    let text = params.to_text();
+    // tEXt holds Latin-1 only; prompts beyond it (curly quotes, emoji, CJK) go in
+    // an iTXt chunk (UTF-8), as Pillow and the A1111 web UI write them.
+    if text.chars().all(|c| u32::from(c) < 0x100) {
+        encoder.add_text_chunk("parameters".into(), text)
+    } else {
+        encoder.add_itxt_chunk("parameters".into(), text)
+    }
+    .map_err(png_err)?;
     let mut writer = encoder.write_header().map_err(png_err)?;
     writer.write_image_data(rgba).map_err(png_err)?;
     writer.finish().map_err(png_err)?;
@@ -153,6 +159,20 @@ mod tests {
         let mut buf = vec![0; reader.output_buffer_size().unwrap()];
         reader.next_frame(&mut buf).unwrap();
         assert_eq!(buf, rgba);
+    }
+
+    #[test]
+    fn prompts_beyond_latin1_go_in_itxt() {
+        let mut p = params();
+        p.prompt = "japanese “congratulations” button:: 🍎 りんご".into();
+        let bytes = encode_png(&[0; 4], 1, 1, &p).unwrap();
+        let reader = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
+        let info = reader.info();
+        assert!(info.uncompressed_latin1_text.is_empty());
+        assert_eq!(info.utf8_text[0].keyword, "parameters");
+        assert_eq!(info.utf8_text[0].get_text().unwrap(), p.to_text());
     }
 
     #[test]
