@@ -38,13 +38,14 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 // Only bound by `binary` / `binary_same4`.
 @group(0) @binding(3) var<storage, read> b: array<f32>;
-// The same buffers 4 floats per element (binary_same4 only).
+// The same buffers 4 floats per element (unary4, binary_same4).
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;
 
 // erf with |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26); WGSL has no erf.
-fn erf(x: f32) -> f32 {
+// Per component: the scalar kernels call it on vec4(x) and keep .x.
+fn erf(x: vec4<f32>) -> vec4<f32> {
     let s = sign(x);
     let z = abs(x);
     let t = 1.0 / (1.0 + 0.3275911 * z);
@@ -52,7 +53,7 @@ fn erf(x: f32) -> f32 {
     return s * (1.0 - poly * exp(-z * z));
 }
 
-fn activate(x: f32) -> f32 {
+fn activate(x: vec4<f32>) -> vec4<f32> {
     switch OP {
         case 1u: { return x / (1.0 + exp(-x)); }
         case 2u: { return 0.5 * x * (1.0 + erf(x * 0.70710678118654752)); }
@@ -73,7 +74,15 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 fn unary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    out[i] = activate(a[i]) * p.scale + p.bias;
+    out[i] = activate(vec4(a[i])).x * p.scale + p.bias;
+}
+
+// `unary` for n % 4 == 0, 4 elements per thread; p.n counts vec4s.
+@compute @workgroup_size(256)
+fn unary4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out4[i] = activate(a4[i]) * p.scale + p.bias;
 }
 
 // (a op b) * scale, per component.
@@ -122,5 +131,5 @@ fn geglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     let col = i % p.d3;
     let hidden = a[row * 2u * p.d3 + col];
     let gate = a[row * 2u * p.d3 + p.d3 + col];
-    out[i] = hidden * 0.5 * gate * (1.0 + erf(gate * 0.70710678118654752));
+    out[i] = hidden * 0.5 * gate * (1.0 + erf(vec4(gate * 0.70710678118654752)).x);
 }

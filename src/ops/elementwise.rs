@@ -52,8 +52,13 @@ pub fn unary(
 ) -> Result<Dispatch> {
     crate::ops::expect_shape("unary", "out", out, &x.shape)?;
     let n = x.numel();
+    let (entry, threads) = if n.is_multiple_of(4) {
+        ("unary4", n / 4)
+    } else {
+        ("unary", n)
+    };
     let params = Params {
-        n: n as u32,
+        n: threads as u32,
         d1: 1,
         d2: 1,
         d3: 1,
@@ -64,10 +69,10 @@ pub fn unary(
     };
     Launch {
         shader: &ELEMENTWISE,
-        entry: "unary",
+        entry,
         constants: &[("OP", act as u32 as f64)],
         tensors: &[(x, Access::Read), (out, Access::ReadWrite)],
-        workgroups: grid_1d(groups(n, WORKGROUP)),
+        workgroups: grid_1d(groups(threads, WORKGROUP)),
         flops: n as u64,
         bytes: 8 * n as u64,
     }

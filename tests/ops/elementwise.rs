@@ -16,8 +16,11 @@ fn unary_activations_match_reference() {
         (QuickGelu, reference::quick_gelu),
     ];
     let mut rng = Rng::new(1);
-    let shape = [3, 5, 7, 11];
-    for (act, f) in cases {
+    // 1155 elements take `unary`, 1540 (a multiple of 4) take `unary4`.
+    for (shape, (act, f)) in [[3, 5, 7, 11], [4, 5, 7, 11]]
+        .into_iter()
+        .flat_map(|shape| cases.map(|case| (shape, case)))
+    {
         let (x, xh) = random(&mut rng, &shape);
         let xh: Vec<f32> = xh.iter().map(|v| v * 4.0).collect(); // cover the tails
         x.write(ctx(), &xh).unwrap();
@@ -27,7 +30,7 @@ fn unary_activations_match_reference() {
         let want: Vec<f64> = xh.iter().map(|&v| f(v as f64) * 0.5 + 0.25).collect();
         // f32 transcendental functions: 2e-6 absolute + 1e-5 relative.
         assert_close(
-            &format!("{act:?}"),
+            &format!("{act:?} {shape:?}"),
             &out.to_vec(ctx()).unwrap(),
             &want,
             2e-6,
