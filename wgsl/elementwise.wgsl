@@ -112,6 +112,19 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     out[i] = combine(vec4(a[i]), vec4(bv)).x;
 }
 
+// b constant along the last two dimensions (a time embedding [N, C, 1, 1], a
+// PReLU slope [C, 1, 1]) and d2·d3 % 4 == 0: 4 elements per thread share one b,
+// two divisions per 4 elements; p.n counts vec4s.
+@compute @workgroup_size(256)
+fn binary_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    let r = (i * 4u) / (p.d2 * p.d3);
+    let i0 = r / p.d1;
+    let bv = b[i0 * p.sb0 + (r - i0 * p.d1) * p.sb1];
+    out4[i] = combine(a4[i], vec4(bv));
+}
+
 // a and b of one shape (residual adds), n % 4 == 0: 4 elements per thread, no
 // index arithmetic; p.n counts vec4s.
 @compute @workgroup_size(256)

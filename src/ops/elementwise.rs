@@ -93,10 +93,12 @@ pub fn binary(
     crate::ops::expect_shape("binary", "out", out, &a.shape)?;
     let (dims, strides) = broadcast_4d(&a.shape, &b.shape)?;
     let n = a.numel();
-    // Same shape (the residual adds) takes the vec4 kernel without index math.
-    let same4 = b.numel() == n && n.is_multiple_of(4);
-    let (entry, threads) = if same4 {
+    // Same shape (the residual adds) takes a vec4 kernel without index math; b
+    // constant over runs of 4 (per-channel [N, C, 1, 1]) one with 2 divisions per 4.
+    let (entry, threads) = if b.numel() == n && n.is_multiple_of(4) {
         ("binary_same4", n / 4)
+    } else if strides[2] == 0 && strides[3] == 0 && (dims[2] * dims[3]).is_multiple_of(4) {
+        ("binary_rows4", n / 4)
     } else {
         ("binary", n)
     };

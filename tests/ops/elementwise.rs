@@ -42,8 +42,9 @@ fn unary_activations_match_reference() {
 #[test]
 fn binary_broadcasts_like_numpy() {
     let mut rng = Rng::new(2);
-    // 210 elements take `binary`; 48 of one shape take `binary_same4`.
-    let cases: [(&[usize], &[usize]); 7] = [
+    // 210 elements take `binary`; 48 of one shape take `binary_same4`; b constant
+    // over the last two dims with 12 or 24 elements there takes `binary_rows4`.
+    let cases: [(&[usize], &[usize]); 10] = [
         (&[2, 3, 5, 7], &[2, 3, 5, 7]),
         (&[2, 3, 5, 7], &[3, 1, 1]),
         (&[2, 3, 5, 7], &[2, 3, 1, 1]),
@@ -51,6 +52,9 @@ fn binary_broadcasts_like_numpy() {
         (&[2, 3, 5, 7], &[1]),
         (&[2, 4, 3, 2], &[2, 4, 3, 2]),
         (&[2, 4, 3, 2], &[4, 3, 2]),
+        (&[2, 4, 3, 4], &[4, 1, 1]),
+        (&[2, 4, 3, 4], &[2, 4, 1, 1]),
+        (&[3, 8], &[1]),
     ];
     for (a_shape, b_shape) in cases {
         for op in [
