@@ -105,14 +105,11 @@ fn load_tile(t0: u32, lid: u32) {
     }
 }
 
-@compute @workgroup_size(WG)
-fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+// Clear this invocation's state and load its query row (times scale) for the
+// head of workgroup row `wid.y`; returns the row's vec4 index in q and out.
+fn start_row(wid: vec3<u32>, row: u32) -> u32 {
     let b = wid.y / p.heads;
     let h = wid.y % p.heads;
-    let i = wid.x * WG + lid;
-    // Padding rows past Lq compute on row Lq-1 and skip the write; they do not
-    // return early, since TILED workgroups must all reach every barrier.
-    let row = min(i, p.lq - 1u);
     let q_base = (b * p.lq + row) * row_stride() + h * (DH / 4u);
     kv_base = b * p.lk * row_stride() + h * (DH / 4u);
     for (var d = 0u; d < DH / 4u; d++) {
@@ -121,6 +118,24 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     }
     m = LOWEST;
     l = 0.0;
+    return q_base;
+}
+
+// out = acc / l for query i, unless i is a padding row past Lq.
+fn write_row(i: u32, q_base: u32) {
+    if (i < p.lq) {
+        let inv = 1.0 / l;
+        for (var d = 0u; d < DH / 4u; d++) { out[q_base + d] = acc[d] * inv; }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = wid.x * WG + lid;
+    // Padding rows past Lq compute on row Lq-1 and skip the write; they do not
+    // return early, since TILED workgroups must all reach every barrier.
+    let row = min(i, p.lq - 1u);
+    let q_base = start_row(wid, row);
     // Keys any row of this workgroup attends: with a causal mask, none past its last row.
     var k_end = p.lk;
     if (CAUSAL) { k_end = min(p.lk, (wid.x + 1u) * WG); }
@@ -135,8 +150,5 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         if (CAUSAL) { k_end = min(p.lk, row + 1u); }
         for (var j = 0u; j < k_end; j += 4u) { attend4(j, row); }
     }
-    if (i < p.lq) {
-        let inv = 1.0 / l;
-        for (var d = 0u; d < DH / 4u; d++) { out[q_base + d] = acc[d] * inv; }
-    }
+    write_row(i, q_base);
 }

@@ -16,7 +16,7 @@ use crate::bench::{fixed, random, Budget, Stats, Table};
 use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{AdapterClass, Context};
-use crate::ops::attention::{self, Sdpa};
+use crate::ops::attention::{self, AttentionVariant, Sdpa};
 use crate::ops::conv2d::{self, Conv2dOptions};
 use crate::ops::elementwise::{self, Activation, BinaryOp};
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
@@ -364,10 +364,18 @@ fn attentions(r: &mut Runner) -> Result<()> {
             scale: None,
             is_causal,
         };
-        for class in r.variants(&CLASSES, r.ctx.class) {
-            let d =
-                attention::scaled_dot_product_attention_with(r.ctx, &q, &k, &v, &out, cfg, class)?;
-            r.add("attention", &format!("{class:?}"), label, d, Bound::Compute)?;
+        let own = AttentionVariant::for_adapter(r.ctx);
+        for variant in r.variants(&AttentionVariant::ALL, own) {
+            let d = attention::scaled_dot_product_attention_with(
+                r.ctx, &q, &k, &v, &out, cfg, variant,
+            )?;
+            r.add(
+                "attention",
+                &format!("{variant:?}"),
+                label,
+                d,
+                Bound::Compute,
+            )?;
         }
     }
     Ok(())

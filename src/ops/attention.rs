@@ -7,9 +7,15 @@
 //! op replaces `view/transpose -> F.scaled_dot_product_attention -> transpose/reshape`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, AdapterClass, Context};
-use crate::ops::{expect_shape, groups, Dispatch, Launch, ATTENTION};
+use crate::gpu::{Access, Context};
+use crate::ops::matmul::{subgroups_of_8, MatmulVariant};
+use crate::ops::{expect_shape, groups, Dispatch, Launch, ATTENTION, ATTENTION_SUBGROUP};
 use crate::tensor::Tensor;
+
+/// Which kernel runs: `Gpu` stages keys and values in workgroup memory, `Cpu`
+/// reads them per lane, `CpuSubgroup` once per 8-lane subgroup
+/// (wgsl/attention_subgroup.wgsl; `Cpu` where subgroups are not 8 lanes).
+pub type AttentionVariant = MatmulVariant;
 
 /// `F.scaled_dot_product_attention`'s options, plus the head count.
 #[derive(Clone, Copy, Debug)]
@@ -44,7 +50,8 @@ pub fn scaled_dot_product_attention(
     out: &Tensor,
     cfg: Sdpa,
 ) -> Result<Dispatch> {
-    scaled_dot_product_attention_with(ctx, q, k, v, out, cfg, ctx.class)
+    let variant = AttentionVariant::for_adapter(ctx);
+    scaled_dot_product_attention_with(ctx, q, k, v, out, cfg, variant)
 }
 
 /// [`scaled_dot_product_attention`] with the kernel variant chosen by the caller.
@@ -55,7 +62,7 @@ pub fn scaled_dot_product_attention_with(
     v: &Tensor,
     out: &Tensor,
     cfg: Sdpa,
-    class: AdapterClass,
+    variant: AttentionVariant,
 ) -> Result<Dispatch> {
     const OP: &str = "scaled_dot_product_attention";
     let [b, lq, width] = q.shape[..] else {
@@ -88,9 +95,16 @@ pub fn scaled_dot_product_attention_with(
     let dh = width / h;
     // Cpu: see CPU_ROWS; Gpu: 64 rows and the largest tile of at most 64 keys
     // that fits 8 KiB.
-    let (tiled, wg, bk) = match class {
-        AdapterClass::Cpu => (false, CPU_ROWS, 4),
-        AdapterClass::Gpu => (true, 64, (4 * TILE4 / dh).min(64) / 4 * 4),
+    let (shader, entry, tiled, wg, bk) = match variant {
+        AttentionVariant::Gpu => {
+            let bk = (4 * TILE4 / dh).min(64) / 4 * 4;
+            (&ATTENTION, "attention", true, 64, bk)
+        }
+        // One subgroup of 8 query rows per workgroup (CPU_ROWS is 8 too).
+        AttentionVariant::CpuSubgroup if subgroups_of_8(ctx) => {
+            (&ATTENTION_SUBGROUP, "attention_cpu_subgroup", false, 8, 4)
+        }
+        _ => (&ATTENTION, "attention", false, CPU_ROWS, 4),
     };
     let params = Params {
         heads: h as u32,
@@ -100,8 +114,8 @@ pub fn scaled_dot_product_attention_with(
     };
     let pairs = (b * h * lq * lk) as u64;
     Launch {
-        shader: &ATTENTION,
-        entry: "attention",
+        shader,
+        entry,
         constants: &[
             ("DH", dh as f64),
             ("WG", wg as f64),

@@ -51,6 +51,7 @@ macro_rules! last {
 // that calls subgroup builtins does not compile where the feature is missing.
 shaders! {
     ATTENTION => ["attention"],
+    ATTENTION_SUBGROUP => ["attention", "subgroup", "attention_subgroup"],
     CONV2D => ["conv2d"],
     CONV2D_SUBGROUP => ["conv2d", "subgroup", "conv2d_subgroup"],
     ELEMENTWISE => ["elementwise"],

@@ -1,8 +1,7 @@
-//! wgsl/attention.wgsl against tests/reference/attention.rs, both kernel variants.
+//! wgsl/attention.wgsl against tests/reference/attention.rs, every kernel variant.
 
 use crate::common::{assert_close, ctx, zeros, Rng};
 use crate::reference::attention::{self as reference, Shape};
-use easel::gpu::AdapterClass;
 use easel::ops::{self, attention};
 use easel::tensor::Tensor;
 
@@ -30,15 +29,15 @@ fn check(rng: &mut Rng, s: Shape, causal: bool, scale: Option<f32>, q_magnitude:
         scale,
         is_causal: causal,
     };
-    for class in [AdapterClass::Cpu, AdapterClass::Gpu] {
+    for variant in attention::AttentionVariant::ALL {
         let out = zeros(&q_shape);
-        let d = attention::scaled_dot_product_attention_with(ctx(), &q, &k, &v, &out, cfg, class)
+        let d = attention::scaled_dot_product_attention_with(ctx(), &q, &k, &v, &out, cfg, variant)
             .unwrap();
         ops::run(ctx(), &[d]).unwrap();
         // Outputs are convex combinations of values in [-1, 1]: 1e-5 absolute +
         // 1e-4 relative covers f32 scores and exp (scores reach ~±30 here).
         assert_close(
-            &format!("attention {s:?} causal={causal} scale={scale:?} {class:?}"),
+            &format!("attention {s:?} causal={causal} scale={scale:?} {variant:?}"),
             &out.to_vec(ctx()).unwrap(),
             &want,
             1e-5,
