@@ -103,10 +103,13 @@ class TextCache:
     @torch.no_grad()
     def __call__(self, caps):
         todo = sorted({c for c in caps if c not in self.cache})
+        if len(self.cache) + len(todo) > self.limit:
+            # Full: start over, and encode every caption of this batch (clearing only
+            # before the update lost this batch's cached ones: a KeyError at ~13k steps).
+            self.cache.clear()
+            todo = sorted(set(caps))
         if todo:
             h = self.te(input_ids=tokenize(self.tok, todo)).last_hidden_state.to(torch.float16)
-            if len(self.cache) + len(todo) > self.limit:
-                self.cache.clear()
             self.cache.update(zip(todo, h))
         return torch.stack([self.cache[c] for c in caps]).float()
 
