@@ -76,7 +76,7 @@ def main():
     ap.add_argument("--labels", type=int, default=100)
     ap.add_argument("--k", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(TRAIN_DIR / "best_of_k"))
     args = ap.parse_args()

@@ -2,12 +2,12 @@
 
     python tools/evaluate.py                  # scorer retrieval + denoiser samples
     python tools/evaluate.py --skip-samples   # scorer retrieval only
-    python tools/evaluate.py --labels 100 --per-label 4 --steps 50 --guidance 4
+    python tools/evaluate.py --labels 100 --per-label 4 --steps 50 --guidance 2
 
 Scorer: top-1 / top-5 retrieval (image -> label among all base-emoji labels) on the
 held-out Twemoji art (never trained on by the scorer), and on the Noto training art.
 Denoiser: for a fixed set of 100 labels (data.eval_labels: seed 0, no flags), sample
-`per-label` images each with DDIM (eta 0, 50 steps, guidance 4); the *judge* (a second
+`per-label` images each with DDIM (eta 0, 50 steps, guidance 2); the *judge* (a second
 CLIP trained only on Twemoji with another seed, tools/judge/, never shipped) classifies
 each sample among the 100 labels; top-1 accuracy is reported, plus the shipped scorer's
 own top-1 as a second opinion.  Writes a contact sheet and a JSON of the figures.
@@ -79,7 +79,7 @@ def main():
     ap.add_argument("--labels", type=int, default=100)
     ap.add_argument("--per-label", type=int, default=4)
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=4.0)
+    ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-samples", action="store_true")
     ap.add_argument("--sheet", default=str(REPO / "weights" / "contact_sheet.png"))

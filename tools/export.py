@@ -34,7 +34,7 @@ def model_index():
             "upscaler_image_range": [0.0, 1.0],
             "conditioning": "text_encoder last_hidden_state (after final_layer_norm), 77 tokens",
             "unconditional_prompt": "",
-            "default_guidance": 4.0,
+            "default_guidance": 2.0,
             "default_steps": 50,
         },
         "scheduler": ["diffusers", "DDIMScheduler"],

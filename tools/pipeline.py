@@ -56,7 +56,7 @@ class Pipeline:
         return self.text_encoder(input_ids=tokenize(self.tok, prompts)).last_hidden_state
 
     @torch.no_grad()
-    def generate(self, prompts, seed=0, steps=50, guidance=4.0, batch=200):
+    def generate(self, prompts, seed=0, steps=50, guidance=2.0, batch=200):
         """DDIM (eta 0) with classifier-free guidance; one image per prompt, images in [0, 1].
         Image i starts from noise drawn with torch.Generator seeded `seed + i`."""
         size = self.unet.config.sample_size
