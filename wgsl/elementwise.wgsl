@@ -36,9 +36,9 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-// Only bound by `binary` / `binary_same4`.
+// Only bound by the binary kernels.
 @group(0) @binding(3) var<storage, read> b: array<f32>;
-// The same buffers 4 floats per element (unary4, binary_same4).
+// The same buffers 4 floats per element (unary4, binary_rows4, binary_same4).
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;

@@ -321,7 +321,8 @@ fn strided_copy(ctx: &Context, src: &Tensor, dst: &Tensor, copy: &Box4) -> Resul
         &params,
         workgroups,
     )?;
-    dispatch.bytes = 8 * copy.params().n as u64;
+    // `launch` counts the launch's elements, which are vec4s for strided_copy4.
+    dispatch.bytes = 8 * copy.dims.iter().product::<usize>() as u64;
     Ok(dispatch)
 }
 
