@@ -90,7 +90,8 @@ def export(args, log):
         to_f16_safetensors(sd, folder / "model.safetensors")
         log(f"exported {ck.name} -> {folder} ({len(sd)} tensors, first: {sorted(sd)[0]})")
     write_json((TOOLS / "judge" if args.judge else WEIGHTS / "scorer") / "easel_training.json",
-               {"step": state["step"], "hours": state["hours"], "style": state["style"], "seed": state["seed"]})
+               {"step": state["step"], "hours": state["hours"], "style": state["style"], "seed": state["seed"],
+                "augmentation": "robust" if args.judge else "standard"})
 
 
 def main():
@@ -110,7 +111,8 @@ def main():
     threads = set_threads()
     torch.manual_seed(seed)
     tok = load_tokenizer()
-    batches = data.Batches(style, 32, seed, comp_frac=0.25)
+    # The judge grades another art style's samples, often blurry or noisy: robust augmentation.
+    batches = data.Batches(style, 32, seed, comp_frac=0.25, robust=args.judge)
     from transformers import CLIPModel
 
     model = CLIPModel(clip_config())

@@ -5,6 +5,8 @@
                                           # from exported weights (model = EMA = them, fresh AdamW)
     python tools/train_unet.py --export   # EMA weights -> weights/easel-emoji/{unet,scheduler}
     python tools/train_unet.py --flops    # print params and GFLOP per 32x32 image
+    python tools/train_unet.py --decay 12130 20000   # cosine lr decay from step 12,130 to 0 at
+                                          # 20,000, then stop (pass the same on resume)
 
 32x32 RGB in [-1, 1] (white background = +1), v prediction (v = sqrt(a) eps - sqrt(1-a) x0),
 cosine (`squaredcos_cap_v2`) noise schedule over 1000 steps, min-SNR-5 loss weighting,
@@ -16,6 +18,7 @@ padded with <|endoftext|>, as Stable Diffusion does.
 
 import argparse
 import copy
+import math
 import sys
 import time
 from pathlib import Path
@@ -143,8 +146,8 @@ def warm_start(unet, ema, folder):
     return rec.get("step", 0), rec.get("hours", 0.0)
 
 
-def export(log):
-    ck = latest_checkpoint(TRAIN_DIR / "ckpt" / "unet")
+def export(log, run="unet"):
+    ck = latest_checkpoint(TRAIN_DIR / "ckpt" / run)
     state = torch.load(ck, map_location="cpu", weights_only=False)
     unet = make_unet()
     unet.load_state_dict(state["ema"])
@@ -157,12 +160,21 @@ def export(log):
     cfg["_easel_note"] = (f"attention_head_dim is the number of heads ({HEADS} in every attention block; "
                           "head size = channels / heads), diffusers' legacy name, as in Stable Diffusion 1.x. "
                           "Input: 32x32 RGB in [-1, 1]; output: v prediction (see scheduler prediction_type).")
-    cfg["_easel_training"] = {"step": state["step"], "hours": round(state["hours"], 3), "ema": True}
+    targs = state.get("args", {})
+    cfg["_easel_training"] = {"step": state["step"], "hours": round(state["hours"], 3), "ema": True,
+                              "styles": targs.get("styles", "noto"), "decay": targs.get("decay")}
     write_json(out / "config.json", cfg)
     to_f16_safetensors(unet.state_dict(), out / "diffusion_pytorch_model.safetensors")
     _, ddim = make_scheduler()
     ddim.save_config(WEIGHTS / "scheduler")
     log(f"exported EMA of {ck.name} (step {state['step']}, {state['hours']:.2f} h) -> {out}")
+
+
+def decay_factor(step, decay):
+    """1 before START, cosine down to 0 at END (None: constant)."""
+    if not decay or step <= decay[0]:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - decay[0]) / (decay[1] - decay[0]))))
 
 
 def main():
@@ -177,10 +189,15 @@ def main():
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--warm-start", metavar="DIR", help="without a checkpoint, start from these exported weights")
+    ap.add_argument("--styles", default=",".join(data.TRAIN_STYLES), help="art styles to train on (data.py)")
+    ap.add_argument("--run", default="unet", help="checkpoint folder name under ckpt/ (and the export's source)")
+    ap.add_argument("--decay", nargs=2, type=int, metavar=("START", "END"),
+                    help="cosine lr decay from START to zero at END, then stop (a constant lr plateaus: "
+                         "annealing is what turns the EMA's average into a sharper model)")
     args = ap.parse_args()
     log = Log(TRAIN_DIR / "logs" / "unet.log")
     if args.export:
-        return export(log)
+        return export(log, args.run)
     if args.flops:
         unet = make_unet()
         print(f"{sum(p.numel() for p in unet.parameters())/1e6:.3f} M params, "
@@ -191,7 +208,7 @@ def main():
     torch.manual_seed(args.seed)
     tok = load_tokenizer()
     text = TextCache(tok, load_text_encoder())
-    batches = data.Batches("noto", SIZE, args.seed + 100, comp_frac=0.2)
+    batches = data.Batches(args.styles.split(","), SIZE, args.seed + 100, comp_frac=0.2)
     ddpm, _ = make_scheduler()
     acp = ddpm.alphas_cumprod
     unet = make_unet()
@@ -199,7 +216,7 @@ def main():
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     step, hours = 0, 0.0
     first = 0  # the step this optimizer started at: its lr warm-up counts from there
-    ck_dir = TRAIN_DIR / "ckpt" / "unet"
+    ck_dir = TRAIN_DIR / "ckpt" / args.run
     ck = latest_checkpoint(ck_dir)
     if ck:
         state = torch.load(ck, map_location="cpu", weights_only=False)
@@ -215,7 +232,7 @@ def main():
         first = step
         log(f"warm start from {args.warm_start} at step {step} ({hours:.2f} h); fresh optimizer")
     log(f"unet: {sum(p.numel() for p in unet.parameters())/1e6:.2f}M params, batch {args.batch}, "
-        f"lr {args.lr}, threads {threads}")
+        f"lr {args.lr}, decay {args.decay}, styles {args.styles} ({len(batches.ents)} images), threads {threads}")
 
     def save():
         save_checkpoint(ck_dir, step, dict(model=unet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
@@ -225,9 +242,10 @@ def main():
     warmup = 500
     t_last = t_ck = time.time()
     loss_avg = None
-    while step < args.steps:
+    end = min(args.steps, args.decay[1]) if args.decay else args.steps
+    while step < end:
         for g in opt.param_groups:
-            g["lr"] = args.lr * min(1.0, (step - first + 1) / warmup)
+            g["lr"] = args.lr * min(1.0, (step - first + 1) / warmup) * decay_factor(step, args.decay)
         x01, caps = batches.sample(args.batch)
         x0 = x01 * 2 - 1
         drop = torch.rand(len(caps)) < args.dropout
@@ -256,7 +274,7 @@ def main():
         t_last = now
         loss_avg = loss.item() if loss_avg is None else 0.99 * loss_avg + 0.01 * loss.item()
         if step % 50 == 0:
-            log(f"step {step} loss {loss_avg:.4f} hours {hours:.3f} ({3600 * hours / max(step, 1):.2f} s/step avg)")
+            log(f"step {step} loss {loss_avg:.4f} lr {opt.param_groups[0]['lr']:.2e} hours {hours:.3f} ({3600 * hours / max(step, 1):.2f} s/step avg)")
         if now - t_ck > args.ckpt_minutes * 60:
             save()
             t_ck = now
