@@ -43,6 +43,16 @@ def retrieval(model, tok, style):
             len(base), len(labels))
 
 
+def real_art_top1(model, tok, style, labels):
+    """(top-1 among `labels`, count) for the real `style` images of those labels it has."""
+    images, ents = data.load(style)
+    idx = {e["label"]: i for i, e in enumerate(ents) if e["skin"] is None}
+    have = [j for j, l in enumerate(labels) if l in idx]
+    real = F.avg_pool2d(data.to_float(images[[idx[labels[j]] for j in have]]), 2)
+    hit = clip_similarity(model, tok, real, labels).argmax(1) == torch.tensor(have)
+    return hit.float().mean().item(), len(have)
+
+
 def contact_sheet(imgs, labels, per_label, path, cols=10):
     """One cell per label: its samples in a row at 32 px, the label below (truncated)."""
     from PIL import Image, ImageDraw
@@ -108,13 +118,11 @@ def main():
             res[f"samples_{name}_top5"] = (sims.topk(5, 1).indices == target[:, None]).any(1).float().mean().item()
             print(f"samples judged by {name}: top-1 {res[f'samples_{name}_top1']:.3f}, "
                   f"top-5 {res[f'samples_{name}_top5']:.3f} among {len(labels)} labels", flush=True)
-        # Reference: the judge on the real Noto images of the same labels (an upper bound).
-        images, ents_n = data.load("noto")
-        idx = {e["label"]: i for i, e in enumerate(ents_n) if e["skin"] is None}
-        real = F.avg_pool2d(data.to_float(images[[idx[l] for l in labels]]), 2)
-        res["real_noto_judge_top1"] = (clip_similarity(judge, tok, real, labels).argmax(1)
-                                       == torch.arange(len(labels))).float().mean().item()
-        print(f"real Noto images of these labels judged: top-1 {res['real_noto_judge_top1']:.3f}")
+        # Reference: the judge on the real training art of the same labels (what a
+        # perfect copy of that art would score; Fluent lacks a few of the labels).
+        for style in data.TRAIN_STYLES:
+            res[f"real_{style}_judge_top1"], n = real_art_top1(judge, tok, style, labels)
+            print(f"real {style} images of these labels judged: top-1 {res[f'real_{style}_judge_top1']:.3f} ({n})")
         res.update(labels=args.labels, per_label=args.per_label, steps=args.steps, guidance=args.guidance)
         contact_sheet(imgs, labels, args.per_label, args.sheet)
         if pipe.upscaler is not None:

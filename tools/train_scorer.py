@@ -4,6 +4,10 @@
     python tools/train_scorer.py --export              # EMA weights -> weights/easel-emoji/{scorer,text_encoder}
     python tools/train_scorer.py --judge               # the evaluation judge: Twemoji art, seed 1 -> ckpt/judge
     python tools/train_scorer.py --judge --export      # judge -> tools/judge/ (never used by the engine)
+    python tools/train_scorer.py --tune-vision --styles noto,fluent --steps 1500
+                                                       # go on from the exported scorer with its text
+                                                       # tower frozen (the denoiser conditions on it):
+    python tools/train_scorer.py --tune-vision --export   # -> weights/easel-emoji/scorer only
 
 The scorer is a transformers `CLIPModel` (ViT on 32x32 images, patch 4); the text
 encoder is its text tower, saved alone as a `CLIPTextModel`.  Images are in [0, 1]
@@ -13,6 +17,7 @@ Checkpoints go to $EASEL_TRAIN_DIR/ckpt/<run>/ every few minutes; a rerun resume
 
 import argparse
 import copy
+import json
 import math
 import sys
 import time
@@ -58,7 +63,23 @@ def embed(model, pixels01, ids):
 
 
 def run_name(args):
-    return "judge" if args.judge else "scorer"
+    return "judge" if args.judge else "scorer_vision" if args.tune_vision else "scorer"
+
+
+def freeze_text_tower(model):
+    """Load the exported scorer and freeze what text_encoder/ shares with it.
+
+    The denoiser was trained on the text tower's hidden states: changing them would
+    mean retraining the denoiser.  The vision tower, both projections and the
+    temperature still learn (the projections do not reach the denoiser).
+    """
+    from safetensors.torch import load_file
+
+    sd = {k: v.float() for k, v in load_file(WEIGHTS / "scorer" / "model.safetensors").items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not unexpected and all(k.endswith("position_ids") for k in missing), (missing, unexpected)
+    for p in model.text_model.parameters():
+        p.requires_grad_(False)
 
 
 def export(args, log):
@@ -72,6 +93,8 @@ def export(args, log):
     if args.judge:
         out = TOOLS / "judge"
         folders = [(out, model)]
+    elif args.tune_vision:  # text_encoder/ stays as it is: its weights were frozen
+        folders = [(WEIGHTS / "scorer", model)]
     else:
         # transformers 5: CLIPModel.text_model *is* a CLIPTextModel, whose tensor names
         # have no `text_model.` prefix (transformers 4 and SD 1.x write one).
@@ -89,21 +112,26 @@ def export(args, log):
         sd = {k: v for k, v in sd.items() if not k.endswith("position_ids")}
         to_f16_safetensors(sd, folder / "model.safetensors")
         log(f"exported {ck.name} -> {folder} ({len(sd)} tensors, first: {sorted(sd)[0]})")
-    write_json((TOOLS / "judge" if args.judge else WEIGHTS / "scorer") / "easel_training.json",
-               {"step": state["step"], "hours": state["hours"], "style": state["style"], "seed": state["seed"],
-                "augmentation": "robust" if args.judge else "standard"})
+    record = {"step": state["step"], "hours": state["hours"], "style": state["style"], "seed": state["seed"],
+              "augmentation": "robust" if args.judge else "standard"}
+    if args.tune_vision:  # what the text tower had, and what the vision tower added
+        record = {**json.load(open(WEIGHTS / "scorer" / "easel_training.json")), "vision_tuning": record}
+    write_json((TOOLS / "judge" if args.judge else WEIGHTS / "scorer") / "easel_training.json", record)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--judge", action="store_true", help="train the evaluation judge on Twemoji, seed 1")
+    ap.add_argument("--tune-vision", action="store_true",
+                    help="go on from weights/easel-emoji/scorer, text tower frozen; export writes scorer/ only")
+    ap.add_argument("--styles", default="noto", help="art styles of the scorer (data.py); the judge's is twemoji")
     ap.add_argument("--export", action="store_true")
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     args = ap.parse_args()
-    style, seed = ("twemoji", 1) if args.judge else ("noto", 0)
+    style, seed = ("twemoji", 1) if args.judge else (args.styles, 0)
     log = Log(TRAIN_DIR / "logs" / f"{run_name(args)}.log")
     if args.export:
         return export(args, log)
@@ -112,12 +140,14 @@ def main():
     torch.manual_seed(seed)
     tok = load_tokenizer()
     # The judge grades another art style's samples, often blurry or noisy: robust augmentation.
-    batches = data.Batches(style, 32, seed, comp_frac=0.25, robust=args.judge)
+    batches = data.Batches(style.split(","), 32, seed, comp_frac=0.25, robust=args.judge)
     from transformers import CLIPModel
 
     model = CLIPModel(clip_config())
+    if args.tune_vision:
+        freeze_text_tower(model)
     ema = copy.deepcopy(model).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
     step, hours = 0, 0.0
     ck_dir = TRAIN_DIR / "ckpt" / run_name(args)
     ck = latest_checkpoint(ck_dir)
