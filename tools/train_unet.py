@@ -5,6 +5,7 @@
                                           # from exported weights (model = EMA = them, fresh AdamW)
     python tools/train_unet.py --export   # EMA weights -> weights/easel-emoji/{unet,scheduler}
     python tools/train_unet.py --flops    # print params and GFLOP per 32x32 image
+    python tools/train_unet.py --run unet_wide --channels 32,32,64,112   # another width, its own checkpoints
     python tools/train_unet.py --decay 12130 20000   # cosine lr decay from step 12,130 to 0 at
                                           # 20,000, then stop (pass the same on resume)
 
@@ -75,10 +76,14 @@ SCHEDULER = dict(
 )
 
 
-def make_unet():
+def make_unet(channels=None):
+    """The denoiser; `channels` ("32,32,64,112") overrides block_out_channels."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**UNET)
+    cfg = dict(UNET)
+    if channels:
+        cfg["block_out_channels"] = tuple(int(c) for c in str(channels).split(","))
+    return UNet2DConditionModel(**cfg)
 
 
 def make_scheduler():
@@ -149,7 +154,7 @@ def warm_start(unet, ema, folder):
 def export(log, run="unet"):
     ck = latest_checkpoint(TRAIN_DIR / "ckpt" / run)
     state = torch.load(ck, map_location="cpu", weights_only=False)
-    unet = make_unet()
+    unet = make_unet(state.get("args", {}).get("channels"))
     unet.load_state_dict(state["ema"])
     out = WEIGHTS / "unet"
     out.mkdir(parents=True, exist_ok=True)
@@ -189,6 +194,7 @@ def main():
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--warm-start", metavar="DIR", help="without a checkpoint, start from these exported weights")
+    ap.add_argument("--channels", help="block_out_channels, e.g. 32,32,64,112 (default: UNET's 16,32,64,112)")
     ap.add_argument("--styles", default=",".join(data.TRAIN_STYLES), help="art styles to train on (data.py)")
     ap.add_argument("--run", default="unet", help="checkpoint folder name under ckpt/ (and the export's source)")
     ap.add_argument("--decay", nargs=2, type=int, metavar=("START", "END"),
@@ -199,7 +205,7 @@ def main():
     if args.export:
         return export(log, args.run)
     if args.flops:
-        unet = make_unet()
+        unet = make_unet(args.channels)
         print(f"{sum(p.numel() for p in unet.parameters())/1e6:.3f} M params, "
               f"{gflops_per_image(unet):.4f} GFLOP per {SIZE}x{SIZE} forward")
         return
@@ -211,15 +217,17 @@ def main():
     batches = data.Batches(args.styles.split(","), SIZE, args.seed + 100, comp_frac=0.2)
     ddpm, _ = make_scheduler()
     acp = ddpm.alphas_cumprod
-    unet = make_unet()
+    ck_dir = TRAIN_DIR / "ckpt" / args.run
+    ck = latest_checkpoint(ck_dir)
+    state = torch.load(ck, map_location="cpu", weights_only=False) if ck else None
+    if state and not args.channels:  # a resumed run keeps its width
+        args.channels = state.get("args", {}).get("channels")
+    unet = make_unet(args.channels)
     ema = copy.deepcopy(unet).eval()
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.01)
     step, hours = 0, 0.0
     first = 0  # the step this optimizer started at: its lr warm-up counts from there
-    ck_dir = TRAIN_DIR / "ckpt" / args.run
-    ck = latest_checkpoint(ck_dir)
-    if ck:
-        state = torch.load(ck, map_location="cpu", weights_only=False)
+    if state:
         unet.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
@@ -232,7 +240,7 @@ def main():
         first = step
         log(f"warm start from {args.warm_start} at step {step} ({hours:.2f} h); fresh optimizer")
     log(f"unet: {sum(p.numel() for p in unet.parameters())/1e6:.2f}M params, batch {args.batch}, "
-        f"lr {args.lr}, decay {args.decay}, styles {args.styles} ({len(batches.ents)} images), threads {threads}")
+        f"channels {args.channels or UNET['block_out_channels']}, lr {args.lr}, decay {args.decay}, styles {args.styles} ({len(batches.ents)} images), threads {threads}")
 
     def save():
         save_checkpoint(ck_dir, step, dict(model=unet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
