@@ -14,6 +14,7 @@ The exported model goes to `weights/easel-emoji/` inside the repository.
 
 import os
 import json
+import math
 import time
 from pathlib import Path
 
@@ -112,6 +113,13 @@ def to_f16_safetensors(state_dict, path, metadata=None):
     out = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in state_dict.items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(path), metadata=metadata or {"format": "pt"})
+
+
+def cosine_decay(step, start, end):
+    """Learning-rate factor: 1 until `start`, then a cosine down to 0 at `end`."""
+    if step <= start:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / (end - start))))
 
 
 def write_json(path, obj):

@@ -18,7 +18,6 @@ Checkpoints go to $EASEL_TRAIN_DIR/ckpt/<run>/ every few minutes; a rerun resume
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data  # noqa: E402
 from common import (CLIP_MEAN, CLIP_STD, CONTEXT, EOS_ID, BOS_ID, TRAIN_DIR, TOOLS, WEIGHTS, Log,  # noqa: E402
-                    latest_checkpoint, load_tokenizer, save_checkpoint, set_threads, to_f16_safetensors,
-                    tokenize, write_json)
+                    cosine_decay, latest_checkpoint, load_tokenizer, save_checkpoint, set_threads,
+                    to_f16_safetensors, tokenize, write_json)
 
 TRAIN_TOKENS = 32  # captions are short: train on the first 32 positions (EOS always falls inside)
 
@@ -147,7 +146,8 @@ def main():
     if args.tune_vision:
         freeze_text_tower(model)
     ema = copy.deepcopy(model).eval()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.98),
+                            eps=1e-6, weight_decay=0.1)
     step, hours = 0, 0.0
     ck_dir = TRAIN_DIR / "ckpt" / run_name(args)
     ck = latest_checkpoint(ck_dir)
@@ -169,7 +169,7 @@ def main():
     warmup = 300
     t_last, t_ck, loss_avg, acc_avg = time.time(), time.time(), 0.0, 0.0
     while step < args.steps:
-        lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        lr = args.lr * min(1.0, (step + 1) / warmup) * cosine_decay(step, 0, args.steps)
         for g in opt.param_groups:
             g["lr"] = lr
         x, caps = batches.sample(args.batch)

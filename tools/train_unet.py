@@ -19,7 +19,6 @@ padded with <|endoftext|>, as Stable Diffusion does.
 
 import argparse
 import copy
-import math
 import sys
 import time
 from pathlib import Path
@@ -29,8 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data  # noqa: E402
-from common import (TRAIN_DIR, WEIGHTS, Log, latest_checkpoint, load_tokenizer, save_checkpoint,  # noqa: E402
-                    set_threads, to_f16_safetensors, tokenize, write_json)
+from common import (TRAIN_DIR, WEIGHTS, Log, cosine_decay, latest_checkpoint, load_tokenizer,  # noqa: E402
+                    save_checkpoint, set_threads, to_f16_safetensors, tokenize, write_json)
 
 SIZE = 32
 HEADS = 4
@@ -175,13 +174,6 @@ def export(log, run="unet"):
     log(f"exported EMA of {ck.name} (step {state['step']}, {state['hours']:.2f} h) -> {out}")
 
 
-def decay_factor(step, decay):
-    """1 before START, cosine down to 0 at END (None: constant)."""
-    if not decay or step <= decay[0]:
-        return 1.0
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - decay[0]) / (decay[1] - decay[0]))))
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--export", action="store_true")
@@ -198,8 +190,7 @@ def main():
     ap.add_argument("--styles", default=",".join(data.TRAIN_STYLES), help="art styles to train on (data.py)")
     ap.add_argument("--run", default="unet", help="checkpoint folder name under ckpt/ (and the export's source)")
     ap.add_argument("--decay", nargs=2, type=int, metavar=("START", "END"),
-                    help="cosine lr decay from START to zero at END, then stop (a constant lr plateaus: "
-                         "annealing is what turns the EMA's average into a sharper model)")
+                    help="cosine lr decay from START to zero at END, then stop")
     args = ap.parse_args()
     log = Log(TRAIN_DIR / "logs" / "unet.log")
     if args.export:
@@ -240,7 +231,8 @@ def main():
         first = step
         log(f"warm start from {args.warm_start} at step {step} ({hours:.2f} h); fresh optimizer")
     log(f"unet: {sum(p.numel() for p in unet.parameters())/1e6:.2f}M params, batch {args.batch}, "
-        f"channels {args.channels or UNET['block_out_channels']}, lr {args.lr}, decay {args.decay}, styles {args.styles} ({len(batches.ents)} images), threads {threads}")
+        f"channels {args.channels or UNET['block_out_channels']}, lr {args.lr}, decay {args.decay}, "
+        f"styles {args.styles} ({len(batches.ents)} images), threads {threads}")
 
     def save():
         save_checkpoint(ck_dir, step, dict(model=unet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
@@ -253,7 +245,8 @@ def main():
     end = min(args.steps, args.decay[1]) if args.decay else args.steps
     while step < end:
         for g in opt.param_groups:
-            g["lr"] = args.lr * min(1.0, (step - first + 1) / warmup) * decay_factor(step, args.decay)
+            g["lr"] = args.lr * min(1.0, (step - first + 1) / warmup) * (cosine_decay(step, *args.decay)
+                                                                          if args.decay else 1.0)
         x01, caps = batches.sample(args.batch)
         x0 = x01 * 2 - 1
         drop = torch.rand(len(caps)) < args.dropout
@@ -282,7 +275,8 @@ def main():
         t_last = now
         loss_avg = loss.item() if loss_avg is None else 0.99 * loss_avg + 0.01 * loss.item()
         if step % 50 == 0:
-            log(f"step {step} loss {loss_avg:.4f} lr {opt.param_groups[0]['lr']:.2e} hours {hours:.3f} ({3600 * hours / max(step, 1):.2f} s/step avg)")
+            log(f"step {step} loss {loss_avg:.4f} lr {opt.param_groups[0]['lr']:.2e} hours {hours:.3f} "
+                f"({3600 * hours / max(step, 1):.2f} s/step avg)")
         if now - t_ck > args.ckpt_minutes * 60:
             save()
             t_ck = now
