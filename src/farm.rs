@@ -79,8 +79,9 @@ pub fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
 }
 
 /// Parse a job file. Blank lines are not jobs but keep their index, so a job's index is
-/// always its line number minus one. `model` (the model folder's name) is part of each
-/// job's hash: another model makes other images, under other names.
+/// always its line number minus one. `model` ([`model_key`]: the model folder's name
+/// and contents) is part of each job's hash: another model makes other images, under
+/// other names.
 pub fn parse_jobs(text: &str, defaults: &Defaults, model: &str) -> Vec<Entry> {
     text.lines()
         .enumerate()
@@ -170,6 +171,61 @@ struct Canonical<'a> {
     schedule: Option<&'a str>,
 }
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a, continued from `hash` over `bytes`.
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The model as job names see it: `FOLDER@HASH`, the folder's name and 64 bits of
+/// FNV-1a over every file in it (relative path, length, bytes, in path order), so
+/// weights retrained in place give new names rather than skipped jobs whose images the
+/// old weights made. Hidden files are left out; reading ~40 MB takes well under a
+/// second, once per batch.
+pub fn model_key(dir: &Path) -> Result<String> {
+    let mut files = Vec::new();
+    model_files(dir, Path::new(""), &mut files)?;
+    files.sort();
+    let mut hash = FNV_OFFSET;
+    for rel in &files {
+        let path = dir.join(rel);
+        let bytes =
+            std::fs::read(&path).map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
+        // `/` on every platform, so a farm of mixed hosts agrees on names.
+        let name: Vec<_> = rel.iter().map(|c| c.to_string_lossy()).collect();
+        hash = fnv1a(hash, name.join("/").as_bytes());
+        hash = fnv1a(hash, &(bytes.len() as u64).to_le_bytes());
+        hash = fnv1a(hash, &bytes);
+    }
+    Ok(format!("{}@{hash:016x}", crate::engine::model_name(dir)))
+}
+
+/// Regular files under `dir/rel`, as paths relative to `dir`, hidden ones skipped.
+fn model_files(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let here = dir.join(rel);
+    let entries =
+        std::fs::read_dir(&here).map_err(|e| Error::model(&here, format!("cannot list: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::model(&here, format!("cannot list: {e}")))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = rel.join(&name);
+        // Follows links: a model folder made of links to shared weights is hashed by
+        // what the links point at.
+        if dir.join(&path).is_dir() {
+            model_files(dir, &path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 /// `slug-of-the-prompt-0123456789abcdef.png`: up to 32 characters of the prompt
 /// (lowercase letters, digits, `-`) and 64 bits of FNV-1a over the canonical
 /// parameters' JSON. FNV-1a, not std's hasher: the name must not change between
@@ -191,9 +247,7 @@ pub fn stable_name(r: &Request, model: &str) -> String {
         schedule: r.schedule.as_ref().map(|sch| sch.text.as_str()),
     };
     let json = serde_json::to_string(&canonical).expect("plain data serializes");
-    let hash = json.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let hash = fnv1a(FNV_OFFSET, json.as_bytes());
     let mut slug = String::new();
     for c in r.prompt.chars().flat_map(char::to_lowercase) {
         if slug.len() >= 32 {

@@ -37,6 +37,11 @@ fn jobs(n: usize, named: bool) -> String {
 /// `easel batch JOBS --out OUT` with tiny defaults, and no scheduler variables from
 /// the environment the tests run in.
 fn batch(jobs: &Path, out: &Path, extra: &[&str]) -> Command {
+    batch_on(model_dir(), jobs, out, extra)
+}
+
+/// [`batch`] with another model folder.
+fn batch_on(model: &Path, jobs: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_easel"));
     cmd.args([
         "batch",
@@ -44,7 +49,7 @@ fn batch(jobs: &Path, out: &Path, extra: &[&str]) -> Command {
         "--out",
         out.to_str().unwrap(),
     ])
-    .args(["--model", model_dir().to_str().unwrap()])
+    .args(["--model", model.to_str().unwrap()])
     .args(["--size", "16x16", "--steps", "2", "--candidates", "2"])
     .args(["--upscale", "1"])
     .args(extra)
@@ -153,6 +158,45 @@ fn a_batch_makes_every_file_and_a_rerun_does_no_work() {
     );
     assert_eq!(std::fs::read(out.join("manifest.jsonl")).unwrap(), before);
     assert_eq!(stderr, "", "--quiet");
+}
+
+#[test]
+fn weights_retrained_in_place_give_new_names() {
+    let dir = TempDir::new("farm-retrained");
+    let model = dir.path().join("model");
+    common::files::copy_dir(model_dir(), &model);
+    let jobs = dir.write("jobs.jsonl", jobs(2, false));
+    let out = dir.path().join("renders");
+    let counts =
+        |summary: &serde_json::Value| (summary["done"].as_u64(), summary["skipped"].as_u64());
+
+    let (code, summary, stderr) = run(batch_on(&model, &jobs, &out, &["--json", "-q"]));
+    assert_eq!(
+        (code, counts(&summary)),
+        (0, (Some(2), Some(0))),
+        "{stderr}"
+    );
+    // A hidden file (an editor's, a sync tool's) is not part of the model.
+    std::fs::write(model.join(".sync-lock"), "x").unwrap();
+    let (code, summary, stderr) = run(batch_on(&model, &jobs, &out, &["--json", "-q"]));
+    assert_eq!(
+        (code, counts(&summary)),
+        (0, (Some(0), Some(2))),
+        "{stderr}"
+    );
+
+    // The UNet's weights change in place (its last byte: part of a tensor's data).
+    let weights = model.join("unet/diffusion_pytorch_model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    let (code, summary, stderr) = run(batch_on(&model, &jobs, &out, &["--json", "-q"]));
+    assert_eq!(
+        (code, counts(&summary)),
+        (0, (Some(2), Some(0))),
+        "other weights, other images: nothing skipped. {stderr}"
+    );
+    assert_eq!(files(&out).len(), 5, "4 PNGs and the manifest");
 }
 
 #[test]

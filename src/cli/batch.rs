@@ -56,9 +56,9 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
         // Engine::new says exactly what is wrong; fail before any job is touched.
         Engine::new(&args.render.model, adapter)?;
     }
-    let model_name = easel::engine::model_name(&args.render.model);
+    let model = farm::model_key(&args.render.model)?;
     let defaults = args.render.request(String::new())?;
-    let entries = farm::parse_jobs(&text, &defaults, &model_name);
+    let entries = farm::parse_jobs(&text, &defaults, &model);
 
     let batch = Batch {
         out_dir: &args.out,

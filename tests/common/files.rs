@@ -150,7 +150,8 @@ pub fn tiny_latent_pipeline() -> &'static Path {
     .path()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copy a folder tree (files and folders only).
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
