@@ -64,8 +64,6 @@ def load_tokenizer(path=None):
 
 def tokenize(tok, texts, length=CONTEXT):
     """Token ids [N, length]: <|startoftext|> ... <|endoftext|>, padded with <|endoftext|>."""
-    import torch
-
     enc = tok(list(texts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
     return enc["input_ids"]
 

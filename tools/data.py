@@ -346,8 +346,6 @@ class Compositions:
 
 def over(top, bottom):
     """Paste `top` over `bottom` where top is not background white."""
-    import torch
-
     mask = ((1.0 - top).abs().amax(1, keepdim=True) > 0.04).float()
     return top * mask + bottom * (1 - mask)
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data  # noqa: E402
-from common import REPO, TOOLS, TRAIN_DIR, WEIGHTS, load_tokenizer, set_threads  # noqa: E402
+from common import REPO, TOOLS, TRAIN_DIR, WEIGHTS, set_threads  # noqa: E402
 from pipeline import Pipeline, clip_similarity, load_clip  # noqa: E402
 
 
