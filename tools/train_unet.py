@@ -6,6 +6,8 @@
     python tools/train_unet.py --export   # EMA weights -> weights/easel-emoji/{unet,scheduler}
     python tools/train_unet.py --flops    # print params and GFLOP per 32x32 image
     python tools/train_unet.py --run unet_wide --channels 32,32,64,112   # another width, its own checkpoints
+    python tools/train_unet.py --run unet_wide --channels 32,32,64,112 --warm-start weights/easel-emoji/unet
+                                          # a wider net from narrower weights (Net2WiderNet, `widen`)
     python tools/train_unet.py --decay 12130 20000   # cosine lr decay from step 12,130 to 0 at
                                           # 20,000, then stop (pass the same on resume)
 
@@ -144,10 +146,74 @@ def warm_start(unet, ema, folder):
 
     folder = Path(folder)
     sd = {k: v.float() for k, v in load_file(folder / "diffusion_pytorch_model.safetensors").items()}
+    if any(v.shape != sd[k].shape for k, v in unet.state_dict().items()):
+        sd = widen(sd, unet.state_dict())
     unet.load_state_dict(sd)
     ema.load_state_dict(sd)
     rec = json.load(open(folder / "config.json")).get("_easel_training", {})
     return rec.get("step", 0), rec.get("hours", 0.0)
+
+
+def _widen_index(n, w):
+    """Wide channel -> (narrow channel, copies of it) along an axis that grew from n to w.
+
+    Either the whole axis doubled (a widened level, or a concatenation of widened ones),
+    or it is a concatenation [A unchanged | B widened] (an up block's [hidden, skip]
+    input), w - n = B.  Each widened channel c becomes the pair 2c, 2c+1 (interleaved,
+    so GroupNorm's groups hold the copies of the same narrow channels).
+    """
+    grown = w - n
+    kept = n - grown
+    src = [i if i < kept else kept + (i - kept) // 2 for i in range(w)]
+    copies = [1 if i < kept else 2 for i in range(w)]
+    return torch.tensor(src), torch.tensor(copies, dtype=torch.float32)
+
+
+def widen(narrow, wide, noise=0.2, seed=0):
+    """Net2WiderNet: narrow weights in the wide model's shapes, close to the same function.
+
+    A producer's output channels are copied (axis 0: weights, biases, norms); a consumer
+    splits each copied input channel's weight into w (1/2 + d) and w (1/2 - d) with a
+    random d, so the sum is unchanged but the copies get different gradients.
+    The sinusoidal time embedding doubles its frequencies (10000^(-j/16) vs -k/8), so the
+    narrow frequency k is the wide 2k: linear_1 reads only those, zeros elsewhere.
+    Exact up to the first resnet whose in and out widths become equal: its 1x1
+    conv_shortcut becomes an identity (diffusers has no shortcut then), so from there on
+    the function differs (16 -> 32 at the first level: relative error ~0.4 at the
+    output), as do GroupNorms over an [unchanged | widened] concatenation.  The deeper
+    levels keep their trained weights; training repairs the rest in a few hundred steps.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, t in wide.items():
+        x = narrow[k]
+        if k == "time_embedding.linear_1.weight" and x.shape[1] != t.shape[1]:
+            half_n, half_w = x.shape[1] // 2, t.shape[1] // 2
+            y = torch.zeros(x.shape[0], t.shape[1])
+            for part in range(2):  # [cos | sin]
+                y[:, part * half_w:(part + 1) * half_w:2] = x[:, part * half_n:(part + 1) * half_n]
+            x = y
+            if x.shape[0] != t.shape[0]:
+                src, _ = _widen_index(x.shape[0], t.shape[0])
+                x = x[src]
+            out[k] = x
+            continue
+        for axis in range(min(2, x.dim())):
+            n, w = x.shape[axis], t.shape[axis]
+            if n == w:
+                continue
+            src, copies = _widen_index(n, w)
+            x = x.index_select(axis, src)
+            if axis == 1:  # consumer: split the copied inputs' weights, sum unchanged
+                x = x / copies.view([1, w] + [1] * (x.dim() - 2))
+                first = torch.arange(2 * n - w, w, 2)  # first copy of each pair
+                half = x[:, first]
+                d = (torch.rand(half.shape, generator=g) - 0.5) * noise * half
+                x[:, first] += d
+                x[:, first + 1] -= d
+        assert x.shape == t.shape, (k, x.shape, t.shape)
+        out[k] = x.contiguous()
+    return out
 
 
 def export(log, run="unet"):
