@@ -10,7 +10,9 @@ Denoiser: for a fixed set of 100 labels (data.eval_labels: seed 0, no flags), sa
 `per-label` images each with DDIM (eta 0, 50 steps, guidance 2); the *judge* (a second
 CLIP trained only on Twemoji with another seed, tools/judge/, never shipped) classifies
 each sample among the 100 labels; top-1 accuracy is reported, plus the shipped scorer's
-own top-1 as a second opinion.  Writes a contact sheet and a JSON of the figures.
+own top-1 as a second opinion.  Denoising loss: the training objective on fixed batches
+of each training style and of the held-out Twemoji.  Writes a contact sheet and a JSON
+of the figures.
 """
 
 import argparse
@@ -51,6 +53,25 @@ def real_art_top1(model, tok, style, labels):
     real = F.avg_pool2d(data.to_float(images[[idx[labels[j]] for j in have]]), 2)
     hit = clip_similarity(model, tok, real, labels).argmax(1) == torch.tensor(have)
     return hit.float().mean().item(), len(have)
+
+
+@torch.no_grad()
+def denoising_loss(pipe, style, batches=16, seed=7):
+    """The denoiser's training objective (train_unet.v_loss) on fixed noisy batches of one
+    art style (single emoji, no compositions): a low-noise measure of fit, and on the
+    held-out Twemoji one of generalisation."""
+    from train_unet import v_loss
+
+    src = data.Batches([style], pipe.unet.config.sample_size, seed, comp_frac=0.0)
+    g = torch.Generator().manual_seed(seed)
+    acp = pipe.scheduler.alphas_cumprod
+    total = 0.0
+    for _ in range(batches):
+        x01, caps = src.sample(32)
+        t = torch.randint(0, len(acp), (len(caps),), generator=g)
+        noise = torch.randn(x01.shape, generator=g)
+        total += v_loss(pipe.unet, x01 * 2 - 1, t, noise, pipe.encode(caps), acp).mean().item()
+    return total / batches
 
 
 def contact_sheet(imgs, labels, per_label, path, cols=10):
@@ -106,6 +127,9 @@ def main():
             t1, t5, n, nl = retrieval(model, tok, style)
             res[f"{name}_{style}_top1"], res[f"{name}_{style}_top5"] = t1, t5
             print(f"{name} on {style}: top-1 {t1:.3f}, top-5 {t5:.3f} ({n} images, {nl} labels)", flush=True)
+    for style in (*data.TRAIN_STYLES, "twemoji"):
+        res[f"denoising_loss_{style}"] = denoising_loss(pipe, style)
+        print(f"denoising loss on {style}: {res[f'denoising_loss_{style}']:.5f}", flush=True)
     if not args.skip_samples:
         _, ents = data.load("noto")
         labels = data.eval_labels(ents, args.labels)

@@ -123,6 +123,17 @@ class TextCache:
         return torch.stack([self.cache[c] for c in caps]).float()
 
 
+def v_loss(unet, x0, t, noise, ctx, acp):
+    """The training objective per image [B]: v-prediction MSE with min-SNR-5 weighting."""
+    a = acp[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    pred = unet(xt, t, encoder_hidden_states=ctx).sample
+    v = a.sqrt() * noise - (1 - a).sqrt() * x0
+    snr = acp[t] / (1 - acp[t])
+    w = torch.clamp(snr, max=5.0) / (snr + 1)
+    return w * F.mse_loss(pred, v, reduction="none").mean((1, 2, 3))
+
+
 def gflops_per_image(unet):
     """Exact forward FLOPs (2 x multiply-adds, from torch's flop counter) for one image."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -317,16 +328,8 @@ def main():
         x0 = x01 * 2 - 1
         drop = torch.rand(len(caps)) < args.dropout
         caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
-        ctx = text(caps)
         t = torch.randint(0, ddpm.config.num_train_timesteps, (len(caps),))
-        noise = torch.randn_like(x0)
-        a = acp[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = unet(xt, t, encoder_hidden_states=ctx).sample
-        v = a.sqrt() * noise - (1 - a).sqrt() * x0
-        snr = acp[t] / (1 - acp[t])
-        w = torch.clamp(snr, max=5.0) / (snr + 1)  # min-SNR-5 weighting for v prediction
-        loss = (w * F.mse_loss(pred, v, reduction="none").mean((1, 2, 3))).mean()
+        loss = v_loss(unet, x0, t, torch.randn_like(x0), text(caps), acp).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
