@@ -206,10 +206,9 @@ pub fn model_key(dir: &Path) -> Result<String> {
 /// Regular files under `dir/rel`, as paths relative to `dir`, hidden ones skipped.
 fn model_files(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let here = dir.join(rel);
-    let entries =
-        std::fs::read_dir(&here).map_err(|e| Error::model(&here, format!("cannot list: {e}")))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::model(&here, format!("cannot list: {e}")))?;
+    let unlisted = |e: std::io::Error| Error::model(&here, format!("cannot list: {e}"));
+    for entry in std::fs::read_dir(&here).map_err(unlisted)? {
+        let entry = entry.map_err(unlisted)?;
         let name = entry.file_name();
         if name.to_string_lossy().starts_with('.') {
             continue;

@@ -192,7 +192,8 @@ def widen(narrow, wide, noise=0.2, seed=0):
     conv_shortcut becomes an identity (diffusers has no shortcut then), so from there on
     the function differs (16 -> 32 at the first level: relative error ~0.4 at the
     output), as do GroupNorms over an [unchanged | widened] concatenation.  The deeper
-    levels keep their trained weights; training repairs the rest in a few hundred steps.
+    levels keep their trained weights; training repaired the rest in ~3,000 steps
+    (32, 32, 64, 112 from step 27,000: EMA denoising loss back to the narrow net's by 30,200).
     """
     g = torch.Generator().manual_seed(seed)
     out = {}
@@ -203,12 +204,7 @@ def widen(narrow, wide, noise=0.2, seed=0):
             y = torch.zeros(x.shape[0], t.shape[1])
             for part in range(2):  # [cos | sin]
                 y[:, part * half_w:(part + 1) * half_w:2] = x[:, part * half_n:(part + 1) * half_n]
-            x = y
-            if x.shape[0] != t.shape[0]:
-                src, _ = _widen_index(x.shape[0], t.shape[0])
-                x = x[src]
-            out[k] = x
-            continue
+            x = y  # its inputs now match; its outputs widen below like any producer's
         for axis in range(min(2, x.dim())):
             n, w = x.shape[axis], t.shape[axis]
             if n == w:
