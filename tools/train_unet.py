@@ -42,7 +42,8 @@ UNET = dict(
     out_channels=3,
     # 32x32 -> 16 -> 8 -> 4; attention (self + cross) only at 8x8 and 4x4 (and the
     # 4x4 mid block): self-attention at 32x32 or 16x16 would dominate the cost.
-    block_out_channels=(16, 32, 64, 112),
+    # The 32x32 level had 16 channels up to step 27,000 (widened then: `widen`).
+    block_out_channels=(32, 32, 64, 112),
     layers_per_block=1,
     down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     mid_block_type="UNetMidBlock2DCrossAttn",
@@ -157,8 +158,11 @@ def warm_start(unet, ema, folder):
 
     folder = Path(folder)
     sd = {k: v.float() for k, v in load_file(folder / "diffusion_pytorch_model.safetensors").items()}
-    if any(v.shape != sd[k].shape for k, v in unet.state_dict().items()):
-        sd = widen(sd, unet.state_dict())
+    wide = unet.state_dict()
+    if any(v.shape != sd[k].shape for k, v in wide.items()):
+        if any(v.shape[a] < sd[k].shape[a] for k, v in wide.items() for a in range(min(2, v.dim()))):
+            raise SystemExit(f"{folder}: its weights are wider than --channels; a warm start only widens")
+        sd = widen(sd, wide)
     unet.load_state_dict(sd)
     ema.load_state_dict(sd)
     rec = json.load(open(folder / "config.json")).get("_easel_training", {})
@@ -259,7 +263,7 @@ def main():
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--warm-start", metavar="DIR", help="without a checkpoint, start from these exported weights")
-    ap.add_argument("--channels", help="block_out_channels, e.g. 32,32,64,112 (default: UNET's 16,32,64,112)")
+    ap.add_argument("--channels", help="block_out_channels, e.g. 32,32,64,112 (default: UNET's 32,32,64,112)")
     ap.add_argument("--styles", default=",".join(data.TRAIN_STYLES), help="art styles to train on (data.py)")
     ap.add_argument("--run", default="unet", help="checkpoint folder name under ckpt/ (and the export's source)")
     ap.add_argument("--decay", nargs=2, type=int, metavar=("START", "END"),
