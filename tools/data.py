@@ -7,13 +7,15 @@ Sources (npm registry, pinned versions, sha256 checked):
   @iconify-json/fluent-emoji-flat  Microsoft's Fluent Emoji (flat), SVG (MIT)     -> training
                             (a second art style: one drawing per concept is too few to
                             generalise from; rendered to 64x64 with cairosvg)
+  emojione 2.2.7            EmojiOne 2 art, 64x64 PNGs (artwork: CC-BY-4.0)  -> training
+                            (a third style; Unicode 9, so fewer concepts)
 Labels come from emoji-datasource's emoji.json (names, short names, category,
 subcategory) joined by code point with CLDR's names and keywords.
 
     python tools/data.py            # fetch + prepare into $EASEL_TRAIN_DIR/data
     python tools/data.py --show 20  # print a few entries and captions
 
-Prepared files (per art style, `noto`, `fluent` and `twemoji`):
+Prepared files (per art style, `noto`, `fluent`, `emojione` and `twemoji`):
   data/<style>_64.npy   uint8 [N, 64, 64, 3], RGBA composited on white
   data/<style>.json     one entry per image: label, captions, category, base index
 
@@ -41,9 +43,9 @@ PACKAGES = {
     "emoji-datasource-twitter": ("16.0.0", "f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877"),
     "cldr-annotations-full": ("48.2.0", "28576e51225deb51e3ddd734b0f824a0079682cb5d8c27faa9f68149317a14d1"),
     "@iconify-json/fluent-emoji-flat": ("1.2.6", "7d064769dee690815f823bc5bcc511d957198caf9f5edd8dd9c1aa48a6aeb175"),
+    "emojione": ("2.2.7", "5fe002738e6e276f49ac37783799d2feab99a6131fdedccfa56569d745449ae5"),
 }
-STYLES = {"noto": ("emoji-datasource-google", "google"), "twemoji": ("emoji-datasource-twitter", "twitter"),
-          "fluent": ("@iconify-json/fluent-emoji-flat", None)}
+STYLES = ("noto", "fluent", "emojione", "twemoji")
 TRAIN_STYLES = ("noto", "fluent")  # what the shipped model learns from; twemoji stays held out
 DATA = TRAIN_DIR / "data"
 
@@ -218,15 +220,27 @@ def render_svg64(svg):
     return load_rgb64(io.BytesIO(cairosvg.svg2png(bytestring=svg.encode(), output_width=64, output_height=64)))
 
 
+def png_dir(folder):
+    """code key -> PNG path for every image in a folder named by code points."""
+    return {code_key(p.name): p for p in folder.glob("*.png")}
+
+
+def art(style):
+    """code key -> (how to read it, source) for one art style."""
+    if style == "fluent":
+        return render_svg64, fluent_svgs()
+    if style == "emojione":
+        return load_rgb64, png_dir(package_dir("emojione") / "assets" / "png")
+    pkg = {"noto": ("emoji-datasource-google", "google"), "twemoji": ("emoji-datasource-twitter", "twitter")}
+    name, folder = pkg[style]
+    return load_rgb64, png_dir(package_dir(name) / "img" / folder / "64")
+
+
 def prepare(style):
-    pkg, folder = STYLES[style]
-    if folder is None:  # SVG art, joined by code point
-        svgs = fluent_svgs()
-        pairs = [(e, svgs.get(code_key(e["image"]))) for e in entries()]
-        pairs = [(e, render_svg64(svg)) for e, svg in pairs if svg]
-    else:
-        img_dir = package_dir(pkg) / "img" / folder / "64"
-        pairs = [(e, load_rgb64(img_dir / e["image"])) for e in entries() if (img_dir / e["image"]).exists()]
+    """Every labelled emoji that this style draws, joined by code point."""
+    read, source = art(style)
+    pairs = [(e, source.get(code_key(e["image"]))) for e in entries()]
+    pairs = [(e, read(src)) for e, src in pairs if src is not None]
     ents, arrs = [e for e, _ in pairs], [a for _, a in pairs]
     DATA.mkdir(parents=True, exist_ok=True)
     np.save(DATA / f"{style}_64.npy", np.stack(arrs))
