@@ -9,10 +9,13 @@ held-out Twemoji art (never trained on by the scorer), and on the Noto training 
 Denoiser: for a fixed set of 100 labels (data.eval_labels: seed 0, no flags), sample
 `per-label` images each with DDIM (eta 0, 50 steps, guidance 2); the *judge* (a second
 CLIP trained only on Twemoji with another seed, tools/judge/, never shipped) classifies
-each sample among the 100 labels; top-1 accuracy is reported, plus the shipped scorer's
-own top-1 as a second opinion.  Denoising loss: the training objective on fixed batches
-of each training style and of the held-out Twemoji.  Writes a contact sheet and a JSON
-of the figures.
+each sample among the 100 labels.  Reported: its top-1 / top-5; the shipped scorer's
+own top-1 as a second opinion; best of 4 (per-label a multiple of 4: the judge's grade
+of the sample the scorer picks from each 4, as easel's loop picks); and the judge's
+top-1 on the real art of the other styles for the same labels (the ceiling a perfect
+copy of that art would reach).  Denoising loss: the training objective on fixed
+batches of each art style (data.STYLES; Twemoji is held out).  Writes a contact sheet
+and a JSON of the figures.
 """
 
 import argparse
@@ -38,11 +41,8 @@ def retrieval(model, tok, style):
     labels = sorted({ents[i]["label"] for i in base})
     index = {l: j for j, l in enumerate(labels)}
     x = F.avg_pool2d(data.to_float(images[base]), 2)  # 64 -> 32, area
-    sims = clip_similarity(model, tok, x, labels)
     target = torch.tensor([index[ents[i]["label"]] for i in base])
-    top5 = sims.topk(5, dim=1).indices
-    return ((top5[:, 0] == target).float().mean().item(), (top5 == target[:, None]).any(1).float().mean().item(),
-            len(base), len(labels))
+    return (*top1_top5(clip_similarity(model, tok, x, labels), target), len(base), len(labels))
 
 
 def real_art_top1(model, tok, style, labels):
@@ -53,6 +53,20 @@ def real_art_top1(model, tok, style, labels):
     real = F.avg_pool2d(data.to_float(images[[idx[labels[j]] for j in have]]), 2)
     hit = clip_similarity(model, tok, real, labels).argmax(1) == torch.tensor(have)
     return hit.float().mean().item(), len(have)
+
+
+def top1_top5(sims, target):
+    """(top-1, top-5) accuracy of similarity rows [N, labels] against target label indices."""
+    top5 = sims.topk(5, 1).indices
+    return (top5[:, 0] == target).float().mean().item(), (top5 == target[:, None]).any(1).float().mean().item()
+
+
+def best_of(scorer_sims, target, k):
+    """Indices of the sample the scorer likes best (its similarity to the prompt's own
+    label) in each consecutive group of k samples of one label: what easel's loop
+    sends on with `--candidates k`, simulated on the PyTorch samples."""
+    own = scorer_sims[torch.arange(len(target)), target].view(-1, k)
+    return own.argmax(1) + torch.arange(0, len(target), k)
 
 
 @torch.no_grad()
@@ -127,7 +141,7 @@ def main():
             t1, t5, n, nl = retrieval(model, tok, style)
             res[f"{name}_{style}_top1"], res[f"{name}_{style}_top5"] = t1, t5
             print(f"{name} on {style}: top-1 {t1:.3f}, top-5 {t5:.3f} ({n} images, {nl} labels)", flush=True)
-    for style in (*data.TRAIN_STYLES, "twemoji"):
+    for style in data.STYLES:
         res[f"denoising_loss_{style}"] = denoising_loss(pipe, style)
         print(f"denoising loss on {style}: {res[f'denoising_loss_{style}']:.5f}", flush=True)
     if not args.skip_samples:
@@ -136,15 +150,20 @@ def main():
         prompts = [l for l in labels for _ in range(args.per_label)]
         imgs = pipe.generate(prompts, seed=args.seed, steps=args.steps, guidance=args.guidance)
         target = torch.arange(len(labels)).repeat_interleave(args.per_label)
-        for name, model in (("judge", judge), ("scorer", pipe.scorer)):
-            sims = clip_similarity(model, tok, imgs, labels)
-            res[f"samples_{name}_top1"] = (sims.argmax(1) == target).float().mean().item()
-            res[f"samples_{name}_top5"] = (sims.topk(5, 1).indices == target[:, None]).any(1).float().mean().item()
+        sims = {name: clip_similarity(model, tok, imgs, labels) for name, model in (("judge", judge),
+                                                                                   ("scorer", pipe.scorer))}
+        for name, s in sims.items():
+            res[f"samples_{name}_top1"], res[f"samples_{name}_top5"] = top1_top5(s, target)
             print(f"samples judged by {name}: top-1 {res[f'samples_{name}_top1']:.3f}, "
                   f"top-5 {res[f'samples_{name}_top5']:.3f} among {len(labels)} labels", flush=True)
+        if args.per_label % 4 == 0:
+            pick = best_of(sims["scorer"], target, 4)
+            res["best_of_4_judge_top1"], res["best_of_4_judge_top5"] = top1_top5(sims["judge"][pick], target[pick])
+            print(f"best of 4 (scorer picks, judge grades): top-1 {res['best_of_4_judge_top1']:.3f}, "
+                  f"top-5 {res['best_of_4_judge_top5']:.3f} ({len(pick)} picks)", flush=True)
         # Reference: the judge on the real training art of the same labels (what a
-        # perfect copy of that art would score; Fluent lacks a few of the labels).
-        for style in data.TRAIN_STYLES:
+        # perfect copy of that art would score; Fluent and EmojiOne lack some labels).
+        for style in data.STYLES[:-1]:  # all but Twemoji, the judge's own
             res[f"real_{style}_judge_top1"], n = real_art_top1(judge, tok, style, labels)
             print(f"real {style} images of these labels judged: top-1 {res[f'real_{style}_judge_top1']:.3f} ({n})")
         res.update(labels=args.labels, per_label=args.per_label, steps=args.steps, guidance=args.guidance)
