@@ -51,8 +51,7 @@ def real_art_top1(model, tok, style, labels):
     idx = {e["label"]: i for i, e in enumerate(ents) if e["skin"] is None}
     have = [j for j, l in enumerate(labels) if l in idx]
     real = F.avg_pool2d(data.to_float(images[[idx[labels[j]] for j in have]]), 2)
-    hit = clip_similarity(model, tok, real, labels).argmax(1) == torch.tensor(have)
-    return hit.float().mean().item(), len(have)
+    return top1_top5(clip_similarity(model, tok, real, labels), torch.tensor(have))[0], len(have)
 
 
 def top1_top5(sims, target):
@@ -150,8 +149,8 @@ def main():
         prompts = [l for l in labels for _ in range(args.per_label)]
         imgs = pipe.generate(prompts, seed=args.seed, steps=args.steps, guidance=args.guidance)
         target = torch.arange(len(labels)).repeat_interleave(args.per_label)
-        sims = {name: clip_similarity(model, tok, imgs, labels) for name, model in (("judge", judge),
-                                                                                   ("scorer", pipe.scorer))}
+        graders = {"judge": judge, "scorer": pipe.scorer}
+        sims = {name: clip_similarity(model, tok, imgs, labels) for name, model in graders.items()}
         for name, s in sims.items():
             res[f"samples_{name}_top1"], res[f"samples_{name}_top5"] = top1_top5(s, target)
             print(f"samples judged by {name}: top-1 {res[f'samples_{name}_top1']:.3f}, "
@@ -163,7 +162,7 @@ def main():
                   f"top-5 {res['best_of_4_judge_top5']:.3f} ({len(pick)} picks)", flush=True)
         # Reference: the judge on the real training art of the same labels (what a
         # perfect copy of that art would score; Fluent and EmojiOne lack some labels).
-        for style in data.STYLES[:-1]:  # all but Twemoji, the judge's own
+        for style in (s for s in data.STYLES if s != "twemoji"):  # not the judge's own
             res[f"real_{style}_judge_top1"], n = real_art_top1(judge, tok, style, labels)
             print(f"real {style} images of these labels judged: top-1 {res[f'real_{style}_judge_top1']:.3f} ({n})")
         res.update(labels=args.labels, per_label=args.per_label, steps=args.steps, guidance=args.guidance)
