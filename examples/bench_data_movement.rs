@@ -3,11 +3,12 @@
 //! bench_data_movement`. Prints one line per kernel: milliseconds per dispatch
 //! and GB/s (bytes read + written). To be folded into `easel bench`.
 
+use easel::gpu::dispatch;
 use std::time::Instant;
 
-use easel::gpu::{AdapterOptions, Context};
-use easel::ops::{self, layout, layout::PermuteVariant, resample, Dispatch};
-use easel::tensor::Tensor;
+use easel::gpu::Tensor;
+use easel::gpu::{AdapterOptions, Context, Dispatch};
+use easel::ops::{layout, layout::PermuteVariant, resample};
 use easel::Result;
 
 const REPEATS: usize = 10;
@@ -18,11 +19,11 @@ fn tensor(ctx: &Context, shape: &[usize]) -> Result<Tensor> {
 
 /// Run `make()`'s dispatch REPEATS times in one submission, after a warm-up.
 fn time(ctx: &Context, name: &str, make: impl Fn() -> Result<Dispatch>) -> Result<()> {
-    ops::run(ctx, &[make()?])?;
+    dispatch::run(ctx, &[make()?])?;
     let dispatches: Vec<Dispatch> = (0..REPEATS).map(|_| make()).collect::<Result<_>>()?;
     let bytes = dispatches[0].bytes as f64;
     let start = Instant::now();
-    ops::run(ctx, &dispatches)?;
+    dispatch::run(ctx, &dispatches)?;
     let seconds = start.elapsed().as_secs_f64() / REPEATS as f64;
     println!(
         "{name:<48} {:>8.3} ms {:>7.2} GB/s",

@@ -18,7 +18,7 @@ pub mod prompt;
 pub mod schedule;
 pub mod schedulers;
 pub mod search;
-pub mod tensor;
+
 pub mod tokenizer;
 pub mod weights;
 

@@ -21,17 +21,18 @@ use std::time::Instant;
 
 use crate::engine::{Engine, Image, Request, Round};
 use crate::error::{Error, Result};
-use crate::gpu::pool::STORAGE;
-use crate::gpu::{readback, Context};
+use crate::gpu::dispatch::{record, record_indirect, submit};
+use crate::gpu::tensor::STORAGE;
+use crate::gpu::{readback, Context, Dispatch};
+use crate::gpu::{DType, Tensor};
 use crate::models::Graph;
 use crate::ops::image::{self, Normalize};
 use crate::ops::noise::{self, NoiseKey};
 use crate::ops::score::{self, Certainty, CHOICE_WORDS, NOT_STOPPED};
-use crate::ops::{layout, resample, sampler, Dispatch, Workgroups};
+use crate::ops::{layout, resample, sampler};
 use crate::output::Parameters;
 use crate::schedule::{self, Defaults, Phase};
 use crate::schedulers::StepCoefficients;
-use crate::tensor::{DType, Tensor};
 
 /// Noise streams: independent draws sharing (seed, candidate, step).
 const STREAM_START: u32 = 0;
@@ -475,10 +476,7 @@ fn plan(engine: &Engine, s: Settings, upscale: usize, p: usize) -> Result<Plan> 
     // The indirect sizes, in block order.
     let mut sizes = Vec::with_capacity(3 * total);
     for (d, _) in plan.order().iter().flatten() {
-        let Workgroups::Direct(g) = d.workgroups else {
-            return Err(Error::Gpu("a planned dispatch is already indirect".into()));
-        };
-        sizes.extend(g);
+        sizes.extend(d.workgroups);
     }
     plan.sizes = sizes;
     Ok(plan)
@@ -550,7 +548,7 @@ fn execute(
         plan.text_pass
             .iter()
             .chain([&plan.start])
-            .for_each(|d| crate::ops::record(pass, d))
+            .for_each(|d| record(pass, d))
     })?;
     let keep = request.trace.is_some() || request.keep_rounds;
     let mut rounds: Vec<Round> = Vec::new();
@@ -572,9 +570,9 @@ fn execute(
                     let (d, indirect) = list[j];
                     if indirect {
                         let offset = 12 * (plan.offsets[step] + j) as u64;
-                        record_indirect(pass, d, &plan.args, offset);
+                        record_indirect(pass, d, &plan.args.buffer, offset);
                     } else {
-                        crate::ops::record(pass, d);
+                        record(pass, d);
                     }
                 }
             })?;
@@ -590,7 +588,7 @@ fn execute(
         eprintln!();
     }
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    crate::ops::encode(&mut encoder, &plan.post);
+    crate::gpu::dispatch::encode(&mut encoder, &plan.post);
     let mut at = 0;
     for (t, bytes) in [
         (&plan.pixels, 4 * (out_w * out_h) as u64),
@@ -783,7 +781,7 @@ fn scoring_pass(
     text: &Tensor,
 ) -> Result<()> {
     let ctx = &engine.ctx;
-    let (k, h, w) = (at.k, at.images.dim(1), at.images.dim(0));
+    let (k, h, w) = (at.k, at.images.dim(-2), at.images.dim(-1));
     let (mean, std) = (
         engine.settings.scorer_image_mean,
         engine.settings.scorer_image_std,
@@ -921,7 +919,7 @@ fn postprocess(
             )));
         };
     }
-    let (oh, ow) = (img.dim(1), img.dim(0));
+    let (oh, ow) = (img.dim(-2), img.dim(-1));
     let mut pixels = g.tensor(&[oh, ow])?;
     pixels.dtype = DType::U32;
     // to_rgba8 clamps to [0, 1] before rounding.
@@ -938,26 +936,6 @@ fn indirect_args(ctx: &Context, words: usize) -> Result<Tensor> {
     let mut t = Tensor::wrap(buffer, &[words.max(1)]);
     t.dtype = DType::U32;
     Ok(t)
-}
-
-fn record_indirect(pass: &mut wgpu::ComputePass, d: &Dispatch, args: &Tensor, offset: u64) {
-    pass.set_pipeline(&d.kernel.pipeline);
-    pass.set_bind_group(0, &d.bind_group, &[]);
-    pass.dispatch_workgroups_indirect(&args.buffer, offset);
-}
-
-/// Record one compute pass with `f`, submit it and wait (progress, not a readback).
-fn submit(ctx: &Context, f: impl FnOnce(&mut wgpu::ComputePass)) -> Result<()> {
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("easel step"),
-            timestamp_writes: None,
-        });
-        f(&mut pass);
-    }
-    ctx.queue.submit([encoder.finish()]);
-    ctx.wait()
 }
 
 /// `--trace`: a contact sheet of every scoring round.

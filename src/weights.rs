@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::tensor::Tensor;
+use crate::gpu::Tensor;
 
 /// diffusers' and transformers' single-file weight names, in the order tried.
 pub const WEIGHT_FILES: [&str; 2] = ["diffusion_pytorch_model.safetensors", "model.safetensors"];

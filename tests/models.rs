@@ -10,13 +10,13 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{assert_close, ctx};
+use easel::gpu::Tensor;
 use easel::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
 use easel::models::layers::{check_all_used, open_component, Vars};
 use easel::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use easel::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
 use easel::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
 use easel::models::Graph;
-use easel::tensor::Tensor;
 use easel::weights::SafetensorsFile;
 
 fn golden_dir(name: &str) -> PathBuf {

@@ -27,8 +27,7 @@ use crate::bench::{fixed, Stats, Table};
 use crate::engine::{Engine, Request};
 use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
-use crate::gpu::readback;
-use crate::ops::Dispatch;
+use crate::gpu::{readback, Dispatch};
 
 /// Settings of one `easel bench generate` run.
 #[derive(Clone, Debug)]
@@ -225,7 +224,7 @@ fn phase_ms(engine: &Engine, profiler: &Profiler, dispatches: &[Dispatch]) -> Re
         return Ok(0.0);
     }
     let ctx = &engine.ctx;
-    crate::ops::run(ctx, dispatches)?; // first touch
+    crate::gpu::dispatch::run(ctx, dispatches)?; // first touch
     let refs: Vec<&Dispatch> = dispatches.iter().collect();
     let sums = (0..PHASE_RUNS)
         .map(|_| Ok(profiler.time(ctx, &refs)?.iter().sum()))

@@ -15,14 +15,13 @@ use crate::bench::peak::{self, Peak};
 use crate::bench::{fixed, random, Budget, Stats, Table};
 use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
-use crate::gpu::{AdapterClass, Context};
+use crate::gpu::Tensor;
+use crate::gpu::{AdapterClass, Context, Dispatch};
 use crate::ops::attention::{self, AttentionVariant, Sdpa};
 use crate::ops::conv2d::{self, Conv2dOptions};
 use crate::ops::elementwise::{self, Activation, BinaryOp};
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::ops::norm::{self, GroupNorm};
-use crate::ops::Dispatch;
-use crate::tensor::Tensor;
 
 /// What limits a kernel, so which peak its figure is read against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

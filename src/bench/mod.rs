@@ -17,9 +17,8 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
-use crate::gpu::Context;
-use crate::ops::Dispatch;
-use crate::tensor::Tensor;
+use crate::gpu::Tensor;
+use crate::gpu::{Context, Dispatch};
 
 pub mod compare;
 pub mod generate;

@@ -26,14 +26,13 @@ use serde_json::{json, Value};
 use crate::bench::{device_label, fixed, Stats, Table};
 use crate::error::{Error, Result};
 use crate::gpu::profiler::{Clock, Profiler};
-use crate::gpu::Context;
+use crate::gpu::Tensor;
+use crate::gpu::{Context, Dispatch};
 use crate::models::clip::{self, CLIPModel, CLIPTextConfig, CLIPTextModel};
 use crate::models::layers::{check_all_used, open_component, Vars};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
 use crate::models::Graph;
-use crate::ops::Dispatch;
-use crate::tensor::Tensor;
 
 pub const MODELS: [&str; 4] = ["unet", "text_encoder", "scorer", "upscaler"];
 const BUDGET_S: f64 = 3.0;
@@ -224,14 +223,14 @@ impl Row {
 /// Wall-clock times of whole runs of `dispatches` (one submit + wait each).
 pub(crate) fn time_runs(ctx: &Context, dispatches: &[Dispatch]) -> Result<Stats> {
     // Warm-up: pipelines are compiled at plan time; this is first touch of every buffer.
-    crate::ops::run(ctx, dispatches)?;
+    crate::gpu::dispatch::run(ctx, dispatches)?;
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < MIN_RUNS
         || (start.elapsed().as_secs_f64() < BUDGET_S && times.len() < MAX_RUNS)
     {
         let t = Instant::now();
-        crate::ops::run(ctx, dispatches)?;
+        crate::gpu::dispatch::run(ctx, dispatches)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(Stats::of(times).expect("at least MIN_RUNS"))

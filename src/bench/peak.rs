@@ -9,9 +9,9 @@ use crate::bench::kernels::{self, Bound, KernelRow};
 use crate::bench::{random, Budget};
 use crate::error::Result;
 use crate::gpu::profiler::Profiler;
+use crate::gpu::Tensor;
 use crate::gpu::{AdapterClass, Context};
 use crate::ops::peak;
-use crate::tensor::Tensor;
 
 /// The attainable peak, the denominators of "% of peak": each probe's best
 /// repeat (its minimum time), since what limits a probe on a shared machine

@@ -1,11 +1,17 @@
-//! Everything that talks to wgpu directly: the context (instance → adapter →
-//! device), the pipeline cache, the buffer pool and the readback helper.
+//! Everything that talks to wgpu directly, in the order a program meets it:
+//! the context (instance → adapter → device), the pipeline cache, tensors
+//! (storage buffers with a shape), dispatches (a kernel bound to its tensors,
+//! recorded later), the profiler and the one readback helper. Nothing here
+//! knows about ops or models.
 
 pub mod context;
+pub mod dispatch;
 pub mod pipelines;
-pub mod pool;
 pub mod profiler;
 pub mod readback;
+pub mod tensor;
 
 pub use context::{AdapterClass, AdapterOptions, Context};
+pub use dispatch::{Dispatch, Launch};
 pub use pipelines::{Access, Kernel, KernelSpec, Shader};
+pub use tensor::{numel, DType, Tensor};

@@ -10,8 +10,7 @@
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::gpu::{readback, Context};
-use crate::ops::{record, Dispatch};
+use crate::gpu::{dispatch::record, readback, Context, Dispatch};
 
 /// Where the times come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +71,7 @@ impl Profiler {
                 .iter()
                 .map(|d| {
                     let start = Instant::now();
-                    crate::ops::run(ctx, std::slice::from_ref(*d))?;
+                    crate::gpu::dispatch::run(ctx, std::slice::from_ref(*d))?;
                     Ok(start.elapsed().as_secs_f64() * 1e3)
                 })
                 .collect(),

@@ -3,9 +3,9 @@
 //! a GEGLU feed-forward (models/transformers/transformer_2d.py, attention.py).
 
 use crate::error::Result;
+use crate::gpu::Tensor;
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear, Vars};
 use crate::models::Graph;
-use crate::tensor::Tensor;
 
 /// diffusers `Attention` without norms: to_q/to_k/to_v (no bias), to_out.0.
 pub struct Attention {
@@ -173,7 +173,7 @@ impl Transformer2DModel {
 
     /// x `[N, C, H, W]`, context `[N, S, cross]` → `[N, C, H, W]`.
     pub fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let (h, w) = (x.dim(1), x.dim(0));
+        let (h, w) = (x.dim(-2), x.dim(-1));
         let normed = g.group_norm(x, &self.norm, false)?;
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => {

@@ -13,10 +13,10 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::gpu::Tensor;
 use crate::models::layers::{Conv2d, LayerNorm, Linear, Vars};
 use crate::models::Graph;
 use crate::ops::elementwise::Activation;
-use crate::tensor::Tensor;
 
 /// Saved buffers that are not weights (transformers 4 wrote `embeddings.position_ids`).
 pub const IGNORED: &[&str] = &["position_ids"];
@@ -242,7 +242,7 @@ impl CLIPTextModel {
 
     /// ids `[N, L]` (u32), eos `[N]` (u32 positions) → hidden states and pooled rows.
     pub fn forward(&self, g: &mut Graph, ids: &Tensor, eos: &Tensor) -> Result<TextOutput> {
-        let len = ids.dim(0);
+        let len = ids.dim(-1);
         if len > self.config.max_position_embeddings {
             return Err(Error::BadInput(format!(
                 "text encoder: {len} tokens exceed max_position_embeddings = {}",

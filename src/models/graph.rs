@@ -6,7 +6,8 @@
 //! the recorded dispatches, so a forward pass allocates nothing.
 
 use crate::error::Result;
-use crate::gpu::Context;
+use crate::gpu::Tensor;
+use crate::gpu::{Context, Dispatch};
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::ops::attention::{self, Sdpa};
 use crate::ops::conv2d::{self, Conv2dOptions};
@@ -16,8 +17,6 @@ use crate::ops::layout;
 use crate::ops::matmul::{self, MatmulOptions};
 use crate::ops::norm;
 use crate::ops::resample;
-use crate::ops::Dispatch;
-use crate::tensor::Tensor;
 
 /// A forward pass being recorded: the dispatches in order and the tensors they write.
 pub struct Graph<'a> {
@@ -46,7 +45,7 @@ impl<'a> Graph<'a> {
 
     /// Run the recorded pass once and wait (tests, one-off work).
     pub fn run(&self) -> Result<()> {
-        crate::ops::run(self.ctx, &self.dispatches)
+        crate::gpu::dispatch::run(self.ctx, &self.dispatches)
     }
 }
 
@@ -56,7 +55,7 @@ impl Graph<'_> {
     /// `nn.Linear` over the last dim: x `[.., in]` → `[.., out]`, one GEMM with
     /// every leading dim folded into M.
     pub fn linear(&mut self, x: &Tensor, layer: &Linear) -> Result<Tensor> {
-        let din = x.dim(0);
+        let din = x.dim(-1);
         let rows = x.numel() / din.max(1);
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("linear input has a last dim") = layer.out_features();
@@ -130,9 +129,9 @@ impl Graph<'_> {
     /// `nn.Conv2d`: x `[N, Cin, H, W]` → `[N, Cout, Hout, Wout]`.
     pub fn conv2d(&mut self, x: &Tensor, layer: &Conv2d) -> Result<Tensor> {
         let opts = Conv2dOptions::new(layer.stride, layer.padding);
-        let (kh, kw) = (layer.weight.dim(1), layer.weight.dim(0));
+        let (kh, kw) = (layer.weight.dim(-2), layer.weight.dim(-1));
         let (hout, wout) =
-            conv2d::output_size(x.dim(1), x.dim(0), kh, kw, &opts).ok_or_else(|| {
+            conv2d::output_size(x.dim(-2), x.dim(-1), kh, kw, &opts).ok_or_else(|| {
                 crate::Error::BadInput(format!(
                     "conv2d: input {:?} is smaller than the {kh}x{kw} kernel",
                     x.shape
@@ -174,7 +173,7 @@ impl Graph<'_> {
         heads: usize,
         is_causal: bool,
     ) -> Result<Tensor> {
-        let dh = q.dim(0) / heads.max(1);
+        let dh = q.dim(-1) / heads.max(1);
         if heads == 1 && !is_causal && dh > attention::MAX_HEAD_DIM {
             return self.attention_unfused(q, k, v);
         }
@@ -193,7 +192,7 @@ impl Graph<'_> {
     /// block: 512 channels in SD): `softmax(q kᵀ / √d) v` as two GEMMs and a
     /// softmax, with the `[N, Lq, Lk]` scores in memory.
     fn attention_unfused(&mut self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (n, lq, lk, d) = (q.shape[0], q.dim(1), k.dim(1), q.dim(0));
+        let (n, lq, lk, d) = (q.shape[0], q.dim(-2), k.dim(-2), q.dim(-1));
         let scores = self.tensor(&[n, lq, lk])?;
         let opts = MatmulOptions {
             transpose_b: true,
@@ -235,7 +234,7 @@ impl Graph<'_> {
         token: &Tensor,
         position: &Tensor,
     ) -> Result<Tensor> {
-        let out = self.tensor(&[ids.shape[0], ids.dim(0), token.dim(0)])?;
+        let out = self.tensor(&[ids.shape[0], ids.dim(-1), token.dim(-1)])?;
         let d = embedding::clip_text_embeddings(self.ctx, ids, token, position, &out)?;
         self.push(d);
         Ok(out)
@@ -249,7 +248,7 @@ impl Graph<'_> {
         class: &Tensor,
         position: &Tensor,
     ) -> Result<Tensor> {
-        let tokens = patches.dim(0) * patches.dim(1);
+        let tokens = patches.dim(-1) * patches.dim(-2);
         let out = self.tensor(&[patches.shape[0], 1 + tokens, patches.shape[1]])?;
         let d = embedding::clip_vision_embeddings(self.ctx, patches, class, position, &out)?;
         self.push(d);
@@ -296,7 +295,7 @@ impl Graph<'_> {
 
     /// Tokens `[N, H·W, C]` → NCHW `[N, C, H, W]`.
     pub fn tokens_to_nchw(&mut self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-        let (n, c) = (x.shape[0], x.dim(0));
+        let (n, c) = (x.shape[0], x.dim(-1));
         let out = self.tensor(&[n, c, h, w])?;
         let d = layout::permute(self.ctx, &x.reshape(&[n, h, w, c])?, &[0, 3, 1, 2], &out)?;
         self.push(d);
@@ -305,7 +304,7 @@ impl Graph<'_> {
 
     /// `x[b, index[b], :]`: x `[N, L, D]`, index `[N]` (u32) → `[N, D]`.
     pub fn gather_rows(&mut self, x: &Tensor, index: &Tensor) -> Result<Tensor> {
-        let out = self.tensor(&[x.shape[0], x.dim(0)])?;
+        let out = self.tensor(&[x.shape[0], x.dim(-1)])?;
         let d = layout::select_rows(self.ctx, x, index, &out)?;
         self.push(d);
         Ok(out)
@@ -313,7 +312,7 @@ impl Graph<'_> {
 
     /// `x[:, 0, :]`: x `[N, L, D]` → `[N, D]`.
     pub fn first_token(&mut self, x: &Tensor) -> Result<Tensor> {
-        let (n, d) = (x.shape[0], x.dim(0));
+        let (n, d) = (x.shape[0], x.dim(-1));
         let out = self.tensor(&[n, 1, d])?;
         let dispatch = layout::narrow(self.ctx, x, 1, 0, &out)?;
         self.push(dispatch);

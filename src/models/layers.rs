@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::tensor::Tensor;
+use crate::gpu::Tensor;
 use std::path::Path;
 
 use crate::weights::{Config, Weights};

@@ -3,9 +3,9 @@
 //! time-embedding norm ("default": added after conv1).
 
 use crate::error::{Error, Result};
+use crate::gpu::Tensor;
 use crate::models::layers::{Conv2d, GroupNorm, Linear, Vars};
 use crate::models::Graph;
-use crate::tensor::Tensor;
 
 pub struct ResnetBlock2D {
     norm1: GroupNorm,

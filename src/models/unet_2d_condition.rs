@@ -5,11 +5,11 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::gpu::Tensor;
 use crate::models::layers::{Conv2d, GroupNorm, Linear, Vars};
 use crate::models::unet_blocks::{BlockConfig, DownBlock, MidBlock, UpBlock};
 use crate::models::Graph;
 use crate::ops::embedding::Timesteps;
-use crate::tensor::Tensor;
 
 /// A config field that diffusers accepts as one value or one per block.
 #[derive(Clone, Debug, Deserialize)]
@@ -390,7 +390,7 @@ impl UNet2DConditionModel {
         context: &Tensor,
     ) -> Result<Tensor> {
         let factor = self.config.downscale_factor();
-        let (h, w) = (sample.dim(1), sample.dim(0));
+        let (h, w) = (sample.dim(-2), sample.dim(-1));
         if h % factor != 0 || w % factor != 0 {
             return Err(Error::BadInput(format!(
                 "unet: size {w}x{h} must be a multiple of {factor} (the model downsamples {} times)",

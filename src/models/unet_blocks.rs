@@ -4,11 +4,11 @@
 //! with no transformers, so one struct serves both.
 
 use crate::error::{Error, Result};
+use crate::gpu::Tensor;
 use crate::models::attention::Transformer2DModel;
 use crate::models::layers::Vars;
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::models::Graph;
-use crate::tensor::Tensor;
 
 /// What every block of one resolution level shares, from the UNet config.
 pub struct BlockConfig {

@@ -5,9 +5,9 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::gpu::Tensor;
 use crate::models::layers::{Conv2d, Vars};
 use crate::models::Graph;
-use crate::tensor::Tensor;
 
 fn d_three() -> usize {
     3

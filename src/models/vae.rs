@@ -6,11 +6,11 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::gpu::Tensor;
 use crate::models::attention::Attention;
 use crate::models::layers::{Conv2d, GroupNorm, Vars};
 use crate::models::resnet::{ResnetBlock2D, Upsample2D};
 use crate::models::Graph;
-use crate::tensor::Tensor;
 
 /// Tensors of a vae/ checkpoint that decoding never reads: the encoder half.
 pub const UNUSED_PREFIXES: &[&str] = &["encoder.", "quant_conv."];
@@ -173,7 +173,7 @@ impl AutoencoderKLDecoder {
         let mut x = g.conv2d(&z, &self.conv_in)?; // [N, top, h, w]
         x = self.mid_resnets[0].forward(g, &x, None)?;
         if let Some(a) = &self.mid_attention {
-            let (h, w) = (x.dim(1), x.dim(0));
+            let (h, w) = (x.dim(-2), x.dim(-1));
             let normed = g.group_norm(&x, &a.group_norm, false)?;
             let tokens = g.nchw_to_tokens(&normed)?; // [N, hw, C]
             let out = a.attn.forward(g, &tokens, &tokens)?;

@@ -7,10 +7,10 @@
 //! op replaces `view/transpose -> F.scaled_dot_product_attention -> transpose/reshape`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context};
+use crate::gpu::Tensor;
+use crate::gpu::{Access, Context, Dispatch, Launch};
 use crate::ops::matmul::{subgroups_of_8, MatmulVariant};
-use crate::ops::{expect_shape, groups, Dispatch, Launch, ATTENTION, ATTENTION_SUBGROUP};
-use crate::tensor::Tensor;
+use crate::ops::{expect_shape, groups, ATTENTION, ATTENTION_SUBGROUP};
 
 /// Which kernel runs: `Gpu` stages keys and values in workgroup memory, `Cpu`
 /// reads them per lane, `CpuSubgroup` once per 8-lane subgroup

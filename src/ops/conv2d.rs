@@ -4,10 +4,10 @@
 //! the same two kernel shapes as matmul, with the input gathered on the fly.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context};
+use crate::gpu::Tensor;
+use crate::gpu::{Access, Context, Dispatch, Launch};
 use crate::ops::matmul::{subgroups_of_8, MatmulVariant};
-use crate::ops::{expect_shape, groups, Dispatch, Launch, CONV2D, CONV2D_SUBGROUP};
-use crate::tensor::Tensor;
+use crate::ops::{expect_shape, groups, CONV2D, CONV2D_SUBGROUP};
 
 /// conv2d runs the same kernel shapes as matmul (`Gpu` tiles, `Cpu` register
 /// blocks, `CpuSubgroup` sharing the weight across a subgroup; needs K % 4 == 0).

@@ -1,9 +1,9 @@
 //! Elementwise ops (wgsl/elementwise.wgsl): activations and broadcast binary ops.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context};
-use crate::ops::{grid_1d, groups, Dispatch, Launch, ELEMENTWISE};
-use crate::tensor::Tensor;
+use crate::gpu::Tensor;
+use crate::gpu::{Access, Context, Dispatch, Launch};
+use crate::ops::{grid_1d, groups, ELEMENTWISE};
 
 /// Activations, numbered as `OP` in the shader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,12 +130,12 @@ pub fn binary(
 
 /// GEGLU: `x [.., 2D]` → `out [.., D]` = hidden · gelu(gate), `hidden, gate = x.chunk(2, -1)`.
 pub fn geglu(ctx: &Context, x: &Tensor, out: &Tensor) -> Result<Dispatch> {
-    let d = x.dim(0) / 2;
+    let d = x.dim(-1) / 2;
     let mut shape = x.shape.clone();
     *shape
         .last_mut()
         .ok_or_else(|| Error::BadInput("geglu: scalar input".into()))? = d;
-    if !x.dim(0).is_multiple_of(2) {
+    if !x.dim(-1).is_multiple_of(2) {
         return Err(Error::BadInput(format!(
             "geglu: last dim of {:?} is odd",
             x.shape

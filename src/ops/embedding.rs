@@ -2,9 +2,9 @@
 //! (the UNet's `time_proj`) and CLIP's input embeddings for text and vision.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context};
-use crate::ops::{expect_dtype, expect_shape, grid_1d, groups, Dispatch, Launch, EMBEDDING};
-use crate::tensor::{DType, Tensor};
+use crate::gpu::{Access, Context, Dispatch, Launch};
+use crate::gpu::{DType, Tensor};
+use crate::ops::{expect_dtype, expect_shape, grid_1d, groups, EMBEDDING};
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]

@@ -3,9 +3,9 @@
 //! upscaler's [0, 1]; packing the final image into RGBA8 for the one readback.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context};
-use crate::ops::{expect_shape, grid_1d, groups, Dispatch, Launch, IMAGE};
-use crate::tensor::{DType, Tensor};
+use crate::gpu::{Access, Context, Dispatch, Launch};
+use crate::gpu::{DType, Tensor};
+use crate::ops::{expect_shape, grid_1d, groups, IMAGE};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -60,7 +60,7 @@ fn params(x: &Tensor, item: usize, n: &Normalize) -> Params {
     Params {
         n: x.numel() as u32,
         channels: x.shape[1] as u32,
-        spatial: (x.dim(0) * x.dim(1)) as u32,
+        spatial: (x.dim(-1) * x.dim(-2)) as u32,
         item: item as u32,
         scale: n.scale,
         bias: n.bias,
@@ -106,7 +106,7 @@ pub fn to_rgba8(ctx: &Context, x: &Tensor, item: usize, pixels: &Tensor) -> Resu
             x.shape
         )));
     }
-    expect_shape("to_rgba8", "pixels", pixels, &[x.dim(1), x.dim(0)])?;
+    expect_shape("to_rgba8", "pixels", pixels, &[x.dim(-2), x.dim(-1)])?;
     if pixels.dtype != DType::U32 {
         return Err(Error::BadInput(
             "to_rgba8: pixels must be a u32 tensor".into(),

@@ -9,9 +9,9 @@
 //! every candidate slot without reading anything back.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, AdapterClass, Context};
-use crate::ops::{expect_dtype, expect_shape, grid_1d, groups, Dispatch, Launch, LAYOUT};
-use crate::tensor::{DType, Tensor};
+use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch};
+use crate::gpu::{DType, Tensor};
+use crate::ops::{expect_dtype, expect_shape, grid_1d, groups, LAYOUT};
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]

@@ -3,9 +3,9 @@
 //! conv2d's implicit GEMM) most of the UNet's time.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, AdapterClass, Context};
-use crate::ops::{expect_shape, groups, Dispatch, Launch, MATMUL, MATMUL_SUBGROUP};
-use crate::tensor::Tensor;
+use crate::gpu::Tensor;
+use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch};
+use crate::ops::{expect_shape, groups, MATMUL, MATMUL_SUBGROUP};
 
 /// Which kernel shape to run; see wgsl/matmul.wgsl. All run on any adapter
 /// (`CpuSubgroup` falls back to `Cpu` where it cannot run).

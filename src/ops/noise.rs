@@ -2,9 +2,9 @@
 //! (seed, candidate, step, element), then Box-Muller.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context};
-use crate::ops::{grid_1d, groups, Dispatch, Launch, NOISE};
-use crate::tensor::Tensor;
+use crate::gpu::Tensor;
+use crate::gpu::{Access, Context, Dispatch, Launch};
+use crate::ops::{grid_1d, groups, NOISE};
 
 /// Which draw this is: the same key always gives the same values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,9 +10,9 @@
 //! memory. Every op takes the variant from `ctx.class`; the `*_with` forms choose.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, AdapterClass, Context};
-use crate::ops::{expect_shape, grid_1d, groups, Dispatch, Launch, NORM};
-use crate::tensor::Tensor;
+use crate::gpu::Tensor;
+use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch};
+use crate::ops::{expect_shape, grid_1d, groups, NORM};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -193,7 +193,7 @@ pub fn layer_norm_with(
     eps: f32,
     class: AdapterClass,
 ) -> Result<Dispatch> {
-    let d = x.dim(0);
+    let d = x.dim(-1);
     expect_shape("layer_norm", "weight", weight, &[d])?;
     expect_shape("layer_norm", "bias", bias, &[d])?;
     rows("layer_norm", x, out, eps, 8)
@@ -241,7 +241,7 @@ fn rows<'a>(
     scalar: f32,
     flops_per_element: u64,
 ) -> Segments<'a> {
-    let len = x.dim(0);
+    let len = x.dim(-1);
     Segments {
         op,
         x,

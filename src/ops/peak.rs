@@ -3,9 +3,9 @@
 //! denominators of "% of peak" in `easel bench kernels`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context};
-use crate::ops::{expect_shape, grid_1d, groups, Dispatch, Launch, PEAK};
-use crate::tensor::Tensor;
+use crate::gpu::Tensor;
+use crate::gpu::{Access, Context, Dispatch, Launch};
+use crate::ops::{expect_shape, grid_1d, groups, PEAK};
 
 /// Independent vec4 chains per invocation (`c0..c7` in the shader).
 pub const CHAINS: usize = 8;

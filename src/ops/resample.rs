@@ -7,9 +7,9 @@
 //! adapter classes (nothing to tile: each input element is read at most a few times).
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context};
-use crate::ops::{expect_dtype, expect_shape, grid_1d, groups, Dispatch, Launch, RESAMPLE};
-use crate::tensor::{DType, Tensor};
+use crate::gpu::{Access, Context, Dispatch, Launch};
+use crate::gpu::{DType, Tensor};
+use crate::ops::{expect_dtype, expect_shape, grid_1d, groups, RESAMPLE};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -108,10 +108,10 @@ fn positive(op: &str, what: &str, value: usize) -> Result<()> {
 fn params(x: &Tensor, out: &Tensor, factor: usize) -> Params {
     Params {
         n: out.numel() as u32,
-        h: x.dim(1) as u32,
-        w: x.dim(0) as u32,
-        ho: out.dim(1) as u32,
-        wo: out.dim(0) as u32,
+        h: x.dim(-2) as u32,
+        w: x.dim(-1) as u32,
+        ho: out.dim(-2) as u32,
+        wo: out.dim(-1) as u32,
         factor: factor as u32,
         scale_h: 1.0,
         scale_w: 1.0,

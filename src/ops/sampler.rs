@@ -3,10 +3,10 @@
 //! from a per-step coefficient table computed once per run on the host.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context};
-use crate::ops::{expect_shape, grid_1d, groups, Dispatch, Launch, SAMPLER};
+use crate::gpu::Tensor;
+use crate::gpu::{Access, Context, Dispatch, Launch};
+use crate::ops::{expect_shape, grid_1d, groups, SAMPLER};
 use crate::schedulers::StepCoefficients;
-use crate::tensor::Tensor;
 
 /// Floats per row of the step table: one [`StepCoefficients`] (40 bytes).
 pub const STEP_ROW: usize = std::mem::size_of::<StepCoefficients>() / 4;

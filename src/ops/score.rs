@@ -3,9 +3,9 @@
 //! winner, and the GPU-side early stop.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context};
-use crate::ops::{expect_shape, groups, Dispatch, Launch, SCORE};
-use crate::tensor::Tensor;
+use crate::gpu::Tensor;
+use crate::gpu::{Access, Context, Dispatch, Launch};
+use crate::ops::{expect_shape, groups, SCORE};
 
 /// Words of the `choice` buffer: winner, best score bits, margin bits, stopped-at step.
 pub const CHOICE_WORDS: usize = 4;
@@ -62,7 +62,7 @@ pub fn similarity(
     weights: &Tensor,
     scores: &Tensor,
 ) -> Result<[Dispatch; 2]> {
-    let (k, dim) = (image.shape[0], image.dim(0));
+    let (k, dim) = (image.shape[0], image.dim(-1));
     let prompts = weights.numel();
     expect_shape("similarity", "text embeddings", text, &[prompts, dim])?;
     expect_shape("similarity", "scores", scores, &[k, prompts + 1])?;

@@ -6,8 +6,8 @@ pub mod files;
 
 use std::sync::OnceLock;
 
+use easel::gpu::Tensor;
 use easel::gpu::{AdapterOptions, Context};
-use easel::tensor::Tensor;
 
 /// The adapter easel would pick (lavapipe on a machine without a GPU), opened once.
 pub fn ctx() -> &'static Context {

@@ -2,8 +2,9 @@
 
 use crate::common::{assert_close, ctx, zeros, Rng};
 use crate::reference::attention::{self as reference, Shape};
-use easel::ops::{self, attention};
-use easel::tensor::Tensor;
+use easel::gpu::dispatch;
+use easel::gpu::Tensor;
+use easel::ops::attention;
 
 fn check(rng: &mut Rng, s: Shape, causal: bool, scale: Option<f32>, q_magnitude: f32) {
     let width = s.heads * s.dh;
@@ -33,7 +34,7 @@ fn check(rng: &mut Rng, s: Shape, causal: bool, scale: Option<f32>, q_magnitude:
         let out = zeros(&q_shape);
         let d = attention::scaled_dot_product_attention_with(ctx(), &q, &k, &v, &out, cfg, variant)
             .unwrap();
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         // Outputs are convex combinations of values in [-1, 1]: 1e-5 absolute +
         // 1e-4 relative covers f32 scores and exp (scores reach ~±30 here).
         assert_close(

@@ -2,8 +2,8 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::conv2d::Conv2d;
+use easel::gpu::dispatch;
 use easel::ops::conv2d::{self, Conv2dOptions, ConvVariant};
-use easel::ops::{self};
 
 const VARIANTS: [ConvVariant; 3] = ConvVariant::ALL;
 
@@ -51,7 +51,7 @@ fn check(case: Case, variant: ConvVariant, seed: u64) {
         variant: Some(variant),
     };
     let d = conv2d::conv2d(ctx(), &x, &weight, Some(&bias), &out, &opts).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     let atol = 1e-5 * ((cin * kh * kw) as f64).sqrt();
     let got = out.to_vec(ctx()).unwrap();
     assert_close(
@@ -122,7 +122,7 @@ fn without_bias_and_bad_shapes() {
             ..Conv2dOptions::new(1, 1)
         };
         let d = conv2d::conv2d(ctx(), &x, &weight, None, &out, &opts).unwrap();
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         let want = Conv2d {
             x: &xh,
             weight: &wh,

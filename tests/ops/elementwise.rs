@@ -2,7 +2,8 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::elementwise as reference;
-use easel::ops::{self, elementwise};
+use easel::gpu::dispatch;
+use easel::ops::elementwise;
 
 #[test]
 fn unary_activations_match_reference() {
@@ -26,7 +27,7 @@ fn unary_activations_match_reference() {
         x.write(ctx(), &xh).unwrap();
         let out = zeros(&shape);
         let d = elementwise::unary(ctx(), &x, &out, act, 0.5, 0.25).unwrap();
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         let want: Vec<f64> = xh.iter().map(|&v| f(v as f64) * 0.5 + 0.25).collect();
         // f32 transcendental functions: 2e-6 absolute + 1e-5 relative.
         assert_close(
@@ -66,7 +67,7 @@ fn binary_broadcasts_like_numpy() {
             let (b, bh) = random(&mut rng, b_shape);
             let out = zeros(a_shape);
             let d = elementwise::binary(ctx(), &a, &b, &out, op, 2.0).unwrap();
-            ops::run(ctx(), &[d]).unwrap();
+            dispatch::run(ctx(), &[d]).unwrap();
             let want: Vec<f64> = (0..ah.len())
                 .map(|i| {
                     let (x, y) = (
@@ -105,11 +106,11 @@ fn binary_rejects_bad_broadcast() {
 fn large_1d_launch_folds_into_y() {
     // 256 * 65,535 < n: needs the y dimension of the grid.
     let n = 256 * 65_535 + 1000;
-    let x = easel::tensor::Tensor::from_f32(ctx(), "x", &[n], &vec![1.5; n]).unwrap();
+    let x = easel::gpu::Tensor::from_f32(ctx(), "x", &[n], &vec![1.5; n]).unwrap();
     let out = zeros(&[n]);
     let d =
         elementwise::unary(ctx(), &x, &out, elementwise::Activation::Identity, 2.0, 0.0).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     let got = out.to_vec(ctx()).unwrap();
     assert!(got.iter().all(|&v| v == 3.0), "every element written once");
 }
@@ -131,7 +132,7 @@ fn geglu_matches_reference() {
     let xh: Vec<f32> = xh.iter().map(|v| v * 3.0).collect();
     x.write(ctx(), &xh).unwrap();
     let out = zeros(&[2, 37, 24]);
-    ops::run(ctx(), &[elementwise::geglu(ctx(), &x, &out).unwrap()]).unwrap();
+    dispatch::run(ctx(), &[elementwise::geglu(ctx(), &x, &out).unwrap()]).unwrap();
     // erf approximation (1.5e-7) times |hidden| <= 3, plus f32 rounding.
     assert_close(
         "geglu",

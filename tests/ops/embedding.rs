@@ -2,8 +2,9 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::embedding as reference;
-use easel::ops::{self, embedding};
-use easel::tensor::Tensor;
+use easel::gpu::dispatch;
+use easel::gpu::Tensor;
+use easel::ops::embedding;
 
 #[test]
 fn timestep_embedding_matches_diffusers() {
@@ -18,7 +19,7 @@ fn timestep_embedding_matches_diffusers() {
                 let out = zeros(&[t.len(), dim]);
                 let d = embedding::timestep_embedding(ctx(), &config, &freqs, &timesteps, &out)
                     .unwrap();
-                ops::run(ctx(), &[d]).unwrap();
+                dispatch::run(ctx(), &[d]).unwrap();
                 let got = out.to_vec(ctx()).unwrap();
                 let want = reference::timestep_embedding(&t, dim, flip, shift, 1.0, 10_000.0);
                 // Same f32 frequencies and angles as the reference: what remains
@@ -47,7 +48,7 @@ fn timestep_embedding_scale_and_max_period() {
     let freqs = config.upload_frequencies(ctx()).unwrap();
     let out = zeros(&[2, 16]);
     let d = embedding::timestep_embedding(ctx(), &config, &freqs, &timesteps, &out).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     // As above.
     assert_close(
         "timestep_embedding scale=0.5 max_period=1000",
@@ -80,7 +81,7 @@ fn clip_text_embeddings_gather_tokens_and_positions() {
         let out = zeros(&[b, l, d]);
         let dispatch =
             embedding::clip_text_embeddings(ctx(), &input_ids, &token, &position, &out).unwrap();
-        ops::run(ctx(), &[dispatch]).unwrap();
+        dispatch::run(ctx(), &[dispatch]).unwrap();
         // One f32 add, correctly rounded on both sides: exact.
         assert_close(
             &format!("clip_text_embeddings B={b} L={l} D={d}"),
@@ -131,7 +132,7 @@ fn clip_vision_embeddings_prepend_class_and_add_positions() {
         let out = zeros(&[b, np + 1, d]);
         let dispatch =
             embedding::clip_vision_embeddings(ctx(), &patches, &class, &position, &out).unwrap();
-        ops::run(ctx(), &[dispatch]).unwrap();
+        dispatch::run(ctx(), &[dispatch]).unwrap();
         // One f32 add: exact.
         assert_close(
             &format!("clip_vision_embeddings B={b} D={d} {gh}x{gw}"),

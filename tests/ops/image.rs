@@ -2,8 +2,9 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::image as reference;
-use easel::ops::{self, image};
-use easel::tensor::{DType, Tensor};
+use easel::gpu::dispatch;
+use easel::gpu::{DType, Tensor};
+use easel::ops::image;
 
 #[test]
 // CLIP's constants as published (more digits than f32 keeps).
@@ -17,7 +18,7 @@ fn normalize_matches_reference() {
     let mean = [0.48145466, 0.4578275, 0.40821073];
     let std = [0.26862954, 0.26130258, 0.27577711];
     let n = image::Normalize::clip(mean, std);
-    ops::run(ctx(), &[image::normalize(ctx(), &x, &out, &n).unwrap()]).unwrap();
+    dispatch::run(ctx(), &[image::normalize(ctx(), &x, &out, &n).unwrap()]).unwrap();
     let m: Vec<f64> = mean.iter().map(|&v| v as f64).collect();
     let s: Vec<f64> = std.iter().map(|&v| v as f64).collect();
     let want = reference::normalize(&xh, 3, 35, 0.5, 0.5, 0.0, 1.0, &m, &s);
@@ -33,7 +34,7 @@ fn to_rgba8_packs_the_chosen_item() {
     x.write(ctx(), &xh).unwrap();
     let mut pixels = zeros(&[4, 6]);
     pixels.dtype = DType::U32;
-    ops::run(ctx(), &[image::to_rgba8(ctx(), &x, 1, &pixels).unwrap()]).unwrap();
+    dispatch::run(ctx(), &[image::to_rgba8(ctx(), &x, 1, &pixels).unwrap()]).unwrap();
     let got: Vec<u8> = bytemuck::cast_slice(&pixels.to_vec(ctx()).unwrap()).to_vec();
     for p in 0..24 {
         for c in 0..3 {

@@ -3,8 +3,9 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::layout as reference;
-use easel::ops::{self, layout, layout::PermuteVariant};
-use easel::tensor::Tensor;
+use easel::gpu::dispatch;
+use easel::gpu::Tensor;
+use easel::ops::{layout, layout::PermuteVariant};
 
 const VARIANTS: [PermuteVariant; 2] = [PermuteVariant::Direct, PermuteVariant::Tiled];
 
@@ -18,7 +19,7 @@ fn check_permute(rng: &mut Rng, shape: &[usize], dims: &[usize], variant: Permut
     let out_shape: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
     let out = zeros(&out_shape);
     let d = layout::permute_with(ctx(), &x, dims, &out, variant).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     exact(
         &format!("permute {shape:?} {dims:?} {variant:?}"),
         &out,
@@ -108,7 +109,7 @@ fn concat_three_tensors_along_each_dim() {
         let out = zeros(&out_shape);
         let xs: Vec<&Tensor> = inputs.iter().map(|(t, _)| t).collect();
         let dispatches = layout::concat(ctx(), &xs, dim, &out).unwrap();
-        ops::run(ctx(), &dispatches).unwrap();
+        dispatch::run(ctx(), &dispatches).unwrap();
         let host: Vec<(&[f32], &[usize])> = inputs
             .iter()
             .zip(&shapes)
@@ -130,7 +131,7 @@ fn concat_unet_skip_connection() {
     let (skip, skiph) = random(&mut rng, &[2, 32, 16, 16]);
     let out = zeros(&[2, 96, 16, 16]);
     let dispatches = layout::concat(ctx(), &[&h, &skip], 1, &out).unwrap();
-    ops::run(ctx(), &dispatches).unwrap();
+    dispatch::run(ctx(), &dispatches).unwrap();
     let want = reference::concat(&[(&hh, &[2, 64, 16, 16]), (&skiph, &[2, 32, 16, 16])], 1);
     exact("concat skip", &out, &want);
 }
@@ -165,7 +166,7 @@ fn narrow_takes_a_chunk() {
     let (x, xh) = random(&mut rng, &[2, 7, 10]);
     let out = zeros(&[2, 7, 5]);
     let d = layout::narrow(ctx(), &x, 2, 5, &out).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     let want: Vec<f32> = xh.chunks(10).flat_map(|row| row[5..].to_vec()).collect();
     exact("narrow", &out, &want);
     let err = layout::narrow(ctx(), &x, 2, 6, &out).unwrap_err();
@@ -174,7 +175,7 @@ fn narrow_takes_a_chunk() {
     let (x, xh) = random(&mut rng, &[2, 3, 16]);
     let out = zeros(&[2, 3, 8]);
     let d = layout::narrow(ctx(), &x, 2, 8, &out).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     let want: Vec<f32> = xh.chunks(16).flat_map(|row| row[8..].to_vec()).collect();
     exact("narrow by vec4s", &out, &want);
 }
@@ -188,7 +189,7 @@ fn select_rows_picks_each_items_eos_token() {
         let idx = Tensor::from_u32(ctx(), "eos", &[b], &index).unwrap();
         let out = zeros(&[b, d]);
         let dispatch = layout::select_rows(ctx(), &x, &idx, &out).unwrap();
-        ops::run(ctx(), &[dispatch]).unwrap();
+        dispatch::run(ctx(), &[dispatch]).unwrap();
         exact(
             &format!("select_rows {b}x{l}x{d}"),
             &out,
@@ -203,7 +204,7 @@ fn select_rows_clamps_out_of_range_indices() {
     let (x, xh) = random(&mut rng, &[2, 4, 3]);
     let idx = Tensor::from_u32(ctx(), "eos", &[2], &[9, u32::MAX]).unwrap();
     let out = zeros(&[2, 3]);
-    ops::run(
+    dispatch::run(
         ctx(),
         &[layout::select_rows(ctx(), &x, &idx, &out).unwrap()],
     )
@@ -231,7 +232,7 @@ fn broadcast_row_with_an_index_written_on_the_gpu() {
         layout::narrow(ctx(), &scores_argmax, 0, 1, &winner).unwrap(), // winner = 3
         layout::broadcast_row(ctx(), &x, &winner, &out).unwrap(),
     ];
-    ops::run(ctx(), &dispatches).unwrap();
+    dispatch::run(ctx(), &dispatches).unwrap();
     let row: usize = row_shape.iter().product();
     exact(
         "broadcast_row",
@@ -252,7 +253,7 @@ fn broadcast_row_in_place_copies_the_winner_into_every_slot() {
         let (x, xh) = random(&mut rng, &shape);
         let winner = Tensor::from_u32(ctx(), "winner", &[1], &[w]).unwrap();
         let d = layout::broadcast_row_in_place(ctx(), &x, &winner).unwrap();
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         let row: usize = shape[1..].iter().product();
         exact(
             &format!("broadcast_row_in_place {shape:?} winner={w}"),

@@ -2,7 +2,8 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::matmul::Matmul;
-use easel::ops::{self, matmul};
+use easel::gpu::dispatch;
+use easel::ops::matmul;
 use matmul::{MatmulOptions, MatmulVariant};
 
 const VARIANTS: [MatmulVariant; 3] = MatmulVariant::ALL;
@@ -62,7 +63,7 @@ fn check(case: Case, variant: MatmulVariant, seed: u64) {
         variant: Some(variant),
     };
     let d = matmul::matmul(ctx(), &a, &b, case.bias.then_some(&bias), &out, &opts).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     let want = Matmul {
         a: &ah,
         b: &bh,

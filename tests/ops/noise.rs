@@ -2,7 +2,8 @@
 
 use crate::common::{assert_close, ctx, zeros};
 use crate::reference::noise as reference;
-use easel::ops::{self, noise};
+use easel::gpu::dispatch;
+use easel::ops::noise;
 
 #[test]
 fn philox_matches_random123_known_answers() {
@@ -32,7 +33,7 @@ fn draw(seed: u64, candidate: u32, step: u32, shape: &[usize]) -> Vec<f32> {
         step,
         stream: 0,
     };
-    ops::run(ctx(), &[noise::gaussian(ctx(), &out, key, 1.0).unwrap()]).unwrap();
+    dispatch::run(ctx(), &[noise::gaussian(ctx(), &out, key, 1.0).unwrap()]).unwrap();
     out.to_vec(ctx()).unwrap()
 }
 
@@ -58,10 +59,10 @@ fn set_seed_redraws_a_planned_dispatch() {
     let d = noise::gaussian(ctx(), &out, key(1), 2.0).unwrap();
     let seed = 0xfeed_0000_0000_beef;
     noise::set_seed(ctx(), &d, seed);
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     let fresh = zeros(&[2, 3, 4, 5]);
     let d = noise::gaussian(ctx(), &fresh, key(seed), 2.0).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     assert_eq!(out.to_vec(ctx()).unwrap(), fresh.to_vec(ctx()).unwrap());
 }
 

@@ -2,9 +2,10 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::norm as reference;
+use easel::gpu::dispatch;
 use easel::gpu::AdapterClass;
-use easel::ops::{self, norm};
-use easel::tensor::Tensor;
+use easel::gpu::Tensor;
+use easel::ops::norm;
 
 const VARIANTS: [AdapterClass; 2] = [AdapterClass::Cpu, AdapterClass::Gpu];
 
@@ -34,7 +35,7 @@ fn check_group_norm(rng: &mut Rng, shape: &[usize], num_groups: usize, silu: boo
             silu,
         };
         let d = norm::group_norm_with(ctx(), &x, &w, &b, &out, cfg, class).unwrap();
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         // Outputs are O(1): 2e-5 absolute + 1e-5 relative, also for inputs 100 ± 1
         // (f32 statistics done naively would be off by ~1e-2 there).
         assert_close(
@@ -92,7 +93,7 @@ fn layer_norm_matches_reference() {
         for class in VARIANTS {
             let out = zeros(shape);
             let dispatch = norm::layer_norm_with(ctx(), &x, &w, &b, &out, 1e-5, class).unwrap();
-            ops::run(ctx(), &[dispatch]).unwrap();
+            dispatch::run(ctx(), &[dispatch]).unwrap();
             // Same as group_norm: 2e-5 absolute + 1e-5 relative.
             assert_close(
                 &format!("layer_norm {shape:?} mean={mean} {class:?}"),
@@ -117,7 +118,7 @@ fn l2_normalize_matches_reference() {
         for class in VARIANTS {
             let out = zeros(shape);
             let dispatch = norm::l2_normalize_with(ctx(), &x, &out, class).unwrap();
-            ops::run(ctx(), &[dispatch]).unwrap();
+            dispatch::run(ctx(), &[dispatch]).unwrap();
             // Unit vectors: 1e-6 absolute + 1e-5 relative.
             assert_close(
                 &format!("l2_normalize {shape:?} {class:?}"),
@@ -151,7 +152,7 @@ fn softmax_matches_reference_with_large_magnitudes() {
         for class in VARIANTS {
             let out = zeros(shape);
             let dispatch = norm::softmax_with(ctx(), &x, &out, scale, class).unwrap();
-            ops::run(ctx(), &[dispatch]).unwrap();
+            dispatch::run(ctx(), &[dispatch]).unwrap();
             // Probabilities: 1e-6 absolute + 1e-4 relative (exp of arguments up to
             // ~500 in magnitude carries their f32 rounding, ~3e-5 relative).
             assert_close(
@@ -193,7 +194,7 @@ fn softmax_over_more_rows_than_one_grid_dimension() {
     for class in VARIANTS {
         let out = zeros(&shape);
         let dispatch = norm::softmax_with(ctx(), &x, &out, 1.0, class).unwrap();
-        ops::run(ctx(), &[dispatch]).unwrap();
+        dispatch::run(ctx(), &[dispatch]).unwrap();
         // Probabilities of O(1) inputs: 1e-6 absolute + 1e-5 relative.
         assert_close(
             &format!("softmax {shape:?} {class:?}"),

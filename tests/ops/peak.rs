@@ -2,7 +2,8 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::peak as reference;
-use easel::ops::{self, peak};
+use easel::gpu::dispatch;
+use easel::ops::peak;
 
 #[test]
 fn fma_chains_result_depends_on_every_fma() {
@@ -15,7 +16,7 @@ fn fma_chains_result_depends_on_every_fma() {
         let out = zeros(&[n, 4]);
         let d = peak::fma_chains(ctx(), &seeds, &out, iterations, a, b).unwrap();
         assert_eq!(d.flops, 2 * 4 * 8 * n as u64 * iterations as u64);
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         let want = reference::fma_chains(&seeds_h, n, iterations, a, b);
         // A few f32 roundings per step of a contraction (|a| < 1): errors stay ~1e-6.
         assert_close(
@@ -35,7 +36,7 @@ fn copy_is_exact() {
     let dst = zeros(&[1001, 4]);
     let d = peak::copy(ctx(), &src, &dst).unwrap();
     assert_eq!(d.bytes, 2 * 1001 * 16);
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     assert_eq!(dst.to_vec(ctx()).unwrap(), src_h);
 }
 

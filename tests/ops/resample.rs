@@ -2,7 +2,8 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::resample as reference;
-use easel::ops::{self, resample};
+use easel::gpu::dispatch;
+use easel::ops::resample;
 
 fn shape4(s: &[usize]) -> [usize; 4] {
     s.try_into().unwrap()
@@ -21,7 +22,7 @@ fn upsample_nearest2d_factors_2_and_4() {
         let (x, xh) = random(&mut rng, &shape);
         let out = zeros(&[shape[0], shape[1], shape[2] * factor, shape[3] * factor]);
         let d = resample::upsample_nearest2d(ctx(), &x, &out, factor).unwrap();
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         // Pure data movement: exact.
         assert_close(
             &format!("upsample_nearest2d {shape:?} x{factor}"),
@@ -41,8 +42,8 @@ fn upsample_nearest2d_folds_large_launches_into_y() {
     let (x, xh) = random(&mut rng, &shape);
     let out = zeros(&[1, 1, 4100, 4100]);
     let d = resample::upsample_nearest2d(ctx(), &x, &out, 2).unwrap();
-    assert!(matches!(d.workgroups, ops::Workgroups::Direct([_, y, _]) if y > 1));
-    ops::run(ctx(), &[d]).unwrap();
+    assert!(matches!(d.workgroups, [_, y, _] if y > 1));
+    dispatch::run(ctx(), &[d]).unwrap();
     assert_close(
         "upsample_nearest2d 2050² x2",
         &out.to_vec(ctx()).unwrap(),
@@ -59,7 +60,7 @@ fn pixel_shuffle_r_2_and_4() {
         let (x, xh) = random(&mut rng, &shape);
         let out = zeros(&[shape[0], shape[1] / (r * r), shape[2] * r, shape[3] * r]);
         let d = resample::pixel_shuffle(ctx(), &x, &out, r).unwrap();
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         // Pure data movement: exact.
         assert_close(
             &format!("pixel_shuffle {shape:?} r={r}"),
@@ -87,7 +88,7 @@ fn interpolate_bilinear_matches_pytorch_up_and_down() {
         let (x, xh) = random(&mut rng, shape);
         let out = zeros(&[shape[0], shape[1], ho, wo]);
         let d = resample::interpolate_bilinear(ctx(), &x, &out).unwrap();
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         // Tap weights are computed in f32 exactly as PyTorch does; what remains is
         // f32 rounding of a 4-tap convex sum of values in [-1, 1]: 1e-6 absolute.
         assert_close(
@@ -107,7 +108,7 @@ fn avg_pool2d_2x2() {
         let (x, xh) = random(&mut rng, &shape);
         let out = zeros(&[shape[0], shape[1], shape[2] / 2, shape[3] / 2]);
         let d = resample::avg_pool2d(ctx(), &x, &out).unwrap();
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         // Three f32 additions of values in [-1, 1], then an exact /4: 5e-7 absolute.
         assert_close(
             &format!("avg_pool2d {shape:?}"),

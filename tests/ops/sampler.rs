@@ -2,9 +2,10 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::sampler as reference;
-use easel::ops::{self, sampler};
+use easel::gpu::dispatch;
+use easel::gpu::Tensor;
+use easel::ops::sampler;
 use easel::schedulers::{self, StepCoefficients};
-use easel::tensor::Tensor;
 
 fn table(rng: &mut Rng, steps: usize) -> (Tensor, Vec<f32>) {
     random(rng, &[steps, sampler::STEP_ROW])
@@ -34,7 +35,7 @@ fn prepare_replicates_candidates_per_prompt() {
     let model_in = zeros(&[(prompts + 1) * k, 3, 5, 7]);
     let timesteps = zeros(&[(prompts + 1) * k]);
     let d = sampler::prepare(ctx(), &tab, 2, &x, prompts, &model_in, &timesteps).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     let (want_in, want_t) = reference::prepare(
         &tab_h[2 * sampler::STEP_ROW..3 * sampler::STEP_ROW],
         &xh,
@@ -67,7 +68,7 @@ fn guide_combines_sub_prompts() {
         let (w, w_h) = random(&mut rng, &[prompts]);
         let guided = zeros(&[k, 3, 4, 4]);
         let d = sampler::guide(ctx(), &out, &w, 7.5, &guided).unwrap();
-        ops::run(ctx(), &[d]).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
         let want = reference::guide(&out_h, &w_h, 7.5, k * 48);
         // A few f32 operations on values <= 1 scaled by 7.5.
         assert_close("guide", &guided.to_vec(ctx()).unwrap(), &want, 1e-5, 1e-6);
@@ -85,7 +86,7 @@ fn step_applies_the_linear_form() {
     let (x0, x0_h) = random(&mut rng, &shape);
     let steps_run = Tensor::from_u32(ctx(), "steps run", &[1], &[5]).unwrap();
     let d = sampler::step(ctx(), &tab, 1, &m, &noise, &x, &x0, &steps_run).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
     // One executed step counts once, whatever its workgroup count (4 here).
     let counted = steps_run.to_vec(ctx()).unwrap();
     assert_eq!(bytemuck::cast_slice::<f32, u32>(&counted), [6]);

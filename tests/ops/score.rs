@@ -2,8 +2,9 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::score as reference;
-use easel::ops::{self, score};
-use easel::tensor::Tensor;
+use easel::gpu::dispatch;
+use easel::gpu::Tensor;
+use easel::ops::score;
 
 fn words(t: &Tensor) -> Vec<u32> {
     bytemuck::cast_slice(&t.to_vec(ctx()).unwrap()).to_vec()
@@ -22,7 +23,7 @@ fn similarity_matches_reference() {
         let (weights, weights_h) = random(&mut rng, &[prompts]);
         let scores = zeros(&[k, prompts + 1]);
         let [a, b] = score::similarity(ctx(), &image, &text, &weights, &scores).unwrap();
-        ops::run(ctx(), &[a, b]).unwrap();
+        dispatch::run(ctx(), &[a, b]).unwrap();
         let want = reference::similarity(&image_h, &text_h, &weights_h, dim);
         // Sums of `dim` f32 products of values in [-1, 1], normalised: 1e-5 absolute.
         assert_close(
@@ -44,7 +45,7 @@ fn scores_with_totals(totals: &[f32]) -> Tensor {
 fn pick(totals: &[f32], step: usize, certainty: score::Certainty, choice: &Tensor, args: &Tensor) {
     let scores = scores_with_totals(totals);
     let d = score::pick(ctx(), &scores, step, certainty, choice, args, 6..600).unwrap();
-    ops::run(ctx(), &[d]).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
 }
 
 #[test]

@@ -7,7 +7,12 @@ use std::sync::Arc;
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
-use crate::gpu::{pool::STORAGE, readback, Context};
+use crate::gpu::{readback, Context};
+
+/// Usage of every tensor: kernels bind it, copies fill and read it.
+pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
@@ -39,7 +44,7 @@ impl Tensor {
         Ok(Self::wrap(ctx.create_buffer(label, bytes, STORAGE), shape))
     }
 
-    /// Wrap an existing buffer (e.g. from the pool) large enough for `shape`.
+    /// Wrap an existing buffer large enough for `shape`.
     pub fn wrap(buffer: wgpu::Buffer, shape: &[usize]) -> Self {
         debug_assert!(buffer.size() as usize >= numel(shape) * 4);
         Self {
@@ -155,14 +160,18 @@ impl Tensor {
         })
     }
 
-    /// Last dimension; 1 for a scalar.
-    pub fn dim(&self, from_end: usize) -> usize {
-        let n = self.shape.len();
-        if from_end < n {
-            self.shape[n - 1 - from_end]
-        } else {
-            1
-        }
+    /// Size of dimension `i` in PyTorch's convention (`x.size(i)`): from the
+    /// front for `i >= 0`, from the back for `i < 0` (`dim(-1)` is the last).
+    /// Panics when out of range, like PyTorch: a wrong index is a bug, not input.
+    pub fn dim(&self, i: isize) -> usize {
+        let n = self.shape.len() as isize;
+        let at = if i < 0 { n + i } else { i };
+        assert!(
+            (0..n).contains(&at),
+            "dim({i}) of a tensor of shape {:?}",
+            self.shape
+        );
+        self.shape[at as usize]
     }
 }
 

@@ -1,0 +1,147 @@
+//! Kernel launches as values: a [`Launch`] (shader, entry point, constants,
+//! bound tensors) builds a [`Dispatch`] (pipeline, bind group, workgroup
+//! counts) once, when a graph is planned; recording and submitting happen
+//! later, so a whole denoising step is one command buffer and a step only
+//! encodes (web-rwkv's `TensorOp`).
+//!
+//! A dispatch is recorded with its planned sizes ([`record`]) or with sizes
+//! read from a GPU buffer ([`record_indirect`]): the loop launches its steps
+//! indirectly so that a kernel can cancel the rest of a run by writing zeros.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Context, Kernel, KernelSpec, Shader, Tensor};
+
+/// A recorded-later kernel launch. Holds everything it binds alive.
+#[derive(Debug)]
+pub struct Dispatch {
+    pub kernel: Arc<Kernel>,
+    pub bind_group: wgpu::BindGroup,
+    /// Binding 0, the kernel's `Params`: kept so a planned dispatch can be given
+    /// new values (e.g. a seed) without rebinding.
+    pub uniform: wgpu::Buffer,
+    /// Workgroups per dimension as planned (what an indirect launch's arguments
+    /// start from).
+    pub workgroups: [u32; 3],
+    /// Floating-point operations and bytes moved, for `easel bench`.
+    pub flops: u64,
+    pub bytes: u64,
+}
+
+/// Everything an op constructor needs to build a [`Dispatch`].
+pub struct Launch<'a> {
+    pub shader: &'static Shader,
+    pub entry: &'a str,
+    pub constants: &'a [(&'a str, f64)],
+    /// Storage buffers in binding order (1..), with how the kernel uses each.
+    pub tensors: &'a [(&'a Tensor, Access)],
+    pub workgroups: [u32; 3],
+    pub flops: u64,
+    pub bytes: u64,
+}
+
+impl Launch<'_> {
+    /// Compile (or fetch) the pipeline, upload `params` and bind everything.
+    pub fn build<P: bytemuck::Pod>(self, ctx: &Context, params: &P) -> Result<Dispatch> {
+        let max = ctx.limits().max_compute_workgroups_per_dimension;
+        if let Some(&n) = self.workgroups.iter().find(|&&n| n > max) {
+            return Err(Error::DeviceLimit(format!(
+                "{}::{}: {n} workgroups in one dimension exceeds the adapter's limit of {max}",
+                self.shader.name, self.entry
+            )));
+        }
+        let access: Vec<Access> = self.tensors.iter().map(|(_, a)| *a).collect();
+        let kernel = ctx.pipelines.get(&KernelSpec {
+            shader: self.shader,
+            entry: self.entry,
+            constants: self.constants,
+            storage: &access,
+        });
+        let uniform = ctx.create_buffer(
+            &kernel.label,
+            std::mem::size_of::<P>() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
+        ctx.queue
+            .write_buffer(&uniform, 0, bytemuck::bytes_of(params));
+        let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        })
+        .chain(
+            self.tensors
+                .iter()
+                .enumerate()
+                .map(|(i, (t, _))| wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: t.buffer.as_entire_binding(),
+                }),
+        )
+        .collect();
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&kernel.label),
+            layout: &kernel.layout,
+            entries: &entries,
+        });
+        Ok(Dispatch {
+            kernel,
+            bind_group,
+            uniform,
+            workgroups: self.workgroups,
+            flops: self.flops,
+            bytes: self.bytes,
+        })
+    }
+}
+
+/// Record one dispatch, with its planned sizes, into an open compute pass.
+pub fn record(pass: &mut wgpu::ComputePass, d: &Dispatch) {
+    let [x, y, z] = d.workgroups;
+    pass.set_pipeline(&d.kernel.pipeline);
+    pass.set_bind_group(0, &d.bind_group, &[]);
+    pass.dispatch_workgroups(x, y, z);
+}
+
+/// Record one dispatch whose sizes are the three u32 at byte `offset` of
+/// `args` (an `INDIRECT` buffer), so a kernel that runs earlier can change them.
+pub fn record_indirect(
+    pass: &mut wgpu::ComputePass,
+    d: &Dispatch,
+    args: &wgpu::Buffer,
+    offset: u64,
+) {
+    pass.set_pipeline(&d.kernel.pipeline);
+    pass.set_bind_group(0, &d.bind_group, &[]);
+    pass.dispatch_workgroups_indirect(args, offset);
+}
+
+/// Record dispatches, in order, into one compute pass.
+pub fn encode(encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
+    pass_into(encoder, |pass| {
+        dispatches.iter().for_each(|d| record(pass, d))
+    });
+}
+
+/// Record one compute pass with `f` into `encoder`.
+fn pass_into(encoder: &mut wgpu::CommandEncoder, f: impl FnOnce(&mut wgpu::ComputePass)) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("easel"),
+        timestamp_writes: None,
+    });
+    f(&mut pass);
+}
+
+/// Record one compute pass with `f`, submit it and wait for the GPU (the loop
+/// submits a step at a time for progress; this is not a readback).
+pub fn submit(ctx: &Context, f: impl FnOnce(&mut wgpu::ComputePass)) -> Result<()> {
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    pass_into(&mut encoder, f);
+    ctx.queue.submit([encoder.finish()]);
+    ctx.wait()
+}
+
+/// Encode, submit and wait: for tests and one-off work.
+pub fn run(ctx: &Context, dispatches: &[Dispatch]) -> Result<()> {
+    submit(ctx, |pass| dispatches.iter().for_each(|d| record(pass, d)))
+}
