@@ -21,9 +21,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, Request};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::output::{encode_png, write_atomic};
+use crate::request::Request;
 use crate::schedule::Schedule;
 use crate::schedulers::Sampler;
 
@@ -200,7 +201,10 @@ pub fn model_key(dir: &Path) -> Result<String> {
         hash = fnv1a(hash, &(bytes.len() as u64).to_le_bytes());
         hash = fnv1a(hash, &bytes);
     }
-    Ok(format!("{}@{hash:016x}", crate::engine::model_name(dir)))
+    Ok(format!(
+        "{}@{hash:016x}",
+        crate::models::pipeline::model_name(dir)
+    ))
 }
 
 /// Regular files under `dir/rel`, as paths relative to `dir`, hidden ones skipped.

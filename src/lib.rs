@@ -5,6 +5,11 @@
 //! *check output process*) that keeps the best, repeated until the step budget
 //! is spent or the scorer is certain enough, then post-processing. Everything
 //! runs in hand-written WGSL; only the final image is read back.
+//!
+//! The modules are layers, each importing only those below it (see
+//! docs/architecture.md): [`gpu`] ← [`ops`] ← [`models`] ← the loop
+//! ([`request`], `search`, `postprocess`, `trace`) ← [`engine`] ← [`farm`],
+//! [`bench`] and the CLI. The request vocabulary is re-exported here.
 
 pub mod bench;
 pub mod engine;
@@ -14,13 +19,21 @@ pub mod gpu;
 pub mod models;
 pub mod ops;
 pub mod output;
+pub(crate) mod postprocess;
 pub mod prompt;
+pub mod request;
 pub mod schedule;
 pub mod schedulers;
-pub mod search;
-
+pub(crate) mod search;
 pub mod tokenizer;
+pub(crate) mod trace;
 pub mod weights;
 
-pub use engine::{Engine, Image, Request, Round};
+pub use engine::Engine;
 pub use error::{Error, Result};
+pub use gpu::AdapterOptions;
+pub use models::pipeline::PipelineConfig;
+pub use prompt::{parse as parse_prompt, MultiPrompt, SubPrompt};
+pub use request::{Image, Request, Round, Settled};
+pub use schedule::Schedule;
+pub use schedulers::Sampler;

@@ -105,7 +105,7 @@ fn check_best_of_k(engine: &Engine, r: &Request) -> Image {
         .unwrap();
     let round = image.rounds.last().unwrap();
     let (k, p) = (r.candidates, image.sub_prompts.len());
-    let scorer = engine.scorer.as_ref().unwrap();
+    let scorer = engine.pipeline.scorer.as_ref().unwrap();
     let size = scorer.vision_model.config.image_size;
     assert_eq!(
         round.images.len(),
@@ -113,8 +113,8 @@ fn check_best_of_k(engine: &Engine, r: &Request) -> Image {
         "no resize at this size"
     );
     let (mean, std) = (
-        engine.settings.scorer_image_mean,
-        engine.settings.scorer_image_std,
+        engine.config().settings.scorer_image_mean,
+        engine.config().settings.scorer_image_std,
     );
     let plane = size * size;
     let pixels: Vec<f32> = round
@@ -132,7 +132,7 @@ fn check_best_of_k(engine: &Engine, r: &Request) -> Image {
     let rows: Vec<Vec<u32>> = image
         .sub_prompts
         .iter()
-        .map(|t| engine.tokenizer.encode_padded(t).input_ids)
+        .map(|t| engine.pipeline.tokenizer.encode_padded(t).input_ids)
         .collect();
     let ids = Tensor::from_u32(ctx, "ids", &[p, rows[0].len()], &rows.concat()).unwrap();
     let eos = scorer.text_model.eos_positions(&rows);
@@ -196,7 +196,7 @@ fn latent_models_decode_for_the_scorer_and_the_image() {
     let ctx = common::new_context();
     let dir = common::files::tiny_latent_pipeline();
     let engine = Engine::with_context(ctx, dir).unwrap();
-    assert!(engine.vae.is_some());
+    assert!(engine.pipeline.vae.is_some());
     let r = request("red apple:: pear::", 15);
     let image = check_best_of_k(&engine, &r);
     // 8x8 latents, decoded twice as large.

@@ -24,10 +24,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::bench::{fixed, Stats, Table};
-use crate::engine::{Engine, Request};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{readback, Dispatch};
+use crate::request::Request;
 
 /// Settings of one `easel bench generate` run.
 #[derive(Clone, Debug)]
@@ -88,7 +89,7 @@ impl Point {
 /// The sizes to run: those asked for, or the UNet's sample size and twice it.
 fn sizes(engine: &Engine, opts: &GenerateOptions) -> Vec<(usize, usize)> {
     opts.sizes.clone().unwrap_or_else(|| {
-        let s = engine.unet.config.sample_size.unwrap_or(32);
+        let s = engine.config().unet.sample_size.unwrap_or(32);
         vec![(s, s), (2 * s, 2 * s)]
     })
 }
@@ -107,11 +108,11 @@ pub fn run(
     let ctx = &engine.ctx;
     // Everything created so far is the model's weights (and a few uniforms).
     let weight_bytes = ctx.buffer_bytes();
-    let upscale = engine.upscaler.as_ref().map_or(1, |u| u.config.upscale);
+    let upscale = engine.config().upscaler.as_ref().map_or(1, |u| u.upscale);
     println!(
         "{}: \"{}\", {} steps, x{upscale} upscale, weights {:.1} MiB; wall clock around \
          engine.generate; phases: {}",
-        engine.name,
+        engine.config().name,
         opts.prompt,
         opts.steps,
         mib(weight_bytes),
@@ -181,7 +182,7 @@ pub fn run(
         }
     }
     let section = json!({
-        "model": engine.dir.display().to_string(),
+        "model": engine.config().dir.display().to_string(),
         "prompt": opts.prompt,
         "seed": opts.seed,
         "steps": opts.steps,
@@ -235,7 +236,7 @@ fn phase_ms(engine: &Engine, profiler: &Profiler, dispatches: &[Dispatch]) -> Re
 /// Time each phase of the plan the last generation left in the engine.
 fn phases(engine: &Engine, profiler: &Profiler) -> Result<Phases> {
     let ctx = &engine.ctx;
-    let plan = engine.plan.lock().unwrap_or_else(|e| e.into_inner());
+    let plan = engine.last_plan();
     let plan = plan
         .as_ref()
         .ok_or_else(|| Error::Gpu("bench: no planned run to time".into()))?;

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use easel::gpu::AdapterOptions;
+use easel::gpu::{AdapterOptions, Context};
 use easel::output::{check_writable, encode_png, write_atomic};
-use easel::{Engine, Error, Request, Result};
+use easel::{Engine, Error, PipelineConfig, Request, Result};
 
 #[derive(Args, Clone, Debug)]
 pub struct GenerateArgs {
@@ -33,21 +33,19 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     let prompt = args.prompt.clone().ok_or_else(|| {
         Error::BadInput("no prompt: easel \"a red apple\" -o apple.png (see --help)".into())
     })?;
-    // Bad input fails before the GPU is touched, and leaves no file behind.
-    easel::prompt::parse(&prompt)?;
-    if args.render.steps == Some(0) {
-        return Err(Error::BadInput("--steps 0: need at least 1 step".into()));
-    }
     let request = Request {
         progress: !args.quiet,
         trace: args.trace.clone(),
         ..args.render.request(prompt)?
     };
+    // Bad input fails before the GPU is touched, and leaves no file behind.
+    let model = PipelineConfig::read(&args.render.model)?;
+    request.check(&model)?;
     check_writable(&args.output)?;
     if let Some(trace) = &args.trace {
         check_writable(trace)?;
     }
-    let engine = Engine::new(&args.render.model, adapter)?;
+    let engine = Engine::load(Context::new(adapter)?, model)?;
     let image = engine.generate(&request)?;
     let png = encode_png(&image.rgba, image.width, image.height, &image.parameters)?;
     write_atomic(&args.output, &png)?;

@@ -17,6 +17,8 @@ use crate::gpu::Tensor;
 use crate::models::layers::{Conv2d, LayerNorm, Linear, Vars};
 use crate::models::Graph;
 use crate::ops::elementwise::Activation;
+use crate::ops::image::{self, Normalize};
+use crate::ops::resample;
 
 /// Saved buffers that are not weights (transformers 4 wrote `embeddings.position_ids`).
 pub const IGNORED: &[&str] = &["position_ids"];
@@ -358,6 +360,34 @@ impl CLIPModel {
     pub fn text_embeds(&self, g: &mut Graph, ids: &Tensor, eos: &Tensor) -> Result<Tensor> {
         let out = self.text_model.forward(g, ids, eos)?;
         g.linear(&out.pooler_output, &self.text_projection)
+    }
+
+    /// transformers' `CLIPImageProcessor` on the GPU, for images in [-1, 1]
+    /// `[N, 3, H, W]`: to [0, 1] (clamped: the scorer rates the image a user
+    /// would get), normalised by the processor's `mean` and `std`, resized
+    /// bilinearly to the vision tower's `image_size` → pixels `[N, 3, S, S]`.
+    pub fn preprocess(
+        &self,
+        g: &mut Graph,
+        images: &Tensor,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> Result<Tensor> {
+        let (n, h, w) = (images.dim(0), images.dim(-2), images.dim(-1));
+        let normed = g.tensor(&[n, 3, h, w])?;
+        g.push(image::normalize(
+            g.ctx,
+            images,
+            &normed,
+            &Normalize::clip(mean, std),
+        )?);
+        let size = self.vision_model.config.image_size;
+        if (h, w) == (size, size) {
+            return Ok(normed);
+        }
+        let resized = g.tensor(&[n, 3, size, size])?;
+        g.push(resample::interpolate_bilinear(g.ctx, &normed, &resized)?);
+        Ok(resized)
     }
 
     /// pixels `[N, C, S, S]` → image embeddings `[N, proj]` (not normalised).

@@ -59,8 +59,13 @@ impl<'a> Vars<'a> {
 /// A model component folder (`unet/`, `text_encoder/`, ...): its weights and
 /// its typed config.json.
 pub fn open_component<C: serde::de::DeserializeOwned>(dir: &Path) -> Result<(Weights, C)> {
-    let config = Config::read(dir.join("config.json"))?.parse()?;
+    let config = component_config(dir)?;
     Ok((Weights::open_dir(dir)?, config))
+}
+
+/// A component folder's typed `config.json`.
+pub fn component_config<C: serde::de::DeserializeOwned>(dir: &Path) -> Result<C> {
+    Config::read(dir.join("config.json"))?.parse()
 }
 
 /// After a model is built: every tensor in its files must have been read,

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod clip;
 pub mod graph;
 pub mod layers;
+pub mod pipeline;
 pub mod resnet;
 pub mod unet_2d_condition;
 pub mod unet_blocks;

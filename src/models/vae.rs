@@ -50,6 +50,14 @@ pub struct AutoencoderKLConfig {
     pub mid_block_add_attention: bool,
 }
 
+impl AutoencoderKLConfig {
+    /// How much larger the image is than the latents (one 2x upsampler per
+    /// decoder block but the last).
+    pub fn upscale_factor(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+}
+
 /// The VAE mid block's attention: GroupNorm, one head over all channels, residual.
 struct VaeAttention {
     group_norm: GroupNorm,
@@ -144,11 +152,6 @@ impl AutoencoderKLDecoder {
             conv_out: Conv2d::new(&dec.pp("conv_out"), c0, c.out_channels, 3, 1, 1)?,
             config,
         })
-    }
-
-    /// How much larger the image is than the latents.
-    pub fn upscale_factor(&self) -> usize {
-        1 << (self.config.block_out_channels.len() - 1)
     }
 
     /// Latents as a diffusion model samples them `[N, latent, h, w]` → image

@@ -1,0 +1,253 @@
+//! A model folder in the diffusers layout (`model_index.json`, `tokenizer/`,
+//! `text_encoder/`, `unet/`, `scheduler/`, and optionally `vae/`, `scorer/`,
+//! `upscaler/`), read in two stages:
+//!
+//! 1. [`PipelineConfig::read`] parses every config and opens no weights and no
+//!    GPU, so a request can be checked against the model before any GPU work
+//!    (`Request::check`), and a bad folder is reported before an adapter is opened;
+//! 2. [`Pipeline::load`] builds each model on the GPU from its weights, by exact
+//!    checkpoint names, refusing tensors a model left unused.
+//!
+//! `easel bench models` loads single components through the same loaders.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Context, Tensor};
+use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
+use crate::models::layers::{check_all_used, component_config, Vars};
+use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
+use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
+use crate::models::Graph;
+use crate::schedulers::SchedulerConfig;
+use crate::tokenizer::ClipTokenizer;
+use crate::weights::{Config, Weights, TEXT_MODEL_PREFIX};
+
+/// easel's settings in `model_index.json` (`_easel`), with CLIP's defaults.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PipelineSettings {
+    #[serde(default = "d_mean")]
+    pub scorer_image_mean: [f32; 3],
+    #[serde(default = "d_std")]
+    pub scorer_image_std: [f32; 3],
+    #[serde(default = "d_guidance")]
+    pub default_guidance: f32,
+    #[serde(default = "d_steps")]
+    pub default_steps: usize,
+    #[serde(default)]
+    pub unconditional_prompt: String,
+}
+
+fn d_mean() -> [f32; 3] {
+    [0.481_454_66, 0.457_827_5, 0.408_210_73]
+}
+fn d_std() -> [f32; 3] {
+    [0.268_629_54, 0.261_302_6, 0.275_777_1]
+}
+fn d_guidance() -> f32 {
+    7.5
+}
+fn d_steps() -> usize {
+    30
+}
+
+/// Every config of a model folder: what a request is checked against.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub dir: PathBuf,
+    /// The model's name for metadata: its folder's name (`easel-emoji`).
+    pub name: String,
+    pub settings: PipelineSettings,
+    pub text_encoder: CLIPTextConfig,
+    pub unet: UNet2DConditionConfig,
+    pub scheduler: SchedulerConfig,
+    /// `vae/`: a latent model, whose UNet samples latents the VAE decodes.
+    pub vae: Option<AutoencoderKLConfig>,
+    /// `scorer/`: the check-output process (a transformers `CLIPModel`).
+    pub scorer: Option<CLIPConfig>,
+    pub upscaler: Option<SRVGGNetCompactConfig>,
+}
+
+impl PipelineConfig {
+    /// Read `dir`'s configs (no weights, no GPU).
+    pub fn read(dir: &Path) -> Result<Self> {
+        check_model_dir(dir)?;
+        let index = Config::read(dir.join("model_index.json"))?;
+        let settings: PipelineSettings =
+            index.get_or("_easel", serde_json::from_str("{}").expect("empty object"))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            name: model_name(dir),
+            settings,
+            text_encoder: component_config(&dir.join("text_encoder"))?,
+            unet: component_config(&dir.join("unet"))?,
+            scheduler: SchedulerConfig::load(dir.join("scheduler").join("scheduler_config.json"))?,
+            vae: optional_config(dir, "vae")?,
+            scorer: optional_config(dir, "scorer")?,
+            upscaler: optional_config(dir, "upscaler")?,
+        })
+    }
+
+    /// What the UNet samples: `(channels, factor)`, an image of `factor`x
+    /// the sample's size: RGB at 1x for a pixel-space model, the VAE's latents
+    /// for a latent one.
+    pub fn sample_space(&self) -> (usize, usize) {
+        match &self.vae {
+            Some(vae) => (vae.latent_channels, vae.upscale_factor()),
+            None => (3, 1),
+        }
+    }
+}
+
+/// The loaded models of a folder.
+pub struct Pipeline {
+    pub config: PipelineConfig,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: CLIPTextModel,
+    pub unet: UNet2DConditionModel,
+    pub scorer: Option<CLIPModel>,
+    /// The latent decoder of a latent model; `None`: pixel space.
+    pub vae: Option<AutoencoderKLDecoder>,
+    pub upscaler: Option<SRVGGNetCompact>,
+}
+
+impl Pipeline {
+    /// Build every model of `config` on `ctx` from its weights.
+    pub fn load(ctx: &Context, config: PipelineConfig) -> Result<Self> {
+        let dir = &config.dir;
+        let tokenizer = ClipTokenizer::from_dir(dir.join("tokenizer"))?;
+        let text_encoder = load_text_encoder(ctx, &dir.join("text_encoder"), &config.text_encoder)?;
+        let unet = load_unet(ctx, &dir.join("unet"), &config.unet)?;
+        let scorer = match &config.scorer {
+            Some(c) => Some(load_scorer(ctx, &dir.join("scorer"), c)?),
+            None => None,
+        };
+        let vae = match &config.vae {
+            Some(c) => Some(load_vae(ctx, &dir.join("vae"), c)?),
+            None => None,
+        };
+        let upscaler = match &config.upscaler {
+            Some(c) => Some(load_upscaler(ctx, &dir.join("upscaler"), c)?),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            tokenizer,
+            text_encoder,
+            unet,
+            scorer,
+            vae,
+            upscaler,
+        })
+    }
+
+    /// The images in [-1, 1] of UNet samples: the samples themselves for a
+    /// pixel-space model, their VAE decoding for a latent one.
+    pub fn to_image(&self, g: &mut Graph, samples: Tensor) -> Result<Tensor> {
+        match &self.vae {
+            Some(vae) => vae.decode(g, &samples),
+            None => Ok(samples),
+        }
+    }
+}
+
+fn optional_config<C: DeserializeOwned>(dir: &Path, component: &str) -> Result<Option<C>> {
+    let dir = dir.join(component);
+    match dir.is_dir() {
+        true => component_config(&dir).map(Some),
+        false => Ok(None),
+    }
+}
+
+/// `text_encoder/`: transformers' `CLIPTextModel`, with or without its
+/// `text_model.` prefix (transformers 4 and 5 differ; see `models::clip`).
+pub fn load_text_encoder(
+    ctx: &Context,
+    dir: &Path,
+    config: &CLIPTextConfig,
+) -> Result<CLIPTextModel> {
+    build(ctx, dir, Some(TEXT_MODEL_PREFIX), clip::IGNORED, |vb| {
+        CLIPTextModel::new(vb, config.clone())
+    })
+}
+
+pub fn load_unet(
+    ctx: &Context,
+    dir: &Path,
+    config: &UNet2DConditionConfig,
+) -> Result<UNet2DConditionModel> {
+    build(ctx, dir, None, &[], |vb| {
+        UNet2DConditionModel::new(vb, config.clone())
+    })
+}
+
+pub fn load_scorer(ctx: &Context, dir: &Path, config: &CLIPConfig) -> Result<CLIPModel> {
+    build(ctx, dir, None, clip::IGNORED, |vb| {
+        CLIPModel::new(vb, config.clone())
+    })
+}
+
+/// `vae/`: only the decoder half is built (the encoder's tensors are allowed).
+pub fn load_vae(
+    ctx: &Context,
+    dir: &Path,
+    config: &AutoencoderKLConfig,
+) -> Result<AutoencoderKLDecoder> {
+    build(ctx, dir, None, vae::UNUSED_PREFIXES, |vb| {
+        AutoencoderKLDecoder::new(vb, config.clone())
+    })
+}
+
+pub fn load_upscaler(
+    ctx: &Context,
+    dir: &Path,
+    config: &SRVGGNetCompactConfig,
+) -> Result<SRVGGNetCompact> {
+    build(ctx, dir, None, &[], |vb| {
+        SRVGGNetCompact::new(vb, config.clone())
+    })
+}
+
+/// Open `dir`'s weights (detecting an optional name `prefix`), build a model
+/// with `new`, and refuse tensors it never read (but those under `ignored`):
+/// a checkpoint that does not match its config is an error, not a silent zero.
+fn build<M>(
+    ctx: &Context,
+    dir: &Path,
+    prefix: Option<&str>,
+    ignored: &[&str],
+    new: impl FnOnce(&Vars) -> Result<M>,
+) -> Result<M> {
+    let mut weights = Weights::open_dir(dir)?;
+    if let Some(prefix) = prefix {
+        weights.detect_prefix(prefix);
+    }
+    let model = new(&Vars::new(ctx, &weights))?;
+    check_all_used(&weights, ignored)?;
+    Ok(model)
+}
+
+/// The model's name for metadata: its folder's name (`easel-emoji`).
+pub fn model_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string())
+}
+
+fn check_model_dir(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(Error::model(dir, "model folder not found"));
+    }
+    if !dir.join("model_index.json").is_file() {
+        return Err(Error::model(
+            dir,
+            "not a model folder: no model_index.json (expected a diffusers-style pipeline folder)",
+        ));
+    }
+    Ok(())
+}

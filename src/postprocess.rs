@@ -1,0 +1,72 @@
+//! Post-processing, the loop's last stage on the GPU: the winner's predicted
+//! clean sample → its image (VAE-decoded for a latent model) → [0, 1] → the
+//! learned upscaler → RGBA8 words, ready for the one readback.
+
+use crate::error::Result;
+use crate::gpu::{Context, DType, Dispatch, Tensor};
+use crate::models::pipeline::Pipeline;
+use crate::models::Graph;
+use crate::ops::image::{self, Normalize};
+use crate::ops::{layout, resample};
+
+/// The planned post-processing of a run.
+pub struct Post {
+    pub dispatches: Vec<Dispatch>,
+    /// `[height, width]` u32: RGBA8 pixels, one word each.
+    pub pixels: Tensor,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// Plan the post-processing of candidate 0 of `x0` `[K, C, h, w]` (where the
+/// last round's winner is) into an image of `[h, w]` pixels before upscaling
+/// by `upscale` (checked against the model by `Request::check`).
+pub fn plan(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    x0: &Tensor,
+    upscale: usize,
+    [h, w]: [usize; 2],
+) -> Result<Post> {
+    let mut g = Graph::new(ctx, "post");
+    let mut shape = x0.shape.clone();
+    shape[0] = 1;
+    let winner = g.tensor(&shape)?;
+    g.push(layout::narrow(ctx, x0, 0, 0, &winner)?);
+    let winner = pipeline.to_image(&mut g, winner)?;
+    let unit = g.tensor(&[1, 3, h, w])?;
+    g.push(image::normalize(ctx, &winner, &unit, &Normalize::TO_UNIT)?);
+    let img = upscaled(&mut g, pipeline, unit, upscale)?;
+    let (height, width) = (img.dim(-2), img.dim(-1));
+    let mut pixels = g.tensor(&[height, width])?;
+    pixels.dtype = DType::U32;
+    // to_rgba8 clamps to [0, 1] before rounding.
+    g.push(image::to_rgba8(ctx, &img, 0, &pixels)?);
+    Ok(Post {
+        dispatches: g.dispatches,
+        pixels,
+        width,
+        height,
+    })
+}
+
+/// `img` `[1, 3, h, w]` in [0, 1] through the learned upscaler: its own
+/// factor, or x2 from an x4 upscaler by 2x2 average pooling.
+fn upscaled(g: &mut Graph, pipeline: &Pipeline, img: Tensor, upscale: usize) -> Result<Tensor> {
+    if upscale == 1 {
+        return Ok(img);
+    }
+    let upscaler = pipeline
+        .upscaler
+        .as_ref()
+        .expect("checked by Request::check");
+    let up = upscaler.forward(g, &img)?;
+    if upscale == upscaler.config.upscale {
+        return Ok(up);
+    }
+    // Request::check allows only x2 from x4 here.
+    let (h, w) = (img.dim(-2), img.dim(-1));
+    let pooled = g.tensor(&[1, 3, 2 * h, 2 * w])?;
+    g.push(resample::avg_pool2d(g.ctx, &up, &pooled)?);
+    Ok(pooled)
+}

@@ -1,0 +1,308 @@
+//! What a user asks for and what they get: a [`Request`], checked once
+//! against a model's configs by [`Request::check`] (before any GPU work: the
+//! CLI, the farm, `easel bench` and the loop itself all call it), and the
+//! finished [`Image`] with the [`Round`]s that led to it.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::models::pipeline::PipelineConfig;
+use crate::ops::score::Certainty;
+use crate::output::Parameters;
+use crate::schedule::{self, Defaults, Phase, Schedule};
+use crate::schedulers::Sampler;
+use crate::schedulers::StepCoefficients;
+
+/// What to make. `None` fields take the model's defaults.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub prompt: String,
+    pub seed: u64,
+    /// (width, height); default: the UNet's `sample_size`.
+    pub size: Option<(usize, usize)>,
+    pub steps: Option<usize>,
+    pub candidates: usize,
+    pub guidance: Option<f32>,
+    pub sampler: Option<Sampler>,
+    /// 1, 2 or 4: the learned upscaler's factor.
+    pub upscale: usize,
+    /// Scoring rounds happen every this many steps, and after the last.
+    pub score_every: Option<usize>,
+    /// Stop early once the winner's weighted score reaches this.
+    pub until_score: Option<f32>,
+    /// Stop early once the winner leads the runner-up by this much.
+    pub until_margin: Option<f32>,
+    /// Print progress on stderr.
+    pub progress: bool,
+    /// Write a contact sheet of every scoring round here (extra readbacks).
+    pub trace: Option<PathBuf>,
+    /// Phases with their own sampler, candidates, scoring interval and guidance
+    /// (`--schedule`); the fields above are what a phase does not set.
+    pub schedule: Option<Schedule>,
+    /// Keep every scoring round's candidates in [`Image::rounds`] (extra
+    /// readbacks, like `trace`; for tests and tools).
+    pub keep_rounds: bool,
+}
+
+impl Request {
+    pub fn new(prompt: impl Into<String>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            seed: 0,
+            size: None,
+            steps: None,
+            candidates: 1,
+            guidance: None,
+            sampler: None,
+            upscale: 1,
+            score_every: None,
+            until_score: None,
+            until_margin: None,
+            progress: false,
+            trace: None,
+            schedule: None,
+            keep_rounds: false,
+        }
+    }
+}
+
+/// A finished image and what the run did.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub width: usize,
+    pub height: usize,
+    /// RGBA8, row-major.
+    pub rgba: Vec<u8>,
+    pub parameters: Parameters,
+    /// Sampler steps actually run (fewer than asked when stopped early).
+    pub steps_run: usize,
+    pub stopped_early: bool,
+    /// The winner's cosine similarity to each sub-prompt, then the weighted total.
+    pub scores: Vec<f32>,
+    /// The last scoring round's rows for every candidate (same layout), before the
+    /// winner was copied over them: the evidence that the kept one was best.
+    pub candidate_scores: Vec<Vec<f32>>,
+    pub sub_prompts: Vec<String>,
+    /// Every scoring round's candidates and scores, with `Request::keep_rounds`.
+    pub rounds: Vec<Round>,
+    pub seconds: f64,
+}
+
+/// One scoring round as the scorer saw it.
+#[derive(Clone, Debug)]
+pub struct Round {
+    /// The step it followed (0-based).
+    pub step: usize,
+    /// The candidates' predicted clean images x0 as the scorer saw them (VAE
+    /// decoded for a latent model), `[K, 3, H, W]` in [-1, 1].
+    pub images: Vec<f32>,
+    /// `[K, P + 1]`: each candidate's cosine to each sub-prompt, then the weighted total.
+    pub scores: Vec<f32>,
+    pub winner: usize,
+}
+
+/// A request checked against a model: everything the loop needs, settled.
+pub struct Settled {
+    /// What the GPU plan depends on (a plan is reused while this stays equal).
+    pub settings: Settings,
+    pub prompts: Prompts,
+    /// When the pick kernel stops the run early.
+    pub certainty: Certainty,
+}
+
+/// The sub-prompts of a request and their normalised weights (the
+/// unconditional prompt is the model's, added by the loop).
+pub struct Prompts {
+    pub texts: Vec<String>,
+    pub weights: Vec<f32>,
+}
+
+/// The shape of a run: sizes, phases and the sampler's step table.
+#[derive(Debug, PartialEq)]
+pub struct Settings {
+    /// The image's size in pixels (before upscaling).
+    pub width: usize,
+    pub height: usize,
+    /// The UNet's sample per candidate, `[C, h, w]`: the image itself for a
+    /// pixel-space model, latents for a latent one.
+    pub sample: [usize; 3],
+    pub steps: usize,
+    /// The run's phases (one without `--schedule`).
+    pub phases: Vec<Phase>,
+    /// One row per step (see [`schedule::step_table`]).
+    pub table: Vec<StepCoefficients>,
+    pub init_noise_sigma: f32,
+    /// The steps after which the scorer runs (sorted; every phase ends with one).
+    pub rounds: Vec<usize>,
+    /// The learned upscaler's factor (1: none).
+    pub upscale: usize,
+    /// Sub-prompts (the batch is `(1 + prompts)·K`).
+    pub prompts: usize,
+}
+
+impl Settings {
+    /// The phase that step `step` belongs to.
+    pub fn phase(&self, step: usize) -> &Phase {
+        let i = self.phases.iter().position(|p| p.steps.contains(&step));
+        &self.phases[i.expect("phases cover every step")]
+    }
+
+    /// The most candidates any phase has: the state's slot count.
+    pub fn k_max(&self) -> usize {
+        self.phases.iter().map(|p| p.candidates).max().unwrap_or(1)
+    }
+}
+
+impl Request {
+    /// Check the request against `model` and settle every default: the prompt's
+    /// grammar, the size against the model's downsampling, steps, phases,
+    /// candidates and upscaling against what the folder has. Touches no GPU.
+    pub fn check(&self, model: &PipelineConfig) -> Result<Settled> {
+        let prompts = self.prompts()?;
+        let (width, height, sample) = self.sample(model)?;
+        let (steps, phases) = self.phases(model)?;
+        for phase in &phases {
+            check_phase(model, phase)?;
+        }
+        self.check_upscale(model)?;
+        let rounds: Vec<usize> = match model.scorer {
+            Some(_) => phases.iter().flat_map(Phase::rounds).collect(),
+            None => Vec::new(),
+        };
+        let (table, init_noise_sigma) = schedule::step_table(&phases, &rounds, &model.scheduler)?;
+        let settings = Settings {
+            width,
+            height,
+            sample,
+            steps,
+            phases,
+            table,
+            init_noise_sigma,
+            rounds,
+            upscale: self.upscale,
+            prompts: prompts.texts.len(),
+        };
+        let certainty = Certainty {
+            min_score: self.until_score.unwrap_or(f32::INFINITY),
+            min_margin: self.until_margin.unwrap_or(f32::INFINITY),
+        };
+        Ok(Settled {
+            settings,
+            prompts,
+            certainty,
+        })
+    }
+
+    fn prompts(&self) -> Result<Prompts> {
+        let parsed = crate::prompt::parse(&self.prompt)?;
+        let weights = parsed
+            .normalized_weights()
+            .iter()
+            .map(|&w| w as f32)
+            .collect();
+        let texts = parsed.parts.into_iter().map(|p| p.text).collect();
+        Ok(Prompts { texts, weights })
+    }
+
+    /// The image size in pixels and the UNet's sample `[C, h, w]` for it.
+    fn sample(&self, model: &PipelineConfig) -> Result<(usize, usize, [usize; 3])> {
+        let unet = &model.unet;
+        // A latent model samples latents the VAE decodes `vae_factor` times larger.
+        let (channels, vae_factor) = model.sample_space();
+        if unet.in_channels != channels || unet.out_channels != channels {
+            let what = match model.vae {
+                Some(_) => "the VAE's latent_channels",
+                None => "3 (a pixel-space model: no vae/ folder)",
+            };
+            return Err(Error::model(
+                model.dir.join("unet"),
+                format!(
+                    "in_channels {} and out_channels {} must both be {what}",
+                    unet.in_channels, unet.out_channels
+                ),
+            ));
+        }
+        let default = unet.sample_size.unwrap_or(32) * vae_factor;
+        let (width, height) = self.size.unwrap_or((default, default));
+        let factor = unet.downscale_factor() * vae_factor;
+        if width == 0 || height == 0 || width % factor != 0 || height % factor != 0 {
+            return Err(Error::BadInput(format!(
+                "--size {width}x{height}: both sides must be positive multiples of {factor} for this model"
+            )));
+        }
+        Ok((
+            width,
+            height,
+            [channels, height / vae_factor, width / vae_factor],
+        ))
+    }
+
+    /// The run's length and phases: `--schedule`'s, or one phase of the flags.
+    fn phases(&self, model: &PipelineConfig) -> Result<(usize, Vec<Phase>)> {
+        let defaults = Defaults {
+            sampler: self
+                .sampler
+                .unwrap_or_else(|| model.scheduler.default_sampler()),
+            candidates: self.candidates,
+            score_every: self.score_every,
+            guidance: self.guidance.unwrap_or(model.settings.default_guidance),
+        };
+        let default_steps = model.settings.default_steps;
+        let (steps, phases) = match &self.schedule {
+            Some(schedule) => {
+                let steps = schedule.total_steps(self.steps, default_steps);
+                (steps, schedule.resolve(steps, &defaults)?)
+            }
+            None => {
+                let steps = self.steps.unwrap_or(default_steps);
+                (steps, schedule::single(steps, &defaults))
+            }
+        };
+        if steps == 0 {
+            return Err(Error::BadInput("--steps 0: need at least 1 step".into()));
+        }
+        Ok((steps, phases))
+    }
+
+    /// `--upscale` must be one the model's upscaler makes (x2 from an x4 one by
+    /// pooling).
+    fn check_upscale(&self, model: &PipelineConfig) -> Result<()> {
+        let upscale = self.upscale;
+        if !matches!(upscale, 1 | 2 | 4) {
+            return Err(Error::BadInput(format!(
+                "--upscale {upscale}: must be 1, 2 or 4"
+            )));
+        }
+        if upscale == 1 {
+            return Ok(());
+        }
+        let Some(upscaler) = &model.upscaler else {
+            return Err(Error::model(
+                &model.dir,
+                "--upscale needs an upscaler/ folder",
+            ));
+        };
+        let factor = upscaler.upscale;
+        if upscale != factor && !(factor == 4 && upscale == 2) {
+            return Err(Error::BadInput(format!(
+                "--upscale {upscale}: this model's upscaler is x{factor}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_phase(model: &PipelineConfig, phase: &Phase) -> Result<()> {
+    if phase.candidates == 0 {
+        return Err(Error::BadInput(
+            "--candidates 0: need at least one candidate".into(),
+        ));
+    }
+    if phase.candidates > 1 && model.scorer.is_none() {
+        return Err(Error::model(
+            &model.dir,
+            "--candidates > 1 needs a scorer/ folder",
+        ));
+    }
+    Ok(())
+}

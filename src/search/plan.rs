@@ -1,0 +1,562 @@
+//! The plan of a run: every tensor and every dispatch (with its bind group and
+//! uniforms) of the loop, made before the first step, so a step only encodes.
+//!
+//! Two layouts are written here once each: a step block's launches in order
+//! ([`Block::slots`], from which the indirect arguments' offsets and sizes and
+//! the recording order all follow), and the one readback ([`Plan::readback`],
+//! from which its buffer is sized, filled and parsed).
+
+use crate::error::Result;
+use crate::gpu::tensor::STORAGE;
+use crate::gpu::{Context, DType, Dispatch, Tensor};
+use crate::models::pipeline::Pipeline;
+use crate::models::Graph;
+use crate::ops::noise::{self, NoiseKey};
+use crate::ops::score::{self, Certainty, CHOICE_WORDS};
+use crate::ops::{layout, sampler};
+use crate::postprocess::{self, Post};
+use crate::request::Settings;
+
+/// Noise streams: independent draws sharing (seed, candidate, step).
+const STREAM_START: u32 = 0;
+const STREAM_STEP: u32 = 1;
+
+/// The candidates' state and the buffers every step reuses, sized for the
+/// largest candidate count; a phase with fewer works on a prefix of each.
+pub(crate) struct State {
+    /// `[K, C, h, w]`: the current samples.
+    pub x: Tensor,
+    /// `[K, C, h, w]`: their predicted clean samples (and DPM-Solver's previous x0).
+    pub x0: Tensor,
+    noise: Tensor,
+    guided: Tensor,
+    model_in: Tensor,
+    timesteps: Tensor,
+    table: Tensor,
+    pub weights: Tensor,
+    /// Winner, best score, margin, stopped-at step (u32 words).
+    pub choice: Tensor,
+    /// `[1]` u32: steps the GPU executed (the sampler step counts itself).
+    pub steps_run: Tensor,
+    /// `[K, P + 1]`: the last round's scores.
+    pub scores: Tensor,
+}
+
+/// What one candidate count needs: views of the state for its K, the UNet pass
+/// over its `(1 + P)·K` batch and the scoring pass over its K candidates.
+pub(crate) struct Passes {
+    x: Tensor,
+    x0: Tensor,
+    noise: Tensor,
+    guided: Tensor,
+    model_in: Tensor,
+    timesteps: Tensor,
+    pub scores: Tensor,
+    unet: Vec<Dispatch>,
+    model_out: Tensor,
+    /// The candidates as the scorer sees them, `[K, 3, H, W]` in [-1, 1]: `x0`,
+    /// or its VAE decoding (made by the scoring pass) for a latent model.
+    pub images: Tensor,
+    score: Vec<Dispatch>,
+}
+
+/// A step block: its own dispatches around its candidate count's UNet pass.
+pub(crate) struct Block {
+    /// Index into the plan's [`Passes`].
+    pub passes: usize,
+    /// UNet input and timesteps from the candidates.
+    prepare: Dispatch,
+    /// Guidance, the sampler's fresh noise (if its row uses any), the update.
+    after: Vec<Dispatch>,
+    /// Index of the noise draw in `after`, reseeded per run.
+    noise: Option<usize>,
+    /// Is there a scoring round after this step?
+    pub round: bool,
+    /// The round's pick (made once the blocks' offsets are known).
+    pick: Option<Dispatch>,
+}
+
+/// One launch of a step block, in recording order.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Slot {
+    Prepare,
+    Unet(usize),
+    After(usize),
+    Score(usize),
+    /// Writes the indirect sizes, so it cannot read its own from them: it runs
+    /// directly (and leaves a stopped run's decision alone).
+    Pick,
+    /// Copies the winner's `x` (0) and `x0` (1) into every slot.
+    Broadcast(usize),
+}
+
+impl Block {
+    /// The block layout: prepare, the UNet pass, guidance/noise/update, and on
+    /// a round the scoring pass, the pick and the two broadcasts.
+    pub fn slots(&self, pass: &Passes) -> Vec<Slot> {
+        let mut slots = vec![Slot::Prepare];
+        slots.extend((0..pass.unet.len()).map(Slot::Unet));
+        slots.extend((0..self.after.len()).map(Slot::After));
+        if self.round {
+            slots.extend((0..pass.score.len()).map(Slot::Score));
+            slots.push(Slot::Pick);
+            slots.extend((0..2).map(Slot::Broadcast));
+        }
+        slots
+    }
+}
+
+/// The inputs a run writes into a plan: token ids and EOS positions of the
+/// text encoder's and the scorer's prompts.
+pub(crate) struct Inputs {
+    pub text: (Tensor, Tensor),
+    pub scorer: Option<(Tensor, Tensor)>,
+}
+
+/// Everything a run needs on the GPU, planned once: every tensor, every
+/// dispatch with its bind group, the indirect sizes, the readback buffer.
+/// A request that settles to the same [`Settings`] reuses it: only the
+/// prompts' tokens and weights, the seed and the run's counters are written
+/// again, so consecutive farm jobs of one shape allocate, compile and bind nothing.
+pub struct Plan {
+    pub(crate) s: Settings,
+    pub(crate) st: State,
+    pub(crate) inputs: Inputs,
+    /// Text encoder, scorer text tower, the context of each candidate count.
+    pub(crate) text_pass: Vec<Dispatch>,
+    pub(crate) start: Dispatch,
+    pub(crate) passes: Vec<Passes>,
+    broadcast: [Dispatch; 2],
+    pub(crate) blocks: Vec<Block>,
+    /// Each block's first dispatch in the indirect arguments (in dispatches).
+    offsets: Vec<usize>,
+    /// The indirect sizes as planned; written before every run (a stop zeroes some).
+    pub(crate) sizes: Vec<u32>,
+    pub(crate) args: Tensor,
+    pub(crate) post: Post,
+    out: Tensor,
+}
+
+/// A plan's dispatches by phase of the loop (for `easel bench`): the text
+/// encoders, one UNet pass and one scoring pass at the largest K, the
+/// post-processing of the winner.
+pub(crate) struct PlanPhases<'a> {
+    pub text: &'a [Dispatch],
+    pub unet: &'a [Dispatch],
+    pub score: &'a [Dispatch],
+    pub post: &'a [Dispatch],
+}
+
+/// The text stage: the denoiser's conditioning `[1 + P, 77, D]` and the
+/// scorer's text embeddings `[P, proj]`, with the token tensors they read.
+struct Text<'a> {
+    graph: Graph<'a>,
+    inputs: Inputs,
+    hidden: Tensor,
+    embeds: Option<Tensor>,
+}
+
+impl Plan {
+    /// Plan a run of `s` on `pipeline`'s models.
+    pub fn new(ctx: &Context, pipeline: &Pipeline, s: Settings) -> Result<Self> {
+        let [c, h, w] = s.sample;
+        let mut text = plan_text(ctx, pipeline, s.prompts)?;
+        // Every planned tensor checks the device's binding limit as it is created.
+        let st = state(ctx, &s, [s.k_max(), c, h, w])?;
+        let start = noise::gaussian(ctx, &st.x, key(0, 0, STREAM_START), s.init_noise_sigma)?;
+        // The UNet and scoring passes of each candidate count, shared by its steps.
+        let counts = candidate_counts(&s);
+        let passes = counts
+            .iter()
+            .map(|&k| plan_passes(ctx, pipeline, &mut text, &st, k))
+            .collect::<Result<Vec<_>>>()?;
+        let broadcast = [
+            layout::broadcast_row_in_place(ctx, &st.x, &st.choice.head(1)?)?,
+            layout::broadcast_row_in_place(ctx, &st.x0, &st.choice.head(1)?)?,
+        ];
+        let mut blocks = (0..s.steps)
+            .map(|step| {
+                let index = counts.iter().position(|&k| k == s.phase(step).candidates);
+                let index = index.expect("every phase's K is planned");
+                step_block(ctx, &s, &st, &passes[index], index, step)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (offsets, total) = lay_out(&blocks, &passes);
+        let args = indirect_args(ctx, 3 * total)?;
+        add_picks(
+            ctx,
+            &mut blocks,
+            &passes,
+            &st.choice,
+            &args,
+            &offsets,
+            total,
+        )?;
+        let post = postprocess::plan(ctx, pipeline, &st.x0, s.upscale, [s.height, s.width])?;
+        let words = readback_parts(&post, &st).iter().map(|(_, n)| n).sum();
+        let out = Tensor::wrap(
+            ctx.create_buffer("readback", 4 * words as u64, STORAGE),
+            &[words],
+        );
+        let mut plan = Plan {
+            s,
+            st,
+            inputs: text.inputs,
+            text_pass: text.graph.dispatches,
+            start,
+            passes,
+            broadcast,
+            blocks,
+            offsets,
+            sizes: Vec::new(),
+            args,
+            post,
+            out,
+        };
+        // The indirect sizes as planned, in recording order.
+        plan.sizes = plan
+            .order()
+            .iter()
+            .flatten()
+            .flat_map(|(d, _)| d.workgroups)
+            .collect();
+        Ok(plan)
+    }
+
+    pub(crate) fn fits(&self, s: &Settings) -> bool {
+        self.s == *s
+    }
+
+    /// The dispatch of `slot` in `block`, and whether it is launched indirectly.
+    fn resolve<'a>(&'a self, block: &'a Block, slot: Slot) -> (&'a Dispatch, bool) {
+        let pass = &self.passes[block.passes];
+        match slot {
+            Slot::Prepare => (&block.prepare, true),
+            Slot::Unet(i) => (&pass.unet[i], true),
+            Slot::After(i) => (&block.after[i], true),
+            Slot::Score(i) => (&pass.score[i], true),
+            Slot::Pick => (block.pick.as_ref().expect("a round has a pick"), false),
+            Slot::Broadcast(i) => (&self.broadcast[i], true),
+        }
+    }
+
+    /// Each block's dispatches in recording order, with whether each is
+    /// launched indirectly.
+    pub(crate) fn order(&self) -> Vec<Vec<(&Dispatch, bool)>> {
+        self.blocks
+            .iter()
+            .map(|block| {
+                let slots = block.slots(&self.passes[block.passes]);
+                slots.into_iter().map(|s| self.resolve(block, s)).collect()
+            })
+            .collect()
+    }
+
+    /// Where block `step`'s `j`-th launch reads its sizes in `args` (bytes).
+    pub(crate) fn indirect_offset(&self, step: usize, j: usize) -> u64 {
+        12 * (self.offsets[step] + j) as u64
+    }
+
+    /// How many of block `step`'s launches come before its broadcasts (all of
+    /// them when it has no round): where a kept round is read back.
+    pub(crate) fn before_broadcast(&self, step: usize) -> usize {
+        let block = &self.blocks[step];
+        let slots = block.slots(&self.passes[block.passes]);
+        slots
+            .iter()
+            .position(|s| matches!(s, Slot::Broadcast(_)))
+            .unwrap_or(slots.len())
+    }
+
+    /// The readback layout, in order: the RGBA8 pixels, the pick's record, the
+    /// step counter, the last round's scores, each with its length in u32 words.
+    pub(crate) fn readback(&self) -> [(&Tensor, usize); 4] {
+        readback_parts(&self.post, &self.st)
+    }
+
+    /// The buffer of the one readback.
+    pub(crate) fn readback_buffer(&self) -> &wgpu::Buffer {
+        &self.out.buffer
+    }
+
+    pub(crate) fn phases(&self) -> PlanPhases<'_> {
+        let largest = self.passes.last().expect("a plan has passes"); // sorted by K
+        PlanPhases {
+            text: &self.text_pass,
+            unet: &largest.unet,
+            score: &largest.score,
+            post: &self.post.dispatches,
+        }
+    }
+
+    /// Every block's noise draw, to be given the run's seed.
+    pub(crate) fn noise_draws(&self) -> impl Iterator<Item = &Dispatch> {
+        self.blocks
+            .iter()
+            .filter_map(|b| b.noise.map(|i| &b.after[i]))
+    }
+
+    pub(crate) fn picks(&self) -> impl Iterator<Item = &Dispatch> {
+        self.blocks.iter().filter_map(|b| b.pick.as_ref())
+    }
+}
+
+/// The readback layout (see [`Plan::readback`]).
+fn readback_parts<'a>(post: &'a Post, st: &'a State) -> [(&'a Tensor, usize); 4] {
+    [
+        (&post.pixels, post.width * post.height),
+        (&st.choice, CHOICE_WORDS),
+        (&st.steps_run, 1),
+        (&st.scores, st.scores.numel()),
+    ]
+}
+
+/// Each block's first launch in the indirect arguments, and the launches in all.
+fn lay_out(blocks: &[Block], passes: &[Passes]) -> (Vec<usize>, usize) {
+    let mut offsets = Vec::with_capacity(blocks.len());
+    let mut total = 0;
+    for b in blocks {
+        offsets.push(total);
+        total += b.slots(&passes[b.passes]).len();
+    }
+    (offsets, total)
+}
+
+/// Give each round its pick, which cancels every launch after its own block
+/// (in u32 words of `args`: three per launch).
+fn add_picks(
+    ctx: &Context,
+    blocks: &mut [Block],
+    passes: &[Passes],
+    choice: &Tensor,
+    args: &Tensor,
+    offsets: &[usize],
+    total: usize,
+) -> Result<()> {
+    for (step, block) in blocks.iter_mut().enumerate() {
+        if !block.round {
+            continue;
+        }
+        let end = offsets.get(step + 1).copied().unwrap_or(total);
+        let scores = &passes[block.passes].scores;
+        // The threshold is set per run (see `search::load`).
+        let pick = score::pick(
+            ctx,
+            scores,
+            step,
+            Certainty::NEVER,
+            choice,
+            args,
+            3 * end..3 * total,
+        )?;
+        block.pick = Some(pick);
+    }
+    Ok(())
+}
+
+fn key(seed: u64, step: usize, stream: u32) -> NoiseKey {
+    NoiseKey {
+        seed,
+        candidate: 0,
+        step: step as u32,
+        stream,
+    }
+}
+
+/// The distinct candidate counts of the phases, ascending.
+fn candidate_counts(s: &Settings) -> Vec<usize> {
+    let mut counts: Vec<usize> = s.phases.iter().map(|ph| ph.candidates).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    counts
+}
+
+/// 1. Text: the denoiser's conditioning, the scorer's embeddings.
+fn plan_text<'a>(ctx: &'a Context, pipeline: &Pipeline, p: usize) -> Result<Text<'a>> {
+    let mut graph = Graph::new(ctx, "text");
+    let len = pipeline.tokenizer.model_max_length;
+    let text = token_tensors(ctx, 1 + p, len)?;
+    let hidden = pipeline
+        .text_encoder
+        .forward(&mut graph, &text.0, &text.1)?
+        .last_hidden_state; // [1 + P, 77, D]
+    let (scorer, embeds) = match &pipeline.scorer {
+        Some(model) => {
+            let ids = token_tensors(ctx, p, len)?;
+            let embeds = model.text_embeds(&mut graph, &ids.0, &ids.1)?; // [P, proj]
+            (Some(ids), Some(embeds))
+        }
+        None => (None, None),
+    };
+    Ok(Text {
+        graph,
+        inputs: Inputs { text, scorer },
+        hidden,
+        embeds,
+    })
+}
+
+/// Token ids `[n, len]` and EOS positions `[n]` (u32), written per run.
+fn token_tensors(ctx: &Context, n: usize, len: usize) -> Result<(Tensor, Tensor)> {
+    let ids = Tensor::from_u32(ctx, "input_ids", &[n, len], &vec![0; n * len])?;
+    let eos = Tensor::from_u32(ctx, "eos", &[n], &vec![0; n])?;
+    Ok((ids, eos))
+}
+
+/// Each prompt's row of `hidden` repeated for K candidates: `[(1 + P)·K, 77, D]`,
+/// in the UNet batch order.
+fn repeat_context(ctx: &Context, g: &mut Graph, hidden: &Tensor, k: usize) -> Result<Tensor> {
+    let (rows, l, d) = (hidden.shape[0], hidden.shape[1], hidden.shape[2]);
+    let context = g.tensor(&[rows * k, l, d])?;
+    for j in 0..rows {
+        let index = Tensor::from_u32(ctx, "prompt index", &[1], &[j as u32])?;
+        let group = g.tensor(&[k, l, d])?;
+        g.push(layout::broadcast_row(ctx, hidden, &index, &group)?);
+        g.push(layout::copy_into(ctx, &group, &context, 0, j * k)?);
+    }
+    Ok(context)
+}
+
+fn u32_tensor(ctx: &Context, label: &str, n: usize) -> Result<Tensor> {
+    let mut t = Tensor::zeros(ctx, label, &[n])?;
+    t.dtype = DType::U32;
+    Ok(t)
+}
+
+/// 2. State: the candidates `shape = [K_max, C, h, w]` and what every step reuses.
+fn state(ctx: &Context, s: &Settings, shape: [usize; 4]) -> Result<State> {
+    let [k, c, h, w] = shape;
+    let prompts = s.prompts;
+    let batch = (1 + prompts) * k;
+    Ok(State {
+        x: Tensor::zeros(ctx, "x", &shape)?,
+        x0: Tensor::zeros(ctx, "x0", &shape)?,
+        noise: Tensor::zeros(ctx, "noise", &shape)?,
+        guided: Tensor::zeros(ctx, "guided", &shape)?,
+        model_in: Tensor::zeros(ctx, "model_in", &[batch, c, h, w])?,
+        timesteps: Tensor::zeros(ctx, "timesteps", &[batch])?,
+        table: sampler::upload_table(ctx, &s.table)?,
+        weights: Tensor::zeros(ctx, "weights", &[prompts])?,
+        choice: u32_tensor(ctx, "choice", CHOICE_WORDS)?,
+        steps_run: u32_tensor(ctx, "steps run", 1)?,
+        scores: Tensor::zeros(ctx, "scores", &[k, prompts + 1])?,
+    })
+}
+
+/// 3. The views, UNet pass and scoring pass for K candidates. The context
+/// broadcast goes into the text stage (run once per run).
+fn plan_passes(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    text: &mut Text,
+    st: &State,
+    k: usize,
+) -> Result<Passes> {
+    let [_, c, h, w] = st.x.shape[..] else {
+        unreachable!("x is [K, C, h, w]")
+    };
+    let candidates = [k, c, h, w];
+    let batch = text.hidden.shape[0] * k;
+    let context = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
+    let model_in = st.model_in.prefix(&[batch, c, h, w])?;
+    let timesteps = st.timesteps.prefix(&[batch])?;
+    let mut unet = Graph::new(ctx, "unet");
+    let model_out = pipeline
+        .unet
+        .forward(&mut unet, &model_in, &timesteps, &context)?;
+    let mut passes = Passes {
+        x: st.x.prefix(&candidates)?,
+        x0: st.x0.prefix(&candidates)?,
+        noise: st.noise.prefix(&candidates)?,
+        guided: st.guided.prefix(&candidates)?,
+        model_in,
+        timesteps,
+        scores: st.scores.prefix(&[k, st.scores.shape[1]])?,
+        unet: unet.dispatches,
+        model_out,
+        images: st.x0.prefix(&candidates)?,
+        score: Vec::new(),
+    };
+    if let (Some(scorer), Some(embeds)) = (&pipeline.scorer, &text.embeds) {
+        let mut g = Graph::new(ctx, "scorer");
+        passes.images = pipeline.to_image(&mut g, passes.x0.clone())?;
+        let settings = &pipeline.config.settings;
+        let (mean, std) = (settings.scorer_image_mean, settings.scorer_image_std);
+        let pixels = scorer.preprocess(&mut g, &passes.images, mean, std)?;
+        let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
+        for d in score::similarity(ctx, &image_embeds, embeds, &st.weights, &passes.scores)? {
+            g.push(d);
+        }
+        passes.score = g.dispatches;
+    }
+    Ok(passes)
+}
+
+/// 4. Step `step`'s own dispatches: the UNet batch before, guidance, noise and
+/// the sampler update after (its phase's K, guidance and table row).
+fn step_block(
+    ctx: &Context,
+    s: &Settings,
+    st: &State,
+    at: &Passes,
+    passes: usize,
+    step: usize,
+) -> Result<Block> {
+    let prepare = sampler::prepare(
+        ctx,
+        &st.table,
+        step,
+        &at.x,
+        s.prompts,
+        &at.model_in,
+        &at.timesteps,
+    )?;
+    let guidance = s.phase(step).guidance;
+    let mut after = vec![sampler::guide(
+        ctx,
+        &at.model_out,
+        &st.weights,
+        guidance,
+        &at.guided,
+    )?];
+    let mut noise = None;
+    if s.table[step].uses_noise() {
+        // The seed is set per run (see `search::load`).
+        noise = Some(after.len());
+        after.push(noise::gaussian(
+            ctx,
+            &at.noise,
+            key(0, step + 1, STREAM_STEP),
+            1.0,
+        )?);
+    }
+    after.push(sampler::step(
+        ctx,
+        &st.table,
+        step,
+        &at.guided,
+        &at.noise,
+        &at.x,
+        &at.x0,
+        &st.steps_run,
+    )?);
+    Ok(Block {
+        passes,
+        prepare,
+        after,
+        noise,
+        round: s.rounds.contains(&step),
+        pick: None,
+    })
+}
+
+fn indirect_args(ctx: &Context, words: usize) -> Result<Tensor> {
+    let buffer = ctx.create_buffer(
+        "indirect dispatch sizes",
+        4 * words.max(1) as u64,
+        STORAGE | wgpu::BufferUsages::INDIRECT,
+    );
+    let mut t = Tensor::wrap(buffer, &[words.max(1)]);
+    t.dtype = DType::U32;
+    Ok(t)
+}
