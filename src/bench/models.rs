@@ -28,10 +28,11 @@ use crate::error::{Error, Result};
 use crate::gpu::profiler::{Clock, Profiler};
 use crate::gpu::Tensor;
 use crate::gpu::{Context, Dispatch};
-use crate::models::clip::{self, CLIPModel, CLIPTextConfig, CLIPTextModel};
-use crate::models::layers::{check_all_used, open_component, Vars};
+use crate::models::clip::{self, CLIPModel, CLIPTextModel};
+use crate::models::layers::component_config;
+use crate::models::pipeline;
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
-use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
+use crate::models::upscaler::SRVGGNetCompact;
 use crate::models::Graph;
 
 pub const MODELS: [&str; 4] = ["unet", "text_encoder", "scorer", "upscaler"];
@@ -94,32 +95,26 @@ enum Model {
 }
 
 impl Model {
+    /// Component `name` of a pipeline folder, loaded as the engine loads it.
     fn load(ctx: &Context, dir: &Path, name: &str) -> Result<Self> {
         Ok(match name {
             "unet" => {
-                let (weights, config): (_, UNet2DConditionConfig) = open_component(dir)?;
+                let config: UNet2DConditionConfig = component_config(dir)?;
                 let (size, cross) = (config.sample_size.unwrap_or(32), config.cross_attention_dim);
-                let unet = UNet2DConditionModel::new(&Vars::new(ctx, &weights), config)?;
-                check_all_used(&weights, &[])?;
-                Model::Unet(unet, size, cross)
+                Model::Unet(pipeline::load_unet(ctx, dir, &config)?, size, cross)
             }
-            "text_encoder" => {
-                let (mut weights, config): (_, CLIPTextConfig) = open_component(dir)?;
-                weights.detect_prefix("text_model.");
-                let text = CLIPTextModel::new(&Vars::new(ctx, &weights), config)?;
-                check_all_used(&weights, clip::IGNORED)?;
-                Model::Text(text)
-            }
+            "text_encoder" => Model::Text(pipeline::load_text_encoder(
+                ctx,
+                dir,
+                &component_config(dir)?,
+            )?),
             "scorer" => {
-                let (weights, config): (_, clip::CLIPConfig) = open_component(dir)?;
+                let config: clip::CLIPConfig = component_config(dir)?;
                 let size = config.vision_config.image_size;
-                Model::Scorer(CLIPModel::new(&Vars::new(ctx, &weights), config)?, size)
+                Model::Scorer(pipeline::load_scorer(ctx, dir, &config)?, size)
             }
             "upscaler" => {
-                let (weights, config): (_, SRVGGNetCompactConfig) = open_component(dir)?;
-                let up = SRVGGNetCompact::new(&Vars::new(ctx, &weights), config)?;
-                check_all_used(&weights, &[])?;
-                Model::Upscaler(up)
+                Model::Upscaler(pipeline::load_upscaler(ctx, dir, &component_config(dir)?)?)
             }
             other => return Err(Error::BadInput(format!("unknown model {other}"))),
         })
