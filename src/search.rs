@@ -31,6 +31,7 @@ use crate::ops::score::{self, CHOICE_WORDS, NOT_STOPPED};
 use crate::output::Parameters;
 use crate::request::{Image, Prompts, Request, Round, Settled};
 
+mod passes;
 mod plan;
 
 pub use plan::Plan;

@@ -10,55 +10,17 @@ use crate::error::Result;
 use crate::gpu::tensor::STORAGE;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::models::pipeline::Pipeline;
-use crate::models::Graph;
 use crate::ops::noise::{self, NoiseKey};
 use crate::ops::score::{self, Certainty, CHOICE_WORDS};
 use crate::ops::{layout, sampler};
 use crate::postprocess::{self, Post};
 use crate::request::Settings;
 
+use super::passes::{plan_passes, plan_text, state, Inputs, Passes, State};
+
 /// Noise streams: independent draws sharing (seed, candidate, step).
 const STREAM_START: u32 = 0;
 const STREAM_STEP: u32 = 1;
-
-/// The candidates' state and the buffers every step reuses, sized for the
-/// largest candidate count; a phase with fewer works on a prefix of each.
-pub(crate) struct State {
-    /// `[K, C, h, w]`: the current samples.
-    pub x: Tensor,
-    /// `[K, C, h, w]`: their predicted clean samples (and DPM-Solver's previous x0).
-    pub x0: Tensor,
-    noise: Tensor,
-    guided: Tensor,
-    model_in: Tensor,
-    timesteps: Tensor,
-    table: Tensor,
-    pub weights: Tensor,
-    /// Winner, best score, margin, stopped-at step (u32 words).
-    pub choice: Tensor,
-    /// `[1]` u32: steps the GPU executed (the sampler step counts itself).
-    pub steps_run: Tensor,
-    /// `[K, P + 1]`: the last round's scores.
-    pub scores: Tensor,
-}
-
-/// What one candidate count needs: views of the state for its K, the UNet pass
-/// over its `(1 + P)·K` batch and the scoring pass over its K candidates.
-pub(crate) struct Passes {
-    x: Tensor,
-    x0: Tensor,
-    noise: Tensor,
-    guided: Tensor,
-    model_in: Tensor,
-    timesteps: Tensor,
-    pub scores: Tensor,
-    unet: Vec<Dispatch>,
-    model_out: Tensor,
-    /// The candidates as the scorer sees them, `[K, 3, H, W]` in [-1, 1]: `x0`,
-    /// or its VAE decoding (made by the scoring pass) for a latent model.
-    pub images: Tensor,
-    score: Vec<Dispatch>,
-}
 
 /// A step block: its own dispatches around its candidate count's UNet pass.
 pub(crate) struct Block {
@@ -106,13 +68,6 @@ impl Block {
     }
 }
 
-/// The inputs a run writes into a plan: token ids and EOS positions of the
-/// text encoder's and the scorer's prompts.
-pub(crate) struct Inputs {
-    pub text: (Tensor, Tensor),
-    pub scorer: Option<(Tensor, Tensor)>,
-}
-
 /// Everything a run needs on the GPU, planned once: every tensor, every
 /// dispatch with its bind group, the indirect sizes, the readback buffer.
 /// A request that settles to the same [`Settings`] reuses it: only the
@@ -145,15 +100,6 @@ pub(crate) struct PlanPhases<'a> {
     pub unet: &'a [Dispatch],
     pub score: &'a [Dispatch],
     pub post: &'a [Dispatch],
-}
-
-/// The text stage: the denoiser's conditioning `[1 + P, 77, D]` and the
-/// scorer's text embeddings `[P, proj]`, with the token tensors they read.
-struct Text<'a> {
-    graph: Graph<'a>,
-    inputs: Inputs,
-    hidden: Tensor,
-    embeds: Option<Tensor>,
 }
 
 impl Plan {
@@ -371,128 +317,7 @@ fn candidate_counts(s: &Settings) -> Vec<usize> {
     counts
 }
 
-/// 1. Text: the denoiser's conditioning, the scorer's embeddings.
-fn plan_text<'a>(ctx: &'a Context, pipeline: &Pipeline, p: usize) -> Result<Text<'a>> {
-    let mut graph = Graph::new(ctx, "text");
-    let len = pipeline.tokenizer.model_max_length;
-    let text = token_tensors(ctx, 1 + p, len)?;
-    let hidden = pipeline
-        .text_encoder
-        .forward(&mut graph, &text.0, &text.1)?
-        .last_hidden_state; // [1 + P, 77, D]
-    let (scorer, embeds) = match &pipeline.scorer {
-        Some(model) => {
-            let ids = token_tensors(ctx, p, len)?;
-            let embeds = model.text_embeds(&mut graph, &ids.0, &ids.1)?; // [P, proj]
-            (Some(ids), Some(embeds))
-        }
-        None => (None, None),
-    };
-    Ok(Text {
-        graph,
-        inputs: Inputs { text, scorer },
-        hidden,
-        embeds,
-    })
-}
-
-/// Token ids `[n, len]` and EOS positions `[n]` (u32), written per run.
-fn token_tensors(ctx: &Context, n: usize, len: usize) -> Result<(Tensor, Tensor)> {
-    let ids = Tensor::from_u32(ctx, "input_ids", &[n, len], &vec![0; n * len])?;
-    let eos = Tensor::from_u32(ctx, "eos", &[n], &vec![0; n])?;
-    Ok((ids, eos))
-}
-
-/// Each prompt's row of `hidden` repeated for K candidates: `[(1 + P)·K, 77, D]`,
-/// in the UNet batch order.
-fn repeat_context(ctx: &Context, g: &mut Graph, hidden: &Tensor, k: usize) -> Result<Tensor> {
-    let (rows, l, d) = (hidden.shape[0], hidden.shape[1], hidden.shape[2]);
-    let context = g.tensor(&[rows * k, l, d])?;
-    for j in 0..rows {
-        let index = Tensor::from_u32(ctx, "prompt index", &[1], &[j as u32])?;
-        let group = g.tensor(&[k, l, d])?;
-        g.push(layout::broadcast_row(ctx, hidden, &index, &group)?);
-        g.push(layout::copy_into(ctx, &group, &context, 0, j * k)?);
-    }
-    Ok(context)
-}
-
-fn u32_tensor(ctx: &Context, label: &str, n: usize) -> Result<Tensor> {
-    let mut t = Tensor::zeros(ctx, label, &[n])?;
-    t.dtype = DType::U32;
-    Ok(t)
-}
-
-/// 2. State: the candidates `shape = [K_max, C, h, w]` and what every step reuses.
-fn state(ctx: &Context, s: &Settings, shape: [usize; 4]) -> Result<State> {
-    let [k, c, h, w] = shape;
-    let prompts = s.prompts;
-    let batch = (1 + prompts) * k;
-    Ok(State {
-        x: Tensor::zeros(ctx, "x", &shape)?,
-        x0: Tensor::zeros(ctx, "x0", &shape)?,
-        noise: Tensor::zeros(ctx, "noise", &shape)?,
-        guided: Tensor::zeros(ctx, "guided", &shape)?,
-        model_in: Tensor::zeros(ctx, "model_in", &[batch, c, h, w])?,
-        timesteps: Tensor::zeros(ctx, "timesteps", &[batch])?,
-        table: sampler::upload_table(ctx, &s.table)?,
-        weights: Tensor::zeros(ctx, "weights", &[prompts])?,
-        choice: u32_tensor(ctx, "choice", CHOICE_WORDS)?,
-        steps_run: u32_tensor(ctx, "steps run", 1)?,
-        scores: Tensor::zeros(ctx, "scores", &[k, prompts + 1])?,
-    })
-}
-
-/// 3. The views, UNet pass and scoring pass for K candidates. The context
-/// broadcast goes into the text stage (run once per run).
-fn plan_passes(
-    ctx: &Context,
-    pipeline: &Pipeline,
-    text: &mut Text,
-    st: &State,
-    k: usize,
-) -> Result<Passes> {
-    let [_, c, h, w] = st.x.shape[..] else {
-        unreachable!("x is [K, C, h, w]")
-    };
-    let candidates = [k, c, h, w];
-    let batch = text.hidden.shape[0] * k;
-    let context = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
-    let model_in = st.model_in.prefix(&[batch, c, h, w])?;
-    let timesteps = st.timesteps.prefix(&[batch])?;
-    let mut unet = Graph::new(ctx, "unet");
-    let model_out = pipeline
-        .unet
-        .forward(&mut unet, &model_in, &timesteps, &context)?;
-    let mut passes = Passes {
-        x: st.x.prefix(&candidates)?,
-        x0: st.x0.prefix(&candidates)?,
-        noise: st.noise.prefix(&candidates)?,
-        guided: st.guided.prefix(&candidates)?,
-        model_in,
-        timesteps,
-        scores: st.scores.prefix(&[k, st.scores.shape[1]])?,
-        unet: unet.dispatches,
-        model_out,
-        images: st.x0.prefix(&candidates)?,
-        score: Vec::new(),
-    };
-    if let (Some(scorer), Some(embeds)) = (&pipeline.scorer, &text.embeds) {
-        let mut g = Graph::new(ctx, "scorer");
-        passes.images = pipeline.to_image(&mut g, passes.x0.clone())?;
-        let settings = &pipeline.config.settings;
-        let (mean, std) = (settings.scorer_image_mean, settings.scorer_image_std);
-        let pixels = scorer.preprocess(&mut g, &passes.images, mean, std)?;
-        let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
-        for d in score::similarity(ctx, &image_embeds, embeds, &st.weights, &passes.scores)? {
-            g.push(d);
-        }
-        passes.score = g.dispatches;
-    }
-    Ok(passes)
-}
-
-/// 4. Step `step`'s own dispatches: the UNet batch before, guidance, noise and
+/// Step `step`'s own dispatches: the UNet batch before, guidance, noise and
 /// the sampler update after (its phase's K, guidance and table row).
 fn step_block(
     ctx: &Context,

@@ -1,0 +1,187 @@
+//! The tensors of a run and the passes that work on them: the candidates'
+//! state (sized for the largest candidate count), the text stage, and for each
+//! candidate count its views of the state, its UNet pass and its scoring pass.
+
+use crate::error::Result;
+use crate::gpu::{Context, DType, Dispatch, Tensor};
+use crate::models::pipeline::Pipeline;
+use crate::models::Graph;
+use crate::ops::score::{self, CHOICE_WORDS};
+use crate::ops::{layout, sampler};
+use crate::request::Settings;
+
+/// The candidates' state and the buffers every step reuses, sized for the
+/// largest candidate count; a phase with fewer works on a prefix of each.
+pub(crate) struct State {
+    /// `[K, C, h, w]`: the current samples.
+    pub(crate) x: Tensor,
+    /// `[K, C, h, w]`: their predicted clean samples (and DPM-Solver's previous x0).
+    pub(crate) x0: Tensor,
+    pub(crate) noise: Tensor,
+    pub(crate) guided: Tensor,
+    pub(crate) model_in: Tensor,
+    pub(crate) timesteps: Tensor,
+    pub(crate) table: Tensor,
+    pub(crate) weights: Tensor,
+    /// Winner, best score, margin, stopped-at step (u32 words).
+    pub(crate) choice: Tensor,
+    /// `[1]` u32: steps the GPU executed (the sampler step counts itself).
+    pub(crate) steps_run: Tensor,
+    /// `[K, P + 1]`: the last round's scores.
+    pub(crate) scores: Tensor,
+}
+
+/// What one candidate count needs: views of the state for its K, the UNet pass
+/// over its `(1 + P)·K` batch and the scoring pass over its K candidates.
+pub(crate) struct Passes {
+    pub(crate) x: Tensor,
+    pub(crate) x0: Tensor,
+    pub(crate) noise: Tensor,
+    pub(crate) guided: Tensor,
+    pub(crate) model_in: Tensor,
+    pub(crate) timesteps: Tensor,
+    pub(crate) scores: Tensor,
+    pub(crate) unet: Vec<Dispatch>,
+    pub(crate) model_out: Tensor,
+    /// The candidates as the scorer sees them, `[K, 3, H, W]` in [-1, 1]: `x0`,
+    /// or its VAE decoding (made by the scoring pass) for a latent model.
+    pub(crate) images: Tensor,
+    pub(crate) score: Vec<Dispatch>,
+}
+
+/// The inputs a run writes into a plan: token ids and EOS positions of the
+/// text encoder's and the scorer's prompts.
+pub(crate) struct Inputs {
+    pub(crate) text: (Tensor, Tensor),
+    pub(crate) scorer: Option<(Tensor, Tensor)>,
+}
+
+/// The text stage: the denoiser's conditioning `[1 + P, 77, D]` and the
+/// scorer's text embeddings `[P, proj]`, with the token tensors they read.
+pub(super) struct Text<'a> {
+    pub(super) graph: Graph<'a>,
+    pub(super) inputs: Inputs,
+    pub(super) hidden: Tensor,
+    pub(super) embeds: Option<Tensor>,
+}
+
+/// The text stage: the denoiser's conditioning, the scorer's embeddings.
+pub(super) fn plan_text<'a>(ctx: &'a Context, pipeline: &Pipeline, p: usize) -> Result<Text<'a>> {
+    let mut graph = Graph::new(ctx, "text");
+    let len = pipeline.tokenizer.model_max_length;
+    let text = token_tensors(ctx, 1 + p, len)?;
+    let hidden = pipeline
+        .text_encoder
+        .forward(&mut graph, &text.0, &text.1)?
+        .last_hidden_state; // [1 + P, 77, D]
+    let (scorer, embeds) = match &pipeline.scorer {
+        Some(model) => {
+            let ids = token_tensors(ctx, p, len)?;
+            let embeds = model.text_embeds(&mut graph, &ids.0, &ids.1)?; // [P, proj]
+            (Some(ids), Some(embeds))
+        }
+        None => (None, None),
+    };
+    Ok(Text {
+        graph,
+        inputs: Inputs { text, scorer },
+        hidden,
+        embeds,
+    })
+}
+
+/// Token ids `[n, len]` and EOS positions `[n]` (u32), written per run.
+fn token_tensors(ctx: &Context, n: usize, len: usize) -> Result<(Tensor, Tensor)> {
+    let ids = Tensor::from_u32(ctx, "input_ids", &[n, len], &vec![0; n * len])?;
+    let eos = Tensor::from_u32(ctx, "eos", &[n], &vec![0; n])?;
+    Ok((ids, eos))
+}
+
+/// Each prompt's row of `hidden` repeated for K candidates: `[(1 + P)·K, 77, D]`,
+/// in the UNet batch order.
+fn repeat_context(ctx: &Context, g: &mut Graph, hidden: &Tensor, k: usize) -> Result<Tensor> {
+    let (rows, l, d) = (hidden.shape[0], hidden.shape[1], hidden.shape[2]);
+    let context = g.tensor(&[rows * k, l, d])?;
+    for j in 0..rows {
+        let index = Tensor::from_u32(ctx, "prompt index", &[1], &[j as u32])?;
+        let group = g.tensor(&[k, l, d])?;
+        g.push(layout::broadcast_row(ctx, hidden, &index, &group)?);
+        g.push(layout::copy_into(ctx, &group, &context, 0, j * k)?);
+    }
+    Ok(context)
+}
+
+fn u32_tensor(ctx: &Context, label: &str, n: usize) -> Result<Tensor> {
+    let mut t = Tensor::zeros(ctx, label, &[n])?;
+    t.dtype = DType::U32;
+    Ok(t)
+}
+
+/// The state: the candidates `shape = [K_max, C, h, w]` and what every step reuses.
+pub(super) fn state(ctx: &Context, s: &Settings, shape: [usize; 4]) -> Result<State> {
+    let [k, c, h, w] = shape;
+    let prompts = s.prompts;
+    let batch = (1 + prompts) * k;
+    Ok(State {
+        x: Tensor::zeros(ctx, "x", &shape)?,
+        x0: Tensor::zeros(ctx, "x0", &shape)?,
+        noise: Tensor::zeros(ctx, "noise", &shape)?,
+        guided: Tensor::zeros(ctx, "guided", &shape)?,
+        model_in: Tensor::zeros(ctx, "model_in", &[batch, c, h, w])?,
+        timesteps: Tensor::zeros(ctx, "timesteps", &[batch])?,
+        table: sampler::upload_table(ctx, &s.table)?,
+        weights: Tensor::zeros(ctx, "weights", &[prompts])?,
+        choice: u32_tensor(ctx, "choice", CHOICE_WORDS)?,
+        steps_run: u32_tensor(ctx, "steps run", 1)?,
+        scores: Tensor::zeros(ctx, "scores", &[k, prompts + 1])?,
+    })
+}
+
+/// The views, UNet pass and scoring pass for K candidates. The context
+/// broadcast goes into the text stage (run once per run).
+pub(super) fn plan_passes(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    text: &mut Text,
+    st: &State,
+    k: usize,
+) -> Result<Passes> {
+    let [_, c, h, w] = st.x.shape[..] else {
+        unreachable!("x is [K, C, h, w]")
+    };
+    let candidates = [k, c, h, w];
+    let batch = text.hidden.shape[0] * k;
+    let context = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
+    let model_in = st.model_in.prefix(&[batch, c, h, w])?;
+    let timesteps = st.timesteps.prefix(&[batch])?;
+    let mut unet = Graph::new(ctx, "unet");
+    let model_out = pipeline
+        .unet
+        .forward(&mut unet, &model_in, &timesteps, &context)?;
+    let mut passes = Passes {
+        x: st.x.prefix(&candidates)?,
+        x0: st.x0.prefix(&candidates)?,
+        noise: st.noise.prefix(&candidates)?,
+        guided: st.guided.prefix(&candidates)?,
+        model_in,
+        timesteps,
+        scores: st.scores.prefix(&[k, st.scores.shape[1]])?,
+        unet: unet.dispatches,
+        model_out,
+        images: st.x0.prefix(&candidates)?,
+        score: Vec::new(),
+    };
+    if let (Some(scorer), Some(embeds)) = (&pipeline.scorer, &text.embeds) {
+        let mut g = Graph::new(ctx, "scorer");
+        passes.images = pipeline.to_image(&mut g, passes.x0.clone())?;
+        let settings = &pipeline.config.settings;
+        let (mean, std) = (settings.scorer_image_mean, settings.scorer_image_std);
+        let pixels = scorer.preprocess(&mut g, &passes.images, mean, std)?;
+        let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
+        for d in score::similarity(ctx, &image_embeds, embeds, &st.weights, &passes.scores)? {
+            g.push(d);
+        }
+        passes.score = g.dispatches;
+    }
+    Ok(passes)
+}
