@@ -104,22 +104,22 @@ pub struct Round {
 /// A request checked against a model: everything the loop needs, settled.
 pub struct Settled {
     /// What the GPU plan depends on (a plan is reused while this stays equal).
-    pub settings: Settings,
-    pub prompts: Prompts,
+    pub(crate) settings: Settings,
+    pub(crate) prompts: Prompts,
     /// When the pick kernel stops the run early.
-    pub certainty: Certainty,
+    pub(crate) certainty: Certainty,
 }
 
 /// The sub-prompts of a request and their normalised weights (the
 /// unconditional prompt is the model's, added by the loop).
-pub struct Prompts {
+pub(crate) struct Prompts {
     pub texts: Vec<String>,
     pub weights: Vec<f32>,
 }
 
 /// The shape of a run: sizes, phases and the sampler's step table.
 #[derive(Debug, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The image's size in pixels (before upscaling).
     pub width: usize,
     pub height: usize,

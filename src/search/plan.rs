@@ -104,7 +104,7 @@ pub(crate) struct PlanPhases<'a> {
 
 impl Plan {
     /// Plan a run of `s` on `pipeline`'s models.
-    pub fn new(ctx: &Context, pipeline: &Pipeline, s: Settings) -> Result<Self> {
+    pub(crate) fn new(ctx: &Context, pipeline: &Pipeline, s: Settings) -> Result<Self> {
         let [c, h, w] = s.sample;
         let mut text = plan_text(ctx, pipeline, s.prompts)?;
         // Every planned tensor checks the device's binding limit as it is created.
