@@ -17,7 +17,6 @@
 //! at batch K, the post-processing (upscaler and RGBA8 of the winner) and the
 //! final readback (wall clock).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -27,7 +26,8 @@ use crate::bench::{fixed, Stats, Table};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
-use crate::gpu::{readback, Dispatch};
+use crate::gpu::readback;
+use crate::gpu::Dispatch;
 use crate::request::Request;
 
 /// Settings of one `easel bench generate` run.
@@ -105,20 +105,110 @@ pub fn run(
             "--steps and --runs: need at least 1".into(),
         ));
     }
-    let ctx = &engine.ctx;
-    // Everything created so far is the model's weights (and a few uniforms).
-    let weight_bytes = ctx.buffer_bytes();
-    let upscale = engine.config().upscaler.as_ref().map_or(1, |u| u.upscale);
-    println!(
-        "{}: \"{}\", {} steps, x{upscale} upscale, weights {:.1} MiB; wall clock around \
-         engine.generate; phases: {}",
-        engine.config().name,
-        opts.prompt,
-        opts.steps,
-        mib(weight_bytes),
-        profiler.clock().label()
-    );
-    let table = Table::new(
+    let sweep = Sweep {
+        engine,
+        profiler,
+        opts,
+        // Everything created so far is the model's weights (and a few uniforms).
+        weight_bytes: engine.ctx.buffer_bytes(),
+        upscale: engine.config().upscaler.as_ref().map_or(1, |u| u.upscale),
+    };
+    sweep.print_header();
+    let table = table();
+    let mut points: Vec<Point> = Vec::new();
+    for size in sizes(engine, opts) {
+        let first = points.len();
+        for &k in &opts.candidates {
+            let point = sweep.point(size, k, points.get(first))?;
+            print_point(&table, &point);
+            points.push(point);
+        }
+    }
+    Ok((sweep.section(&points), points))
+}
+
+/// One `easel bench generate` run: the engine, its settings, and what it
+/// holds before the first generation.
+struct Sweep<'a> {
+    engine: &'a Engine,
+    profiler: &'a Profiler,
+    opts: &'a GenerateOptions,
+    weight_bytes: u64,
+    upscale: usize,
+}
+
+impl Sweep<'_> {
+    fn print_header(&self) {
+        println!(
+            "{}: \"{}\", {} steps, x{} upscale, weights {:.1} MiB; wall clock around \
+             engine.generate; phases: {}",
+            self.engine.config().name,
+            self.opts.prompt,
+            self.opts.steps,
+            self.upscale,
+            mib(self.weight_bytes),
+            self.profiler.clock().label()
+        );
+    }
+
+    /// Time `k` candidates at `(w, h)`; `base` is the first point of this size
+    /// (none for the first, which is its own base).
+    fn point(&self, (w, h): (usize, usize), k: usize, base: Option<&Point>) -> Result<Point> {
+        let (engine, opts) = (self.engine, self.opts);
+        let request = Request {
+            seed: opts.seed,
+            size: Some((w, h)),
+            steps: Some(opts.steps),
+            candidates: k,
+            upscale: self.upscale,
+            ..Request::new(opts.prompt.clone())
+        };
+        // Warm-up: pipelines compile and the run is planned (every buffer it
+        // holds is made here; the timed runs reuse the plan).
+        let before = engine.ctx.buffer_bytes();
+        engine.generate(&request)?;
+        let run_bytes = engine.ctx.buffer_bytes() - before;
+        let mut times = Vec::with_capacity(opts.runs);
+        for _ in 0..opts.runs {
+            let start = Instant::now();
+            engine.generate(&request)?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        let stats = Stats::of(times).expect("runs > 0");
+        let phases = phases(engine, self.profiler)?;
+        let base = base.map_or((k, stats.median_ms), |p| (p.candidates, p.stats.median_ms));
+        Ok(Point {
+            width: w,
+            height: h,
+            candidates: k,
+            steps: opts.steps,
+            stats,
+            images_per_s: 1e3 / stats.median_ms,
+            ms_per_step: stats.median_ms / opts.steps as f64,
+            per_candidate_ratio: stats.median_ms * base.0 as f64 / (k as f64 * base.1),
+            gpu_mib: mib(self.weight_bytes + run_bytes),
+            phases,
+        })
+    }
+
+    /// The `generate` section of the report.
+    fn section(&self, points: &[Point]) -> Value {
+        json!({
+            "model": self.engine.config().dir.display().to_string(),
+            "prompt": self.opts.prompt,
+            "seed": self.opts.seed,
+            "steps": self.opts.steps,
+            "upscale": self.upscale,
+            "weights_mib": mib(self.weight_bytes),
+            "clock": "wall-clock",
+            "phase_clock": self.profiler.clock().name(),
+            "rows": points,
+        })
+    }
+}
+
+fn table() -> Table {
+    Table::new(
         &[
             ("size", 7),
             ("K", 3),
@@ -136,63 +226,7 @@ pub fn run(
             ("read ms", 8),
         ],
         1,
-    );
-    let mut points: Vec<Point> = Vec::new();
-    for (w, h) in sizes(engine, opts) {
-        let first = points.len();
-        for &k in &opts.candidates {
-            let request = Request {
-                seed: opts.seed,
-                size: Some((w, h)),
-                steps: Some(opts.steps),
-                candidates: k,
-                upscale,
-                ..Request::new(opts.prompt.clone())
-            };
-            // Warm-up: pipelines compile and the run is planned (every buffer it
-            // holds is made here; the timed runs reuse the plan).
-            let before = ctx.buffer_bytes();
-            engine.generate(&request)?;
-            let run_bytes = ctx.buffer_bytes() - before;
-            let mut times = Vec::with_capacity(opts.runs);
-            for _ in 0..opts.runs {
-                let start = Instant::now();
-                engine.generate(&request)?;
-                times.push(start.elapsed().as_secs_f64() * 1e3);
-            }
-            let stats = Stats::of(times).expect("runs > 0");
-            let phases = phases(engine, profiler)?;
-            let base = points
-                .get(first)
-                .map_or((k, stats.median_ms), |p| (p.candidates, p.stats.median_ms));
-            let point = Point {
-                width: w,
-                height: h,
-                candidates: k,
-                steps: opts.steps,
-                stats,
-                images_per_s: 1e3 / stats.median_ms,
-                ms_per_step: stats.median_ms / opts.steps as f64,
-                per_candidate_ratio: stats.median_ms * base.0 as f64 / (k as f64 * base.1),
-                gpu_mib: mib(weight_bytes + run_bytes),
-                phases,
-            };
-            print_point(&table, &point);
-            points.push(point);
-        }
-    }
-    let section = json!({
-        "model": engine.config().dir.display().to_string(),
-        "prompt": opts.prompt,
-        "seed": opts.seed,
-        "steps": opts.steps,
-        "upscale": upscale,
-        "weights_mib": mib(weight_bytes),
-        "clock": "wall-clock",
-        "phase_clock": profiler.clock().name(),
-        "rows": points,
-    });
-    Ok((section, points))
+    )
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -257,12 +291,4 @@ fn phases(engine: &Engine, profiler: &Profiler) -> Result<Phases> {
         post_ms: time(phase.post)?,
         readback_ms: Stats::of(reads).expect("PHASE_RUNS > 0").median_ms,
     })
-}
-
-/// Where `--plot` writes, checked before any work (like `-o`).
-pub fn check_plot_path(path: &Option<PathBuf>) -> Result<()> {
-    match path {
-        Some(p) => crate::output::check_writable(p),
-        None => Ok(()),
-    }
 }

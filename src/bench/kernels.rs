@@ -8,11 +8,11 @@
 
 use std::fmt::Debug;
 
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::bench::peak::{self, Peak};
-use crate::bench::{fixed, random, Budget, Stats, Table};
+use crate::bench::row::{measure, print_row, table, Bound, KernelRow, QUICK_BUDGET};
+use crate::bench::{random, Budget, Table};
 use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::Tensor;
@@ -22,34 +22,6 @@ use crate::ops::conv2d::{self, Conv2dOptions};
 use crate::ops::elementwise::{self, Activation, BinaryOp};
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::ops::norm::{self, GroupNorm};
-
-/// What limits a kernel, so which peak its figure is read against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Bound {
-    Compute,
-    Memory,
-}
-
-/// One timed kernel: a row of the table and of the JSON `kernels` list.
-#[derive(Clone, Debug, Serialize)]
-pub struct KernelRow {
-    /// The family (`matmul`), or `peak` for the probes.
-    pub kernel: String,
-    pub variant: String,
-    /// The shader and entry point that ran (`file::entry`).
-    pub entry: String,
-    pub shape: String,
-    #[serde(flatten)]
-    pub stats: Stats,
-    /// At the median time.
-    pub gflops: f64,
-    pub gbps: f64,
-    pub bound: Bound,
-    /// Of the FMA peak (compute-bound) or the copy bandwidth (memory-bound).
-    pub pct_of_peak: Option<f64>,
-    pub clock: &'static str,
-}
 
 /// Settings of one `easel bench kernels` run.
 #[derive(Clone, Debug, Default)]
@@ -62,75 +34,12 @@ pub struct KernelOptions {
     pub variant: Option<String>,
 }
 
-pub(crate) const QUICK_BUDGET: Budget = Budget {
-    seconds: 0.05,
-    min: 2,
-    max: 5,
-};
+/// The repeats of a full run: enough for a steady median.
 const BUDGET: Budget = Budget {
     seconds: 1.5,
     min: 3,
     max: 25,
 };
-
-/// The table both `peak` and `kernels` print.
-pub(crate) fn table() -> Table {
-    Table::new(
-        &[
-            ("kernel", 11),
-            ("variant", 11),
-            ("shape", 44),
-            ("median ms", 10),
-            ("min ms", 9),
-            ("max ms", 9),
-            ("GFLOP/s", 9),
-            ("GB/s", 8),
-            ("% peak", 7),
-            ("clock", 15),
-        ],
-        3,
-    )
-}
-
-pub(crate) fn print_row(table: &Table, r: &KernelRow) {
-    table.row(&[
-        r.kernel.clone(),
-        r.variant.clone(),
-        r.shape.clone(),
-        format!("{:.3}", r.stats.median_ms),
-        format!("{:.3}", r.stats.min_ms),
-        format!("{:.3}", r.stats.max_ms),
-        format!("{:.2}", r.gflops),
-        format!("{:.2}", r.gbps),
-        fixed(r.pct_of_peak, 1),
-        r.clock.to_string(),
-    ]);
-}
-
-/// Time `d` and describe it as a row (no % of peak yet).
-pub(crate) fn measure(
-    ctx: &Context,
-    profiler: &Profiler,
-    (kernel, variant, shape): (&str, &str, String),
-    d: &Dispatch,
-    bound: Bound,
-    budget: Budget,
-) -> Result<KernelRow> {
-    let stats = crate::bench::time_dispatch(ctx, profiler, d, budget)?;
-    let per_ms = 1.0 / (stats.median_ms * 1e6);
-    Ok(KernelRow {
-        kernel: kernel.to_string(),
-        variant: variant.to_string(),
-        entry: d.kernel.label.clone(),
-        shape,
-        stats,
-        gflops: d.flops as f64 * per_ms,
-        gbps: d.bytes as f64 * per_ms,
-        bound,
-        pct_of_peak: None,
-        clock: profiler.clock().name(),
-    })
-}
 
 /// Measure the peak, then every kernel; returns the `peak` and `kernels` sections.
 pub fn run(ctx: &Context, profiler: &Profiler, opts: &KernelOptions) -> Result<(Value, Value)> {
@@ -166,6 +75,15 @@ impl Runner<'_> {
     fn wants(&self, kernel: &str, shape: &str) -> bool {
         let name = format!("{kernel} {shape}");
         self.opts.filter.as_deref().is_none_or(|f| name.contains(f))
+    }
+
+    /// The shapes to run: the tiny ones when quick, else the model's.
+    fn shapes<S>(&self, full: &'static [S], quick: &'static [S]) -> &'static [S] {
+        if self.opts.quick {
+            quick
+        } else {
+            full
+        }
     }
 
     /// The variants to run: the adapter's own one when quick, else every one
@@ -231,11 +149,7 @@ const MATMUL_SHAPES: &[MatmulShape] = &[
 const QUICK_MATMUL_SHAPES: &[MatmulShape] = &[("64^3", 1, 64, 64, 64, false, false)];
 
 fn matmuls(r: &mut Runner) -> Result<()> {
-    let shapes = if r.opts.quick {
-        QUICK_MATMUL_SHAPES
-    } else {
-        MATMUL_SHAPES
-    };
+    let shapes = r.shapes(MATMUL_SHAPES, QUICK_MATMUL_SHAPES);
     for &(label, batch, m, n, k, transpose_b, b_shared) in shapes {
         if !r.wants("matmul", label) {
             continue;
@@ -300,11 +214,7 @@ const CONV_SHAPES: &[ConvShape] = &[
 const QUICK_CONV_SHAPES: &[ConvShape] = &[("1x8x8x8 -> 8, 3x3", 1, 8, 8, 8, 8, 3, 1, 1)];
 
 fn convs(r: &mut Runner) -> Result<()> {
-    let shapes = if r.opts.quick {
-        QUICK_CONV_SHAPES
-    } else {
-        CONV_SHAPES
-    };
+    let shapes = r.shapes(CONV_SHAPES, QUICK_CONV_SHAPES);
     for &(label, n, cin, h, w, cout, kernel, stride, padding) in shapes {
         if !r.wants("conv2d", label) {
             continue;
@@ -345,11 +255,7 @@ const QUICK_ATTENTION_SHAPES: &[AttentionShape] = &[("[1,16,16] 2 heads", 1, 16,
 const CLASSES: [AdapterClass; 2] = [AdapterClass::Gpu, AdapterClass::Cpu];
 
 fn attentions(r: &mut Runner) -> Result<()> {
-    let shapes = if r.opts.quick {
-        QUICK_ATTENTION_SHAPES
-    } else {
-        ATTENTION_SHAPES
-    };
+    let shapes = r.shapes(ATTENTION_SHAPES, QUICK_ATTENTION_SHAPES);
     for &(label, b, lq, lk, width, heads, is_causal) in shapes {
         if !r.wants("attention", label) {
             continue;
@@ -397,11 +303,7 @@ const QUICK_NORM_SHAPES: &[NormShape] = &[
 ];
 
 fn norms(r: &mut Runner) -> Result<()> {
-    let shapes = if r.opts.quick {
-        QUICK_NORM_SHAPES
-    } else {
-        NORM_SHAPES
-    };
+    let shapes = r.shapes(NORM_SHAPES, QUICK_NORM_SHAPES);
     for &(label, shape, groups) in shapes {
         let kernel = if groups > 0 {
             "group_norm"
@@ -467,11 +369,7 @@ const QUICK_ELEMENTWISE_SHAPES: &[ElementwiseShape] =
     &[("add [1,8,8,8]", &[1, 8, 8, 8], &[1, 8, 8, 8], BinaryOp::Add)];
 
 fn elementwises(r: &mut Runner) -> Result<()> {
-    let shapes = if r.opts.quick {
-        QUICK_ELEMENTWISE_SHAPES
-    } else {
-        ELEMENTWISE_SHAPES
-    };
+    let shapes = r.shapes(ELEMENTWISE_SHAPES, QUICK_ELEMENTWISE_SHAPES);
     for &(label, a_shape, b_shape, op) in shapes {
         if !r.wants("elementwise", label) {
             continue;

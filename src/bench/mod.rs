@@ -1,10 +1,11 @@
 //! Benchmarks as library code, so `easel bench` and `cargo bench` run the same
 //! measurements (DESIGN.md "Benchmarks"): the adapter's attainable peak
 //! ([`peak`]), every kernel family at the default model's shapes ([`kernels`]),
-//! each model's forward pass ([`models`]) and the whole generation loop
-//! ([`generate`]). Each prints a table on stdout as it goes and returns its
-//! figures as JSON; [`Report`] gathers them into one document in the schema
-//! `tools/bench_torch.py --json` writes, which [`compare`] sets side by side.
+//! both as rows of one table ([`row`]), each model's forward pass ([`models`])
+//! and the whole generation loop ([`generate`]). Each prints a table on stdout
+//! as it goes and returns its figures as JSON; [`Report`] gathers them into one
+//! document in the schema `tools/bench_torch.py --json` writes, which
+//! [`compare`] sets side by side.
 //!
 //! Kernel times come from the [`Profiler`]: GPU timestamps where the adapter has
 //! TIMESTAMP_QUERY, otherwise the host wall clock around a submit + wait per
@@ -26,6 +27,7 @@ pub mod kernels;
 pub mod models;
 pub mod peak;
 pub mod plot;
+pub mod row;
 
 /// Repeated timings of one thing, in milliseconds.
 #[derive(Clone, Copy, Debug, Serialize)]

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::bench::kernels::{self, Bound, KernelRow};
+use crate::bench::row::{self, Bound, KernelRow};
 use crate::bench::{random, Budget};
 use crate::error::Result;
 use crate::gpu::profiler::Profiler;
@@ -37,7 +37,7 @@ const MAX_ITERATIONS: u32 = 1 << 16;
 /// its JSON section.
 pub fn run(ctx: &Context, profiler: &Profiler, quick: bool) -> Result<(Peak, Value)> {
     let (target_ms, budget) = if quick {
-        (2.0, kernels::QUICK_BUDGET)
+        (2.0, row::QUICK_BUDGET)
     } else {
         (
             20.0,
@@ -48,11 +48,11 @@ pub fn run(ctx: &Context, profiler: &Profiler, quick: bool) -> Result<(Peak, Val
             },
         )
     };
-    let table = kernels::table();
+    let table = row::table();
     let fma = fma(ctx, profiler, target_ms, budget)?;
-    kernels::print_row(&table, &fma);
+    row::print_row(&table, &fma);
     let copy = copy(ctx, profiler, quick, budget)?;
-    kernels::print_row(&table, &copy);
+    row::print_row(&table, &copy);
     // Rates at the best repeat (see Peak).
     let best = |row: &KernelRow| row.stats.median_ms / row.stats.min_ms;
     let peak = Peak {
@@ -97,7 +97,7 @@ fn fma(ctx: &Context, profiler: &Profiler, target_ms: f64, budget: Budget) -> Re
         "{n} invocations x {} vec4 chains x {iterations} FMAs",
         peak::CHAINS
     );
-    kernels::measure(
+    row::measure(
         ctx,
         profiler,
         ("peak", "fma", shape),
@@ -120,7 +120,7 @@ fn copy(ctx: &Context, profiler: &Profiler, quick: bool, budget: Budget) -> Resu
     let dst = Tensor::zeros(ctx, "copy dst", &[rows, 4])?;
     let d = peak::copy(ctx, &src, &dst)?;
     let shape = format!("{} MiB", bytes >> 20);
-    kernels::measure(
+    row::measure(
         ctx,
         profiler,
         ("peak", "copy", shape),

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::bench::generate::Point;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 340.0;
@@ -18,6 +18,9 @@ const LEFT: f64 = 60.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 36.0;
 const BOTTOM: f64 = 44.0;
+/// The plot area of a panel, inside its margins.
+const PLOT_W: f64 = PANEL - LEFT - RIGHT;
+const PLOT_H: f64 = HEIGHT - TOP - BOTTOM;
 const COLOURS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
 ];
@@ -69,49 +72,85 @@ pub fn svg(points: &[Point]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let ks: Vec<f64> = points
-        .iter()
-        .map(|p| (p.candidates as f64).log2())
-        .collect();
-    let (k_lo, k_hi) = ks
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &k| (lo.min(k), hi.max(k)));
-    let (plot_w, plot_h) = (PANEL - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     for (i, panel) in PANELS.iter().enumerate() {
-        let x0 = i as f64 * PANEL + LEFT;
-        let y_max = points.iter().map(panel.value).fold(0.0, f64::max) * 1.1;
-        let y_max = if y_max > 0.0 { y_max } else { 1.0 };
-        let x = |k: f64| {
-            if k_hi > k_lo {
-                x0 + (k - k_lo) / (k_hi - k_lo) * plot_w
-            } else {
-                x0 + plot_w / 2.0
+        let frame = Frame::new(i, panel, points);
+        frame.axes(&mut s, panel.title, points);
+        for (j, size) in sizes(points).iter().enumerate() {
+            let colour = COLOURS[j % COLOURS.len()];
+            frame.line(&mut s, panel, points, *size, colour);
+            // The legend once, in the first panel.
+            if i == 0 {
+                frame.legend(&mut s, j, *size, colour);
             }
-        };
-        let y = |v: f64| TOP + plot_h * (1.0 - v / y_max);
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Where one panel draws: its left edge, and the log₂ K range and the value
+/// range (zero to a tenth above the largest) mapped onto its plot area.
+struct Frame {
+    x0: f64,
+    k_lo: f64,
+    k_hi: f64,
+    y_max: f64,
+}
+
+impl Frame {
+    /// Panel `i` of the row, showing `panel`'s values of `points`.
+    fn new(i: usize, panel: &Panel, points: &[Point]) -> Self {
+        let (k_lo, k_hi) = points
+            .iter()
+            .map(|p| (p.candidates as f64).log2())
+            .fold((f64::MAX, f64::MIN), |(lo, hi), k| (lo.min(k), hi.max(k)));
+        let y_max = points.iter().map(panel.value).fold(0.0, f64::max) * 1.1;
+        Self {
+            x0: i as f64 * PANEL + LEFT,
+            k_lo,
+            k_hi,
+            y_max: if y_max > 0.0 { y_max } else { 1.0 },
+        }
+    }
+
+    /// The x of log₂ K = `k`; a single K sits in the middle.
+    fn x(&self, k: f64) -> f64 {
+        if self.k_hi > self.k_lo {
+            self.x0 + (k - self.k_lo) / (self.k_hi - self.k_lo) * PLOT_W
+        } else {
+            self.x0 + PLOT_W / 2.0
+        }
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        TOP + PLOT_H * (1.0 - v / self.y_max)
+    }
+
+    /// The title, the axes, y ticks at quarters and x ticks at each K.
+    fn axes(&self, s: &mut String, title: &str, points: &[Point]) {
+        let x0 = self.x0;
         let _ = writeln!(
             s,
             r#"<text x="{}" y="20" text-anchor="middle" font-size="13">{}</text>"#,
-            x0 + plot_w / 2.0,
-            panel.title
+            x0 + PLOT_W / 2.0,
+            title
         );
-        // Axes, y ticks at quarters, x ticks at each K.
         let _ = writeln!(
             s,
             r#"<path d="M{x0} {TOP} V{} H{}" fill="none" stroke="black"/>"#,
-            TOP + plot_h,
-            x0 + plot_w
+            TOP + PLOT_H,
+            x0 + PLOT_W
         );
         for q in 0..=4 {
-            let v = y_max * q as f64 / 4.0;
+            let v = self.y_max * q as f64 / 4.0;
             let _ = writeln!(
                 s,
                 r##"<line x1="{x0}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
-                x0 + plot_w,
+                x0 + PLOT_W,
                 x0 - 6.0,
-                y(v) + 4.0,
+                self.y(v) + 4.0,
                 label(v),
-                y = y(v),
+                y = self.y(v),
             );
         }
         let mut seen_k: Vec<usize> = points.iter().map(|p| p.candidates).collect();
@@ -121,55 +160,83 @@ pub fn svg(points: &[Point]) -> String {
             let _ = writeln!(
                 s,
                 r#"<text x="{}" y="{}" text-anchor="middle">{k}</text>"#,
-                x((k as f64).log2()),
-                TOP + plot_h + 16.0
+                self.x((k as f64).log2()),
+                TOP + PLOT_H + 16.0
             );
         }
         let _ = writeln!(
             s,
             r#"<text x="{}" y="{}" text-anchor="middle">K (candidates)</text>"#,
-            x0 + plot_w / 2.0,
+            x0 + PLOT_W / 2.0,
             HEIGHT - 8.0
         );
-        for (j, size) in sizes(points).iter().enumerate() {
-            let colour = COLOURS[j % COLOURS.len()];
-            let line: Vec<(f64, f64)> = points
-                .iter()
-                .filter(|p| (p.width, p.height) == *size)
-                .map(|p| (x((p.candidates as f64).log2()), y((panel.value)(p))))
-                .collect();
-            let path: Vec<String> = line.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+    }
+
+    /// The line of one size: `panel`'s value at each K, a dot at each point.
+    fn line(
+        &self,
+        s: &mut String,
+        panel: &Panel,
+        points: &[Point],
+        size: (usize, usize),
+        colour: &str,
+    ) {
+        let line: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|p| (p.width, p.height) == size)
+            .map(|p| {
+                (
+                    self.x((p.candidates as f64).log2()),
+                    self.y((panel.value)(p)),
+                )
+            })
+            .collect();
+        let path: Vec<String> = line.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
+            path.join(" ")
+        );
+        for (a, b) in &line {
             let _ = writeln!(
                 s,
-                r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
-                path.join(" ")
+                r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{colour}"/>"#
             );
-            for (a, b) in &line {
-                let _ = writeln!(
-                    s,
-                    r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{colour}"/>"#
-                );
-            }
-            if i == 0 {
-                let ly = TOP + 10.0 + 16.0 * j as f64;
-                let _ = writeln!(
-                    s,
-                    r#"<rect x="{}" y="{}" width="12" height="3" fill="{colour}"/><text x="{}" y="{}">{}x{}</text>"#,
-                    x0 + 10.0,
-                    ly - 4.0,
-                    x0 + 26.0,
-                    ly,
-                    size.0,
-                    size.1
-                );
-            }
         }
     }
-    s.push_str("</svg>\n");
-    s
+
+    /// Entry `j` of the legend: a swatch and the size.
+    fn legend(&self, s: &mut String, j: usize, size: (usize, usize), colour: &str) {
+        let ly = TOP + 10.0 + 16.0 * j as f64;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{}" y="{}" width="12" height="3" fill="{colour}"/><text x="{}" y="{}">{}x{}</text>"#,
+            self.x0 + 10.0,
+            ly - 4.0,
+            self.x0 + 26.0,
+            ly,
+            size.0,
+            size.1
+        );
+    }
 }
 
 /// Write the plot atomically.
 pub fn write(path: &Path, points: &[Point]) -> Result<()> {
     crate::output::write_atomic(path, svg(points).as_bytes())
+}
+
+/// Check where `--plot` writes before any work (like `-o`): a FILE.svg that
+/// can be written.
+pub fn check_path(path: &Path) -> Result<()> {
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        return Err(Error::BadInput(format!(
+            "--plot {}: the plot is drawn as SVG; name a FILE.svg",
+            path.display()
+        )));
+    }
+    crate::output::check_writable(path)
 }

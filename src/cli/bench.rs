@@ -3,7 +3,7 @@
 //! for every figure, `--vs FILE` for ratios against another engine's report,
 //! `--plot FILE.svg` for the scaling curves of `generate`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use easel::bench::generate::GenerateOptions;
@@ -113,34 +113,9 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
                 steps: *steps,
                 runs: *runs,
             };
-            easel::prompt::parse(prompt)?;
-            if let Some(path) = plot {
-                if !path
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
-                {
-                    return Err(Error::BadInput(format!(
-                        "--plot {}: the plot is drawn as SVG; name a FILE.svg",
-                        path.display()
-                    )));
-                }
-                check_writable(path)?;
-            }
-            let engine = Engine::new(model, adapter)?;
-            let profiler = bench::profiler(&engine.ctx, args.wall_clock);
-            let mut report = Report::new(&engine.ctx, &profiler);
-            let (section, points) = bench::generate::run(&engine, &profiler, &opts)?;
-            report.set("generate", section);
-            if let Some(path) = plot {
-                bench::plot::write(path, &points)?;
-            }
-            report
+            generate(args, adapter, model, &opts, plot.as_deref())?
         }
-        What::Peak { quick } => {
-            let (ctx, profiler, mut report) = open(args, adapter)?;
-            report.set("peak", bench::peak::run(&ctx, &profiler, *quick)?.1);
-            report
-        }
+        What::Peak { quick } => peak(args, adapter, *quick)?,
         What::Kernels {
             quick,
             variant,
@@ -151,11 +126,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
                 filter: filter.clone(),
                 variant: variant.clone(),
             };
-            let (ctx, profiler, mut report) = open(args, adapter)?;
-            let (peak, kernels) = bench::kernels::run(&ctx, &profiler, &opts)?;
-            report.set("peak", peak);
-            report.set("kernels", kernels);
-            report
+            kernels(args, adapter, &opts)?
         }
         What::Models {
             model,
@@ -167,9 +138,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
                 batches: parse_counts("--batches", batches)?,
                 filter: filter.clone(),
             };
-            let (ctx, profiler, mut report) = open(args, adapter)?;
-            report.set("models", bench::models::run(&ctx, &profiler, &opts)?);
-            report
+            models(args, adapter, &opts)?
         }
     };
     if let Some(path) = &args.json {
@@ -179,6 +148,50 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
         compare::print(&report.value(), &theirs)?;
     }
     Ok(())
+}
+
+/// `easel bench generate`: the engine loads `model` (after the prompt and
+/// `--plot` are checked), then the loop is timed and the curves drawn.
+fn generate(
+    args: &BenchArgs,
+    adapter: &AdapterOptions,
+    model: &Path,
+    opts: &GenerateOptions,
+    plot: Option<&Path>,
+) -> Result<Report> {
+    easel::prompt::parse(&opts.prompt)?;
+    if let Some(path) = plot {
+        bench::plot::check_path(path)?;
+    }
+    let engine = Engine::new(model, adapter)?;
+    let profiler = bench::profiler(&engine.ctx, args.wall_clock);
+    let mut report = Report::new(&engine.ctx, &profiler);
+    let (section, points) = bench::generate::run(&engine, &profiler, opts)?;
+    report.set("generate", section);
+    if let Some(path) = plot {
+        bench::plot::write(path, &points)?;
+    }
+    Ok(report)
+}
+
+fn peak(args: &BenchArgs, adapter: &AdapterOptions, quick: bool) -> Result<Report> {
+    let (ctx, profiler, mut report) = open(args, adapter)?;
+    report.set("peak", bench::peak::run(&ctx, &profiler, quick)?.1);
+    Ok(report)
+}
+
+fn kernels(args: &BenchArgs, adapter: &AdapterOptions, opts: &KernelOptions) -> Result<Report> {
+    let (ctx, profiler, mut report) = open(args, adapter)?;
+    let (peak, kernels) = bench::kernels::run(&ctx, &profiler, opts)?;
+    report.set("peak", peak);
+    report.set("kernels", kernels);
+    Ok(report)
+}
+
+fn models(args: &BenchArgs, adapter: &AdapterOptions, opts: &ModelOptions) -> Result<Report> {
+    let (ctx, profiler, mut report) = open(args, adapter)?;
+    report.set("models", bench::models::run(&ctx, &profiler, opts)?);
+    Ok(report)
 }
 
 /// The adapter, its profiler and an empty report.

@@ -230,6 +230,123 @@ struct TimestepEmbedding {
     linear_2: Linear,
 }
 
+impl TimestepEmbedding {
+    fn new(vb: &Vars, in_channels: usize, time_embed_dim: usize) -> Result<Self> {
+        Ok(Self {
+            linear_1: Linear::new(&vb.pp("linear_1"), in_channels, time_embed_dim, true)?,
+            linear_2: Linear::new(&vb.pp("linear_2"), time_embed_dim, time_embed_dim, true)?,
+        })
+    }
+}
+
+/// The config read per resolution level: the per-block fields expanded to one
+/// value per block, and what builds the down, mid and up blocks from them.
+struct Levels<'a> {
+    config: &'a UNet2DConditionConfig,
+    layers: Vec<usize>,
+    transformer_layers: Vec<usize>,
+    heads: Vec<usize>,
+}
+
+impl<'a> Levels<'a> {
+    fn new(config: &'a UNet2DConditionConfig) -> Result<Self> {
+        let blocks = config.block_out_channels.len();
+        Ok(Self {
+            config,
+            layers: config.layers_per_block.expand("layers_per_block", blocks)?,
+            transformer_layers: config
+                .transformer_layers_per_block
+                .expand("transformer_layers_per_block", blocks)?,
+            heads: config.heads()?,
+        })
+    }
+
+    /// What the blocks of level `i` share.
+    fn block(&self, i: usize) -> BlockConfig {
+        let config = self.config;
+        BlockConfig {
+            groups: config.norm_num_groups,
+            eps: config.norm_eps,
+            temb: config.block_out_channels[0] * 4,
+            cross_attention_dim: config.cross_attention_dim,
+            heads: self.heads[i],
+            transformer_layers: self.transformer_layers[i],
+            use_linear_projection: config.use_linear_projection,
+            downsample_padding: config.downsample_padding,
+        }
+    }
+
+    /// `down_blocks.{i}`: each level's resnets, then a downsampler but at the lowest.
+    fn down_blocks(&self, vb: &Vars) -> Result<Vec<DownBlock>> {
+        let channels = &self.config.block_out_channels;
+        let blocks = channels.len();
+        let mut down_blocks = Vec::with_capacity(blocks);
+        let mut cin = channels[0];
+        for (i, kind) in self.config.down_block_types.iter().enumerate() {
+            let last = i + 1 == blocks;
+            let vb = vb.pp("down_blocks").pp(i);
+            down_blocks.push(DownBlock::new(
+                &vb,
+                kind,
+                &self.block(i),
+                cin,
+                channels[i],
+                self.layers[i],
+                !last,
+            )?);
+            cin = channels[i];
+        }
+        Ok(down_blocks)
+    }
+
+    /// `mid_block`, at the lowest level's width (or none, as the config says).
+    fn mid_block(&self, vb: &Vars) -> Result<Option<MidBlock>> {
+        let blocks = self.config.block_out_channels.len();
+        let top = self.config.block_out_channels[blocks - 1];
+        match self.config.mid_block_type.as_deref() {
+            Some("UNetMidBlock2DCrossAttn") => Ok(Some(MidBlock::new(
+                &vb.pp("mid_block"),
+                &self.block(blocks - 1),
+                top,
+                self.config.mid_block_scale_factor,
+            )?)),
+            None => Ok(None),
+            Some(other) => Err(Error::BadInput(format!(
+                "unet config: `mid_block_type` = {other:?} is not supported by easel"
+            ))),
+        }
+    }
+
+    /// `up_blocks.{i}`: the down levels mirrored, each with one resnet more than
+    /// its down block (`layers_per_block + 1`, as diffusers builds them).
+    fn up_blocks(&self, vb: &Vars) -> Result<Vec<UpBlock>> {
+        let channels = &self.config.block_out_channels;
+        let blocks = channels.len();
+        let mut up_blocks = Vec::with_capacity(blocks);
+        let mut prev = channels[blocks - 1];
+        for (i, kind) in self.config.up_block_types.iter().enumerate() {
+            let r = blocks - 1 - i; // the down block this one mirrors
+            let out = channels[r];
+            let skip_in = channels[r.saturating_sub(1)];
+            let last = i + 1 == blocks;
+            let vb = vb.pp("up_blocks").pp(i);
+            let up = UpBlock::new(
+                &vb,
+                kind,
+                &self.block(r),
+                prev,
+                out,
+                skip_in,
+                self.layers[r] + 1,
+                !last,
+            )?;
+            up_blocks.push(up);
+            prev = out;
+        }
+        Ok(up_blocks)
+    }
+}
+
 pub struct UNet2DConditionModel {
     pub config: UNet2DConditionConfig,
     /// `time_proj`: the sinusoidal embedding and its frequency table.
@@ -246,127 +363,33 @@ pub struct UNet2DConditionModel {
 impl UNet2DConditionModel {
     pub fn new(vb: &Vars, config: UNet2DConditionConfig) -> Result<Self> {
         config.check_supported()?;
-        let blocks = config.block_out_channels.len();
-        let channels = &config.block_out_channels;
-        let layers = config.layers_per_block.expand("layers_per_block", blocks)?;
-        let transformer_layers = config
-            .transformer_layers_per_block
-            .expand("transformer_layers_per_block", blocks)?;
-        let heads = config.heads()?;
-        let block = |i: usize| BlockConfig {
-            groups: config.norm_num_groups,
-            eps: config.norm_eps,
-            temb: channels[0] * 4,
-            cross_attention_dim: config.cross_attention_dim,
-            heads: heads[i],
-            transformer_layers: transformer_layers[i],
-            use_linear_projection: config.use_linear_projection,
-            downsample_padding: config.downsample_padding,
-        };
+        let levels = Levels::new(&config)?;
+        let c0 = config.block_out_channels[0];
 
         // 1. time: diffusers sizes the time MLP from block_out_channels[0].
-        let timesteps = Timesteps::new(channels[0], config.flip_sin_to_cos, config.freq_shift);
+        let timesteps = Timesteps::new(c0, config.flip_sin_to_cos, config.freq_shift);
         let time_proj = (timesteps, timesteps.upload_frequencies(vb.ctx)?);
-        let temb_dim = config.time_embedding_dim.unwrap_or(channels[0] * 4);
-        let time_embedding = TimestepEmbedding {
-            linear_1: Linear::new(
-                &vb.pp("time_embedding").pp("linear_1"),
-                channels[0],
-                temb_dim,
-                true,
-            )?,
-            linear_2: Linear::new(
-                &vb.pp("time_embedding").pp("linear_2"),
-                temb_dim,
-                temb_dim,
-                true,
-            )?,
-        };
+        let temb_dim = config.time_embedding_dim.unwrap_or(c0 * 4);
+        let time_embedding = TimestepEmbedding::new(&vb.pp("time_embedding"), c0, temb_dim)?;
+
         // 2. pre-process
         let k = config.conv_in_kernel;
-        let conv_in = Conv2d::new(
-            &vb.pp("conv_in"),
-            config.in_channels,
-            channels[0],
-            k,
-            1,
-            k / 2,
-        )?;
+        let conv_in = Conv2d::new(&vb.pp("conv_in"), config.in_channels, c0, k, 1, k / 2)?;
 
         // 3. down
-        let mut down_blocks = Vec::with_capacity(blocks);
-        let mut cin = channels[0];
-        for (i, kind) in config.down_block_types.iter().enumerate() {
-            let last = i + 1 == blocks;
-            let vb = vb.pp("down_blocks").pp(i);
-            down_blocks.push(DownBlock::new(
-                &vb,
-                kind,
-                &block(i),
-                cin,
-                channels[i],
-                layers[i],
-                !last,
-            )?);
-            cin = channels[i];
-        }
+        let down_blocks = levels.down_blocks(vb)?;
 
         // 4. mid
-        let top = channels[blocks - 1];
-        let mid_block = match config.mid_block_type.as_deref() {
-            Some("UNetMidBlock2DCrossAttn") => Some(MidBlock::new(
-                &vb.pp("mid_block"),
-                &block(blocks - 1),
-                top,
-                config.mid_block_scale_factor,
-            )?),
-            None => None,
-            Some(other) => {
-                return Err(Error::BadInput(format!(
-                    "unet config: `mid_block_type` = {other:?} is not supported by easel"
-                )))
-            }
-        };
+        let mid_block = levels.mid_block(vb)?;
 
         // 5. up: mirrored, with heads and layers reversed like diffusers.
-        let mut up_blocks = Vec::with_capacity(blocks);
-        let mut prev = top;
-        for (i, kind) in config.up_block_types.iter().enumerate() {
-            let r = blocks - 1 - i; // the down block this one mirrors
-            let out = channels[r];
-            let skip_in = channels[r.saturating_sub(1)];
-            let last = i + 1 == blocks;
-            let vb = vb.pp("up_blocks").pp(i);
-            let up = UpBlock::new(
-                &vb,
-                kind,
-                &block(r),
-                prev,
-                out,
-                skip_in,
-                layers[r] + 1,
-                !last,
-            )?;
-            up_blocks.push(up);
-            prev = out;
-        }
+        let up_blocks = levels.up_blocks(vb)?;
 
         // 6. post-process
+        let (groups, eps) = (config.norm_num_groups, config.norm_eps);
+        let conv_norm_out = GroupNorm::new(&vb.pp("conv_norm_out"), groups, c0, eps)?;
         let k = config.conv_out_kernel;
-        let conv_norm_out = GroupNorm::new(
-            &vb.pp("conv_norm_out"),
-            config.norm_num_groups,
-            channels[0],
-            config.norm_eps,
-        )?;
-        let conv_out = Conv2d::new(
-            &vb.pp("conv_out"),
-            channels[0],
-            config.out_channels,
-            k,
-            1,
-            k / 2,
-        )?;
+        let conv_out = Conv2d::new(&vb.pp("conv_out"), c0, config.out_channels, k, 1, k / 2)?;
         Ok(Self {
             config,
             time_proj,
@@ -402,7 +425,8 @@ impl UNet2DConditionModel {
         let emb = g.linear(&t_emb, &self.time_embedding.linear_1)?;
         let emb = g.silu(&emb)?;
         let emb = g.linear(&emb, &self.time_embedding.linear_2)?; // [N, 4*C0]
-                                                                  // ResnetBlock2D applies SiLU to temb before its projection: do it once here.
+
+        // ResnetBlock2D applies SiLU to temb before its projection: do it once here.
         let emb = g.silu(&emb)?;
 
         // 2. pre-process
@@ -416,9 +440,7 @@ impl UNet2DConditionModel {
         // 3. down
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
-            let (out, states) = block.forward(g, &x, &emb, context)?;
-            skips.extend(states);
-            x = out;
+            x = block.forward(g, &x, &mut skips, &emb, context)?;
         }
 
         // 4. mid

@@ -28,6 +28,31 @@ impl BlockConfig {
         ResnetBlock2D::new(vb, cin, cout, Some(self.temb), self.groups, self.eps, scale)
     }
 
+    /// The `layers` resnets of a down or up block of type `kind`, one of
+    /// `types` (`resnets.{j}`, resnet j taking `resnet_in(j)` channels to `cout`),
+    /// and for the cross-attention type a transformer after each
+    /// (`attentions.{j}`), built in diffusers' order.
+    fn layers(
+        &self,
+        vb: &Vars,
+        kind: &str,
+        types: BlockTypes,
+        layers: usize,
+        resnet_in: impl Fn(usize) -> usize,
+        cout: usize,
+    ) -> Result<(Vec<ResnetBlock2D>, Vec<Transformer2DModel>)> {
+        let attention = has_attention(kind, types)?;
+        let mut resnets = Vec::with_capacity(layers);
+        let mut attentions = Vec::new();
+        for j in 0..layers {
+            resnets.push(self.resnet(&vb.pp("resnets").pp(j), resnet_in(j), cout, 1.0)?);
+            if attention {
+                attentions.push(self.transformer(&vb.pp("attentions").pp(j), cout)?);
+            }
+        }
+        Ok((resnets, attentions))
+    }
+
     fn transformer(&self, vb: &Vars, channels: usize) -> Result<Transformer2DModel> {
         Transformer2DModel::new(
             vb,
@@ -41,14 +66,36 @@ impl BlockConfig {
     }
 }
 
+/// The two types of a down or up block in a config: (without, with cross-attention).
+type BlockTypes = (&'static str, &'static str);
+const DOWN_TYPES: BlockTypes = ("DownBlock2D", "CrossAttnDownBlock2D");
+const UP_TYPES: BlockTypes = ("UpBlock2D", "CrossAttnUpBlock2D");
+
 /// Whether a block type has cross-attention; other types are refused by name.
-fn has_attention(kind: &str, plain: &str, cross: &str) -> Result<bool> {
+fn has_attention(kind: &str, (plain, cross): BlockTypes) -> Result<bool> {
     match kind {
         k if k == plain => Ok(false),
         k if k == cross => Ok(true),
         other => Err(Error::BadInput(format!(
             "unet config: block type {other:?} is not supported by easel (expected {plain} or {cross})"
         ))),
+    }
+}
+
+/// One layer of a down or up block: the resnet, then the transformer where
+/// the block has cross-attention. x `[N, Cin, H, W]` → `[N, Cout, H, W]`.
+fn resnet_attention(
+    g: &mut Graph,
+    resnet: &ResnetBlock2D,
+    attention: Option<&Transformer2DModel>,
+    x: &Tensor,
+    emb: &Tensor,
+    context: &Tensor,
+) -> Result<Tensor> {
+    let x = resnet.forward(g, x, Some(emb))?;
+    match attention {
+        Some(attn) => attn.forward(g, &x, context),
+        None => Ok(x),
     }
 }
 
@@ -68,25 +115,11 @@ impl DownBlock {
         layers: usize,
         downsample: bool,
     ) -> Result<Self> {
-        let attention = has_attention(kind, "DownBlock2D", "CrossAttnDownBlock2D")?;
-        let mut resnets = Vec::with_capacity(layers);
-        let mut attentions = Vec::new();
-        for j in 0..layers {
-            let c = if j == 0 { cin } else { cout };
-            resnets.push(cfg.resnet(&vb.pp("resnets").pp(j), c, cout, 1.0)?);
-            if attention {
-                attentions.push(cfg.transformer(&vb.pp("attentions").pp(j), cout)?);
-            }
-        }
-        let downsampler = if downsample {
-            Some(Downsample2D::new(
-                &vb.pp("downsamplers").pp(0),
-                cout,
-                cfg.downsample_padding,
-            )?)
-        } else {
-            None
-        };
+        let resnet_in = |j: usize| if j == 0 { cin } else { cout };
+        let (resnets, attentions) = cfg.layers(vb, kind, DOWN_TYPES, layers, resnet_in, cout)?;
+        let downsampler = downsample
+            .then(|| Downsample2D::new(&vb.pp("downsamplers").pp(0), cout, cfg.downsample_padding))
+            .transpose()?;
         Ok(Self {
             resnets,
             attentions,
@@ -94,28 +127,26 @@ impl DownBlock {
         })
     }
 
-    /// x `[N, Cin, H, W]` → (output, the states the up path concatenates later).
+    /// x `[N, Cin, H, W]` → output; pushes onto `skips` the states the up path
+    /// concatenates later (diffusers' `res_samples`), as `UpBlock` pops them.
     pub fn forward(
         &self,
         g: &mut Graph,
         x: &Tensor,
+        skips: &mut Vec<Tensor>,
         emb: &Tensor,
         context: &Tensor,
-    ) -> Result<(Tensor, Vec<Tensor>)> {
+    ) -> Result<Tensor> {
         let mut x = x.clone();
-        let mut states = Vec::new();
         for (j, resnet) in self.resnets.iter().enumerate() {
-            x = resnet.forward(g, &x, Some(emb))?;
-            if let Some(attn) = self.attentions.get(j) {
-                x = attn.forward(g, &x, context)?;
-            }
-            states.push(x.clone());
+            x = resnet_attention(g, resnet, self.attentions.get(j), &x, emb, context)?;
+            skips.push(x.clone()); // [N, Cout, H, W]
         }
         if let Some(down) = &self.downsampler {
             x = down.forward(g, &x)?; // [N, Cout, H/2, W/2]
-            states.push(x.clone());
+            skips.push(x.clone());
         }
-        Ok((x, states))
+        Ok(x)
     }
 }
 
@@ -174,22 +205,17 @@ impl UpBlock {
         layers: usize,
         upsample: bool,
     ) -> Result<Self> {
-        let attention = has_attention(kind, "UpBlock2D", "CrossAttnUpBlock2D")?;
-        let mut resnets = Vec::with_capacity(layers);
-        let mut attentions = Vec::new();
-        for j in 0..layers {
+        // Resnet j takes the state from below (or the previous resnet's) and
+        // one skip: the deepest one last.
+        let resnet_in = |j: usize| {
             let skip = if j + 1 == layers { skip_in } else { cout };
             let c = if j == 0 { prev } else { cout };
-            resnets.push(cfg.resnet(&vb.pp("resnets").pp(j), c + skip, cout, 1.0)?);
-            if attention {
-                attentions.push(cfg.transformer(&vb.pp("attentions").pp(j), cout)?);
-            }
-        }
-        let upsampler = if upsample {
-            Some(Upsample2D::new(&vb.pp("upsamplers").pp(0), cout)?)
-        } else {
-            None
+            c + skip
         };
+        let (resnets, attentions) = cfg.layers(vb, kind, UP_TYPES, layers, resnet_in, cout)?;
+        let upsampler = upsample
+            .then(|| Upsample2D::new(&vb.pp("upsamplers").pp(0), cout))
+            .transpose()?;
         Ok(Self {
             resnets,
             attentions,
@@ -215,10 +241,7 @@ impl UpBlock {
         for (j, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().expect("one skip per resnet");
             let cat = g.concat(&[&x, &skip], 1)?; // [N, C + Cskip, H, W]
-            x = resnet.forward(g, &cat, Some(emb))?;
-            if let Some(attn) = self.attentions.get(j) {
-                x = attn.forward(g, &x, context)?;
-            }
+            x = resnet_attention(g, resnet, self.attentions.get(j), &cat, emb, context)?;
         }
         if let Some(up) = &self.upsampler {
             x = up.forward(g, &x)?;
