@@ -43,7 +43,7 @@ pub struct Request {
     pub trace: Option<PathBuf>,
     /// Phases with their own sampler, candidates, scoring interval and guidance
     /// (`--schedule`); the fields above are what a phase does not set.
-    pub schedule: Option<crate::schedule::Schedule>,
+    pub schedule: Option<crate::phases::Schedule>,
     /// Keep every scoring round's candidates in [`Image::rounds`] (extra
     /// readbacks, like `trace`; for tests and tools).
     pub keep_rounds: bool,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Engine, Request};
 use crate::error::{Error, Result};
 use crate::output::{encode_png, write_atomic};
-use crate::schedule::Schedule;
+use crate::phases::Schedule;
 use crate::schedulers::Sampler;
 
 /// The manifest's file name inside the output folder.

@@ -29,7 +29,7 @@ use crate::ops::noise::{self, NoiseKey};
 use crate::ops::score::{self, Certainty, CHOICE_WORDS, NOT_STOPPED};
 use crate::ops::{layout, resample, sampler, Dispatch, Workgroups};
 use crate::output::Parameters;
-use crate::schedule::{self, Defaults, Phase};
+use crate::phases::{self, Defaults, Phase};
 use crate::schedulers::StepCoefficients;
 use crate::tensor::{DType, Tensor};
 
@@ -66,7 +66,7 @@ struct Settings {
     steps: usize,
     /// The run's phases (one without `--schedule`).
     phases: Vec<Phase>,
-    /// One row per step (see [`schedule::step_table`]).
+    /// One row per step (see [`phases::step_table`]).
     table: Vec<StepCoefficients>,
     init_noise_sigma: f32,
     /// The steps after which the scorer runs (sorted; every phase ends with one).
@@ -130,7 +130,7 @@ fn settle(engine: &Engine, request: &Request) -> Result<Settings> {
         }
         None => {
             let steps = request.steps.unwrap_or(default_steps);
-            (steps, schedule::single(steps, &defaults))
+            (steps, phases::single(steps, &defaults))
         }
     };
     if steps == 0 {
@@ -156,7 +156,7 @@ fn settle(engine: &Engine, request: &Request) -> Result<Settings> {
     } else {
         Vec::new()
     };
-    let (table, init_noise_sigma) = schedule::step_table(&phases, &rounds, &engine.scheduler)?;
+    let (table, init_noise_sigma) = phases::step_table(&phases, &rounds, &engine.scheduler)?;
     Ok(Settings {
         width,
         height,

@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 use common::files::TempDir;
 use easel::models::Graph;
-use easel::schedule::Schedule;
+use easel::phases::Schedule;
 use easel::tensor::Tensor;
 use easel::{Engine, Image, Request};
 

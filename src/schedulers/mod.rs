@@ -16,8 +16,8 @@
 //! step writes `x0` where the next step reads `x0_prev`, and copying a winning
 //! candidate into the other slots must copy its `x0` along with `x`. `noise` is a
 //! fresh standard normal draw (Euler ancestral; DDIM with eta > 0). The step loop
-//! uploads the table once and only encodes dispatches; [`apply`] is the CPU
-//! reference of that kernel.
+//! uploads the table once and only encodes dispatches of wgsl/sampler.wgsl's `step`;
+//! its CPU reference is `apply` in tests/reference/sampler.rs.
 //!
 //! Where diffusers has quirks they are kept, so the same config gives the same
 //! samples: DDIM's previous timestep is always `t - num_train_timesteps / steps`
@@ -76,40 +76,6 @@ impl StepCoefficients {
     pub fn uses_noise(&self) -> bool {
         self.d != 0.0
     }
-}
-
-/// The CPU reference of one sampler step, elementwise over equal-length slices;
-/// returns `(x_next, x0)`. Accumulates in f64. `x0_prev` and `noise` may be empty
-/// when the step does not use them (`c == 0`, `d == 0`).
-pub fn apply(
-    s: &StepCoefficients,
-    x: &[f32],
-    model_out: &[f32],
-    x0_prev: &[f32],
-    noise: &[f32],
-) -> (Vec<f32>, Vec<f32>) {
-    let n = x.len();
-    assert_eq!(model_out.len(), n, "apply: model_out length");
-    assert!(
-        !s.uses_x0_prev() || x0_prev.len() == n,
-        "apply: x0_prev length"
-    );
-    assert!(!s.uses_noise() || noise.len() == n, "apply: noise length");
-    let at = |v: &[f32], i: usize| v.get(i).copied().unwrap_or(0.0) as f64;
-    let f = |v: f32| v as f64;
-    (0..n)
-        .map(|i| {
-            let (xi, mi) = (f(x[i]), f(model_out[i]));
-            let clip = f(s.clip);
-            let x0 = (f(s.x0_x) * xi + f(s.x0_m) * mi).clamp(-clip, clip);
-            let next = f(s.a) * xi
-                + f(s.b) * mi
-                + f(s.e) * x0
-                + f(s.c) * at(x0_prev, i)
-                + f(s.d) * at(noise, i);
-            (next as f32, x0 as f32)
-        })
-        .unzip()
 }
 
 /// The samplers easel has.
@@ -347,24 +313,5 @@ mod tests {
             vec![1000.0, 750.0, 500.0, 250.0]
         );
         assert_eq!(linspace(9.0, 4), vec![0.0, 3.0, 6.0, 9.0]);
-    }
-
-    #[test]
-    fn apply_is_the_linear_form() {
-        let s = StepCoefficients {
-            x0_x: 2.0,
-            x0_m: -1.0,
-            clip: 1.5,
-            a: 0.5,
-            b: 0.25,
-            e: 2.0,
-            c: -1.0,
-            d: 3.0,
-            ..Default::default()
-        };
-        let (next, x0) = apply(&s, &[1.0, 0.0], &[1.0, 4.0], &[1.0, 1.0], &[0.0, 1.0]);
-        // x0 = clamp(2·1 − 1, ±1.5) = 1; clamp(−4) = −1.5
-        assert_eq!(x0, vec![1.0, -1.5]);
-        assert_eq!(next, vec![0.5 + 0.25 + 2.0 - 1.0, 1.0 - 3.0 - 1.0 + 3.0]);
     }
 }
