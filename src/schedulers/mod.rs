@@ -260,18 +260,31 @@ fn spaced_timesteps(
                 }
             })
             .collect(),
-        TimestepSpacing::Leading => {
-            let ratio = train / steps;
-            (0..steps)
-                .rev()
-                .map(|i| (i * ratio + config.steps_offset) as f64)
-                .collect()
-        }
-        TimestepSpacing::Trailing => arange_down(train as f64, 0.0, train as f64 / steps as f64)
-            .into_iter()
-            .map(|t| round_even(t) - 1.0)
-            .collect(),
+        TimestepSpacing::Leading => leading(config, train / steps, 0..steps),
+        TimestepSpacing::Trailing => trailing(config, train, steps),
     }
+}
+
+/// "leading" spacing: `i · ratio + steps_offset` for each `i` of `points`, largest
+/// first.
+fn leading(
+    config: &SchedulerConfig,
+    ratio: usize,
+    points: impl DoubleEndedIterator<Item = usize>,
+) -> Vec<f64> {
+    points
+        .rev()
+        .map(|i| (i * ratio + config.steps_offset) as f64)
+        .collect()
+}
+
+/// "trailing" spacing: `np.round(np.arange(start, 0, -train / steps)) - 1`.
+fn trailing(config: &SchedulerConfig, start: usize, steps: usize) -> Vec<f64> {
+    let step = config.num_train_timesteps as f64 / steps as f64;
+    arange_down(start as f64, 0.0, step)
+        .into_iter()
+        .map(|t| round_even(t) - 1.0)
+        .collect()
 }
 
 #[cfg(test)]
