@@ -62,9 +62,9 @@ pub fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
 }
 
 /// Parse a job file. Blank lines are not jobs but keep their index, so a job's index is
-/// always its line number minus one. `model` ([`model_key`]: the model folder's name
-/// and contents) is part of each job's hash: another model makes other images, under
-/// other names.
+/// always its line number minus one. `model` ([`model_key`](super::model_key): the
+/// model folder's name and contents) is part of each job's hash: another model makes
+/// other images, under other names.
 pub fn parse_jobs(text: &str, defaults: &Defaults, model: &str) -> Vec<Entry> {
     text.lines()
         .enumerate()
