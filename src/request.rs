@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::models::pipeline::PipelineConfig;
+use crate::ops::sampler::StepCoefficients;
 use crate::ops::score::Certainty;
 use crate::output::Parameters;
-use crate::schedule::{self, Defaults, Phase, Schedule};
+use crate::phases::{self, Defaults, Phase, Schedule};
 use crate::schedulers::Sampler;
-use crate::schedulers::StepCoefficients;
 
 /// What to make. `None` fields take the model's defaults.
 #[derive(Clone, Debug)]
@@ -129,7 +129,7 @@ pub(crate) struct Settings {
     pub steps: usize,
     /// The run's phases (one without `--schedule`).
     pub phases: Vec<Phase>,
-    /// One row per step (see [`schedule::step_table`]).
+    /// One row per step (see [`phases::step_table`]).
     pub table: Vec<StepCoefficients>,
     pub init_noise_sigma: f32,
     /// The steps after which the scorer runs (sorted; every phase ends with one).
@@ -169,7 +169,7 @@ impl Request {
             Some(_) => phases.iter().flat_map(Phase::rounds).collect(),
             None => Vec::new(),
         };
-        let (table, init_noise_sigma) = schedule::step_table(&phases, &rounds, &model.scheduler)?;
+        let (table, init_noise_sigma) = phases::step_table(&phases, &rounds, &model.scheduler)?;
         let settings = Settings {
             width,
             height,
@@ -255,7 +255,7 @@ impl Request {
             }
             None => {
                 let steps = self.steps.unwrap_or(default_steps);
-                (steps, schedule::single(steps, &defaults))
+                (steps, phases::single(steps, &defaults))
             }
         };
         if steps == 0 {

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["ops"],
     &["weights", "tokenizer", "prompt", "output"],
     &["models", "schedulers"],
-    &["schedule", "phases"],
+    &["phases"],
     &["request", "postprocess", "trace", "search"],
     &["engine"],
     &["farm", "bench", "cli"],

@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use common::files::TempDir;
 use easel::gpu::Tensor;
 use easel::models::Graph;
-use easel::schedule::Schedule;
+use easel::phases::Schedule;
 use easel::{Engine, Image, Request};
 
 /// The tiny pipeline assembled in a temp folder (it has no tokenizer of its own).

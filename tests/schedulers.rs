@@ -1,7 +1,7 @@
 //! Schedulers against diffusers 0.42 (tests/golden/schedulers.json, written by
 //! tools/make_scheduler_golden.py): timesteps, input scaling, init_noise_sigma, and
 //! every step's prev_sample and pred_original_sample, replayed through easel's
-//! per-step coefficients and the CPU reference `apply`.
+//! per-step coefficients and the CPU reference `apply` (tests/reference/sampler.rs).
 //!
 //! Tolerance: |err| ≤ 1e-5 · max(max|want|, max|x|) per step vector, x being the
 //! step's input sample, for a step fed diffusers' own previous sample (a step on its
@@ -12,12 +12,17 @@
 //! the exact one). Everywhere else the measured error is below 1e-6 of max|want|
 //! (printed per case with --nocapture). Timesteps must match exactly.
 
+#[path = "reference/mod.rs"]
+mod reference;
+
 use std::collections::HashMap;
 
 use easel::schedulers::{
-    apply, build, Ddim, DpmSolverMultistep, EulerAncestral, Sampler, Scheduler, SchedulerConfig,
+    build, Ddim, DpmSolverMultistep, EulerAncestral, Sampler, Scheduler, SchedulerConfig,
+    StepCoefficients,
 };
 use easel::Error;
+use reference::sampler::apply;
 use serde::Deserialize;
 
 const STEP_RTOL: f64 = 1e-5;
@@ -104,6 +109,25 @@ fn scaled_err(got: &[f32], want: &[f32], input: &[f32]) -> f64 {
 
 fn rel(got: f32, want: f32) -> f64 {
     ((got as f64 - want as f64) / want as f64).abs()
+}
+
+#[test]
+fn apply_is_the_linear_form() {
+    let s = StepCoefficients {
+        x0_x: 2.0,
+        x0_m: -1.0,
+        clip: 1.5,
+        a: 0.5,
+        b: 0.25,
+        e: 2.0,
+        c: -1.0,
+        d: 3.0,
+        ..Default::default()
+    };
+    let (next, x0) = apply(&s, &[1.0, 0.0], &[1.0, 4.0], &[1.0, 1.0], &[0.0, 1.0]);
+    // x0 = clamp(2·1 − 1, ±1.5) = 1; clamp(−4) = −1.5
+    assert_eq!(x0, vec![1.0, -1.5]);
+    assert_eq!(next, vec![0.5 + 0.25 + 2.0 - 1.0, 1.0 - 3.0 - 1.0 + 3.0]);
 }
 
 #[test]

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::readback;
 use crate::gpu::Dispatch;
+use crate::models::pipeline::PipelineConfig;
 use crate::request::Request;
 
 /// Settings of one `easel bench generate` run.
@@ -87,11 +88,48 @@ impl Point {
 }
 
 /// The sizes to run: those asked for, or the UNet's sample size and twice it.
-fn sizes(engine: &Engine, opts: &GenerateOptions) -> Vec<(usize, usize)> {
+fn sizes(config: &PipelineConfig, opts: &GenerateOptions) -> Vec<(usize, usize)> {
     opts.sizes.clone().unwrap_or_else(|| {
-        let s = engine.config().unet.sample_size.unwrap_or(32);
+        let s = config.unet.sample_size.unwrap_or(32);
         vec![(s, s), (2 * s, 2 * s)]
     })
+}
+
+/// The upscaling every run does: the model's upscaler's own factor, if it has one.
+fn upscale(config: &PipelineConfig) -> usize {
+    config.upscaler.as_ref().map_or(1, |u| u.upscale)
+}
+
+/// The request of one point of the sweep.
+fn request(
+    config: &PipelineConfig,
+    opts: &GenerateOptions,
+    size: (usize, usize),
+    k: usize,
+) -> Request {
+    Request {
+        seed: opts.seed,
+        size: Some(size),
+        steps: Some(opts.steps),
+        candidates: k,
+        upscale: upscale(config),
+        ..Request::new(opts.prompt.clone())
+    }
+}
+
+/// Check every request the sweep will make against the model (no GPU work).
+pub fn check(config: &PipelineConfig, opts: &GenerateOptions) -> Result<()> {
+    if opts.steps == 0 || opts.runs == 0 {
+        return Err(Error::BadInput(
+            "--steps and --runs: need at least 1".into(),
+        ));
+    }
+    for size in sizes(config, opts) {
+        for &k in &opts.candidates {
+            request(config, opts, size, k).check(config)?;
+        }
+    }
+    Ok(())
 }
 
 /// Time the loop at every size and K; returns the `generate` section and its points.
@@ -100,23 +138,19 @@ pub fn run(
     profiler: &Profiler,
     opts: &GenerateOptions,
 ) -> Result<(Value, Vec<Point>)> {
-    if opts.steps == 0 || opts.runs == 0 {
-        return Err(Error::BadInput(
-            "--steps and --runs: need at least 1".into(),
-        ));
-    }
+    check(engine.config(), opts)?;
     let sweep = Sweep {
         engine,
         profiler,
         opts,
         // Everything created so far is the model's weights (and a few uniforms).
         weight_bytes: engine.ctx.buffer_bytes(),
-        upscale: engine.config().upscaler.as_ref().map_or(1, |u| u.upscale),
+        upscale: upscale(engine.config()),
     };
     sweep.print_header();
     let table = table();
     let mut points: Vec<Point> = Vec::new();
-    for size in sizes(engine, opts) {
+    for size in sizes(engine.config(), opts) {
         let first = points.len();
         for &k in &opts.candidates {
             let point = sweep.point(size, k, points.get(first))?;
@@ -155,14 +189,7 @@ impl Sweep<'_> {
     /// (none for the first, which is its own base).
     fn point(&self, (w, h): (usize, usize), k: usize, base: Option<&Point>) -> Result<Point> {
         let (engine, opts) = (self.engine, self.opts);
-        let request = Request {
-            seed: opts.seed,
-            size: Some((w, h)),
-            steps: Some(opts.steps),
-            candidates: k,
-            upscale: self.upscale,
-            ..Request::new(opts.prompt.clone())
-        };
+        let request = request(engine.config(), opts, (w, h), k);
         // Warm-up: pipelines compile and the run is planned (every buffer it
         // holds is made here; the timed runs reuse the plan).
         let before = engine.ctx.buffer_bytes();

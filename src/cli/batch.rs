@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use clap::Args;
-use easel::farm::{self, Batch, Shard};
-use easel::gpu::AdapterOptions;
-use easel::{Engine, Error, Result};
+use easel::farm::{self, Batch, JobModel, Shard};
+use easel::gpu::{AdapterOptions, Context};
+use easel::{Engine, Error, PipelineConfig, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 #[derive(Args, Clone, Debug)]
@@ -52,12 +52,15 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
             args.jobs.display()
         ))
     })?;
-    if !args.render.model.join("model_index.json").is_file() {
-        // Engine::new says exactly what is wrong; fail before any job is touched.
-        Engine::new(&args.render.model, adapter)?;
-    }
-    let model = farm::model_key(&args.render.model)?;
+    // A bad model folder fails before any job is touched; every job is checked
+    // against its configs, without the GPU.
+    let config = PipelineConfig::read(&args.render.model)?;
+    let key = farm::model_key(&args.render.model)?;
     let defaults = args.render.request(String::new())?;
+    let model = JobModel {
+        config: &config,
+        key: &key,
+    };
     let entries = farm::parse_jobs(&text, &defaults, &model);
 
     let batch = Batch {
@@ -67,7 +70,7 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
         stop: stop_on_signals(),
     };
     let summary = farm::run(&entries, &batch, || {
-        Engine::new(&args.render.model, adapter)
+        Engine::load(Context::new(adapter)?, config.clone())
     })?;
     if args.json {
         println!(

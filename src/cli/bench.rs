@@ -13,7 +13,7 @@ use easel::bench::{self, compare, parse_counts, Report};
 use easel::gpu::profiler::Profiler;
 use easel::gpu::{AdapterOptions, Context};
 use easel::output::check_writable;
-use easel::{Engine, Error, Result};
+use easel::{Engine, Error, PipelineConfig, Result};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -150,7 +150,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
     Ok(())
 }
 
-/// `easel bench generate`: the engine loads `model` (after the prompt and
+/// `easel bench generate`: the engine loads `model` (after every request and
 /// `--plot` are checked), then the loop is timed and the curves drawn.
 fn generate(
     args: &BenchArgs,
@@ -159,11 +159,12 @@ fn generate(
     opts: &GenerateOptions,
     plot: Option<&Path>,
 ) -> Result<Report> {
-    easel::prompt::parse(&opts.prompt)?;
+    let config = PipelineConfig::read(model)?;
+    bench::generate::check(&config, opts)?;
     if let Some(path) = plot {
         bench::plot::check_path(path)?;
     }
-    let engine = Engine::new(model, adapter)?;
+    let engine = Engine::load(Context::new(adapter)?, config)?;
     let profiler = bench::profiler(&engine.ctx, args.wall_clock);
     let mut report = Report::new(&engine.ctx, &profiler);
     let (section, points) = bench::generate::run(&engine, &profiler, opts)?;

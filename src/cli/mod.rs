@@ -75,7 +75,7 @@ impl RenderArgs {
     /// The request these options describe; fails on a malformed `--schedule`.
     pub fn request(&self, prompt: String) -> easel::Result<easel::Request> {
         let schedule = match &self.schedule {
-            Some(text) => Some(easel::schedule::Schedule::parse(text)?),
+            Some(text) => Some(easel::phases::Schedule::parse(text)?),
             None => None,
         };
         Ok(easel::Request {

@@ -6,7 +6,49 @@ use crate::error::{Error, Result};
 use crate::gpu::Tensor;
 use crate::gpu::{Access, Context, Dispatch, Launch};
 use crate::ops::{expect_shape, grid_1d, groups, SAMPLER};
-use crate::schedulers::StepCoefficients;
+
+/// `clip` value meaning "no clipping": finite, so a GPU compiled with
+/// no-infinity assumptions still clamps to the identity.
+pub const NO_CLIP: f32 = f32::MAX;
+
+/// One step's scalars, the same linear form for every sampler (the formulas:
+/// [`crate::schedulers`]' module docs), computed on the host once per run.
+///
+/// `#[repr(C)]` and `Pod`: a run's table uploads as is (`bytemuck::cast_slice`) to a
+/// storage buffer read in WGSL as `array<Step>` with `struct Step { timestep: f32,
+/// in_scale: f32, x0_x: f32, x0_m: f32, clip: f32, a: f32, b: f32, e: f32, c: f32,
+/// d: f32 }` (40-byte stride, valid for storage buffers; not for uniforms).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepCoefficients {
+    /// The timestep fed to the UNet (fractional for Euler with linspace spacing).
+    pub timestep: f32,
+    /// Model input = `in_scale · x`.
+    pub in_scale: f32,
+    /// Predicted clean sample x0 = clamp(`x0_x · x + x0_m · model_out`, ±`clip`).
+    pub x0_x: f32,
+    pub x0_m: f32,
+    /// [`NO_CLIP`] unless DDIM's `clip_sample` is on.
+    pub clip: f32,
+    /// x_next = `a · x + b · model_out + e · x0 + c · x0_prev + d · noise`.
+    pub a: f32,
+    pub b: f32,
+    pub e: f32,
+    pub c: f32,
+    pub d: f32,
+}
+
+impl StepCoefficients {
+    /// Does this step read the previous step's x0?
+    pub fn uses_x0_prev(&self) -> bool {
+        self.c != 0.0
+    }
+
+    /// Does this step add fresh noise?
+    pub fn uses_noise(&self) -> bool {
+        self.d != 0.0
+    }
+}
 
 /// Floats per row of the step table: one [`StepCoefficients`] (40 bytes).
 pub const STEP_ROW: usize = std::mem::size_of::<StepCoefficients>() / 4;

@@ -170,90 +170,36 @@ impl SchedulerConfig {
     /// Parses config text; `path` only names the source in errors.
     pub fn from_json(text: &str, path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
-        let bad = |message: String| Error::model(&path, message);
         let raw: Raw = serde_json::from_str(&python_json_to_strict(text))
-            .map_err(|e| bad(format!("not a scheduler config: {e}")))?;
-        refuse_unsupported(&raw).map_err(bad)?;
+            .map_err(|e| Error::model(&path, format!("not a scheduler config: {e}")))?;
+        Self::from_raw(raw, path.clone()).map_err(|message| Error::model(&path, message))
+    }
 
-        let num_train_timesteps = raw.num_train_timesteps.unwrap_or(1000);
-        if num_train_timesteps < 2 {
-            return Err(bad(format!(
-                "num_train_timesteps {num_train_timesteps}: need at least 2"
-            )));
-        }
-        if let Some(betas) = &raw.trained_betas {
-            if betas.len() != num_train_timesteps || betas.iter().any(|b| !(0.0..1.0).contains(b)) {
-                return Err(bad(format!(
-                    "trained_betas: need {num_train_timesteps} values in [0, 1), got {}",
-                    betas.len()
-                )));
-            }
-        }
-        let (beta_start, beta_end) = (
-            raw.beta_start.unwrap_or(0.0001),
-            raw.beta_end.unwrap_or(0.02),
-        );
-        if !(0.0..1.0).contains(&beta_start) || !(0.0..1.0).contains(&beta_end) {
-            return Err(bad(format!(
-                "beta_start {beta_start} / beta_end {beta_end}: must lie in [0, 1)"
-            )));
-        }
-        let clip_sample_range = raw.clip_sample_range.unwrap_or(1.0);
-        if clip_sample_range.is_nan() || clip_sample_range <= 0.0 {
-            return Err(bad(format!(
-                "clip_sample_range {clip_sample_range}: must be > 0"
-            )));
-        }
-
-        use {BetaSchedule as B, FinalSigmas as F, PredictionType as P, TimestepSpacing as T};
-        let beta_schedule = choice(
-            &raw.beta_schedule,
-            "beta_schedule",
-            &[
-                ("linear", B::Linear),
-                ("scaled_linear", B::ScaledLinear),
-                ("squaredcos_cap_v2", B::SquaredcosCapV2),
-            ],
-        );
-        let prediction_type = choice(
-            &raw.prediction_type,
-            "prediction_type",
-            &[
-                ("epsilon", P::Epsilon),
-                ("v_prediction", P::VPrediction),
-                ("sample", P::Sample),
-            ],
-        );
-        let timestep_spacing = choice(
-            &raw.timestep_spacing,
-            "timestep_spacing",
-            &[
-                ("leading", T::Leading),
-                ("trailing", T::Trailing),
-                ("linspace", T::Linspace),
-            ],
-        );
-        let final_sigmas_type = choice(
-            &raw.final_sigmas_type,
-            "final_sigmas_type",
-            &[("zero", F::Zero), ("sigma_min", F::SigmaMin)],
-        );
+    /// Checks the file's fields and fills in the class-independent defaults; an
+    /// error is a message that [`Self::from_json`] puts under the file's path.
+    fn from_raw(raw: Raw, path: PathBuf) -> Result<Self, String> {
+        refuse_unsupported(&raw)?;
+        let (num_train_timesteps, beta_start, beta_end, clip_sample_range) = numbers(&raw)?;
+        // Fields are evaluated in order: of several bad choices, the first is named.
         Ok(SchedulerConfig {
             class_name: raw.class_name,
             num_train_timesteps,
             beta_start,
             beta_end,
-            beta_schedule: beta_schedule.map_err(bad)?.unwrap_or(B::Linear),
+            beta_schedule: choice(&raw.beta_schedule, "beta_schedule", BETA_SCHEDULES)?
+                .unwrap_or(BetaSchedule::Linear),
             trained_betas: raw.trained_betas,
-            prediction_type: prediction_type.map_err(bad)?.unwrap_or(P::Epsilon),
-            timestep_spacing: timestep_spacing.map_err(bad)?,
+            prediction_type: choice(&raw.prediction_type, "prediction_type", PREDICTION_TYPES)?
+                .unwrap_or(PredictionType::Epsilon),
+            timestep_spacing: choice(&raw.timestep_spacing, "timestep_spacing", SPACINGS)?,
             steps_offset: raw.steps_offset.unwrap_or(0),
             set_alpha_to_one: raw.set_alpha_to_one,
             clip_sample: raw.clip_sample,
             clip_sample_range,
             lower_order_final: raw.lower_order_final.unwrap_or(true),
             euler_at_final: raw.euler_at_final.unwrap_or(false),
-            final_sigmas_type: final_sigmas_type.map_err(bad)?.unwrap_or(F::Zero),
+            final_sigmas_type: choice(&raw.final_sigmas_type, "final_sigmas_type", FINAL_SIGMAS)?
+                .unwrap_or(FinalSigmas::Zero),
             lambda_min_clipped: raw.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY),
             path,
         })
@@ -339,6 +285,69 @@ impl SchedulerConfig {
             _ => Sampler::Ddim,
         }
     }
+}
+
+/// `beta_schedule`'s accepted values.
+const BETA_SCHEDULES: &[(&str, BetaSchedule)] = &[
+    ("linear", BetaSchedule::Linear),
+    ("scaled_linear", BetaSchedule::ScaledLinear),
+    ("squaredcos_cap_v2", BetaSchedule::SquaredcosCapV2),
+];
+
+/// `prediction_type`'s accepted values.
+const PREDICTION_TYPES: &[(&str, PredictionType)] = &[
+    ("epsilon", PredictionType::Epsilon),
+    ("v_prediction", PredictionType::VPrediction),
+    ("sample", PredictionType::Sample),
+];
+
+/// `timestep_spacing`'s accepted values.
+const SPACINGS: &[(&str, TimestepSpacing)] = &[
+    ("leading", TimestepSpacing::Leading),
+    ("trailing", TimestepSpacing::Trailing),
+    ("linspace", TimestepSpacing::Linspace),
+];
+
+/// `final_sigmas_type`'s accepted values.
+const FINAL_SIGMAS: &[(&str, FinalSigmas)] = &[
+    ("zero", FinalSigmas::Zero),
+    ("sigma_min", FinalSigmas::SigmaMin),
+];
+
+/// The numeric fields with their defaults, checked: `(num_train_timesteps,
+/// beta_start, beta_end, clip_sample_range)`; `trained_betas` must have one beta
+/// per training timestep.
+fn numbers(raw: &Raw) -> Result<(usize, f64, f64, f64), String> {
+    let num_train_timesteps = raw.num_train_timesteps.unwrap_or(1000);
+    if num_train_timesteps < 2 {
+        return Err(format!(
+            "num_train_timesteps {num_train_timesteps}: need at least 2"
+        ));
+    }
+    if let Some(betas) = &raw.trained_betas {
+        if betas.len() != num_train_timesteps || betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            return Err(format!(
+                "trained_betas: need {num_train_timesteps} values in [0, 1), got {}",
+                betas.len()
+            ));
+        }
+    }
+    let (beta_start, beta_end) = (
+        raw.beta_start.unwrap_or(0.0001),
+        raw.beta_end.unwrap_or(0.02),
+    );
+    if !(0.0..1.0).contains(&beta_start) || !(0.0..1.0).contains(&beta_end) {
+        return Err(format!(
+            "beta_start {beta_start} / beta_end {beta_end}: must lie in [0, 1)"
+        ));
+    }
+    let clip_sample_range = raw.clip_sample_range.unwrap_or(1.0);
+    if clip_sample_range.is_nan() || clip_sample_range <= 0.0 {
+        return Err(format!(
+            "clip_sample_range {clip_sample_range}: must be > 0"
+        ));
+    }
+    Ok((num_train_timesteps, beta_start, beta_end, clip_sample_range))
 }
 
 /// Reads an enum-valued string field (`None` when absent), naming the field and

@@ -14,7 +14,7 @@
 //! with fewer than 15 steps.
 
 use super::config::{FinalSigmas, PredictionType, SchedulerConfig, TimestepSpacing};
-use super::{arange_down, check_steps, check_timesteps, linspace, round_even};
+use super::{check_steps, check_timesteps, leading, linspace, round_even, trailing};
 use super::{Sampler, Scheduler, StepCoefficients, NO_CLIP};
 use crate::error::Result;
 
@@ -47,17 +47,8 @@ fn timesteps(config: &SchedulerConfig, spacing: TimestepSpacing, steps: usize) -
             .take(steps)
             .map(round_even)
             .collect(),
-        TimestepSpacing::Leading => {
-            let ratio = last / (steps + 1);
-            (1..=steps)
-                .rev()
-                .map(|i| (i * ratio + config.steps_offset) as f64)
-                .collect()
-        }
-        TimestepSpacing::Trailing => arange_down(last as f64, 0.0, train as f64 / steps as f64)
-            .into_iter()
-            .map(|t| round_even(t) - 1.0)
-            .collect(),
+        TimestepSpacing::Leading => leading(config, last / (steps + 1), 1..=steps),
+        TimestepSpacing::Trailing => trailing(config, last, steps),
     }
 }
 

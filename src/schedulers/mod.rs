@@ -16,8 +16,8 @@
 //! step writes `x0` where the next step reads `x0_prev`, and copying a winning
 //! candidate into the other slots must copy its `x0` along with `x`. `noise` is a
 //! fresh standard normal draw (Euler ancestral; DDIM with eta > 0). The step loop
-//! uploads the table once and only encodes dispatches; [`apply`] is the CPU
-//! reference of that kernel.
+//! uploads the table once and only encodes dispatches of wgsl/sampler.wgsl's `step`;
+//! its CPU reference is `apply` in tests/reference/sampler.rs.
 //!
 //! Where diffusers has quirks they are kept, so the same config gives the same
 //! samples: DDIM's previous timestep is always `t - num_train_timesteps / steps`
@@ -36,81 +36,8 @@ pub use ddim::Ddim;
 pub use dpm_solver::DpmSolverMultistep;
 pub use euler_ancestral::EulerAncestral;
 
-/// `clip` value meaning "no clipping": finite, so a GPU compiled with
-/// no-infinity assumptions still clamps to the identity.
-pub const NO_CLIP: f32 = f32::MAX;
-
-/// One step's scalars (see the module docs for the formulas they enter).
-///
-/// `#[repr(C)]` and `Pod`: a run's table uploads as is (`bytemuck::cast_slice`) to a
-/// storage buffer read in WGSL as `array<Step>` with `struct Step { timestep: f32,
-/// in_scale: f32, x0_x: f32, x0_m: f32, clip: f32, a: f32, b: f32, e: f32, c: f32,
-/// d: f32 }` (40-byte stride, valid for storage buffers; not for uniforms).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct StepCoefficients {
-    /// The timestep fed to the UNet (fractional for Euler with linspace spacing).
-    pub timestep: f32,
-    /// Model input = `in_scale · x`.
-    pub in_scale: f32,
-    /// Predicted clean sample x0 = clamp(`x0_x · x + x0_m · model_out`, ±`clip`).
-    pub x0_x: f32,
-    pub x0_m: f32,
-    /// [`NO_CLIP`] unless DDIM's `clip_sample` is on.
-    pub clip: f32,
-    /// x_next = `a · x + b · model_out + e · x0 + c · x0_prev + d · noise`.
-    pub a: f32,
-    pub b: f32,
-    pub e: f32,
-    pub c: f32,
-    pub d: f32,
-}
-
-impl StepCoefficients {
-    /// Does this step read the previous step's x0?
-    pub fn uses_x0_prev(&self) -> bool {
-        self.c != 0.0
-    }
-
-    /// Does this step add fresh noise?
-    pub fn uses_noise(&self) -> bool {
-        self.d != 0.0
-    }
-}
-
-/// The CPU reference of one sampler step, elementwise over equal-length slices;
-/// returns `(x_next, x0)`. Accumulates in f64. `x0_prev` and `noise` may be empty
-/// when the step does not use them (`c == 0`, `d == 0`).
-pub fn apply(
-    s: &StepCoefficients,
-    x: &[f32],
-    model_out: &[f32],
-    x0_prev: &[f32],
-    noise: &[f32],
-) -> (Vec<f32>, Vec<f32>) {
-    let n = x.len();
-    assert_eq!(model_out.len(), n, "apply: model_out length");
-    assert!(
-        !s.uses_x0_prev() || x0_prev.len() == n,
-        "apply: x0_prev length"
-    );
-    assert!(!s.uses_noise() || noise.len() == n, "apply: noise length");
-    let at = |v: &[f32], i: usize| v.get(i).copied().unwrap_or(0.0) as f64;
-    let f = |v: f32| v as f64;
-    (0..n)
-        .map(|i| {
-            let (xi, mi) = (f(x[i]), f(model_out[i]));
-            let clip = f(s.clip);
-            let x0 = (f(s.x0_x) * xi + f(s.x0_m) * mi).clamp(-clip, clip);
-            let next = f(s.a) * xi
-                + f(s.b) * mi
-                + f(s.e) * x0
-                + f(s.c) * at(x0_prev, i)
-                + f(s.d) * at(noise, i);
-            (next as f32, x0 as f32)
-        })
-        .unzip()
-}
+// The step's scalars belong to the kernel that applies them.
+pub use crate::ops::sampler::{StepCoefficients, NO_CLIP};
 
 /// The samplers easel has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -294,18 +221,31 @@ fn spaced_timesteps(
                 }
             })
             .collect(),
-        TimestepSpacing::Leading => {
-            let ratio = train / steps;
-            (0..steps)
-                .rev()
-                .map(|i| (i * ratio + config.steps_offset) as f64)
-                .collect()
-        }
-        TimestepSpacing::Trailing => arange_down(train as f64, 0.0, train as f64 / steps as f64)
-            .into_iter()
-            .map(|t| round_even(t) - 1.0)
-            .collect(),
+        TimestepSpacing::Leading => leading(config, train / steps, 0..steps),
+        TimestepSpacing::Trailing => trailing(config, train, steps),
     }
+}
+
+/// "leading" spacing: `i · ratio + steps_offset` for each `i` of `points`, largest
+/// first.
+fn leading(
+    config: &SchedulerConfig,
+    ratio: usize,
+    points: impl DoubleEndedIterator<Item = usize>,
+) -> Vec<f64> {
+    points
+        .rev()
+        .map(|i| (i * ratio + config.steps_offset) as f64)
+        .collect()
+}
+
+/// "trailing" spacing: `np.round(np.arange(start, 0, -train / steps)) - 1`.
+fn trailing(config: &SchedulerConfig, start: usize, steps: usize) -> Vec<f64> {
+    let step = config.num_train_timesteps as f64 / steps as f64;
+    arange_down(start as f64, 0.0, step)
+        .into_iter()
+        .map(|t| round_even(t) - 1.0)
+        .collect()
 }
 
 #[cfg(test)]
@@ -347,24 +287,5 @@ mod tests {
             vec![1000.0, 750.0, 500.0, 250.0]
         );
         assert_eq!(linspace(9.0, 4), vec![0.0, 3.0, 6.0, 9.0]);
-    }
-
-    #[test]
-    fn apply_is_the_linear_form() {
-        let s = StepCoefficients {
-            x0_x: 2.0,
-            x0_m: -1.0,
-            clip: 1.5,
-            a: 0.5,
-            b: 0.25,
-            e: 2.0,
-            c: -1.0,
-            d: 3.0,
-            ..Default::default()
-        };
-        let (next, x0) = apply(&s, &[1.0, 0.0], &[1.0, 4.0], &[1.0, 1.0], &[0.0, 1.0]);
-        // x0 = clamp(2·1 − 1, ±1.5) = 1; clamp(−4) = −1.5
-        assert_eq!(x0, vec![1.0, -1.5]);
-        assert_eq!(next, vec![0.5 + 0.25 + 2.0 - 1.0, 1.0 - 3.0 - 1.0 + 3.0]);
     }
 }

@@ -5,7 +5,7 @@ use crate::reference::sampler as reference;
 use easel::gpu::dispatch;
 use easel::gpu::Tensor;
 use easel::ops::sampler;
-use easel::schedulers::{self, StepCoefficients};
+use easel::schedulers::StepCoefficients;
 
 fn table(rng: &mut Rng, steps: usize) -> (Tensor, Vec<f32>) {
     random(rng, &[steps, sampler::STEP_ROW])
@@ -90,7 +90,7 @@ fn step_applies_the_linear_form() {
     // One executed step counts once, whatever its workgroup count (4 here).
     let counted = steps_run.to_vec(ctx()).unwrap();
     assert_eq!(bytemuck::cast_slice::<f32, u32>(&counted), [6]);
-    let (want_x, want_x0) = schedulers::apply(&tab_h[1], &x_h, &m_h, &x0_h, &noise_h);
+    let (want_x, want_x0) = reference::apply(&tab_h[1], &x_h, &m_h, &x0_h, &noise_h);
     let widen = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
     // A few f32 multiply-adds of values <= 1 (apply rounds its f64 result to f32).
     assert_close(

@@ -1,4 +1,7 @@
-//! References for wgsl/sampler.wgsl (the step itself: `easel::schedulers::apply`).
+//! References for wgsl/sampler.wgsl: preparing the UNet batch, guidance, and the
+//! step itself ([`apply`], the linear form of `easel::schedulers`' module docs).
+
+use easel::schedulers::StepCoefficients;
 
 /// UNet batch `[(1+P)K, n]` and timesteps from candidates `x` `[K, n]`.
 pub fn prepare(row: &[f32], x: &[f32], prompts: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
@@ -21,4 +24,38 @@ pub fn guide(model_out: &[f32], weights: &[f32], g: f64, per_group: usize) -> Ve
             u + g * sum
         })
         .collect()
+}
+
+/// The CPU reference of one sampler step, elementwise over equal-length slices;
+/// returns `(x_next, x0)`. Accumulates in f64. `x0_prev` and `noise` may be empty
+/// when the step does not use them (`c == 0`, `d == 0`).
+pub fn apply(
+    s: &StepCoefficients,
+    x: &[f32],
+    model_out: &[f32],
+    x0_prev: &[f32],
+    noise: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let n = x.len();
+    assert_eq!(model_out.len(), n, "apply: model_out length");
+    assert!(
+        !s.uses_x0_prev() || x0_prev.len() == n,
+        "apply: x0_prev length"
+    );
+    assert!(!s.uses_noise() || noise.len() == n, "apply: noise length");
+    let at = |v: &[f32], i: usize| v.get(i).copied().unwrap_or(0.0) as f64;
+    let f = |v: f32| v as f64;
+    (0..n)
+        .map(|i| {
+            let (xi, mi) = (f(x[i]), f(model_out[i]));
+            let clip = f(s.clip);
+            let x0 = (f(s.x0_x) * xi + f(s.x0_m) * mi).clamp(-clip, clip);
+            let next = f(s.a) * xi
+                + f(s.b) * mi
+                + f(s.e) * x0
+                + f(s.c) * at(x0_prev, i)
+                + f(s.d) * at(noise, i);
+            (next as f32, x0 as f32)
+        })
+        .unzip()
 }

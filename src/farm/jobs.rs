@@ -1,0 +1,249 @@
+//! The job file: one JSON object per line, each turned into a [`Job`] (a full
+//! [`Request`] and its output path) by filling what the line leaves out from the
+//! command line's flags. Everything that can be checked without a GPU is checked
+//! here, so a bad line fails alone, with its line number, before any rendering.
+
+use std::path::{Component, PathBuf};
+
+use serde::Deserialize;
+
+use super::naming::stable_name;
+use super::MANIFEST;
+use crate::models::pipeline::PipelineConfig;
+use crate::phases::Schedule;
+use crate::request::Request;
+use crate::schedulers::Sampler;
+
+/// What a job line leaves out comes from a template request (the command
+/// line's flags); its prompt is not used.
+pub type Defaults = Request;
+
+/// One line of the job file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobLine {
+    prompt: String,
+    seed: Option<u64>,
+    size: Option<String>,
+    steps: Option<usize>,
+    candidates: Option<usize>,
+    guidance: Option<f32>,
+    sampler: Option<String>,
+    upscale: Option<usize>,
+    /// `--schedule` phases.
+    schedule: Option<String>,
+    out: Option<String>,
+}
+
+/// A job ready to run: what to make and where it goes (relative to the output folder).
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub request: Request,
+    pub output: PathBuf,
+}
+
+/// A line of the job file: its index (0-based line number) and the job, or why it is bad.
+#[derive(Debug)]
+pub struct Entry {
+    pub index: usize,
+    pub job: std::result::Result<Job, String>,
+}
+
+/// `WxH` (also `WXH`), e.g. `32x32`.
+pub fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("size `{s}`: expected WxH, e.g. 32x32"))?;
+    let n = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("size `{s}`: `{v}` is not a size"))
+    };
+    Ok((n(w)?, n(h)?))
+}
+
+/// The model a job file runs on: its configs, which every job is checked
+/// against, and its [`model_key`](super::model_key) (the folder's name and
+/// contents), part of each job's hash: another model makes other images, under
+/// other names.
+pub struct JobModel<'a> {
+    pub config: &'a PipelineConfig,
+    pub key: &'a str,
+}
+
+/// Parse a job file. Blank lines are not jobs but keep their index, so a job's index is
+/// always its line number minus one.
+pub fn parse_jobs(text: &str, defaults: &Defaults, model: &JobModel) -> Vec<Entry> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| Entry {
+            index,
+            job: parse_job(line, defaults, model),
+        })
+        .collect()
+}
+
+fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<Job, String> {
+    let j: JobLine = serde_json::from_str(line).map_err(|e| format!("bad job line: {e}"))?;
+    let size = match &j.size {
+        Some(s) => Some(parse_size(s)?),
+        None => d.size,
+    };
+    let steps = j.steps.or(d.steps);
+    let sampler = match &j.sampler {
+        Some(s) => Some(Sampler::parse(s).map_err(|e| e.to_string())?),
+        None => d.sampler,
+    };
+    let schedule = match &j.schedule {
+        Some(text) => Some(Schedule::parse(text).map_err(|e| e.to_string())?),
+        None => d.schedule.clone(),
+    };
+    let request = Request {
+        prompt: j.prompt,
+        seed: j.seed.unwrap_or(d.seed),
+        size,
+        steps,
+        candidates: j.candidates.unwrap_or(d.candidates),
+        guidance: j.guidance.or(d.guidance),
+        sampler,
+        upscale: j.upscale.unwrap_or(d.upscale),
+        schedule,
+        ..d.clone()
+    };
+    // Everything the GPU is not needed for, as `easel generate` checks it.
+    request.check(model.config).map_err(|e| e.to_string())?;
+    let output = match &j.out {
+        Some(out) => checked_out(out)?,
+        None => PathBuf::from(stable_name(&request, model.key)),
+    };
+    Ok(Job { request, output })
+}
+
+/// An `out` field: a relative path inside the output folder; `.png` added if it has
+/// no extension.
+fn checked_out(out: &str) -> std::result::Result<PathBuf, String> {
+    let path = PathBuf::from(out);
+    let inside = path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if out.is_empty() || !inside || path.file_name().is_none() || out == MANIFEST {
+        return Err(format!(
+            "out `{out}`: must be a relative file path inside --out (no `..`, not absolute)"
+        ));
+    }
+    Ok(if path.extension().is_none() {
+        path.with_extension("png")
+    } else {
+        path
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            seed: 5,
+            size: Some((16, 16)),
+            steps: Some(4),
+            candidates: 2,
+            upscale: 1,
+            ..Request::new("")
+        }
+    }
+
+    /// The bundled model's configs (read once; no GPU).
+    fn config() -> &'static PipelineConfig {
+        static CONFIG: std::sync::OnceLock<PipelineConfig> = std::sync::OnceLock::new();
+        CONFIG.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/easel-emoji");
+            PipelineConfig::read(&dir).expect("the bundled model's configs")
+        })
+    }
+
+    fn model() -> JobModel<'static> {
+        JobModel {
+            config: config(),
+            key: "m",
+        }
+    }
+
+    fn job(line: &str) -> std::result::Result<Job, String> {
+        parse_job(line, &defaults(), &model())
+    }
+
+    #[test]
+    fn job_lines_take_defaults_and_overrides() {
+        let j = job(r#"{"prompt": "red apple"}"#).unwrap();
+        assert_eq!(
+            (j.request.seed, j.request.size, j.request.steps),
+            (5, Some((16, 16)), Some(4))
+        );
+        let j = job(r#"{"prompt": "a", "seed": 9, "size": "32x16", "steps": 2, "sampler": "euler_a", "upscale": 2, "out": "x/y"}"#).unwrap();
+        assert_eq!(
+            (j.request.seed, j.request.size, j.request.steps),
+            (9, Some((32, 16)), Some(2))
+        );
+        assert_eq!(j.request.sampler, Some(Sampler::EulerAncestral));
+        assert_eq!(j.output, PathBuf::from("x/y.png"));
+        let j = job(r#"{"prompt": "a", "schedule": "5 k=8; rest"}"#).unwrap();
+        assert_eq!(j.request.schedule.unwrap().phases.len(), 2);
+    }
+
+    #[test]
+    fn bad_job_lines_say_why() {
+        for (line, wanted) in [
+            ("{not json", "bad job line"),
+            (r#"{"seed": 1}"#, "missing field `prompt`"),
+            (r#"{"prompt": "a", "step": 1}"#, "unknown field `step`"),
+            (r#"{"prompt": ""}"#, "empty"),
+            (r#"{"prompt": "a", "size": "16"}"#, "expected WxH"),
+            (r#"{"prompt": "a", "steps": 0}"#, "steps 0"),
+            (r#"{"prompt": "a", "sampler": "plms"}"#, "unknown sampler"),
+            (r#"{"prompt": "a", "schedule": "5 k=0"}"#, "candidates=0"),
+            (r#"{"prompt": "a", "out": "../x.png"}"#, "inside --out"),
+            (r#"{"prompt": "a", "out": "/tmp/x.png"}"#, "inside --out"),
+        ] {
+            let e = job(line).unwrap_err();
+            assert!(e.contains(wanted), "{line}: `{e}` lacks `{wanted}`");
+        }
+    }
+
+    #[test]
+    fn names_are_stable_and_follow_the_parameters() {
+        let a = job(r#"{"prompt": "Red apple, on a table!"}"#)
+            .unwrap()
+            .output;
+        let b = job(r#"{"seed": 5, "prompt": "Red apple, on a table!"}"#)
+            .unwrap()
+            .output;
+        let c = job(r#"{"prompt": "Red apple, on a table!", "seed": 6}"#)
+            .unwrap()
+            .output;
+        assert_eq!(a, b, "defaults spelled out name the same job");
+        assert_ne!(a, c);
+        let name = a.to_str().unwrap();
+        assert!(name.starts_with("red-apple-on-a-table-"), "{name}");
+        assert!(name.ends_with(".png") && name.len() == "red-apple-on-a-table-".len() + 20);
+        // Pinned: a rerun after an upgrade must find the same files.
+        let r = Request {
+            seed: 1,
+            ..Request::new("x")
+        };
+        assert_eq!(stable_name(&r, "m"), "x-ea3fb751b3ea4f33.png");
+        assert_ne!(stable_name(&r, "other-model"), stable_name(&r, "m"));
+    }
+
+    #[test]
+    fn indices_are_line_numbers() {
+        let text = "{\"prompt\": \"a\"}\n\n{\"prompt\": \"b\"}\nnope\n";
+        let entries = parse_jobs(text, &defaults(), &model());
+        let indices: Vec<usize> = entries.iter().map(|e| e.index).collect();
+        assert_eq!(indices, [0, 2, 3]);
+        assert!(entries[2].job.is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! Render farms: `easel batch jobs.jsonl --out DIR` runs one job per line of a
+//! JSON Lines file on one loaded [`Engine`], and is safe to kill and rerun.
+//!
+//! - A job's output name is stable: its `out` field, or a slug of its prompt and a
+//!   hash of its canonical parameters (after defaults), so a rerun finds finished work
+//!   and skips it.
+//! - Outputs are written atomically ([`write_atomic`]): a kill at any instant leaves
+//!   either a complete PNG or none (and perhaps a `.NAME.PID.tmp`, removed by the next
+//!   run of the same shard).
+//! - `DIR/manifest.jsonl` gets one line per finished or failed job, fsynced.
+//! - Sharding: job `i` (its 0-based line number) belongs to shard `i mod N`. The
+//!   engine does not distribute work; Slurm job arrays or Kubernetes Indexed Jobs do,
+//!   and [`Shard::from_env`] reads their variables.
+//!
+//! A job line is read and named in `jobs` and `naming`, dealt to its shard in
+//! `shard`, and recorded in `manifest`; this file runs a shard's jobs in order.
+
+mod jobs;
+mod manifest;
+mod naming;
+mod shard;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use jobs::{parse_jobs, parse_size, Defaults, Entry, Job, JobModel};
+pub use manifest::MANIFEST;
+pub use naming::{model_key, stable_name};
+pub use shard::Shard;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::output::{encode_png, write_atomic};
+use crate::request::Image;
+use manifest::{Manifest, Record};
+
+/// How a batch runs.
+pub struct Batch<'a> {
+    pub out_dir: &'a Path,
+    pub shard: Shard,
+    /// Print a line per job and a summary on stderr.
+    pub progress: bool,
+    /// Set to a signal number (by a signal handler) to stop after the current job.
+    pub stop: &'a AtomicUsize,
+}
+
+/// What a batch did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub shard: String,
+    /// This shard's jobs.
+    pub jobs: usize,
+    pub done: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    /// Jobs not reached because a signal stopped the batch.
+    pub not_run: usize,
+    /// The signal that stopped the batch, if one did.
+    pub interrupted_by: Option<usize>,
+    pub seconds: f64,
+    /// Opening the adapter and loading the model (0 when every job was skipped).
+    pub load_seconds: f64,
+    /// Images made per hour of wall time, model load included.
+    pub images_per_hour: f64,
+    pub manifest: String,
+}
+
+/// Run this shard's jobs one after another. `load` opens the engine, once, when the
+/// first job needs rendering: a rerun with every output present touches no GPU.
+/// Errors are for the batch as a whole (output folder, model, adapter); a job's own
+/// failure is recorded in the manifest and the summary.
+pub fn run(
+    entries: &[Entry],
+    batch: &Batch,
+    load: impl FnOnce() -> Result<Engine>,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let dir = batch.out_dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| crate::bad_input!("--out {}: cannot create: {e}", dir.display()))?;
+    let mine: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| batch.shard.contains(e.index))
+        .collect();
+    remove_stale_temps(dir, &mine)?;
+    let manifest_path = dir.join(MANIFEST);
+    let mut worker = Worker {
+        batch,
+        manifest: Manifest::open(&manifest_path)?,
+        summary: Summary {
+            shard: batch.shard.to_string(),
+            jobs: mine.len(),
+            manifest: manifest_path.display().to_string(),
+            ..Summary::default()
+        },
+        load: Some(load),
+        engine: None,
+    };
+    for (n, entry) in mine.iter().enumerate() {
+        if worker.stopped(mine.len() - n) {
+            break;
+        }
+        let tag = format!("{}/{} job {}", n + 1, mine.len(), entry.index);
+        worker.job(entry, &tag)?;
+    }
+    Ok(worker.finish(started))
+}
+
+/// A batch under way: its manifest, its counts so far, and the engine once a job
+/// has needed it.
+struct Worker<'a, L> {
+    batch: &'a Batch<'a>,
+    manifest: Manifest,
+    summary: Summary,
+    /// Opens the engine; taken by the first job that renders.
+    load: Option<L>,
+    engine: Option<Engine>,
+}
+
+impl<L: FnOnce() -> Result<Engine>> Worker<'_, L> {
+    fn say(&self, line: String) {
+        if self.batch.progress {
+            eprintln!("easel: [{}] {line}", self.batch.shard);
+        }
+    }
+
+    /// Has a signal asked the batch to stop? If so the `left` jobs not reached are
+    /// counted as not run.
+    fn stopped(&mut self, left: usize) -> bool {
+        let signal = self.batch.stop.load(Ordering::SeqCst);
+        if signal == 0 {
+            return false;
+        }
+        self.summary.interrupted_by = Some(signal);
+        self.summary.not_run = left;
+        self.say(format!("signal {signal}: stopping; {left} jobs not run"));
+        true
+    }
+
+    /// One job: failed if its line was bad, skipped if its output exists, else
+    /// rendered; the manifest gets a line for each but the skip.
+    fn job(&mut self, entry: &Entry, tag: &str) -> Result<()> {
+        let job = match &entry.job {
+            Ok(job) => job,
+            Err(message) => {
+                let record = Record::failed(entry.index, None, message, self.batch.shard, 0.0);
+                return self.failed(&record, message, tag);
+            }
+        };
+        let path = self.batch.out_dir.join(&job.output);
+        let name = job.output.display().to_string();
+        if path.exists() {
+            self.summary.skipped += 1;
+            self.say(format!("{tag}: skipped, {name} exists"));
+            return Ok(());
+        }
+        let engine = self.engine()?;
+        let t = Instant::now();
+        let rendered = render(engine, job, &path);
+        let seconds = t.elapsed().as_secs_f64();
+        let shard = self.batch.shard;
+        match rendered {
+            Ok(image) => {
+                let record = Record::done(entry.index, job, &name, &image, shard, seconds);
+                self.manifest.append(&record)?;
+                self.summary.done += 1;
+                self.say(format!("{tag}: done {name} ({seconds:.2} s)"));
+                Ok(())
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let record =
+                    Record::failed(entry.index, Some((job, &name)), &message, shard, seconds);
+                self.failed(&record, &message, tag)
+            }
+        }
+    }
+
+    fn failed(&mut self, record: &Record, message: &str, tag: &str) -> Result<()> {
+        self.manifest.append(record)?;
+        self.summary.failed += 1;
+        self.say(format!("{tag}: FAILED: {message}"));
+        Ok(())
+    }
+
+    /// The engine, opened by the first job that renders (its time is the summary's
+    /// `load_seconds`).
+    fn engine(&mut self) -> Result<&Engine> {
+        if self.engine.is_none() {
+            let t = Instant::now();
+            let load = self.load.take().expect("loaded once");
+            self.engine = Some(load()?);
+            self.summary.load_seconds = t.elapsed().as_secs_f64();
+        }
+        Ok(self.engine.as_ref().expect("loaded above"))
+    }
+
+    fn finish(mut self, started: Instant) -> Summary {
+        let summary = &mut self.summary;
+        summary.seconds = started.elapsed().as_secs_f64();
+        summary.images_per_hour = if summary.seconds > 0.0 {
+            summary.done as f64 * 3600.0 / summary.seconds
+        } else {
+            0.0
+        };
+        self.summary
+    }
+}
+
+fn render(engine: &Engine, job: &Job, path: &Path) -> Result<Image> {
+    let image = engine.generate(&job.request)?;
+    let png = encode_png(&image.rgba, image.width, image.height, &image.parameters)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    write_atomic(path, &png)?;
+    Ok(image)
+}
+
+/// Remove `.NAME.PID.tmp` files that a killed run left beside this shard's outputs.
+/// Only this shard's names: shards share the folder, and another shard's live temp
+/// file must not vanish under it. (A PID check would not do: shards run on other hosts.)
+fn remove_stale_temps(dir: &Path, mine: &[&Entry]) -> Result<()> {
+    let own = std::process::id().to_string();
+    let mut by_folder: HashMap<PathBuf, HashSet<String>> = Default::default();
+    for job in mine.iter().filter_map(|e| e.job.as_ref().ok()) {
+        let path = dir.join(&job.output);
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            continue;
+        };
+        by_folder
+            .entry(parent.to_path_buf())
+            .or_default()
+            .insert(name.to_string_lossy().into_owned());
+    }
+    for (folder, names) in by_folder {
+        let Ok(listing) = std::fs::read_dir(&folder) else {
+            continue; // not created yet: nothing stale in it
+        };
+        for item in listing.flatten() {
+            let file = item.file_name().to_string_lossy().into_owned();
+            let stale = file
+                .strip_prefix('.')
+                .and_then(|f| f.strip_suffix(".tmp"))
+                .and_then(|f| f.rsplit_once('.'))
+                .is_some_and(|(name, pid)| {
+                    names.contains(name)
+                        && pid != own
+                        && !pid.is_empty()
+                        && pid.bytes().all(|b| b.is_ascii_digit())
+                });
+            if stale {
+                std::fs::remove_file(item.path()).map_err(|e| Error::io(item.path(), e))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Stable names: a job's output file and the model's identity are derived from
+//! what decides the image, with a hash that does not change between Rust versions
+//! or hosts (64-bit FNV-1a), so a rerun, or another host of the same farm, finds
+//! finished work under the same name and skips it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::request::Request;
+use crate::schedulers::Sampler;
+
+/// Everything that decides the image, in a fixed order (the hash's input).
+#[derive(Serialize)]
+struct Canonical<'a> {
+    model: &'a str,
+    prompt: &'a str,
+    seed: u64,
+    size: Option<(usize, usize)>,
+    steps: Option<usize>,
+    candidates: usize,
+    guidance: Option<f32>,
+    sampler: Option<&'static str>,
+    upscale: usize,
+    score_every: Option<usize>,
+    until_score: Option<f32>,
+    until_margin: Option<f32>,
+    /// Absent without phases, so names from before `schedule` existed still match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<&'a str>,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a, continued from `hash` over `bytes`.
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The model as job names see it: `FOLDER@HASH`, the folder's name and 64 bits of
+/// FNV-1a over every file in it (relative path, length, bytes, in path order), so
+/// weights retrained in place give new names rather than skipped jobs whose images the
+/// old weights made. Hidden files are left out; reading ~40 MB takes well under a
+/// second, once per batch.
+pub fn model_key(dir: &Path) -> Result<String> {
+    let mut files = Vec::new();
+    model_files(dir, Path::new(""), &mut files)?;
+    files.sort();
+    let mut hash = FNV_OFFSET;
+    for rel in &files {
+        let path = dir.join(rel);
+        let bytes =
+            std::fs::read(&path).map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
+        // `/` on every platform, so a farm of mixed hosts agrees on names.
+        let name: Vec<_> = rel.iter().map(|c| c.to_string_lossy()).collect();
+        hash = fnv1a(hash, name.join("/").as_bytes());
+        hash = fnv1a(hash, &(bytes.len() as u64).to_le_bytes());
+        hash = fnv1a(hash, &bytes);
+    }
+    Ok(format!(
+        "{}@{hash:016x}",
+        crate::models::pipeline::model_name(dir)
+    ))
+}
+
+/// Regular files under `dir/rel`, as paths relative to `dir`, hidden ones skipped.
+fn model_files(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let here = dir.join(rel);
+    let unlisted = |e: std::io::Error| Error::model(&here, format!("cannot list: {e}"));
+    for entry in std::fs::read_dir(&here).map_err(unlisted)? {
+        let entry = entry.map_err(unlisted)?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = rel.join(&name);
+        // Follows links: a model folder made of links to shared weights is hashed by
+        // what the links point at.
+        if dir.join(&path).is_dir() {
+            model_files(dir, &path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// `slug-of-the-prompt-0123456789abcdef.png`: up to 32 characters of the prompt
+/// (lowercase letters, digits, `-`) and 64 bits of FNV-1a over the canonical
+/// parameters' JSON. FNV-1a, not std's hasher: the name must not change between
+/// Rust versions.
+pub fn stable_name(r: &Request, model: &str) -> String {
+    let canonical = Canonical {
+        model,
+        prompt: &r.prompt,
+        seed: r.seed,
+        size: r.size,
+        steps: r.steps,
+        candidates: r.candidates,
+        guidance: r.guidance,
+        sampler: r.sampler.map(Sampler::cli_name),
+        upscale: r.upscale,
+        score_every: r.score_every,
+        until_score: r.until_score,
+        until_margin: r.until_margin,
+        schedule: r.schedule.as_ref().map(|sch| sch.text.as_str()),
+    };
+    let json = serde_json::to_string(&canonical).expect("plain data serializes");
+    let hash = fnv1a(FNV_OFFSET, json.as_bytes());
+    let mut slug = String::new();
+    for c in r.prompt.chars().flat_map(char::to_lowercase) {
+        if slug.len() >= 32 {
+            break;
+        }
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    if slug.is_empty() {
+        format!("{hash:016x}.png")
+    } else {
+        format!("{slug}-{hash:016x}.png")
+    }
+}

@@ -1,0 +1,87 @@
+//! Which files hold a component's weights: diffusers' or transformers' single
+//! file, the shards an index lists, or the folder's only `.safetensors`. Anything
+//! else is ambiguous and an error naming what was found.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::config::read_json;
+use crate::error::{Error, Result};
+
+/// diffusers' and transformers' single-file weight names, in the order tried.
+pub const WEIGHT_FILES: [&str; 2] = ["diffusion_pytorch_model.safetensors", "model.safetensors"];
+
+/// The weight files of a component folder: diffusers' or transformers' single
+/// file, else the shards a `*.safetensors.index.json` lists, else the folder's
+/// only `*.safetensors`. Anything else is ambiguous and an error.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Err(Error::model(dir, "no such folder"));
+    }
+    for name in WEIGHT_FILES {
+        if dir.join(name).is_file() {
+            return Ok(vec![dir.join(name)]);
+        }
+    }
+    let listed = list_dir(dir)?;
+    let with_suffix = |suffix: &str| -> Vec<PathBuf> {
+        listed
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .cloned()
+            .collect()
+    };
+    let indexes = with_suffix(".safetensors.index.json");
+    if let [index] = indexes.as_slice() {
+        return shard_files(index);
+    }
+    let files = with_suffix(".safetensors");
+    match (indexes.len(), files.as_slice()) {
+        (0, [one]) => Ok(vec![one.clone()]),
+        (0, []) => Err(Error::model(dir, "no .safetensors file in this folder")),
+        _ => Err(Error::model(
+            dir,
+            format!(
+                "ambiguous weights: expected {} or one index json, found {}",
+                WEIGHT_FILES.join(" or "),
+                names_of(&[indexes, files].concat())
+            ),
+        )),
+    }
+}
+
+/// Sorted entries of a folder.
+pub fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::model(dir, e.to_string()))?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+    paths.sort();
+    Ok(paths)
+}
+
+fn names_of(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths
+        .iter()
+        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .collect();
+    names.join(", ")
+}
+
+/// The distinct files a sharded checkpoint's `weight_map` points at, in name order.
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let json = read_json(index)?;
+    let map = json
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::model(index, "no `weight_map` object"))?;
+    let mut files = BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| {
+            Error::model(index, format!("weight_map.{tensor}: expected a file name"))
+        })?;
+        files.insert(file.to_string());
+    }
+    let dir = index.parent().unwrap_or(Path::new("."));
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}

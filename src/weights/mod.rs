@@ -1,0 +1,261 @@
+//! Checkpoints on disk → tensors on the GPU, by exact name.
+//!
+//! A model sub-folder in the Hugging Face layout (diffusers'
+//! `diffusion_pytorch_model.safetensors`, transformers' `model.safetensors`, or
+//! shards listed by a `*.safetensors.index.json`) is memory-mapped and its
+//! headers parsed once; tensors are converted to f32 and uploaded only when a
+//! model constructor asks for them by name and shape.
+//!
+//! The name map is strict (stable-diffusion.cpp #434, #1425: a doubled prefix
+//! silently left every tensor unloaded): a missing tensor is an error naming the
+//! nearest existing name, a shape or dtype mismatch names both, and
+//! [`Weights::unused`] lists what a model never asked for so its constructor can
+//! refuse leftovers. The only renaming is an explicit, detected prefix
+//! ([`Weights::detect_prefix`]): transformers 4 wrote `CLIPTextModel` tensors as
+//! `text_model.*`, transformers 5 writes them without it.
+//!
+//! The files are found in `files` (which ones make a component) and read in
+//! `safetensors` (one mapped file, its header checked against its size);
+//! [`Config`], in `config`, reads the `config.json` beside them, with errors that
+//! name the file and the field.
+
+mod config;
+mod files;
+mod safetensors;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub use self::safetensors::{SafetensorsFile, TensorInfo};
+pub use config::Config;
+pub use files::{list_dir, weight_files, WEIGHT_FILES};
+
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::gpu::Tensor;
+
+/// The prefix transformers 4 (and Stable Diffusion 1.x's `text_encoder/`) put on
+/// every `CLIPTextModel` tensor; transformers 5 leaves it out.
+pub const TEXT_MODEL_PREFIX: &str = "text_model.";
+
+/// The weights of one model component: one file or several shards, a detected
+/// name prefix, and the set of tensors a model has asked for so far.
+pub struct Weights {
+    files: Vec<SafetensorsFile>,
+    /// Full tensor name (with prefix) → index into `files`.
+    index: BTreeMap<String, usize>,
+    prefix: String,
+    used: Mutex<BTreeSet<String>>,
+}
+
+impl Weights {
+    /// Load a component folder (e.g. `unet/`), choosing its weight files by
+    /// [`weight_files`].
+    pub fn open_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_files(&weight_files(dir.as_ref())?)
+    }
+
+    /// Load explicit files; a tensor name may appear in only one of them.
+    pub fn open_files(paths: &[PathBuf]) -> Result<Self> {
+        let files = paths
+            .iter()
+            .map(SafetensorsFile::open)
+            .collect::<Result<Vec<_>>>()?;
+        let mut index = BTreeMap::new();
+        for (i, file) in files.iter().enumerate() {
+            for name in file.names() {
+                if let Some(&first) = index.get(&name) {
+                    let first: &SafetensorsFile = &files[first];
+                    return Err(Error::model(
+                        &file.path,
+                        format!("tensor `{name}` is also in {}", first.path.display()),
+                    ));
+                }
+                index.insert(name, i);
+            }
+        }
+        Ok(Self {
+            files,
+            index,
+            prefix: String::new(),
+            used: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Use `prefix` for every lookup if, and only if, every tensor name starts
+    /// with it; returns whether it did. Call once after opening, before any `get`.
+    pub fn detect_prefix(&mut self, prefix: &str) -> bool {
+        let all = !self.index.is_empty() && self.index.keys().all(|n| n.starts_with(prefix));
+        self.prefix = if all {
+            prefix.to_string()
+        } else {
+            String::new()
+        };
+        all
+    }
+
+    /// The prefix lookups use (empty when none was detected).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn files(&self) -> &[SafetensorsFile] {
+        &self.files
+    }
+
+    /// Tensor names as a model asks for them (prefix removed), sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(|n| &n[self.prefix.len()..])
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(&self.full_name(name))
+    }
+
+    /// Dtype and shape of `name` without loading it (does not mark it used).
+    pub fn info(&self, name: &str) -> Result<TensorInfo> {
+        let (file, full) = self.locate(name)?;
+        Ok(file.info(&full).expect("indexed name is in its file"))
+    }
+
+    /// Load `name` as f32 on the host, checking its shape; marks it used.
+    pub fn get_f32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<f32>> {
+        let (file, full) = self.locate(name)?;
+        let info = file.info(&full).expect("indexed name is in its file");
+        if info.shape != expected_shape {
+            return Err(Error::model(
+                &file.path,
+                format!(
+                    "tensor `{full}`: expected shape {expected_shape:?}, found {:?} ({})",
+                    info.shape, info.dtype
+                ),
+            ));
+        }
+        let data = file.to_f32(&full)?;
+        self.used.lock().expect("used set").insert(full);
+        Ok(data)
+    }
+
+    /// Load `name` onto the GPU as an f32 tensor of `expected_shape`; marks it used.
+    pub fn get(&self, ctx: &Context, name: &str, expected_shape: &[usize]) -> Result<Tensor> {
+        let data = self.get_f32(name, expected_shape)?;
+        Tensor::from_f32(ctx, &self.full_name(name), expected_shape, &data)
+    }
+
+    /// Tensors (prefix removed) that no `get` has asked for yet, sorted.
+    pub fn unused(&self) -> Vec<String> {
+        let used = self.used.lock().expect("used set");
+        self.index
+            .keys()
+            .filter(|n| !used.contains(*n))
+            .map(|n| n[self.prefix.len()..].to_string())
+            .collect()
+    }
+
+    /// For a model constructor's last line: every tensor in the files must have
+    /// been used, or the checkpoint does not match the config.
+    pub fn check_all_used(&self) -> Result<()> {
+        let unused = self.unused();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<&str> = unused.iter().take(5).map(String::as_str).collect();
+        let more = unused.len().saturating_sub(shown.len());
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        Err(Error::model(
+            self.display_path(),
+            format!(
+                "{} tensor(s) not used by the model (checkpoint and config.json disagree?): {}{tail}",
+                unused.len(),
+                shown.join(", ")
+            ),
+        ))
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The path errors about the whole set name: the file, or the first shard's folder.
+    fn display_path(&self) -> PathBuf {
+        match self.files.as_slice() {
+            [one] => one.path.clone(),
+            [first, ..] => first.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            [] => PathBuf::from("(no files)"),
+        }
+    }
+
+    fn locate(&self, name: &str) -> Result<(&SafetensorsFile, String)> {
+        let full = self.full_name(name);
+        match self.index.get(&full) {
+            Some(&i) => Ok((&self.files[i], full)),
+            None => Err(Error::model(
+                self.display_path(),
+                self.missing_message(&full),
+            )),
+        }
+    }
+
+    fn missing_message(&self, full: &str) -> String {
+        let prefix = if self.prefix.is_empty() {
+            "no prefix detected".to_string()
+        } else {
+            format!("prefix `{}` detected", self.prefix)
+        };
+        match nearest(full, self.index.keys().map(String::as_str)) {
+            Some(near) => format!("no tensor `{full}` ({prefix}); nearest: `{near}`"),
+            None => format!("no tensor `{full}`: the file has no tensors"),
+        }
+    }
+}
+
+/// The name among `names` closest to `wanted`: one that contains it or is
+/// contained in it whole (a doubled or missing prefix) first, then the smallest
+/// edit distance, ties broken by the longer common suffix.
+pub fn nearest<'a>(wanted: &str, names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    names.min_by_key(|name| {
+        let nested = name.ends_with(wanted) || wanted.ends_with(*name);
+        (
+            !nested,
+            edit_distance(wanted, name),
+            usize::MAX - common_suffix(wanted, name),
+        )
+    })
+}
+
+fn common_suffix(a: &str, b: &str) -> usize {
+    a.bytes()
+        .rev()
+        .zip(b.bytes().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// Levenshtein distance over bytes (tensor names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
