@@ -203,7 +203,7 @@ fn read_round(ctx: &Context, plan: &Plan, step: usize) -> Result<Round> {
     Ok(Round {
         step,
         images: at.images.to_vec(ctx)?,
-        scores: at.scores.to_vec(ctx)?,
+        scores: at.cands.scores.to_vec(ctx)?,
         winner: bytemuck::cast_slice::<f32, u32>(&choice)[0] as usize,
     })
 }

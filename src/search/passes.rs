@@ -10,37 +10,58 @@ use crate::ops::score::{self, CHOICE_WORDS};
 use crate::ops::{layout, sampler};
 use crate::request::Settings;
 
-/// The candidates' state and the buffers every step reuses, sized for the
-/// largest candidate count; a phase with fewer works on a prefix of each.
-pub(crate) struct State {
+/// The tensors a step works on for K candidates: the whole state's (the
+/// largest K), or a phase's prefix view of them.
+pub(crate) struct Candidates {
     /// `[K, C, h, w]`: the current samples.
     pub(crate) x: Tensor,
     /// `[K, C, h, w]`: their predicted clean samples (and DPM-Solver's previous x0).
     pub(crate) x0: Tensor,
     pub(crate) noise: Tensor,
     pub(crate) guided: Tensor,
+    /// `[(1 + P)·K, C, h, w]` and `[(1 + P)·K]`: the UNet's batch.
     pub(crate) model_in: Tensor,
     pub(crate) timesteps: Tensor,
+    /// `[K, P + 1]`: the last round's scores.
+    pub(crate) scores: Tensor,
+}
+
+impl Candidates {
+    /// The first `k` candidates' views (the bindings cover the whole buffers;
+    /// kernels read only what the shapes say).
+    fn prefix(&self, k: usize) -> Result<Self> {
+        let mut sample = self.x.shape.clone();
+        sample[0] = k;
+        let mut model_in = self.model_in.shape.clone();
+        model_in[0] = model_in[0] / self.x.shape[0] * k;
+        Ok(Self {
+            x: self.x.prefix(&sample)?,
+            x0: self.x0.prefix(&sample)?,
+            noise: self.noise.prefix(&sample)?,
+            guided: self.guided.prefix(&sample)?,
+            model_in: self.model_in.prefix(&model_in)?,
+            timesteps: self.timesteps.prefix(&model_in[..1])?,
+            scores: self.scores.prefix(&[k, self.scores.shape[1]])?,
+        })
+    }
+}
+
+/// The run's state, sized for the largest candidate count, and what every
+/// step reuses.
+pub(crate) struct State {
+    pub(crate) cands: Candidates,
     pub(crate) table: Tensor,
     pub(crate) weights: Tensor,
     /// Winner, best score, margin, stopped-at step (u32 words).
     pub(crate) choice: Tensor,
     /// `[1]` u32: steps the GPU executed (the sampler step counts itself).
     pub(crate) steps_run: Tensor,
-    /// `[K, P + 1]`: the last round's scores.
-    pub(crate) scores: Tensor,
 }
 
-/// What one candidate count needs: views of the state for its K, the UNet pass
-/// over its `(1 + P)·K` batch and the scoring pass over its K candidates.
+/// What one candidate count needs: its views of the state, the UNet pass over
+/// its `(1 + P)·K` batch and the scoring pass over its K candidates.
 pub(crate) struct Passes {
-    pub(crate) x: Tensor,
-    pub(crate) x0: Tensor,
-    pub(crate) noise: Tensor,
-    pub(crate) guided: Tensor,
-    pub(crate) model_in: Tensor,
-    pub(crate) timesteps: Tensor,
-    pub(crate) scores: Tensor,
+    pub(crate) cands: Candidates,
     pub(crate) unet: Vec<Dispatch>,
     pub(crate) model_out: Tensor,
     /// The candidates as the scorer sees them, `[K, 3, H, W]` in [-1, 1]: `x0`,
@@ -122,18 +143,21 @@ pub(super) fn state(ctx: &Context, s: &Settings, shape: [usize; 4]) -> Result<St
     let [k, c, h, w] = shape;
     let prompts = s.prompts;
     let batch = (1 + prompts) * k;
-    Ok(State {
+    let cands = Candidates {
         x: Tensor::zeros(ctx, "x", &shape)?,
         x0: Tensor::zeros(ctx, "x0", &shape)?,
         noise: Tensor::zeros(ctx, "noise", &shape)?,
         guided: Tensor::zeros(ctx, "guided", &shape)?,
         model_in: Tensor::zeros(ctx, "model_in", &[batch, c, h, w])?,
         timesteps: Tensor::zeros(ctx, "timesteps", &[batch])?,
+        scores: Tensor::zeros(ctx, "scores", &[k, prompts + 1])?,
+    };
+    Ok(State {
+        cands,
         table: sampler::upload_table(ctx, &s.table)?,
         weights: Tensor::zeros(ctx, "weights", &[prompts])?,
         choice: u32_tensor(ctx, "choice", CHOICE_WORDS)?,
         steps_run: u32_tensor(ctx, "steps run", 1)?,
-        scores: Tensor::zeros(ctx, "scores", &[k, prompts + 1])?,
     })
 }
 
@@ -146,39 +170,34 @@ pub(super) fn plan_passes(
     st: &State,
     k: usize,
 ) -> Result<Passes> {
-    let [_, c, h, w] = st.x.shape[..] else {
-        unreachable!("x is [K, C, h, w]")
-    };
-    let candidates = [k, c, h, w];
-    let batch = text.hidden.shape[0] * k;
+    let cands = st.cands.prefix(k)?;
     let context = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
-    let model_in = st.model_in.prefix(&[batch, c, h, w])?;
-    let timesteps = st.timesteps.prefix(&[batch])?;
     let mut unet = Graph::new(ctx, "unet");
-    let model_out = pipeline
-        .unet
-        .forward(&mut unet, &model_in, &timesteps, &context)?;
+    let model_out =
+        pipeline
+            .unet
+            .forward(&mut unet, &cands.model_in, &cands.timesteps, &context)?;
     let mut passes = Passes {
-        x: st.x.prefix(&candidates)?,
-        x0: st.x0.prefix(&candidates)?,
-        noise: st.noise.prefix(&candidates)?,
-        guided: st.guided.prefix(&candidates)?,
-        model_in,
-        timesteps,
-        scores: st.scores.prefix(&[k, st.scores.shape[1]])?,
+        images: cands.x0.clone(),
+        cands,
         unet: unet.dispatches,
         model_out,
-        images: st.x0.prefix(&candidates)?,
         score: Vec::new(),
     };
     if let (Some(scorer), Some(embeds)) = (&pipeline.scorer, &text.embeds) {
         let mut g = Graph::new(ctx, "scorer");
-        passes.images = pipeline.to_image(&mut g, passes.x0.clone())?;
+        passes.images = pipeline.to_image(&mut g, passes.cands.x0.clone())?;
         let settings = &pipeline.config.settings;
         let (mean, std) = (settings.scorer_image_mean, settings.scorer_image_std);
         let pixels = scorer.preprocess(&mut g, &passes.images, mean, std)?;
         let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
-        for d in score::similarity(ctx, &image_embeds, embeds, &st.weights, &passes.scores)? {
+        for d in score::similarity(
+            ctx,
+            &image_embeds,
+            embeds,
+            &st.weights,
+            &passes.cands.scores,
+        )? {
             g.push(d);
         }
         passes.score = g.dispatches;

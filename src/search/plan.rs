@@ -109,7 +109,12 @@ impl Plan {
         let mut text = plan_text(ctx, pipeline, s.prompts)?;
         // Every planned tensor checks the device's binding limit as it is created.
         let st = state(ctx, &s, [s.k_max(), c, h, w])?;
-        let start = noise::gaussian(ctx, &st.x, key(0, 0, STREAM_START), s.init_noise_sigma)?;
+        let start = noise::gaussian(
+            ctx,
+            &st.cands.x,
+            key(0, 0, STREAM_START),
+            s.init_noise_sigma,
+        )?;
         // The UNet and scoring passes of each candidate count, shared by its steps.
         let counts = candidate_counts(&s);
         let passes = counts
@@ -117,8 +122,8 @@ impl Plan {
             .map(|&k| plan_passes(ctx, pipeline, &mut text, &st, k))
             .collect::<Result<Vec<_>>>()?;
         let broadcast = [
-            layout::broadcast_row_in_place(ctx, &st.x, &st.choice.head(1)?)?,
-            layout::broadcast_row_in_place(ctx, &st.x0, &st.choice.head(1)?)?,
+            layout::broadcast_row_in_place(ctx, &st.cands.x, &st.choice.head(1)?)?,
+            layout::broadcast_row_in_place(ctx, &st.cands.x0, &st.choice.head(1)?)?,
         ];
         let mut blocks = (0..s.steps)
             .map(|step| {
@@ -138,7 +143,7 @@ impl Plan {
             &offsets,
             total,
         )?;
-        let post = postprocess::plan(ctx, pipeline, &st.x0, s.upscale, [s.height, s.width])?;
+        let post = postprocess::plan(ctx, pipeline, &st.cands.x0, s.upscale, [s.height, s.width])?;
         let words = readback_parts(&post, &st).iter().map(|(_, n)| n).sum();
         let out = Tensor::wrap(
             ctx.create_buffer("readback", 4 * words as u64, STORAGE),
@@ -253,7 +258,7 @@ fn readback_parts<'a>(post: &'a Post, st: &'a State) -> [(&'a Tensor, usize); 4]
         (&post.pixels, post.width * post.height),
         (&st.choice, CHOICE_WORDS),
         (&st.steps_run, 1),
-        (&st.scores, st.scores.numel()),
+        (&st.cands.scores, st.cands.scores.numel()),
     ]
 }
 
@@ -284,7 +289,7 @@ fn add_picks(
             continue;
         }
         let end = offsets.get(step + 1).copied().unwrap_or(total);
-        let scores = &passes[block.passes].scores;
+        let scores = &passes[block.passes].cands.scores;
         // The threshold is set per run (see `search::load`).
         let pick = score::pick(
             ctx,
@@ -331,10 +336,10 @@ fn step_block(
         ctx,
         &st.table,
         step,
-        &at.x,
+        &at.cands.x,
         s.prompts,
-        &at.model_in,
-        &at.timesteps,
+        &at.cands.model_in,
+        &at.cands.timesteps,
     )?;
     let guidance = s.phase(step).guidance;
     let mut after = vec![sampler::guide(
@@ -342,7 +347,7 @@ fn step_block(
         &at.model_out,
         &st.weights,
         guidance,
-        &at.guided,
+        &at.cands.guided,
     )?];
     let mut noise = None;
     if s.table[step].uses_noise() {
@@ -350,7 +355,7 @@ fn step_block(
         noise = Some(after.len());
         after.push(noise::gaussian(
             ctx,
-            &at.noise,
+            &at.cands.noise,
             key(0, step + 1, STREAM_STEP),
             1.0,
         )?);
@@ -359,10 +364,10 @@ fn step_block(
         ctx,
         &st.table,
         step,
-        &at.guided,
-        &at.noise,
-        &at.x,
-        &at.x0,
+        &at.cands.guided,
+        &at.cands.noise,
+        &at.cands.x,
+        &at.cands.x0,
         &st.steps_run,
     )?);
     Ok(Block {
