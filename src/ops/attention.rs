@@ -64,34 +64,8 @@ pub fn scaled_dot_product_attention_with(
     cfg: Sdpa,
     variant: AttentionVariant,
 ) -> Result<Dispatch> {
-    const OP: &str = "scaled_dot_product_attention";
-    let [b, lq, width] = q.shape[..] else {
-        return Err(Error::BadInput(format!(
-            "{OP}: q has shape {:?}, expected [B, Lq, H*Dh]",
-            q.shape
-        )));
-    };
-    let lk = k.shape.get(1).copied().unwrap_or(0);
-    expect_shape(OP, "k", k, &[b, lk, width])?;
-    expect_shape(OP, "v", v, &[b, lk, width])?;
-    expect_shape(OP, "out", out, &q.shape)?;
-    let h = cfg.heads;
-    if h == 0
-        || !width.is_multiple_of(h)
-        || !(width / h).is_multiple_of(4)
-        || width / h > MAX_HEAD_DIM
-    {
-        return Err(Error::BadInput(format!(
-            "{OP}: q's last dim {width} with {h} heads needs a head dim that is a multiple \
-             of 4 and at most {MAX_HEAD_DIM}"
-        )));
-    }
-    if b == 0 || lq == 0 || lk == 0 {
-        return Err(Error::BadInput(format!(
-            "{OP}: empty q {:?} or k {:?}",
-            q.shape, k.shape
-        )));
-    }
+    let (b, lq, lk, h) = check_shapes(q, k, v, out, cfg.heads)?;
+    let width = q.shape[2];
     let dh = width / h;
     // Cpu: see CPU_ROWS; Gpu: 64 rows and the largest tile of at most 64 keys
     // that fits 8 KiB.
@@ -144,3 +118,43 @@ pub fn scaled_dot_product_attention_with(
 /// Giving each invocation 2-4 query rows (so each key load serves several rows)
 /// made lavapipe's shader compile take 20-30 s per pipeline, for no clear gain.
 const CPU_ROWS: usize = 8;
+
+const OP: &str = "scaled_dot_product_attention";
+
+/// q `[B, Lq, H·Dh]`, k and v `[B, Lk, H·Dh]`, out like q, checked; returns
+/// `(B, Lq, Lk, H)`.
+fn check_shapes(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    h: usize,
+) -> Result<(usize, usize, usize, usize)> {
+    let [b, lq, width] = q.shape[..] else {
+        return Err(Error::BadInput(format!(
+            "{OP}: q has shape {:?}, expected [B, Lq, H*Dh]",
+            q.shape
+        )));
+    };
+    let lk = k.shape.get(1).copied().unwrap_or(0);
+    expect_shape(OP, "k", k, &[b, lk, width])?;
+    expect_shape(OP, "v", v, &[b, lk, width])?;
+    expect_shape(OP, "out", out, &q.shape)?;
+    if h == 0
+        || !width.is_multiple_of(h)
+        || !(width / h).is_multiple_of(4)
+        || width / h > MAX_HEAD_DIM
+    {
+        return Err(Error::BadInput(format!(
+            "{OP}: q's last dim {width} with {h} heads needs a head dim that is a multiple \
+             of 4 and at most {MAX_HEAD_DIM}"
+        )));
+    }
+    if b == 0 || lq == 0 || lk == 0 {
+        return Err(Error::BadInput(format!(
+            "{OP}: empty q {:?} or k {:?}",
+            q.shape, k.shape
+        )));
+    }
+    Ok((b, lq, lk, h))
+}

@@ -100,38 +100,17 @@ pub fn conv2d(
     out: &Tensor,
     opts: &Conv2dOptions,
 ) -> Result<Dispatch> {
-    let bad = |msg: String| Error::BadInput(format!("conv2d: {msg}"));
-    let [n, cin, h, w] = x.shape[..] else {
-        return Err(bad(format!(
-            "x has shape {:?}, expected [N, Cin, H, W]",
-            x.shape
-        )));
-    };
-    let [cout, wcin, kh, kw] = weight.shape[..] else {
-        return Err(bad(format!(
-            "weight has shape {:?}, expected [Cout, Cin, kh, kw]",
-            weight.shape
-        )));
-    };
-    if wcin != cin {
-        return Err(bad(format!(
-            "weight {:?} expects {wcin} input channels, x {:?} has {cin}",
-            weight.shape, x.shape
-        )));
-    }
-    if opts.stride.0 == 0 || opts.stride.1 == 0 {
-        return Err(bad(format!("stride {:?} must be positive", opts.stride)));
-    }
-    let (hout, wout) = output_size(h, w, kh, kw, opts).ok_or_else(|| {
-        bad(format!(
-            "kernel {kh}x{kw} is larger than the padded input {h}x{w} + 2x{:?}",
-            opts.padding
-        ))
-    })?;
-    expect_shape("conv2d", "out", out, &[n, cout, hout, wout])?;
-    if let Some(bias) = bias {
-        expect_shape("conv2d", "bias", bias, &[cout])?;
-    }
+    let Shapes {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        kh,
+        kw,
+        hout,
+        wout,
+    } = check_shapes(x, weight, bias, out, opts)?;
     let (k, p) = (cin * kh * kw, hout * wout);
     let params = Params {
         cin: cin as u32,
@@ -182,4 +161,70 @@ pub fn conv2d(
         bytes: 4 * (x.numel() + weight.numel() + out.numel()) as u64,
     }
     .build(ctx, &params)
+}
+
+/// A convolution's sizes, checked: input `[n, cin, h, w]`, weight
+/// `[cout, cin, kh, kw]`, output `[n, cout, hout, wout]`.
+struct Shapes {
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    hout: usize,
+    wout: usize,
+}
+
+fn check_shapes(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    opts: &Conv2dOptions,
+) -> Result<Shapes> {
+    let bad = |msg: String| Error::BadInput(format!("conv2d: {msg}"));
+    let [n, cin, h, w] = x.shape[..] else {
+        return Err(bad(format!(
+            "x has shape {:?}, expected [N, Cin, H, W]",
+            x.shape
+        )));
+    };
+    let [cout, wcin, kh, kw] = weight.shape[..] else {
+        return Err(bad(format!(
+            "weight has shape {:?}, expected [Cout, Cin, kh, kw]",
+            weight.shape
+        )));
+    };
+    if wcin != cin {
+        return Err(bad(format!(
+            "weight {:?} expects {wcin} input channels, x {:?} has {cin}",
+            weight.shape, x.shape
+        )));
+    }
+    if opts.stride.0 == 0 || opts.stride.1 == 0 {
+        return Err(bad(format!("stride {:?} must be positive", opts.stride)));
+    }
+    let (hout, wout) = output_size(h, w, kh, kw, opts).ok_or_else(|| {
+        bad(format!(
+            "kernel {kh}x{kw} is larger than the padded input {h}x{w} + 2x{:?}",
+            opts.padding
+        ))
+    })?;
+    expect_shape("conv2d", "out", out, &[n, cout, hout, wout])?;
+    if let Some(bias) = bias {
+        expect_shape("conv2d", "bias", bias, &[cout])?;
+    }
+    Ok(Shapes {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        kh,
+        kw,
+        hout,
+        wout,
+    })
 }
