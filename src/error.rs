@@ -24,6 +24,10 @@ pub enum Error {
     #[error("{0}")]
     DeviceLimit(String),
 
+    /// The run's arithmetic produced NaN or infinity (found by the loop's guard).
+    #[error("{0}")]
+    NonFinite(String),
+
     /// The GPU or its driver failed (validation error, lost device, map failure).
     #[error("gpu: {0}")]
     Gpu(String),
@@ -44,7 +48,7 @@ impl Error {
         match self {
             Error::BadInput(_) | Error::Model { .. } | Error::DeviceLimit(_) => 2,
             Error::NoAdapter(_) => 3,
-            Error::Gpu(_) | Error::Io { .. } => 1,
+            Error::Gpu(_) | Error::NonFinite(_) | Error::Io { .. } => 1,
         }
     }
 

@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::models::pipeline::Pipeline;
 use crate::models::Graph;
+use crate::ops::finite;
 use crate::ops::image::{self, Normalize};
 use crate::ops::{layout, resample};
 
@@ -20,13 +21,15 @@ pub struct Post {
 
 /// Plan the post-processing of candidate 0 of `x0` `[K, C, h, w]` (where the
 /// last round's winner is) into an image of `[h, w]` pixels before upscaling
-/// by `upscale` (checked against the model by `Request::check`).
+/// by `upscale` (checked against the model by `Request::check`). `check`: the
+/// NaN/Inf guard's code and status word for the final image.
 pub fn plan(
     ctx: &Context,
     pipeline: &Pipeline,
     x0: &Tensor,
     upscale: usize,
     [h, w]: [usize; 2],
+    (code, status): (u32, &Tensor),
 ) -> Result<Post> {
     let mut g = Graph::new(ctx, "post");
     let mut shape = x0.shape.clone();
@@ -37,6 +40,8 @@ pub fn plan(
     let unit = g.tensor(&[1, 3, h, w])?;
     g.push(image::normalize(ctx, &winner, &unit, &Normalize::TO_UNIT)?);
     let img = upscaled(&mut g, pipeline, unit, upscale)?;
+    // to_rgba8 would turn NaN into black pixels: the guard sees it first.
+    g.push(finite::check_finite(ctx, &img, code, status)?);
     let (height, width) = (img.dim(-2), img.dim(-1));
     let mut pixels = g.tensor(&[height, width])?;
     pixels.dtype = DType::U32;

@@ -165,6 +165,7 @@ impl Request {
             check_phase(model, phase)?;
         }
         self.check_upscale(model)?;
+        check_finite_inputs(self, &phases, &prompts)?;
         let rounds: Vec<usize> = match model.scorer {
             Some(_) => phases.iter().flat_map(Phase::rounds).collect(),
             None => Vec::new(),
@@ -303,6 +304,28 @@ fn check_phase(model: &PipelineConfig, phase: &Phase) -> Result<()> {
             &model.dir,
             "--candidates > 1 needs a scorer/ folder",
         ));
+    }
+    Ok(())
+}
+
+/// Numbers that reach the GPU must be finite: a NaN or infinite guidance or
+/// sub-prompt weight (after normalising, in f32), or a NaN threshold, would
+/// turn every image black. Infinite thresholds mean "never stop early".
+fn check_finite_inputs(r: &Request, phases: &[Phase], prompts: &Prompts) -> Result<()> {
+    let bad = |what: String| Err(Error::BadInput(format!("{what}: must be a finite number")));
+    if let Some(p) = phases.iter().find(|p| !p.guidance.is_finite()) {
+        return bad(format!("guidance {}", p.guidance));
+    }
+    if let Some(w) = prompts.weights.iter().find(|w| !w.is_finite()) {
+        return bad(format!("sub-prompt weight {w} (after normalising, in f32)"));
+    }
+    for (flag, v) in [
+        ("--until-score", r.until_score),
+        ("--until-margin", r.until_margin),
+    ] {
+        if v.is_some_and(f32::is_nan) {
+            return bad(format!("{flag} NaN"));
+        }
     }
     Ok(())
 }

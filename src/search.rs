@@ -22,10 +22,11 @@
 
 use std::time::Instant;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::dispatch::{self, record, record_indirect, submit};
 use crate::gpu::{readback, Context, Tensor};
 use crate::models::pipeline::Pipeline;
+use crate::ops::finite::ALL_FINITE;
 use crate::ops::noise;
 use crate::ops::score::{self, CHOICE_WORDS, NOT_STOPPED};
 use crate::output::Parameters;
@@ -35,6 +36,7 @@ mod passes;
 mod plan;
 
 pub use plan::Plan;
+use plan::Stage;
 
 /// Run one checked request on `pipeline`, reusing `cached` when it fits and
 /// replacing it when it does not.
@@ -114,6 +116,7 @@ fn load(
     write(&plan.args, &plan.sizes);
     write(&plan.st.choice, &[0, 0, 0, NOT_STOPPED]);
     write(&plan.st.steps_run, &[0]);
+    write(&plan.st.status, &[ALL_FINITE]);
     Ok(())
 }
 
@@ -208,6 +211,28 @@ fn read_round(ctx: &Context, plan: &Plan, step: usize) -> Result<Round> {
     })
 }
 
+/// Fail when the NaN/Inf guard saw a value that is not finite, naming where.
+/// The inputs were checked before the run, so this is the arithmetic's doing:
+/// weights or settings that overflow f32.
+fn check_finite(status: u32, steps: usize) -> Result<()> {
+    if status == ALL_FINITE {
+        return Ok(());
+    }
+    let (stage, step) = Stage::of(status);
+    let what = match stage {
+        Stage::Denoise => format!(
+            "in the denoiser's samples after step {} of {steps}",
+            step + 1
+        ),
+        Stage::Score => format!("in the scorer's scores after step {} of {steps}", step + 1),
+        Stage::Post => "in the final image (decoding or upscaling)".to_string(),
+    };
+    Err(Error::NonFinite(format!(
+        "non-finite values (NaN or infinity) {what}: the model's weights or the guidance \
+         overflow f32 arithmetic"
+    )))
+}
+
 /// The image and the run's record from the readback's bytes, split by the
 /// plan's readback layout.
 fn finish(
@@ -220,11 +245,12 @@ fn finish(
     let s = &plan.s;
     let p = s.prompts;
     let mut words: &[u32] = bytemuck::cast_slice(bytes);
-    let [rgba, choice, steps_run, scores] = plan.readback().map(|(_, n)| {
+    let [rgba, choice, steps_run, scores, status] = plan.readback().map(|(_, n)| {
         let (part, rest) = words.split_at(n);
         words = rest;
         part
     });
+    check_finite(status[0], s.steps)?;
     debug_assert_eq!(choice.len(), CHOICE_WORDS);
     let steps_run = steps_run[0] as usize;
     let scores: &[f32] = bytemuck::cast_slice(scores);

@@ -16,6 +16,7 @@ pub mod attention;
 pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
+pub mod finite;
 pub mod image;
 pub mod layout;
 pub mod matmul;
@@ -53,6 +54,7 @@ shaders! {
     CONV2D_SUBGROUP => ["conv2d", "subgroup", "conv2d_subgroup"],
     ELEMENTWISE => ["elementwise"],
     EMBEDDING => ["embedding"],
+    FINITE => ["finite"],
     IMAGE => ["image"],
     LAYOUT => ["layout"],
     MATMUL => ["matmul"],

@@ -56,6 +56,8 @@ pub(crate) struct State {
     pub(crate) choice: Tensor,
     /// `[1]` u32: steps the GPU executed (the sampler step counts itself).
     pub(crate) steps_run: Tensor,
+    /// `[1]` u32: the NaN/Inf guard's earliest failing check, or ALL_FINITE.
+    pub(crate) status: Tensor,
 }
 
 /// What one candidate count needs: its views of the state, the UNet pass over
@@ -158,6 +160,7 @@ pub(super) fn state(ctx: &Context, s: &Settings, shape: [usize; 4]) -> Result<St
         weights: Tensor::zeros(ctx, "weights", &[prompts])?,
         choice: u32_tensor(ctx, "choice", CHOICE_WORDS)?,
         steps_run: u32_tensor(ctx, "steps run", 1)?,
+        status: u32_tensor(ctx, "finite status", 1)?,
     })
 }
 

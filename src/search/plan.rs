@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::gpu::tensor::STORAGE;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::models::pipeline::Pipeline;
+use crate::ops::finite;
 use crate::ops::noise::{self, NoiseKey};
 use crate::ops::score::{self, Certainty, CHOICE_WORDS};
 use crate::ops::{layout, sampler};
@@ -28,7 +29,8 @@ pub(crate) struct Block {
     pub passes: usize,
     /// UNet input and timesteps from the candidates.
     prepare: Dispatch,
-    /// Guidance, the sampler's fresh noise (if its row uses any), the update.
+    /// Guidance, the sampler's fresh noise (if its row uses any), the update,
+    /// the NaN/Inf guard on the new samples.
     after: Vec<Dispatch>,
     /// Index of the noise draw in `after`, reseeded per run.
     noise: Option<usize>,
@@ -36,6 +38,36 @@ pub(crate) struct Block {
     pub round: bool,
     /// The round's pick (made once the blocks' offsets are known).
     pick: Option<Dispatch>,
+    /// The round's NaN/Inf guard on its scores.
+    score_check: Option<Dispatch>,
+}
+
+/// Where the NaN/Inf guard looks, in the order a step meets them: a check's
+/// code is `4·step + stage`, so the lowest code is the earliest failure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Stage {
+    /// The samples after a denoising step.
+    Denoise = 0,
+    /// The scores of a round.
+    Score = 1,
+    /// The final image, after decoding and upscaling.
+    Post = 2,
+}
+
+impl Stage {
+    pub fn code(self, step: usize) -> u32 {
+        (4 * step + self as usize) as u32
+    }
+
+    /// The stage and step of a code.
+    pub fn of(code: u32) -> (Stage, usize) {
+        let stage = match code % 4 {
+            0 => Stage::Denoise,
+            1 => Stage::Score,
+            _ => Stage::Post,
+        };
+        (stage, (code / 4) as usize)
+    }
 }
 
 /// One launch of a step block, in recording order.
@@ -45,6 +77,8 @@ pub(crate) enum Slot {
     Unet(usize),
     After(usize),
     Score(usize),
+    /// The NaN/Inf guard on the round's scores.
+    ScoreCheck,
     /// Writes the indirect sizes, so it cannot read its own from them: it runs
     /// directly (and leaves a stopped run's decision alone).
     Pick,
@@ -61,6 +95,7 @@ impl Block {
         slots.extend((0..self.after.len()).map(Slot::After));
         if self.round {
             slots.extend((0..pass.score.len()).map(Slot::Score));
+            slots.push(Slot::ScoreCheck);
             slots.push(Slot::Pick);
             slots.extend((0..2).map(Slot::Broadcast));
         }
@@ -143,7 +178,15 @@ impl Plan {
             &offsets,
             total,
         )?;
-        let post = postprocess::plan(ctx, pipeline, &st.cands.x0, s.upscale, [s.height, s.width])?;
+        let check = (Stage::Post.code(s.steps), &st.status);
+        let post = postprocess::plan(
+            ctx,
+            pipeline,
+            &st.cands.x0,
+            s.upscale,
+            [s.height, s.width],
+            check,
+        )?;
         let words = readback_parts(&post, &st).iter().map(|(_, n)| n).sum();
         let out = Tensor::wrap(
             ctx.create_buffer("readback", 4 * words as u64, STORAGE),
@@ -186,6 +229,7 @@ impl Plan {
             Slot::Unet(i) => (&pass.unet[i], true),
             Slot::After(i) => (&block.after[i], true),
             Slot::Score(i) => (&pass.score[i], true),
+            Slot::ScoreCheck => (block.score_check.as_ref().expect("a round checks"), true),
             Slot::Pick => (block.pick.as_ref().expect("a round has a pick"), false),
             Slot::Broadcast(i) => (&self.broadcast[i], true),
         }
@@ -220,8 +264,9 @@ impl Plan {
     }
 
     /// The readback layout, in order: the RGBA8 pixels, the pick's record, the
-    /// step counter, the last round's scores, each with its length in u32 words.
-    pub(crate) fn readback(&self) -> [(&Tensor, usize); 4] {
+    /// step counter, the last round's scores, the NaN/Inf guard's status, each
+    /// with its length in u32 words.
+    pub(crate) fn readback(&self) -> [(&Tensor, usize); 5] {
         readback_parts(&self.post, &self.st)
     }
 
@@ -253,12 +298,13 @@ impl Plan {
 }
 
 /// The readback layout (see [`Plan::readback`]).
-fn readback_parts<'a>(post: &'a Post, st: &'a State) -> [(&'a Tensor, usize); 4] {
+fn readback_parts<'a>(post: &'a Post, st: &'a State) -> [(&'a Tensor, usize); 5] {
     [
         (&post.pixels, post.width * post.height),
         (&st.choice, CHOICE_WORDS),
         (&st.steps_run, 1),
         (&st.cands.scores, st.cands.scores.numel()),
+        (&st.status, 1),
     ]
 }
 
@@ -370,13 +416,30 @@ fn step_block(
         &at.cands.x0,
         &st.steps_run,
     )?);
+    after.push(finite::check_finite(
+        ctx,
+        &at.cands.x,
+        Stage::Denoise.code(step),
+        &st.status,
+    )?);
+    let round = s.rounds.contains(&step);
+    let score_check = match round {
+        true => Some(finite::check_finite(
+            ctx,
+            &at.cands.scores,
+            Stage::Score.code(step),
+            &st.status,
+        )?),
+        false => None,
+    };
     Ok(Block {
         passes,
         prepare,
         after,
         noise,
-        round: s.rounds.contains(&step),
+        round,
         pick: None,
+        score_check,
     })
 }
 

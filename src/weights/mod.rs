@@ -141,6 +141,16 @@ impl Weights {
             ));
         }
         let data = file.to_f32(&full)?;
+        // A NaN or infinity in a weight spreads to every image: refuse the file.
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::model(
+                &file.path,
+                format!(
+                    "tensor `{full}` holds a non-finite value ({}) at index {i}",
+                    data[i]
+                ),
+            ));
+        }
         self.used.lock().expect("used set").insert(full);
         Ok(data)
     }

@@ -11,6 +11,7 @@ mod attention;
 mod conv2d;
 mod elementwise;
 mod embedding;
+mod finite;
 mod image;
 mod layout;
 mod matmul;

@@ -7,6 +7,7 @@ pub mod attention;
 pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
+pub mod finite;
 pub mod image;
 pub mod layout;
 pub mod matmul;
