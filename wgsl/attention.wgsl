@@ -106,9 +106,22 @@ fn load_tile(t0: u32, lid: u32) {
     }
 }
 
+// The query row an invocation owns: `i` = wid.x * WG + lid, which may be a
+// padding row past Lq; `row`, the row it computes on (Lq-1 for padding rows);
+// `base`, that row's vec4 index in q and out.
+struct QueryRow {
+    i: u32,
+    row: u32,
+    base: u32,
+}
+
 // Clear this invocation's state and load its query row (times scale) for the
-// head of workgroup row `wid.y`; returns the row's vec4 index in q and out.
-fn start_row(wid: vec3<u32>, row: u32) -> u32 {
+// head of workgroup row `wid.y`. Padding rows past Lq compute on row Lq-1 and
+// skip the write (write_row); they do not return early, since TILED workgroups
+// must all reach every barrier and subgroup lanes every broadcast.
+fn start_row(wid: vec3<u32>, lid: u32) -> QueryRow {
+    let i = wid.x * WG + lid;
+    let row = min(i, p.lq - 1u);
     let b = wid.y / p.heads;
     let h = wid.y % p.heads;
     let q_base = (b * p.lq + row) * row_stride() + h * (DH / 4u);
@@ -119,37 +132,40 @@ fn start_row(wid: vec3<u32>, row: u32) -> u32 {
     }
     m = LOWEST;
     l = 0.0;
-    return q_base;
+    return QueryRow(i, row, q_base);
 }
 
-// out = acc / l for query i, unless i is a padding row past Lq.
-fn write_row(i: u32, q_base: u32) {
-    if (i < p.lq) {
+// Keys any row of workgroup `wid` attends: with a causal mask, none past its last row.
+fn workgroup_keys(wid: vec3<u32>) -> u32 {
+    if (CAUSAL) {
+        return min(p.lk, (wid.x + 1u) * WG);
+    }
+    return p.lk;
+}
+
+// out = acc / l for the query, unless it is a padding row past Lq.
+fn write_row(query: QueryRow) {
+    if (query.i < p.lq) {
         let inv = 1.0 / l;
-        for (var d = 0u; d < DH / 4u; d++) { out[q_base + d] = acc[d] * inv; }
+        for (var d = 0u; d < DH / 4u; d++) { out[query.base + d] = acc[d] * inv; }
     }
 }
 
 @compute @workgroup_size(WG)
 fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = wid.x * WG + lid;
-    // Padding rows past Lq compute on row Lq-1 and skip the write; they do not
-    // return early, since TILED workgroups must all reach every barrier.
-    let row = min(i, p.lq - 1u);
-    let q_base = start_row(wid, row);
-    // Keys any row of this workgroup attends: with a causal mask, none past its last row.
-    var k_end = p.lk;
-    if (CAUSAL) { k_end = min(p.lk, (wid.x + 1u) * WG); }
+    // Padding rows stay too (start_row): TILED workgroups must all reach every barrier.
+    let query = start_row(wid, lid);
+    var k_end = workgroup_keys(wid);
     if (TILED) {
         for (var t0 = 0u; t0 < k_end; t0 += BK) {
             load_tile(t0, lid);
             workgroupBarrier();
-            for (var j = t0; j < min(t0 + BK, k_end); j += 4u) { attend4(j, row); }
+            for (var j = t0; j < min(t0 + BK, k_end); j += 4u) { attend4(j, query.row); }
             workgroupBarrier(); // everyone is done with the tile before it is overwritten
         }
     } else {
-        if (CAUSAL) { k_end = min(p.lk, row + 1u); }
-        for (var j = 0u; j < k_end; j += 4u) { attend4(j, row); }
+        if (CAUSAL) { k_end = min(p.lk, query.row + 1u); }
+        for (var j = 0u; j < k_end; j += 4u) { attend4(j, query.row); }
     }
-    write_row(i, q_base);
+    write_row(query);
 }

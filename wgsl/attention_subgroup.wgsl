@@ -47,15 +47,11 @@ fn attend8(j0: u32, i: u32, lane: u32) {
 
 @compute @workgroup_size(WG)
 fn attention_cpu_subgroup(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i = wid.x * WG + lid;
-    // Padding rows past Lq compute on row Lq-1 and skip the write: every lane stays
-    // for the broadcasts.
-    let row = min(i, p.lq - 1u);
-    let q_base = start_row(wid, row);
-    // The same bound for every lane (the broadcasts need them all): with a causal
-    // mask, no key past the workgroup's last row; the mask does the rest.
-    var k_end = p.lk;
-    if (CAUSAL) { k_end = min(p.lk, (wid.x + 1u) * WG); }
-    for (var j = 0u; j < k_end; j += 8u) { attend8(j, row, lid); }
-    write_row(i, q_base);
+    // Padding rows stay too (start_row): every lane takes part in the broadcasts.
+    let query = start_row(wid, lid);
+    // The same bound for every lane (the broadcasts need them all); the causal
+    // mask does the rest.
+    let k_end = workgroup_keys(wid);
+    for (var j = 0u; j < k_end; j += 8u) { attend8(j, query.row, lid); }
+    write_row(query);
 }

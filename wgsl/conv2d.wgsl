@@ -5,11 +5,11 @@
 // matrix [K, Hout·Wout], gathered on the fly with zero padding, never stored.
 //
 // The kernel shapes mirror wgsl/matmul.wgsl (read its header): `conv2d_gpu`
-// stages 64×64 tiles through workgroup memory; `conv2d_cpu` and
-// `conv2d_cpu_vec4` keep an 8×4 register block per thread (8 output channels ×
-// 4 pixels), since the gathered input is the expensive operand and each
-// gathered value then feeds 8 FMAs. `_vec4` reads the weight 4 floats at a
-// time and needs K % 4 == 0.
+// stages 64×64 tiles through workgroup memory (wgsl/gemm_tile.wgsl, shared
+// with matmul_gpu); `conv2d_cpu` and `conv2d_cpu_vec4` keep an 8×4 register
+// block per thread (8 output channels × 4 pixels), since the gathered input is
+// the expensive operand and each gathered value then feeds 8 FMAs. `_vec4`
+// reads the weight 4 floats at a time and needs K % 4 == 0.
 
 override HAS_BIAS: bool = false;
 
@@ -97,69 +97,35 @@ fn store(n: u32, co: u32, pix: u32, acc: f32) {
 }
 
 // ---------------------------------------------------------------------------
-// GPU: 64×64 tiles (64 output channels × 64 pixels) through workgroup memory;
-// same thread layout as matmul_gpu.
+// GPU: the 64×64 tile of wgsl/gemm_tile.wgsl (64 output channels × 64 pixels)
+// with A = weight [Cout, K] and B = cols [K, P]; same thread layout as matmul_gpu.
 
-const TILE: u32 = 64u;
-const TILE_K: u32 = 16u;
-
-var<workgroup> tile_w: array<f32, 1024>; // [TILE_K, TILE]: weight[co0 + i, k0 + kk] at kk * TILE + i
-var<workgroup> tile_x: array<f32, 1024>; // [TILE_K, TILE]: cols[k0 + kk, pix0 + j] at kk * TILE + j
-
-fn load_tiles(n: u32, co0: u32, pix0: u32, k0: u32, t: u32) {
-    for (var q = 0u; q < 4u; q++) {
-        let e = t + 256u * q;
-        // weight: contiguous along k.
-        let kk = e % TILE_K;
-        let i = e / TILE_K;
-        var vw = 0.0;
-        if (co0 + i < p.cout && k0 + kk < p.k) {
-            vw = weight[(co0 + i) * p.k + k0 + kk];
-        }
-        tile_w[kk * TILE + i] = vw;
-        // cols: neighbouring threads take neighbouring pixels.
-        let kb = e / TILE;
-        let j = e % TILE;
-        var vx = 0.0;
-        if (pix0 + j < p.p && k0 + kb < p.k) {
-            vx = gather(n, tap(k0 + kb), corner(pix0 + j));
-        }
-        tile_x[kb * TILE + j] = vx;
+// weight[co, kk], 0 outside the matrix.
+fn load_a(n: u32, co: u32, kk: u32) -> f32 {
+    if (co < p.cout && kk < p.k) {
+        return weight[co * p.k + kk];
     }
+    return 0.0;
 }
 
+// cols[n][kk, pix], 0 outside the matrix.
+fn load_b(n: u32, kk: u32, pix: u32) -> f32 {
+    if (pix < p.p && kk < p.k) {
+        return gather(n, tap(kk), corner(pix));
+    }
+    return 0.0;
+}
+
+// 16×16 threads: wgsl/gemm_tile.wgsl says why.
 @compute @workgroup_size(16, 16)
 fn conv2d_gpu(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let n = wg.z;
-    let co0 = wg.y * TILE;
-    let pix0 = wg.x * TILE;
-    var acc: array<vec4<f32>, 4>; // acc[r][c]: channel co0 + ty + 16r, pixel pix0 + tx + 16c
-    // Every thread runs every iteration: the barriers stay in uniform control flow.
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        load_tiles(n, co0, pix0, k0, t);
-        workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            let row = kk * TILE;
-            let wv = vec4(tile_w[row + lid.y], tile_w[row + lid.y + 16u],
-                          tile_w[row + lid.y + 32u], tile_w[row + lid.y + 48u]);
-            let xv = vec4(tile_x[row + lid.x], tile_x[row + lid.x + 16u],
-                          tile_x[row + lid.x + 32u], tile_x[row + lid.x + 48u]);
-            acc[0] += wv.x * xv;
-            acc[1] += wv.y * xv;
-            acc[2] += wv.z * xv;
-            acc[3] += wv.w * xv;
-        }
-        workgroupBarrier();
-    }
-    for (var r = 0u; r < 4u; r++) {
-        for (var cc = 0u; cc < 4u; cc++) {
-            store(n, co0 + lid.y + 16u * r, pix0 + lid.x + 16u * cc, acc[r][cc]);
-        }
-    }
+    // The weight is contiguous along k; for cols, neighbouring threads take
+    // neighbouring pixels.
+    gemm_tile(wg, lid, t, true, false);
 }
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 //
 // Two kernel shapes, chosen per adapter (DESIGN.md "Engine rules"):
 // - `matmul_gpu`: 64×64 output tile per workgroup staged through workgroup
-//   memory with barriers, 4×4 outputs per thread. What a real GPU wants.
+//   memory with barriers, 4×4 outputs per thread. What a real GPU wants. The
+//   tile is wgsl/gemm_tile.wgsl, shared with conv2d.
 // - `matmul_cpu` / `matmul_cpu_vec4`: no workgroup memory, no barriers; each
 //   thread keeps a block of outputs in registers (4×8, `_vec4` 8×8) and reads
 //   global memory directly (a CPU driver's caches do the sharing). `_vec4`
@@ -71,82 +72,33 @@ fn store(batch: u32, i: u32, j: u32, acc: f32) {
 }
 
 // ---------------------------------------------------------------------------
-// GPU: 64×64 tiles through workgroup memory.
-// 16×16 threads, each owning rows ty + 16r and columns tx + 16c (r, c < 4) so
-// neighbouring threads read neighbouring workgroup-memory words. 256 threads is
-// the WebGPU baseline limit; the 2 × 16 × 64 floats (8 KiB) fit its 16 KiB.
+// GPU: the 64×64 tile of wgsl/gemm_tile.wgsl with A = op(a) and B = op(b).
 
-const TILE: u32 = 64u;
-const TILE_K: u32 = 16u;
-
-var<workgroup> tile_a: array<f32, 1024>; // [TILE_K, TILE]: op(a)[i0 + i, k0 + kk] at kk * TILE + i
-var<workgroup> tile_b: array<f32, 1024>; // [TILE_K, TILE]: op(b)[k0 + kk, j0 + j] at kk * TILE + j
-
-// Stage one TILE_K-deep slab of op(a) and op(b); zero outside the matrices.
-// Each thread loads 4 elements of each; consecutive threads take consecutive
-// addresses along each operand's contiguous dimension.
-fn load_tiles(batch: u32, i0: u32, j0: u32, k0: u32, t: u32) {
-    for (var q = 0u; q < 4u; q++) {
-        let e = t + 256u * q;
-        // a: contiguous along k unless transposed.
-        var kk = e % TILE_K;
-        var i = e / TILE_K;
-        if (TRANSPOSE_A) {
-            kk = e / TILE;
-            i = e % TILE;
-        }
-        var va = 0.0;
-        if (i0 + i < p.m && k0 + kk < p.k) {
-            va = a_at(batch, i0 + i, k0 + kk);
-        }
-        tile_a[kk * TILE + i] = va;
-        // b: contiguous along n unless transposed.
-        var kb = e / TILE;
-        var j = e % TILE;
-        if (TRANSPOSE_B) {
-            kb = e % TILE_K;
-            j = e / TILE_K;
-        }
-        var vb = 0.0;
-        if (j0 + j < p.n && k0 + kb < p.k) {
-            vb = b_at(batch, k0 + kb, j0 + j);
-        }
-        tile_b[kb * TILE + j] = vb;
+// op(a)[i, kk] of batch item `batch`, 0 outside the matrix.
+fn load_a(batch: u32, i: u32, kk: u32) -> f32 {
+    if (i < p.m && kk < p.k) {
+        return a_at(batch, i, kk);
     }
+    return 0.0;
 }
 
+// op(b)[kk, j] of batch item `batch`, 0 outside the matrix.
+fn load_b(batch: u32, kk: u32, j: u32) -> f32 {
+    if (j < p.n && kk < p.k) {
+        return b_at(batch, kk, j);
+    }
+    return 0.0;
+}
+
+// 16×16 threads: wgsl/gemm_tile.wgsl says why.
 @compute @workgroup_size(16, 16)
 fn matmul_gpu(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let batch = wg.z;
-    let i0 = wg.y * TILE;
-    let j0 = wg.x * TILE;
-    var acc: array<vec4<f32>, 4>; // acc[r][c]: output (i0 + ty + 16r, j0 + tx + 16c)
-    // Every thread runs every iteration: the barriers stay in uniform control flow.
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        load_tiles(batch, i0, j0, k0, t);
-        workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk++) {
-            let row = kk * TILE;
-            let av = vec4(tile_a[row + lid.y], tile_a[row + lid.y + 16u],
-                          tile_a[row + lid.y + 32u], tile_a[row + lid.y + 48u]);
-            let bv = vec4(tile_b[row + lid.x], tile_b[row + lid.x + 16u],
-                          tile_b[row + lid.x + 32u], tile_b[row + lid.x + 48u]);
-            acc[0] += av.x * bv;
-            acc[1] += av.y * bv;
-            acc[2] += av.z * bv;
-            acc[3] += av.w * bv;
-        }
-        workgroupBarrier();
-    }
-    for (var r = 0u; r < 4u; r++) {
-        for (var cc = 0u; cc < 4u; cc++) {
-            store(batch, i0 + lid.y + 16u * r, j0 + lid.x + 16u * cc, acc[r][cc]);
-        }
-    }
+    // a is contiguous along k unless transposed; b along n unless transposed.
+    gemm_tile(wg, lid, t, !TRANSPOSE_A, TRANSPOSE_B);
 }
 
 // ---------------------------------------------------------------------------
@@ -159,8 +111,9 @@ fn matmul_gpu(
 // neighbouring columns. The k loop advances 4 at a time over 4×4 blocks held
 // as mat4x4: A[r] = op(a)[i + r, k..k+3], B[cc] = op(b)[k..k+3, j + cc], so
 // the block product is one matrix expression LLVM turns into straight FMAs.
-// Accumulators are named variables: dynamically indexed private arrays would
-// live in memory on a CPU driver.
+// Accumulators are named variables or struct members, never indexed
+// dynamically: dynamically indexed private arrays would live in memory on a
+// CPU driver.
 
 // Clamp a row or column index so edge blocks read valid memory; their extra
 // outputs are dropped by `store`.
@@ -252,6 +205,41 @@ fn matmul_cpu(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_block(batch, i, j + 4u, transpose(acc1));
 }
 
+// An 8×8 block of outputs (rows i..i+7, columns j..j+7) as four 4×4 blocks,
+// each held as acc[column][row]: q01 is rows i..i+3, columns j+4..j+7.
+struct Acc8x8 {
+    q00: mat4x4<f32>,
+    q01: mat4x4<f32>,
+    q10: mat4x4<f32>,
+    q11: mat4x4<f32>,
+}
+
+// Add columns k..k+3 of op(a) times rows k..k+3 of op(b) to an 8×8 block.
+// a_lo and a_hi are op(a)'s rows i..i+3 and i+4..i+7 over k..k+3 as
+// m[r] (like a_block4): how they are fetched is all that matmul_cpu_vec4 and
+// matmul_cpu_subgroup (wgsl/matmul_subgroup.wgsl) do differently. They are
+// transposed here, in sight of the products: Mesa's SPIR-V translation turns
+// transpose(x) * y into dot products of x's rows only where it sees the
+// transpose, and any other order of operations would change the output bits.
+fn accumulate_8x8(acc: ptr<function, Acc8x8>, a_lo: mat4x4<f32>, a_hi: mat4x4<f32>, batch: u32, k: u32,
+                  j: u32) {
+    let a0 = transpose(a_lo);
+    let a1 = transpose(a_hi);
+    let b0 = b_block4(batch, k, j);
+    let b1 = b_block4(batch, k, j + 4u);
+    (*acc).q00 += a0 * b0;
+    (*acc).q01 += a0 * b1;
+    (*acc).q10 += a1 * b0;
+    (*acc).q11 += a1 * b1;
+}
+
+fn store_8x8(batch: u32, i: u32, j: u32, acc: Acc8x8) {
+    store_block(batch, i, j, transpose(acc.q00));
+    store_block(batch, i, j + 4u, transpose(acc.q01));
+    store_block(batch, i + 4u, j, transpose(acc.q10));
+    store_block(batch, i + 4u, j + 4u, transpose(acc.q11));
+}
+
 @compute @workgroup_size(8, 8)
 fn matmul_cpu_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let batch = gid.z;
@@ -260,22 +248,9 @@ fn matmul_cpu_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= p.m || j >= p.n) {
         return;
     }
-    var acc00 = mat4x4<f32>();
-    var acc01 = mat4x4<f32>();
-    var acc10 = mat4x4<f32>();
-    var acc11 = mat4x4<f32>();
+    var acc = Acc8x8();
     for (var k = 0u; k < p.k; k += 4u) {
-        let a0 = transpose(a_block4(batch, i, k));
-        let a1 = transpose(a_block4(batch, i + 4u, k));
-        let b0 = b_block4(batch, k, j);
-        let b1 = b_block4(batch, k, j + 4u);
-        acc00 += a0 * b0;
-        acc01 += a0 * b1;
-        acc10 += a1 * b0;
-        acc11 += a1 * b1;
+        accumulate_8x8(&acc, a_block4(batch, i, k), a_block4(batch, i + 4u, k), batch, k, j);
     }
-    store_block(batch, i, j, transpose(acc00));
-    store_block(batch, i, j + 4u, transpose(acc01));
-    store_block(batch, i + 4u, j, transpose(acc10));
-    store_block(batch, i + 4u, j + 4u, transpose(acc11));
+    store_8x8(batch, i, j, acc);
 }

@@ -30,23 +30,10 @@ fn matmul_cpu_subgroup(
     }
     let j = gid.x * 8u;
     let my_row = (clamp_m(i + lid.x) * p.k + batch * p.stride_a) / 4u;
-    var acc00 = mat4x4<f32>(); // (rows i..i+3, columns j..j+3) as acc[col][row]
-    var acc01 = mat4x4<f32>();
-    var acc10 = mat4x4<f32>();
-    var acc11 = mat4x4<f32>();
+    var acc = Acc8x8();
     for (var k = 0u; k < p.k; k += 4u) {
         let mine = a4[my_row + k / 4u]; // op(a)[i + lid.x, k..k+3]
-        let a0 = transpose(rows_lo(mine));
-        let a1 = transpose(rows_hi(mine));
-        let b0 = b_block4(batch, k, j);
-        let b1 = b_block4(batch, k, j + 4u);
-        acc00 += a0 * b0;
-        acc01 += a0 * b1;
-        acc10 += a1 * b0;
-        acc11 += a1 * b1;
+        accumulate_8x8(&acc, rows_lo(mine), rows_hi(mine), batch, k, j);
     }
-    store_block(batch, i, j, transpose(acc00));
-    store_block(batch, i, j + 4u, transpose(acc01));
-    store_block(batch, i + 4u, j, transpose(acc10));
-    store_block(batch, i + 4u, j + 4u, transpose(acc11));
+    store_8x8(batch, i, j, acc);
 }

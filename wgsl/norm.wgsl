@@ -110,13 +110,23 @@ fn moments(l: Lane, lid: u32) -> vec2<f32> {
     return vec2(mean0 + shift, variance);
 }
 
+// What both norms apply: y = (x - mean) * rstd, rstd = 1 / sqrt(variance + eps).
+struct Stats {
+    mean: f32,
+    rstd: f32,
+}
+
+fn stats(l: Lane, lid: u32) -> Stats {
+    let m = moments(l, lid);
+    return Stats(m.x, inverseSqrt(m.y + p.scalar));
+}
+
 // torch.nn.GroupNorm (+ optional SiLU): y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c].
 @compute @workgroup_size(WG)
 fn group_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let l = lane(wid, nwg, lid);
-    let m = moments(l, lid);
-    let rstd = inverseSqrt(m.y + p.scalar);
+    let st = stats(l, lid);
     // Element i is in channel c at position r of its spatial plane. Track both
     // incrementally: a vector integer division per element is slow on a CPU driver.
     // (A `while (r >= spatial)` form gave wrong channels on lavapipe 22.3.6.)
@@ -126,7 +136,7 @@ fn group_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let dc = l.step / p.spatial;
     let dr = l.step % p.spatial;
     for (var i = l.first; i < p.len; i += l.step) {
-        var y = (x[l.base + i] - m.x) * rstd * weight[c] + bias[c];
+        var y = (x[l.base + i] - st.mean) * st.rstd * weight[c] + bias[c];
         if (SILU) { y = y / (1.0 + exp(-y)); }
         if (l.live) { out[l.base + i] = y; }
         c += dc;
@@ -143,10 +153,9 @@ fn group_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
 fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let l = lane(wid, nwg, lid);
-    let m = moments(l, lid);
-    let rstd = inverseSqrt(m.y + p.scalar);
+    let st = stats(l, lid);
     for (var i = l.first; i < p.len; i += l.step) {
-        let y = (x[l.base + i] - m.x) * rstd * weight[i] + bias[i];
+        let y = (x[l.base + i] - st.mean) * st.rstd * weight[i] + bias[i];
         if (l.live) { out[l.base + i] = y; }
     }
 }

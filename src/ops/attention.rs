@@ -7,8 +7,7 @@
 //! op replaces `view/transpose -> F.scaled_dot_product_attention -> transpose/reshape`.
 
 use crate::error::{Error, Result};
-use crate::gpu::Tensor;
-use crate::gpu::{Access, Context, Dispatch, Launch};
+use crate::gpu::{Access, Context, Dispatch, Launch, Shader, Tensor};
 use crate::ops::matmul::{subgroups_of_8, MatmulVariant};
 use crate::ops::{expect_shape, groups, ATTENTION, ATTENTION_SUBGROUP};
 
@@ -64,22 +63,8 @@ pub fn scaled_dot_product_attention_with(
     cfg: Sdpa,
     variant: AttentionVariant,
 ) -> Result<Dispatch> {
-    let (b, lq, lk, h) = check_shapes(q, k, v, out, cfg.heads)?;
-    let width = q.shape[2];
-    let dh = width / h;
-    // Cpu: see CPU_ROWS; Gpu: 64 rows and the largest tile of at most 64 keys
-    // that fits 8 KiB.
-    let (shader, entry, tiled, wg, bk) = match variant {
-        AttentionVariant::Gpu => {
-            let bk = (4 * TILE4 / dh).min(64) / 4 * 4;
-            (&ATTENTION, "attention", true, 64, bk)
-        }
-        // One subgroup of 8 query rows per workgroup (CPU_ROWS is 8 too).
-        AttentionVariant::CpuSubgroup if subgroups_of_8(ctx) => {
-            (&ATTENTION_SUBGROUP, "attention_cpu_subgroup", false, 8, 4)
-        }
-        _ => (&ATTENTION, "attention", false, CPU_ROWS, 4),
-    };
+    let Dims { b, lq, lk, h, dh } = Dims::of(q, k, v, out, cfg.heads)?;
+    let entry = Entry::pick(ctx, variant, dh);
     let params = Params {
         heads: h as u32,
         lq: lq as u32,
@@ -88,13 +73,13 @@ pub fn scaled_dot_product_attention_with(
     };
     let pairs = (b * h * lq * lk) as u64;
     Launch {
-        shader,
-        entry,
+        shader: entry.shader,
+        entry: entry.name,
         constants: &[
             ("DH", dh as f64),
-            ("WG", wg as f64),
-            ("TILED", tiled as u32 as f64),
-            ("BK", bk as f64),
+            ("WG", entry.wg as f64),
+            ("TILED", entry.tiled as u32 as f64),
+            ("BK", entry.bk as f64),
             ("CAUSAL", cfg.is_causal as u32 as f64),
         ],
         tensors: &[
@@ -103,12 +88,90 @@ pub fn scaled_dot_product_attention_with(
             (v, Access::Read),
             (out, Access::ReadWrite),
         ],
-        workgroups: [groups(lq, wg), (b * h) as u32, 1],
+        workgroups: [groups(lq, entry.wg), (b * h) as u32, 1],
         // q k^T and p v: 2 multiply-adds per (query, key, dim); halved when causal.
         flops: 4 * pairs * dh as u64 / if cfg.is_causal { 2 } else { 1 },
         bytes: 4 * (2 * q.numel() + 2 * k.numel()) as u64,
     }
     .build(ctx, &params)
+}
+
+/// Batch, query and key lengths, heads and head dim, checked against each other.
+struct Dims {
+    b: usize,
+    lq: usize,
+    lk: usize,
+    h: usize,
+    dh: usize,
+}
+
+impl Dims {
+    fn of(q: &Tensor, k: &Tensor, v: &Tensor, out: &Tensor, h: usize) -> Result<Self> {
+        const OP: &str = "scaled_dot_product_attention";
+        let [b, lq, width] = q.shape[..] else {
+            return Err(Error::BadInput(format!(
+                "{OP}: q has shape {:?}, expected [B, Lq, H*Dh]",
+                q.shape
+            )));
+        };
+        let lk = k.shape.get(1).copied().unwrap_or(0);
+        expect_shape(OP, "k", k, &[b, lk, width])?;
+        expect_shape(OP, "v", v, &[b, lk, width])?;
+        expect_shape(OP, "out", out, &q.shape)?;
+        if h == 0
+            || !width.is_multiple_of(h)
+            || !(width / h).is_multiple_of(4)
+            || width / h > MAX_HEAD_DIM
+        {
+            return Err(Error::BadInput(format!(
+                "{OP}: q's last dim {width} with {h} heads needs a head dim that is a multiple \
+                 of 4 and at most {MAX_HEAD_DIM}"
+            )));
+        }
+        if b == 0 || lq == 0 || lk == 0 {
+            return Err(Error::BadInput(format!(
+                "{OP}: empty q {:?} or k {:?}",
+                q.shape, k.shape
+            )));
+        }
+        let dh = width / h;
+        Ok(Self { b, lq, lk, h, dh })
+    }
+}
+
+/// The entry point that runs an attention, with its launch shape: `wg` query
+/// rows per workgroup and, when `tiled`, `bk` keys per workgroup-memory tile.
+struct Entry {
+    shader: &'static Shader,
+    name: &'static str,
+    tiled: bool,
+    wg: usize,
+    bk: usize,
+}
+
+impl Entry {
+    fn pick(ctx: &Context, variant: AttentionVariant, dh: usize) -> Self {
+        // Cpu: see CPU_ROWS; Gpu: 64 rows and the largest tile of at most 64 keys
+        // that fits 8 KiB.
+        let (shader, name, tiled, wg, bk) = match variant {
+            AttentionVariant::Gpu => {
+                let bk = (4 * TILE4 / dh).min(64) / 4 * 4;
+                (&ATTENTION, "attention", true, 64, bk)
+            }
+            // One subgroup of 8 query rows per workgroup (CPU_ROWS is 8 too).
+            AttentionVariant::CpuSubgroup if subgroups_of_8(ctx) => {
+                (&ATTENTION_SUBGROUP, "attention_cpu_subgroup", false, 8, 4)
+            }
+            _ => (&ATTENTION, "attention", false, CPU_ROWS, 4),
+        };
+        Self {
+            shader,
+            name,
+            tiled,
+            wg,
+            bk,
+        }
+    }
 }
 
 /// Query rows per workgroup on a CPU driver: one SIMD row of lavapipe. Measured
@@ -118,43 +181,3 @@ pub fn scaled_dot_product_attention_with(
 /// Giving each invocation 2-4 query rows (so each key load serves several rows)
 /// made lavapipe's shader compile take 20-30 s per pipeline, for no clear gain.
 const CPU_ROWS: usize = 8;
-
-const OP: &str = "scaled_dot_product_attention";
-
-/// q `[B, Lq, H·Dh]`, k and v `[B, Lk, H·Dh]`, out like q, checked; returns
-/// `(B, Lq, Lk, H)`.
-fn check_shapes(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    out: &Tensor,
-    h: usize,
-) -> Result<(usize, usize, usize, usize)> {
-    let [b, lq, width] = q.shape[..] else {
-        return Err(Error::BadInput(format!(
-            "{OP}: q has shape {:?}, expected [B, Lq, H*Dh]",
-            q.shape
-        )));
-    };
-    let lk = k.shape.get(1).copied().unwrap_or(0);
-    expect_shape(OP, "k", k, &[b, lk, width])?;
-    expect_shape(OP, "v", v, &[b, lk, width])?;
-    expect_shape(OP, "out", out, &q.shape)?;
-    if h == 0
-        || !width.is_multiple_of(h)
-        || !(width / h).is_multiple_of(4)
-        || width / h > MAX_HEAD_DIM
-    {
-        return Err(Error::BadInput(format!(
-            "{OP}: q's last dim {width} with {h} heads needs a head dim that is a multiple \
-             of 4 and at most {MAX_HEAD_DIM}"
-        )));
-    }
-    if b == 0 || lq == 0 || lk == 0 {
-        return Err(Error::BadInput(format!(
-            "{OP}: empty q {:?} or k {:?}",
-            q.shape, k.shape
-        )));
-    }
-    Ok((b, lq, lk, h))
-}

@@ -4,8 +4,7 @@
 //! the same two kernel shapes as matmul, with the input gathered on the fly.
 
 use crate::error::{Error, Result};
-use crate::gpu::Tensor;
-use crate::gpu::{Access, Context, Dispatch, Launch};
+use crate::gpu::{Access, Context, Dispatch, Launch, Shader, Tensor};
 use crate::ops::matmul::{subgroups_of_8, MatmulVariant};
 use crate::ops::{expect_shape, groups, CONV2D, CONV2D_SUBGROUP};
 
@@ -100,72 +99,36 @@ pub fn conv2d(
     out: &Tensor,
     opts: &Conv2dOptions,
 ) -> Result<Dispatch> {
-    let Shapes {
-        n,
-        cin,
-        h,
-        w,
-        cout,
-        kh,
-        kw,
-        hout,
-        wout,
-    } = check_shapes(x, weight, bias, out, opts)?;
-    let (k, p) = (cin * kh * kw, hout * wout);
-    let params = Params {
-        cin: cin as u32,
-        h: h as u32,
-        w: w as u32,
-        cout: cout as u32,
-        hout: hout as u32,
-        wout: wout as u32,
-        kh: kh as u32,
-        kw: kw as u32,
-        stride_y: opts.stride.0 as u32,
-        stride_x: opts.stride.1 as u32,
-        pad_y: opts.padding.0 as u32,
-        pad_x: opts.padding.1 as u32,
-        k: k as u32,
-        p: p as u32,
-        _pad: [0; 2],
-    };
+    let conv = Geometry::of(x, weight, opts)?;
+    expect_shape("conv2d", "out", out, &conv.out_shape())?;
+    if let Some(bias) = bias {
+        expect_shape("conv2d", "bias", bias, &[conv.cout])?;
+    }
+    let (k, p) = (conv.k(), conv.p());
     let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
-    let has_bias = bias.is_some();
-    let mut constants = vec![("HAS_BIAS", has_bias as u32 as f64)];
-    let (shader, entry, (tile_p, tile_c)) = match variant {
-        MatmulVariant::Gpu => (&CONV2D, "conv2d_gpu", GPU_TILE),
-        MatmulVariant::CpuSubgroup if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
-            // The narrowest channel block that holds Cout (up to 32).
-            let block = cout.next_power_of_two().clamp(8, 32);
-            constants.push(("CO_BLOCK", block as f64));
-            let tile = (CPU_SUBGROUP_PIXELS, 8 * block);
-            (&CONV2D_SUBGROUP, "conv2d_cpu_subgroup", tile)
-        }
-        _ if k.is_multiple_of(4) => (&CONV2D, "conv2d_cpu_vec4", CPU_TILE),
-        _ => (&CONV2D, "conv2d_cpu", CPU_TILE),
-    };
+    let entry = Entry::pick(ctx, variant, &conv, bias.is_some());
+    let (tile_p, tile_c) = entry.tile;
     // Without a bias the binding still needs a buffer; `x` is never read through it.
     let bias = bias.unwrap_or(x);
     Launch {
-        shader,
-        entry,
-        constants: &constants,
+        shader: entry.shader,
+        entry: entry.name,
+        constants: &entry.constants,
         tensors: &[
             (x, Access::Read),
             (weight, Access::Read),
             (bias, Access::Read),
             (out, Access::ReadWrite),
         ],
-        workgroups: [groups(p, tile_p), groups(cout, tile_c), n as u32],
-        flops: 2 * (n * cout * p * k) as u64,
+        workgroups: [groups(p, tile_p), groups(conv.cout, tile_c), conv.n as u32],
+        flops: 2 * (conv.n * conv.cout * p * k) as u64,
         bytes: 4 * (x.numel() + weight.numel() + out.numel()) as u64,
     }
-    .build(ctx, &params)
+    .build(ctx, &conv.params(opts))
 }
 
-/// A convolution's sizes, checked: input `[n, cin, h, w]`, weight
-/// `[cout, cin, kh, kw]`, output `[n, cout, hout, wout]`.
-struct Shapes {
+/// The sizes of one convolution, checked against each other.
+struct Geometry {
     n: usize,
     cin: usize,
     h: usize,
@@ -177,54 +140,116 @@ struct Shapes {
     wout: usize,
 }
 
-fn check_shapes(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    out: &Tensor,
-    opts: &Conv2dOptions,
-) -> Result<Shapes> {
-    let bad = |msg: String| Error::BadInput(format!("conv2d: {msg}"));
-    let [n, cin, h, w] = x.shape[..] else {
-        return Err(bad(format!(
-            "x has shape {:?}, expected [N, Cin, H, W]",
-            x.shape
-        )));
-    };
-    let [cout, wcin, kh, kw] = weight.shape[..] else {
-        return Err(bad(format!(
-            "weight has shape {:?}, expected [Cout, Cin, kh, kw]",
-            weight.shape
-        )));
-    };
-    if wcin != cin {
-        return Err(bad(format!(
-            "weight {:?} expects {wcin} input channels, x {:?} has {cin}",
-            weight.shape, x.shape
-        )));
+impl Geometry {
+    fn of(x: &Tensor, weight: &Tensor, opts: &Conv2dOptions) -> Result<Self> {
+        let bad = |msg: String| Error::BadInput(format!("conv2d: {msg}"));
+        let [n, cin, h, w] = x.shape[..] else {
+            return Err(bad(format!(
+                "x has shape {:?}, expected [N, Cin, H, W]",
+                x.shape
+            )));
+        };
+        let [cout, wcin, kh, kw] = weight.shape[..] else {
+            return Err(bad(format!(
+                "weight has shape {:?}, expected [Cout, Cin, kh, kw]",
+                weight.shape
+            )));
+        };
+        if wcin != cin {
+            return Err(bad(format!(
+                "weight {:?} expects {wcin} input channels, x {:?} has {cin}",
+                weight.shape, x.shape
+            )));
+        }
+        if opts.stride.0 == 0 || opts.stride.1 == 0 {
+            return Err(bad(format!("stride {:?} must be positive", opts.stride)));
+        }
+        let (hout, wout) = output_size(h, w, kh, kw, opts).ok_or_else(|| {
+            bad(format!(
+                "kernel {kh}x{kw} is larger than the padded input {h}x{w} + 2x{:?}",
+                opts.padding
+            ))
+        })?;
+        Ok(Self {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            kh,
+            kw,
+            hout,
+            wout,
+        })
     }
-    if opts.stride.0 == 0 || opts.stride.1 == 0 {
-        return Err(bad(format!("stride {:?} must be positive", opts.stride)));
+
+    /// `[N, Cout, Hout, Wout]`.
+    fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.cout, self.hout, self.wout]
     }
-    let (hout, wout) = output_size(h, w, kh, kw, opts).ok_or_else(|| {
-        bad(format!(
-            "kernel {kh}x{kw} is larger than the padded input {h}x{w} + 2x{:?}",
-            opts.padding
-        ))
-    })?;
-    expect_shape("conv2d", "out", out, &[n, cout, hout, wout])?;
-    if let Some(bias) = bias {
-        expect_shape("conv2d", "bias", bias, &[cout])?;
+
+    /// The GEMM's shared dimension: im2col columns per output pixel, `Cin·kh·kw`.
+    fn k(&self) -> usize {
+        self.cin * self.kh * self.kw
     }
-    Ok(Shapes {
-        n,
-        cin,
-        h,
-        w,
-        cout,
-        kh,
-        kw,
-        hout,
-        wout,
-    })
+
+    /// The GEMM's pixel dimension, `Hout·Wout`.
+    fn p(&self) -> usize {
+        self.hout * self.wout
+    }
+
+    fn params(&self, opts: &Conv2dOptions) -> Params {
+        Params {
+            cin: self.cin as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            cout: self.cout as u32,
+            hout: self.hout as u32,
+            wout: self.wout as u32,
+            kh: self.kh as u32,
+            kw: self.kw as u32,
+            stride_y: opts.stride.0 as u32,
+            stride_x: opts.stride.1 as u32,
+            pad_y: opts.padding.0 as u32,
+            pad_x: opts.padding.1 as u32,
+            k: self.k() as u32,
+            p: self.p() as u32,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// The wgsl/conv2d.wgsl entry point that runs a convolution, with its
+/// constants and the output tile of one workgroup.
+struct Entry {
+    shader: &'static Shader,
+    name: &'static str,
+    constants: Vec<(&'static str, f64)>,
+    /// (pixels, channels).
+    tile: (usize, usize),
+}
+
+impl Entry {
+    fn pick(ctx: &Context, variant: ConvVariant, conv: &Geometry, has_bias: bool) -> Self {
+        let k = conv.k();
+        let mut constants = vec![("HAS_BIAS", has_bias as u32 as f64)];
+        let (shader, name, tile) = match variant {
+            MatmulVariant::Gpu => (&CONV2D, "conv2d_gpu", GPU_TILE),
+            MatmulVariant::CpuSubgroup if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
+                // The narrowest channel block that holds Cout (up to 32).
+                let block = conv.cout.next_power_of_two().clamp(8, 32);
+                constants.push(("CO_BLOCK", block as f64));
+                let tile = (CPU_SUBGROUP_PIXELS, 8 * block);
+                (&CONV2D_SUBGROUP, "conv2d_cpu_subgroup", tile)
+            }
+            _ if k.is_multiple_of(4) => (&CONV2D, "conv2d_cpu_vec4", CPU_TILE),
+            _ => (&CONV2D, "conv2d_cpu", CPU_TILE),
+        };
+        Self {
+            shader,
+            name,
+            constants,
+            tile,
+        }
+    }
 }

@@ -47,18 +47,20 @@ macro_rules! last {
 // A shader is its files concatenated: the subgroup kernels reuse their base
 // file's Params, bindings and helpers, and stay separate files because a module
 // that calls subgroup builtins does not compile where the feature is missing.
+// conv2d and matmul share their GPU tile (gemm_tile), which comes first so the
+// shader keeps its kernel file's name (WGSL declarations may come in any order).
 shaders! {
     ATTENTION => ["attention"],
     ATTENTION_SUBGROUP => ["attention", "subgroup", "attention_subgroup"],
-    CONV2D => ["conv2d"],
-    CONV2D_SUBGROUP => ["conv2d", "subgroup", "conv2d_subgroup"],
+    CONV2D => ["gemm_tile", "conv2d"],
+    CONV2D_SUBGROUP => ["gemm_tile", "conv2d", "subgroup", "conv2d_subgroup"],
     ELEMENTWISE => ["elementwise"],
     EMBEDDING => ["embedding"],
     FINITE => ["finite"],
     IMAGE => ["image"],
     LAYOUT => ["layout"],
-    MATMUL => ["matmul"],
-    MATMUL_SUBGROUP => ["matmul", "subgroup", "matmul_subgroup"],
+    MATMUL => ["gemm_tile", "matmul"],
+    MATMUL_SUBGROUP => ["gemm_tile", "matmul", "subgroup", "matmul_subgroup"],
     NOISE => ["noise"],
     NORM => ["norm"],
     PEAK => ["peak"],

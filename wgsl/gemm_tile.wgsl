@@ -1,0 +1,73 @@
+// The 64×64 GEMM tile behind matmul_gpu (wgsl/matmul.wgsl) and conv2d_gpu
+// (wgsl/conv2d.wgsl): out[z][i, j] = sum_kk A[z][i, kk] · B[z][kk, j] over
+// kk < p.k, both operands staged TILE_K deep through workgroup memory with
+// barriers. Not a shader of its own: the ops compile it before the kernel file
+// (src/ops/mod.rs), which supplies the operands and the output:
+//   p.k                                          the shared dimension K
+//   fn load_a(z: u32, i: u32, kk: u32) -> f32    A[z][i, kk], 0 outside A
+//   fn load_b(z: u32, kk: u32, j: u32) -> f32    B[z][kk, j], 0 outside B
+//   fn store(z: u32, i: u32, j: u32, acc: f32)   writes out[z][i, j], drops it outside
+//
+// Workgroup 16×16 (the kernels' @workgroup_size), each thread owning rows
+// ty + 16r and columns tx + 16c (r, c < 4) so neighbouring threads read
+// neighbouring workgroup-memory words. 256 threads is the WebGPU baseline
+// limit; the 2 × 16 × 64 floats (8 KiB) fit its 16 KiB.
+
+const TILE: u32 = 64u;
+const TILE_K: u32 = 16u;
+
+var<workgroup> tile_a: array<f32, 1024>; // [TILE_K, TILE]: A[i0 + i, k0 + kk] at kk * TILE + i
+var<workgroup> tile_b: array<f32, 1024>; // [TILE_K, TILE]: B[k0 + kk, j0 + j] at kk * TILE + j
+
+// Element e of a TILE × TILE_K slab as (index along the tile, index along k).
+// Consecutive e run along k when `along_k`, else along the tile, so consecutive
+// threads take consecutive addresses of an operand stored that way.
+fn slab(e: u32, along_k: bool) -> vec2<u32> {
+    if (along_k) {
+        return vec2(e / TILE_K, e % TILE_K);
+    }
+    return vec2(e % TILE, e / TILE);
+}
+
+// Stage one TILE_K-deep slab of A and B; each thread loads 4 elements of each.
+fn load_tiles(z: u32, i0: u32, j0: u32, k0: u32, t: u32, a_along_k: bool, b_along_k: bool) {
+    for (var q = 0u; q < 4u; q++) {
+        let e = t + 256u * q;
+        let a = slab(e, a_along_k);
+        tile_a[a.y * TILE + a.x] = load_a(z, i0 + a.x, k0 + a.y);
+        let b = slab(e, b_along_k);
+        tile_b[b.y * TILE + b.x] = load_b(z, k0 + b.y, j0 + b.x);
+    }
+}
+
+// Workgroup wg's tile: rows wg.y·TILE.., columns wg.x·TILE.. of out[wg.z].
+// `lid` and `t` are the thread's local id and index; `a_along_k` / `b_along_k`
+// say whether A / B is stored contiguous along k.
+fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: bool) {
+    let z = wg.z;
+    let i0 = wg.y * TILE;
+    let j0 = wg.x * TILE;
+    var acc: array<vec4<f32>, 4>; // acc[r][c]: output (i0 + ty + 16r, j0 + tx + 16c)
+    // Every thread runs every iteration: the barriers stay in uniform control flow.
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        load_tiles(z, i0, j0, k0, t, a_along_k, b_along_k);
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let row = kk * TILE;
+            let av = vec4(tile_a[row + lid.y], tile_a[row + lid.y + 16u],
+                          tile_a[row + lid.y + 32u], tile_a[row + lid.y + 48u]);
+            let bv = vec4(tile_b[row + lid.x], tile_b[row + lid.x + 16u],
+                          tile_b[row + lid.x + 32u], tile_b[row + lid.x + 48u]);
+            acc[0] += av.x * bv;
+            acc[1] += av.y * bv;
+            acc[2] += av.z * bv;
+            acc[3] += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < 4u; r++) {
+        for (var cc = 0u; cc < 4u; cc++) {
+            store(z, i0 + lid.y + 16u * r, j0 + lid.x + 16u * cc, acc[r][cc]);
+        }
+    }
+}
