@@ -11,8 +11,7 @@
 struct Params {
     n: u32,
     code: u32,
-    _pad0: u32,
-    _pad1: u32,
+    _pad: vec2<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
