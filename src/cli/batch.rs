@@ -1,8 +1,9 @@
 //! `easel batch JOBS.jsonl --out DIR`: a render farm's worker, over [`easel::farm`].
 //!
 //! Exit codes: 0 every job of this shard done or skipped; 1 some job failed (see the
-//! manifest); 2 bad arguments, an unreadable job file or a bad model folder; 3 no
-//! adapter; 128+N when signal N (SIGTERM 15, SIGINT 2) stopped the batch early.
+//! manifest); 2 bad arguments, an unreadable job file, a bad model folder, another run
+//! holding this shard of `--out`, or a manifest that is a link or not a regular file;
+//! 3 no adapter; 128+N when signal N (SIGTERM 15, SIGINT 2) stopped the batch early.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -19,7 +20,7 @@ pub struct BatchArgs {
     /// "candidates", "guidance", "sampler", "upscale", "out"}; missing fields take the flags.
     pub jobs: PathBuf,
     /// Output folder: one PNG per job (the job's `out`, or a name hashed from its
-    /// parameters) and manifest.jsonl.
+    /// parameters) and manifest.jsonl; one run per shard at a time (a lock file).
     #[arg(long)]
     pub out: PathBuf,
     /// Run jobs whose line index ≡ I (mod N). Default: from SLURM_ARRAY_TASK_ID and

@@ -1,11 +1,12 @@
 //! `easel "prompt" [...]` (also `easel generate`): one image from the CLI,
 //! over the library's `Engine::generate`.
 
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use easel::gpu::{AdapterOptions, Context};
-use easel::output::{check_writable, encode_png, write_atomic};
+use easel::output::{check_writable, encode_png, same_file, write_atomic};
 use easel::{Engine, Error, PipelineConfig, Request, Result};
 
 #[derive(Args, Clone, Debug)]
@@ -14,7 +15,8 @@ pub struct GenerateArgs {
     pub prompt: Option<String>,
     #[command(flatten)]
     pub render: super::RenderArgs,
-    /// Output PNG (written atomically).
+    /// Output PNG (written atomically; only over a regular file, never through a
+    /// link), or `-` for standard output (then nothing is written to disk).
     #[arg(short, long, default_value = "easel.png")]
     pub output: PathBuf,
     /// Also write a contact sheet of every scoring round (candidates, score bars per
@@ -41,20 +43,26 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     // Bad input fails before the GPU is touched, and leaves no file behind.
     let model = PipelineConfig::read(&args.render.model)?;
     request.check(&model)?;
-    check_writable(&args.output)?;
-    if let Some(trace) = &args.trace {
-        check_writable(trace)?;
-    }
+    let to_stdout = args.output.as_os_str() == "-";
+    check_outputs(args, to_stdout)?;
     let engine = Engine::load(Context::new(adapter)?, model)?;
     let image = engine.generate(&request)?;
     let png = encode_png(&image.rgba, image.width, image.height, &image.parameters)?;
-    write_atomic(&args.output, &png)?;
+    let wrote = if to_stdout {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&png)
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("standard output", e))?;
+        "standard output".to_string()
+    } else {
+        write_atomic(&args.output, &png)?;
+        args.output.display().to_string()
+    };
     if args.json {
         println!("{}", summary(&args.output, &image));
     } else if !args.quiet {
         eprintln!(
-            "easel: wrote {} ({}x{}, {} steps{}, {:.1} s)",
-            args.output.display(),
+            "easel: wrote {wrote} ({}x{}, {} steps{}, {:.1} s)",
             image.width,
             image.height,
             image.steps_run,
@@ -69,12 +77,53 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     Ok(())
 }
 
+/// `-o` and `--trace` checked before any GPU work (exit 2): each a regular file or
+/// none in a folder that takes a file, and not the same file; `-o -` is standard
+/// output, which then carries the PNG alone (no `--json`) and is not a terminal.
+fn check_outputs(args: &GenerateArgs, to_stdout: bool) -> Result<()> {
+    if to_stdout {
+        if args.json {
+            return Err(Error::BadInput(
+                "-o - and --json: both would go to standard output; give -o a file".into(),
+            ));
+        }
+        if std::io::stdout().is_terminal() {
+            return Err(Error::BadInput(
+                "-o -: standard output is a terminal; redirect it (easel \"red apple\" -o - > apple.png)"
+                    .into(),
+            ));
+        }
+    } else {
+        check_writable(&args.output)?;
+    }
+    let Some(trace) = &args.trace else {
+        return Ok(());
+    };
+    if trace.as_os_str() == "-" {
+        return Err(Error::BadInput(
+            "--trace -: the contact sheet is written to a file; name one".into(),
+        ));
+    }
+    check_writable(trace)?;
+    if !to_stdout && same_file(trace, &args.output) {
+        return Err(Error::BadInput(format!(
+            "--trace {} is the -o file {}: one would replace the other; give them two names",
+            trace.display(),
+            args.output.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The `--json` line. `scores` is a list, one `{"prompt", "score"}` per sub-prompt in
+/// the prompt's order: sub-prompts may repeat (`cat:: cat::`), and a map keyed by
+/// their text would keep one of them.
 fn summary(path: &Path, image: &easel::Image) -> serde_json::Value {
-    let scores: serde_json::Map<String, serde_json::Value> = image
+    let scores: Vec<serde_json::Value> = image
         .sub_prompts
         .iter()
         .zip(&image.scores)
-        .map(|(p, s)| (p.clone(), serde_json::json!(s)))
+        .map(|(p, s)| serde_json::json!({"prompt": p, "score": s}))
         .collect();
     serde_json::json!({
         "file": path.display().to_string(),

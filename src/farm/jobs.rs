@@ -3,7 +3,8 @@
 //! command line's flags. Everything that can be checked without a GPU is checked
 //! here, so a bad line fails alone, with its line number, before any rendering.
 
-use std::path::{Component, PathBuf};
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -72,16 +73,50 @@ pub struct JobModel<'a> {
 }
 
 /// Parse a job file. Blank lines are not jobs but keep their index, so a job's index is
-/// always its line number minus one.
+/// always its line number minus one. Jobs that would write the same file all fail
+/// ([`fail_shared_outputs`]).
 pub fn parse_jobs(text: &str, defaults: &Defaults, model: &JobModel) -> Vec<Entry> {
-    text.lines()
+    let mut entries: Vec<Entry> = text
+        .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(index, line)| Entry {
             index,
             job: parse_job(line, defaults, model),
         })
-        .collect()
+        .collect();
+    fail_shared_outputs(&mut entries);
+    entries
+}
+
+/// Jobs whose outputs are one file (the same `out`, or the same parameters and so the
+/// same hashed name) fail, every one of them, with a message naming their lines: run in
+/// turn, the first would write the file and a resume would then skip the others as
+/// done, whatever they asked for. Decided over the whole file, so every shard agrees.
+fn fail_shared_outputs(entries: &mut [Entry]) {
+    let mut lines: HashMap<PathBuf, Vec<usize>> = HashMap::new();
+    for entry in entries.iter() {
+        if let Ok(job) = &entry.job {
+            lines
+                .entry(job.output.clone())
+                .or_default()
+                .push(entry.index + 1);
+        }
+    }
+    for entry in entries.iter_mut() {
+        let Ok(job) = &entry.job else { continue };
+        let shared = &lines[&job.output];
+        if shared.len() > 1 {
+            let (last, rest) = shared.split_last().expect("two or more");
+            let rest: Vec<String> = rest.iter().map(usize::to_string).collect();
+            entry.job = Err(format!(
+                "output {} is written by the jobs on lines {} and {last}: give each its own \
+                 `out` (none of them is run)",
+                job.output.display(),
+                rest.join(", ")
+            ));
+        }
+    }
 }
 
 fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<Job, String> {
@@ -120,16 +155,26 @@ fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<
     Ok(Job { request, output })
 }
 
-/// An `out` field: a relative path inside the output folder; `.png` added if it has
-/// no extension.
+/// An `out` field: a relative path inside the output folder, `.` parts dropped (so
+/// `./a.png` and `a.png` are one file); `.png` added if it has no extension. Hidden
+/// names are easel's own (temp files, lock files), and so is the manifest.
 fn checked_out(out: &str) -> std::result::Result<PathBuf, String> {
-    let path = PathBuf::from(out);
-    let inside = path
+    let given = PathBuf::from(out);
+    let inside = given
         .components()
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if out.is_empty() || !inside || path.file_name().is_none() || out == MANIFEST {
+    let path: PathBuf = given
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    let Some(name) = path.file_name().filter(|_| inside) else {
         return Err(format!(
             "out `{out}`: must be a relative file path inside --out (no `..`, not absolute)"
+        ));
+    };
+    if path == Path::new(MANIFEST) || name.to_string_lossy().starts_with('.') {
+        return Err(format!(
+            "out `{out}`: {MANIFEST} and names starting with `.` are easel's own files"
         ));
     }
     Ok(if path.extension().is_none() {
@@ -141,8 +186,6 @@ fn checked_out(out: &str) -> std::result::Result<PathBuf, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     fn defaults() -> Defaults {
@@ -208,6 +251,15 @@ mod tests {
             (r#"{"prompt": "a", "schedule": "5 k=0"}"#, "candidates=0"),
             (r#"{"prompt": "a", "out": "../x.png"}"#, "inside --out"),
             (r#"{"prompt": "a", "out": "/tmp/x.png"}"#, "inside --out"),
+            (r#"{"prompt": "a", "out": "."}"#, "inside --out"),
+            (
+                r#"{"prompt": "a", "out": "./manifest.jsonl"}"#,
+                "easel's own",
+            ),
+            (
+                r#"{"prompt": "a", "out": "x/.easel-batch.0-of-1.lock"}"#,
+                "easel's own",
+            ),
         ] {
             let e = job(line).unwrap_err();
             assert!(e.contains(wanted), "{line}: `{e}` lacks `{wanted}`");
@@ -246,5 +298,28 @@ mod tests {
         let indices: Vec<usize> = entries.iter().map(|e| e.index).collect();
         assert_eq!(indices, [0, 2, 3]);
         assert!(entries[2].job.is_err());
+    }
+
+    #[test]
+    fn jobs_sharing_an_output_all_fail_naming_their_lines() {
+        let text = [
+            r#"{"prompt": "cat", "out": "pet"}"#,
+            r#"{"prompt": "dog", "out": "./pet.png"}"#,
+            r#"{"prompt": "red apple", "seed": 1}"#,
+            "",
+            r#"{"prompt": "red apple", "seed": 1}"#,
+            r#"{"prompt": "red apple", "seed": 2}"#,
+            r#"{"prompt": "bird", "out": "pet.png"}"#,
+        ]
+        .join("\n");
+        let entries = parse_jobs(&text, &defaults(), &model());
+        let errors: Vec<Option<String>> = entries.iter().map(|e| e.job.clone().err()).collect();
+        let pet = "output pet.png is written by the jobs on lines 1, 2 and 7";
+        let apple = "is written by the jobs on lines 3 and 5: give each its own `out`";
+        for (i, wanted) in [(0, pet), (1, pet), (2, apple), (3, apple), (5, pet)] {
+            let e = errors[i].as_deref().unwrap_or_default();
+            assert!(e.contains(wanted), "job {i}: `{e}` lacks `{wanted}`");
+        }
+        assert!(errors[4].is_none(), "{:?}", errors[4]);
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{Job, Shard};
 use crate::error::{Error, Result};
+use crate::output::open_regular;
 use crate::request::Image;
 
 /// The manifest's file name inside the output folder.
@@ -29,6 +30,9 @@ pub(super) struct Record<'a> {
     prompt: Option<&'a str>,
     shard: String,
     pid: u32,
+    /// Why a file already at the job's name was not trusted and was rendered again
+    /// (empty, cut short, not a PNG).
+    rerendered: Option<String>,
 }
 
 impl<'a> Record<'a> {
@@ -53,6 +57,16 @@ impl<'a> Record<'a> {
             prompt: Some(&job.request.prompt),
             shard: shard.to_string(),
             pid: std::process::id(),
+            rerendered: None,
+        }
+    }
+
+    /// The record of a job whose output was there but broken (`why`), and was
+    /// rendered again.
+    pub(super) fn rerendered(self, why: Option<&str>) -> Self {
+        Record {
+            rerendered: why.map(str::to_string),
+            ..self
         }
     }
 
@@ -77,6 +91,7 @@ impl<'a> Record<'a> {
             prompt: job.map(|(j, _)| j.request.prompt.as_str()),
             shard: shard.to_string(),
             pid: std::process::id(),
+            rerendered: None,
         }
     }
 }
@@ -90,13 +105,12 @@ pub(super) struct Manifest {
 }
 
 impl Manifest {
+    /// Open (or create) `path`; a link or a non-regular file there is refused (exit 2),
+    /// not appended to or through.
     pub(super) fn open(path: &Path) -> Result<Self> {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
+        let mut options = OpenOptions::new();
+        options.create(true).append(true).read(true);
+        let mut file = open_regular(path, &options)?;
         // A run killed mid-append may have left half a line: end it, so the next
         // record starts on a line of its own (readers skip the broken one).
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();

@@ -6,22 +6,26 @@
 //!   and skips it.
 //! - Outputs are written atomically ([`write_atomic`]): a kill at any instant leaves
 //!   either a complete PNG or none (and perhaps a `.NAME.PID.tmp`, removed by the next
-//!   run of the same shard).
+//!   run of the same shard). A file already at a job's name is trusted only if it is a
+//!   whole PNG; a broken one is rendered again, and the manifest says so.
+//! - One run per shard and folder at a time (`folder::Lock`); jobs write only inside
+//!   the folder, never through a link, and never over anything but a regular file.
 //! - `DIR/manifest.jsonl` gets one line per finished or failed job, fsynced.
 //! - Sharding: job `i` (its 0-based line number) belongs to shard `i mod N`. The
 //!   engine does not distribute work; Slurm job arrays or Kubernetes Indexed Jobs do,
 //!   and [`Shard::from_env`] reads their variables.
 //!
 //! A job line is read and named in `jobs` and `naming`, dealt to its shard in
-//! `shard`, and recorded in `manifest`; this file runs a shard's jobs in order.
+//! `shard`, and recorded in `manifest`; `folder` guards what a run may touch in the
+//! output folder; this file runs a shard's jobs in order.
 
+mod folder;
 mod jobs;
 mod manifest;
 mod naming;
 mod shard;
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -36,6 +40,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::output::{encode_png, write_atomic};
 use crate::request::Image;
+use folder::Found;
 use manifest::{Manifest, Record};
 
 /// How a batch runs.
@@ -82,11 +87,13 @@ pub fn run(
     let dir = batch.out_dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| crate::bad_input!("--out {}: cannot create: {e}", dir.display()))?;
+    // Held until the batch returns: a second run of this shard here fails (exit 2).
+    let _lock = folder::Lock::take(dir, batch.shard)?;
     let mine: Vec<&Entry> = entries
         .iter()
         .filter(|e| batch.shard.contains(e.index))
         .collect();
-    remove_stale_temps(dir, &mine)?;
+    folder::remove_stale_temps(dir, &mine)?;
     let manifest_path = dir.join(MANIFEST);
     let mut worker = Worker {
         batch,
@@ -141,34 +148,44 @@ impl<L: FnOnce() -> Result<Engine>> Worker<'_, L> {
         true
     }
 
-    /// One job: failed if its line was bad, skipped if its output exists, else
-    /// rendered; the manifest gets a line for each but the skip.
+    /// One job: failed if its line was bad or its output cannot be written, skipped if
+    /// a whole PNG is there, else rendered; the manifest gets a line for each but the skip.
     fn job(&mut self, entry: &Entry, tag: &str) -> Result<()> {
+        let shard = self.batch.shard;
         let job = match &entry.job {
             Ok(job) => job,
             Err(message) => {
-                let record = Record::failed(entry.index, None, message, self.batch.shard, 0.0);
+                let record = Record::failed(entry.index, None, message, shard, 0.0);
                 return self.failed(&record, message, tag);
             }
         };
-        let path = self.batch.out_dir.join(&job.output);
+        let dir = self.batch.out_dir;
         let name = job.output.display().to_string();
-        if path.exists() {
-            self.summary.skipped += 1;
-            self.say(format!("{tag}: skipped, {name} exists"));
-            return Ok(());
-        }
+        let broken = match folder::found(dir, &job.output) {
+            Ok(Found::Whole) => {
+                self.summary.skipped += 1;
+                self.say(format!("{tag}: skipped, {name} exists"));
+                return Ok(());
+            }
+            Ok(Found::Nothing) => None,
+            Ok(Found::Broken(why)) => Some(format!("{name} was there but {why}: rendered again")),
+            Err(message) => {
+                let record = Record::failed(entry.index, Some((job, &name)), &message, shard, 0.0);
+                return self.failed(&record, &message, tag);
+            }
+        };
         let engine = self.engine()?;
         let t = Instant::now();
-        let rendered = render(engine, job, &path);
+        let rendered = render(engine, job, dir);
         let seconds = t.elapsed().as_secs_f64();
-        let shard = self.batch.shard;
         match rendered {
             Ok(image) => {
-                let record = Record::done(entry.index, job, &name, &image, shard, seconds);
+                let record = Record::done(entry.index, job, &name, &image, shard, seconds)
+                    .rerendered(broken.as_deref());
                 self.manifest.append(&record)?;
                 self.summary.done += 1;
-                self.say(format!("{tag}: done {name} ({seconds:.2} s)"));
+                let note = broken.map(|b| format!("; {b}")).unwrap_or_default();
+                self.say(format!("{tag}: done {name} ({seconds:.2} s{note})"));
                 Ok(())
             }
             Err(e) => {
@@ -211,52 +228,19 @@ impl<L: FnOnce() -> Result<Engine>> Worker<'_, L> {
     }
 }
 
-fn render(engine: &Engine, job: &Job, path: &Path) -> Result<Image> {
+/// Render `job` into `dir`: its folders made, and the PNG written atomically. The
+/// folders are checked again (before and after they are made): a link that appeared
+/// inside `--out` during the render is refused, not followed.
+fn render(engine: &Engine, job: &Job, dir: &Path) -> Result<Image> {
     let image = engine.generate(&job.request)?;
     let png = encode_png(&image.rgba, image.width, image.height, &image.parameters)?;
+    let path = dir.join(&job.output);
+    let inside = || folder::check_inside(dir, &job.output).map_err(Error::BadInput);
+    inside()?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    write_atomic(path, &png)?;
+    inside()?;
+    write_atomic(&path, &png)?;
     Ok(image)
-}
-
-/// Remove `.NAME.PID.tmp` files that a killed run left beside this shard's outputs.
-/// Only this shard's names: shards share the folder, and another shard's live temp
-/// file must not vanish under it. (A PID check would not do: shards run on other hosts.)
-fn remove_stale_temps(dir: &Path, mine: &[&Entry]) -> Result<()> {
-    let own = std::process::id().to_string();
-    let mut by_folder: HashMap<PathBuf, HashSet<String>> = Default::default();
-    for job in mine.iter().filter_map(|e| e.job.as_ref().ok()) {
-        let path = dir.join(&job.output);
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            continue;
-        };
-        by_folder
-            .entry(parent.to_path_buf())
-            .or_default()
-            .insert(name.to_string_lossy().into_owned());
-    }
-    for (folder, names) in by_folder {
-        let Ok(listing) = std::fs::read_dir(&folder) else {
-            continue; // not created yet: nothing stale in it
-        };
-        for item in listing.flatten() {
-            let file = item.file_name().to_string_lossy().into_owned();
-            let stale = file
-                .strip_prefix('.')
-                .and_then(|f| f.strip_suffix(".tmp"))
-                .and_then(|f| f.rsplit_once('.'))
-                .is_some_and(|(name, pid)| {
-                    names.contains(name)
-                        && pid != own
-                        && !pid.is_empty()
-                        && pid.bytes().all(|b| b.is_ascii_digit())
-                });
-            if stale {
-                std::fs::remove_file(item.path()).map_err(|e| Error::io(item.path(), e))?;
-            }
-        }
-    }
-    Ok(())
 }
