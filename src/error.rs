@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The user gave something we cannot use: arguments, prompt, sizes.
+    /// The user gave something we cannot use: arguments, prompt, sizes, paths.
     #[error("{0}")]
     BadInput(String),
 
