@@ -84,8 +84,11 @@ impl Phase {
     /// The steps after which this phase scores: every `score_every` steps, and
     /// always its last step.
     pub fn rounds(&self) -> Vec<usize> {
-        let mut rounds: Vec<usize> = (self.steps.start + self.score_every - 1..self.steps.end)
-            .step_by(self.score_every)
+        // An interval past the phase's length scores only at its end (and the
+        // clamp keeps `start + every - 1` from overflowing on a huge `every`).
+        let every = self.score_every.clamp(1, self.steps.len().max(1));
+        let mut rounds: Vec<usize> = (self.steps.start + every - 1..self.steps.end)
+            .step_by(every)
             .collect();
         if rounds.last() != Some(&(self.steps.end - 1)) {
             rounds.push(self.steps.end - 1);
@@ -124,19 +127,26 @@ impl Schedule {
     }
 
     /// The run's length: `steps` if given, else the sum of plain step counts
-    /// when every phase has one, else `default_steps`.
+    /// when every phase has one ([`Self::counted_steps`], `usize::MAX` past it),
+    /// else `default_steps`.
     pub fn total_steps(&self, steps: Option<usize>, default_steps: usize) -> usize {
-        let counts: Option<Vec<usize>> = self
-            .phases
+        let counted = self
+            .counted_steps()
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        steps.or(counted).unwrap_or(default_steps)
+    }
+
+    /// The sum of the phases' plain step counts when every phase has one:
+    /// exact (in `u128`, which no sum of `usize` counts from a text can pass),
+    /// so a caller can refuse it by its true value.
+    pub fn counted_steps(&self) -> Option<u128> {
+        self.phases
             .iter()
             .map(|p| match p.length {
-                Length::Steps(n) => Some(n),
+                Length::Steps(n) => Some(n as u128),
                 _ => None,
             })
-            .collect();
-        steps
-            .or(counts.map(|c| c.iter().sum()))
-            .unwrap_or(default_steps)
+            .sum()
     }
 
     /// The phases over a run of `steps` steps.
@@ -149,7 +159,8 @@ impl Schedule {
             ))
         };
         // Percentages round on their running total, so they never drift apart.
-        let mut fixed = 0usize;
+        // `fixed` is exact (u128): plain counts as large as usize may add up past it.
+        let mut fixed = 0u128;
         let mut percent = 0.0f64;
         let mut lengths = Vec::with_capacity(self.phases.len());
         for p in &self.phases {
@@ -162,18 +173,18 @@ impl Schedule {
                 }
                 Length::Rest => 0,
             };
-            fixed += n;
+            fixed += n as u128;
             lengths.push(n);
         }
         if let Some(i) = self.phases.iter().position(|p| p.length == Length::Rest) {
-            if fixed >= steps {
+            if fixed >= steps as u128 {
                 return Err(fail(
                     self.phases[i].at,
                     format!("the other phases take {fixed} steps and leave none"),
                 ));
             }
-            lengths[i] = steps - fixed;
-        } else if fixed != steps {
+            lengths[i] = steps - fixed as usize;
+        } else if fixed != steps as u128 {
             return Err(fail(
                 self.text.len(),
                 format!("the phases cover {fixed} steps (add a `rest` phase or change --steps)"),

@@ -156,7 +156,10 @@ impl Settings {
 impl Request {
     /// Check the request against `model` and settle every default: the prompt's
     /// grammar, the size against the model's downsampling, steps, phases,
-    /// candidates and upscaling against what the folder has. Touches no GPU.
+    /// candidates and upscaling against what the folder has, and the largest
+    /// tensors these counts make against what a kernel can index (checked
+    /// arithmetic: a count never wraps or sizes an allocation unchecked).
+    /// Touches no GPU.
     pub fn check(&self, model: &PipelineConfig) -> Result<Settled> {
         let prompts = self.prompts()?;
         let (width, height, sample) = self.sample(model)?;
@@ -165,6 +168,15 @@ impl Request {
             check_phase(model, phase)?;
         }
         self.check_upscale(model)?;
+        let k_max = phases.iter().map(|p| p.candidates).max().unwrap_or(1);
+        let run = Extents {
+            k: k_max,
+            prompts: prompts.texts.len(),
+            sample,
+            size: (width, height),
+            upscale: self.upscale,
+        };
+        run.check(model)?;
         check_finite_inputs(self, &phases, &prompts)?;
         let rounds: Vec<usize> = match model.scorer {
             Some(_) => phases.iter().flat_map(Phase::rounds).collect(),
@@ -223,6 +235,7 @@ impl Request {
                 ),
             ));
         }
+        // Both bounded when the configs were read: no product here overflows.
         let default = unet.sample_size.unwrap_or(32) * vae_factor;
         let (width, height) = self.size.unwrap_or((default, default));
         let factor = unet.downscale_factor() * vae_factor;
@@ -240,6 +253,11 @@ impl Request {
 
     /// The run's length and phases: `--schedule`'s, or one phase of the flags.
     fn phases(&self, model: &PipelineConfig) -> Result<(usize, Vec<Phase>)> {
+        if self.score_every == Some(0) {
+            return Err(Error::BadInput(
+                "--score-every 0: need at least 1 (a scoring round every N steps)".into(),
+            ));
+        }
         let defaults = Defaults {
             sampler: self
                 .sampler
@@ -248,21 +266,42 @@ impl Request {
             score_every: self.score_every,
             guidance: self.guidance.unwrap_or(model.settings.default_guidance),
         };
-        let default_steps = model.settings.default_steps;
-        let (steps, phases) = match &self.schedule {
-            Some(schedule) => {
-                let steps = schedule.total_steps(self.steps, default_steps);
-                (steps, schedule.resolve(steps, &defaults)?)
-            }
-            None => {
-                let steps = self.steps.unwrap_or(default_steps);
-                (steps, phases::single(steps, &defaults))
-            }
+        let steps = self.steps(model)?;
+        let phases = match &self.schedule {
+            Some(schedule) => schedule.resolve(steps, &defaults)?,
+            None => phases::single(steps, &defaults),
         };
-        if steps == 0 {
-            return Err(Error::BadInput("--steps 0: need at least 1 step".into()));
-        }
         Ok((steps, phases))
+    }
+
+    /// The run's length: `--steps`, else the sum of `--schedule`'s plain step
+    /// counts, else the model's `default_steps`; at least 1 and at most the
+    /// scheduler's `num_train_timesteps`, checked before anything is sized by
+    /// it, and refused naming where it came from (a flag, or the model's file).
+    fn steps(&self, model: &PipelineConfig) -> Result<usize> {
+        let default = model.settings.default_steps;
+        let counted = self.schedule.as_ref().and_then(Schedule::counted_steps);
+        let (steps, given) = match (self.steps, counted) {
+            (Some(n), _) => (n as u128, format!("--steps {n}: ")),
+            (None, Some(n)) => (n, format!("--schedule: the phases take {n} steps, ")),
+            (None, None) => (default as u128, String::new()),
+        };
+        let train = model.scheduler.num_train_timesteps;
+        let problem = match steps {
+            0 => "need at least 1 step".to_string(),
+            n if n > train as u128 => format!(
+                "more than the model's num_train_timesteps {train} ({})",
+                model.scheduler.path.display()
+            ),
+            n => return Ok(n as usize),
+        };
+        Err(match given.is_empty() {
+            true => Error::model(
+                model.dir.join("model_index.json"),
+                format!("`_easel.default_steps` {default}: {problem}"),
+            ),
+            false => Error::BadInput(format!("{given}{problem}")),
+        })
     }
 
     /// `--upscale` must be one the model's upscaler makes (x2 from an x4 one by
@@ -328,4 +367,107 @@ fn check_finite_inputs(r: &Request, phases: &[Phase], prompts: &Prompts) -> Resu
         }
     }
     Ok(())
+}
+
+/// The most elements a planned tensor may have: kernels index their bindings
+/// with WGSL's `u32`, so no device can run a larger one (a device's own binding
+/// limit, usually lower, is checked as the plan creates each tensor).
+pub const MAX_ELEMENTS: u64 = u32::MAX as u64;
+
+/// The user-given counts that size a run's tensors.
+struct Extents {
+    /// The most candidates any phase has.
+    k: usize,
+    /// Sub-prompts (P).
+    prompts: usize,
+    /// The UNet's sample per candidate `[C, h, w]`.
+    sample: [usize; 3],
+    /// (W, H): the image before upscaling.
+    size: (usize, usize),
+    upscale: usize,
+}
+
+impl Extents {
+    /// Refuse, before anything is allocated, a run whose largest planned tensors
+    /// no kernel could index: the products of candidates, sub-prompts, size and
+    /// upscaling with the model's widths, in checked arithmetic (a product past
+    /// `u64` is refused as such, never wrapped).
+    fn check(&self, model: &PipelineConfig) -> Result<()> {
+        for (what, factors) in self.tensors(model) {
+            let n = factors
+                .iter()
+                .try_fold(1u64, |n, &f| n.checked_mul(f as u64));
+            if n.is_some_and(|n| n <= MAX_ELEMENTS) {
+                continue;
+            }
+            let product: Vec<String> = factors.iter().map(usize::to_string).collect();
+            let count = match n {
+                Some(n) => format!("{n} elements"),
+                None => format!("more than {} elements", u64::MAX),
+            };
+            return Err(Error::BadInput(format!(
+                "{what} = {} is {count}, but a kernel's u32 index allows at most {MAX_ELEMENTS}: \
+                 use fewer candidates or sub-prompts, or a smaller --size or --upscale",
+                product.join("·")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The largest tensors a plan makes, as products of their dimensions.
+    fn tensors(&self, model: &PipelineConfig) -> Vec<(&'static str, Vec<usize>)> {
+        let (k, rows, [c, h, w], (width, height)) =
+            (self.k, 1 + self.prompts, self.sample, self.size);
+        let text = &model.text_encoder;
+        let mut tensors = vec![
+            ("the UNet's input (1 + P)·K·C·h·w", vec![rows, k, c, h, w]),
+            (
+                "the UNet's first activations (1 + P)·K·block_out_channels[0]·h·w",
+                vec![rows, k, model.unet.block_out_channels[0], h, w],
+            ),
+            (
+                "the UNet's text context (1 + P)·K·max_position_embeddings·hidden_size",
+                vec![rows, k, text.max_position_embeddings, text.hidden_size],
+            ),
+        ];
+        // The scorer sees every candidate as an image, VAE-decoded for a latent model.
+        let images = if model.scorer.is_some() { k } else { 1 };
+        tensors.push((
+            "the candidates' images K·3·H·W",
+            vec![images, 3, height, width],
+        ));
+        if let Some(scorer) = &model.scorer {
+            let side = scorer.vision_config.image_size;
+            tensors.push((
+                "the scorer's pixels K·3·image_size²",
+                vec![k, 3, side, side],
+            ));
+        }
+        if let Some(vae) = &model.vae {
+            tensors.push((
+                "the VAE decoder's last activations K·block_out_channels[0]·H·W",
+                vec![images, vae.block_out_channels[0], height, width],
+            ));
+            let top = vae.block_out_channels.last().copied().unwrap_or(0);
+            if vae.mid_block_add_attention && top > crate::ops::attention::MAX_HEAD_DIM {
+                // One head wider than the fused kernel: its scores are in memory.
+                tensors.push((
+                    "the VAE's attention scores K·(h·w)²",
+                    vec![images, h, w, h, w],
+                ));
+            }
+        }
+        if let Some(up) = model.upscaler.as_ref().filter(|_| self.upscale > 1) {
+            let r = up.upscale;
+            tensors.push((
+                "the upscaler's features num_feat·H·W",
+                vec![up.num_feat, height, width],
+            ));
+            tensors.push((
+                "the upscaler's output num_out_ch·r²·H·W",
+                vec![up.num_out_ch, r, r, height, width],
+            ));
+        }
+        tensors
+    }
 }

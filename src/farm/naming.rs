@@ -45,20 +45,22 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
 /// weights retrained in place give new names rather than skipped jobs whose images the
 /// old weights made. Hidden files are left out; reading ~40 MB takes well under a
 /// second, once per batch.
+///
+/// Only regular files are read, and the walk is bounded ([`Walk`]): a folder that
+/// links into itself, a FIFO, a socket or a device (a link to /dev/zero) is an error
+/// naming it, never a walk that blocks or grows without end.
 pub fn model_key(dir: &Path) -> Result<String> {
-    let mut files = Vec::new();
-    model_files(dir, Path::new(""), &mut files)?;
+    let mut walk = Walk::default();
+    walk.folder(dir, Path::new(""))?;
+    let mut files = walk.files;
     files.sort();
     let mut hash = FNV_OFFSET;
     for rel in &files {
         let path = dir.join(rel);
-        let bytes =
-            std::fs::read(&path).map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
         // `/` on every platform, so a farm of mixed hosts agrees on names.
         let name: Vec<_> = rel.iter().map(|c| c.to_string_lossy()).collect();
         hash = fnv1a(hash, name.join("/").as_bytes());
-        hash = fnv1a(hash, &(bytes.len() as u64).to_le_bytes());
-        hash = fnv1a(hash, &bytes);
+        hash = hash_file(hash, &path)?;
     }
     Ok(format!(
         "{}@{hash:016x}",
@@ -66,26 +68,113 @@ pub fn model_key(dir: &Path) -> Result<String> {
     ))
 }
 
-/// Regular files under `dir/rel`, as paths relative to `dir`, hidden ones skipped.
-fn model_files(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let here = dir.join(rel);
-    let unlisted = |e: std::io::Error| Error::model(&here, format!("cannot list: {e}"));
-    for entry in std::fs::read_dir(&here).map_err(unlisted)? {
-        let entry = entry.map_err(unlisted)?;
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
+/// The length then the bytes of the regular file at `path`, streamed (a
+/// checkpoint may be larger than memory), into `hash`.
+fn hash_file(hash: u64, path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| Error::model(path, format!("cannot read: {e}"));
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let len = file.metadata().map_err(unreadable)?.len();
+    let mut hash = fnv1a(hash, &len.to_le_bytes());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(unreadable)?;
+        if n == 0 {
+            break;
         }
-        let path = rel.join(&name);
-        // Follows links: a model folder made of links to shared weights is hashed by
-        // what the links point at.
-        if dir.join(&path).is_dir() {
-            model_files(dir, &path, out)?;
+        hash = fnv1a(hash, &buf[..n]);
+        read += n as u64;
+    }
+    if read != len {
+        return Err(Error::model(
+            path,
+            format!("changed while being read ({len} bytes, then {read})"),
+        ));
+    }
+    Ok(hash)
+}
+
+/// A walk of a model folder: the regular files found so far, and the folders
+/// (as canonical paths) that lead to the one being listed, to tell a link
+/// loop from a folder. A diffusers folder is two levels deep and holds a few
+/// dozen files, a sharded checkpoint a few hundred.
+#[derive(Default)]
+struct Walk {
+    files: Vec<PathBuf>,
+    ancestors: Vec<PathBuf>,
+    entries: usize,
+}
+
+impl Walk {
+    const MAX_DEPTH: usize = 16;
+    const MAX_ENTRIES: usize = 100_000;
+
+    /// Regular files under `dir/rel`, as paths relative to `dir`, hidden ones skipped.
+    /// Links are followed (a model folder made of links to shared weights is hashed
+    /// by what the links point at), each checked for what it points at.
+    fn folder(&mut self, dir: &Path, rel: &Path) -> Result<()> {
+        let here = dir.join(rel);
+        let unlisted = |e: std::io::Error| Error::model(&here, format!("cannot list: {e}"));
+        let canonical = here.canonicalize().map_err(unlisted)?;
+        if self.ancestors.contains(&canonical) {
+            return Err(Error::model(
+                &here,
+                format!(
+                    "a link loop: this folder is {}, which contains it",
+                    canonical.display()
+                ),
+            ));
+        }
+        if self.ancestors.len() >= Self::MAX_DEPTH {
+            return Err(Error::model(
+                &here,
+                format!(
+                    "more than {} folders deep: not a model folder",
+                    Self::MAX_DEPTH
+                ),
+            ));
+        }
+        self.ancestors.push(canonical);
+        for entry in std::fs::read_dir(&here).map_err(unlisted)? {
+            let name = entry.map_err(unlisted)?.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            self.entries += 1;
+            if self.entries > Self::MAX_ENTRIES {
+                return Err(Error::model(
+                    dir,
+                    format!(
+                        "more than {} files and folders: not a model folder",
+                        Self::MAX_ENTRIES
+                    ),
+                ));
+            }
+            self.entry(dir, &rel.join(&name))?;
+        }
+        self.ancestors.pop();
+        Ok(())
+    }
+
+    /// One entry: a folder is walked, a regular file kept, anything else refused
+    /// (by what a link points at, never by opening it).
+    fn entry(&mut self, dir: &Path, rel: &Path) -> Result<()> {
+        let path = dir.join(rel);
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
+        if meta.is_dir() {
+            self.folder(dir, rel)
+        } else if meta.is_file() {
+            self.files.push(rel.to_path_buf());
+            Ok(())
         } else {
-            out.push(path);
+            Err(Error::model(
+                &path,
+                "not a regular file or folder (a FIFO, socket or device): a model folder holds files",
+            ))
         }
     }
-    Ok(())
 }
 
 /// `slug-of-the-prompt-0123456789abcdef.png`: up to 32 characters of the prompt

@@ -58,18 +58,22 @@ pub struct Context {
     uncaptured: Arc<Mutex<Vec<String>>>,
 }
 
-/// Backends searched by default: the primary ones, never GL unless asked.
+/// Backends searched: `--backend`'s, else `WGPU_BACKEND`'s, else the primary
+/// ones (never GL unless asked). Both are parsed here: wgpu's own reading of
+/// `WGPU_BACKEND` skips a name it does not know, so a typo searched no backend
+/// and read as "no adapter" (exit 3) rather than bad input.
 fn backends(opts: &AdapterOptions) -> Result<wgpu::Backends> {
-    let from_flag = match &opts.backend {
-        Some(names) => Some(parse_backends(names)?),
-        None => None,
-    };
-    Ok(from_flag
-        .or_else(wgpu::Backends::from_env)
-        .unwrap_or(wgpu::Backends::PRIMARY))
+    if let Some(names) = &opts.backend {
+        return parse_backends("--backend", names);
+    }
+    match std::env::var("WGPU_BACKEND") {
+        Ok(names) if !names.trim().is_empty() => parse_backends("WGPU_BACKEND", &names),
+        _ => Ok(wgpu::Backends::PRIMARY),
+    }
 }
 
-fn parse_backends(names: &str) -> Result<wgpu::Backends> {
+/// A comma-separated list of backend names, from `source` (a flag or a variable).
+fn parse_backends(source: &str, names: &str) -> Result<wgpu::Backends> {
     let mut out = wgpu::Backends::empty();
     for name in names.split(',').map(|s| s.trim().to_ascii_lowercase()) {
         out |= match name.as_str() {
@@ -81,7 +85,7 @@ fn parse_backends(names: &str) -> Result<wgpu::Backends> {
             "all" => wgpu::Backends::all(),
             _ => {
                 return Err(Error::BadInput(format!(
-                    "--backend: unknown backend `{name}` (expected vulkan, metal, dx12, gl, primary or all)"
+                    "{source}: unknown backend `{name}` (expected vulkan, metal, dx12, gl, primary or all, comma-separated)"
                 )))
             }
         };

@@ -56,16 +56,43 @@ impl<'a> Vars<'a> {
     }
 }
 
+/// A component's config.json with its checks (in `models/checks.rs`: every field
+/// that sizes or divides something); the reader puts the file's path before the
+/// message, which names the field.
+pub trait CheckedConfig: serde::de::DeserializeOwned {
+    fn check(&self) -> std::result::Result<(), String>;
+}
+
 /// A model component folder (`unet/`, `text_encoder/`, ...): its weights and
 /// its typed config.json.
-pub fn open_component<C: serde::de::DeserializeOwned>(dir: &Path) -> Result<(Weights, C)> {
+pub fn open_component<C: CheckedConfig>(dir: &Path) -> Result<(Weights, C)> {
     let config = component_config(dir)?;
     Ok((Weights::open_dir(dir)?, config))
 }
 
-/// A component folder's typed `config.json`.
-pub fn component_config<C: serde::de::DeserializeOwned>(dir: &Path) -> Result<C> {
-    Config::read(dir.join("config.json"))?.parse()
+/// A component folder's typed `config.json`, its sizes checked
+/// ([`CheckedConfig`]): errors name the file and the field.
+pub fn component_config<C: CheckedConfig>(dir: &Path) -> Result<C> {
+    let path = dir.join("config.json");
+    regular_file(&path)?;
+    let config: C = Config::read(&path)?.parse()?;
+    config
+        .check()
+        .map_err(|message| Error::model(&path, message))?;
+    Ok(config)
+}
+
+/// Refuse to read `path` unless it is a regular file (or a link to one): a
+/// FIFO would block the reader forever and a device such as /dev/zero never
+/// ends. A missing file is left to the reader, which says so.
+pub fn regular_file(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => Err(Error::model(
+            path,
+            "not a regular file (a FIFO, socket or device): model files must be files",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// After a model is built: every tensor in its files must have been read,

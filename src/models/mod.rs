@@ -2,6 +2,7 @@
 //! config.json and the exact checkpoint tensor names.
 
 pub mod attention;
+pub mod checks;
 pub mod clip;
 pub mod graph;
 pub mod layers;

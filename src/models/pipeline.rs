@@ -12,13 +12,12 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
-use crate::models::layers::{check_all_used, component_config, Vars};
+use crate::models::layers::{check_all_used, component_config, regular_file, CheckedConfig, Vars};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
 use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
@@ -40,6 +39,35 @@ pub struct PipelineSettings {
     pub default_steps: usize,
     #[serde(default)]
     pub unconditional_prompt: String,
+}
+
+impl PipelineSettings {
+    /// What a request falls back on must be usable: `default_steps` is a run's
+    /// length when no flag gives one (so a bad one is the file's fault, not a
+    /// flag's), and images are divided by `scorer_image_std`.
+    fn check(&self, num_train_timesteps: usize) -> std::result::Result<(), String> {
+        let steps = self.default_steps;
+        if !(1..=num_train_timesteps).contains(&steps) {
+            return Err(format!(
+                "`_easel.default_steps` {steps}: must be from 1 to the scheduler's \
+                 num_train_timesteps {num_train_timesteps}"
+            ));
+        }
+        let finite = |v: &[f32; 3]| v.iter().all(|x| x.is_finite());
+        if !finite(&self.scorer_image_std) || self.scorer_image_std.contains(&0.0) {
+            return Err(format!(
+                "`_easel.scorer_image_std` {:?}: must be finite and not 0 (images are divided by it)",
+                self.scorer_image_std
+            ));
+        }
+        if !finite(&self.scorer_image_mean) {
+            return Err(format!(
+                "`_easel.scorer_image_mean` {:?}: must be finite",
+                self.scorer_image_mean
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn d_mean() -> [f32; 3] {
@@ -79,13 +107,17 @@ impl PipelineConfig {
         let index = Config::read(dir.join("model_index.json"))?;
         let settings: PipelineSettings =
             index.get_or("_easel", serde_json::from_str("{}").expect("empty object"))?;
+        let scheduler = SchedulerConfig::load(dir.join("scheduler").join("scheduler_config.json"))?;
+        settings
+            .check(scheduler.num_train_timesteps)
+            .map_err(|message| Error::model(&index.path, message))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             name: model_name(dir),
             settings,
             text_encoder: component_config(&dir.join("text_encoder"))?,
             unet: component_config(&dir.join("unet"))?,
-            scheduler: SchedulerConfig::load(dir.join("scheduler").join("scheduler_config.json"))?,
+            scheduler,
             vae: optional_config(dir, "vae")?,
             scorer: optional_config(dir, "scorer")?,
             upscaler: optional_config(dir, "upscaler")?,
@@ -155,7 +187,7 @@ impl Pipeline {
     }
 }
 
-fn optional_config<C: DeserializeOwned>(dir: &Path, component: &str) -> Result<Option<C>> {
+fn optional_config<C: CheckedConfig>(dir: &Path, component: &str) -> Result<Option<C>> {
     let dir = dir.join(component);
     match dir.is_dir() {
         true => component_config(&dir).map(Some),
@@ -243,7 +275,9 @@ fn check_model_dir(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::model(dir, "model folder not found"));
     }
-    if !dir.join("model_index.json").is_file() {
+    let index = dir.join("model_index.json");
+    regular_file(&index)?;
+    if !index.is_file() {
         return Err(Error::model(
             dir,
             "not a model folder: no model_index.json (expected a diffusers-style pipeline folder)",
