@@ -290,6 +290,7 @@ pub fn bytes_to_unicode() -> [char; 256] {
 }
 
 fn read_text(path: &Path) -> Result<String> {
+    crate::weights::regular_file(path)?;
     std::fs::read_to_string(path).map_err(|e| Error::model(path, format!("cannot read: {e}")))
 }
 

@@ -674,6 +674,36 @@ fn batch_refuses_a_model_folder_with_a_fifo() {
     );
 }
 
+/// Weight and tokenizer files are read only when they are regular files: a
+/// FIFO named like a checkpoint or a vocabulary used to block `generate` forever.
+#[test]
+fn generate_refuses_weight_and_tokenizer_files_that_are_fifos() {
+    for rel in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "tokenizer/vocab.json",
+    ] {
+        let model = ModelCopy::new("generate-fifo", &emoji_dir());
+        model.fifo(rel);
+        let out = model.path().join("out.png");
+        let (code, stderr) = easel_bounded(
+            &[
+                "apple",
+                "--model",
+                model.path().to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 2, "{rel}: {stderr}");
+        assert!(
+            stderr.contains(rel) && stderr.contains("not a regular file"),
+            "{rel}: {stderr}"
+        );
+        assert!(!out.exists());
+    }
+}
+
 /// A config that panicked while the model was built (attention_head_dim 0:
 /// a division by zero) is now refused before any GPU work.
 #[test]

@@ -74,25 +74,11 @@ pub fn open_component<C: CheckedConfig>(dir: &Path) -> Result<(Weights, C)> {
 /// ([`CheckedConfig`]): errors name the file and the field.
 pub fn component_config<C: CheckedConfig>(dir: &Path) -> Result<C> {
     let path = dir.join("config.json");
-    regular_file(&path)?;
     let config: C = Config::read(&path)?.parse()?;
     config
         .check()
         .map_err(|message| Error::model(&path, message))?;
     Ok(config)
-}
-
-/// Refuse to read `path` unless it is a regular file (or a link to one): a
-/// FIFO would block the reader forever and a device such as /dev/zero never
-/// ends. A missing file is left to the reader, which says so.
-pub fn regular_file(path: &Path) -> Result<()> {
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() && !meta.is_dir() => Err(Error::model(
-            path,
-            "not a regular file (a FIFO, socket or device): model files must be files",
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// After a model is built: every tensor in its files must have been read,

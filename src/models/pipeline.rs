@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
-use crate::models::layers::{check_all_used, component_config, regular_file, CheckedConfig, Vars};
+use crate::models::layers::{check_all_used, component_config, CheckedConfig, Vars};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
 use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
@@ -276,7 +276,7 @@ fn check_model_dir(dir: &Path) -> Result<()> {
         return Err(Error::model(dir, "model folder not found"));
     }
     let index = dir.join("model_index.json");
-    regular_file(&index)?;
+    crate::weights::regular_file(&index)?;
     if !index.is_file() {
         return Err(Error::model(
             dir,

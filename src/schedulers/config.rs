@@ -163,14 +163,9 @@ impl SchedulerConfig {
         } else {
             path.to_path_buf()
         };
-        // Only a regular file (or a link to one) is read: a FIFO would block
-        // forever, a device such as /dev/zero never ends.
-        match std::fs::metadata(&file) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(_) => return Err(Error::model(&file, "not a regular file")),
-            Err(e) => return Err(Error::model(&file, format!("cannot read: {e}"))),
-        }
-        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        crate::weights::regular_file(&file)?;
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| Error::model(&file, format!("cannot read: {e}")))?;
         Self::from_json(&text, file)
     }
 

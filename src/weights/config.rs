@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 
 /// A JSON file; its errors name the file.
 pub(super) fn read_json(path: &Path) -> Result<Value> {
+    super::regular_file(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| Error::model(path, e.to_string()))?;
     serde_json::from_str(&text).map_err(|e| Error::model(path, format!("invalid JSON: {e}")))
 }

@@ -85,3 +85,16 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     let dir = index.parent().unwrap_or(Path::new("."));
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
 }
+
+/// Refuse to read `path` unless it is a regular file (or a link to one): a
+/// FIFO would block the reader forever and a device such as /dev/zero never
+/// ends. A missing file is left to the reader, which says so.
+pub fn regular_file(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.is_dir() => Err(Error::model(
+            path,
+            "not a regular file (a FIFO, socket or device): model files must be files",
+        )),
+        _ => Ok(()),
+    }
+}

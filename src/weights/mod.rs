@@ -29,7 +29,7 @@ use std::sync::Mutex;
 
 pub use self::safetensors::{SafetensorsFile, TensorInfo};
 pub use config::Config;
-pub use files::{list_dir, weight_files, WEIGHT_FILES};
+pub use files::{list_dir, regular_file, weight_files, WEIGHT_FILES};
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;

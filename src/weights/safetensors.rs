@@ -45,6 +45,7 @@ impl SafetensorsFile {
     /// the bytes that follow it (a truncated download fails here, not later).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        super::regular_file(&path)?;
         let file = File::open(&path).map_err(|e| Error::model(&path, e.to_string()))?;
         let len = file
             .metadata()
