@@ -83,6 +83,11 @@ pub const KNOWN: &[Known] = &[
         when: When::Always,
     },
     Known {
+        case: "schedule/percent-then-max-then-rest",
+        bug: "phases.rs: as lengths-sum-overflow, through resolve's `fixed += n`: `1%;18446744073709551615;rest` over 50 steps gives phases 0..1, 1..0, 0..50 (release), or panics (overflow checks)",
+        when: When::Always,
+    },
+    Known {
         case: "schedule/every-max-second-phase",
         bug: "phases.rs: Phase::rounds computes `start + score_every - 1` unchecked: `every=18446744073709551615` in a phase starting at 5 scores after step 3, outside it (release), or panics (overflow checks)",
         when: When::Always,
@@ -133,6 +138,11 @@ pub const KNOWN: &[Known] = &[
         when: When::Always,
     },
     Known {
+        case: "config/scheduler-clip-range-overflows-f32",
+        bug: "schedulers/config.rs: `clip_sample_range: 1e300` is accepted and becomes an infinite `clip` in the step table (ops/sampler.rs uses f32::MAX, not infinity, for no clipping)",
+        when: When::Always,
+    },
+    Known {
         case: "config/scheduler-not-utf8",
         bug: "schedulers/config.rs: SchedulerConfig::load maps a read error (not UTF-8, missing file) to Error::Io: exit 1, not 2",
         when: When::Always,
@@ -175,6 +185,51 @@ pub const KNOWN: &[Known] = &[
     Known {
         case: "cli/steps-2p61-rest-every-1",
         bug: "request.rs: as above, `--steps 2305843009213693952 --schedule \"rest every=1\"` panics (capacity overflow): exit 101",
+        when: When::Always,
+    },
+    Known {
+        case: "config/scheduler-steps-offset-max",
+        bug: "schedulers/mod.rs: `leading` computes `i * ratio + steps_offset` unchecked: `steps_offset: 18446744073709551615` panics under overflow checks (release wraps, and check_timesteps refuses the result)",
+        when: When::OverflowChecks,
+    },
+    Known {
+        case: "config/unet-no-blocks",
+        bug: "models/unet_2d_condition.rs: downscale_factor computes `1 << (len - 1)`: an empty `block_out_channels` underflows (release: a factor of 2^63 and a nonsense size error)",
+        when: When::OverflowChecks,
+    },
+    Known {
+        case: "config/unet-70-blocks",
+        bug: "models/unet_2d_condition.rs: downscale_factor's `1 << 69` overflows (release: the shift wraps to 32, and sizes are checked against that)",
+        when: When::OverflowChecks,
+    },
+    Known {
+        case: "config/vae-70-blocks",
+        bug: "models/vae.rs: upscale_factor's `1 << 69` overflows (release: the shift wraps)",
+        when: When::OverflowChecks,
+    },
+    Known {
+        case: "config/latent-sample-size-huge",
+        bug: "request.rs: `sample_size * vae_factor` is unchecked: `sample_size: 2^63` with a 2x VAE overflows (release: wraps to a 0x0 default size)",
+        when: When::OverflowChecks,
+    },
+    Known {
+        case: "jobs/schedule-lengths-sum-overflow",
+        bug: "phases.rs: total_steps' sum overflows and panics under overflow checks (release: a misleading `cover 1 steps` error)",
+        when: When::OverflowChecks,
+    },
+    Known {
+        case: "request/score-every-max-schedule",
+        bug: "phases.rs: Phase::rounds' `start + score_every - 1` with `--score-every 18446744073709551615` and a second phase panics (release: a round outside its phase, in an unsorted list)",
+        when: When::OverflowChecks,
+    },
+    Known {
+        case: "safetensors/data-end-u64-max",
+        bug: "safetensors 0.6.2 (upstream, tensor.rs:380) adds the last data offset to the header size unchecked: offsets ending at u64::MAX panic under overflow checks; in release easel's declared_data_end (weights/safetensors.rs) overflows too and names a wrong size",
+        when: When::OverflowChecks,
+    },
+    Known {
+        case: "jobs/schedule-lengths-sum-overflow-panics",
+        bug: "phases.rs: `18446744073709551615; 5` over 4 steps wraps to phases 0..MAX and MAX..4, and Phase::rounds panics (capacity overflow): parse_jobs panics, so one bad line takes the whole batch down",
         when: When::Always,
     },
 ];

@@ -381,8 +381,17 @@ fn known_config(dir: &Path) -> bool {
         || (known("config/scheduler-betas-zero") && (s.beta_start == 0.0 || s.beta_end == 0.0))
         || (known("config/scheduler-trained-betas-near-one") && s.trained_betas.is_some())
         || (known("config/scheduler-train-2p62") && s.num_train_timesteps >= 1 << 61)
+        || (known("config/scheduler-clip-range-overflows-f32")
+            && !(s.clip_sample_range as f32).is_finite())
         || (known("config/vae-no-blocks")
             && c.vae.as_ref().is_some_and(|v| blocks(v.block_out_channels.len())))
+        || (known("config/vae-70-blocks")
+            && c.vae.as_ref().is_some_and(|v| v.block_out_channels.len() > 64))
+        || ((known("config/unet-no-blocks") || known("config/unet-70-blocks"))
+            && blocks(c.unet.block_out_channels.len()))
+        || (known("config/scheduler-steps-offset-max") && s.steps_offset > usize::MAX / 2)
+        || (known("config/latent-sample-size-huge")
+            && c.unet.sample_size.is_some_and(|n| n > usize::MAX / 64))
 }
 
 proptest! {

@@ -39,6 +39,8 @@ pub fn cases(default: u32) -> Config {
         cases,
         // A shrink of a slow property must not take minutes.
         max_shrink_iters: 2048,
+        // Inputs of a known bug's kind are skipped; they must not end the run.
+        max_global_rejects: cases.max(1024),
         // Shrunk failures beside each module: tests/fuzz/NAME.proptest-regressions.
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
             "proptest-regressions",

@@ -287,7 +287,7 @@ proptest! {
 
     #[test]
     fn sizes(text in size_text()) {
-        prop_assume!(!known_size(&text));
+        let text = if known_size(&text) { text.replace(['\n', '\r'], " ") } else { text };
         harness::verdict_to_test(check_size(&text))?;
     }
 
