@@ -237,9 +237,7 @@ pub const KNOWN: &[Known] = &[
 /// Is the bug of corpus case `case` still listed in [`KNOWN`] (and does it show in
 /// this build)? Generators skip inputs of a listed kind.
 pub fn known(case: &str) -> bool {
-    KNOWN
-        .iter()
-        .any(|k| k.case == case && shows(k.when))
+    KNOWN.iter().any(|k| k.case == case && shows(k.when))
 }
 
 fn shows(when: When) -> bool {
@@ -309,7 +307,10 @@ fn corpus() {
     }
     for k in KNOWN {
         if !seen.iter().any(|c| c == k.case) {
-            problems.push(format!("KNOWN lists {}, which is not in the corpus", k.case));
+            problems.push(format!(
+                "KNOWN lists {}, which is not in the corpus",
+                k.case
+            ));
         }
     }
     assert!(

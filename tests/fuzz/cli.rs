@@ -98,8 +98,17 @@ fn huge() -> impl Strategy<Value = String> {
 
 /// A schedule of huge lengths and intervals.
 fn schedule() -> impl Strategy<Value = String> {
-    let length = prop_oneof![huge(), Just("rest".to_string()), Just("1%".to_string()), Just("50%".to_string())];
-    let phase = (length, proptest::option::of(huge()), proptest::option::of(huge()))
+    let length = prop_oneof![
+        huge(),
+        Just("rest".to_string()),
+        Just("1%".to_string()),
+        Just("50%".to_string())
+    ];
+    let phase = (
+        length,
+        proptest::option::of(huge()),
+        proptest::option::of(huge()),
+    )
         .prop_map(|(len, every, k)| {
             let mut s = len;
             if let Some(e) = every {
@@ -122,7 +131,12 @@ fn args() -> impl Strategy<Value = Vec<String>> {
         flag("--score-every", huge().boxed()),
         flag("--schedule", schedule().boxed()),
         flag("--candidates", huge().boxed()),
-        flag("--size", (huge(), huge()).prop_map(|(w, h)| format!("{w}x{h}")).boxed()),
+        flag(
+            "--size",
+            (huge(), huge())
+                .prop_map(|(w, h)| format!("{w}x{h}"))
+                .boxed(),
+        ),
     )
         .prop_map(|(a, b, c, d, e)| {
             let mut args = vec!["cat".to_string(), "--upscale".into(), "1".into()];

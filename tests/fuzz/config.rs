@@ -85,7 +85,10 @@ fn link_tree(from: &Path, to: &Path) {
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
         if src.is_dir() {
             link_tree(&src, &dst);
-        } else if matches!(src.extension().and_then(|e| e.to_str()), Some("json" | "txt")) {
+        } else if matches!(
+            src.extension().and_then(|e| e.to_str()),
+            Some("json" | "txt")
+        ) {
             std::fs::copy(&src, &dst).unwrap();
         } else {
             std::os::unix::fs::symlink(&src, &dst).unwrap();
@@ -170,7 +173,10 @@ fn settled(request: &Request, config: &PipelineConfig) -> Verdict {
 
 /// A corpus case: a first line `pixel|latent FILE`, then the file's bytes.
 pub fn check_case(bytes: &[u8]) -> Verdict {
-    let newline = bytes.iter().position(|&b| b == b'\n').ok_or("no header line")?;
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no header line")?;
     let head = String::from_utf8_lossy(&bytes[..newline]).into_owned();
     let (base, rel) = head.split_once(' ').ok_or("header: `pixel|latent FILE`")?;
     let base = match base {
@@ -384,9 +390,13 @@ fn known_config(dir: &Path) -> bool {
         || (known("config/scheduler-clip-range-overflows-f32")
             && !(s.clip_sample_range as f32).is_finite())
         || (known("config/vae-no-blocks")
-            && c.vae.as_ref().is_some_and(|v| blocks(v.block_out_channels.len())))
+            && c.vae
+                .as_ref()
+                .is_some_and(|v| blocks(v.block_out_channels.len())))
         || (known("config/vae-70-blocks")
-            && c.vae.as_ref().is_some_and(|v| v.block_out_channels.len() > 64))
+            && c.vae
+                .as_ref()
+                .is_some_and(|v| v.block_out_channels.len() > 64))
         || ((known("config/unet-no-blocks") || known("config/unet-70-blocks"))
             && blocks(c.unet.block_out_channels.len()))
         || (known("config/scheduler-steps-offset-max") && s.steps_offset > usize::MAX / 2)

@@ -69,7 +69,10 @@ pub fn check_file(text: &str) -> Verdict {
             Ok(job) => job,
         };
         let out = &job.output;
-        let inside: PathBuf = out.components().filter(|c| *c != Component::CurDir).collect();
+        let inside: PathBuf = out
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect();
         ensure!(
             out.components()
                 .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
@@ -85,16 +88,41 @@ pub fn check_file(text: &str) -> Verdict {
             at(format!("accepted guidance {:?}", r.guidance))
         );
         let checked = no_panic("Request::check", || r.check(config).map(|_| ()))?;
-        ensure!(checked.is_ok(), "{}", at(format!("passed, then {checked:?}")));
+        ensure!(
+            checked.is_ok(),
+            "{}",
+            at(format!("passed, then {checked:?}"))
+        );
     }
     Ok(())
 }
 
 /// The parts of `--size`, valid and not.
 const SIDES: &[&str] = &[
-    "32", "16", "0", "1", "+32", "-32", " 32 ", "\t32", "32\n", "3\n2", "", "x", "99999999999999999999",
-    "18446744073709551615", "18446744073709551616", "4294967296", "٣٢", "３２", "0x20", "3.2e1",
-    "32.0", "1_000", "\u{a0}32", "32\u{3000}",
+    "32",
+    "16",
+    "0",
+    "1",
+    "+32",
+    "-32",
+    " 32 ",
+    "\t32",
+    "32\n",
+    "3\n2",
+    "",
+    "x",
+    "99999999999999999999",
+    "18446744073709551615",
+    "18446744073709551616",
+    "4294967296",
+    "٣٢",
+    "３２",
+    "0x20",
+    "3.2e1",
+    "32.0",
+    "1_000",
+    "\u{a0}32",
+    "32\u{3000}",
 ];
 
 const SEPARATORS: &[&str] = &["x", "X", "×", " x ", "xx", "", "*", "x32x"];
@@ -141,12 +169,35 @@ fn text_field(strategy: BoxedStrategy<String>) -> impl Strategy<Value = Value> {
     prop_oneof![6 => strategy.prop_map(Value::String), 1 => wrong_type()]
 }
 
-const SAMPLERS: &[&str] = &["ddim", "euler_a", "Euler a", "dpm++2m", "plms", "", "ddim\nx", "\u{1b}"];
+const SAMPLERS: &[&str] = &[
+    "ddim", "euler_a", "Euler a", "dpm++2m", "plms", "", "ddim\nx", "\u{1b}",
+];
 
 const OUTS: &[&str] = &[
-    "a", "a.png", "a/b", "a/b.jpg", "./a", "../a", "/tmp/a", "", ".", "..", "a/..", "a/", "a//b",
-    "manifest.jsonl", "./manifest.jsonl", "a\0b", "a\nb", "~/a", "C:\\a", "\\\\server\\a", "a.",
-    ".hidden", "猫.png", "a/./b",
+    "a",
+    "a.png",
+    "a/b",
+    "a/b.jpg",
+    "./a",
+    "../a",
+    "/tmp/a",
+    "",
+    ".",
+    "..",
+    "a/..",
+    "a/",
+    "a//b",
+    "manifest.jsonl",
+    "./manifest.jsonl",
+    "a\0b",
+    "a\nb",
+    "~/a",
+    "C:\\a",
+    "\\\\server\\a",
+    "a.",
+    ".hidden",
+    "猫.png",
+    "a/./b",
 ];
 
 fn guidance() -> impl Strategy<Value = Value> {
@@ -159,7 +210,8 @@ fn guidance() -> impl Strategy<Value = Value> {
 
 /// One job line as a JSON object of known fields (and sometimes an unknown one).
 fn job_object() -> impl Strategy<Value = String> {
-    let pick = |a: &'static [&'static str]| proptest::sample::select(a).prop_map(str::to_string).boxed();
+    let pick =
+        |a: &'static [&'static str]| proptest::sample::select(a).prop_map(str::to_string).boxed();
     let prompt = prop_oneof![
         3 => proptest::sample::select(&["cat", "red apple", "a:: b::2", "a --no b"][..]).prop_map(str::to_string),
         2 => crate::prompt::structured(),
@@ -168,7 +220,10 @@ fn job_object() -> impl Strategy<Value = String> {
     let fields = (
         (
             proptest::option::weighted(0.95, text_field(prompt)),
-            proptest::option::of(prop_oneof![any::<u64>().prop_map(|s| json!(s)), wrong_type()]),
+            proptest::option::of(prop_oneof![
+                any::<u64>().prop_map(|s| json!(s)),
+                wrong_type()
+            ]),
             proptest::option::of(text_field(size_text().boxed())),
             proptest::option::of(count()),
             proptest::option::of(count()),
@@ -182,28 +237,30 @@ fn job_object() -> impl Strategy<Value = String> {
             proptest::option::weighted(0.05, Just(json!(1))),
         ),
     );
-    fields.prop_map(|((prompt, seed, size, steps, k), (g, sampler, up, schedule, out, extra))| {
-        let mut map = Map::new();
-        let named = [
-            ("prompt", prompt),
-            ("seed", seed),
-            ("size", size),
-            ("steps", steps),
-            ("candidates", k),
-            ("guidance", g),
-            ("sampler", sampler),
-            ("upscale", up),
-            ("schedule", schedule),
-            ("out", out),
-            ("step", extra),
-        ];
-        for (name, value) in named {
-            if let Some(v) = value {
-                map.insert(name.to_string(), v);
+    fields.prop_map(
+        |((prompt, seed, size, steps, k), (g, sampler, up, schedule, out, extra))| {
+            let mut map = Map::new();
+            let named = [
+                ("prompt", prompt),
+                ("seed", seed),
+                ("size", size),
+                ("steps", steps),
+                ("candidates", k),
+                ("guidance", g),
+                ("sampler", sampler),
+                ("upscale", up),
+                ("schedule", schedule),
+                ("out", out),
+                ("step", extra),
+            ];
+            for (name, value) in named {
+                if let Some(v) = value {
+                    map.insert(name.to_string(), v);
+                }
             }
-        }
-        Value::Object(map).to_string()
-    })
+            Value::Object(map).to_string()
+        },
+    )
 }
 
 fn line() -> impl Strategy<Value = String> {
@@ -242,7 +299,10 @@ fn risky(text: &str) -> bool {
                 .and_then(Value::as_u64)
                 .map(|n| n as usize)
                 .or(d.steps),
-            candidates: map.get("candidates").and_then(Value::as_u64).map_or(2, |n| n as usize),
+            candidates: map
+                .get("candidates")
+                .and_then(Value::as_u64)
+                .map_or(2, |n| n as usize),
             schedule,
             ..d
         };

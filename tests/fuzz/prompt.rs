@@ -15,7 +15,10 @@ pub fn check(text: &str) -> Verdict {
         Err(e) => return bad_input(&e, Layout::Caret),
         Ok(p) => p,
     };
-    ensure!(!parsed.parts.is_empty(), "{text:?}: parsed to no sub-prompts");
+    ensure!(
+        !parsed.parts.is_empty(),
+        "{text:?}: parsed to no sub-prompts"
+    );
     for part in &parsed.parts {
         ensure!(part.weight.is_finite(), "{text:?}: weight {}", part.weight);
         ensure!(
@@ -57,18 +60,64 @@ pub fn check(text: &str) -> Verdict {
 
 /// Words and characters the grammar, the echo or the tokenizer treat specially.
 const PIECES: &[&str] = &[
-    "::", "::", "::", ":", ":::", " ", " ", "\t", "\n", "\r", "\r\n", "\u{85}", "\u{2028}",
-    "\u{3000}", "\u{a0}", "\u{200b}", "\u{feff}", "\0", "\x1b[31m", "\x07", "\x7f", "a", "cat",
-    "red apple", "é", "e\u{301}", "猫", "🍎", "👩‍👩‍👧", "\u{202e}", "ﷺ", "--no", " --no ", "--no,",
-    "--", "-", "+", ".", ",", ", ", "0", "1", "2", "x", "<|startoftext|>", "<|endoftext|>",
-    "</w>", "'s", "'S", "日本語", "\u{1F3FB}",
+    "::",
+    "::",
+    "::",
+    ":",
+    ":::",
+    " ",
+    " ",
+    "\t",
+    "\n",
+    "\r",
+    "\r\n",
+    "\u{85}",
+    "\u{2028}",
+    "\u{3000}",
+    "\u{a0}",
+    "\u{200b}",
+    "\u{feff}",
+    "\0",
+    "\x1b[31m",
+    "\x07",
+    "\x7f",
+    "a",
+    "cat",
+    "red apple",
+    "é",
+    "e\u{301}",
+    "猫",
+    "🍎",
+    "👩‍👩‍👧",
+    "\u{202e}",
+    "ﷺ",
+    "--no",
+    " --no ",
+    "--no,",
+    "--",
+    "-",
+    "+",
+    ".",
+    ",",
+    ", ",
+    "0",
+    "1",
+    "2",
+    "x",
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "</w>",
+    "'s",
+    "'S",
+    "日本語",
+    "\u{1F3FB}",
 ];
 
 /// What may follow `::` directly: weights people type, and numbers they should not.
 const WEIGHTS: &[&str] = &[
     "1", "2", "-0.5", "-0", "+0", "0", ".5", "-.5", "+1.", "1.", ".", "-", "+", "1e40", "1e-40",
-    "1E5", "NaN", "nan", "inf", "-inf", "infinity", "0x10", "1_000", "1.5.2", "--1", "+-1",
-    "١", "٣.٥", "１", "½", "2x", "-1", "-2", "-1e308",
+    "1E5", "NaN", "nan", "inf", "-inf", "infinity", "0x10", "1_000", "1.5.2", "--1", "+-1", "١",
+    "٣.٥", "１", "½", "2x", "-1", "-2", "-1e308",
 ];
 
 fn weight() -> impl Strategy<Value = String> {

@@ -27,7 +27,10 @@ pub fn check(request: &Request) -> Verdict {
                 guidance.is_finite() && phases.filter_map(|p| p.guidance).all(f32::is_finite),
                 "accepted guidance {guidance}"
             );
-            for (name, v) in [("until_score", request.until_score), ("until_margin", request.until_margin)] {
+            for (name, v) in [
+                ("until_score", request.until_score),
+                ("until_margin", request.until_margin),
+            ] {
                 ensure!(!v.is_some_and(f32::is_nan), "accepted {name} NaN");
             }
             Ok(())
@@ -50,7 +53,9 @@ pub fn from_args(text: &str) -> Result<easel::Result<Request>, String> {
     let mut request = Request::new(lines.next().unwrap_or_default());
     let number = |flag: &str, v: &str| format!("{flag} {v:?}: not a number the CLI takes");
     while let Some(flag) = lines.next() {
-        let v = lines.next().ok_or_else(|| format!("{flag} without a value"))?;
+        let v = lines
+            .next()
+            .ok_or_else(|| format!("{flag} without a value"))?;
         let count = || v.parse::<usize>().map_err(|_| number(flag, v));
         let float = || v.parse::<f32>().map_err(|_| number(flag, v));
         match flag {
@@ -101,7 +106,7 @@ fn float() -> impl Strategy<Value = f32> {
 }
 
 fn small_or_huge() -> impl Strategy<Value = usize> {
-    prop_oneof![6 => 0usize..6, 1 => proptest::sample::select(&[64, 1 << 32, usize::MAX][..])]
+    prop_oneof![8 => 1usize..6, 1 => Just(0usize), 1 => proptest::sample::select(&[64, 1 << 32, usize::MAX][..])]
 }
 
 /// A random request (its prompt usually valid, so the rest gets checked).
@@ -110,13 +115,15 @@ pub fn any_request() -> impl Strategy<Value = Request> {
         4 => proptest::sample::select(&["cat", "a:: b::2", "apple --no worm"][..]).prop_map(str::to_string),
         1 => crate::prompt::any_prompt(),
     ];
-    let sizes = proptest::option::of((side(), side()));
+    let valid = proptest::sample::select(&[8usize, 16, 32, 48, 64][..]);
+    let sizes =
+        proptest::option::of(prop_oneof![2 => (valid.clone(), valid), 1 => (side(), side())]);
     (
         (prompt, any::<u64>(), sizes, proptest::option::of(steps()), small_or_huge()),
         (
             proptest::option::of(float()),
             proptest::option::of(proptest::sample::select(&Sampler::ALL[..])),
-            prop_oneof![4 => 0usize..6, 1 => Just(8usize), 1 => Just(usize::MAX)],
+            prop_oneof![8 => proptest::sample::select(&[1usize, 2, 4][..]), 2 => 0usize..6, 1 => Just(8usize), 1 => Just(usize::MAX)],
             proptest::option::of(small_or_huge()),
             proptest::option::of(float()),
             proptest::option::of(float()),

@@ -206,7 +206,10 @@ fn big() -> impl Strategy<Value = Value> {
 fn field_value(field: &'static str) -> BoxedStrategy<Value> {
     match field {
         "dtype" => prop_oneof![
-            proptest::sample::select(&["F32", "f32", "F4", "I4", "U64", "C64", "", "F8_E8M0", "Q4"][..]).prop_map(|d| json!(d)),
+            proptest::sample::select(
+                &["F32", "f32", "F4", "I4", "U64", "C64", "", "F8_E8M0", "Q4"][..]
+            )
+            .prop_map(|d| json!(d)),
             Just(json!(5)),
         ]
         .boxed(),

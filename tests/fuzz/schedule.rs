@@ -27,7 +27,10 @@ const STEPS: &[Option<usize>] = &[
 /// A corpus case: the schedule over every count of [`STEPS`] with some defaults.
 pub fn check_text(text: &str) -> Verdict {
     for &steps in STEPS {
-        for defaults in [defaults(Sampler::Ddim, 1, None), defaults(Sampler::EulerAncestral, 3, Some(2))] {
+        for defaults in [
+            defaults(Sampler::Ddim, 1, None),
+            defaults(Sampler::EulerAncestral, 3, Some(2)),
+        ] {
             check(text, steps, &defaults)?;
         }
     }
@@ -75,9 +78,16 @@ pub fn check(text: &str, steps: Option<usize>, defaults: &Defaults) -> Verdict {
         ensure!(
             mine.iter().all(|r| phase.steps.contains(r)) && mine.windows(2).all(|w| w[0] < w[1]),
             "{}",
-            at(format!("phase {:?} every {} has rounds {mine:?}", phase.steps, phase.score_every))
+            at(format!(
+                "phase {:?} every {} has rounds {mine:?}",
+                phase.steps, phase.score_every
+            ))
         );
-        ensure!(mine.last() == Some(&(phase.steps.end - 1)), "{}", at(format!("rounds {mine:?}")));
+        ensure!(
+            mine.last() == Some(&(phase.steps.end - 1)),
+            "{}",
+            at(format!("rounds {mine:?}"))
+        );
         rounds.extend(mine);
     }
     let table = no_panic("phases::step_table", || {
@@ -99,21 +109,37 @@ pub fn finite_table(
     ensure!(init.is_finite() && init > 0.0, "init_noise_sigma {init}");
     for (i, row) in rows.iter().enumerate() {
         let values: [f32; 10] = bytemuck_row(row);
-        ensure!(values.iter().all(|v| v.is_finite()), "row {i} is not finite: {row:?}");
+        ensure!(
+            values.iter().all(|v| v.is_finite()),
+            "row {i} is not finite: {row:?}"
+        );
     }
     Ok(())
 }
 
 fn bytemuck_row(row: &easel::schedulers::StepCoefficients) -> [f32; 10] {
     [
-        row.timestep, row.in_scale, row.x0_x, row.x0_m, row.clip, row.a, row.b, row.e, row.c, row.d,
+        row.timestep,
+        row.in_scale,
+        row.x0_x,
+        row.x0_m,
+        row.clip,
+        row.a,
+        row.b,
+        row.e,
+        row.c,
+        row.d,
     ]
 }
 
 /// Phases in order, each non-empty, from 0 to `total`, with the spec's settings or
 /// the defaults.
 fn covers(phases: &[Phase], schedule: &Schedule, total: usize, d: &Defaults) -> Verdict {
-    ensure!(phases.len() == schedule.phases.len(), "{} phases", phases.len());
+    ensure!(
+        phases.len() == schedule.phases.len(),
+        "{} phases",
+        phases.len()
+    );
     let mut at = 0;
     for (phase, spec) in phases.iter().zip(&schedule.phases) {
         ensure!(
@@ -122,7 +148,11 @@ fn covers(phases: &[Phase], schedule: &Schedule, total: usize, d: &Defaults) -> 
             phases.iter().map(|p| p.steps.clone()).collect::<Vec<_>>()
         );
         if let Length::Steps(n) = spec.length {
-            ensure!(phase.steps.len() == n, "phase {:?} for {n} steps", phase.steps);
+            ensure!(
+                phase.steps.len() == n,
+                "phase {:?} for {n} steps",
+                phase.steps
+            );
         }
         ensure!(
             phase.candidates == spec.candidates.unwrap_or(d.candidates)
@@ -138,32 +168,107 @@ fn covers(phases: &[Phase], schedule: &Schedule, total: usize, d: &Defaults) -> 
 
 /// Phase lengths, valid and not.
 const LENGTHS: &[&str] = &[
-    "1", "2", "3", "5", "10", "0", "rest", "REST", "Rest", "40%", "50%", "100%", "0%", "0.5%",
-    "33.333%", ".5%", "5.%", "+5%", "-5%", "100.0000001%", "1e1%", "nan%", "NaN%", "inf%", "%",
-    "5%%", "18446744073709551615", "18446744073709551616", "9223372036854775808",
-    "4611686018427387904", "-1", "+3", "0x5", "５", "rest%", "restx",
+    "1",
+    "2",
+    "3",
+    "5",
+    "10",
+    "0",
+    "rest",
+    "REST",
+    "Rest",
+    "40%",
+    "50%",
+    "100%",
+    "0%",
+    "0.5%",
+    "33.333%",
+    ".5%",
+    "5.%",
+    "+5%",
+    "-5%",
+    "100.0000001%",
+    "1e1%",
+    "nan%",
+    "NaN%",
+    "inf%",
+    "%",
+    "5%%",
+    "18446744073709551615",
+    "18446744073709551616",
+    "9223372036854775808",
+    "4611686018427387904",
+    "-1",
+    "+3",
+    "0x5",
+    "５",
+    "rest%",
+    "restx",
 ];
 
 /// Settings, valid and not.
 const KEYS: &[&str] = &[
-    "sampler", "candidates", "k", "K", "score_every", "score-every", "every", "guidance", "cfg",
-    "CFG", "seed", "", "k=", "sampler=sampler",
+    "sampler",
+    "candidates",
+    "k",
+    "K",
+    "score_every",
+    "score-every",
+    "every",
+    "guidance",
+    "cfg",
+    "CFG",
+    "seed",
+    "",
+    "k=",
+    "sampler=sampler",
 ];
 
 const VALUES: &[&str] = &[
-    "ddim", "euler_a", "Euler a", "dpm++2m", "DPMPP_2M", "plms", "", "0", "1", "2", "8", "-1",
-    "1.5", "7.5", "-7.5", "nan", "NaN", "inf", "-inf", "1e39", "-1e39", "3.4028236e38", "1e-45",
-    "18446744073709551615", "18446744073709551616", "4294967296", "٣", "=", "2=3",
+    "ddim",
+    "euler_a",
+    "Euler a",
+    "dpm++2m",
+    "DPMPP_2M",
+    "plms",
+    "",
+    "0",
+    "1",
+    "2",
+    "8",
+    "-1",
+    "1.5",
+    "7.5",
+    "-7.5",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "1e39",
+    "-1e39",
+    "3.4028236e38",
+    "1e-45",
+    "18446744073709551615",
+    "18446744073709551616",
+    "4294967296",
+    "٣",
+    "=",
+    "2=3",
 ];
 
 fn setting() -> impl Strategy<Value = String> {
-    (proptest::sample::select(KEYS), proptest::sample::select(VALUES))
+    (
+        proptest::sample::select(KEYS),
+        proptest::sample::select(VALUES),
+    )
         .prop_map(|(k, v)| format!("{k}={v}"))
 }
 
 /// Whitespace, including kinds `split_whitespace` and `trim` know but a user does not
 /// see.
-const SPACES: &[&str] = &[" ", "  ", "\t", "\n", "\u{3000}", "\u{a0}", "\u{2028}", "\u{85}"];
+const SPACES: &[&str] = &[
+    " ", "  ", "\t", "\n", "\u{3000}", "\u{a0}", "\u{2028}", "\u{85}",
+];
 
 fn space() -> impl Strategy<Value = String> {
     proptest::sample::select(SPACES).prop_map(str::to_string)
@@ -202,15 +307,22 @@ fn valid_phase() -> impl Strategy<Value = String> {
         1 => Just("rest".to_string()),
     ];
     let value = prop_oneof![
-        proptest::sample::select(&Sampler::ALL[..]).prop_map(|s| format!("sampler={}", s.cli_name())),
+        proptest::sample::select(&Sampler::ALL[..])
+            .prop_map(|s| format!("sampler={}", s.cli_name())),
         (1usize..9).prop_map(|k| format!("k={k}")),
         (1usize..12).prop_map(|e| format!("every={e}")),
         (-5.0f32..15.0).prop_map(|g| format!("cfg={g}")),
-        proptest::sample::select(&["every=18446744073709551615", "k=18446744073709551615", "every=1000"][..]).prop_map(str::to_string),
+        proptest::sample::select(
+            &[
+                "every=18446744073709551615",
+                "k=18446744073709551615",
+                "every=1000"
+            ][..]
+        )
+        .prop_map(str::to_string),
     ];
-    (length, proptest::collection::vec(value, 0..4)).prop_map(|(l, v)| {
-        std::iter::once(l).chain(v).collect::<Vec<_>>().join(" ")
-    })
+    (length, proptest::collection::vec(value, 0..4))
+        .prop_map(|(l, v)| std::iter::once(l).chain(v).collect::<Vec<_>>().join(" "))
 }
 
 /// A schedule built from phases and separators (leading and trailing whitespace
@@ -218,7 +330,9 @@ fn valid_phase() -> impl Strategy<Value = String> {
 pub fn structured() -> impl Strategy<Value = String> {
     let valid = (
         proptest::collection::vec(valid_phase(), 1..4),
-        proptest::option::of(valid_phase().prop_map(|p| format!("rest{}", &p[p.find(' ').unwrap_or(p.len())..]))),
+        proptest::option::of(
+            valid_phase().prop_map(|p| format!("rest{}", &p[p.find(' ').unwrap_or(p.len())..])),
+        ),
     )
         .prop_map(|(mut phases, rest)| {
             phases.extend(rest);
@@ -241,30 +355,43 @@ pub fn any_schedule() -> impl Strategy<Value = String> {
 /// A schedule text is among the known bugs' kind (see `crate::KNOWN`).
 pub fn known_kind(text: &str) -> bool {
     // Offsets into the untrimmed text, echoed trimmed.
-    let caret = crate::known("schedule/leading-whitespace-rest")
-        && text.starts_with(char::is_whitespace);
+    let caret =
+        crate::known("schedule/leading-whitespace-rest") && text.starts_with(char::is_whitespace);
     caret || Schedule::parse(text).is_ok_and(|s| known_overflow(Some(&s), None, None))
 }
 
 /// A schedule (with the run's `--steps` and `--score-every`) whose phase arithmetic
 /// overflows in a known way: lengths that add up past `usize::MAX`, or a scoring
 /// interval so large that `start + every` does.
-pub fn known_overflow(schedule: Option<&Schedule>, steps: Option<usize>, every: Option<usize>) -> bool {
+pub fn known_overflow(
+    schedule: Option<&Schedule>,
+    steps: Option<usize>,
+    every: Option<usize>,
+) -> bool {
     let Some(schedule) = schedule else {
         return false;
     };
-    // Percentages add up to at most the run's steps (the default: 50).
-    let sum = schedule.phases.iter().try_fold(steps.unwrap_or(1000), |sum, p| match p.length {
-        Length::Steps(n) => sum.checked_add(n),
-        _ => Some(sum),
-    });
+    // Percentages add up to at most the run's steps (without `--steps`, the model's
+    // default: 50 for the bundled model, well below 1000).
+    let sum = schedule
+        .phases
+        .iter()
+        .try_fold(steps.unwrap_or(1000), |sum, p| match p.length {
+            Length::Steps(n) => sum.checked_add(n),
+            _ => Some(sum),
+        });
     let big = |e: &usize| *e > usize::MAX / 2;
+    // Without `--score-every` a phase scores every `steps / 4`: past 3/4 of usize::MAX
+    // steps, a late phase's start plus that overflows too.
     let huge_every = every.iter().any(big)
-        || schedule.phases.iter().any(|p| p.score_every.iter().any(big));
+        || steps.is_some_and(|n| n > usize::MAX / 4 * 3)
+        || schedule
+            .phases
+            .iter()
+            .any(|p| p.score_every.iter().any(big));
     let sum_known = crate::known("schedule/lengths-sum-overflow")
         || crate::known("schedule/percent-then-max-then-rest");
-    (sum_known && sum.is_none())
-        || (crate::known("schedule/every-max-second-phase") && huge_every)
+    (sum_known && sum.is_none()) || (crate::known("schedule/every-max-second-phase") && huge_every)
 }
 
 fn steps() -> impl Strategy<Value = Option<usize>> {
