@@ -17,10 +17,13 @@
 //!   makes the test say which entry to remove), and the generators skip inputs of
 //!   its kind while it is listed, so that the fuzzers look for new bugs.
 //! - **Generators** (proptest), structured and byte-level, one module per parser.
-//!   Each runs a few hundred cases by default so that this file takes seconds;
-//!   `EASEL_FUZZ_CASES=100000 cargo test --release --test fuzz` runs that many
-//!   cases per property. Shrunk failures are kept in `tests/fuzz/*.proptest-regressions`
-//!   and replayed first.
+//!   By default each runs a few hundred to a few thousand cases from a fixed seed
+//!   (the same inputs every run; the whole file takes a few seconds);
+//!   `EASEL_FUZZ_CASES=100000 cargo test --release --test fuzz` runs that many cases
+//!   per property from a random seed, a few minutes in all. Shrunk failures are kept in
+//!   `tests/fuzz/*.proptest-regressions` and replayed first. Building with
+//!   `CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true` (and another `--target-dir`) finds
+//!   arithmetic that wraps silently in a release build ([`When::OverflowChecks`]).
 //!
 //! Requests whose step counts would make `Request::check` allocate gigabytes (see
 //! [`harness::risky`]) are not run in this process, where an allocation failure

@@ -405,7 +405,7 @@ fn known_config(dir: &Path) -> bool {
 }
 
 proptest! {
-    #![proptest_config(harness::cases(150))]
+    #![proptest_config(harness::cases(300))]
 
     #[test]
     fn model_configs(

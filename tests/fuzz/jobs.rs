@@ -343,7 +343,7 @@ fn known_kind(text: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(harness::cases(400))]
+    #![proptest_config(harness::cases(1500))]
 
     #[test]
     fn sizes(text in size_text()) {

@@ -151,7 +151,7 @@ pub fn known_kind(_text: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(harness::cases(400))]
+    #![proptest_config(harness::cases(2000))]
 
     #[test]
     fn prompts(text in any_prompt()) {

@@ -168,7 +168,7 @@ pub fn known_kind(r: &Request) -> bool {
 }
 
 proptest! {
-    #![proptest_config(harness::cases(400))]
+    #![proptest_config(harness::cases(3000))]
 
     #[test]
     fn requests(request in any_request()) {

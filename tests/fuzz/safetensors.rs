@@ -249,7 +249,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 }
 
 proptest! {
-    #![proptest_config(harness::cases(300))]
+    #![proptest_config(harness::cases(600))]
 
     #[test]
     fn safetensors_files(

@@ -413,7 +413,7 @@ fn any_defaults() -> impl Strategy<Value = Defaults> {
 }
 
 proptest! {
-    #![proptest_config(harness::cases(300))]
+    #![proptest_config(harness::cases(3000))]
 
     #[test]
     fn schedules(text in any_schedule(), steps in steps(), d in any_defaults()) {
