@@ -146,6 +146,11 @@ pub const KNOWN: &[Known] = &[
         when: When::Always,
     },
     Known {
+        case: "config/tokenizer-max-length-huge",
+        bug: "tokenizer.rs: `model_max_length` is accepted up to 2^40; encode_padded then pads to it: 4294967296 allocates 32 GiB (the OOM killer ends the process)",
+        when: When::Always,
+    },
+    Known {
         case: "config/scheduler-not-utf8",
         bug: "schedulers/config.rs: SchedulerConfig::load maps a read error (not UTF-8, missing file) to Error::Io: exit 1, not 2",
         when: When::Always,

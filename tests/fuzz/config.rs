@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use easel::phases::{self, Defaults};
+use easel::tokenizer::ClipTokenizer;
 use easel::weights::Config;
 use easel::{PipelineConfig, Request, Schedule};
 use proptest::prelude::*;
@@ -30,6 +31,8 @@ pub const FILES: &[&str] = &[
     "scorer/config.json",
     "upscaler/config.json",
     "vae/config.json",
+    "tokenizer/tokenizer_config.json",
+    "tokenizer/special_tokens_map.json",
 ];
 
 /// A copy of a model folder: its small files copied, its weights linked.
@@ -120,8 +123,9 @@ fn requests() -> Vec<Request> {
 
 /// The property on the folder as it is: reading fails with a one-line exit-2 error,
 /// or the requests check without a panic (errors exit 2), and a request that checks
-/// has a finite step table and guidance.
-pub fn check_folder(dir: &Path) -> Verdict {
+/// has a finite step table and guidance; with `tokenizer` (its files were changed),
+/// the tokenizer loads or fails likewise.
+pub fn check_folder(dir: &Path, tokenizer: bool) -> Verdict {
     let config = match no_panic("PipelineConfig::read", || PipelineConfig::read(dir))? {
         Err(e) => return bad_input(&e, Layout::OneLine),
         Ok(c) => c,
@@ -134,6 +138,9 @@ pub fn check_folder(dir: &Path) -> Verdict {
             }
         }
     }
+    if tokenizer {
+        tokenizes(&dir.join("tokenizer"))?;
+    }
     for request in requests() {
         if harness::risky(&request, &config) {
             continue;
@@ -143,6 +150,40 @@ pub fn check_folder(dir: &Path) -> Verdict {
             Err(e) => bad_input(&e, Layout::Either)?,
             Ok(()) => settled(&request, &config)?,
         }
+    }
+    Ok(())
+}
+
+/// The longest context a tokenizer may pad to in-process.
+const MAX_CONTEXT: usize = 1 << 20;
+
+/// The folder's tokenizer (read by `Pipeline::load`, not by [`PipelineConfig::read`]):
+/// it fails with a one-line exit-2 error, or pads a prompt to its full length with the
+/// end-of-text token inside.
+fn tokenizes(dir: &Path) -> Verdict {
+    let tokenizer = match no_panic("ClipTokenizer::from_dir", || ClipTokenizer::from_dir(dir))? {
+        Err(e) => return bad_input(&e, Layout::OneLine),
+        Ok(t) => t,
+    };
+    // Padding allocates the whole context: refused here rather than tried (a
+    // context of 2^32 tokens is 32 GiB, and the OOM killer ends the test binary).
+    let context = tokenizer.model_max_length;
+    ensure!(
+        context <= MAX_CONTEXT,
+        "accepted model_max_length {context}: encode_padded would allocate {} bytes",
+        context.saturating_mul(8)
+    );
+    for text in ["a cat", &"apple ".repeat(100)] {
+        let e = no_panic("ClipTokenizer::encode_padded", || {
+            tokenizer.encode_padded(text)
+        })?;
+        ensure!(
+            e.input_ids.len() == e.attention_mask.len() && e.eos_position < e.input_ids.len(),
+            "{text:?}: {} ids, {} mask, EOS at {}",
+            e.input_ids.len(),
+            e.attention_mask.len(),
+            e.eos_position
+        );
     }
     Ok(())
 }
@@ -185,7 +226,10 @@ pub fn check_case(bytes: &[u8]) -> Verdict {
         other => return Err(format!("unknown base `{other}`")),
     };
     let folder = Folder::new(base);
-    folder.with_file(rel, &bytes[newline + 1..], || check_folder(folder.path()))
+    let tokenizer = rel.starts_with("tokenizer/");
+    folder.with_file(rel, &bytes[newline + 1..], || {
+        check_folder(folder.path(), tokenizer)
+    })
 }
 
 /// Values a config field should not hold, or holds at its edge.
@@ -376,8 +420,14 @@ fn known_bytes(rel: &str, bytes: &[u8]) -> bool {
 }
 
 /// A folder that reads is among the known bugs' kind (see `crate::KNOWN`).
-fn known_config(dir: &Path) -> bool {
+fn known_config(dir: &Path, tokenizer: bool) -> bool {
     use crate::known;
+    if tokenizer && known("config/tokenizer-max-length-huge") {
+        let read = harness::quietly(|| ClipTokenizer::from_dir(dir.join("tokenizer")));
+        if matches!(read, Ok(Ok(t)) if t.model_max_length > MAX_CONTEXT) {
+            return true;
+        }
+    }
     let Ok(Ok(c)) = harness::quietly(|| PipelineConfig::read(dir)) else {
         return false;
     };
@@ -427,10 +477,11 @@ proptest! {
         prop_assume!(!known_bytes(file, &bytes));
         let folder = folder(base).lock().unwrap_or_else(|e| e.into_inner());
         let verdict = folder.with_file(file, &bytes, || {
-            if known_config(folder.path()) {
+            let tokenizer = file.starts_with("tokenizer/");
+            if known_config(folder.path(), tokenizer) {
                 return None;
             }
-            Some(check_folder(folder.path()))
+            Some(check_folder(folder.path(), tokenizer))
         });
         prop_assume!(verdict.is_some());
         let verdict = verdict.unwrap();
