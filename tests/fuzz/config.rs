@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use easel::phases::{self, Defaults};
 use easel::tokenizer::ClipTokenizer;
-use easel::weights::Config;
+use easel::weights::Config as JsonConfig;
 use easel::{PipelineConfig, Request, Schedule};
 use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
 
 use crate::ensure;
@@ -133,7 +134,7 @@ pub fn check_folder(dir: &Path, tokenizer: bool) -> Verdict {
     for file in FILES {
         let path = dir.join(file);
         if path.is_file() {
-            if let Err(e) = no_panic("weights::Config::read", || Config::read(&path))? {
+            if let Err(e) = no_panic("weights::Config::read", || JsonConfig::read(&path))? {
                 bad_input(&e, Layout::OneLine)?;
             }
         }
@@ -400,18 +401,6 @@ fn original(base: Base, rel: &str) -> Option<(PathBuf, Vec<u8>)> {
     std::fs::read(&path).ok().map(|b| (path, b))
 }
 
-/// One folder per base for the whole run (a case changes one file and puts it back).
-fn folder(base: Base) -> &'static std::sync::Mutex<Folder> {
-    use std::sync::{Mutex, OnceLock};
-    static PIXEL: OnceLock<Mutex<Folder>> = OnceLock::new();
-    static LATENT: OnceLock<Mutex<Folder>> = OnceLock::new();
-    let cell = match base {
-        Base::Pixel => &PIXEL,
-        Base::Latent => &LATENT,
-    };
-    cell.get_or_init(|| Mutex::new(Folder::new(base)))
-}
-
 /// A mutated file is among the known bugs' kind (see `crate::KNOWN`) before it is read.
 fn known_bytes(rel: &str, bytes: &[u8]) -> bool {
     let scheduler = rel.starts_with("scheduler/");
@@ -454,20 +443,26 @@ fn known_config(dir: &Path, tokenizer: bool) -> bool {
             && c.unet.sample_size.is_some_and(|n| n > usize::MAX / 64))
 }
 
-proptest! {
-    #![proptest_config(harness::cases(300))]
-
-    #[test]
-    fn model_configs(
-        latent in any::<bool>(),
-        file in proptest::sample::select(FILES),
-        mutations in proptest::collection::vec(mutation(), 1..3),
-    ) {
+/// Mutated config files, each in a copy of its model folder: one copy per base for the
+/// whole run (a case changes one file and puts it back), removed at the end.
+#[test]
+fn model_configs() {
+    let folders = [Folder::new(Base::Pixel), Folder::new(Base::Latent)];
+    let config = Config {
+        source_file: Some(file!()),
+        ..harness::cases(300)
+    };
+    let cases = (
+        any::<bool>(),
+        proptest::sample::select(FILES),
+        proptest::collection::vec(mutation(), 1..3),
+    );
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&cases, |(latent, file, mutations)| {
         let base = if latent { Base::Latent } else { Base::Pixel };
-        let Some((_, bytes)) = original(base, file) else {
+        let Some((_, mut bytes)) = original(base, file) else {
             return Ok(()); // no such file in this base
         };
-        let mut bytes = bytes;
         for m in &mutations {
             if serde_json::from_slice::<Value>(&bytes).is_err() {
                 break;
@@ -475,16 +470,19 @@ proptest! {
             bytes = mutate(&bytes, m);
         }
         prop_assume!(!known_bytes(file, &bytes));
-        let folder = folder(base).lock().unwrap_or_else(|e| e.into_inner());
+        let folder = &folders[usize::from(latent)];
+        let tokenizer = file.starts_with("tokenizer/");
         let verdict = folder.with_file(file, &bytes, || {
-            let tokenizer = file.starts_with("tokenizer/");
             if known_config(folder.path(), tokenizer) {
                 return None;
             }
             Some(check_folder(folder.path(), tokenizer))
         });
         prop_assume!(verdict.is_some());
-        let verdict = verdict.unwrap();
-        harness::verdict_to_test(verdict.map_err(|e| format!("{file}: {e}")))?;
+        let verdict = verdict.unwrap().map_err(|e| format!("{file}: {e}"));
+        harness::verdict_to_test(verdict)
+    });
+    if let Err(e) = result {
+        panic!("{e}\n{runner}");
     }
 }
