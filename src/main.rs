@@ -109,8 +109,22 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("easel: {e}");
+            eprintln!("easel: {}", terminal_safe(&e.to_string()));
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// Control characters a user's text may carry into a message (ESC, NUL, CR)
+/// are shown escaped, so an error cannot drive the terminal; line feeds stay
+/// (a prompt error's caret block is three lines).
+fn terminal_safe(message: &str) -> String {
+    message
+        .chars()
+        .flat_map(|c| match c {
+            '\n' => vec!['\n'],
+            c if c.is_control() => c.escape_default().collect(),
+            c => vec![c],
+        })
+        .collect()
 }

@@ -107,6 +107,8 @@ impl std::str::FromStr for Schedule {
 
 impl Schedule {
     pub fn parse(text: &str) -> Result<Self> {
+        // Offsets (for carets) are into the trimmed text, the one errors echo.
+        let text = text.trim();
         let fail = |at: usize, message: String| {
             Error::BadInput(with_caret(&format!("--schedule: {message}"), text, at))
         };
@@ -280,7 +282,30 @@ pub fn step_table(
         }
     }
     let init = tables.first().map_or(1.0, |(_, t)| t.init_noise_sigma());
+    check_finite_table(config, &rows, init)?;
     Ok((rows, init))
+}
+
+/// A scheduler config can be valid field by field and still give a table
+/// that is not finite (betas of 0 make DDIM's variance 0/0; betas near 1 make
+/// ᾱ underflow): refuse it, naming the file, rather than render NaN.
+fn check_finite_table(
+    config: &SchedulerConfig,
+    rows: &[StepCoefficients],
+    init: f32,
+) -> Result<()> {
+    let bad = rows.iter().position(|r| {
+        let words: &[f32] = bytemuck::cast_slice(std::slice::from_ref(r));
+        words.iter().any(|v| !v.is_finite())
+    });
+    if bad.is_none() && init.is_finite() {
+        return Ok(());
+    }
+    let at = bad.map_or("the start noise".to_string(), |i| format!("step {}", i + 1));
+    Err(Error::model(
+        &config.path,
+        format!("the schedule's coefficients are not finite at {at}: check beta_start, beta_end and trained_betas"),
+    ))
 }
 
 type Parsed<T> = std::result::Result<T, (usize, String)>;

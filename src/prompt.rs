@@ -286,6 +286,11 @@ fn echo(prompt: &str, at: usize) -> (String, usize) {
         .map(shown)
         .map(|c| (c, c.width().unwrap_or(1)))
         .collect();
+    // A caret past the end (or inside a character) points at the end of it.
+    let mut at = at.min(prompt.len());
+    while !prompt.is_char_boundary(at) {
+        at -= 1;
+    }
     let caret = prompt[..at].chars().count();
     // Start late enough that the caret sits at most half the echo in.
     let mut first = 0;

@@ -352,8 +352,13 @@ fn check_phase(model: &PipelineConfig, phase: &Phase) -> Result<()> {
 /// turn every image black. Infinite thresholds mean "never stop early".
 fn check_finite_inputs(r: &Request, phases: &[Phase], prompts: &Prompts) -> Result<()> {
     let bad = |what: String| Err(Error::BadInput(format!("{what}: must be a finite number")));
-    if let Some(p) = phases.iter().find(|p| !p.guidance.is_finite()) {
-        return bad(format!("guidance {}", p.guidance));
+    // The flag itself too: a phase that sets its own `cfg=` leaves it unused.
+    let flag = r.guidance.into_iter();
+    if let Some(g) = flag
+        .chain(phases.iter().map(|p| p.guidance))
+        .find(|g| !g.is_finite())
+    {
+        return bad(format!("guidance {g}"));
     }
     if let Some(w) = prompts.weights.iter().find(|w| !w.is_finite()) {
         return bad(format!("sub-prompt weight {w} (after normalising, in f32)"));

@@ -48,6 +48,10 @@ const END_OF_WORD: &str = "</w>";
 /// transformers writes `int(1e30)` as model_max_length when a tokenizer has no limit.
 const UNSET_MAX_LENGTH: u64 = 1 << 40;
 
+/// The longest context accepted: every prompt is padded to `model_max_length`,
+/// so an absurd one would allocate gigabytes (CLIP text encoders use 77).
+const MAX_LENGTH: u64 = 1 << 16;
+
 /// Pieces cached before the cache is cleared (transformers' `tokenizers` caches 10,000).
 const CACHE_CAPACITY: usize = 10_000;
 
@@ -377,6 +381,10 @@ fn read_special_tokens(dir: &Path) -> Result<SpecialTokens> {
         if let Some(n) = json.get("model_max_length").and_then(|v| v.as_u64()) {
             if n < 2 {
                 let message = format!("model_max_length {n} leaves no room for BOS and EOS");
+                return Err(Error::model(&path, message));
+            }
+            if (MAX_LENGTH..UNSET_MAX_LENGTH).contains(&n) {
+                let message = format!("model_max_length {n}: at most {MAX_LENGTH} (CLIP uses 77)");
                 return Err(Error::model(&path, message));
             }
             if n < UNSET_MAX_LENGTH {

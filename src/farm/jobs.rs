@@ -54,11 +54,15 @@ pub struct Entry {
 pub fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
     let (w, h) = s
         .split_once(['x', 'X'])
-        .ok_or_else(|| format!("size `{s}`: expected WxH, e.g. 32x32"))?;
+        .ok_or_else(|| format!("size `{}`: expected WxH, e.g. 32x32", s.escape_debug()))?;
     let n = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("size `{s}`: `{v}` is not a size"))
+        v.trim().parse::<usize>().map_err(|_| {
+            format!(
+                "size `{}`: `{}` is not a size",
+                s.escape_debug(),
+                v.escape_debug()
+            )
+        })
     };
     Ok((n(w)?, n(h)?))
 }

@@ -354,9 +354,11 @@ fn numbers(raw: &Raw) -> Result<(usize, f64, f64, f64), String> {
         ));
     }
     let clip_sample_range = raw.clip_sample_range.unwrap_or(1.0);
-    if clip_sample_range.is_nan() || clip_sample_range <= 0.0 {
+    // The step table holds it as f32, where "no clipping" is f32::MAX.
+    if clip_sample_range.is_nan() || clip_sample_range <= 0.0 || clip_sample_range > f32::MAX as f64
+    {
         return Err(format!(
-            "clip_sample_range {clip_sample_range}: must be > 0"
+            "clip_sample_range {clip_sample_range}: must be > 0 and fit f32"
         ));
     }
     Ok((num_train_timesteps, beta_start, beta_end, clip_sample_range))

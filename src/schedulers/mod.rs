@@ -87,7 +87,8 @@ impl Sampler {
                 Ok(Sampler::DpmSolverMultistep)
             }
             _ => Err(crate::bad_input!(
-                "unknown sampler \"{name}\" (expected one of: ddim, euler_a, dpm++2m)"
+                "unknown sampler \"{}\" (expected one of: ddim, euler_a, dpm++2m)",
+                name.escape_debug()
             )),
         }
     }

@@ -166,12 +166,16 @@ fn describe_header_error(bytes: &[u8], e: &SafeTensorError) -> String {
 
 /// File size the header implies: 8 + header + the largest data end offset.
 fn declared_data_end(bytes: &[u8], header_len: usize) -> Option<usize> {
-    let header: Value = serde_json::from_slice(bytes.get(8..8 + header_len)?).ok()?;
+    let header: Value =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(header_len)?)?).ok()?;
     let end = header
         .as_object()?
         .values()
         .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
         .max()
         .unwrap_or(0);
-    Some(8 + header_len + end as usize)
+    // Offsets come from the file: add them without wrapping.
+    8usize
+        .checked_add(header_len)?
+        .checked_add(usize::try_from(end).ok()?)
 }
