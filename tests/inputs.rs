@@ -674,6 +674,15 @@ fn batch_refuses_a_model_folder_with_a_fifo() {
     );
 }
 
+/// `easel apple --model MODEL -o MODEL/out.png`: exit code, stderr, the output path.
+fn generate_on(model: &ModelCopy) -> (i32, String, PathBuf) {
+    let out = model.path().join("out.png");
+    let dir = model.path().to_str().unwrap();
+    let (code, stderr) =
+        easel_bounded(&["apple", "--model", dir, "-o", out.to_str().unwrap()], &[]);
+    (code, stderr, out)
+}
+
 /// Weight and tokenizer files are read only when they are regular files: a
 /// FIFO named like a checkpoint or a vocabulary used to block `generate` forever.
 #[test]
@@ -684,17 +693,7 @@ fn generate_refuses_weight_and_tokenizer_files_that_are_fifos() {
     ] {
         let model = ModelCopy::new("generate-fifo", &emoji_dir());
         model.fifo(rel);
-        let out = model.path().join("out.png");
-        let (code, stderr) = easel_bounded(
-            &[
-                "apple",
-                "--model",
-                model.path().to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        );
+        let (code, stderr, out) = generate_on(&model);
         assert_eq!(code, 2, "{rel}: {stderr}");
         assert!(
             stderr.contains(rel) && stderr.contains("not a regular file"),
@@ -710,17 +709,7 @@ fn generate_refuses_weight_and_tokenizer_files_that_are_fifos() {
 fn generate_refuses_a_dividing_zero_before_the_gpu() {
     let model = ModelCopy::new("generate-heads", &emoji_dir());
     model.edit("unet/config.json", "attention_head_dim", json!(0));
-    let out = model.path().join("out.png");
-    let (code, stderr) = easel_bounded(
-        &[
-            "apple",
-            "--model",
-            model.path().to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (code, stderr, out) = generate_on(&model);
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("unet/config.json: `attention_head_dim[0]` 0"),

@@ -191,13 +191,12 @@ impl UNet2DConditionConfig {
     }
 }
 
-/// A CLIP tower's sizes: heads divide the hidden size; `prefix` names the
-/// sub-config (`text_config.` in a `CLIPModel`).
+/// A CLIP tower's sizes `[hidden_size, intermediate_size, num_hidden_layers]`:
+/// heads divide the hidden size; `prefix` names the sub-config (`text_config.`
+/// in a `CLIPModel`).
 fn transformer(
     prefix: &str,
-    hidden: usize,
-    mlp: usize,
-    layers: usize,
+    [hidden, mlp, layers]: [usize; 3],
     heads: usize,
 ) -> Result<(), String> {
     within(&format!("{prefix}hidden_size"), hidden, WIDTHS)?;
@@ -210,14 +209,8 @@ fn transformer(
 }
 
 fn text_tower(c: &CLIPTextConfig, prefix: &str) -> Result<(), String> {
-    let (hidden, mlp) = (c.hidden_size, c.intermediate_size);
-    transformer(
-        prefix,
-        hidden,
-        mlp,
-        c.num_hidden_layers,
-        c.num_attention_heads,
-    )?;
+    let sizes = [c.hidden_size, c.intermediate_size, c.num_hidden_layers];
+    transformer(prefix, sizes, c.num_attention_heads)?;
     within(&format!("{prefix}vocab_size"), c.vocab_size, WIDTHS)?;
     let positions = c.max_position_embeddings;
     within(
@@ -229,14 +222,8 @@ fn text_tower(c: &CLIPTextConfig, prefix: &str) -> Result<(), String> {
 }
 
 fn vision_tower(c: &CLIPVisionConfig, prefix: &str) -> Result<(), String> {
-    let (hidden, mlp) = (c.hidden_size, c.intermediate_size);
-    transformer(
-        prefix,
-        hidden,
-        mlp,
-        c.num_hidden_layers,
-        c.num_attention_heads,
-    )?;
+    let sizes = [c.hidden_size, c.intermediate_size, c.num_hidden_layers];
+    transformer(prefix, sizes, c.num_attention_heads)?;
     within(&format!("{prefix}image_size"), c.image_size, SIDES)?;
     // A stride-p convolution cuts the image into (image_size / p)² patches.
     within(
