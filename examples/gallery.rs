@@ -55,7 +55,10 @@ fn main() -> Result<()> {
     let (sw, sh) = (COLUMNS * (w + GAP) + GAP, rows * (h + GAP) + GAP);
     let mut sheet = vec![255u8; sw * sh * 4];
     for (i, tile) in tiles.iter().enumerate() {
-        let (ox, oy) = (GAP + (i % COLUMNS) * (w + GAP), GAP + (i / COLUMNS) * (h + GAP));
+        let (ox, oy) = (
+            GAP + (i % COLUMNS) * (w + GAP),
+            GAP + (i / COLUMNS) * (h + GAP),
+        );
         for y in 0..h {
             let from = &tile.rgba[y * w * 4..(y + 1) * w * 4];
             let at = ((oy + y) * sw + ox) * 4;

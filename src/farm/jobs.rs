@@ -86,7 +86,7 @@ pub fn parse_jobs(text: &str, defaults: &Defaults, model: &JobModel) -> Vec<Entr
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(index, line)| Entry {
             index,
-            job: parse_job(line, defaults, model),
+            job: parse_job(line, defaults, model).map_err(|e| at_line(e, index + 1)),
         })
         .collect();
     fail_shared_outputs(&mut entries);
@@ -120,6 +120,15 @@ fn fail_shared_outputs(entries: &mut [Entry]) {
                 rest.join(", ")
             ));
         }
+    }
+}
+
+/// serde_json places its errors on "line 1" of the one line it was given:
+/// say the job file's line instead.
+fn at_line(message: String, line: usize) -> String {
+    match message.rsplit_once(" at line 1 column ") {
+        Some((what, column)) => format!("{what} at line {line} column {column}"),
+        None => message,
     }
 }
 
@@ -293,6 +302,14 @@ mod tests {
         };
         assert_eq!(stable_name(&r, "m"), "x-ea3fb751b3ea4f33.png");
         assert_ne!(stable_name(&r, "other-model"), stable_name(&r, "m"));
+    }
+
+    #[test]
+    fn json_errors_cite_the_job_file_line() {
+        let text = "{\"prompt\": \"a\"}\n\n{\"prompt\": 3}\n";
+        let entries = parse_jobs(text, &defaults(), &model());
+        let e = entries[1].job.as_ref().unwrap_err();
+        assert!(e.contains("at line 3 column"), "{e}");
     }
 
     #[test]
