@@ -61,10 +61,11 @@ pub(crate) fn run(
     let plan = cached.as_ref().expect("planned above");
     load(ctx, pipeline, plan, &prompts, request.seed, certainty)?;
     let (bytes, rounds) = execute(ctx, plan, request)?;
-    if let Some(path) = &request.trace {
-        crate::trace::write(path, &rounds, [plan.s.height, plan.s.width], plan.s.prompts)?;
-    }
     let mut image = finish(pipeline, plan, request, &bytes, prompts)?;
+    if let Some(path) = &request.trace {
+        let (size, p) = ([plan.s.height, plan.s.width], plan.s.prompts);
+        crate::trace::write(path, &rounds, size, p, &image.parameters)?;
+    }
     if request.keep_rounds {
         image.rounds = rounds;
     }

@@ -1,14 +1,17 @@
 //! `--trace`: a contact sheet of every scoring round, to see what the check
-//! output process chose and why. One row per round, one tile per candidate
-//! (2x nearest), the winner framed in green, and under each tile one bar per
-//! sub-prompt and one (black) for the weighted total: length ~ cosine in
-//! [-1, 1], centre = 0.
+//! output process chose and why (`--trace`s legend: [`LEGEND`]). One row per round, labelled at the left with
+//! the step it followed; one tile per candidate (2x nearest), the winner framed
+//! in green; under each tile one bar per sub-prompt and one (black) for the
+//! weighted total (length ~ cosine in [-1, 1], centre = 0), then the weighted
+//! total as a number. The PNG's `parameters` chunk carries the run's
+//! parameters and this legend.
 
 use std::path::Path;
 
 use ::image::{Rgb, RgbImage};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::output::{encode_png, write_atomic, Parameters};
 use crate::request::Round;
 
 const SCALE: usize = 2;
@@ -17,6 +20,18 @@ const BAR: usize = 3;
 const WINNER: Rgb<u8> = Rgb([0, 170, 0]);
 const TOTAL: Rgb<u8> = Rgb([0, 0, 0]);
 const SUB_PROMPT: Rgb<u8> = Rgb([60, 90, 200]);
+/// Digits are drawn 3x5, scaled by this (by 1 where a tile is too narrow for
+/// six characters), with one scaled pixel between them.
+const TEXT: usize = 2;
+const GLYPH_W: usize = 4 * TEXT;
+const LINE: usize = 6 * TEXT;
+/// The row label's column: room for a four-digit step.
+const LABEL_W: usize = 4 * GLYPH_W + PAD;
+
+/// What the sheet shows, for the PNG's metadata.
+pub const LEGEND: &str = "trace: one row per scoring round (the step at the left), one tile per \
+candidate (the winner framed in green); bars: cosine to each sub-prompt (blue) and the weighted \
+total (black), whose value is printed under them";
 
 /// The geometry of one sheet: images of `[h, w]`, `prompts` sub-prompts.
 struct Sheet {
@@ -26,11 +41,19 @@ struct Sheet {
     prompts: usize,
     /// A tile's width, padding included.
     tw: usize,
+    /// The scale of the numbers under the tiles.
+    text: usize,
 }
 
 /// Draw `rounds` (images `[K, 3, h, w]` in [-1, 1]) and write the sheet to `path`
-/// as PNG, atomically.
-pub fn write(path: &Path, rounds: &[Round], [h, w]: [usize; 2], prompts: usize) -> Result<()> {
+/// as PNG, atomically, with the run's `parameters` (and [`LEGEND`]).
+pub fn write(
+    path: &Path,
+    rounds: &[Round],
+    [h, w]: [usize; 2],
+    prompts: usize,
+    parameters: &Parameters,
+) -> Result<()> {
     let k = rounds
         .iter()
         .map(|r| r.scores.len() / (prompts + 1))
@@ -38,10 +61,10 @@ pub fn write(path: &Path, rounds: &[Round], [h, w]: [usize; 2], prompts: usize) 
         .unwrap_or(1);
     let (tw, th) = (
         w * SCALE + 2 * PAD,
-        h * SCALE + 2 * PAD + (prompts + 1) * (BAR + 1),
+        h * SCALE + 2 * PAD + (prompts + 1) * (BAR + 1) + LINE,
     );
     let image = RgbImage::from_pixel(
-        (k * tw) as u32,
+        (LABEL_W + k * tw) as u32,
         (rounds.len() * th).max(1) as u32,
         Rgb([255, 255, 255]),
     );
@@ -51,10 +74,12 @@ pub fn write(path: &Path, rounds: &[Round], [h, w]: [usize; 2], prompts: usize) 
         w,
         prompts,
         tw,
+        text: if tw >= 6 * GLYPH_W + 2 * PAD { TEXT } else { 1 },
     };
     for (row, round) in rounds.iter().enumerate() {
+        sheet.text((0, row * th + PAD), &(round.step + 1).to_string(), TEXT);
         for c in 0..round.scores.len() / (prompts + 1) {
-            let origin = (c * tw, row * th);
+            let origin = (LABEL_W + c * tw, row * th);
             if c == round.winner {
                 sheet.frame(origin);
             }
@@ -65,21 +90,24 @@ pub fn write(path: &Path, rounds: &[Round], [h, w]: [usize; 2], prompts: usize) 
             );
         }
     }
-    let mut bytes = Vec::new();
-    sheet
+    let (sw, sh) = (sheet.image.width() as usize, sheet.image.height() as usize);
+    let rgba: Vec<u8> = sheet
         .image
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            ::image::ImageFormat::Png,
-        )
-        .map_err(|e| Error::Gpu(format!("trace: {e}")))?;
-    crate::output::write_atomic(path, &bytes)
+        .pixels()
+        .flat_map(|p| [p[0], p[1], p[2], 255])
+        .collect();
+    let parameters = Parameters {
+        prompt: format!("{}\n{LEGEND}", parameters.prompt),
+        ..parameters.clone()
+    };
+    write_atomic(path, &encode_png(&rgba, sw, sh, &parameters)?)
 }
 
 impl Sheet {
     fn fill(&mut self, xs: std::ops::Range<usize>, ys: std::ops::Range<usize>, colour: Rgb<u8>) {
-        for y in ys {
-            for x in xs.clone() {
+        let (w, h) = (self.image.width() as usize, self.image.height() as usize);
+        for y in ys.start.min(h)..ys.end.min(h) {
+            for x in xs.start.min(w)..xs.end.min(w) {
                 self.image.put_pixel(x as u32, y as u32, colour);
             }
         }
@@ -123,5 +151,42 @@ impl Sheet {
             let y0 = oy + h * SCALE + 2 * PAD + j * (BAR + 1);
             self.fill(from..to + 1, y0..y0 + BAR, colour);
         }
+        let total = row.last().copied().unwrap_or(0.0);
+        let y = oy + h * SCALE + 2 * PAD + row.len() * (BAR + 1) + TEXT;
+        self.text((ox + PAD, y), &format!("{total:.3}"), self.text);
     }
+
+    /// `text` (digits, `.` and `-`) from `(x, y)`, in the 3x5 font at `scale`.
+    fn text(&mut self, (x, y): (usize, usize), text: &str, scale: usize) {
+        for (i, c) in text.chars().enumerate() {
+            let Some(rows) = glyph(c) else { continue };
+            for (r, bits) in rows.iter().enumerate() {
+                for col in 0..3 {
+                    if bits & (4 >> col) != 0 {
+                        let (px, py) = (x + (4 * i + col) * scale, y + r * scale);
+                        self.fill(px..px + scale, py..py + scale, TOTAL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A 3x5 glyph, one row of 3 bits (most significant = left) per line.
+fn glyph(c: char) -> Option<[u8; 5]> {
+    Some(match c {
+        '0' => [7, 5, 5, 5, 7],
+        '1' => [2, 6, 2, 2, 7],
+        '2' => [7, 1, 7, 4, 7],
+        '3' => [7, 1, 7, 1, 7],
+        '4' => [5, 5, 7, 1, 1],
+        '5' => [7, 4, 7, 1, 7],
+        '6' => [7, 4, 7, 5, 7],
+        '7' => [7, 1, 1, 1, 1],
+        '8' => [7, 5, 7, 5, 7],
+        '9' => [7, 5, 7, 1, 7],
+        '.' => [0, 0, 0, 0, 2],
+        '-' => [0, 0, 7, 0, 0],
+        _ => return None,
+    })
 }

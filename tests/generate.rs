@@ -465,7 +465,19 @@ fn trace_writes_a_contact_sheet_of_every_round() {
     // 3 rounds (after steps 2, 4, 6), each reading x0, scores and the choice.
     assert_eq!(engine.ctx.readback_count() - before, 1 + 3 * 3);
     let sheet = image::open(dir.path().join("trace.png")).unwrap();
-    // 3 candidates of 16 px at 2x with 4 px padding; 3 rows.
-    assert_eq!(sheet.width(), 3 * (32 + 8));
-    assert_eq!(sheet.height(), 3 * (32 + 8 + 2 * 4));
+    // A 36 px label column, 3 candidates of 16 px at 2x with 4 px padding; 3 rows,
+    // each with 2 bars of 4 px and a 12 px line for the total's value.
+    assert_eq!(sheet.width(), 36 + 3 * (32 + 8));
+    assert_eq!(sheet.height(), 3 * (32 + 8 + 2 * 4 + 12));
+    // The sheet carries the run's parameters and its legend.
+    let file = std::fs::File::open(dir.path().join("trace.png")).unwrap();
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let text = &reader.info().uncompressed_latin1_text[0].text;
+    assert!(
+        text.starts_with("red apple\ntrace: one row per scoring round"),
+        "{text}"
+    );
+    assert!(text.contains("Seed: 9"), "{text}");
 }
