@@ -1,5 +1,5 @@
 //! `--trace`: a contact sheet of every scoring round, to see what the check
-//! output process chose and why (`--trace`s legend: [`LEGEND`]). One row per round, labelled at the left with
+//! output process chose and why. One row per round, labelled at the left with
 //! the step it followed; one tile per candidate (2x nearest), the winner framed
 //! in green; under each tile one bar per sub-prompt and one (black) for the
 //! weighted total (length ~ cosine in [-1, 1], centre = 0), then the weighted
