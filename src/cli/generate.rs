@@ -19,8 +19,9 @@ pub struct GenerateArgs {
     /// link), or `-` for standard output (then nothing is written to disk).
     #[arg(short, long, default_value = "easel.png")]
     pub output: PathBuf,
-    /// Also write a contact sheet of every scoring round (candidates, score bars per
-    /// sub-prompt and total, winner framed in green) to this PNG.
+    /// Also write a contact sheet of every scoring round to this PNG (a row per round,
+    /// its step at the left; candidates with score bars per sub-prompt and total, the
+    /// total's value, the winner framed in green).
     #[arg(long)]
     pub trace: Option<PathBuf>,
     /// No progress on stderr.
