@@ -10,14 +10,6 @@ use std::process::{Command, Output};
 
 use common::files::TempDir;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn shipped() -> PathBuf {
-    root().join("weights/easel-emoji")
-}
-
 /// The tiny pixel pipeline of tests/golden (fast to load, not the default model).
 fn tiny() -> PathBuf {
     common::files::tiny_pipeline().to_path_buf()
@@ -49,38 +41,6 @@ fn easel_in(cwd: &Path, home: &Path, args: &[&str], env: &[(&str, &Path)]) -> Ou
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Every file under `dir`, `/`-separated and relative to it, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).unwrap();
-                let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
-                out.push(parts.join("/"));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
-
-/// `dir` holds exactly the files of weights/easel-emoji, byte for byte.
-fn assert_same_as_shipped(dir: &Path) {
-    assert_eq!(listing(dir), listing(&shipped()), "{}", dir.display());
-    for rel in listing(dir) {
-        let got = std::fs::read(dir.join(&rel)).unwrap();
-        assert!(
-            got == std::fs::read(shipped().join(&rel)).unwrap(),
-            "{rel} differs"
-        );
-    }
 }
 
 #[test]
@@ -129,6 +89,46 @@ fn easel_model_names_the_model_and_model_flag_wins() {
 mod embedded {
     use super::*;
     use easel::model_dir::embedded;
+
+    fn root() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn shipped() -> PathBuf {
+        root().join("weights/easel-emoji")
+    }
+
+    /// Every file under `dir`, `/`-separated and relative to it, sorted.
+    fn listing(dir: &Path) -> Vec<String> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(root, &path, out);
+                } else {
+                    let rel = path.strip_prefix(root).unwrap();
+                    let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
+                    out.push(parts.join("/"));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    /// `dir` holds exactly the files of weights/easel-emoji, byte for byte.
+    fn assert_same_as_shipped(dir: &Path) {
+        assert_eq!(listing(dir), listing(&shipped()), "{}", dir.display());
+        for rel in listing(dir) {
+            let got = std::fs::read(dir.join(&rel)).unwrap();
+            assert!(
+                got == std::fs::read(shipped().join(&rel)).unwrap(),
+                "{rel} differs"
+            );
+        }
+    }
 
     /// The folder a run extracts the default model to under `home`.
     fn extracted_dir(home: &Path) -> PathBuf {
