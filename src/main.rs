@@ -85,9 +85,8 @@ enum Command {
     /// tensor's dtype and shape, totals) or say exactly what is wrong with it. Opens no GPU.
     Inspect {
         /// A model folder in the Hugging Face layout, one component folder, or a
-        /// .safetensors file.
-        #[arg(default_value = cli::inspect::DEFAULT_MODEL)]
-        path: PathBuf,
+        /// .safetensors file; default: EASEL_MODEL, else the model built into easel.
+        path: Option<PathBuf>,
     },
 }
 
@@ -104,7 +103,7 @@ fn main() -> ExitCode {
         Some(Command::Batch { args, adapter }) => cli::batch::run(&args, &adapter.options()),
         Some(Command::Bench { args, adapter }) => done(cli::bench::run(&args, &adapter.options())),
         Some(Command::Devices { adapter }) => done(cli::devices::run(&adapter.options())),
-        Some(Command::Inspect { path }) => done(cli::inspect::run(&path)),
+        Some(Command::Inspect { path }) => done(cli::inspect::run(path.as_deref())),
     };
     match result {
         Ok(code) => ExitCode::from(code),

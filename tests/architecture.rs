@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["error"],
     &["gpu"],
     &["ops"],
-    &["weights", "tokenizer", "prompt", "output"],
+    &["weights", "tokenizer", "prompt", "output", "model_dir"],
     &["models", "schedulers"],
     &["phases"],
     &["request", "postprocess", "trace", "search"],

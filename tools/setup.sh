@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Prepare a Debian/Ubuntu machine to build and run easel: a C linker, a Vulkan
 # loader and driver if there is none, and a Rust toolchain (>= 1.87, with
-# rustfmt and clippy). Safe to run again: it only installs what is missing.
+# rustfmt and clippy); then build easel (release) and link it into /usr/local/bin,
+# so `easel "red apple"` works from any folder (the default model is built into
+# the executable). Safe to run again: it only installs what is missing, and the
+# build is cargo's incremental one.
 #
 # Mesa's lavapipe (in mesa-vulkan-drivers) is a software Vulkan driver, so easel
 # runs on machines without a GPU. Run as root, or as a user with sudo.
@@ -70,3 +73,16 @@ if ! PATH=$caller_path command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bi
   echo "setup: linked ~/.cargo/bin/{cargo,rustc,...} into /usr/local/bin" >&2
 fi
 echo "setup: $(cargo --version); Vulkan ICD manifests: $(echo "$icds" | xargs -n1 basename 2>/dev/null | xargs)" >&2
+
+# easel itself: the release build that `cargo run --release` and `cargo test --release`
+# reuse, linked (not copied) into /usr/local/bin so later builds update it. The
+# executable is self-contained: copy target/release/easel to deploy it elsewhere.
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+cargo build --release
+target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+easel_bin=${target:-$repo/target}/release/easel
+if [ "$(readlink /usr/local/bin/easel 2>/dev/null || true)" != "$easel_bin" ]; then
+  $sudo ln -sf "$easel_bin" /usr/local/bin/easel
+fi
+echo "setup: /usr/local/bin/easel -> $easel_bin" >&2

@@ -55,8 +55,9 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     })?;
     // A bad model folder fails before any job is touched; every job is checked
     // against its configs, without the GPU.
-    let config = PipelineConfig::read(&args.render.model)?;
-    let key = farm::model_key(&args.render.model)?;
+    let model_dir = args.render.model_dir()?;
+    let config = PipelineConfig::read(&model_dir)?;
+    let key = farm::model_key(&model_dir)?;
     let defaults = args.render.request(String::new())?;
     let model = JobModel {
         config: &config,

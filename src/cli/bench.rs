@@ -54,8 +54,9 @@ pub enum What {
     },
     /// Forward time of each model of a pipeline folder (as tools/bench_torch.py).
     Models {
-        #[arg(long, default_value = super::inspect::DEFAULT_MODEL)]
-        model: PathBuf,
+        /// Model folder; default: EASEL_MODEL, else the model built into easel.
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Batch sizes, comma-separated.
         #[arg(long, default_value = "1,4,8")]
         batches: String,
@@ -64,8 +65,9 @@ pub enum What {
     },
     /// The whole loop through Engine::generate for several K and sizes, with phases.
     Generate {
-        #[arg(long, default_value = super::inspect::DEFAULT_MODEL)]
-        model: PathBuf,
+        /// Model folder; default: EASEL_MODEL, else the model built into easel.
+        #[arg(long)]
+        model: Option<PathBuf>,
         #[arg(long, default_value = "red apple")]
         prompt: String,
         #[arg(long, default_value_t = 0)]
@@ -113,7 +115,8 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
                 steps: *steps,
                 runs: *runs,
             };
-            generate(args, adapter, model, &opts, plot.as_deref())?
+            let model = easel::model_dir::resolve(model.as_deref())?;
+            generate(args, adapter, &model, &opts, plot.as_deref())?
         }
         What::Peak { quick } => peak(args, adapter, *quick)?,
         What::Kernels {
@@ -134,7 +137,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
             filter,
         } => {
             let opts = ModelOptions {
-                model: model.clone(),
+                model: easel::model_dir::resolve(model.as_deref())?,
                 batches: parse_counts("--batches", batches)?,
                 filter: filter.clone(),
             };

@@ -42,7 +42,7 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
         ..args.render.request(prompt)?
     };
     // Bad input fails before the GPU is touched, and leaves no file behind.
-    let model = PipelineConfig::read(&args.render.model)?;
+    let model = PipelineConfig::read(&args.render.model_dir()?)?;
     request.check(&model)?;
     let to_stdout = args.output.as_os_str() == "-";
     check_outputs(args, to_stdout)?;

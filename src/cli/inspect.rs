@@ -12,9 +12,6 @@ use easel::weights::{self, Config, SafetensorsFile, TEXT_MODEL_PREFIX};
 use easel::{Error, Result};
 use serde_json::Value;
 
-/// The model `easel` uses when none is given.
-pub const DEFAULT_MODEL: &str = "weights/easel-emoji";
-
 /// Longest config value shown before it is cut.
 const VALUE_WIDTH: usize = 60;
 
@@ -51,7 +48,10 @@ struct Report {
     problems: Vec<Error>,
 }
 
-pub fn run(path: &Path) -> Result<()> {
+/// Inspect `path`, or the model easel loads when none is named
+/// (`easel::model_dir::resolve`).
+pub fn run(path: Option<&Path>) -> Result<()> {
+    let path = &easel::model_dir::resolve(path)?;
     if !path.exists() {
         return Err(Error::model(path, "no such file or folder"));
     }

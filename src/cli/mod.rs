@@ -66,12 +66,19 @@ pub struct RenderArgs {
     /// (README, "Schedules").
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Model folder (diffusers layout).
-    #[arg(long, default_value = inspect::DEFAULT_MODEL)]
-    pub model: std::path::PathBuf,
+    /// Model folder (diffusers layout); default: EASEL_MODEL, else the model built
+    /// into easel.
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
 }
 
 impl RenderArgs {
+    /// The model folder to load: `--model`, else `EASEL_MODEL`, else the default
+    /// model (`easel::model_dir::resolve`).
+    pub fn model_dir(&self) -> easel::Result<std::path::PathBuf> {
+        easel::model_dir::resolve(self.model.as_deref())
+    }
+
     /// The request these options describe; fails on a malformed `--schedule`.
     pub fn request(&self, prompt: String) -> easel::Result<easel::Request> {
         let schedule = match &self.schedule {
