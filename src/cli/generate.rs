@@ -43,6 +43,7 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     // Bad input fails before the GPU is touched, and leaves no file behind.
     let model = PipelineConfig::read(&args.render.model)?;
     request.check(&model)?;
+    let model_default_steps = model.settings.default_steps;
     let to_stdout = args.output.as_os_str() == "-";
     check_outputs(args, to_stdout)?;
     let engine = Engine::load(Context::new(adapter)?, model)?;
@@ -59,7 +60,8 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
         args.output.display().to_string()
     };
     if args.json {
-        println!("{}", summary(&args.output, &image));
+        let steps_asked = steps_asked(&request, model_default_steps);
+        println!("{}", summary(&args.output, &request, steps_asked, &image));
     } else if !args.quiet {
         eprintln!(
             "easel: wrote {wrote} ({}x{}, {} steps{}, {:.1} s)",
@@ -115,25 +117,72 @@ fn check_outputs(args: &GenerateArgs, to_stdout: bool) -> Result<()> {
     Ok(())
 }
 
-/// The `--json` line. `scores` is a list, one `{"prompt", "score"}` per sub-prompt in
-/// the prompt's order: sub-prompts may repeat (`cat:: cat::`), and a map keyed by
-/// their text would keep one of them.
-fn summary(path: &Path, image: &easel::Image) -> serde_json::Value {
+/// The run's length as asked: `--steps`, else `--schedule`'s counted steps, else
+/// the model's default (as `Request::check` settles it).
+fn steps_asked(request: &Request, default_steps: usize) -> usize {
+    match &request.schedule {
+        Some(schedule) => schedule.total_steps(request.steps, default_steps),
+        None => request.steps.unwrap_or(default_steps),
+    }
+}
+
+/// The `--json` line: every parameter that produced the image. `sub_prompts` is a
+/// list, one `{"prompt", "weight", "score"}` per sub-prompt in the prompt's order:
+/// sub-prompts may repeat (`cat:: cat::`), and a map keyed by their text would keep
+/// one of them. `scores` is the same list without weights (the earlier shape).
+fn summary(
+    path: &Path,
+    request: &Request,
+    steps_asked: usize,
+    image: &easel::Image,
+) -> serde_json::Value {
+    let p = &image.parameters;
+    // The prompt parsed when the request was checked; the weights as written.
+    let weights: Vec<f64> = easel::prompt::parse(&request.prompt)
+        .map(|m| m.parts.iter().map(|part| part.weight).collect())
+        .unwrap_or_default();
     let scores: Vec<serde_json::Value> = image
         .sub_prompts
         .iter()
         .zip(&image.scores)
         .map(|(p, s)| serde_json::json!({"prompt": p, "score": s}))
         .collect();
+    let sub_prompts: Vec<serde_json::Value> = image
+        .sub_prompts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            serde_json::json!({
+                "prompt": text,
+                "weight": weights.get(i),
+                "score": image.scores.get(i),
+            })
+        })
+        .collect();
+    let sampler = easel::schedulers::Sampler::parse(&p.sampler).ok();
+    let upscale = request.upscale.max(1);
     serde_json::json!({
         "file": path.display().to_string(),
-        "seed": image.parameters.seed,
-        "steps": image.steps_run,
-        "stopped_early": image.stopped_early,
+        "prompt": request.prompt,
+        "sub_prompts": sub_prompts,
         "scores": scores,
         "score": image.scores.last(),
+        "seed": p.seed,
+        "sampler": sampler.map(|s| s.cli_name()),
+        "sampler_a1111": p.sampler,
+        "guidance": p.guidance,
+        "steps": image.steps_run,
+        "steps_asked": steps_asked,
+        "steps_run": image.steps_run,
+        "stopped_early": image.stopped_early,
+        "candidates": p.candidates,
         "width": image.width,
         "height": image.height,
+        "denoised_width": image.width / upscale,
+        "denoised_height": image.height / upscale,
+        "upscale": request.upscale,
+        "schedule": p.schedule,
+        "model": p.model,
         "seconds": image.seconds,
     })
 }
