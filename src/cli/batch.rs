@@ -44,6 +44,13 @@ pub struct BatchArgs {
 
 /// Run the batch; `Ok` carries the exit code of a batch that ran.
 pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
+    if args.render.seed == super::Seed::Random {
+        return Err(Error::BadInput(
+            "--seed random: a batch names and resumes its outputs by their parameters; \
+             give each job line its own \"seed\""
+                .into(),
+        ));
+    }
     let shard = Shard::from_env(args.shard.as_deref(), args.shards, |name| {
         std::env::var(name).ok()
     })?;

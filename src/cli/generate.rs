@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use easel::gpu::{AdapterOptions, Context};
-use easel::output::{check_writable, encode_png, same_file, write_atomic};
+use easel::output::{check_png_name, check_writable, encode_png, same_file, write_atomic};
 use easel::{Engine, Error, PipelineConfig, Request, Result};
 
 #[derive(Args, Clone, Debug)]
@@ -44,6 +44,9 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     let model = PipelineConfig::read(&args.render.model)?;
     request.check(&model)?;
     let model_default_steps = model.settings.default_steps;
+    if args.render.seed == super::Seed::Random && !args.quiet {
+        eprintln!("easel: seed {}", request.seed);
+    }
     let to_stdout = args.output.as_os_str() == "-";
     check_outputs(args, to_stdout)?;
     let engine = Engine::load(Context::new(adapter)?, model)?;
@@ -96,6 +99,7 @@ fn check_outputs(args: &GenerateArgs, to_stdout: bool) -> Result<()> {
             ));
         }
     } else {
+        check_png_name("-o", &args.output)?;
         check_writable(&args.output)?;
     }
     let Some(trace) = &args.trace else {
@@ -106,6 +110,7 @@ fn check_outputs(args: &GenerateArgs, to_stdout: bool) -> Result<()> {
             "--trace -: the contact sheet is written to a file; name one".into(),
         ));
     }
+    check_png_name("--trace", trace)?;
     check_writable(trace)?;
     if !to_stdout && same_file(trace, &args.output) {
         return Err(Error::BadInput(format!(
