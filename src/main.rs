@@ -96,8 +96,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `generate --json` reports a failure as JSON on stdout too.
     let json = match &cli.command {
-        None => cli.generate.json,
-        Some(Command::Generate { args, .. }) => args.json,
+        None => cli.generate.errors_as_json(),
+        Some(Command::Generate { args, .. }) => args.errors_as_json(),
         Some(_) => false,
     };
     let done = |r: easel::Result<()>| r.map(|()| 0);

@@ -14,6 +14,8 @@ use easel::gpu::{AdapterOptions, Context};
 use easel::{Engine, Error, PipelineConfig, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use super::progress::BatchBar;
+
 #[derive(Args, Clone, Debug)]
 pub struct BatchArgs {
     /// JSON Lines, one job per line: {"prompt": ..., "seed", "size": "WxH", "steps",
@@ -71,15 +73,19 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     };
     let entries = farm::parse_jobs(&text, &defaults, &model);
 
+    let bar = BatchBar::new(super::progress::drawn(args.quiet));
     let batch = Batch {
         out_dir: &args.out,
         shard,
-        progress: !args.quiet,
+        report: (!args.quiet).then_some(&bar as &dyn farm::Report),
         stop: stop_on_signals(),
     };
     let summary = farm::run(&entries, &batch, || {
+        bar.set_message("loading the model");
         Engine::load(Context::new(adapter)?, config.clone())
-    })?;
+    });
+    bar.clear();
+    let summary = summary?;
     if args.json {
         println!(
             "{}",

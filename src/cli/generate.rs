@@ -3,10 +3,12 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
 use easel::gpu::{AdapterOptions, Context};
 use easel::output::{check_png_name, check_writable, encode_png, same_file, write_atomic};
+use easel::request::Progress;
 use easel::{Engine, Error, PipelineConfig, Request, Result};
 
 #[derive(Args, Clone, Debug)]
@@ -31,12 +33,21 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
+impl GenerateArgs {
+    /// A failure is printed as `{"error", "exit_code"}` on stdout too: with `--json`,
+    /// unless `-o -` gives standard output to the PNG alone.
+    pub fn errors_as_json(&self) -> bool {
+        self.json && self.output.as_os_str() != "-"
+    }
+}
+
 pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     let prompt = args.prompt.clone().ok_or_else(|| {
         Error::BadInput("no prompt: easel \"a red apple\" -o apple.png (see --help)".into())
     })?;
+    let drawn = super::progress::drawn(args.quiet);
     let request = Request {
-        progress: !args.quiet,
+        progress: drawn.then(|| Arc::new(super::progress::StepBar::new()) as Arc<dyn Progress>),
         trace: args.trace.clone(),
         ..args.render.request(prompt)?
     };
@@ -49,7 +60,9 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     }
     let to_stdout = args.output.as_os_str() == "-";
     check_outputs(args, to_stdout)?;
+    let loading = super::progress::spinner(drawn, "loading the model");
     let engine = Engine::load(Context::new(adapter)?, model)?;
+    loading.finish_and_clear();
     let image = engine.generate(&request)?;
     let png = encode_png(&image.rgba, image.width, image.height, &image.parameters)?;
     let wrote = if to_stdout {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod devices;
 pub mod generate;
 pub mod inspect;
+pub mod progress;
 
 /// Keep Mesa's device-select Vulkan layer from printing
 /// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." on headless
