@@ -8,7 +8,7 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use indicatif::{ProgressBar, ProgressFinish, ProgressState, ProgressStyle};
 
 /// Bars and spinners are drawn only for a person: not with `-q`, and only when
 /// stderr is a terminal.
@@ -16,13 +16,15 @@ pub fn drawn(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
 }
 
-/// A spinner saying `message` until dropped (`finish_and_clear`), or nothing when
-/// not `drawn`.
+/// A spinner saying `message` until finished or dropped (then cleared, so an error
+/// message that follows starts a clean line), or nothing when not `drawn`.
 pub fn spinner(drawn: bool, message: &'static str) -> ProgressBar {
     if !drawn {
         return ProgressBar::hidden();
     }
-    let spinner = ProgressBar::new_spinner().with_message(message);
+    let spinner = ProgressBar::new_spinner()
+        .with_message(message)
+        .with_finish(ProgressFinish::AndClear);
     spinner.set_style(
         ProgressStyle::with_template("easel: {spinner} {msg} ({elapsed})").expect("template"),
     );
@@ -42,7 +44,12 @@ impl StepBar {
                     let _ = write!(w, "{:.2} it/s", state.per_sec());
                 })
                 .progress_chars("=> ");
-        Self(ProgressBar::new(0).with_style(style))
+        // Cleared when the request is dropped after a failed run, too.
+        Self(
+            ProgressBar::new(0)
+                .with_style(style)
+                .with_finish(ProgressFinish::AndClear),
+        )
     }
 }
 
@@ -75,7 +82,9 @@ impl BatchBar {
             let style = ProgressStyle::with_template("easel: [{bar:30}] {pos}/{len} jobs, {msg}")
                 .expect("template")
                 .progress_chars("=> ");
-            let bar = ProgressBar::new(0).with_style(style);
+            let bar = ProgressBar::new(0)
+                .with_style(style)
+                .with_finish(ProgressFinish::AndClear);
             bar.set_message("starting");
             bar
         });
