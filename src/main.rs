@@ -93,6 +93,12 @@ enum Command {
 fn main() -> ExitCode {
     cli::quiet_headless_vulkan();
     let cli = Cli::parse();
+    // `generate --json` reports a failure as JSON on stdout too.
+    let json = match &cli.command {
+        None => cli.generate.errors_as_json(),
+        Some(Command::Generate { args, .. }) => args.errors_as_json(),
+        Some(_) => false,
+    };
     let done = |r: easel::Result<()>| r.map(|()| 0);
     let result = match cli.command {
         None => done(cli::generate::run(&cli.generate, &cli.adapter.options())),
@@ -108,7 +114,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("easel: {}", terminal_safe(&e.to_string()));
+            let message = e.to_string();
+            eprintln!("easel: {}", terminal_safe(&message));
+            if json {
+                let error = serde_json::json!({"error": message, "exit_code": e.exit_code()});
+                println!("{error}");
+            }
             ExitCode::from(e.exit_code() as u8)
         }
     }

@@ -147,6 +147,20 @@ fn kind(meta: &Metadata) -> &'static str {
     "a special file"
 }
 
+/// easel writes PNG only (the `parameters` text chunk has no place in JPEG or WebP),
+/// so a name with another extension is refused before any work (exit 2) rather than
+/// given PNG bytes under a name that says otherwise; a name with no extension is fine.
+/// `flag` names the option in the message (`-o`, `--trace`).
+pub fn check_png_name(flag: &str, path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) if !ext.eq_ignore_ascii_case("png") => Err(Error::BadInput(format!(
+            "{flag} {}: easel writes PNG; use a .png name",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Check, before any GPU work, that `path` can be written: it is absent or a regular
 /// file ([`check_target`]), and its folder exists and accepts a file. Nothing is left
 /// behind.

@@ -4,6 +4,7 @@
 //! finished [`Image`] with the [`Round`]s that led to it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::models::pipeline::PipelineConfig;
@@ -32,8 +33,8 @@ pub struct Request {
     pub until_score: Option<f32>,
     /// Stop early once the winner leads the runner-up by this much.
     pub until_margin: Option<f32>,
-    /// Print progress on stderr.
-    pub progress: bool,
+    /// Told after each sampler step; the loop itself prints nothing.
+    pub progress: Option<Arc<dyn Progress>>,
     /// Write a contact sheet of every scoring round here (extra readbacks).
     pub trace: Option<PathBuf>,
     /// Phases with their own sampler, candidates, scoring interval and guidance
@@ -58,12 +59,19 @@ impl Request {
             score_every: None,
             until_score: None,
             until_margin: None,
-            progress: false,
+            progress: None,
             trace: None,
             schedule: None,
             keep_rounds: false,
         }
     }
+}
+
+/// What a caller hears while a request runs: after each sampler step, how many
+/// of how many are done. The loop knows no terminal; the CLI draws a bar
+/// (src/cli/progress.rs), a library user may log or ignore it.
+pub trait Progress: std::fmt::Debug + Send + Sync {
+    fn step(&self, done: usize, total: usize);
 }
 
 /// A finished image and what the run did.

@@ -141,8 +141,6 @@ fn execute(ctx: &Context, plan: &Plan, request: &Request) -> Result<(Vec<u8>, Ve
     })?;
     let keep = request.trace.is_some() || request.keep_rounds;
     let mut rounds: Vec<Round> = Vec::new();
-    // A live step counter on a terminal; logs (farms, CI) get only the final line.
-    let progress = request.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     for (step, list) in plan.order().iter().enumerate() {
         // When rounds are kept, a round's block is split before its broadcasts so
         // the candidates can be read back as they were scored (the only extra readbacks).
@@ -155,12 +153,9 @@ fn execute(ctx: &Context, plan: &Plan, request: &Request) -> Result<(Vec<u8>, Ve
             rounds.push(read_round(ctx, plan, step)?);
             submit_launches(ctx, plan, step, &list[split..], split)?;
         }
-        if progress {
-            eprint!("\reasel: step {}/{}", step + 1, plan.s.steps);
+        if let Some(progress) = &request.progress {
+            progress.step(step + 1, plan.s.steps);
         }
-    }
-    if progress {
-        eprintln!();
     }
     Ok((read_out(ctx, plan)?, rounds))
 }

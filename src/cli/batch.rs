@@ -14,6 +14,8 @@ use easel::gpu::{AdapterOptions, Context};
 use easel::{Engine, Error, PipelineConfig, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+use super::progress::BatchBar;
+
 #[derive(Args, Clone, Debug)]
 pub struct BatchArgs {
     /// JSON Lines, one job per line: {"prompt": ..., "seed", "size": "WxH", "steps",
@@ -44,6 +46,13 @@ pub struct BatchArgs {
 
 /// Run the batch; `Ok` carries the exit code of a batch that ran.
 pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
+    if args.render.seed == super::Seed::Random {
+        return Err(Error::BadInput(
+            "--seed random: a batch names and resumes its outputs by their parameters; \
+             give each job line its own \"seed\""
+                .into(),
+        ));
+    }
     let shard = Shard::from_env(args.shard.as_deref(), args.shards, |name| {
         std::env::var(name).ok()
     })?;
@@ -65,15 +74,19 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     };
     let entries = farm::parse_jobs(&text, &defaults, &model);
 
+    let bar = BatchBar::new(super::progress::drawn(args.quiet));
     let batch = Batch {
         out_dir: &args.out,
         shard,
-        progress: !args.quiet,
+        report: (!args.quiet).then_some(&bar as &dyn farm::Report),
         stop: stop_on_signals(),
     };
     let summary = farm::run(&entries, &batch, || {
+        bar.set_message("loading the model");
         Engine::load(Context::new(adapter)?, config.clone())
-    })?;
+    });
+    bar.clear();
+    let summary = summary?;
     if args.json {
         println!(
             "{}",

@@ -3,10 +3,12 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
 use easel::gpu::{AdapterOptions, Context};
-use easel::output::{check_writable, encode_png, same_file, write_atomic};
+use easel::output::{check_png_name, check_writable, encode_png, same_file, write_atomic};
+use easel::request::Progress;
 use easel::{Engine, Error, PipelineConfig, Request, Result};
 
 #[derive(Args, Clone, Debug)]
@@ -32,21 +34,36 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
+impl GenerateArgs {
+    /// A failure is printed as `{"error", "exit_code"}` on stdout too: with `--json`,
+    /// unless `-o -` gives standard output to the PNG alone.
+    pub fn errors_as_json(&self) -> bool {
+        self.json && self.output.as_os_str() != "-"
+    }
+}
+
 pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     let prompt = args.prompt.clone().ok_or_else(|| {
         Error::BadInput("no prompt: easel \"a red apple\" -o apple.png (see --help)".into())
     })?;
+    let drawn = super::progress::drawn(args.quiet);
     let request = Request {
-        progress: !args.quiet,
+        progress: drawn.then(|| Arc::new(super::progress::StepBar::new()) as Arc<dyn Progress>),
         trace: args.trace.clone(),
         ..args.render.request(prompt)?
     };
     // Bad input fails before the GPU is touched, and leaves no file behind.
     let model = PipelineConfig::read(&args.render.model_dir()?)?;
     request.check(&model)?;
+    let model_default_steps = model.settings.default_steps;
+    if args.render.seed == super::Seed::Random && !args.quiet {
+        eprintln!("easel: seed {}", request.seed);
+    }
     let to_stdout = args.output.as_os_str() == "-";
     check_outputs(args, to_stdout)?;
+    let loading = super::progress::spinner(drawn, "loading the model");
     let engine = Engine::load(Context::new(adapter)?, model)?;
+    loading.finish_and_clear();
     let image = engine.generate(&request)?;
     let png = encode_png(&image.rgba, image.width, image.height, &image.parameters)?;
     let wrote = if to_stdout {
@@ -60,7 +77,8 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
         args.output.display().to_string()
     };
     if args.json {
-        println!("{}", summary(&args.output, &image));
+        let steps_asked = steps_asked(&request, model_default_steps);
+        println!("{}", summary(&args.output, &request, steps_asked, &image));
     } else if !args.quiet {
         eprintln!(
             "easel: wrote {wrote} ({}x{}, {} steps{}, {:.1} s)",
@@ -95,6 +113,7 @@ fn check_outputs(args: &GenerateArgs, to_stdout: bool) -> Result<()> {
             ));
         }
     } else {
+        check_png_name("-o", &args.output)?;
         check_writable(&args.output)?;
     }
     let Some(trace) = &args.trace else {
@@ -105,6 +124,7 @@ fn check_outputs(args: &GenerateArgs, to_stdout: bool) -> Result<()> {
             "--trace -: the contact sheet is written to a file; name one".into(),
         ));
     }
+    check_png_name("--trace", trace)?;
     check_writable(trace)?;
     if !to_stdout && same_file(trace, &args.output) {
         return Err(Error::BadInput(format!(
@@ -116,25 +136,72 @@ fn check_outputs(args: &GenerateArgs, to_stdout: bool) -> Result<()> {
     Ok(())
 }
 
-/// The `--json` line. `scores` is a list, one `{"prompt", "score"}` per sub-prompt in
-/// the prompt's order: sub-prompts may repeat (`cat:: cat::`), and a map keyed by
-/// their text would keep one of them.
-fn summary(path: &Path, image: &easel::Image) -> serde_json::Value {
+/// The run's length as asked: `--steps`, else `--schedule`'s counted steps, else
+/// the model's default (as `Request::check` settles it).
+fn steps_asked(request: &Request, default_steps: usize) -> usize {
+    match &request.schedule {
+        Some(schedule) => schedule.total_steps(request.steps, default_steps),
+        None => request.steps.unwrap_or(default_steps),
+    }
+}
+
+/// The `--json` line: every parameter that produced the image. `sub_prompts` is a
+/// list, one `{"prompt", "weight", "score"}` per sub-prompt in the prompt's order:
+/// sub-prompts may repeat (`cat:: cat::`), and a map keyed by their text would keep
+/// one of them. `scores` is the same list without weights (the earlier shape).
+fn summary(
+    path: &Path,
+    request: &Request,
+    steps_asked: usize,
+    image: &easel::Image,
+) -> serde_json::Value {
+    let p = &image.parameters;
+    // The prompt parsed when the request was checked; the weights as written.
+    let weights: Vec<f64> = easel::prompt::parse(&request.prompt)
+        .map(|m| m.parts.iter().map(|part| part.weight).collect())
+        .unwrap_or_default();
     let scores: Vec<serde_json::Value> = image
         .sub_prompts
         .iter()
         .zip(&image.scores)
         .map(|(p, s)| serde_json::json!({"prompt": p, "score": s}))
         .collect();
+    let sub_prompts: Vec<serde_json::Value> = image
+        .sub_prompts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            serde_json::json!({
+                "prompt": text,
+                "weight": weights.get(i),
+                "score": image.scores.get(i),
+            })
+        })
+        .collect();
+    let sampler = easel::schedulers::Sampler::parse(&p.sampler).ok();
+    let upscale = request.upscale.max(1);
     serde_json::json!({
         "file": path.display().to_string(),
-        "seed": image.parameters.seed,
-        "steps": image.steps_run,
-        "stopped_early": image.stopped_early,
+        "prompt": request.prompt,
+        "sub_prompts": sub_prompts,
         "scores": scores,
         "score": image.scores.last(),
+        "seed": p.seed,
+        "sampler": sampler.map(|s| s.cli_name()),
+        "sampler_a1111": p.sampler,
+        "guidance": p.guidance,
+        "steps": image.steps_run,
+        "steps_asked": steps_asked,
+        "steps_run": image.steps_run,
+        "stopped_early": image.stopped_early,
+        "candidates": p.candidates,
         "width": image.width,
         "height": image.height,
+        "denoised_width": image.width / upscale,
+        "denoised_height": image.height / upscale,
+        "upscale": request.upscale,
+        "schedule": p.schedule,
+        "model": p.model,
         "seconds": image.seconds,
     })
 }

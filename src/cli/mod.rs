@@ -5,6 +5,7 @@ pub mod bench;
 pub mod devices;
 pub mod generate;
 pub mod inspect;
+pub mod progress;
 
 /// Keep Mesa's device-select Vulkan layer from printing
 /// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." on headless
@@ -31,9 +32,10 @@ pub fn quiet_headless_vulkan() {
 /// defaults a job line can override).
 #[derive(clap::Args, Clone, Debug)]
 pub struct RenderArgs {
-    /// Seed of the start image and of every noise draw.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the start image and of every noise draw, or `random` (drawn from the
+    /// OS, printed on stderr and recorded in the PNG and --json).
+    #[arg(long, default_value = "0", value_parser = parse_seed)]
+    pub seed: Seed,
     /// WxH of the denoised image (before upscaling); default: the model's sample size.
     #[arg(long, value_parser = easel::farm::parse_size)]
     pub size: Option<(usize, usize)>,
@@ -46,7 +48,7 @@ pub struct RenderArgs {
     /// Classifier-free guidance scale; default: the model's.
     #[arg(long)]
     pub guidance: Option<f32>,
-    /// ddim, euler-a or dpm++2m; default: from scheduler_config.json.
+    /// ddim, euler_a or dpm++2m; default: from scheduler_config.json.
     #[arg(long, value_parser = parse_sampler)]
     pub sampler: Option<easel::schedulers::Sampler>,
     /// Learned upscaling after denoising: 1, 2 or 4.
@@ -86,7 +88,10 @@ impl RenderArgs {
             None => None,
         };
         Ok(easel::Request {
-            seed: self.seed,
+            seed: match self.seed {
+                Seed::Fixed(n) => n,
+                Seed::Random => random_seed(),
+            },
             size: self.size,
             steps: self.steps,
             candidates: self.candidates,
@@ -104,4 +109,31 @@ impl RenderArgs {
 
 fn parse_sampler(s: &str) -> std::result::Result<easel::schedulers::Sampler, String> {
     easel::schedulers::Sampler::parse(s).map_err(|e| e.to_string())
+}
+
+/// `--seed`: a number, or `random` for one drawn when the request is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seed {
+    Fixed(u64),
+    Random,
+}
+
+fn parse_seed(s: &str) -> std::result::Result<Seed, String> {
+    if s.eq_ignore_ascii_case("random") {
+        return Ok(Seed::Random);
+    }
+    s.parse()
+        .map(Seed::Fixed)
+        .map_err(|e| format!("{e}: a whole number from 0 to {} or `random`", u64::MAX))
+}
+
+/// A seed from the OS: std's `RandomState` keys come from the OS's random source
+/// (no extra crate), hashed with the time. Kept below 2^32 like A1111's random
+/// seeds, so it is short to read back and type.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    hasher.write_u128(now.map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.finish() >> 32
 }

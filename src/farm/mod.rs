@@ -47,10 +47,21 @@ use manifest::{Manifest, Record};
 pub struct Batch<'a> {
     pub out_dir: &'a Path,
     pub shard: Shard,
-    /// Print a line per job and a summary on stderr.
-    pub progress: bool,
+    /// Where a line per job goes, and each job's end (`None`: nowhere, `-q`).
+    pub report: Option<&'a dyn Report>,
     /// Set to a signal number (by a signal handler) to stop after the current job.
     pub stop: &'a AtomicUsize,
+}
+
+/// Where a batch reports while it runs. The CLI writes the lines to stderr as they
+/// are, or, on a terminal, above an overall bar that [`Report::finished`] moves.
+pub trait Report {
+    /// One line about the batch (`easel: [0/1] 1/3 job 0: done ...`).
+    fn line(&self, line: &str);
+    /// A job is through (done, skipped or failed); `so_far` counts them.
+    fn finished(&self, so_far: &Summary) {
+        let _ = so_far;
+    }
 }
 
 /// What a batch did.
@@ -113,6 +124,9 @@ pub fn run(
         }
         let tag = format!("{}/{} job {}", n + 1, mine.len(), entry.index);
         worker.job(entry, &tag)?;
+        if let Some(report) = batch.report {
+            report.finished(&worker.summary);
+        }
     }
     Ok(worker.finish(started))
 }
@@ -130,8 +144,8 @@ struct Worker<'a, L> {
 
 impl<L: FnOnce() -> Result<Engine>> Worker<'_, L> {
     fn say(&self, line: String) {
-        if self.batch.progress {
-            eprintln!("easel: [{}] {line}", self.batch.shard);
+        if let Some(report) = self.batch.report {
+            report.line(&format!("easel: [{}] {line}", self.batch.shard));
         }
     }
 

@@ -1,0 +1,86 @@
+//! `easel --json`: a success prints every parameter that produced the image, a
+//! failure prints `{"error", "exit_code"}` on stdout (and the message on stderr).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::files::{tiny_pipeline, TempDir};
+
+fn easel(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(args)
+        .env_remove("WGPU_BACKEND")
+        .env_remove("WGPU_ADAPTER_NAME")
+        .output()
+        .expect("run the easel binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "easel {args:?}:\n{stderr}");
+    output
+}
+
+fn json_line(output: &Output) -> serde_json::Value {
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(out.lines().count(), 1, "one line on stdout: {out}");
+    serde_json::from_str(out.trim()).expect("stdout is JSON")
+}
+
+#[test]
+fn json_summary_has_every_parameter() {
+    let dir = TempDir::new("cli-json");
+    let out = dir.path().join("a.png");
+    let model = tiny_pipeline().to_str().unwrap();
+    let args = [
+        "red apple:: table::0.5",
+        "--model",
+        model,
+        "--steps",
+        "2",
+        "--candidates",
+        "1",
+        "--upscale",
+        "1",
+        "--seed",
+        "7",
+        "--sampler",
+        "euler-a",
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    let output = easel(&args);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {err}");
+    let j = json_line(&output);
+    assert_eq!(j["prompt"], "red apple:: table::0.5", "{j}");
+    assert_eq!(j["sampler"], "euler_a", "{j}");
+    assert_eq!(j["sampler_a1111"], "Euler a", "{j}");
+    assert_eq!(j["seed"], 7, "{j}");
+    assert_eq!(j["steps_asked"], 2, "{j}");
+    assert_eq!(j["candidates"], 1, "{j}");
+    assert_eq!(j["upscale"], 1, "{j}");
+    assert_eq!(j["width"], j["denoised_width"], "{j}");
+    assert_eq!(j["file"], out.to_str().unwrap(), "{j}");
+    let subs = j["sub_prompts"].as_array().expect("sub_prompts list");
+    assert_eq!(subs.len(), 2, "{j}");
+    assert_eq!(subs[0]["prompt"], "red apple", "{j}");
+    assert_eq!(subs[1]["weight"], 0.5, "{j}");
+    for key in ["guidance", "steps_run", "model", "seconds", "schedule"] {
+        assert!(j.get(key).is_some(), "no {key}: {j}");
+    }
+    assert!(out.is_file());
+}
+
+#[test]
+fn json_failure_is_an_error_object_and_exit_2() {
+    let dir = TempDir::new("cli-json-bad");
+    let out = dir.path().join("a.png");
+    let output = easel(&["a:: ::", "-o", out.to_str().unwrap(), "--json"]);
+    assert_eq!(output.status.code(), Some(2));
+    let j = json_line(&output);
+    assert_eq!(j["exit_code"], 2, "{j}");
+    let message = j["error"].as_str().expect("error text");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains(message.lines().next().unwrap()), "{err}");
+    assert!(!out.exists());
+}
