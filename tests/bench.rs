@@ -5,25 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::binary::easel;
 use common::files::{tiny_pipeline, TempDir};
 use serde_json::Value;
-
-fn easel(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_easel"))
-        .args(args)
-        .env_remove("WGPU_BACKEND")
-        .env_remove("WGPU_ADAPTER_NAME")
-        .output()
-        .expect("run the easel binary");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !stderr.contains("panicked"),
-        "easel {args:?} panicked:\n{stderr}"
-    );
-    output
-}
 
 /// Run `easel args`, expect exit 0, and read the JSON report at `json`.
 fn report(args: &[&str], json: &Path) -> Value {

@@ -5,6 +5,7 @@ mod common;
 
 use std::process::{Command, Output};
 
+use common::binary::{self, stderr, stdout};
 use common::files::{f16s, ramp, safetensors_bytes, TempDir};
 
 /// Run `easel args` with wgpu's adapter variables cleared, so the test sees the
@@ -14,33 +15,13 @@ fn easel(args: &[&str]) -> Output {
 }
 
 fn easel_with(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_easel"));
-    command
-        .args(args)
-        .env_remove("WGPU_BACKEND")
-        .env_remove("WGPU_ADAPTER_NAME");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = command.output().expect("run the easel binary");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !stderr.contains("panicked"),
-        "easel {args:?} panicked:\n{stderr}"
-    );
-    output
+    let mut command = binary::command(args);
+    command.envs(env.iter().copied());
+    binary::output(&mut command)
 }
 
 fn code(output: &Output) -> i32 {
     output.status.code().expect("exit code, not a signal")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 // --- devices ------------------------------------------------------------------------

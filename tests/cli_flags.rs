@@ -3,25 +3,8 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
+use common::binary::{easel, stderr};
 use common::files::{tiny_pipeline, TempDir};
-
-fn easel(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_easel"))
-        .args(args)
-        .env_remove("WGPU_BACKEND")
-        .env_remove("WGPU_ADAPTER_NAME")
-        .output()
-        .expect("run the easel binary");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!stderr.contains("panicked"), "easel {args:?}:\n{stderr}");
-    output
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 #[test]
 fn help_spells_samplers_as_their_cli_names() {

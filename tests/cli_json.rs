@@ -3,21 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::binary::easel;
 use common::files::{tiny_pipeline, TempDir};
-
-fn easel(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_easel"))
-        .args(args)
-        .env_remove("WGPU_BACKEND")
-        .env_remove("WGPU_ADAPTER_NAME")
-        .output()
-        .expect("run the easel binary");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!stderr.contains("panicked"), "easel {args:?}:\n{stderr}");
-    output
-}
 
 fn json_line(output: &Output) -> serde_json::Value {
     let out = String::from_utf8_lossy(&output.stdout);

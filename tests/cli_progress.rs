@@ -8,21 +8,13 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::binary::{self, stderr};
 use common::files::{tiny_pipeline, TempDir};
 
 fn easel(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_easel"))
-        .args(args)
-        .env_remove("WGPU_BACKEND")
-        .env_remove("WGPU_ADAPTER_NAME")
-        .output()
-        .expect("run the easel binary");
+    let output = binary::easel(args);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     output
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn model() -> &'static str {

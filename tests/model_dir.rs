@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::binary::{self, stderr};
 use common::files::TempDir;
 
 /// The tiny pixel pipeline of tests/golden (fast to load, not the default model).
@@ -18,29 +19,14 @@ fn tiny() -> PathBuf {
 /// `easel args` in `cwd` with the cache and data folders under `home`, and no
 /// `EASEL_MODEL` unless `env` sets it.
 fn easel_in(cwd: &Path, home: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_easel"));
+    let mut command = binary::command(args);
     command
-        .args(args)
         .current_dir(cwd)
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("XDG_DATA_HOME", home.join("data"))
         .env_remove("EASEL_MODEL")
-        .env_remove("WGPU_BACKEND")
-        .env_remove("WGPU_ADAPTER_NAME");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = command.output().expect("run the easel binary");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !stderr.contains("panicked"),
-        "easel {args:?} panicked:\n{stderr}"
-    );
-    output
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+        .envs(env.iter().copied());
+    binary::output(&mut command)
 }
 
 #[test]
@@ -199,8 +185,7 @@ mod embedded {
         let dir = TempDir::new("model-race");
         let runs: Vec<_> = (0..4)
             .map(|_| {
-                Command::new(env!("CARGO_BIN_EXE_easel"))
-                    .arg("inspect")
+                binary::command(&["inspect"])
                     .current_dir(dir.path())
                     .env("XDG_CACHE_HOME", dir.path().join("cache"))
                     .env_remove("EASEL_MODEL")

@@ -2,6 +2,7 @@
 //! a tolerance check that names the first bad index.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod files;
 
 use std::sync::OnceLock;

@@ -1,0 +1,41 @@
+//! Running the built `easel` binary the way every CLI test does: wgpu's own
+//! adapter variables cleared (a test names what it wants), and a panic is
+//! always a failure, whatever the exit code the test expects.
+
+use std::process::{Command, Output};
+
+/// `easel ARGS` with `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` removed; add
+/// environment or a working folder before [`output`].
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_easel"));
+    command
+        .args(args)
+        .env_remove("WGPU_BACKEND")
+        .env_remove("WGPU_ADAPTER_NAME");
+    command
+}
+
+/// Run `command` to the end, asserting easel did not panic.
+pub fn output(command: &mut Command) -> Output {
+    let output = command.output().expect("run the easel binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let args: Vec<_> = command.get_args().collect();
+    assert!(
+        !stderr.contains("panicked"),
+        "easel {args:?} panicked:\n{stderr}"
+    );
+    output
+}
+
+/// `easel ARGS`, run to the end (see [`output`]).
+pub fn easel(args: &[&str]) -> Output {
+    output(&mut command(args))
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
