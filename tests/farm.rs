@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::files::TempDir;
+use common::files::{manifest, TempDir};
 use common::Rng;
 
 fn model_dir() -> &'static Path {
@@ -66,15 +66,6 @@ fn run(mut cmd: Command) -> (i32, serde_json::Value, String) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
     (out.status.code().unwrap_or(-1), summary, stderr)
-}
-
-/// The manifest's records (a half-written line from a killed run is skipped).
-fn manifest(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("manifest.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 /// Decode a PNG fully; its size.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::files::TempDir;
+use common::files::{manifest, TempDir};
 
 fn model() -> &'static str {
     common::files::tiny_pipeline().to_str().unwrap()
@@ -74,14 +74,6 @@ fn error_line(stderr: &str) -> &str {
     let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("easel:")).collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     lines[0]
-}
-
-fn manifest(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("manifest.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 fn decode(bytes: &[u8]) -> (u32, u32) {
