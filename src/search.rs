@@ -144,7 +144,7 @@ fn execute(ctx: &Context, plan: &Plan, request: &Request) -> Result<(Vec<u8>, Ve
     for (step, list) in plan.order().iter().enumerate() {
         // When rounds are kept, a round's block is split before its broadcasts so
         // the candidates can be read back as they were scored (the only extra readbacks).
-        let split = match keep && plan.blocks[step].round {
+        let split = match keep && plan.blocks[step].round() {
             true => plan.before_broadcast(step),
             false => list.len(),
         };

@@ -34,11 +34,9 @@ pub(crate) struct Block {
     after: Vec<Dispatch>,
     /// Index of the noise draw in `after`, reseeded per run.
     noise: Option<usize>,
-    /// Is there a scoring round after this step?
-    pub round: bool,
     /// The round's pick (made once the blocks' offsets are known).
     pick: Option<Dispatch>,
-    /// The round's NaN/Inf guard on its scores.
+    /// The NaN/Inf guard on the scores of the round after this step, if any.
     score_check: Option<Dispatch>,
 }
 
@@ -87,13 +85,18 @@ pub(crate) enum Slot {
 }
 
 impl Block {
+    /// Is there a scoring round after this step?
+    pub fn round(&self) -> bool {
+        self.score_check.is_some()
+    }
+
     /// The block layout: prepare, the UNet pass, guidance/noise/update, and on
-    /// a round the scoring pass, the pick and the two broadcasts.
+    /// a round the scoring pass, its NaN/Inf guard, the pick and the two broadcasts.
     pub fn slots(&self, pass: &Passes) -> Vec<Slot> {
         let mut slots = vec![Slot::Prepare];
         slots.extend((0..pass.unet.len()).map(Slot::Unet));
         slots.extend((0..self.after.len()).map(Slot::After));
-        if self.round {
+        if self.round() {
             slots.extend((0..pass.score.len()).map(Slot::Score));
             slots.push(Slot::ScoreCheck);
             slots.push(Slot::Pick);
@@ -331,7 +334,7 @@ fn add_picks(
     total: usize,
 ) -> Result<()> {
     for (step, block) in blocks.iter_mut().enumerate() {
-        if !block.round {
+        if !block.round() {
             continue;
         }
         let end = offsets.get(step + 1).copied().unwrap_or(total);
@@ -422,8 +425,7 @@ fn step_block(
         Stage::Denoise.code(step),
         &st.status,
     )?);
-    let round = s.rounds.contains(&step);
-    let score_check = match round {
+    let score_check = match s.rounds.contains(&step) {
         true => Some(finite::check_finite(
             ctx,
             &at.cands.scores,
@@ -437,7 +439,6 @@ fn step_block(
         prepare,
         after,
         noise,
-        round,
         pick: None,
         score_check,
     })
