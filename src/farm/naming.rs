@@ -158,21 +158,18 @@ impl Walk {
     }
 
     /// One entry: a folder is walked, a regular file kept, anything else refused
-    /// (by what a link points at, never by opening it).
+    /// by the one check every model reader uses (by what a link points at, never
+    /// by opening it).
     fn entry(&mut self, dir: &Path, rel: &Path) -> Result<()> {
         let path = dir.join(rel);
+        crate::weights::regular_file(&path)?;
         let meta = std::fs::metadata(&path)
             .map_err(|e| Error::model(&path, format!("cannot read: {e}")))?;
         if meta.is_dir() {
             self.folder(dir, rel)
-        } else if meta.is_file() {
+        } else {
             self.files.push(rel.to_path_buf());
             Ok(())
-        } else {
-            Err(Error::model(
-                &path,
-                "not a regular file or folder (a FIFO, socket or device): a model folder holds files",
-            ))
         }
     }
 }
