@@ -9,7 +9,12 @@
 // with matmul_gpu); `conv2d_cpu` and `conv2d_cpu_vec4` keep an 8×4 register
 // block per thread (8 output channels × 4 pixels), since the gathered input is
 // the expensive operand and each gathered value then feeds 8 FMAs. `_vec4`
-// reads the weight 4 floats at a time and needs K % 4 == 0.
+// reads the weight 4 values at a time and needs K % 4 == 0.
+//
+// The weight (binding 2) is read through weight_at / weight4_at from
+// wgsl/weight_f32.wgsl or wgsl/weight_f16.wgsl (f16 weights widened on load).
+// `co0` and `cout_total` place the output channels in a wider tensor: a weight
+// above the binding limit runs as one dispatch per block of output channels.
 
 override HAS_BIAS: bool = false;
 
@@ -29,17 +34,17 @@ struct Params {
     // GEMM view: K = cin·kh·kw, P = hout·wout.
     k: u32,
     p: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Output channel of this weight's channel 0, and the output's channel count
+    // (cout unless the weight is split into blocks of output channels).
+    co0: u32,
+    cout_total: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;      // [N, Cin, H, W]
-@group(0) @binding(2) var<storage, read> weight: array<f32>; // [Cout, Cin, kh, kw] = [Cout, K]
-@group(0) @binding(3) var<storage, read> bias: array<f32>;   // [Cout]; any buffer when !HAS_BIAS
-@group(0) @binding(4) var<storage, read_write> out: array<f32>; // [N, Cout, Hout, Wout]
-// The weight again, 4 floats per element (conv2d_cpu_vec4 only).
-@group(0) @binding(2) var<storage, read> weight4: array<vec4<f32>>;
+// binding 2, weight: [Cout, Cin, kh, kw] = [Cout, K] (weight_at, weight4_at)
+@group(0) @binding(3) var<storage, read> bias: array<f32>;   // [cout_total]; any buffer when !HAS_BIAS
+@group(0) @binding(4) var<storage, read_write> out: array<f32>; // [N, cout_total, Hout, Wout]
 
 // Where the taps of column kk sit relative to an output pixel's window corner.
 // Column kk = (ci, ky, kx) of the im2col matrix.
@@ -91,9 +96,9 @@ fn store(n: u32, co: u32, pix: u32, acc: f32) {
     }
     var y = acc;
     if (HAS_BIAS) {
-        y += bias[co];
+        y += bias[p.co0 + co];
     }
-    out[(n * p.cout + co) * p.p + pix] = y;
+    out[(n * p.cout_total + p.co0 + co) * p.p + pix] = y;
 }
 
 // ---------------------------------------------------------------------------
@@ -103,7 +108,7 @@ fn store(n: u32, co: u32, pix: u32, acc: f32) {
 // weight[co, kk], 0 outside the matrix.
 fn load_a(n: u32, co: u32, kk: u32) -> f32 {
     if (co < p.cout && kk < p.k) {
-        return weight[co * p.k + kk];
+        return weight_at(co * p.k + kk);
     }
     return 0.0;
 }
@@ -135,7 +140,7 @@ fn conv2d_gpu(
 
 // weight[co, kk], or 0 past the end of k; co clamped (its outputs are dropped).
 fn weight_or_zero(co: u32, kk: u32) -> f32 {
-    return select(0.0, weight[min(co, p.cout - 1u) * p.k + min(kk, p.k - 1u)], kk < p.k);
+    return select(0.0, weight_at(min(co, p.cout - 1u) * p.k + min(kk, p.k - 1u)), kk < p.k);
 }
 
 fn weight_block(co: u32, k: u32) -> mat4x4<f32> {
@@ -152,8 +157,8 @@ fn weight_block4(co: u32, k: u32) -> mat4x4<f32> {
     let s = k / 4u;
     let row = p.k / 4u;
     let last = p.cout - 1u;
-    return mat4x4(weight4[min(co, last) * row + s], weight4[min(co + 1u, last) * row + s],
-                  weight4[min(co + 2u, last) * row + s], weight4[min(co + 3u, last) * row + s]);
+    return mat4x4(weight4_at(min(co, last) * row + s), weight4_at(min(co + 1u, last) * row + s),
+                  weight4_at(min(co + 2u, last) * row + s), weight4_at(min(co + 3u, last) * row + s));
 }
 
 // cols[k..k+3, pixels of `origins`], 0 past the end of k; `t` is column k's

@@ -71,17 +71,17 @@ fn conv2d_cpu_subgroup(
     var a7 = mat2x4<f32>();
     for (var k = 0u; k < p.k; k += 4u) {
         let xb = cols_pair(n, &t, o0, o1);
-        let w0 = weight4[m0 + k / 4u];
+        let w0 = weight4_at(m0 + k / 4u);
         a0 += transpose(rows_lo(w0)) * xb;
         a1 += transpose(rows_hi(w0)) * xb;
         if (CO_BLOCK >= 16u) {
-            let w1 = weight4[m1 + k / 4u];
+            let w1 = weight4_at(m1 + k / 4u);
             a2 += transpose(rows_lo(w1)) * xb;
             a3 += transpose(rows_hi(w1)) * xb;
         }
         if (CO_BLOCK >= 32u) {
-            let w2 = weight4[m2 + k / 4u];
-            let w3 = weight4[m3 + k / 4u];
+            let w2 = weight4_at(m2 + k / 4u);
+            let w3 = weight4_at(m3 + k / 4u);
             a4 += transpose(rows_lo(w2)) * xb;
             a5 += transpose(rows_hi(w2)) * xb;
             a6 += transpose(rows_lo(w3)) * xb;

@@ -3,7 +3,10 @@
 // vision).
 //
 // One thread per output element and no barriers, so one variant serves every
-// adapter. 256 threads per workgroup (the WebGPU baseline); 1-D launches wider
+// adapter. CLIP's token table is read through weight_at (binding 2) from
+// wgsl/weight_f32.wgsl or wgsl/weight_f16.wgsl, and may be bound in blocks of
+// rows (a 49,408 × 768 f32 table is above a 128 MiB binding limit): each
+// dispatch writes only the tokens whose id falls in its block. 256 threads per workgroup (the WebGPU baseline); 1-D launches wider
 // than 65,535 workgroups fold into y (ops::grid_1d).
 
 // get_timestep_embedding(flip_sin_to_cos=...): [cos | sin] instead of [sin | cos].
@@ -17,20 +20,20 @@ struct Params {
     rows: u32,      // CLIP text: sequence length L; CLIP vision: patches per image
     scale: f32,     // timestep_embedding: multiplies the angles
     vocab: u32,     // CLIP text: rows of token_embedding (ids are clamped to it)
-    _pad0: u32,
-    _pad1: u32,
+    row0: u32,      // CLIP text: the first row of token_embedding bound here
+    block_rows: u32, // CLIP text: rows bound here
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> position_embedding: array<f32>;  // [P, D]
-// Bindings 1 and 3 differ per entry point (only the ones an entry uses count).
+// Bindings 1 and 2 differ per entry point (only the ones an entry uses count).
 @group(0) @binding(1) var<storage, read> timesteps: array<f32>;      // [N]
 @group(0) @binding(1) var<storage, read> input_ids: array<u32>;      // [B, L]
 @group(0) @binding(1) var<storage, read> patch_embeds: array<f32>;   // [B, D, NP]
-@group(0) @binding(3) var<storage, read> token_embedding: array<f32>;  // [V, D]
-@group(0) @binding(3) var<storage, read> class_embedding: array<f32>;  // [D]
-@group(0) @binding(3) var<storage, read> freqs: array<f32>;            // [embedding_dim / 2]
+// binding 2: token_embedding [block_rows, D] (weight_at), or:
+@group(0) @binding(2) var<storage, read> class_embedding: array<f32>;  // [D]
+@group(0) @binding(2) var<storage, read> freqs: array<f32>;            // [embedding_dim / 2]
 
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.y * nwg.x * 256u + gid.x;
@@ -74,6 +77,8 @@ fn timestep_embedding(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 // transformers CLIPTextEmbeddings: token_embedding(input_ids) +
 // position_embedding(arange(L)). input_ids [B, L] -> out [B, L, D].
 // Ids come from the tokenizer; one past the vocabulary is clamped, not trusted.
+// Tokens whose id is outside rows row0.. of this dispatch's block are left to
+// the dispatch that binds their row.
 @compute @workgroup_size(256)
 fn clip_text_embeddings(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
@@ -82,7 +87,8 @@ fn clip_text_embeddings(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let token = i / p.dim;
     let position = token % p.rows;
     let id = min(input_ids[token], p.vocab - 1u);
-    out[i] = token_embedding[id * p.dim + d] + position_embedding[position * p.dim + d];
+    if (id < p.row0 || id - p.row0 >= p.block_rows) { return; }
+    out[i] = weight_at((id - p.row0) * p.dim + d) + position_embedding[position * p.dim + d];
 }
 
 // transformers CLIPVisionEmbeddings, after the patch conv:

@@ -16,8 +16,12 @@
 //   multiple of 4; the plain entry point takes any shape. Where subgroups exist,
 //   wgsl/matmul_subgroup.wgsl improves on `_vec4`.
 //
-// Bindings: `a` and `a4` (likewise `b`/`b4`) are two views of one buffer;
-// each entry point uses only one of them.
+// Bindings: `a` and `a4` are two views of one buffer; each entry point uses
+// only one of them. `b` (binding 2) is read through weight_at / weight4_at,
+// which wgsl/weight_f32.wgsl or wgsl/weight_f16.wgsl supply (an f16 nn.Linear
+// weight is read as is and widened). `col0` and `ldc` place the output in a
+// wider matrix: a weight above the binding limit runs as one dispatch per
+// block of its rows (output features), each writing its columns.
 
 override TRANSPOSE_A: bool = false;
 override TRANSPOSE_B: bool = false;
@@ -32,16 +36,21 @@ struct Params {
     stride_b: u32,
     stride_c: u32,
     alpha: f32,
-    _pad: u32,
+    // Output column of this product's column 0, and the row stride of c (N
+    // unless the weight is split into row blocks).
+    col0: u32,
+    ldc: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;   // [batch, M, K], or [batch, K, M] if TRANSPOSE_A
-@group(0) @binding(2) var<storage, read> b: array<f32>;   // [batch or 1, K, N], or [batch or 1, N, K] if TRANSPOSE_B
-@group(0) @binding(3) var<storage, read> bias: array<f32>; // [N]; any buffer when !HAS_BIAS
-@group(0) @binding(4) var<storage, read_write> c: array<f32>; // [batch, M, N]
+// binding 2, b: [batch or 1, K, N], or [batch or 1, N, K] if TRANSPOSE_B (weight_at)
+@group(0) @binding(3) var<storage, read> bias: array<f32>; // [ldc]; any buffer when !HAS_BIAS
+@group(0) @binding(4) var<storage, read_write> c: array<f32>; // [batch, M, ldc]
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
 
 // op(a)[i, kk] of batch item `batch`.
 fn a_at(batch: u32, i: u32, kk: u32) -> f32 {
@@ -54,9 +63,9 @@ fn a_at(batch: u32, i: u32, kk: u32) -> f32 {
 // op(b)[kk, j] of batch item `batch`.
 fn b_at(batch: u32, kk: u32, j: u32) -> f32 {
     if (TRANSPOSE_B) {
-        return b[batch * p.stride_b + j * p.k + kk];
+        return weight_at(batch * p.stride_b + j * p.k + kk);
     }
-    return b[batch * p.stride_b + kk * p.n + j];
+    return weight_at(batch * p.stride_b + kk * p.n + j);
 }
 
 // Write one output with alpha and bias applied; out-of-range outputs are dropped.
@@ -66,9 +75,9 @@ fn store(batch: u32, i: u32, j: u32, acc: f32) {
     }
     var y = acc * p.alpha;
     if (HAS_BIAS) {
-        y += bias[j];
+        y += bias[p.col0 + j];
     }
-    c[batch * p.stride_c + i * p.n + j] = y;
+    c[batch * p.stride_c + i * p.ldc + p.col0 + j] = y;
 }
 
 // ---------------------------------------------------------------------------
@@ -169,12 +178,12 @@ fn b_block4(batch: u32, k: u32, j: u32) -> mat4x4<f32> {
     if (TRANSPOSE_B) {
         // Rows of the stored [N, K] matrix (nn.Linear's weight): b[j + cc, k..k+3].
         let s = (base + k) / 4u;
-        return mat4x4(b4[(clamp_n(j) * p.k) / 4u + s], b4[(clamp_n(j + 1u) * p.k) / 4u + s],
-                      b4[(clamp_n(j + 2u) * p.k) / 4u + s], b4[(clamp_n(j + 3u) * p.k) / 4u + s]);
+        return mat4x4(weight4_at((clamp_n(j) * p.k) / 4u + s), weight4_at((clamp_n(j + 1u) * p.k) / 4u + s),
+                      weight4_at((clamp_n(j + 2u) * p.k) / 4u + s), weight4_at((clamp_n(j + 3u) * p.k) / 4u + s));
     }
     let q = (base + k * p.n + clamp_n(j)) / 4u;
     let s = p.n / 4u;
-    return transpose(mat4x4(b4[q], b4[q + s], b4[q + 2u * s], b4[q + 3u * s]));
+    return transpose(mat4x4(weight4_at(q), weight4_at(q + s), weight4_at(q + 2u * s), weight4_at(q + 3u * s)));
 }
 
 // Write a 4×4 block held as acc[r][cc] = output (i + r, j + cc).

@@ -56,6 +56,8 @@ pub struct Context {
     bytes_created: AtomicU64,
     /// Errors wgpu reports outside an error scope; checked after every wait.
     uncaptured: Arc<Mutex<Vec<String>>>,
+    /// A binding limit below the adapter's, for tests of split bindings.
+    binding_limit: Option<u64>,
 }
 
 /// Backends searched: `--backend`'s, else `WGPU_BACKEND`'s, else the primary
@@ -205,6 +207,7 @@ impl Context {
             buffers_created: AtomicU64::new(0),
             bytes_created: AtomicU64::new(0),
             uncaptured,
+            binding_limit: None,
         })
     }
 
@@ -268,9 +271,24 @@ impl Context {
         })
     }
 
+    /// The most bytes one storage binding may cover: the adapter's
+    /// `max_storage_buffer_binding_size`, or less under
+    /// [`Context::limit_bindings_for_tests`]. Larger weights are bound in row blocks.
+    pub fn max_binding_size(&self) -> u64 {
+        let adapter = self.limits().max_storage_buffer_binding_size;
+        self.binding_limit.map_or(adapter, |l| l.min(adapter))
+    }
+
+    /// Pretend the adapter binds at most `bytes` per storage binding, so that
+    /// tests can split tiny weights the way large ones are split on real adapters.
+    #[doc(hidden)]
+    pub fn limit_bindings_for_tests(&mut self, bytes: u64) {
+        self.binding_limit = Some(bytes);
+    }
+
     /// Refuse a binding wgpu would reject, with a message a user can act on.
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
-        let limit = self.limits().max_storage_buffer_binding_size;
+        let limit = self.max_binding_size();
         if bytes > limit {
             return Err(Error::DeviceLimit(format!(
                 "{what} needs a {bytes}-byte buffer but {} allows at most {limit} bytes per binding; \

@@ -51,6 +51,20 @@ impl Launch<'_> {
                 self.shader.name, self.entry
             )));
         }
+        let limit = ctx.max_binding_size();
+        if let Some((i, (t, _))) = (self.tensors.iter().enumerate())
+            .find(|(_, (t, _))| t.binding_size() > limit)
+        {
+            return Err(Error::DeviceLimit(format!(
+                "{}::{}: binding {} of shape {:?} is {} bytes, above the {limit} bytes {} allows per binding",
+                self.shader.name,
+                self.entry,
+                i + 1,
+                t.shape,
+                t.binding_size(),
+                ctx.info.name
+            )));
+        }
         let access: Vec<Access> = self.tensors.iter().map(|(_, a)| *a).collect();
         let kernel = ctx.pipelines.get(&KernelSpec {
             shader: self.shader,
@@ -75,7 +89,7 @@ impl Launch<'_> {
                 .enumerate()
                 .map(|(i, (t, _))| wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
-                    resource: t.buffer.as_entire_binding(),
+                    resource: t.binding(),
                 }),
         )
         .collect();

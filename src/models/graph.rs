@@ -60,15 +60,14 @@ impl Graph<'_> {
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("linear input has a last dim") = layer.out_features();
         let out = self.tensor(&shape)?;
-        let d = matmul::matmul(
+        let ds = matmul::linear(
             self.ctx,
             &x.reshape(&[rows, din])?,
             &layer.weight,
             layer.bias.as_ref(),
             &out.reshape(&[rows, layer.out_features()])?,
-            &MatmulOptions::linear(),
         )?;
-        self.push(d);
+        self.dispatches.extend(ds);
         Ok(out)
     }
 
@@ -138,8 +137,8 @@ impl Graph<'_> {
                 ))
             })?;
         let out = self.tensor(&[x.shape[0], layer.out_channels(), hout, wout])?;
-        let d = conv2d::conv2d(self.ctx, x, &layer.weight, layer.bias.as_ref(), &out, &opts)?;
-        self.push(d);
+        let ds = conv2d::conv2d_split(self.ctx, x, &layer.weight, layer.bias.as_ref(), &out, &opts)?;
+        self.dispatches.extend(ds);
         Ok(out)
     }
 
@@ -235,8 +234,8 @@ impl Graph<'_> {
         position: &Tensor,
     ) -> Result<Tensor> {
         let out = self.tensor(&[ids.shape[0], ids.dim(-1), token.dim(-1)])?;
-        let d = embedding::clip_text_embeddings(self.ctx, ids, token, position, &out)?;
-        self.push(d);
+        let ds = embedding::clip_text_embeddings(self.ctx, ids, token, position, &out)?;
+        self.dispatches.extend(ds);
         Ok(out)
     }
 

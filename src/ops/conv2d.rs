@@ -4,9 +4,9 @@
 //! the same two kernel shapes as matmul, with the input gathered on the fly.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context, Dispatch, Launch, Shader, Tensor};
+use crate::gpu::{Access, Context, DType, Dispatch, Launch, Shader, Tensor};
 use crate::ops::matmul::{subgroups_of_8, MatmulVariant};
-use crate::ops::{expect_shape, groups, CONV2D, CONV2D_SUBGROUP};
+use crate::ops::{expect_shape, groups, CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
 
 /// conv2d runs the same kernel shapes as matmul (`Gpu` tiles, `Cpu` register
 /// blocks, `CpuSubgroup` sharing the weight across a subgroup; needs K % 4 == 0).
@@ -60,7 +60,8 @@ struct Params {
     pad_x: u32,
     k: u32,
     p: u32,
-    _pad: [u32; 2],
+    co0: u32,
+    cout_total: u32,
 }
 
 /// Output tile per workgroup: (pixels, channels), per the shader's entry points.
@@ -88,7 +89,7 @@ pub fn output_size(
 /// `out = conv2d(x, weight) + bias`.
 ///
 /// - `x`: `[N, Cin, H, W]`
-/// - `weight`: `[Cout, Cin, kh, kw]`
+/// - `weight`: `[Cout, Cin, kh, kw]`, f32 or f16 ([`DType::F16`])
 /// - `bias`: `[Cout]`
 /// - `out`: `[N, Cout, Hout, Wout]` (see [`output_size`]); must not alias `x`.
 pub fn conv2d(
@@ -104,12 +105,52 @@ pub fn conv2d(
     if let Some(bias) = bias {
         expect_shape("conv2d", "bias", bias, &[conv.cout])?;
     }
+    launch(ctx, x, weight, bias, out, opts, (0, conv.cout))
+}
+
+/// [`conv2d`] for a weight of any size: one above the adapter's binding limit
+/// runs as one dispatch per block of output channels (its rows), each writing
+/// its channels of `out`, with the same sums as one dispatch.
+pub fn conv2d_split(
+    ctx: &Context,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    opts: &Conv2dOptions,
+) -> Result<Vec<Dispatch>> {
+    let conv = Geometry::of(x, weight, opts)?;
+    expect_shape("conv2d", "out", out, &conv.out_shape())?;
+    if let Some(bias) = bias {
+        expect_shape("conv2d", "bias", bias, &[conv.cout])?;
+    }
+    weight
+        .row_blocks(ctx, "nn.Conv2d weight")?
+        .into_iter()
+        .map(|(co0, block)| launch(ctx, x, &block, bias, out, opts, (co0, conv.cout)))
+        .collect()
+}
+
+/// One dispatch of `weight`'s channels into channels `co0..` of an output
+/// with `cout_total` channels (shapes checked by the caller).
+fn launch(
+    ctx: &Context,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    opts: &Conv2dOptions,
+    (co0, cout_total): (usize, usize),
+) -> Result<Dispatch> {
+    let conv = Geometry::of(x, weight, opts)?;
     let (k, p) = (conv.k(), conv.p());
     let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
-    let entry = Entry::pick(ctx, variant, &conv, bias.is_some());
+    let entry = Entry::pick(ctx, variant, &conv, bias.is_some(), weight.dtype)?;
     let (tile_p, tile_c) = entry.tile;
     // Without a bias the binding still needs a buffer; `x` is never read through it.
     let bias = bias.unwrap_or(x);
+    let mut params = conv.params(opts);
+    (params.co0, params.cout_total) = (co0 as u32, cout_total as u32);
     Launch {
         shader: entry.shader,
         entry: entry.name,
@@ -122,9 +163,10 @@ pub fn conv2d(
         ],
         workgroups: [groups(p, tile_p), groups(conv.cout, tile_c), conv.n as u32],
         flops: 2 * (conv.n * conv.cout * p * k) as u64,
-        bytes: 4 * (x.numel() + weight.numel() + out.numel()) as u64,
+        bytes: (4 * (x.numel() + conv.n * conv.cout * p) + weight.dtype.size() * weight.numel())
+            as u64,
     }
-    .build(ctx, &conv.params(opts))
+    .build(ctx, &params)
 }
 
 /// The sizes of one convolution, checked against each other.
@@ -214,7 +256,8 @@ impl Geometry {
             pad_x: opts.padding.1 as u32,
             k: self.k() as u32,
             p: self.p() as u32,
-            _pad: [0; 2],
+            co0: 0,
+            cout_total: self.cout as u32,
         }
     }
 }
@@ -230,26 +273,41 @@ struct Entry {
 }
 
 impl Entry {
-    fn pick(ctx: &Context, variant: ConvVariant, conv: &Geometry, has_bias: bool) -> Self {
+    fn pick(
+        ctx: &Context,
+        variant: ConvVariant,
+        conv: &Geometry,
+        has_bias: bool,
+        dtype: DType,
+    ) -> Result<Self> {
         let k = conv.k();
         let mut constants = vec![("HAS_BIAS", has_bias as u32 as f64)];
+        let (base, subgroup) = match dtype {
+            DType::F32 => (&CONV2D, &CONV2D_SUBGROUP),
+            DType::F16 => (&CONV2D_F16, &CONV2D_SUBGROUP_F16),
+            DType::U32 => {
+                return Err(Error::BadInput(
+                    "conv2d: weight is U32, expected F32 or F16".into(),
+                ))
+            }
+        };
         let (shader, name, tile) = match variant {
-            MatmulVariant::Gpu => (&CONV2D, "conv2d_gpu", GPU_TILE),
+            MatmulVariant::Gpu => (base, "conv2d_gpu", GPU_TILE),
             MatmulVariant::CpuSubgroup if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
                 // The narrowest channel block that holds Cout (up to 32).
                 let block = conv.cout.next_power_of_two().clamp(8, 32);
                 constants.push(("CO_BLOCK", block as f64));
                 let tile = (CPU_SUBGROUP_PIXELS, 8 * block);
-                (&CONV2D_SUBGROUP, "conv2d_cpu_subgroup", tile)
+                (subgroup, "conv2d_cpu_subgroup", tile)
             }
-            _ if k.is_multiple_of(4) => (&CONV2D, "conv2d_cpu_vec4", CPU_TILE),
-            _ => (&CONV2D, "conv2d_cpu", CPU_TILE),
+            _ if k.is_multiple_of(4) => (base, "conv2d_cpu_vec4", CPU_TILE),
+            _ => (base, "conv2d_cpu", CPU_TILE),
         };
-        Self {
+        Ok(Self {
             shader,
             name,
             constants,
             tile,
-        }
+        })
     }
 }

@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Context, Dispatch, Launch};
-use crate::gpu::{DType, Tensor};
-use crate::ops::{expect_dtype, expect_shape, grid_1d, groups, EMBEDDING};
+use crate::gpu::{DType, Shader, Tensor};
+use crate::ops::{expect_dtype, expect_shape, grid_1d, groups, EMBEDDING, EMBEDDING_F16};
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -15,7 +15,8 @@ struct Params {
     rows: u32,
     scale: f32,
     vocab: u32,
-    _pad: [u32; 2],
+    row0: u32,
+    block_rows: u32,
 }
 
 const WORKGROUP: usize = 256;
@@ -109,12 +110,12 @@ pub fn timestep_embedding(
     let flip = f64::from(u8::from(config.flip_sin_to_cos));
     launch(
         ctx,
-        "timestep_embedding",
+        (&EMBEDDING, "timestep_embedding"),
         &[("FLIP_SIN_TO_COS", flip)],
         &[
             (timesteps, Access::Read),
-            (out, Access::ReadWrite),
             (frequencies, Access::Read),
+            (out, Access::ReadWrite),
         ],
         &params,
         4,
@@ -123,14 +124,16 @@ pub fn timestep_embedding(
 
 /// transformers' `CLIPTextEmbeddings`: `token_embedding(input_ids) +
 /// position_embedding(arange(L))`. input_ids [B, L] (u32), token_embedding
-/// [V, D], position_embedding [P, D] with L <= P -> out [B, L, D].
+/// [V, D] (f32 or f16), position_embedding [P, D] (f32) with L <= P -> out
+/// [B, L, D]. A token table above the adapter's binding limit is bound in
+/// blocks of rows, one dispatch each (each writes the tokens in its block).
 pub fn clip_text_embeddings(
     ctx: &Context,
     input_ids: &Tensor,
     token_embedding: &Tensor,
     position_embedding: &Tensor,
     out: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     const OP: &str = "clip_text_embeddings";
     expect_dtype(OP, "input_ids", input_ids, DType::U32)?;
     let [b, l] = input_ids.shape[..] else {
@@ -139,8 +142,12 @@ pub fn clip_text_embeddings(
             input_ids.shape
         )));
     };
-    let [v, d] = table(OP, "token_embedding", token_embedding)?;
-    let [positions, _] = table(OP, "position_embedding", position_embedding)?;
+    let shader = match token_embedding.dtype {
+        DType::F16 => &EMBEDDING_F16,
+        _ => &EMBEDDING,
+    };
+    let [v, d] = table(OP, "token_embedding", token_embedding, token_embedding.dtype)?;
+    let [positions, _] = table(OP, "position_embedding", position_embedding, DType::F32)?;
     expect_shape(
         OP,
         "position_embedding",
@@ -153,26 +160,34 @@ pub fn clip_text_embeddings(
         )));
     }
     expect_shape(OP, "out", out, &[b, l, d])?;
-    let params = Params {
-        n: (b * l * d) as u32,
-        dim: d as u32,
-        rows: l as u32,
-        vocab: v as u32,
-        ..Params::default()
-    };
-    launch(
-        ctx,
-        "clip_text_embeddings",
-        &[],
-        &[
-            (input_ids, Access::Read),
-            (out, Access::ReadWrite),
-            (token_embedding, Access::Read),
-            (position_embedding, Access::Read),
-        ],
-        &params,
-        1,
-    )
+    let blocks = token_embedding.row_blocks(ctx, "token_embedding")?;
+    blocks
+        .iter()
+        .map(|(row0, block)| {
+            let params = Params {
+                n: (b * l * d) as u32,
+                dim: d as u32,
+                rows: l as u32,
+                vocab: v as u32,
+                row0: *row0 as u32,
+                block_rows: block.shape[0] as u32,
+                ..Params::default()
+            };
+            launch(
+                ctx,
+                (shader, "clip_text_embeddings"),
+                &[],
+                &[
+                    (input_ids, Access::Read),
+                    (block, Access::Read),
+                    (out, Access::ReadWrite),
+                    (position_embedding, Access::Read),
+                ],
+                &params,
+                1,
+            )
+        })
+        .collect()
 }
 
 /// transformers' `CLIPVisionEmbeddings` after its patch conv:
@@ -213,12 +228,12 @@ pub fn clip_vision_embeddings(
     };
     launch(
         ctx,
-        "clip_vision_embeddings",
+        (&EMBEDDING, "clip_vision_embeddings"),
         &[],
         &[
             (patch_embeds, Access::Read),
-            (out, Access::ReadWrite),
             (class_embedding, Access::Read),
+            (out, Access::ReadWrite),
             (position_embedding, Access::Read),
         ],
         &params,
@@ -226,9 +241,12 @@ pub fn clip_vision_embeddings(
     )
 }
 
-/// An f32 embedding table's [rows, D].
-fn table(op: &str, what: &str, t: &Tensor) -> Result<[usize; 2]> {
-    expect_dtype(op, what, t, DType::F32)?;
+/// An embedding table's [rows, D], checking it is f32 or, where the kernel
+/// reads it through weight_at, f16.
+fn table(op: &str, what: &str, t: &Tensor, dtype: DType) -> Result<[usize; 2]> {
+    if dtype != DType::F16 {
+        expect_dtype(op, what, t, DType::F32)?;
+    }
     t.shape[..].try_into().map_err(|_| {
         Error::BadInput(format!(
             "{op}: {what} has shape {:?}, expected [rows, D]",
@@ -239,7 +257,7 @@ fn table(op: &str, what: &str, t: &Tensor) -> Result<[usize; 2]> {
 
 fn launch(
     ctx: &Context,
-    entry: &str,
+    (shader, entry): (&'static Shader, &str),
     constants: &[(&str, f64)],
     tensors: &[(&Tensor, Access)],
     params: &Params,
@@ -247,7 +265,7 @@ fn launch(
 ) -> Result<Dispatch> {
     let n = params.n as usize;
     Launch {
-        shader: &EMBEDDING,
+        shader,
         entry,
         constants,
         tensors,

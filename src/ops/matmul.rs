@@ -3,9 +3,9 @@
 //! conv2d's implicit GEMM) most of the UNet's time.
 
 use crate::error::{Error, Result};
-use crate::gpu::Tensor;
 use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch};
-use crate::ops::{expect_shape, groups, MATMUL, MATMUL_SUBGROUP};
+use crate::gpu::{DType, Shader, Tensor};
+use crate::ops::{expect_shape, groups, MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
 
 /// Which kernel shape to run; see wgsl/matmul.wgsl. All run on any adapter
 /// (`CpuSubgroup` falls back to `Cpu` where it cannot run).
@@ -87,7 +87,9 @@ struct Params {
     stride_b: u32,
     stride_c: u32,
     alpha: f32,
-    _pad: u32,
+    col0: u32,
+    ldc: u32,
+    _pad: [u32; 3],
 }
 
 /// Output tile per workgroup: (columns, rows), per the shader's entry points.
@@ -99,7 +101,7 @@ const CPU_VEC4_TILE: (usize, usize) = (8 * 8, 8 * 8);
 ///
 /// - `a`: `[..batch, M, K]` (`[..batch, K, M]` if `transpose_a`); leading dims are the batch.
 /// - `b`: `[K, N]` (`[N, K]` if `transpose_b`) shared by every batch item, or
-///   with the same leading batch dims as `a`.
+///   with the same leading batch dims as `a`; f32, or f16 ([`DType::F16`], a weight).
 /// - `bias`: `[N]`, added to every row.
 /// - `out`: `[..batch, M, N]`; must not alias the inputs.
 pub fn matmul(
@@ -111,13 +113,52 @@ pub fn matmul(
     opts: &MatmulOptions,
 ) -> Result<Dispatch> {
     let shape = Shape::of(a, b, opts)?;
-    let Shape { batch, m, n, k } = shape;
     let mut out_shape = a.shape[..a.shape.len() - 2].to_vec();
-    out_shape.extend([m, n]);
+    out_shape.extend([shape.m, shape.n]);
     expect_shape("matmul", "out", out, &out_shape)?;
     if let Some(bias) = bias {
-        expect_shape("matmul", "bias", bias, &[n])?;
+        expect_shape("matmul", "bias", bias, &[shape.n])?;
     }
+    launch(ctx, a, b, bias, out, opts, (0, shape.n))
+}
+
+/// nn.Linear: `out = x · weightᵀ + bias` with x `[M, K]`, weight `[N, K]`
+/// (f32 or f16), bias `[N]`, out `[M, N]`. A weight above the adapter's binding
+/// limit runs as one dispatch per block of its rows (output features), each
+/// writing its columns of `out`: the same sums in the same order, so the same bits.
+pub fn linear(
+    ctx: &Context,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let opts = MatmulOptions::linear();
+    let shape = Shape::of(x, weight, &opts)?;
+    expect_shape("linear", "out", out, &[shape.m, shape.n])?;
+    if let Some(bias) = bias {
+        expect_shape("linear", "bias", bias, &[shape.n])?;
+    }
+    weight
+        .row_blocks(ctx, "nn.Linear weight")?
+        .into_iter()
+        .map(|(row0, block)| launch(ctx, x, &block, bias, out, &opts, (row0, shape.n)))
+        .collect()
+}
+
+/// One dispatch of `op(a) · op(b)` into columns `cols.0..` of an output with
+/// `cols.1` columns (shapes checked by the caller).
+fn launch(
+    ctx: &Context,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+    opts: &MatmulOptions,
+    (col0, ldc): (usize, usize),
+) -> Result<Dispatch> {
+    let shape = Shape::of(a, b, opts)?;
+    let Shape { batch, m, n, k } = shape;
     let b_shared = b.shape.len() == 2;
     let params = Params {
         m: m as u32,
@@ -125,21 +166,13 @@ pub fn matmul(
         k: k as u32,
         stride_a: (m * k) as u32,
         stride_b: if b_shared { 0 } else { (k * n) as u32 },
-        stride_c: (m * n) as u32,
+        stride_c: (m * ldc) as u32,
         alpha: opts.alpha,
-        _pad: 0,
+        col0: col0 as u32,
+        ldc: ldc as u32,
+        _pad: [0; 3],
     };
-    let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
-    let aligned = shape.vec4_aligned(opts);
-    let subgroup = aligned && !opts.transpose_a && subgroups_of_8(ctx);
-    let (shader, entry, (tile_n, tile_m)) = match variant {
-        MatmulVariant::Gpu => (&MATMUL, "matmul_gpu", GPU_TILE),
-        MatmulVariant::CpuSubgroup if subgroup => {
-            (&MATMUL_SUBGROUP, "matmul_cpu_subgroup", CPU_VEC4_TILE)
-        }
-        _ if aligned => (&MATMUL, "matmul_cpu_vec4", CPU_VEC4_TILE),
-        _ => (&MATMUL, "matmul_cpu", CPU_TILE),
-    };
+    let (shader, entry, (tile_n, tile_m)) = pick(ctx, &shape, b.dtype, opts)?;
     let has_bias = bias.is_some();
     // Without a bias the binding still needs a buffer; `a` is never read through it.
     let bias = bias.unwrap_or(a);
@@ -160,9 +193,35 @@ pub fn matmul(
         ],
         workgroups: [groups(n, tile_n), groups(m, tile_m), batch as u32],
         flops: 2 * (batch * m * n * k) as u64,
-        bytes: 4 * (batch * m * k + b_reads + batch * m * n) as u64,
+        bytes: (4 * (batch * m * k + batch * m * n) + b.dtype.size() * b_reads) as u64,
     }
     .build(ctx, &params)
+}
+
+/// The shader (f32 or f16 `b`), entry point and output tile (columns, rows)
+/// that run a product of `shape` on `ctx`.
+fn pick(
+    ctx: &Context,
+    shape: &Shape,
+    b_dtype: DType,
+    opts: &MatmulOptions,
+) -> Result<(&'static Shader, &'static str, (usize, usize))> {
+    let (base, subgroup_shader) = match b_dtype {
+        DType::F32 => (&MATMUL, &MATMUL_SUBGROUP),
+        DType::F16 => (&MATMUL_F16, &MATMUL_SUBGROUP_F16),
+        DType::U32 => return Err(Error::BadInput("matmul: b is U32, expected F32 or F16".into())),
+    };
+    let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
+    let aligned = shape.vec4_aligned(opts);
+    let subgroup = aligned && !opts.transpose_a && subgroups_of_8(ctx);
+    Ok(match variant {
+        MatmulVariant::Gpu => (base, "matmul_gpu", GPU_TILE),
+        MatmulVariant::CpuSubgroup if subgroup => {
+            (subgroup_shader, "matmul_cpu_subgroup", CPU_VEC4_TILE)
+        }
+        _ if aligned => (base, "matmul_cpu_vec4", CPU_VEC4_TILE),
+        _ => (base, "matmul_cpu", CPU_TILE),
+    })
 }
 
 /// Problem size after checking `a` and `b` against each other.

@@ -28,15 +28,21 @@ pub mod sampler;
 pub mod score;
 
 macro_rules! shaders {
-    ($($ident:ident => [$($file:literal),+]),* $(,)?) => {
+    ($($ident:ident $(as $name:literal)? => [$($file:literal),+]),* $(,)?) => {
         $(pub static $ident: Shader = Shader {
-            name: last!($($file),+),
+            name: name!($($name)?; $($file),+),
             parts: &[$($file),+],
             source: concat!($(include_str!(concat!("../../wgsl/", $file, ".wgsl"))),+),
         };)*
         /// Every embedded shader, for validation tests and warm-up.
         pub static ALL_SHADERS: &[&Shader] = &[$(&$ident),*];
     };
+}
+
+/// A shader's name: the one given with `as`, else its last file's.
+macro_rules! name {
+    ($name:literal; $($file:literal),+) => { $name };
+    (; $($file:literal),+) => { last!($($file),+) };
 }
 
 macro_rules! last {
@@ -49,18 +55,27 @@ macro_rules! last {
 // that calls subgroup builtins does not compile where the feature is missing.
 // conv2d and matmul share their GPU tile (gemm_tile), which comes first so the
 // shader keeps its kernel file's name (WGSL declarations may come in any order).
+// The kernels that take a weight read it through weight_f32 or weight_f16; the
+// f16 shaders are named with `as` (names key the pipeline cache).
 shaders! {
     ATTENTION => ["attention"],
     ATTENTION_SUBGROUP => ["attention", "subgroup", "attention_subgroup"],
-    CONV2D => ["gemm_tile", "conv2d"],
-    CONV2D_SUBGROUP => ["gemm_tile", "conv2d", "subgroup", "conv2d_subgroup"],
+    CONV2D => ["gemm_tile", "weight_f32", "conv2d"],
+    CONV2D_F16 as "conv2d_f16" => ["gemm_tile", "weight_f16", "conv2d"],
+    CONV2D_SUBGROUP => ["gemm_tile", "weight_f32", "conv2d", "subgroup", "conv2d_subgroup"],
+    CONV2D_SUBGROUP_F16 as "conv2d_subgroup_f16" =>
+        ["gemm_tile", "weight_f16", "conv2d", "subgroup", "conv2d_subgroup"],
     ELEMENTWISE => ["elementwise"],
-    EMBEDDING => ["embedding"],
+    EMBEDDING => ["weight_f32", "embedding"],
+    EMBEDDING_F16 as "embedding_f16" => ["weight_f16", "embedding"],
     FINITE => ["finite"],
     IMAGE => ["image"],
     LAYOUT => ["layout"],
-    MATMUL => ["gemm_tile", "matmul"],
-    MATMUL_SUBGROUP => ["gemm_tile", "matmul", "subgroup", "matmul_subgroup"],
+    MATMUL => ["gemm_tile", "weight_f32", "matmul"],
+    MATMUL_F16 as "matmul_f16" => ["gemm_tile", "weight_f16", "matmul"],
+    MATMUL_SUBGROUP => ["gemm_tile", "weight_f32", "matmul", "subgroup", "matmul_subgroup"],
+    MATMUL_SUBGROUP_F16 as "matmul_subgroup_f16" =>
+        ["gemm_tile", "weight_f16", "matmul", "subgroup", "matmul_subgroup"],
     NOISE => ["noise"],
     NORM => ["norm"],
     PEAK => ["peak"],
