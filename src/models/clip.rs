@@ -202,9 +202,11 @@ impl CLIPTextModel {
         let c = &config;
         let emb = vb.pp("embeddings");
         Ok(Self {
+            // The one large table (49,408 × 768 in SD 1.x): a layer weight. The
+            // position table (77 rows) stays f32 like biases.
             token_embedding: emb
                 .pp("token_embedding")
-                .get("weight", &[c.vocab_size, c.hidden_size])?,
+                .get_weight("weight", &[c.vocab_size, c.hidden_size])?,
             position_embedding: emb
                 .pp("position_embedding")
                 .get("weight", &[c.max_position_embeddings, c.hidden_size])?,
@@ -286,7 +288,7 @@ impl CLIPVisionModel {
             class_embedding: emb.get("class_embedding", &[d])?,
             // The patch embedding is a stride-p conv without bias.
             patch_embedding: Conv2d {
-                weight: patch.get("weight", &[d, c.num_channels, c.patch_size, c.patch_size])?,
+                weight: patch.get_weight("weight", &[d, c.num_channels, c.patch_size, c.patch_size])?,
                 bias: None,
                 stride: c.patch_size,
                 padding: 0,

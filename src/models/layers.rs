@@ -51,6 +51,16 @@ impl<'a> Vars<'a> {
         self.weights.get(self.ctx, &self.name(leaf), shape)
     }
 
+    /// The layer weight `prefix.leaf` (nn.Linear, nn.Conv2d, an embedding
+    /// table), which must have exactly `shape`, in the precision the weights were
+    /// opened with ([`Weights::get_weight`]). Biases and norm weights use
+    /// [`Vars::get`]: they stay f32 because they are tiny (one value per output
+    /// channel) and read once per output, so f16 would save nothing worth a
+    /// second code path in the norm and elementwise kernels.
+    pub fn get_weight(&self, leaf: &str, shape: &[usize]) -> Result<Tensor> {
+        self.weights.get_weight(self.ctx, &self.name(leaf), shape)
+    }
+
     pub fn contains(&self, leaf: &str) -> bool {
         self.weights.contains(&self.name(leaf))
     }
@@ -120,7 +130,7 @@ impl Conv2d {
         padding: usize,
     ) -> Result<Self> {
         Ok(Self {
-            weight: vb.get("weight", &[cout, cin, kernel, kernel])?,
+            weight: vb.get_weight("weight", &[cout, cin, kernel, kernel])?,
             bias: Some(vb.get("bias", &[cout])?),
             stride,
             padding,
@@ -141,7 +151,7 @@ pub struct Linear {
 impl Linear {
     pub fn new(vb: &Vars, din: usize, dout: usize, bias: bool) -> Result<Self> {
         Ok(Self {
-            weight: vb.get("weight", &[dout, din])?,
+            weight: vb.get_weight("weight", &[dout, din])?,
             bias: if bias {
                 Some(vb.get("bias", &[dout])?)
             } else {

@@ -3,8 +3,9 @@
 //! A model sub-folder in the Hugging Face layout (diffusers'
 //! `diffusion_pytorch_model.safetensors`, transformers' `model.safetensors`, or
 //! shards listed by a `*.safetensors.index.json`) is memory-mapped and its
-//! headers parsed once; tensors are converted to f32 and uploaded only when a
-//! model constructor asks for them by name and shape.
+//! headers parsed once; tensors are uploaded only when a model constructor
+//! asks for them by name and shape: layer weights ([`Weights::get_weight`]) in
+//! the precision [`WeightPrecision`] picks, everything else as f32.
 //!
 //! The name map is strict (stable-diffusion.cpp #434, #1425: a doubled prefix
 //! silently left every tensor unloaded): a missing tensor is an error naming the
@@ -39,6 +40,31 @@ use crate::gpu::Tensor;
 /// every `CLIPTextModel` tensor; transformers 5 leaves it out.
 pub const TEXT_MODEL_PREFIX: &str = "text_model.";
 
+/// What precision layer weights take on the GPU (`--weights`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightPrecision {
+    /// As the file stores them: f16 stays f16 (bf16 becomes f16), f32 stays f32.
+    #[default]
+    Auto,
+    /// Everything f32 (f16 files are widened; exact).
+    F32,
+    /// Everything f16 (f32 files are rounded at load: half the memory).
+    F16,
+}
+
+impl std::str::FromStr for WeightPrecision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            _ => Err(format!("`{s}`: expected auto, f32 or f16")),
+        }
+    }
+}
+
 /// The weights of one model component: one file or several shards, a detected
 /// name prefix, and the set of tensors a model has asked for so far.
 pub struct Weights {
@@ -47,6 +73,7 @@ pub struct Weights {
     index: BTreeMap<String, usize>,
     prefix: String,
     used: Mutex<BTreeSet<String>>,
+    precision: WeightPrecision,
 }
 
 impl Weights {
@@ -80,6 +107,7 @@ impl Weights {
             index,
             prefix: String::new(),
             used: Mutex::new(BTreeSet::new()),
+            precision: WeightPrecision::Auto,
         })
     }
 
@@ -93,6 +121,11 @@ impl Weights {
             String::new()
         };
         all
+    }
+
+    /// The precision [`Weights::get_weight`] uploads in (default: as the file).
+    pub fn set_precision(&mut self, precision: WeightPrecision) {
+        self.precision = precision;
     }
 
     /// The prefix lookups use (empty when none was detected).
@@ -129,6 +162,50 @@ impl Weights {
 
     /// Load `name` as f32 on the host, checking its shape; marks it used.
     pub fn get_f32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<f32>> {
+        let (file, full) = self.checked(name, expected_shape)?;
+        let data = file.to_f32(&full)?;
+        check_finite(file, &full, data.iter().copied())?;
+        self.used.lock().expect("used set").insert(full);
+        Ok(data)
+    }
+
+    /// Load `name` onto the GPU as an f32 tensor of `expected_shape`; marks it used.
+    /// For biases, norm weights and small tables, which kernels read as f32.
+    pub fn get(&self, ctx: &Context, name: &str, expected_shape: &[usize]) -> Result<Tensor> {
+        let data = self.get_f32(name, expected_shape)?;
+        Tensor::from_f32(ctx, &self.full_name(name), expected_shape, &data)
+    }
+
+    /// Load a layer weight (nn.Linear, nn.Conv2d, the token table) onto the GPU
+    /// in the precision [`Weights::set_precision`] picked: f16 ([`DType::F16`])
+    /// for an f16 or bf16 file under `Auto`, or always under `F16`; marks it
+    /// used. It may exceed the adapter's binding limit (the ops bind it in row
+    /// blocks), not its buffer limit.
+    ///
+    /// [`DType::F16`]: crate::gpu::DType::F16
+    pub fn get_weight(&self, ctx: &Context, name: &str, expected_shape: &[usize]) -> Result<Tensor> {
+        let (file, full) = self.checked(name, expected_shape)?;
+        let stored = file.info(&full).expect("indexed name is in its file").dtype;
+        let half = match self.precision {
+            WeightPrecision::Auto => stored != ::safetensors::Dtype::F32,
+            WeightPrecision::F16 => true,
+            WeightPrecision::F32 => false,
+        };
+        let tensor = if half {
+            let data = file.to_f16(&full)?;
+            check_finite(file, &full, data.iter().map(|h| h.to_f32()))?;
+            Tensor::from_f16(ctx, &full, expected_shape, &data)?
+        } else {
+            let data = file.to_f32(&full)?;
+            check_finite(file, &full, data.iter().copied())?;
+            Tensor::weight_f32(ctx, &full, expected_shape, &data)?
+        };
+        self.used.lock().expect("used set").insert(full);
+        Ok(tensor)
+    }
+
+    /// `name`'s file and full name, its shape checked against `expected_shape`.
+    fn checked(&self, name: &str, expected_shape: &[usize]) -> Result<(&SafetensorsFile, String)> {
         let (file, full) = self.locate(name)?;
         let info = file.info(&full).expect("indexed name is in its file");
         if info.shape != expected_shape {
@@ -140,25 +217,7 @@ impl Weights {
                 ),
             ));
         }
-        let data = file.to_f32(&full)?;
-        // A NaN or infinity in a weight spreads to every image: refuse the file.
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(Error::model(
-                &file.path,
-                format!(
-                    "tensor `{full}` holds a non-finite value ({}) at index {i}",
-                    data[i]
-                ),
-            ));
-        }
-        self.used.lock().expect("used set").insert(full);
-        Ok(data)
-    }
-
-    /// Load `name` onto the GPU as an f32 tensor of `expected_shape`; marks it used.
-    pub fn get(&self, ctx: &Context, name: &str, expected_shape: &[usize]) -> Result<Tensor> {
-        let data = self.get_f32(name, expected_shape)?;
-        Tensor::from_f32(ctx, &self.full_name(name), expected_shape, &data)
+        Ok((file, full))
     }
 
     /// Tensors (prefix removed) that no `get` has asked for yet, sorted.
@@ -228,6 +287,24 @@ impl Weights {
         match nearest(full, self.index.keys().map(String::as_str)) {
             Some(near) => format!("no tensor `{full}` ({prefix}); nearest: `{near}`"),
             None => format!("no tensor `{full}`: the file has no tensors"),
+        }
+    }
+}
+
+/// A NaN or infinity in a weight spreads to every image: refuse the file.
+fn check_finite(
+    file: &SafetensorsFile,
+    full: &str,
+    mut values: impl Iterator<Item = f32>,
+) -> Result<()> {
+    match values.position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => {
+            let value = file.to_f32(full)?[i];
+            Err(Error::model(
+                &file.path,
+                format!("tensor `{full}` holds a non-finite value ({value}) at index {i}"),
+            ))
         }
     }
 }

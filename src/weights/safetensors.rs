@@ -138,6 +138,25 @@ impl SafetensorsFile {
     }
 }
 
+impl SafetensorsFile {
+    /// A tensor as f16 on the host: an F16 tensor as stored, BF16 and F32
+    /// rounded to nearest, refusing (naming the tensor) a finite value beyond
+    /// f16's range, which would become an infinity.
+    pub fn to_f16(&self, name: &str) -> Result<Vec<f16>> {
+        if let (Some(info), Some(raw)) = (self.info(name), self.raw(name)) {
+            if info.dtype == Dtype::F16 {
+                return Ok(raw
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]))
+                    .collect());
+            }
+        }
+        let wide = self.to_f32(name)?;
+        crate::gpu::tensor::to_f16(&format!("tensor `{name}`"), wide.into_iter())
+            .map_err(|e| Error::model(&self.path, e.to_string()))
+    }
+}
+
 /// Turn the safetensors crate's terse errors into what a user can act on.
 fn describe_header_error(bytes: &[u8], e: &SafeTensorError) -> String {
     let declared = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes checked"));
