@@ -34,6 +34,7 @@ use crate::models::pipeline;
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::SRVGGNetCompact;
 use crate::models::Graph;
+use crate::weights::WeightPrecision;
 
 pub const MODELS: [&str; 4] = ["unet", "text_encoder", "scorer", "upscaler"];
 const BUDGET_S: f64 = 3.0;
@@ -57,6 +58,8 @@ pub struct ModelOptions {
     pub batches: Vec<usize>,
     /// Only models whose name contains this.
     pub filter: Option<String>,
+    /// Precision of layer weights on the GPU (`--weights`).
+    pub weights: WeightPrecision,
 }
 
 /// n values in [0, 1]: `0.5 + 0.5 sin(0.37 i + phase)`, as tools/bench_torch.py computes them.
@@ -96,25 +99,26 @@ enum Model {
 
 impl Model {
     /// Component `name` of a pipeline folder, loaded as the engine loads it.
-    fn load(ctx: &Context, dir: &Path, name: &str) -> Result<Self> {
+    fn load(ctx: &Context, dir: &Path, name: &str, w: WeightPrecision) -> Result<Self> {
         Ok(match name {
             "unet" => {
                 let config: UNet2DConditionConfig = component_config(dir)?;
                 let (size, cross) = (config.sample_size.unwrap_or(32), config.cross_attention_dim);
-                Model::Unet(pipeline::load_unet(ctx, dir, &config)?, size, cross)
+                Model::Unet(pipeline::load_unet(ctx, dir, &config, w)?, size, cross)
             }
             "text_encoder" => Model::Text(pipeline::load_text_encoder(
                 ctx,
                 dir,
                 &component_config(dir)?,
+                w,
             )?),
             "scorer" => {
                 let config: clip::CLIPConfig = component_config(dir)?;
                 let size = config.vision_config.image_size;
-                Model::Scorer(pipeline::load_scorer(ctx, dir, &config)?, size)
+                Model::Scorer(pipeline::load_scorer(ctx, dir, &config, w)?, size)
             }
             "upscaler" => {
-                Model::Upscaler(pipeline::load_upscaler(ctx, dir, &component_config(dir)?)?)
+                Model::Upscaler(pipeline::load_upscaler(ctx, dir, &component_config(dir)?, w)?)
             }
             other => return Err(Error::BadInput(format!("unknown model {other}"))),
         })
@@ -340,7 +344,14 @@ pub fn run(ctx: &Context, profiler: &Profiler, opts: &ModelOptions) -> Result<Va
             eprintln!("skipping {name}: no {}", dir.display());
             continue;
         }
-        let model = Model::load(ctx, &dir, name)?;
+        let before = ctx.buffer_bytes();
+        let model = Model::load(ctx, &dir, name, opts.weights)?;
+        let weight_bytes = ctx.buffer_bytes() - before;
+        println!(
+            "{name}: {weight_bytes} bytes of weights on the GPU ({:.1} MB, --weights {:?})",
+            weight_bytes as f64 / 1e6,
+            opts.weights
+        );
         for &batch in &opts.batches {
             let g = model.plan(ctx, batch)?;
             let row = measure(ctx, profiler, name, batch, &g)?;
@@ -356,7 +367,9 @@ pub fn run(ctx: &Context, profiler: &Profiler, opts: &ModelOptions) -> Result<Va
                 format!("{:.4}", row.gflop_per_item),
                 format!("{:.2}", row.gflops()),
             ]);
-            json_rows.push(row.json(&device, &dir));
+            let mut json = row.json(&device, &dir);
+            json["weight_bytes"] = json!(weight_bytes);
+            json_rows.push(json);
             rows.push(row);
         }
     }

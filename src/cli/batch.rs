@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use clap::Args;
 use easel::farm::{self, Batch, JobModel, Shard};
 use easel::gpu::{AdapterOptions, Context};
-use easel::{Engine, Error, PipelineConfig, Result};
+use easel::{Engine, Error, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::progress::BatchBar;
@@ -65,7 +65,7 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     // A bad model folder fails before any job is touched; every job is checked
     // against its configs, without the GPU.
     let model_dir = args.render.model_dir()?;
-    let config = PipelineConfig::read(&model_dir)?;
+    let config = args.render.pipeline_config()?;
     let key = farm::model_key(&model_dir)?;
     let defaults = args.render.request(String::new())?;
     let model = JobModel {

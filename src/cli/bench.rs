@@ -13,6 +13,7 @@ use easel::bench::{self, compare, parse_counts, Report};
 use easel::gpu::profiler::Profiler;
 use easel::gpu::{AdapterOptions, Context};
 use easel::output::check_writable;
+use easel::weights::WeightPrecision;
 use easel::{Engine, Error, PipelineConfig, Result};
 
 #[derive(Args, Debug)]
@@ -62,6 +63,9 @@ pub enum What {
         batches: String,
         /// Only models whose name contains this (unet, text_encoder, scorer, upscaler).
         filter: Option<String>,
+        /// Layer weights on the GPU: auto (as the file), f32 or f16.
+        #[arg(long, default_value = "auto")]
+        weights: WeightPrecision,
     },
     /// The whole loop through Engine::generate for several K and sizes, with phases.
     Generate {
@@ -87,6 +91,9 @@ pub enum What {
         /// Write the scaling curves (time vs K, time per candidate vs K) as SVG.
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
+        /// Layer weights on the GPU: auto (as the file), f32 or f16.
+        #[arg(long, default_value = "auto")]
+        weights: WeightPrecision,
     },
 }
 
@@ -106,6 +113,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
             steps,
             runs,
             plot,
+            weights,
         } => {
             let opts = GenerateOptions {
                 prompt: prompt.clone(),
@@ -116,7 +124,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
                 runs: *runs,
             };
             let model = easel::model_dir::resolve(model.as_deref())?;
-            generate(args, adapter, &model, &opts, plot.as_deref())?
+            generate(args, adapter, (&model, *weights), &opts, plot.as_deref())?
         }
         What::Peak { quick } => peak(args, adapter, *quick)?,
         What::Kernels {
@@ -135,11 +143,13 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
             model,
             batches,
             filter,
+            weights,
         } => {
             let opts = ModelOptions {
                 model: easel::model_dir::resolve(model.as_deref())?,
                 batches: parse_counts("--batches", batches)?,
                 filter: filter.clone(),
+                weights: *weights,
             };
             models(args, adapter, &opts)?
         }
@@ -158,11 +168,14 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
 fn generate(
     args: &BenchArgs,
     adapter: &AdapterOptions,
-    model: &Path,
+    (model, weights): (&Path, WeightPrecision),
     opts: &GenerateOptions,
     plot: Option<&Path>,
 ) -> Result<Report> {
-    let config = PipelineConfig::read(model)?;
+    let config = PipelineConfig {
+        weights,
+        ..PipelineConfig::read(model)?
+    };
     bench::generate::check(&config, opts)?;
     if let Some(path) = plot {
         bench::plot::check_path(path)?;

@@ -9,7 +9,7 @@ use clap::Args;
 use easel::gpu::{AdapterOptions, Context};
 use easel::output::{check_png_name, check_writable, encode_png, same_file, write_atomic};
 use easel::request::Progress;
-use easel::{Engine, Error, PipelineConfig, Request, Result};
+use easel::{Engine, Error, Request, Result};
 
 #[derive(Args, Clone, Debug)]
 pub struct GenerateArgs {
@@ -53,7 +53,7 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
         ..args.render.request(prompt)?
     };
     // Bad input fails before the GPU is touched, and leaves no file behind.
-    let model = PipelineConfig::read(&args.render.model_dir()?)?;
+    let model = args.render.pipeline_config()?;
     request.check(&model)?;
     let model_default_steps = model.settings.default_steps;
     if args.render.seed == super::Seed::Random && !args.quiet {

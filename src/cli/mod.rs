@@ -72,6 +72,10 @@ pub struct RenderArgs {
     /// into easel.
     #[arg(long)]
     pub model: Option<std::path::PathBuf>,
+    /// Layer weights on the GPU: auto (as the file: f16 stays f16, half the
+    /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
+    #[arg(long, default_value = "auto")]
+    pub weights: easel::weights::WeightPrecision,
 }
 
 impl RenderArgs {
@@ -79,6 +83,14 @@ impl RenderArgs {
     /// model (`easel::model_dir::resolve`).
     pub fn model_dir(&self) -> easel::Result<std::path::PathBuf> {
         easel::model_dir::resolve(self.model.as_deref())
+    }
+
+    /// The model folder's configs, with `--weights` for loading it.
+    pub fn pipeline_config(&self) -> easel::Result<easel::PipelineConfig> {
+        Ok(easel::PipelineConfig {
+            weights: self.weights,
+            ..easel::PipelineConfig::read(&self.model_dir()?)?
+        })
     }
 
     /// The request these options describe; fails on a malformed `--schedule`.

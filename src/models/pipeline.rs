@@ -24,7 +24,7 @@ use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
 use crate::models::Graph;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
-use crate::weights::{Config, Weights, TEXT_MODEL_PREFIX};
+use crate::weights::{Config, WeightPrecision, Weights, TEXT_MODEL_PREFIX};
 
 /// easel's settings in `model_index.json` (`_easel`), with CLIP's defaults.
 #[derive(Clone, Debug, Deserialize)]
@@ -98,6 +98,8 @@ pub struct PipelineConfig {
     /// `scorer/`: the check-output process (a transformers `CLIPModel`).
     pub scorer: Option<CLIPConfig>,
     pub upscaler: Option<SRVGGNetCompactConfig>,
+    /// Precision of layer weights on the GPU (`--weights`); `read` leaves `Auto`.
+    pub weights: WeightPrecision,
 }
 
 impl PipelineConfig {
@@ -121,6 +123,7 @@ impl PipelineConfig {
             vae: optional_config(dir, "vae")?,
             scorer: optional_config(dir, "scorer")?,
             upscaler: optional_config(dir, "upscaler")?,
+            weights: WeightPrecision::Auto,
         })
     }
 
@@ -150,20 +153,21 @@ pub struct Pipeline {
 impl Pipeline {
     /// Build every model of `config` on `ctx` from its weights.
     pub fn load(ctx: &Context, config: PipelineConfig) -> Result<Self> {
-        let dir = &config.dir;
+        let (dir, w) = (&config.dir, config.weights);
         let tokenizer = ClipTokenizer::from_dir(dir.join("tokenizer"))?;
-        let text_encoder = load_text_encoder(ctx, &dir.join("text_encoder"), &config.text_encoder)?;
-        let unet = load_unet(ctx, &dir.join("unet"), &config.unet)?;
+        let text_encoder =
+            load_text_encoder(ctx, &dir.join("text_encoder"), &config.text_encoder, w)?;
+        let unet = load_unet(ctx, &dir.join("unet"), &config.unet, w)?;
         let scorer = match &config.scorer {
-            Some(c) => Some(load_scorer(ctx, &dir.join("scorer"), c)?),
+            Some(c) => Some(load_scorer(ctx, &dir.join("scorer"), c, w)?),
             None => None,
         };
         let vae = match &config.vae {
-            Some(c) => Some(load_vae(ctx, &dir.join("vae"), c)?),
+            Some(c) => Some(load_vae(ctx, &dir.join("vae"), c, w)?),
             None => None,
         };
         let upscaler = match &config.upscaler {
-            Some(c) => Some(load_upscaler(ctx, &dir.join("upscaler"), c)?),
+            Some(c) => Some(load_upscaler(ctx, &dir.join("upscaler"), c, w)?),
             None => None,
         };
         Ok(Self {
@@ -201,8 +205,9 @@ pub fn load_text_encoder(
     ctx: &Context,
     dir: &Path,
     config: &CLIPTextConfig,
+    precision: WeightPrecision,
 ) -> Result<CLIPTextModel> {
-    build(ctx, dir, Some(TEXT_MODEL_PREFIX), clip::IGNORED, |vb| {
+    build(ctx, (dir, precision), Some(TEXT_MODEL_PREFIX), clip::IGNORED, |vb| {
         CLIPTextModel::new(vb, config.clone())
     })
 }
@@ -211,14 +216,20 @@ pub fn load_unet(
     ctx: &Context,
     dir: &Path,
     config: &UNet2DConditionConfig,
+    precision: WeightPrecision,
 ) -> Result<UNet2DConditionModel> {
-    build(ctx, dir, None, &[], |vb| {
+    build(ctx, (dir, precision), None, &[], |vb| {
         UNet2DConditionModel::new(vb, config.clone())
     })
 }
 
-pub fn load_scorer(ctx: &Context, dir: &Path, config: &CLIPConfig) -> Result<CLIPModel> {
-    build(ctx, dir, None, clip::IGNORED, |vb| {
+pub fn load_scorer(
+    ctx: &Context,
+    dir: &Path,
+    config: &CLIPConfig,
+    precision: WeightPrecision,
+) -> Result<CLIPModel> {
+    build(ctx, (dir, precision), None, clip::IGNORED, |vb| {
         CLIPModel::new(vb, config.clone())
     })
 }
@@ -228,8 +239,9 @@ pub fn load_vae(
     ctx: &Context,
     dir: &Path,
     config: &AutoencoderKLConfig,
+    precision: WeightPrecision,
 ) -> Result<AutoencoderKLDecoder> {
-    build(ctx, dir, None, vae::UNUSED_PREFIXES, |vb| {
+    build(ctx, (dir, precision), None, vae::UNUSED_PREFIXES, |vb| {
         AutoencoderKLDecoder::new(vb, config.clone())
     })
 }
@@ -238,23 +250,26 @@ pub fn load_upscaler(
     ctx: &Context,
     dir: &Path,
     config: &SRVGGNetCompactConfig,
+    precision: WeightPrecision,
 ) -> Result<SRVGGNetCompact> {
-    build(ctx, dir, None, &[], |vb| {
+    build(ctx, (dir, precision), None, &[], |vb| {
         SRVGGNetCompact::new(vb, config.clone())
     })
 }
 
-/// Open `dir`'s weights (detecting an optional name `prefix`), build a model
-/// with `new`, and refuse tensors it never read (but those under `ignored`):
-/// a checkpoint that does not match its config is an error, not a silent zero.
+/// Open `dir`'s weights (detecting an optional name `prefix`) for layer
+/// weights in `precision`, build a model with `new`, and refuse tensors it
+/// never read (but those under `ignored`): a checkpoint that does not match
+/// its config is an error, not a silent zero.
 fn build<M>(
     ctx: &Context,
-    dir: &Path,
+    (dir, precision): (&Path, WeightPrecision),
     prefix: Option<&str>,
     ignored: &[&str],
     new: impl FnOnce(&Vars) -> Result<M>,
 ) -> Result<M> {
     let mut weights = Weights::open_dir(dir)?;
+    weights.set_precision(precision);
     if let Some(prefix) = prefix {
         weights.detect_prefix(prefix);
     }
