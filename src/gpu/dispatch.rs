@@ -52,8 +52,8 @@ impl Launch<'_> {
             )));
         }
         let limit = ctx.max_binding_size();
-        if let Some((i, (t, _))) = (self.tensors.iter().enumerate())
-            .find(|(_, (t, _))| t.binding_size() > limit)
+        if let Some((i, (t, _))) =
+            (self.tensors.iter().enumerate()).find(|(_, (t, _))| t.binding_size() > limit)
         {
             return Err(Error::DeviceLimit(format!(
                 "{}::{}: binding {} of shape {:?} is {} bytes, above the {limit} bytes {} allows per binding",

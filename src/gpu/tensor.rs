@@ -234,7 +234,12 @@ impl Tensor {
         }
         (0..rows)
             .step_by(per_block as usize)
-            .map(|start| Ok((start, self.rows(start, (per_block as usize).min(rows - start))?)))
+            .map(|start| {
+                Ok((
+                    start,
+                    self.rows(start, (per_block as usize).min(rows - start))?,
+                ))
+            })
             .collect()
     }
 

@@ -288,7 +288,8 @@ impl CLIPVisionModel {
             class_embedding: emb.get("class_embedding", &[d])?,
             // The patch embedding is a stride-p conv without bias.
             patch_embedding: Conv2d {
-                weight: patch.get_weight("weight", &[d, c.num_channels, c.patch_size, c.patch_size])?,
+                weight: patch
+                    .get_weight("weight", &[d, c.num_channels, c.patch_size, c.patch_size])?,
                 bias: None,
                 stride: c.patch_size,
                 padding: 0,

@@ -137,7 +137,8 @@ impl Graph<'_> {
                 ))
             })?;
         let out = self.tensor(&[x.shape[0], layer.out_channels(), hout, wout])?;
-        let ds = conv2d::conv2d_split(self.ctx, x, &layer.weight, layer.bias.as_ref(), &out, &opts)?;
+        let ds =
+            conv2d::conv2d_split(self.ctx, x, &layer.weight, layer.bias.as_ref(), &out, &opts)?;
         self.dispatches.extend(ds);
         Ok(out)
     }

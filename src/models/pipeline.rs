@@ -207,9 +207,13 @@ pub fn load_text_encoder(
     config: &CLIPTextConfig,
     precision: WeightPrecision,
 ) -> Result<CLIPTextModel> {
-    build(ctx, (dir, precision), Some(TEXT_MODEL_PREFIX), clip::IGNORED, |vb| {
-        CLIPTextModel::new(vb, config.clone())
-    })
+    build(
+        ctx,
+        (dir, precision),
+        Some(TEXT_MODEL_PREFIX),
+        clip::IGNORED,
+        |vb| CLIPTextModel::new(vb, config.clone()),
+    )
 }
 
 pub fn load_unet(

@@ -146,7 +146,12 @@ pub fn clip_text_embeddings(
         DType::F16 => &EMBEDDING_F16,
         _ => &EMBEDDING,
     };
-    let [v, d] = table(OP, "token_embedding", token_embedding, token_embedding.dtype)?;
+    let [v, d] = table(
+        OP,
+        "token_embedding",
+        token_embedding,
+        token_embedding.dtype,
+    )?;
     let [positions, _] = table(OP, "position_embedding", position_embedding, DType::F32)?;
     expect_shape(
         OP,

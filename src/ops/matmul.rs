@@ -209,7 +209,11 @@ fn pick(
     let (base, subgroup_shader) = match b_dtype {
         DType::F32 => (&MATMUL, &MATMUL_SUBGROUP),
         DType::F16 => (&MATMUL_F16, &MATMUL_SUBGROUP_F16),
-        DType::U32 => return Err(Error::BadInput("matmul: b is U32, expected F32 or F16".into())),
+        DType::U32 => {
+            return Err(Error::BadInput(
+                "matmul: b is U32, expected F32 or F16".into(),
+            ))
+        }
     };
     let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
     let aligned = shape.vec4_aligned(opts);

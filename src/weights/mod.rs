@@ -183,7 +183,12 @@ impl Weights {
     /// blocks), not its buffer limit.
     ///
     /// [`DType::F16`]: crate::gpu::DType::F16
-    pub fn get_weight(&self, ctx: &Context, name: &str, expected_shape: &[usize]) -> Result<Tensor> {
+    pub fn get_weight(
+        &self,
+        ctx: &Context,
+        name: &str,
+        expected_shape: &[usize],
+    ) -> Result<Tensor> {
         let (file, full) = self.checked(name, expected_shape)?;
         let stored = file.info(&full).expect("indexed name is in its file").dtype;
         let half = match self.precision {

@@ -79,9 +79,9 @@ fn clip_text_embeddings_gather_tokens_and_positions() {
         let (token, token_h) = random(&mut rng, &[v, d]);
         let (position, position_h) = random(&mut rng, &[p, d]);
         let out = zeros(&[b, l, d]);
-        let dispatch =
+        let dispatches =
             embedding::clip_text_embeddings(ctx(), &input_ids, &token, &position, &out).unwrap();
-        dispatch::run(ctx(), &[dispatch]).unwrap();
+        dispatch::run(ctx(), &dispatches).unwrap();
         // One f32 add, correctly rounded on both sides: exact.
         assert_close(
             &format!("clip_text_embeddings B={b} L={l} D={d}"),

@@ -21,3 +21,4 @@ mod peak;
 mod resample;
 mod sampler;
 mod score;
+mod weight_f16;
