@@ -164,7 +164,7 @@ fn generate_writes_scaling_json_and_svg() {
             "images_per_s",
             "ms_per_step",
             "per_candidate_ratio",
-            "gpu_mib",
+            "gpu_peak_bytes",
         ] {
             positive(row, field);
         }
@@ -172,7 +172,7 @@ fn generate_writes_scaling_json_and_svg() {
         positive(&row["phases"], "text_ms");
     }
     assert!(
-        rows[1]["gpu_mib"].as_f64() > rows[0]["gpu_mib"].as_f64(),
+        rows[1]["gpu_peak_bytes"].as_u64() > rows[0]["gpu_peak_bytes"].as_u64(),
         "K = 2 holds more"
     );
     let plot = std::fs::read_to_string(&svg).unwrap();
