@@ -180,6 +180,34 @@ fn generate_writes_scaling_json_and_svg() {
     assert_eq!(plot.matches("<polyline").count(), 4, "2 panels x 2 sizes");
 }
 
+/// A latent pipeline: the UNet on 4-channel latents and the VAE decoder, each
+/// with its weights' bytes and one forward's peak (which holds the weights).
+#[test]
+fn models_run_latent_unets_and_the_vae_with_their_memory() {
+    let dir = TempDir::new("bench-models-latent");
+    let json = dir.path().join("models.json");
+    let model = path_str(common::files::tiny_latent_pipeline());
+    let args = [
+        "bench",
+        "models",
+        "--model",
+        model,
+        "--batches",
+        "1",
+        "--json",
+        path_str(&json),
+    ];
+    let doc = report(&args, &json);
+    let rows = doc["models"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(names[..2], ["unet", "vae"], "{names:?}");
+    for row in rows {
+        let weights = row["weights_bytes"].as_u64().expect("weights_bytes");
+        let peak = row["peak_bytes"].as_u64().expect("peak_bytes");
+        assert!(weights > 0 && peak > weights, "{row}");
+    }
+}
+
 #[test]
 fn bad_arguments_exit_2_with_one_line() {
     let dir = TempDir::new("bench-bad");

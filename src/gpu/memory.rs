@@ -135,6 +135,32 @@ mod tests {
     }
 
     #[test]
+    fn too_large_names_the_tensor_bytes_limit_and_what_helps() {
+        let e = too_large(
+            "text_model.embeddings.token_embedding.weight",
+            151_781_376,
+            "llvmpipe",
+            Limit::Binding,
+            134_217_728,
+        )
+        .advise("`--weights f16` stores f32 weights in half the bytes");
+        assert_eq!(e.exit_code(), 2, "DeviceLimit: docs/reliability.md");
+        assert_eq!(
+            e.to_string(),
+            "`text_model.embeddings.token_embedding.weight` needs 151781376 bytes (151.8 MB) but \
+             llvmpipe allows at most 134217728 bytes (134.2 MB) per storage binding \
+             (max_storage_buffer_binding_size); `--weights f16` stores f32 weights in half the bytes"
+        );
+        let e = too_large("post", 5, "a", Limit::Buffer, 4);
+        assert!(
+            e.to_string().ends_with("per buffer (max_buffer_size)"),
+            "{e}"
+        );
+        let other = Error::BadInput("x".into()).advise("y");
+        assert_eq!(other.to_string(), "x", "only device limits get advice");
+    }
+
+    #[test]
     fn bytes_read_in_decimal_units() {
         assert_eq!(human(512), "0.5 kB");
         assert_eq!(human(151_781_376), "151.8 MB");
