@@ -208,6 +208,34 @@ fn models_run_latent_unets_and_the_vae_with_their_memory() {
     }
 }
 
+/// `bench kernels --model`: the launches of the model's own UNet and VAE decoder.
+#[test]
+fn kernels_of_a_latent_model_are_its_own_launches() {
+    let dir = TempDir::new("bench-kernels-model");
+    let json = dir.path().join("kernels.json");
+    let model = path_str(common::files::tiny_latent_pipeline());
+    let args = [
+        "bench",
+        "kernels",
+        "--quick",
+        "--model",
+        model,
+        "--json",
+        path_str(&json),
+    ];
+    let doc = report(&args, &json);
+    let rows = doc["kernels"].as_array().unwrap();
+    for name in ["unet", "vae"] {
+        assert!(
+            rows.iter().any(|r| r["kernel"] == name),
+            "no {name} rows: {rows:?}"
+        );
+    }
+    assert!(rows
+        .iter()
+        .any(|r| r["entry"].as_str().unwrap().starts_with("conv2d")));
+}
+
 #[test]
 fn bad_arguments_exit_2_with_one_line() {
     let dir = TempDir::new("bench-bad");

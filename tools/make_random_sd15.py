@@ -108,13 +108,14 @@ README = """# Stable Diffusion 1.5 shapes, RANDOM weights ({dtype})
 Written by `tools/make_random_sd15.py --dtype {dtype} --seed {seed}`. Every tensor has the
 shape of the real SD-1.5 checkpoint (diffusers layout), but the values are PyTorch's default
 random initialisation: images from this folder are noise. It exists to measure memory and
-speed (`easel bench models --model DIR`, `easel bench generate --model DIR --upscale 1`).
+speed (`easel bench models --model DIR`, `easel bench generate --model DIR`,
+`easel "a prompt" --model DIR --upscale 1`).
 
 - unet/: UNet2DConditionModel, {unet:,} parameters
 - vae/: AutoencoderKL, {vae:,} parameters (encoder and decoder; easel loads the decoder)
 - text_encoder/: CLIPTextModel, {text:,} parameters
 - scheduler/: PNDMScheduler with SD-1.5's config
-- tokenizer/: {tokenizer}
+- {tokenizer}
 """
 
 

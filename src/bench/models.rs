@@ -97,7 +97,7 @@ fn token_rows(batch: usize) -> Vec<Vec<u32>> {
 /// A loaded model that plans a forward graph for a batch.
 // One value per model, built once: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
-enum Model {
+pub(crate) enum Model {
     /// The UNet, its sample size and channels, its context width.
     Unet(UNet2DConditionModel, usize, usize, usize),
     /// The VAE decoder and the latents' size (the UNet's sample size).
@@ -109,7 +109,7 @@ enum Model {
 
 impl Model {
     /// Component `name` of a pipeline folder, loaded as the engine loads it.
-    fn load(ctx: &Context, dir: &Path, name: &str) -> Result<Self> {
+    pub(crate) fn load(ctx: &Context, dir: &Path, name: &str) -> Result<Self> {
         Ok(match name {
             "unet" => {
                 let config: UNet2DConditionConfig = component_config(dir)?;
@@ -144,7 +144,7 @@ impl Model {
         })
     }
 
-    fn plan<'a>(&self, ctx: &'a Context, batch: usize) -> Result<Graph<'a>> {
+    pub(crate) fn plan<'a>(&self, ctx: &'a Context, batch: usize) -> Result<Graph<'a>> {
         let mut g = Graph::new(ctx, "bench");
         let image = |c: usize, s: usize, phase| {
             Tensor::from_f32(
