@@ -15,6 +15,7 @@ fn main() -> easel::Result<()> {
         quick: false,
         filter: bench::cargo_bench_filter(),
         variant: std::env::var("EASEL_BENCH_VARIANT").ok(),
+        model: None,
     };
     let (peak, rows) = kernels::run(&ctx, &profiler, &opts)?;
     let mut report = Report::new(&ctx, &profiler);

@@ -59,6 +59,15 @@ impl Error {
         }
     }
 
+    /// A device-limit error with what would help appended (`help` names a flag:
+    /// only the layer that planned the tensor knows which); other errors unchanged.
+    pub fn advise(self, help: &str) -> Self {
+        match self {
+            Error::DeviceLimit(message) => Error::DeviceLimit(format!("{message}; {help}")),
+            other => other,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -36,10 +36,14 @@ pub fn plan(
     shape[0] = 1;
     let winner = g.tensor(&shape)?;
     g.push(layout::narrow(ctx, x0, 0, 0, &winner)?);
-    let winner = pipeline.to_image(&mut g, winner)?;
+    let winner = pipeline.to_image(&mut g, winner).map_err(|e| {
+        e.advise("an activation of the VAE decoder: --vae-tiles decodes in tiles; a smaller --size needs less")
+    })?;
     let unit = g.tensor(&[1, 3, h, w])?;
     g.push(image::normalize(ctx, &winner, &unit, &Normalize::TO_UNIT)?);
-    let img = upscaled(&mut g, pipeline, unit, upscale)?;
+    let img = upscaled(&mut g, pipeline, unit, upscale).map_err(|e| {
+        e.advise("an activation of the upscaler: a smaller --upscale or --size needs less")
+    })?;
     // to_rgba8 would turn NaN into black pixels: the guard sees it first.
     g.push(finite::check_finite(ctx, &img, code, status)?);
     let (height, width) = (img.dim(-2), img.dim(-1));

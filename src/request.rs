@@ -94,6 +94,9 @@ pub struct Image {
     /// Every scoring round's candidates and scores, with `Request::keep_rounds`.
     pub rounds: Vec<Round>,
     pub seconds: f64,
+    /// The most GPU memory easel held at once during the run, in bytes:
+    /// the weights plus the run's plan (see `gpu::memory` for what counts).
+    pub gpu_peak_bytes: u64,
 }
 
 /// One scoring round as the scorer saw it.

@@ -56,6 +56,10 @@ pub(crate) fn run(
     if !cached.as_ref().is_some_and(|plan| plan.fits(&settings)) {
         // Free the old plan's buffers before making the new one's.
         *cached = None;
+    }
+    // This request's peak: the weights, its plan, nothing an earlier one freed.
+    ctx.reset_peak();
+    if cached.is_none() {
         *cached = Some(Plan::new(ctx, pipeline, settings)?);
     }
     let plan = cached.as_ref().expect("planned above");
@@ -70,6 +74,7 @@ pub(crate) fn run(
         image.rounds = rounds;
     }
     image.seconds = started.elapsed().as_secs_f64();
+    image.gpu_peak_bytes = ctx.peak_bytes();
     Ok(image)
 }
 
@@ -291,5 +296,6 @@ fn finish(
         sub_prompts: prompts.texts,
         rounds: Vec::new(),
         seconds: 0.0,
+        gpu_peak_bytes: 0,
     })
 }

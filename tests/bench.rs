@@ -164,7 +164,7 @@ fn generate_writes_scaling_json_and_svg() {
             "images_per_s",
             "ms_per_step",
             "per_candidate_ratio",
-            "gpu_mib",
+            "gpu_peak_bytes",
         ] {
             positive(row, field);
         }
@@ -172,12 +172,68 @@ fn generate_writes_scaling_json_and_svg() {
         positive(&row["phases"], "text_ms");
     }
     assert!(
-        rows[1]["gpu_mib"].as_f64() > rows[0]["gpu_mib"].as_f64(),
+        rows[1]["gpu_peak_bytes"].as_u64() > rows[0]["gpu_peak_bytes"].as_u64(),
         "K = 2 holds more"
     );
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<svg") && plot.trim_end().ends_with("</svg>"));
     assert_eq!(plot.matches("<polyline").count(), 4, "2 panels x 2 sizes");
+}
+
+/// A latent pipeline: the UNet on 4-channel latents and the VAE decoder, each
+/// with its weights' bytes and one forward's peak (which holds the weights).
+#[test]
+fn models_run_latent_unets_and_the_vae_with_their_memory() {
+    let dir = TempDir::new("bench-models-latent");
+    let json = dir.path().join("models.json");
+    let model = path_str(common::files::tiny_latent_pipeline());
+    let args = [
+        "bench",
+        "models",
+        "--model",
+        model,
+        "--batches",
+        "1",
+        "--json",
+        path_str(&json),
+    ];
+    let doc = report(&args, &json);
+    let rows = doc["models"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(names[..2], ["unet", "vae"], "{names:?}");
+    for row in rows {
+        let weights = row["weights_bytes"].as_u64().expect("weights_bytes");
+        let peak = row["peak_bytes"].as_u64().expect("peak_bytes");
+        assert!(weights > 0 && peak > weights, "{row}");
+    }
+}
+
+/// `bench kernels --model`: the launches of the model's own UNet and VAE decoder.
+#[test]
+fn kernels_of_a_latent_model_are_its_own_launches() {
+    let dir = TempDir::new("bench-kernels-model");
+    let json = dir.path().join("kernels.json");
+    let model = path_str(common::files::tiny_latent_pipeline());
+    let args = [
+        "bench",
+        "kernels",
+        "--quick",
+        "--model",
+        model,
+        "--json",
+        path_str(&json),
+    ];
+    let doc = report(&args, &json);
+    let rows = doc["kernels"].as_array().unwrap();
+    for name in ["unet", "vae"] {
+        assert!(
+            rows.iter().any(|r| r["kernel"] == name),
+            "no {name} rows: {rows:?}"
+        );
+    }
+    assert!(rows
+        .iter()
+        .any(|r| r["entry"].as_str().unwrap().starts_with("conv2d")));
 }
 
 #[test]

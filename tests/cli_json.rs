@@ -57,6 +57,15 @@ fn json_summary_has_every_parameter() {
     for key in ["guidance", "steps_run", "model", "seconds", "schedule"] {
         assert!(j.get(key).is_some(), "no {key}: {j}");
     }
+    // The run held at least the UNet's weights at once (as stored: f16 or wider).
+    let unet = std::fs::metadata(tiny_pipeline().join("unet/diffusion_pytorch_model.safetensors"))
+        .expect("the tiny UNet's weights")
+        .len();
+    let peak = j["gpu_peak_bytes"].as_u64().expect("gpu_peak_bytes: bytes");
+    assert!(
+        peak > unet,
+        "peak {peak} bytes, under the UNet's {unet}-byte file: {j}"
+    );
     assert!(out.is_file());
 }
 

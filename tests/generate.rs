@@ -287,6 +287,26 @@ fn same_shape_requests_reuse_the_plan() {
     assert_eq!(reused.candidate_scores, fresh.candidate_scores);
 }
 
+/// A request's peak GPU bytes are its own: a larger image holds more, and after
+/// it a smaller one reports what it reported before (the larger plan was freed
+/// and the peak restarted).
+#[test]
+fn gpu_peak_bytes_are_per_request() {
+    let engine = engine();
+    let at = |size| Request {
+        size: Some(size),
+        steps: Some(1),
+        ..request("red apple", 3)
+    };
+    let small = engine.generate(&at((16, 16))).unwrap().gpu_peak_bytes;
+    let large = engine.generate(&at((32, 32))).unwrap().gpu_peak_bytes;
+    assert!(large > small, "32x32: {large} bytes, 16x16: {small}");
+    assert_eq!(
+        engine.generate(&at((16, 16))).unwrap().gpu_peak_bytes,
+        small
+    );
+}
+
 #[test]
 fn early_stop_when_certain_and_never_when_impossible() {
     let mut r = request("red apple", 4);

@@ -7,9 +7,8 @@
 //! make one image, so 1 / seconds), ms per step (the whole run over its steps),
 //! the per-candidate cost `t(K)·K₀ / (K·t(K₀))` against the smallest K₀ in the list
 //! (with K₀ = 1: `t(K) / (K·t(1))`; batching pays when it is below 1, the target
-//! at K = 8 is ≤ 0.4), and the GPU memory in use: the model's weights plus every
-//! buffer the run creates (a run plans all of them before its first step and
-//! holds them to its end, so that sum is its peak).
+//! at K = 8 is ≤ 0.4), and the peak GPU memory of a run (`Image::gpu_peak_bytes`:
+//! the model's weights plus every buffer the run holds at once).
 //!
 //! The phases are the loop's own planned dispatches (the plan the last
 //! generation left in the engine), timed apart with the profiler: the text
@@ -22,7 +21,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::bench::{fixed, Stats, Table};
+use crate::bench::{fixed, mb, unet_sample_size, Stats, Table};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
@@ -75,8 +74,8 @@ pub struct Point {
     pub ms_per_step: f64,
     /// `t(K)·K₀ / (K·t(K₀))`, K₀ the smallest K measured at this size.
     pub per_candidate_ratio: f64,
-    /// Weights plus every buffer one run creates, MiB.
-    pub gpu_mib: f64,
+    /// The most GPU bytes one run held at once (weights included).
+    pub gpu_peak_bytes: u64,
     pub phases: Phases,
 }
 
@@ -90,7 +89,7 @@ impl Point {
 /// The sizes to run: those asked for, or the UNet's sample size and twice it.
 fn sizes(config: &PipelineConfig, opts: &GenerateOptions) -> Vec<(usize, usize)> {
     opts.sizes.clone().unwrap_or_else(|| {
-        let s = config.unet.sample_size.unwrap_or(32);
+        let s = unet_sample_size(&config.unet);
         vec![(s, s), (2 * s, 2 * s)]
     })
 }
@@ -143,8 +142,8 @@ pub fn run(
         engine,
         profiler,
         opts,
-        // Everything created so far is the model's weights (and a few uniforms).
-        weight_bytes: engine.ctx.buffer_bytes(),
+        // Everything held before the first run is the model's weights (and a few uniforms).
+        weight_bytes: engine.ctx.live_bytes(),
         upscale: upscale(engine.config()),
     };
     sweep.print_header();
@@ -174,13 +173,13 @@ struct Sweep<'a> {
 impl Sweep<'_> {
     fn print_header(&self) {
         println!(
-            "{}: \"{}\", {} steps, x{} upscale, weights {:.1} MiB; wall clock around \
+            "{}: \"{}\", {} steps, x{} upscale, weights {:.1} MB; wall clock around \
              engine.generate; phases: {}",
             self.engine.config().name,
             self.opts.prompt,
             self.opts.steps,
             self.upscale,
-            mib(self.weight_bytes),
+            mb(self.weight_bytes),
             self.profiler.clock().label()
         );
     }
@@ -192,9 +191,7 @@ impl Sweep<'_> {
         let request = request(engine.config(), opts, (w, h), k);
         // Warm-up: pipelines compile and the run is planned (every buffer it
         // holds is made here; the timed runs reuse the plan).
-        let before = engine.ctx.buffer_bytes();
-        engine.generate(&request)?;
-        let run_bytes = engine.ctx.buffer_bytes() - before;
+        let gpu_peak_bytes = engine.generate(&request)?.gpu_peak_bytes;
         let mut times = Vec::with_capacity(opts.runs);
         for _ in 0..opts.runs {
             let start = Instant::now();
@@ -213,7 +210,7 @@ impl Sweep<'_> {
             images_per_s: 1e3 / stats.median_ms,
             ms_per_step: stats.median_ms / opts.steps as f64,
             per_candidate_ratio: stats.median_ms * base.0 as f64 / (k as f64 * base.1),
-            gpu_mib: mib(self.weight_bytes + run_bytes),
+            gpu_peak_bytes,
             phases,
         })
     }
@@ -226,7 +223,7 @@ impl Sweep<'_> {
             "seed": self.opts.seed,
             "steps": self.opts.steps,
             "upscale": self.upscale,
-            "weights_mib": mib(self.weight_bytes),
+            "weights_bytes": self.weight_bytes,
             "clock": "wall-clock",
             "phase_clock": self.profiler.clock().name(),
             "rows": points,
@@ -245,7 +242,7 @@ fn table() -> Table {
             ("images/s", 9),
             ("ms/step", 9),
             ("t/(K t0)", 8),
-            ("GPU MiB", 8),
+            ("peak MB", 8),
             ("text ms", 8),
             ("unet ms", 9),
             ("score ms", 9),
@@ -254,10 +251,6 @@ fn table() -> Table {
         ],
         1,
     )
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 20) as f64
 }
 
 fn print_point(table: &Table, p: &Point) {
@@ -271,7 +264,7 @@ fn print_point(table: &Table, p: &Point) {
         format!("{:.3}", p.images_per_s),
         format!("{:.1}", p.ms_per_step),
         format!("{:.2}", p.per_candidate_ratio),
-        format!("{:.1}", p.gpu_mib),
+        format!("{:.1}", mb(p.gpu_peak_bytes)),
         format!("{:.1}", ph.text_ms),
         format!("{:.1}", ph.unet_ms),
         fixed(Some(ph.score_ms), 1),

@@ -5,11 +5,21 @@
 //! conv2d, attention) against the FMA figure, memory-bound ones (elementwise,
 //! norms) against copy bandwidth. `quick` runs tiny shapes and only the
 //! variant the adapter would use, for tests.
+//!
+//! With a model folder (`--model DIR`), the rows are instead the launches of
+//! that model's own forward passes, as the engine plans them: the UNet at batch
+//! 2 (one candidate with guidance) at its `sample_size`, and the VAE decoder
+//! on latents of that size. Each distinct launch (same kernel, workgroups,
+//! FLOPs and bytes) is timed alone once, with how often the pass makes it.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+use crate::weights::WeightPrecision;
+use crate::bench::models::Model;
 use crate::bench::peak::{self, Peak};
 use crate::bench::row::{measure, print_row, table, Bound, KernelRow, QUICK_BUDGET};
 use crate::bench::{random, Budget, Table};
@@ -32,6 +42,8 @@ pub struct KernelOptions {
     pub filter: Option<String>,
     /// Only this variant (`Gpu`, `Cpu`, `CpuSubgroup`; case-insensitive).
     pub variant: Option<String>,
+    /// The launches of this model folder's UNet and VAE decoder instead of the families.
+    pub model: Option<PathBuf>,
 }
 
 /// The repeats of a full run: enough for a steady median.
@@ -54,6 +66,12 @@ pub fn run(ctx: &Context, profiler: &Profiler, opts: &KernelOptions) -> Result<(
         table: table(),
         rows: Vec::new(),
     };
+    if let Some(dir) = &opts.model {
+        for name in ["unet", "vae"] {
+            model_launches(&mut r, &dir.join(name), name)?;
+        }
+        return Ok((peak_section, json!(r.rows)));
+    }
     matmuls(&mut r)?;
     convs(&mut r)?;
     attentions(&mut r)?;
@@ -109,13 +127,24 @@ impl Runner<'_> {
         d: Dispatch,
         bound: Bound,
     ) -> Result<()> {
+        self.add_ref(kernel, variant, shape, &d, bound)
+    }
+
+    fn add_ref(
+        &mut self,
+        kernel: &str,
+        variant: &str,
+        shape: &str,
+        d: &Dispatch,
+        bound: Bound,
+    ) -> Result<()> {
         let budget = if self.opts.quick {
             QUICK_BUDGET
         } else {
             BUDGET
         };
         let name = (kernel, variant, shape.to_string());
-        let mut row = measure(self.ctx, self.profiler, name, &d, bound, budget)?;
+        let mut row = measure(self.ctx, self.profiler, name, d, bound, budget)?;
         row.pct_of_peak = Some(match bound {
             Bound::Compute => 100.0 * row.gflops / self.peak.gflops,
             Bound::Memory => 100.0 * row.gbps / self.peak.gbps,
@@ -132,6 +161,55 @@ impl Runner<'_> {
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
         Tensor::zeros(self.ctx, "bench out", shape)
     }
+}
+
+/// What makes two launches the same: kernel, workgroups, FLOPs, bytes.
+type Launch = (String, [u32; 3], u64, u64);
+
+/// Time each distinct launch of model `name`'s forward pass (module docs);
+/// a model that cannot exist on the adapter is skipped with its error.
+fn model_launches(r: &mut Runner, dir: &std::path::Path, name: &str) -> Result<()> {
+    let batch = if name == "unet" { 2 } else { 1 };
+    let planned = Model::load(r.ctx, dir, name, WeightPrecision::Auto).and_then(|m| Ok((m.plan(r.ctx, batch)?, m)));
+    let (g, _model) = match planned {
+        Ok(planned) => planned,
+        Err(e @ Error::DeviceLimit(_)) => {
+            eprintln!("skipping {name}: {e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    // Distinct launches in first-use order, with how many times the pass makes each.
+    let mut seen: BTreeMap<Launch, (usize, usize)> = BTreeMap::new();
+    for (i, d) in g.dispatches.iter().enumerate() {
+        let key = (d.kernel.label.clone(), d.workgroups, d.flops, d.bytes);
+        seen.entry(key).or_insert((i, 0)).1 += 1;
+    }
+    let mut order: Vec<(usize, usize)> = seen.into_values().collect();
+    order.sort();
+    // Compute-bound when its FLOPs per byte pass the adapter's FMA / copy ratio.
+    let ridge = r.peak.gflops / r.peak.gbps;
+    for (i, count) in order {
+        let d = &g.dispatches[i];
+        let [x, y, z] = d.workgroups;
+        let shape = format!(
+            "{} x{count} {:.4} GFLOP {:.2} MB wg {x}x{y}x{z}",
+            d.kernel.label,
+            d.flops as f64 / 1e9,
+            d.bytes as f64 / 1e6
+        );
+        if !r.wants(name, &shape) {
+            continue;
+        }
+        let bound = match d.flops as f64 / d.bytes.max(1) as f64 > ridge {
+            true => Bound::Compute,
+            false => Bound::Memory,
+        };
+        let variant = format!("{:?}", r.ctx.class);
+        // The Dispatch is owned by the graph: time it in place.
+        r.add_ref(name, &variant, &shape, d, bound)?;
+    }
+    Ok(())
 }
 
 /// (label, batch, M, N, K, transpose_b, b shared by the batch)

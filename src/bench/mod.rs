@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::Tensor;
 use crate::gpu::{Context, Dispatch};
+use crate::models::unet_2d_condition::UNet2DConditionConfig;
 
 pub mod compare;
 pub mod generate;
@@ -157,6 +158,16 @@ impl Table {
             .collect();
         println!("{}", line.join(" ").trim_end());
     }
+}
+
+/// Bytes in decimal megabytes, as the memory columns print them.
+pub fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// The UNet's own sample size (pixels or latents), 32 where its config has none.
+pub fn unet_sample_size(config: &UNet2DConditionConfig) -> usize {
+    config.sample_size.unwrap_or(32)
 }
 
 /// `v` with `digits` decimals, or `-` where there is no figure.

@@ -5,8 +5,11 @@
 //! can set them side by side.
 //!
 //! Models:
-//! - `unet`: UNet2DConditionModel, sample `[B, 3, S, S]` (S = `sample_size`),
+//! - `unet`: UNet2DConditionModel, sample `[B, in_channels, S, S]` (S =
+//!   `sample_size`: pixels of a pixel-space model, latents of a latent one),
 //!   B timesteps, context `[B, 77, cross_attention_dim]`.
+//! - `vae`: AutoencoderKL's decoder on latents `[B, latent_channels, S, S]`
+//!   (S = the UNet's `sample_size`) → images `[B, 3, S·f, S·f]` (f = 8 for SD).
 //! - `text_encoder`: CLIPTextModel on ids `[B, 77]`.
 //! - `scorer`: CLIPModel's vision tower + visual_projection on `[B, 3, S, S]`.
 //! - `upscaler`: SRVGGNetCompact, `[B, 3, 32, 32]` → `[B, 3, 32·r, 32·r]`.
@@ -16,6 +19,12 @@
 //! until about `BUDGET_S` has passed (at least `MIN_RUNS`, at most `MAX_RUNS`).
 //! Separately, a few runs with one timestamped pass per dispatch give the sum of
 //! kernel times (`gpu_ms`) and the per-kernel breakdown.
+//!
+//! Memory: `weights_bytes`, what loading the model added to the GPU bytes held,
+//! and `peak_bytes`, the most held at once by one forward at that batch (the
+//! weights, the inputs and every activation, all planned before it runs). A
+//! model or batch that cannot exist on the adapter (a device limit) is skipped
+//! with its error on stderr, so the others are still measured.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +32,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::bench::{device_label, fixed, Stats, Table};
+use crate::bench::{device_label, fixed, mb, unet_sample_size, Stats, Table};
 use crate::error::{Error, Result};
 use crate::gpu::profiler::{Clock, Profiler};
 use crate::gpu::Tensor;
@@ -33,10 +42,11 @@ use crate::models::layers::component_config;
 use crate::models::pipeline;
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::SRVGGNetCompact;
+use crate::models::vae::AutoencoderKLDecoder;
 use crate::models::Graph;
 use crate::weights::WeightPrecision;
 
-pub const MODELS: [&str; 4] = ["unet", "text_encoder", "scorer", "upscaler"];
+pub const MODELS: [&str; 5] = ["unet", "vae", "text_encoder", "scorer", "upscaler"];
 const BUDGET_S: f64 = 3.0;
 const MIN_RUNS: usize = 3;
 const MAX_RUNS: usize = 20;
@@ -90,8 +100,11 @@ fn token_rows(batch: usize) -> Vec<Vec<u32>> {
 /// A loaded model that plans a forward graph for a batch.
 // One value per model, built once: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
-enum Model {
-    Unet(UNet2DConditionModel, usize, usize),
+pub(crate) enum Model {
+    /// The UNet, its sample size and channels, its context width.
+    Unet(UNet2DConditionModel, usize, usize, usize),
+    /// The VAE decoder and the latents' size (the UNet's sample size).
+    Vae(AutoencoderKLDecoder, usize),
     Text(CLIPTextModel),
     Scorer(CLIPModel, usize),
     Upscaler(SRVGGNetCompact),
@@ -99,12 +112,23 @@ enum Model {
 
 impl Model {
     /// Component `name` of a pipeline folder, loaded as the engine loads it.
-    fn load(ctx: &Context, dir: &Path, name: &str, w: WeightPrecision) -> Result<Self> {
+    pub(crate) fn load(ctx: &Context, dir: &Path, name: &str, w: WeightPrecision) -> Result<Self> {
         Ok(match name {
             "unet" => {
                 let config: UNet2DConditionConfig = component_config(dir)?;
-                let (size, cross) = (config.sample_size.unwrap_or(32), config.cross_attention_dim);
-                Model::Unet(pipeline::load_unet(ctx, dir, &config, w)?, size, cross)
+                let (size, cross) = (unet_sample_size(&config), config.cross_attention_dim);
+                let channels = config.in_channels;
+                Model::Unet(
+                    pipeline::load_unet(ctx, dir, &config, w)?,
+                    size,
+                    channels,
+                    cross,
+                )
+            }
+            "vae" => {
+                let unet: UNet2DConditionConfig = component_config(&dir.with_file_name("unet"))?;
+                let vae = pipeline::load_vae(ctx, dir, &component_config(dir)?, w)?;
+                Model::Vae(vae, unet_sample_size(&unet))
             }
             "text_encoder" => Model::Text(pipeline::load_text_encoder(
                 ctx,
@@ -117,29 +141,26 @@ impl Model {
                 let size = config.vision_config.image_size;
                 Model::Scorer(pipeline::load_scorer(ctx, dir, &config, w)?, size)
             }
-            "upscaler" => Model::Upscaler(pipeline::load_upscaler(
-                ctx,
-                dir,
-                &component_config(dir)?,
-                w,
-            )?),
+            "upscaler" => {
+                Model::Upscaler(pipeline::load_upscaler(ctx, dir, &component_config(dir)?, w)?)
+            }
             other => return Err(Error::BadInput(format!("unknown model {other}"))),
         })
     }
 
-    fn plan<'a>(&self, ctx: &'a Context, batch: usize) -> Result<Graph<'a>> {
+    pub(crate) fn plan<'a>(&self, ctx: &'a Context, batch: usize) -> Result<Graph<'a>> {
         let mut g = Graph::new(ctx, "bench");
-        let image = |s: usize, phase| {
+        let image = |c: usize, s: usize, phase| {
             Tensor::from_f32(
                 ctx,
                 "pixels",
-                &[batch, 3, s, s],
-                &signed(batch * 3 * s * s, phase),
+                &[batch, c, s, s],
+                &signed(batch * c * s * s, phase),
             )
-        }; // [B, 3, S, S] in [-1, 1]
+        }; // [B, C, S, S] in [-1, 1]
         match self {
-            Model::Unet(unet, size, cross) => {
-                let sample = image(*size, 0.0)?;
+            Model::Unet(unet, size, channels, cross) => {
+                let sample = image(*channels, *size, 0.0)?;
                 let t: Vec<f32> = (0..batch).map(|b| 999.0 - 100.0 * b as f32).collect();
                 let t = Tensor::from_f32(ctx, "timesteps", &[batch], &t)?; // [B]
                 let context = Tensor::from_f32(
@@ -150,6 +171,10 @@ impl Model {
                 )?; // [B, 77, cross]
                 unet.forward(&mut g, &sample, &t, &context)?;
             }
+            Model::Vae(vae, size) => {
+                let latents = image(vae.config.latent_channels, *size, 4.0)?;
+                vae.decode(&mut g, &latents)?; // [B, 3, S·f, S·f]
+            }
             Model::Text(text) => {
                 let rows = token_rows(batch);
                 let ids = Tensor::from_u32(ctx, "ids", &[batch, CONTEXT], &rows.concat())?; // [B, 77]
@@ -157,7 +182,7 @@ impl Model {
                 text.forward(&mut g, &ids, &eos)?;
             }
             Model::Scorer(clip, size) => {
-                let pixels = image(*size, 2.0)?;
+                let pixels = image(3, *size, 2.0)?;
                 clip.image_embeds(&mut g, &pixels)?; // [B, proj]
             }
             Model::Upscaler(up) => {
@@ -193,6 +218,9 @@ struct Row {
     gflop_per_item: f64,
     /// Per kernel label, averaged over the profiled runs.
     kernels: BTreeMap<String, KernelTime>,
+    /// GPU bytes of the model's weights, and the most held during one forward.
+    weights_bytes: u64,
+    peak_bytes: u64,
 }
 
 impl Row {
@@ -215,6 +243,8 @@ impl Row {
             "device": device,
             "weights": weights.display().to_string(),
             "dispatches": self.dispatches,
+            "weights_bytes": self.weights_bytes,
+            "peak_bytes": self.peak_bytes,
             "kernels": self.kernels.iter().map(|(label, k)| json!({
                 "label": label, "dispatches": k.dispatches, "ms": k.ms, "flops": k.flops, "bytes": k.bytes,
             })).collect::<Vec<_>>(),
@@ -244,6 +274,7 @@ fn measure(
     model: &'static str,
     batch: usize,
     g: &Graph,
+    (weights_bytes, peak_bytes): (u64, u64),
 ) -> Result<Row> {
     let dispatches = &g.dispatches;
     let stats = time_runs(ctx, dispatches)?;
@@ -279,6 +310,8 @@ fn measure(
         dispatches: dispatches.len(),
         gflop_per_item: flops as f64 / 1e9 / batch as f64,
         kernels,
+        weights_bytes,
+        peak_bytes,
     })
 }
 
@@ -317,7 +350,7 @@ fn print_kernels(r: &Row) {
 /// Time every model of `opts.model` at every batch; returns the `models` section.
 pub fn run(ctx: &Context, profiler: &Profiler, opts: &ModelOptions) -> Result<Value> {
     println!(
-        "wall clock around submit + wait; gpu ms: {}",
+        "wall clock around submit + wait; gpu ms: {}; MB: GPU memory, the peak of one forward",
         profiler.clock().label()
     );
     let table = Table::new(
@@ -332,12 +365,13 @@ pub fn run(ctx: &Context, profiler: &Profiler, opts: &ModelOptions) -> Result<Va
             ("dispatches", 10),
             ("GFLOP/item", 11),
             ("GFLOP/s", 8),
+            ("weights MB", 10),
+            ("peak MB", 9),
         ],
         1,
     );
     let device = device_label(ctx);
     let mut rows = Vec::new();
-    let mut json_rows = Vec::new();
     for name in MODELS {
         if opts.filter.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
@@ -347,41 +381,75 @@ pub fn run(ctx: &Context, profiler: &Profiler, opts: &ModelOptions) -> Result<Va
             eprintln!("skipping {name}: no {}", dir.display());
             continue;
         }
-        let before = ctx.buffer_bytes();
-        let model = Model::load(ctx, &dir, name, opts.weights)?;
-        let weight_bytes = ctx.buffer_bytes() - before;
-        println!(
-            "{name}: {weight_bytes} bytes of weights on the GPU ({:.1} MB, --weights {:?})",
-            weight_bytes as f64 / 1e6,
-            opts.weights
-        );
-        for &batch in &opts.batches {
-            let g = model.plan(ctx, batch)?;
-            let row = measure(ctx, profiler, name, batch, &g)?;
-            table.row(&[
-                row.model.to_string(),
-                row.batch.to_string(),
-                format!("{:.2}", row.stats.median_ms),
-                format!("{:.2}", row.stats.min_ms),
-                format!("{:.2}", row.stats.max_ms),
-                row.stats.runs.to_string(),
-                fixed(row.gpu_ms, 2),
-                row.dispatches.to_string(),
-                format!("{:.4}", row.gflop_per_item),
-                format!("{:.2}", row.gflops()),
-            ]);
-            let mut json = row.json(&device, &dir);
-            json["weight_bytes"] = json!(weight_bytes);
-            json_rows.push(json);
-            rows.push(row);
+        for row in model_rows(ctx, profiler, name, &dir, opts)? {
+            print_row(&table, &row);
+            rows.push((row.json(&device, &dir), row));
         }
     }
     let largest = opts.batches.iter().max().copied().unwrap_or(0);
-    if rows.iter().any(|r| !r.kernels.is_empty()) {
+    if rows.iter().any(|(_, r)| !r.kernels.is_empty()) {
         println!("\nkernels by GPU time at batch {largest}:");
-        for r in rows.iter().filter(|r| r.batch == largest) {
+        for (_, r) in rows.iter().filter(|(_, r)| r.batch == largest) {
             print_kernels(r);
         }
     }
-    Ok(Value::Array(json_rows))
+    Ok(Value::Array(rows.into_iter().map(|(j, _)| j).collect()))
+}
+
+/// Load model `name` from `dir` and measure it at every batch. What cannot
+/// exist on this adapter (a device limit) is reported on stderr and skipped.
+fn model_rows(
+    ctx: &Context,
+    profiler: &Profiler,
+    name: &'static str,
+    dir: &Path,
+    opts: &ModelOptions,
+) -> Result<Vec<Row>> {
+    let batches = &opts.batches;
+    let skip = |what: String, e: Error| match e {
+        Error::DeviceLimit(_) => {
+            eprintln!("skipping {what}: {e}");
+            Ok(Vec::new())
+        }
+        e => Err(e),
+    };
+    let held = ctx.live_bytes();
+    let model = match Model::load(ctx, dir, name, opts.weights) {
+        Ok(model) => model,
+        Err(e) => return skip(name.to_string(), e),
+    };
+    let weights = ctx.live_bytes() - held;
+    let mut rows = Vec::new();
+    for &batch in batches {
+        // Everything one forward holds is made when it is planned.
+        ctx.reset_peak();
+        let g = match model.plan(ctx, batch) {
+            Ok(g) => g,
+            Err(e) => {
+                // Larger batches need more: they are skipped with it.
+                skip(format!("{name} from batch {batch}"), e)?;
+                break;
+            }
+        };
+        let peak = ctx.peak_bytes() - held;
+        rows.push(measure(ctx, profiler, name, batch, &g, (weights, peak))?);
+    }
+    Ok(rows)
+}
+
+fn print_row(table: &Table, row: &Row) {
+    table.row(&[
+        row.model.to_string(),
+        row.batch.to_string(),
+        format!("{:.2}", row.stats.median_ms),
+        format!("{:.2}", row.stats.min_ms),
+        format!("{:.2}", row.stats.max_ms),
+        row.stats.runs.to_string(),
+        fixed(row.gpu_ms, 2),
+        row.dispatches.to_string(),
+        format!("{:.4}", row.gflop_per_item),
+        format!("{:.2}", row.gflops()),
+        format!("{:.1}", mb(row.weights_bytes)),
+        format!("{:.1}", mb(row.peak_bytes)),
+    ]);
 }

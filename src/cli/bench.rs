@@ -50,6 +50,10 @@ pub enum What {
         /// Only this variant: gpu, cpu or cpusubgroup.
         #[arg(long)]
         variant: Option<String>,
+        /// Instead, each distinct launch of this model folder's UNet (batch 2) and
+        /// VAE decoder at the model's own sample size.
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Only rows whose "kernel shape" contains this, e.g. "conv2d 8x64".
         filter: Option<String>,
     },
@@ -130,12 +134,14 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
         What::Kernels {
             quick,
             variant,
+            model,
             filter,
         } => {
             let opts = KernelOptions {
                 quick: *quick,
                 filter: filter.clone(),
                 variant: variant.clone(),
+                model: model.clone(),
             };
             kernels(args, adapter, &opts)?
         }

@@ -203,5 +203,6 @@ fn summary(
         "schedule": p.schedule,
         "model": p.model,
         "seconds": image.seconds,
+        "gpu_peak_bytes": image.gpu_peak_bytes,
     })
 }

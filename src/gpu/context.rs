@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use crate::gpu::memory::{self, Buffer, Limit, Memory};
 use crate::gpu::pipelines::PipelineCache;
 
 /// What the user asked for when choosing an adapter.
@@ -54,6 +55,7 @@ pub struct Context {
     readbacks: AtomicU64,
     buffers_created: AtomicU64,
     bytes_created: AtomicU64,
+    memory: Arc<Memory>,
     /// Errors wgpu reports outside an error scope; checked after every wait.
     uncaptured: Arc<Mutex<Vec<String>>>,
     /// A binding limit below the adapter's, for tests of split bindings.
@@ -206,6 +208,7 @@ impl Context {
             readbacks: AtomicU64::new(0),
             buffers_created: AtomicU64::new(0),
             bytes_created: AtomicU64::new(0),
+            memory: Arc::default(),
             uncaptured,
             binding_limit: None,
         })
@@ -252,23 +255,40 @@ impl Context {
         self.buffers_created.load(Ordering::Relaxed)
     }
 
-    /// Bytes of the buffers created through easel so far (`easel bench`'s memory
-    /// figure: a run's buffers are all planned before its first step).
+    /// Bytes of the buffers created through easel so far, freed or not.
     pub fn buffer_bytes(&self) -> u64 {
         self.bytes_created.load(Ordering::Relaxed)
     }
 
-    /// Create a storage buffer, counted. `size` is rounded up to 4 bytes.
-    pub fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+    /// Bytes of the buffers easel holds now (see [`memory`] for what counts).
+    pub fn live_bytes(&self) -> u64 {
+        self.memory.live()
+    }
+
+    /// The most bytes held at once since the last [`Context::reset_peak`].
+    pub fn peak_bytes(&self) -> u64 {
+        self.memory.peak()
+    }
+
+    /// Start measuring a new peak from the bytes held now (a request's start).
+    pub fn reset_peak(&self) {
+        self.memory.reset_peak()
+    }
+
+    /// Create a buffer, counted until dropped. `size` is rounded up to 4 bytes.
+    /// Callers check `size` first ([`Context::check_buffer_size`]): wgpu
+    /// reports an oversized buffer only later, as a validation error.
+    pub fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Buffer {
         let size = size.max(4).next_multiple_of(4);
         self.buffers_created.fetch_add(1, Ordering::Relaxed);
         self.bytes_created.fetch_add(size, Ordering::Relaxed);
-        self.device.create_buffer(&wgpu::BufferDescriptor {
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
             usage,
             mapped_at_creation: false,
-        })
+        });
+        Buffer::new(buffer, self.memory.clone())
     }
 
     /// The most bytes one storage binding may cover: the adapter's
@@ -286,15 +306,26 @@ impl Context {
         self.binding_limit = Some(bytes);
     }
 
-    /// Refuse a binding wgpu would reject, with a message a user can act on.
+    /// Refuse a buffer of `bytes` for `what` that wgpu would reject: one kernel
+    /// binding covers it, so it must pass both the binding and the buffer limit.
+    /// The message names `what`, the bytes and the limit; the layer that
+    /// planned `what` adds the flag that would help ([`Error::advise`]).
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<()> {
         let limit = self.max_binding_size();
         if bytes > limit {
-            return Err(Error::DeviceLimit(format!(
-                "{what} needs a {bytes}-byte buffer but {} allows at most {limit} bytes per binding; \
-                 use fewer candidates or a smaller size",
-                self.info.name
-            )));
+            let name = &self.info.name;
+            return Err(memory::too_large(what, bytes, name, Limit::Binding, limit));
+        }
+        self.check_buffer_size(what, bytes)
+    }
+
+    /// Refuse a buffer above the adapter's `max_buffer_size` (one that is
+    /// bound in parts may pass the binding limit and still fail this one).
+    pub fn check_buffer_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let limit = self.limits().max_buffer_size;
+        if bytes > limit {
+            let name = &self.info.name;
+            return Err(memory::too_large(what, bytes, name, Limit::Buffer, limit));
         }
         Ok(())
     }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context, Kernel, KernelSpec, Shader, Tensor};
+use crate::gpu::{Access, Buffer, Context, Kernel, KernelSpec, Shader, Tensor};
 
 /// A recorded-later kernel launch. Holds everything it binds alive.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct Dispatch {
     pub bind_group: wgpu::BindGroup,
     /// Binding 0, the kernel's `Params`: kept so a planned dispatch can be given
     /// new values (e.g. a seed) without rebinding.
-    pub uniform: wgpu::Buffer,
+    pub uniform: Buffer,
     /// Workgroups per dimension as planned (what an indirect launch's arguments
     /// start from).
     pub workgroups: [u32; 3],

@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod dispatch;
+pub mod memory;
 pub mod pipelines;
 pub mod profiler;
 pub mod readback;
@@ -13,5 +14,6 @@ pub mod tensor;
 
 pub use context::{AdapterClass, AdapterOptions, Context};
 pub use dispatch::{Dispatch, Launch};
+pub use memory::Buffer;
 pub use pipelines::{Access, Kernel, KernelSpec, Shader};
 pub use tensor::{numel, DType, Tensor};

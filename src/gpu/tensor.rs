@@ -8,7 +8,7 @@ use std::sync::Arc;
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
-use crate::gpu::{readback, Context};
+use crate::gpu::{readback, Buffer, Context};
 
 /// Usage of every tensor: kernels bind it, copies fill and read it.
 pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -43,7 +43,7 @@ impl DType {
 
 #[derive(Clone, Debug)]
 pub struct Tensor {
-    pub buffer: Arc<wgpu::Buffer>,
+    pub buffer: Arc<Buffer>,
     pub shape: Vec<usize>,
     pub dtype: DType,
     /// `(offset, size)` in bytes of a [`Tensor::rows`] view, which kernels bind
@@ -60,7 +60,7 @@ impl Tensor {
     }
 
     /// Wrap an existing buffer large enough for `shape`.
-    pub fn wrap(buffer: wgpu::Buffer, shape: &[usize]) -> Self {
+    pub fn wrap(buffer: Buffer, shape: &[usize]) -> Self {
         debug_assert!(buffer.size() as usize >= numel(shape) * 4);
         Self {
             buffer: Arc::new(buffer),

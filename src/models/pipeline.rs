@@ -277,7 +277,13 @@ fn build<M>(
     if let Some(prefix) = prefix {
         weights.detect_prefix(prefix);
     }
-    let model = new(&Vars::new(ctx, &weights))?;
+    // A weight that cannot exist on the adapter: the flag that stores it smaller.
+    let model = new(&Vars::new(ctx, &weights)).map_err(|e| {
+        e.advise(&format!(
+            "a weight of {}: `--weights f16` stores f32 weights in half the bytes",
+            dir.display()
+        ))
+    })?;
     check_all_used(&weights, ignored)?;
     Ok(model)
 }

@@ -4,6 +4,7 @@
 
 use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
+use crate::models::clip::CLIPModel;
 use crate::models::pipeline::Pipeline;
 use crate::models::Graph;
 use crate::ops::score::{self, CHOICE_WORDS};
@@ -176,10 +177,10 @@ pub(super) fn plan_passes(
     let cands = st.cands.prefix(k)?;
     let context = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
     let mut unet = Graph::new(ctx, "unet");
-    let model_out =
-        pipeline
-            .unet
-            .forward(&mut unet, &cands.model_in, &cands.timesteps, &context)?;
+    let model_out = pipeline
+        .unet
+        .forward(&mut unet, &cands.model_in, &cands.timesteps, &context)
+        .map_err(|e| e.advise(&too_large_run("the UNet", k)))?;
     let mut passes = Passes {
         images: cands.x0.clone(),
         cands,
@@ -188,22 +189,36 @@ pub(super) fn plan_passes(
         score: Vec::new(),
     };
     if let (Some(scorer), Some(embeds)) = (&pipeline.scorer, &text.embeds) {
-        let mut g = Graph::new(ctx, "scorer");
-        passes.images = pipeline.to_image(&mut g, passes.cands.x0.clone())?;
-        let settings = &pipeline.config.settings;
-        let (mean, std) = (settings.scorer_image_mean, settings.scorer_image_std);
-        let pixels = scorer.preprocess(&mut g, &passes.images, mean, std)?;
-        let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
-        for d in score::similarity(
-            ctx,
-            &image_embeds,
-            embeds,
-            &st.weights,
-            &passes.cands.scores,
-        )? {
-            g.push(d);
-        }
-        passes.score = g.dispatches;
+        let help = too_large_run("the scoring pass (which decodes every candidate)", k);
+        passes.score = plan_score(ctx, pipeline, scorer, embeds, st, &mut passes)
+            .map_err(|e| e.advise(&help))?;
     }
     Ok(passes)
+}
+
+/// What to change when a pass's activation at `k` candidates does not fit.
+fn too_large_run(pass: &str, k: usize) -> String {
+    format!("an activation of {pass} at {k} candidate(s): a smaller --size or fewer --candidates needs less")
+}
+
+/// The scoring pass: every candidate's image, its CLIP embedding, its scores.
+fn plan_score(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    scorer: &CLIPModel,
+    embeds: &Tensor,
+    st: &State,
+    passes: &mut Passes,
+) -> Result<Vec<Dispatch>> {
+    let mut g = Graph::new(ctx, "scorer");
+    passes.images = pipeline.to_image(&mut g, passes.cands.x0.clone())?;
+    let settings = &pipeline.config.settings;
+    let (mean, std) = (settings.scorer_image_mean, settings.scorer_image_std);
+    let pixels = scorer.preprocess(&mut g, &passes.images, mean, std)?;
+    let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
+    let scores = &passes.cands.scores;
+    for d in score::similarity(ctx, &image_embeds, embeds, &st.weights, scores)? {
+        g.push(d);
+    }
+    Ok(g.dispatches)
 }

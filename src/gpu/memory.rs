@@ -1,0 +1,169 @@
+//! GPU memory as easel sees it: every buffer made through
+//! [`Context::create_buffer`](crate::gpu::Context::create_buffer) is a [`Buffer`]
+//! whose bytes count as live until it is dropped, so the context knows the bytes
+//! held now and the most held at once (the peak a request reports), and the
+//! one-line error a user gets when a buffer cannot exist on this adapter.
+//!
+//! Counted: storage and uniform buffers (weights, activations, a plan's state).
+//! Not counted: the staging copy of a readback (host-visible, freed at once).
+//! A buffer's bytes are those asked for (rounded to 4); drivers may round
+//! further, so the figures are a lower bound of what the driver reserves.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::Error;
+
+/// Bytes of the counted buffers alive now, and the most alive at once since
+/// the last [`Memory::reset_peak`].
+#[derive(Debug, Default)]
+pub struct Memory {
+    live: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Memory {
+    fn allocated(&self, bytes: u64) {
+        let live = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(live, Ordering::Relaxed);
+    }
+
+    fn freed(&self, bytes: u64) {
+        self.live.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Start a new peak from what is alive now (a request's start: its peak
+    /// includes the weights and a reused plan, not an earlier request's).
+    pub fn reset_peak(&self) {
+        self.peak.store(self.live(), Ordering::Relaxed);
+    }
+}
+
+/// A counted `wgpu::Buffer` (it derefs to one): its bytes leave the live count
+/// when the last owner drops it.
+pub struct Buffer {
+    buffer: wgpu::Buffer,
+    memory: Arc<Memory>,
+}
+
+impl Buffer {
+    pub(crate) fn new(buffer: wgpu::Buffer, memory: Arc<Memory>) -> Self {
+        memory.allocated(buffer.size());
+        Self { buffer, memory }
+    }
+}
+
+impl Deref for Buffer {
+    type Target = wgpu::Buffer;
+
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        self.memory.freed(self.buffer.size());
+    }
+}
+
+impl fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.buffer.fmt(f)
+    }
+}
+
+/// Which of an adapter's limits a buffer passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_storage_buffer_binding_size`: the most one kernel binding may cover.
+    Binding,
+    /// `max_buffer_size`: the most one buffer may hold.
+    Buffer,
+}
+
+/// The error for `what` (a tensor's label) needing `bytes` where `adapter`
+/// allows `limit` bytes: what, how much, which limit; [`Error::advise`] adds
+/// what would help, where the caller knows what the tensor is.
+pub fn too_large(what: &str, bytes: u64, adapter: &str, kind: Limit, limit: u64) -> Error {
+    let per = match kind {
+        Limit::Binding => "per storage binding (max_storage_buffer_binding_size)",
+        Limit::Buffer => "per buffer (max_buffer_size)",
+    };
+    Error::DeviceLimit(format!(
+        "`{what}` needs {bytes} bytes ({}) but {adapter} allows at most {limit} bytes ({}) {per}",
+        human(bytes),
+        human(limit)
+    ))
+}
+
+/// Bytes as a person reads them, in decimal units (`151.8 MB`, `12.96 GB`).
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..=999_999 => format!("{:.1} kB", b / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1} MB", b / 1e6),
+        _ => format!("{:.2} GB", b / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_bytes_fall_on_drop_and_the_peak_stays_until_reset() {
+        let memory = Arc::new(Memory::default());
+        memory.allocated(100);
+        memory.allocated(50);
+        memory.freed(100);
+        assert_eq!((memory.live(), memory.peak()), (50, 150));
+        memory.reset_peak();
+        assert_eq!(memory.peak(), 50);
+        memory.allocated(20);
+        assert_eq!((memory.live(), memory.peak()), (70, 70));
+    }
+
+    #[test]
+    fn too_large_names_the_tensor_bytes_limit_and_what_helps() {
+        let e = too_large(
+            "text_model.embeddings.token_embedding.weight",
+            151_781_376,
+            "llvmpipe",
+            Limit::Binding,
+            134_217_728,
+        )
+        .advise("`--weights f16` stores f32 weights in half the bytes");
+        assert_eq!(e.exit_code(), 2, "DeviceLimit: docs/reliability.md");
+        assert_eq!(
+            e.to_string(),
+            "`text_model.embeddings.token_embedding.weight` needs 151781376 bytes (151.8 MB) but \
+             llvmpipe allows at most 134217728 bytes (134.2 MB) per storage binding \
+             (max_storage_buffer_binding_size); `--weights f16` stores f32 weights in half the bytes"
+        );
+        let e = too_large("post", 5, "a", Limit::Buffer, 4);
+        assert!(
+            e.to_string().ends_with("per buffer (max_buffer_size)"),
+            "{e}"
+        );
+        let other = Error::BadInput("x".into()).advise("y");
+        assert_eq!(other.to_string(), "x", "only device limits get advice");
+    }
+
+    #[test]
+    fn bytes_read_in_decimal_units() {
+        assert_eq!(human(512), "0.5 kB");
+        assert_eq!(human(151_781_376), "151.8 MB");
+        assert_eq!(human(12_960_000_000), "12.96 GB");
+    }
+}
