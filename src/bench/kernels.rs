@@ -18,7 +18,6 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::weights::WeightPrecision;
 use crate::bench::models::Model;
 use crate::bench::peak::{self, Peak};
 use crate::bench::row::{measure, print_row, table, Bound, KernelRow, QUICK_BUDGET};
@@ -32,6 +31,7 @@ use crate::ops::conv2d::{self, Conv2dOptions};
 use crate::ops::elementwise::{self, Activation, BinaryOp};
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::ops::norm::{self, GroupNorm};
+use crate::weights::WeightPrecision;
 
 /// Settings of one `easel bench kernels` run.
 #[derive(Clone, Debug, Default)]
@@ -170,7 +170,8 @@ type Launch = (String, [u32; 3], u64, u64);
 /// a model that cannot exist on the adapter is skipped with its error.
 fn model_launches(r: &mut Runner, dir: &std::path::Path, name: &str) -> Result<()> {
     let batch = if name == "unet" { 2 } else { 1 };
-    let planned = Model::load(r.ctx, dir, name, WeightPrecision::Auto).and_then(|m| Ok((m.plan(r.ctx, batch)?, m)));
+    let planned = Model::load(r.ctx, dir, name, WeightPrecision::Auto)
+        .and_then(|m| Ok((m.plan(r.ctx, batch)?, m)));
     let (g, _model) = match planned {
         Ok(planned) => planned,
         Err(e @ Error::DeviceLimit(_)) => {

@@ -141,9 +141,12 @@ impl Model {
                 let size = config.vision_config.image_size;
                 Model::Scorer(pipeline::load_scorer(ctx, dir, &config, w)?, size)
             }
-            "upscaler" => {
-                Model::Upscaler(pipeline::load_upscaler(ctx, dir, &component_config(dir)?, w)?)
-            }
+            "upscaler" => Model::Upscaler(pipeline::load_upscaler(
+                ctx,
+                dir,
+                &component_config(dir)?,
+                w,
+            )?),
             other => return Err(Error::BadInput(format!("unknown model {other}"))),
         })
     }
