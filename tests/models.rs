@@ -15,7 +15,7 @@ use easel::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextM
 use easel::models::layers::{check_all_used, open_component, Vars};
 use easel::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use easel::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
-use easel::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
+use easel::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder, AutoencoderKLEncoder};
 use easel::models::Graph;
 use easel::weights::SafetensorsFile;
 
@@ -158,6 +158,23 @@ fn vae_decoder_matches_diffusers() {
     let out = decoder.forward(&mut g, &upload(name, "latents")).unwrap();
     g.run().unwrap();
     check(name, &out, name, "out");
+}
+
+/// The encoder half: quant_conv's moments (mean and log-variance), and the
+/// latents img2img starts from (mean · scaling_factor), same tolerance.
+#[test]
+fn vae_encoder_matches_diffusers() {
+    let name = "vae";
+    let (weights, config): (_, AutoencoderKLConfig) = open_component(&golden_dir(name)).unwrap();
+    let encoder = AutoencoderKLEncoder::new(&Vars::new(ctx(), &weights), config).unwrap();
+    check_all_used(&weights, vae::ENCODER_UNUSED).unwrap();
+    let mut g = Graph::new(ctx(), "vae encoder");
+    let image = upload(name, "image");
+    let moments = encoder.forward(&mut g, &image).unwrap();
+    let latents = encoder.encode(&mut g, &image).unwrap();
+    g.run().unwrap();
+    check("moments", &moments, name, "moments");
+    check("latents", &latents, name, "encoded_latents");
 }
 
 #[test]

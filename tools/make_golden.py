@@ -10,14 +10,15 @@ and writes, per model, a folder in the Hugging Face layout the engine loads
     tests/golden/clip/            CLIPModel (text + vision towers, projections)
     tests/golden/text_encoder/    CLIPTextModel as transformers 5 saves it (no `text_model.`)
     tests/golden/text_encoder_v4/ the same tensors with transformers 4's `text_model.` prefix
-    tests/golden/vae/             AutoencoderKL (the engine runs its decoder)
+    tests/golden/vae/             AutoencoderKL (decoder and encoder)
     tests/golden/upscaler/        SRVGGNetCompact
     tests/golden/pipeline/        a whole tiny pixel-space pipeline folder (f16) for the
                                   generation-loop tests; its tokenizer/ is the default
                                   model's, copied in by the tests
     tests/golden/latent_pipeline/ a tiny latent pipeline (UNet over latents + VAE, SD 1.x
                                   scheduler settings); text encoder, scorer and tokenizer
-                                  come from pipeline/ (`--latent-pipeline` writes only it)
+                                  come from pipeline/ (`--latent-pipeline` writes only it;
+                                  `--vae` only vae/)
 
 With `--default`, it instead runs the shipped default model (weights/easel-emoji) on
 fixed inputs and writes tests/golden/default_model.safetensors, recording each weight
@@ -156,7 +157,16 @@ def vae(seed):
     latents = torch.randn(2, 4, 8, 8, generator=g)
     with torch.no_grad():
         out = model.decode(latents).sample  # raw decode: the caller divides by scaling_factor first
-    write("vae", save_diffusers(model), dict(latents=latents, out=out))
+    # The encoder (img2img's start): an image in [-1, 1], drawn after the decoder's inputs so
+    # those stay as they were; `moments` is quant_conv's output (mean, then log-variance).
+    image = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    with torch.no_grad():
+        moments = model.quant_conv(model.encoder(image))
+        mean = model.encode(image).latent_dist.mean
+    assert torch.equal(mean, moments[:, :4])
+    golden = dict(latents=latents, out=out, image=image, moments=moments,
+                  encoded_latents=mean * model.config.scaling_factor)
+    write("vae", save_diffusers(model), golden)
 
 
 def upscaler(seed):
@@ -309,6 +319,9 @@ def main():
         return
     if "--latent-pipeline" in sys.argv:
         latent_pipeline(60)
+        return
+    if "--vae" in sys.argv:
+        vae(30)
         return
     common = dict(sample_size=16, in_channels=4, out_channels=4, norm_num_groups=8,
                   cross_attention_dim=16, layers_per_block=2)

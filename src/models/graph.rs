@@ -127,18 +127,26 @@ impl Graph<'_> {
 
     /// `nn.Conv2d`: x `[N, Cin, H, W]` → `[N, Cout, Hout, Wout]`.
     pub fn conv2d(&mut self, x: &Tensor, layer: &Conv2d) -> Result<Tensor> {
-        let opts = Conv2dOptions::new(layer.stride, layer.padding);
+        self.conv2d_with(x, layer, &Conv2dOptions::new(layer.stride, layer.padding))
+    }
+
+    /// [`Self::conv2d`] with options other than the layer's stride and padding.
+    pub fn conv2d_with(
+        &mut self,
+        x: &Tensor,
+        layer: &Conv2d,
+        opts: &Conv2dOptions,
+    ) -> Result<Tensor> {
         let (kh, kw) = (layer.weight.dim(-2), layer.weight.dim(-1));
         let (hout, wout) =
-            conv2d::output_size(x.dim(-2), x.dim(-1), kh, kw, &opts).ok_or_else(|| {
+            conv2d::output_size(x.dim(-2), x.dim(-1), kh, kw, opts).ok_or_else(|| {
                 crate::Error::BadInput(format!(
                     "conv2d: input {:?} is smaller than the {kh}x{kw} kernel",
                     x.shape
                 ))
             })?;
         let out = self.tensor(&[x.shape[0], layer.out_channels(), hout, wout])?;
-        let ds =
-            conv2d::conv2d_split(self.ctx, x, &layer.weight, layer.bias.as_ref(), &out, &opts)?;
+        let ds = conv2d::conv2d_split(self.ctx, x, &layer.weight, layer.bias.as_ref(), &out, opts)?;
         self.dispatches.extend(ds);
         Ok(out)
     }

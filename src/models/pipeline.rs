@@ -11,6 +11,7 @@
 //! `easel bench models` loads single components through the same loaders.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 
@@ -20,7 +21,7 @@ use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextM
 use crate::models::layers::{check_all_used, component_config, CheckedConfig, Vars};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
-use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
+use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder, AutoencoderKLEncoder};
 use crate::models::Graph;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
@@ -147,6 +148,8 @@ pub struct Pipeline {
     pub scorer: Option<CLIPModel>,
     /// The latent decoder of a latent model; `None`: pixel space.
     pub vae: Option<AutoencoderKLDecoder>,
+    /// The VAE's encoder, loaded by the first run that starts from an image.
+    vae_encoder: OnceLock<AutoencoderKLEncoder>,
     pub upscaler: Option<SRVGGNetCompact>,
 }
 
@@ -177,8 +180,24 @@ impl Pipeline {
             unet,
             scorer,
             vae,
+            vae_encoder: OnceLock::new(),
             upscaler,
         })
+    }
+
+    /// The VAE's encoder of a latent model (`None` for a pixel model), loaded
+    /// on first use: a run that starts from noise never holds its weights.
+    pub fn vae_encoder(&self, ctx: &Context) -> Result<Option<&AutoencoderKLEncoder>> {
+        let Some(config) = &self.config.vae else {
+            return Ok(None);
+        };
+        if self.vae_encoder.get().is_none() {
+            let dir = self.config.dir.join("vae");
+            let encoder = load_vae_encoder(ctx, &dir, config, self.config.weights)?;
+            // Engine runs are serialised by its plan lock: no other load races this one.
+            let _ = self.vae_encoder.set(encoder);
+        }
+        Ok(self.vae_encoder.get())
     }
 
     /// The images in [-1, 1] of UNet samples: the samples themselves for a
@@ -247,6 +266,18 @@ pub fn load_vae(
 ) -> Result<AutoencoderKLDecoder> {
     build(ctx, (dir, precision), None, vae::UNUSED_PREFIXES, |vb| {
         AutoencoderKLDecoder::new(vb, config.clone())
+    })
+}
+
+/// `vae/`: the encoder half (the decoder's tensors are allowed).
+pub fn load_vae_encoder(
+    ctx: &Context,
+    dir: &Path,
+    config: &AutoencoderKLConfig,
+    precision: WeightPrecision,
+) -> Result<AutoencoderKLEncoder> {
+    build(ctx, (dir, precision), None, vae::ENCODER_UNUSED, |vb| {
+        AutoencoderKLEncoder::new(vb, config.clone())
     })
 }
 

@@ -2,10 +2,11 @@
 //! `Upsample2D` (models/downsampling.py, upsampling.py), with the default
 //! time-embedding norm ("default": added after conv1).
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::Tensor;
 use crate::models::layers::{Conv2d, GroupNorm, Linear, Vars};
 use crate::models::Graph;
+use crate::ops::conv2d::Conv2dOptions;
 
 pub struct ResnetBlock2D {
     norm1: GroupNorm,
@@ -68,26 +69,28 @@ impl ResnetBlock2D {
     }
 }
 
-/// `Downsample2D(use_conv=True)`: a 3x3 stride-2 conv named `conv`.
+/// `Downsample2D(use_conv=True)`: a 3x3 stride-2 conv named `conv`. With
+/// `padding` 0 (the VAE encoder's), diffusers first pads one zero row and
+/// column after the input (`F.pad(x, (0, 1, 0, 1))`), so even sizes halve.
 pub struct Downsample2D {
     conv: Conv2d,
+    opts: Conv2dOptions,
 }
 
 impl Downsample2D {
     pub fn new(vb: &Vars, channels: usize, padding: usize) -> Result<Self> {
+        let mut opts = Conv2dOptions::new(2, padding);
         if padding == 0 {
-            // diffusers pads (0, 1, 0, 1) asymmetrically in that case.
-            return Err(Error::BadInput(
-                "unet config: `downsample_padding` = 0 is not supported by easel".into(),
-            ));
+            opts.pad_end = (1, 1);
         }
         Ok(Self {
             conv: Conv2d::new(&vb.pp("conv"), channels, channels, 3, 2, padding)?,
+            opts,
         })
     }
 
     pub fn forward(&self, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
-        g.conv2d(x, &self.conv) // [N, C, H/2, W/2]
+        g.conv2d_with(x, &self.conv, &self.opts) // [N, C, H/2, W/2]
     }
 }
 

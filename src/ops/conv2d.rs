@@ -1,6 +1,7 @@
 //! 2-D convolution (wgsl/conv2d.wgsl): `torch.nn.functional.conv2d` for NCHW
 //! input, PyTorch's weight layout `[Cout, Cin, kh, kw]`, any kernel size,
-//! stride and symmetric padding, groups = 1, fused bias. An implicit GEMM:
+//! stride and padding (symmetric, plus optional extra zeros after the last row
+//! and column), groups = 1, fused bias. An implicit GEMM:
 //! the same two kernel shapes as matmul, with the input gathered on the fly.
 
 use crate::error::{Error, Result};
@@ -18,6 +19,9 @@ pub struct Conv2dOptions {
     pub stride: (usize, usize),
     /// (y, x) zeros on both sides, like `padding=`.
     pub padding: (usize, usize),
+    /// (y, x) more zeros after the last row and column only: diffusers'
+    /// `Downsample2D` with `padding=0` pads `(0, 1, 0, 1)` before its conv.
+    pub pad_end: (usize, usize),
     /// Kernel override; `None` picks [`MatmulVariant::for_adapter`].
     pub variant: Option<ConvVariant>,
 }
@@ -27,6 +31,7 @@ impl Default for Conv2dOptions {
         Self {
             stride: (1, 1),
             padding: (0, 0),
+            pad_end: (0, 0),
             variant: None,
         }
     }
@@ -38,6 +43,7 @@ impl Conv2dOptions {
         Self {
             stride: (stride, stride),
             padding: (padding, padding),
+            pad_end: (0, 0),
             variant: None,
         }
     }
@@ -81,8 +87,9 @@ pub fn output_size(
 ) -> Option<(usize, usize)> {
     let (sy, sx) = opts.stride;
     let (py, px) = opts.padding;
-    let hout = (h + 2 * py).checked_sub(kh)? / sy + 1;
-    let wout = (w + 2 * px).checked_sub(kw)? / sx + 1;
+    let (ey, ex) = opts.pad_end;
+    let hout = (h + 2 * py + ey).checked_sub(kh)? / sy + 1;
+    let wout = (w + 2 * px + ex).checked_sub(kw)? / sx + 1;
     Some((hout, wout))
 }
 
@@ -208,8 +215,8 @@ impl Geometry {
         }
         let (hout, wout) = output_size(h, w, kh, kw, opts).ok_or_else(|| {
             bad(format!(
-                "kernel {kh}x{kw} is larger than the padded input {h}x{w} + 2x{:?}",
-                opts.padding
+                "kernel {kh}x{kw} is larger than the padded input {h}x{w} + 2x{:?} + {:?}",
+                opts.padding, opts.pad_end
             ))
         })?;
         Ok(Self {

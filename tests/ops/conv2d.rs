@@ -48,6 +48,7 @@ fn check(case: Case, variant: ConvVariant, seed: u64) {
     let opts = Conv2dOptions {
         stride,
         padding,
+        pad_end: (0, 0),
         variant: Some(variant),
     };
     let d = conv2d::conv2d(ctx(), &x, &weight, Some(&bias), &out, &opts).unwrap();
@@ -90,6 +91,63 @@ fn kernel_sizes_strides_padding() {
         for case in cases {
             check(case, variant, seed);
             seed += 1;
+        }
+    }
+}
+
+/// `pad_end`: diffusers' `Downsample2D(padding=0)` (the VAE encoder's), which
+/// pads one zero row and column after the input and runs a 3x3 stride-2 conv
+/// without padding. The reference pads the input on the host the same way.
+/// Same tolerance as `check`.
+#[test]
+fn pad_end_is_zeros_after_the_last_row_and_column() {
+    for (i, (h, w)) in [(8, 6), (7, 9)].into_iter().enumerate() {
+        let (n, cin, cout) = (2, 4, 5);
+        let mut rng = Rng::new(4000 + i as u64);
+        let (x, xh) = random(&mut rng, &[n, cin, h, w]);
+        let (weight, wh) = random(&mut rng, &[cout, cin, 3, 3]);
+        let (bias, bh) = random(&mut rng, &[cout]);
+        // F.pad(x, (0, 1, 0, 1)) on the host.
+        let mut padded = vec![0.0f32; n * cin * (h + 1) * (w + 1)];
+        for (plane, src) in xh.chunks(h * w).enumerate() {
+            for (y, row) in src.chunks(w).enumerate() {
+                let at = (plane * (h + 1) + y) * (w + 1);
+                padded[at..at + w].copy_from_slice(row);
+            }
+        }
+        let reference = Conv2d {
+            x: &padded,
+            weight: &wh,
+            bias: Some(&bh),
+            n,
+            cin,
+            h: h + 1,
+            w: w + 1,
+            cout,
+            kh: 3,
+            kw: 3,
+            stride: (2, 2),
+            padding: (0, 0),
+        };
+        let (hout, wout) = reference.out_size();
+        for variant in VARIANTS {
+            let out = zeros(&[n, cout, hout, wout]);
+            let opts = Conv2dOptions {
+                pad_end: (1, 1),
+                variant: Some(variant),
+                ..Conv2dOptions::new(2, 0)
+            };
+            let d = conv2d::conv2d(ctx(), &x, &weight, Some(&bias), &out, &opts).unwrap();
+            dispatch::run(ctx(), &[d]).unwrap();
+            let atol = 1e-5 * ((cin * 9) as f64).sqrt();
+            let got = out.to_vec(ctx()).unwrap();
+            assert_close(
+                &format!("{variant:?} {h}x{w}"),
+                &got,
+                &reference.run(),
+                atol,
+                1e-5,
+            );
         }
     }
 }
