@@ -33,6 +33,10 @@ pub struct Parameters {
     pub score: Option<f32>,
     /// The `--schedule` text, when the run had phases.
     pub schedule: Option<String>,
+    /// `--strength`, when the run started from a picture (A1111's `Denoising strength`).
+    pub denoising_strength: Option<f64>,
+    /// `--mask-blur`, when a mask chose what to repaint (A1111's `Mask blur`).
+    pub mask_blur: Option<f32>,
 }
 
 impl Parameters {
@@ -41,6 +45,12 @@ impl Parameters {
             "Steps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}, Candidates: {}",
             self.steps, self.sampler, self.guidance, self.seed, self.width, self.height, self.model, self.candidates
         );
+        if let Some(strength) = self.denoising_strength {
+            line.push_str(&format!(", Denoising strength: {strength}"));
+        }
+        if let Some(blur) = self.mask_blur {
+            line.push_str(&format!(", Mask blur: {blur}"));
+        }
         if let Some(score) = self.score {
             line.push_str(&format!(", Score: {score:.4}"));
         }
@@ -288,7 +298,7 @@ mod tests {
             model: "easel-emoji".into(),
             candidates: 4,
             score: Some(0.3125),
-            schedule: None,
+            ..Default::default()
         }
     }
 

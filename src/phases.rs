@@ -84,6 +84,9 @@ impl Phase {
     /// The steps after which this phase scores: every `score_every` steps, and
     /// always its last step.
     pub fn rounds(&self) -> Vec<usize> {
+        if self.steps.is_empty() {
+            return Vec::new(); // a run of no steps (`--strength 0`)
+        }
         // An interval past the phase's length scores only at its end (and the
         // clamp keeps `start + every - 1` from overflowing on a huge `every`).
         let every = self.score_every.clamp(1, self.steps.len().max(1));
@@ -243,7 +246,20 @@ pub fn step_table(
     rounds: &[usize],
     config: &SchedulerConfig,
 ) -> Result<(Vec<StepCoefficients>, f32)> {
-    let steps = phases.last().map_or(0, |p| p.steps.end);
+    step_table_from(phases, rounds, config, 0)
+}
+
+/// [`step_table`] of a run that skips the first `skip` steps of its schedule
+/// (a start picture's `--strength`, as diffusers' `get_timesteps`): the
+/// samplers are built for `skip` + the phases' steps, and step `i` of the run
+/// takes their row `skip + i`.
+pub fn step_table_from(
+    phases: &[Phase],
+    rounds: &[usize],
+    config: &SchedulerConfig,
+    skip: usize,
+) -> Result<(Vec<StepCoefficients>, f32)> {
+    let steps = phases.last().map_or(0, |p| p.steps.end) + skip;
     let mut tables: Vec<(Sampler, Box<dyn Scheduler>)> = Vec::new();
     for p in phases {
         if !tables.iter().any(|(s, _)| *s == p.sampler) {
@@ -267,12 +283,12 @@ pub fn step_table(
             let own = table(phase.sampler);
             let branches = i > 0 && rounds.contains(&(i - 1)) && phase.candidates > 1;
             let source = match &branch {
-                Some(b) if branches && !own[i].uses_noise() => b.coefficients(),
+                Some(b) if branches && !own[skip + i].uses_noise() => b.coefficients(),
                 _ => own,
             };
-            let mut row = source[i];
+            let mut row = source[skip + i];
             if let Some(w) = writer {
-                let rho = w[i].in_scale / row.in_scale;
+                let rho = w[skip + i].in_scale / row.in_scale;
                 row.in_scale *= rho;
                 row.x0_x *= rho;
                 row.a *= rho;

@@ -14,6 +14,9 @@ use crate::output::Parameters;
 use crate::phases::{self, Defaults, Phase, Schedule};
 use crate::schedulers::Sampler;
 
+pub(crate) mod start;
+pub use start::{Picture, Start};
+
 /// What to make. `None` fields take the model's defaults.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -43,6 +46,8 @@ pub struct Request {
     /// Keep every scoring round's candidates in [`Image::rounds`] (extra
     /// readbacks, like `trace`; for tests and tools).
     pub keep_rounds: bool,
+    /// Start from a picture (img2img, inpainting): see [`Start`].
+    pub start: Option<Start>,
 }
 
 impl Request {
@@ -63,6 +68,7 @@ impl Request {
             trace: None,
             schedule: None,
             keep_rounds: false,
+            start: None,
         }
     }
 }
@@ -147,6 +153,8 @@ pub(crate) struct Settings {
     pub rounds: Vec<usize>,
     /// The learned upscaler's factor (1: none).
     pub upscale: usize,
+    /// A run started from a picture: its noise levels and mask.
+    pub start: Option<start::StartSettings>,
     /// Sub-prompts (the batch is `(1 + prompts)·K`).
     pub prompts: usize,
 }
@@ -174,7 +182,8 @@ impl Request {
     pub fn check(&self, model: &PipelineConfig) -> Result<Settled> {
         let prompts = self.prompts()?;
         let (width, height, sample) = self.sample(model)?;
-        let (steps, phases) = self.phases(model)?;
+        let (steps, skip) = start::steps(self.start.as_ref(), self.steps(model)?);
+        let phases = self.phases(model, steps)?;
         for phase in &phases {
             check_phase(model, phase)?;
         }
@@ -193,7 +202,9 @@ impl Request {
             Some(_) => phases.iter().flat_map(Phase::rounds).collect(),
             None => Vec::new(),
         };
-        let (table, init_noise_sigma) = phases::step_table(&phases, &rounds, &model.scheduler)?;
+        let (table, init_noise_sigma) =
+            phases::step_table_from(&phases, &rounds, &model.scheduler, skip)?;
+        let start = start::settle(self.start.as_ref(), &table, &model.scheduler);
         let settings = Settings {
             width,
             height,
@@ -204,6 +215,7 @@ impl Request {
             init_noise_sigma,
             rounds,
             upscale: self.upscale,
+            start,
             prompts: prompts.texts.len(),
         };
         let certainty = Certainty {
@@ -248,8 +260,8 @@ impl Request {
         }
         // Both bounded when the configs were read: no product here overflows.
         let default = unet.sample_size.unwrap_or(32) * vae_factor;
-        let (width, height) = self.size.unwrap_or((default, default));
         let factor = unet.downscale_factor() * vae_factor;
+        let (width, height) = start::size(self.size, self.start.as_ref(), factor, default)?;
         if width == 0 || height == 0 || width % factor != 0 || height % factor != 0 {
             return Err(Error::BadInput(format!(
                 "--size {width}x{height}: both sides must be positive multiples of {factor} for this model"
@@ -262,8 +274,8 @@ impl Request {
         ))
     }
 
-    /// The run's length and phases: `--schedule`'s, or one phase of the flags.
-    fn phases(&self, model: &PipelineConfig) -> Result<(usize, Vec<Phase>)> {
+    /// The phases of a run of `steps`: `--schedule`'s, or one phase of the flags.
+    fn phases(&self, model: &PipelineConfig, steps: usize) -> Result<Vec<Phase>> {
         if self.score_every == Some(0) {
             return Err(Error::BadInput(
                 "--score-every 0: need at least 1 (a scoring round every N steps)".into(),
@@ -277,12 +289,11 @@ impl Request {
             score_every: self.score_every,
             guidance: self.guidance.unwrap_or(model.settings.default_guidance),
         };
-        let steps = self.steps(model)?;
-        let phases = match &self.schedule {
-            Some(schedule) => schedule.resolve(steps, &defaults)?,
-            None => phases::single(steps, &defaults),
-        };
-        Ok((steps, phases))
+        Ok(match &self.schedule {
+            // A run of no steps (strength 0) has nothing to divide into phases.
+            Some(schedule) if steps > 0 => schedule.resolve(steps, &defaults)?,
+            _ => phases::single(steps, &defaults),
+        })
     }
 
     /// The run's length: `--steps`, else the sum of `--schedule`'s plain step

@@ -34,6 +34,7 @@ use crate::request::{Image, Prompts, Request, Round, Settled};
 
 mod passes;
 mod plan;
+mod start;
 
 pub use plan::Plan;
 use plan::Stage;
@@ -64,6 +65,7 @@ pub(crate) fn run(
     }
     let plan = cached.as_ref().expect("planned above");
     load(ctx, pipeline, plan, &prompts, request.seed, certainty)?;
+    plan.start.load(ctx, request, &plan.s)?;
     let (bytes, rounds) = execute(ctx, plan, request)?;
     let mut image = finish(pipeline, plan, request, &bytes, prompts)?;
     if let Some(path) = &request.trace {
@@ -112,7 +114,6 @@ fn load(
         0,
         bytemuck::cast_slice(&prompts.weights),
     );
-    noise::set_seed(ctx, &plan.start, seed);
     for draw in plan.noise_draws() {
         noise::set_seed(ctx, draw, seed);
     }
@@ -141,7 +142,7 @@ fn execute(ctx: &Context, plan: &Plan, request: &Request) -> Result<(Vec<u8>, Ve
     submit(ctx, |pass| {
         plan.text_pass
             .iter()
-            .chain([&plan.start])
+            .chain(&plan.start.dispatches)
             .for_each(|d| record(pass, d))
     })?;
     let keep = request.trace.is_some() || request.keep_rounds;
@@ -258,11 +259,11 @@ fn finish(
     let winner = choice[0] as usize;
     let stopped = choice[3];
     let stopped_early = stopped != NOT_STOPPED && (stopped as usize) + 1 < s.steps;
-    // The last round scored the last phase's candidates (or those of the round that stopped the run).
-    let k_last = s.phase(steps_run.saturating_sub(1)).candidates;
     let candidate_scores: Vec<Vec<f32>> = if s.rounds.is_empty() {
         Vec::new()
     } else {
+        // The last round scored the last phase's candidates (or those of the round that stopped the run).
+        let k_last = s.phase(steps_run.saturating_sub(1)).candidates;
         scores[..k_last * (p + 1)]
             .chunks(p + 1)
             .map(<[f32]>::to_vec)
@@ -283,6 +284,9 @@ fn finish(
         candidates: s.k_max(),
         score: row.last().copied(),
         schedule: request.schedule.as_ref().map(|sch| sch.text.clone()),
+        denoising_strength: request.start.as_ref().map(|start| start.strength),
+        mask_blur: (request.start.as_ref())
+            .and_then(|start| start.mask.as_ref().map(|_| start.mask_blur)),
     };
     Ok(Image {
         width,

@@ -9,6 +9,8 @@
 //   model_in = in_scale * x
 //   x0       = clamp(x0_x * x + x0_m * model_out, -clip, clip)
 //   x_next   = a * x + b * model_out + e * x0 + c * x0_prev + d * noise
+// A start image (img2img, inpainting) enters as diffusers' `add_noise` at a
+// noise level the host computed: x = level_x * init + level_noise * noise.
 // One thread per element; 256 per workgroup (WebGPU baseline).
 
 struct Params {
@@ -20,9 +22,10 @@ struct Params {
     step: u32,
     // Classifier-free guidance scale.
     guidance: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // The start image's noise level: x = level_x * init + level_noise * noise.
+    level_x: f32,
+    level_noise: f32,
+    _pad: u32,
 }
 
 struct Step {
@@ -103,4 +106,41 @@ fn step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let x0 = clamp(s.x0_x * xi + s.x0_m * mi, -s.clip, s.clip);
     state_x0[i] = x0;
     state_x[i] = s.a * xi + s.b * mi + s.e * x0 + s.c * x0_prev + s.d * noise[i];
+}
+
+// ---- add_noise: every candidate starts from the image `init` [n] noised with
+// its own draw: x[k] = level_x * init + level_noise * noise[k]; x0[k] = init ----
+@group(0) @binding(1) var<storage, read> init: array<f32>;
+@group(0) @binding(2) var<storage, read> start_noise: array<f32>;
+@group(0) @binding(3) var<storage, read_write> start_x: array<f32>;
+@group(0) @binding(4) var<storage, read_write> start_x0: array<f32>;
+
+@compute @workgroup_size(256)
+fn add_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.k * p.n) { return; }
+    let clean = init[i % p.n];
+    start_x[i] = p.level_x * clean + p.level_noise * start_noise[i];
+    start_x0[i] = clean;
+}
+
+// ---- keep: inpainting with any model. Where the mask [n] is below 1 the
+// samples are pulled back to the start image noised to the next step's level
+// (the clean image after the last step): x = m*x + (1-m)*(level_x*init +
+// level_noise*noise[k]), x0 = m*x0 + (1-m)*init ----
+@group(0) @binding(1) var<storage, read> kept: array<f32>;
+@group(0) @binding(2) var<storage, read> kept_noise: array<f32>;
+@group(0) @binding(3) var<storage, read> mask: array<f32>;
+@group(0) @binding(4) var<storage, read_write> keep_x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> keep_x0: array<f32>;
+
+@compute @workgroup_size(256)
+fn keep(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.k * p.n) { return; }
+    let m = mask[i % p.n];
+    let clean = kept[i % p.n];
+    let noised = p.level_x * clean + p.level_noise * kept_noise[i];
+    keep_x[i] = mix(noised, keep_x[i], m);
+    keep_x0[i] = mix(clean, keep_x0[i], m);
 }

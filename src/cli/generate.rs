@@ -55,6 +55,11 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     // Bad input fails before the GPU is touched, and leaves no file behind.
     let model = args.render.pipeline_config()?;
     request.check(&model)?;
+    if !args.quiet {
+        super::start::notes(&request, &model)
+            .iter()
+            .for_each(|note| eprintln!("easel: {note}"));
+    }
     let model_default_steps = model.settings.default_steps;
     if args.render.seed == super::Seed::Random && !args.quiet {
         eprintln!("easel: seed {}", request.seed);

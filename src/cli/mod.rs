@@ -6,6 +6,7 @@ pub mod devices;
 pub mod generate;
 pub mod inspect;
 pub mod progress;
+pub mod start;
 
 /// Keep Mesa's device-select Vulkan layer from printing
 /// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." on headless
@@ -76,6 +77,8 @@ pub struct RenderArgs {
     /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
     #[arg(long, default_value = "auto")]
     pub weights: easel::weights::WeightPrecision,
+    #[command(flatten)]
+    pub start: start::StartArgs,
 }
 
 impl RenderArgs {
@@ -114,6 +117,7 @@ impl RenderArgs {
             until_score: self.until_score,
             until_margin: self.until_margin,
             schedule,
+            start: self.start.start()?,
             ..easel::Request::new(prompt)
         })
     }

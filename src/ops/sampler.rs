@@ -61,7 +61,9 @@ struct Params {
     prompts: u32,
     step: u32,
     guidance: f32,
-    _pad: [u32; 3],
+    level_x: f32,
+    level_noise: f32,
+    _pad: u32,
 }
 
 const WORKGROUP: usize = 256;
@@ -74,7 +76,9 @@ fn params(x: &Tensor, prompts: usize, step: usize, guidance: f32) -> Params {
         prompts: prompts as u32,
         step: step as u32,
         guidance,
-        _pad: [0; 3],
+        level_x: 0.0,
+        level_noise: 0.0,
+        _pad: 0,
     }
 }
 
@@ -202,4 +206,87 @@ pub fn step(
         bytes: 24 * n as u64,
     }
     .build(ctx, &params(x, 0, step, 0.0))
+}
+
+/// A start image's noise level `(level_x, level_noise)`: diffusers' `add_noise`
+/// at a step's timestep, `x = level_x · image + level_noise · noise`, in the
+/// step's own convention (see `request::start`).
+pub type NoiseLevel = (f32, f32);
+
+/// img2img's start: every candidate of `x` `[K, ...]` is `init` `[1, ...]`
+/// noised to `level` with its own draw of `noise` `[K, ...]`; `x0` `[K, ...]`
+/// is `init` (what a run of no steps returns).
+pub fn add_noise(
+    ctx: &Context,
+    init: &Tensor,
+    noise: &Tensor,
+    level: NoiseLevel,
+    x: &Tensor,
+    x0: &Tensor,
+) -> Result<Dispatch> {
+    start_shapes("add_noise", init, &[("noise", noise), ("x0", x0)], x)?;
+    let n = x.numel();
+    let mut params = params(x, 0, 0, 0.0);
+    (params.level_x, params.level_noise) = level;
+    Launch {
+        shader: &SAMPLER,
+        entry: "add_noise",
+        constants: &[],
+        tensors: &[
+            (init, Access::Read),
+            (noise, Access::Read),
+            (x, Access::ReadWrite),
+            (x0, Access::ReadWrite),
+        ],
+        workgroups: grid_1d(groups(n, WORKGROUP)),
+        flops: 3 * n as u64,
+        bytes: 16 * n as u64,
+    }
+    .build(ctx, &params)
+}
+
+/// Inpainting with any model, after a step: where `mask` `[1, ...]` (1 =
+/// repaint) is below 1, `x` is pulled back to `init` noised to `level` with
+/// `noise` `[K, ...]` and `x0` to `init`: `x = m·x + (1 − m)·(level_x·init +
+/// level_noise·noise)`, `x0 = m·x0 + (1 − m)·init`.
+pub fn keep(
+    ctx: &Context,
+    init: &Tensor,
+    noise: &Tensor,
+    mask: &Tensor,
+    level: NoiseLevel,
+    (x, x0): (&Tensor, &Tensor),
+) -> Result<Dispatch> {
+    start_shapes("keep", init, &[("noise", noise), ("x0", x0)], x)?;
+    expect_shape("keep", "mask", mask, &init.shape)?;
+    let n = x.numel();
+    let mut params = params(x, 0, 0, 0.0);
+    (params.level_x, params.level_noise) = level;
+    Launch {
+        shader: &SAMPLER,
+        entry: "keep",
+        constants: &[],
+        tensors: &[
+            (init, Access::Read),
+            (noise, Access::Read),
+            (mask, Access::Read),
+            (x, Access::ReadWrite),
+            (x0, Access::ReadWrite),
+        ],
+        workgroups: grid_1d(groups(n, WORKGROUP)),
+        flops: 9 * n as u64,
+        bytes: 28 * n as u64,
+    }
+    .build(ctx, &params)
+}
+
+/// `init` is one sample `[1, ...]` of `x`'s `[K, ...]`; `others` are shaped as `x`.
+fn start_shapes(op: &str, init: &Tensor, others: &[(&str, &Tensor)], x: &Tensor) -> Result<()> {
+    let mut one = x.shape.clone();
+    one[0] = 1;
+    expect_shape(op, "init", init, &one)?;
+    for (what, t) in others {
+        expect_shape(op, what, t, &x.shape)?;
+    }
+    Ok(())
 }

@@ -31,6 +31,22 @@ fn interp(table: &[f64], t: f64) -> f64 {
     slope * (t - lo as f64) + table[lo]
 }
 
+/// The training sigmas √((1−ᾱ)/ᾱ), in float32 as torch computes them.
+fn train_sigmas(config: &SchedulerConfig) -> Vec<f64> {
+    let alphas = config.alphas_cumprod();
+    alphas
+        .iter()
+        .map(|&a| ((1.0 - a) / a).sqrt() as f32 as f64)
+        .collect()
+}
+
+/// σ at each timestep of `ts` in `config`'s schedule (interpolated at a
+/// fractional one, as `set_timesteps` does): the noise level of a sample there.
+pub fn sigmas_at(config: &SchedulerConfig, ts: &[f64]) -> Vec<f64> {
+    let table = train_sigmas(config);
+    ts.iter().map(|&t| interp(&table, t)).collect()
+}
+
 impl EulerAncestral {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         check_steps(config, steps)?;
@@ -47,11 +63,7 @@ impl EulerAncestral {
 
         // set_timesteps: the training sigmas (float32 as torch computes them), interpolated
         // at the timesteps, then a final 0; stored as float32.
-        let train_sigmas: Vec<f64> = config
-            .alphas_cumprod()
-            .iter()
-            .map(|&a| ((1.0 - a) / a).sqrt() as f32 as f64)
-            .collect();
+        let train_sigmas = train_sigmas(config);
         let sigmas: Vec<f64> = timesteps
             .iter()
             .map(|&t| interp(&train_sigmas, t) as f32 as f64)

@@ -18,9 +18,9 @@ use crate::postprocess::{self, Post};
 use crate::request::Settings;
 
 use super::passes::{plan_passes, plan_text, state, Inputs, Passes, State};
+use super::start::Start;
 
-/// Noise streams: independent draws sharing (seed, candidate, step).
-const STREAM_START: u32 = 0;
+/// The sampler's noise stream (the start's is `start::STREAM_START`).
 const STREAM_STEP: u32 = 1;
 
 /// A step block: its own dispatches around its candidate count's UNet pass.
@@ -117,7 +117,7 @@ pub struct Plan {
     pub(crate) inputs: Inputs,
     /// Text encoder, scorer text tower, the context of each candidate count.
     pub(crate) text_pass: Vec<Dispatch>,
-    pub(crate) start: Dispatch,
+    pub(crate) start: Start,
     pub(crate) passes: Vec<Passes>,
     broadcast: [Dispatch; 2],
     pub(crate) blocks: Vec<Block>,
@@ -147,12 +147,7 @@ impl Plan {
         let mut text = plan_text(ctx, pipeline, s.prompts)?;
         // Every planned tensor checks the device's binding limit as it is created.
         let st = state(ctx, &s, [s.k_max(), c, h, w])?;
-        let start = noise::gaussian(
-            ctx,
-            &st.cands.x,
-            key(0, 0, STREAM_START),
-            s.init_noise_sigma,
-        )?;
+        let start = Start::plan(ctx, pipeline, &s, &st.cands)?;
         // The UNet and scoring passes of each candidate count, shared by its steps.
         let counts = candidate_counts(&s);
         let passes = counts
@@ -167,7 +162,7 @@ impl Plan {
             .map(|step| {
                 let index = counts.iter().position(|&k| k == s.phase(step).candidates);
                 let index = index.expect("every phase's K is planned");
-                step_block(ctx, &s, &st, &passes[index], index, step)
+                step_block(ctx, (&s, &start), &st, &passes[index], index, step)
             })
             .collect::<Result<Vec<_>>>()?;
         let (offsets, total) = lay_out(&blocks, &passes);
@@ -375,7 +370,7 @@ fn candidate_counts(s: &Settings) -> Vec<usize> {
 /// the sampler update after (its phase's K, guidance and table row).
 fn step_block(
     ctx: &Context,
-    s: &Settings,
+    (s, start): (&Settings, &Start),
     st: &State,
     at: &Passes,
     passes: usize,
@@ -419,6 +414,8 @@ fn step_block(
         &at.cands.x0,
         &st.steps_run,
     )?);
+    // Inpainting: the kept region back to the start picture, before the guard looks.
+    after.extend(start.keep(ctx, s, &at.cands, step)?);
     after.push(finite::check_finite(
         ctx,
         &at.cands.x,

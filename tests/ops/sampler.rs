@@ -116,3 +116,43 @@ fn step_rejects_a_row_past_the_table() {
     let err = sampler::step(ctx(), &tab, 2, &x, &x, &x, &x, &x).unwrap_err();
     assert!(err.to_string().contains("step table"), "{err}");
 }
+
+/// img2img's start: each candidate is the image noised with its own draw, x0
+/// the image. One multiply-add per element: within a few f32 ulps.
+#[test]
+fn add_noise_starts_every_candidate_from_the_image() {
+    let mut rng = Rng::new(40);
+    let (k, shape) = (3, [4, 5, 6]);
+    let (init, init_h) = random(&mut rng, &[1, 4, 5, 6]);
+    let (noise, noise_h) = random(&mut rng, &[k, shape[0], shape[1], shape[2]]);
+    let x = zeros(&[k, 4, 5, 6]);
+    let x0 = zeros(&[k, 4, 5, 6]);
+    let level = (0.8, 0.6);
+    let d = sampler::add_noise(ctx(), &init, &noise, level, &x, &x0).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
+    let (want_x, want_x0) = reference::add_noise(&init_h, &noise_h, level);
+    assert_close("x", &x.to_vec(ctx()).unwrap(), &want_x, 1e-6, 1e-6);
+    assert_close("x0", &x0.to_vec(ctx()).unwrap(), &want_x0, 0.0, 0.0);
+    let err = sampler::add_noise(ctx(), &x, &noise, level, &x, &x0).unwrap_err();
+    assert!(err.to_string().contains("init"), "{err}");
+}
+
+/// Inpainting's pull-back with a soft mask (0, 1 and values between): a mix
+/// of two multiply-adds, within a few f32 ulps.
+#[test]
+fn keep_pulls_the_unmasked_region_back_to_the_image() {
+    let mut rng = Rng::new(41);
+    let k = 2;
+    let (init, init_h) = random(&mut rng, &[1, 3, 4, 4]);
+    let (noise, noise_h) = random(&mut rng, &[k, 3, 4, 4]);
+    let (x, x_h) = random(&mut rng, &[k, 3, 4, 4]);
+    let (x0, x0_h) = random(&mut rng, &[k, 3, 4, 4]);
+    let mask_h: Vec<f32> = (0..48).map(|i| [0.0, 1.0, 0.25][i % 3]).collect();
+    let mask = Tensor::from_f32(ctx(), "mask", &[1, 3, 4, 4], &mask_h).unwrap();
+    let level = (0.5, 0.9);
+    let d = sampler::keep(ctx(), &init, &noise, &mask, level, (&x, &x0)).unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
+    let (want_x, want_x0) = reference::keep(&init_h, &noise_h, &mask_h, level, (&x_h, &x0_h));
+    assert_close("x", &x.to_vec(ctx()).unwrap(), &want_x, 1e-6, 1e-6);
+    assert_close("x0", &x0.to_vec(ctx()).unwrap(), &want_x0, 1e-6, 1e-6);
+}

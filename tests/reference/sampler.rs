@@ -59,3 +59,36 @@ pub fn apply(
         })
         .unzip()
 }
+
+/// diffusers' `add_noise` for every candidate: `x[k] = a·init + b·noise[k]`,
+/// `x0[k] = init`, for `init` `[n]` and `noise` `[K·n]`. f64.
+pub fn add_noise(init: &[f32], noise: &[f32], (a, b): (f32, f32)) -> (Vec<f64>, Vec<f64>) {
+    let n = init.len();
+    let x = noise
+        .iter()
+        .enumerate()
+        .map(|(i, &z)| a as f64 * init[i % n] as f64 + b as f64 * z as f64)
+        .collect();
+    let x0 = (0..noise.len()).map(|i| init[i % n] as f64).collect();
+    (x, x0)
+}
+
+/// Inpainting's pull-back: `x = m·x + (1 − m)·(a·init + b·noise)`,
+/// `x0 = m·x0 + (1 − m)·init` with `init` and `mask` `[n]` per candidate. f64.
+pub fn keep(
+    init: &[f32],
+    noise: &[f32],
+    mask: &[f32],
+    level: (f32, f32),
+    (x, x0): (&[f32], &[f32]),
+) -> (Vec<f64>, Vec<f64>) {
+    let (noised, clean) = add_noise(init, noise, level);
+    let n = init.len();
+    let mix = |kept: f64, own: f32, i: usize| {
+        let m = mask[i % n] as f64;
+        m * own as f64 + (1.0 - m) * kept
+    };
+    let x = (0..x.len()).map(|i| mix(noised[i], x[i], i)).collect();
+    let x0 = (0..x0.len()).map(|i| mix(clean[i], x0[i], i)).collect();
+    (x, x0)
+}
