@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{Job, Shard};
 use crate::error::{Error, Result};
-use crate::output::open_regular;
+use crate::output::{open_regular, LoraUsed};
 use crate::request::Image;
 
 /// The manifest's file name inside the output folder.
@@ -33,6 +33,9 @@ pub(super) struct Record<'a> {
     /// Why a file already at the job's name was not trusted and was rendered again
     /// (empty, cut short, not a PNG).
     rerendered: Option<String>,
+    /// The LoRAs merged into the model (`--lora`), when there were any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    loras: Vec<LoraUsed>,
 }
 
 impl<'a> Record<'a> {
@@ -58,6 +61,7 @@ impl<'a> Record<'a> {
             shard: shard.to_string(),
             pid: std::process::id(),
             rerendered: None,
+            loras: image.parameters.loras.clone(),
         }
     }
 
@@ -92,6 +96,7 @@ impl<'a> Record<'a> {
             shard: shard.to_string(),
             pid: std::process::id(),
             rerendered: None,
+            loras: Vec::new(),
         }
     }
 }
