@@ -15,6 +15,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::lora::LoraUsed;
 
 /// What the PNG's `parameters` chunk records (the A1111 / ComfyUI convention:
 /// the prompt line, then `Key: value` pairs).
@@ -35,17 +36,6 @@ pub struct Parameters {
     pub schedule: Option<String>,
     /// The LoRAs merged into the model, in `--lora` order.
     pub loras: Vec<LoraUsed>,
-}
-
-/// A LoRA as A1111 records it: `<lora:NAME:WEIGHT>` in the prompt line and
-/// `NAME: HASH` in `Lora hashes`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct LoraUsed {
-    pub name: String,
-    pub weight: f32,
-    /// sha256 of the file's data section (after its header), hex; A1111
-    /// records its first 12 digits.
-    pub sha256: String,
 }
 
 impl Parameters {

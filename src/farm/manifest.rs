@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use super::{Job, Shard};
 use crate::error::{Error, Result};
-use crate::output::{open_regular, LoraUsed};
+use crate::lora::LoraUsed;
+use crate::output::open_regular;
 use crate::request::Image;
 
 /// The manifest's file name inside the output folder.

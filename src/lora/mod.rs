@@ -25,7 +25,6 @@ use sha2::{Digest, Sha256};
 pub use keys::{Component, Format, Module};
 
 use crate::error::{Error, Result};
-use crate::output::LoraUsed;
 use crate::weights::{Patch, SafetensorsFile, Weights};
 
 /// `FILE[:WEIGHT]` as given to `--lora` or a job's `lora` list.
@@ -67,6 +66,17 @@ impl std::fmt::Display for LoraSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.path.display(), self.weight)
     }
+}
+
+/// A LoRA as A1111 records it: `<lora:NAME:WEIGHT>` in the prompt line and
+/// `NAME: HASH` in `Lora hashes`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LoraUsed {
+    pub name: String,
+    pub weight: f32,
+    /// sha256 of the file's data section (after its header), hex; A1111
+    /// records its first 12 digits.
+    pub sha256: String,
 }
 
 /// An opened LoRA file: its modules, its name and hash for the PNG.
