@@ -15,6 +15,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::lora::LoraUsed;
 
 /// What the PNG's `parameters` chunk records (the A1111 / ComfyUI convention:
 /// the prompt line, then `Key: value` pairs).
@@ -33,10 +34,11 @@ pub struct Parameters {
     pub score: Option<f32>,
     /// The `--schedule` text, when the run had phases.
     pub schedule: Option<String>,
-    /// `--strength`, when the run started from a picture (A1111's `Denoising strength`).
-    pub denoising_strength: Option<f64>,
-    /// `--mask-blur`, when a mask chose what to repaint (A1111's `Mask blur`).
-    pub mask_blur: Option<f32>,
+    /// `(--strength, --mask-blur)` of a run started from a picture (the blur with a
+    /// mask): A1111's `Denoising strength` and `Mask blur`.
+    pub start: Option<(f64, Option<f32>)>,
+    /// The LoRAs merged into the model, in `--lora` order.
+    pub loras: Vec<LoraUsed>,
 }
 
 impl Parameters {
@@ -45,11 +47,11 @@ impl Parameters {
             "Steps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}, Candidates: {}",
             self.steps, self.sampler, self.guidance, self.seed, self.width, self.height, self.model, self.candidates
         );
-        if let Some(strength) = self.denoising_strength {
-            line.push_str(&format!(", Denoising strength: {strength}"));
-        }
-        if let Some(blur) = self.mask_blur {
-            line.push_str(&format!(", Mask blur: {blur}"));
+        if let Some((strength, blur)) = self.start {
+            let blur = blur
+                .map(|b| format!(", Mask blur: {b}"))
+                .unwrap_or_default();
+            line.push_str(&format!(", Denoising strength: {strength}{blur}"));
         }
         if let Some(score) = self.score {
             line.push_str(&format!(", Score: {score:.4}"));
@@ -58,7 +60,23 @@ impl Parameters {
             // A1111 quotes values that contain commas or colons.
             line.push_str(&format!(", Schedule: {}", serde_json::json!(schedule)));
         }
-        format!("{}\n{line}", self.prompt)
+        let mut prompt = self.prompt.clone();
+        if !self.loras.is_empty() {
+            // A1111's prompt carries its LoRAs as tags, and its infotext their hashes.
+            let hashes: Vec<String> = self
+                .loras
+                .iter()
+                .map(|l| format!("{}: {}", l.name, &l.sha256[..12]))
+                .collect();
+            line.push_str(&format!(
+                ", Lora hashes: {}",
+                serde_json::json!(hashes.join(", "))
+            ));
+            for l in &self.loras {
+                prompt.push_str(&format!(" <lora:{}:{}>", l.name, l.weight));
+            }
+        }
+        format!("{prompt}\n{line}")
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{self, record, record_indirect, submit};
 use crate::gpu::{readback, Context, Tensor};
+use crate::lora::Lora;
 use crate::models::pipeline::Pipeline;
 use crate::ops::finite::ALL_FINITE;
 use crate::ops::noise;
@@ -284,9 +285,9 @@ fn finish(
         candidates: s.k_max(),
         score: row.last().copied(),
         schedule: request.schedule.as_ref().map(|sch| sch.text.clone()),
-        denoising_strength: request.start.as_ref().map(|start| start.strength),
-        mask_blur: (request.start.as_ref())
-            .and_then(|start| start.mask.as_ref().map(|_| start.mask_blur)),
+        start: (request.start.as_ref())
+            .map(|start| (start.strength, start.mask.as_ref().map(|_| start.mask_blur))),
+        loras: pipeline.loras.iter().map(Lora::used).collect(),
     };
     Ok(Image {
         width,

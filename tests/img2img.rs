@@ -256,3 +256,52 @@ fn cli_notes_and_bad_pictures() {
     let o = run(&["--mask", init]);
     assert_eq!(o.status.code(), Some(2), "--mask needs --init");
 }
+
+/// Job files take `init`, `strength`, `mask` and `mask_blur`; the manifest
+/// records them, the PNG its `Denoising strength`, and the hashed names
+/// follow the start (another strength, another file).
+#[test]
+fn batch_jobs_start_from_pictures() {
+    let dir = TempDir::new("img2img-batch");
+    let (init, mask) = (golden_path("init.png"), golden_path("mask.png"));
+    let (init, mask) = (init.to_str().unwrap(), mask.to_str().unwrap());
+    let lines = [
+        format!(r#"{{"prompt": "red apple", "init": "{init}", "strength": 0.5, "out": "half"}}"#),
+        format!(r#"{{"prompt": "red apple", "init": "{init}", "mask": "{mask}", "mask_blur": 0}}"#),
+        format!(r#"{{"prompt": "red apple", "init": "{init}", "mask": "{mask}", "mask_blur": 1}}"#),
+        r#"{"prompt": "red apple", "strength": 0.5}"#.to_string(),
+    ];
+    let jobs = dir.write("jobs.jsonl", lines.join("\n"));
+    let out = dir.path().join("out");
+    let model = common::files::tiny_pipeline().to_str().unwrap().to_string();
+    let o = easel(&[
+        "batch",
+        jobs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--model",
+        &model,
+        "--steps",
+        "2",
+        "--candidates",
+        "1",
+        "--upscale",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "one bad job: {}", stderr(&o));
+    let records = common::files::manifest(&out);
+    let by_index = |i: u64| records.iter().find(|r| r["index"] == i).unwrap();
+    assert_eq!(by_index(0)["init"], init);
+    assert_eq!(by_index(0)["strength"], 0.5);
+    assert_eq!(by_index(1)["mask"], mask);
+    assert_eq!(by_index(1)["mask_blur"], 0.0);
+    assert_ne!(
+        by_index(1)["output"],
+        by_index(2)["output"],
+        "the blur is in the name"
+    );
+    let error = by_index(3)["error"].as_str().unwrap();
+    assert!(error.contains("need an `init`"), "{error}");
+    let png = std::fs::read(out.join("half.png")).unwrap();
+    assert!(String::from_utf8_lossy(&png).contains("Denoising strength: 0.5"));
+}

@@ -13,14 +13,14 @@ pub struct StartArgs {
     pub init: Option<PathBuf>,
     /// How much of the schedule repaints --init: 0 returns it (through the VAE
     /// of a latent model), 1 runs every step; --steps 30 --strength 0.5 runs 15.
-    #[arg(long, default_value_t = 0.75, requires = "init")]
+    #[arg(long, default_value_t = Start::DEFAULT_STRENGTH, requires = "init")]
     pub strength: f64,
     /// Repaint only where this picture is white (black keeps --init, grey
     /// blends); resized to the image if its size differs.
     #[arg(long, requires = "init")]
     pub mask: Option<PathBuf>,
     /// Feather the mask's edge by a Gaussian of this many pixels.
-    #[arg(long, default_value_t = 4.0, requires = "mask")]
+    #[arg(long, default_value_t = Start::DEFAULT_MASK_BLUR, requires = "mask")]
     pub mask_blur: f32,
 }
 

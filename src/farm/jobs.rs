@@ -12,7 +12,7 @@ use super::naming::stable_name;
 use super::MANIFEST;
 use crate::models::pipeline::PipelineConfig;
 use crate::phases::Schedule;
-use crate::request::Request;
+use crate::request::{Request, Start};
 use crate::schedulers::Sampler;
 
 /// What a job line leaves out comes from a template request (the command
@@ -33,6 +33,11 @@ struct JobLine {
     upscale: Option<usize>,
     /// `--schedule` phases.
     schedule: Option<String>,
+    /// `--init`, `--strength`, `--mask`, `--mask-blur` (paths as the command line's).
+    init: Option<PathBuf>,
+    strength: Option<f64>,
+    mask: Option<PathBuf>,
+    mask_blur: Option<f32>,
     out: Option<String>,
 }
 
@@ -147,6 +152,7 @@ fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<
         Some(text) => Some(Schedule::parse(text).map_err(|e| e.to_string())?),
         None => d.schedule.clone(),
     };
+    let start = job_start(&j, d).map_err(|e| e.to_string())?;
     let request = Request {
         prompt: j.prompt,
         seed: j.seed.unwrap_or(d.seed),
@@ -157,6 +163,7 @@ fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<
         sampler,
         upscale: j.upscale.unwrap_or(d.upscale),
         schedule,
+        start,
         ..d.clone()
     };
     // Everything the GPU is not needed for, as `easel generate` checks it.
@@ -166,6 +173,27 @@ fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<
         None => PathBuf::from(stable_name(&request, model.key)),
     };
     Ok(Job { request, output })
+}
+
+/// A job's start picture: the line's `init` (with its `strength`, `mask` and
+/// `mask_blur`, else the command line's or the defaults), else the command line's.
+fn job_start(j: &JobLine, d: &Defaults) -> crate::Result<Option<Start>> {
+    let given = d.start.as_ref();
+    let Some(init) = j.init.as_deref() else {
+        if j.strength.is_some() || j.mask.is_some() || j.mask_blur.is_some() {
+            return Err(crate::Error::BadInput(
+                "`strength`, `mask` and `mask_blur` need an `init` picture".into(),
+            ));
+        }
+        return Ok(given.cloned());
+    };
+    let strength = j.strength.or(given.map(|s| s.strength));
+    let start = Start::open(init, strength.unwrap_or(Start::DEFAULT_STRENGTH))?;
+    let blur = j.mask_blur.or(given.map(|s| s.mask_blur));
+    Ok(Some(match &j.mask {
+        Some(mask) => start.with_mask(mask, blur.unwrap_or(Start::DEFAULT_MASK_BLUR))?,
+        None => start,
+    }))
 }
 
 /// An `out` field: a relative path inside the output folder, `.` parts dropped (so

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{Job, Shard};
 use crate::error::{Error, Result};
+use crate::lora::LoraUsed;
 use crate::output::open_regular;
 use crate::request::Image;
 
@@ -33,6 +34,36 @@ pub(super) struct Record<'a> {
     /// Why a file already at the job's name was not trusted and was rendered again
     /// (empty, cut short, not a PNG).
     rerendered: Option<String>,
+    /// The LoRAs merged into the model (`--lora`), when there were any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    loras: Vec<LoraUsed>,
+    /// `init`, `strength`, `mask`, `mask_blur` of a job that started from a picture.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    start: Option<StartRecord<'a>>,
+}
+
+/// A job's start picture as the manifest records it.
+#[derive(Serialize)]
+pub(super) struct StartRecord<'a> {
+    init: &'a Path,
+    strength: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mask: Option<&'a Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mask_blur: Option<f32>,
+}
+
+impl<'a> StartRecord<'a> {
+    fn of(job: &'a Job) -> Option<Self> {
+        let start = job.request.start.as_ref()?;
+        let mask = start.mask.as_ref();
+        Some(Self {
+            init: &start.init.path,
+            strength: start.strength,
+            mask: mask.map(|m| m.path.as_path()),
+            mask_blur: mask.map(|_| start.mask_blur),
+        })
+    }
 }
 
 impl<'a> Record<'a> {
@@ -58,6 +89,8 @@ impl<'a> Record<'a> {
             shard: shard.to_string(),
             pid: std::process::id(),
             rerendered: None,
+            loras: image.parameters.loras.clone(),
+            start: StartRecord::of(job),
         }
     }
 
@@ -92,6 +125,8 @@ impl<'a> Record<'a> {
             shard: shard.to_string(),
             pid: std::process::id(),
             rerendered: None,
+            loras: Vec::new(),
+            start: job.and_then(|(j, _)| StartRecord::of(j)),
         }
     }
 }

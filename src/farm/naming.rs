@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::request::Request;
+use crate::lora::{Lora, LoraSpec};
+use crate::request::{Picture, Request, Start};
 use crate::schedulers::Sampler;
 
 /// Everything that decides the image, in a fixed order (the hash's input).
@@ -29,6 +30,30 @@ struct Canonical<'a> {
     /// Absent without phases, so names from before `schedule` existed still match.
     #[serde(skip_serializing_if = "Option::is_none")]
     schedule: Option<&'a str>,
+    /// A start picture (absent without one, as `schedule`): see [`start_key`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start: Option<String>,
+}
+
+/// What of a start decides the image: the pictures' pixels (not their paths,
+/// so a moved file keeps its jobs' names), the strength, the mask's blur.
+fn start_key(s: &Start) -> String {
+    let pixels = |p: &Picture| {
+        let size = [p.rgb.width(), p.rgb.height()]
+            .map(u32::to_le_bytes)
+            .concat();
+        fnv1a(fnv1a(FNV_OFFSET, &size), p.rgb.as_raw())
+    };
+    let mask = s
+        .mask
+        .as_ref()
+        .map(|m| format!(" mask {:016x} blur {}", pixels(m), s.mask_blur));
+    format!(
+        "init {:016x} strength {}{}",
+        pixels(&s.init),
+        s.strength,
+        mask.unwrap_or_default()
+    )
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -66,6 +91,22 @@ pub fn model_key(dir: &Path) -> Result<String> {
         "{}@{hash:016x}",
         crate::models::pipeline::model_name(dir)
     ))
+}
+
+/// The model key of a batch run with LoRAs (`--lora`): `key` then
+/// `+NAME:WEIGHT@SHA256` per LoRA (16 hex digits of its data-section hash), so
+/// images made with a LoRA, or at another weight, get other names than those
+/// made without. Opening each file checks it before any job runs.
+pub fn with_loras(key: String, loras: &[LoraSpec]) -> Result<String> {
+    loras.iter().try_fold(key, |key, spec| {
+        let lora = Lora::open(spec)?;
+        Ok(format!(
+            "{key}+{}:{}@{}",
+            lora.name,
+            spec.weight,
+            &lora.hash[..16]
+        ))
+    })
 }
 
 /// The length then the bytes of the regular file at `path`, streamed (a
@@ -193,6 +234,7 @@ pub fn stable_name(r: &Request, model: &str) -> String {
         until_score: r.until_score,
         until_margin: r.until_margin,
         schedule: r.schedule.as_ref().map(|sch| sch.text.as_str()),
+        start: r.start.as_ref().map(start_key),
     };
     let json = serde_json::to_string(&canonical).expect("plain data serializes");
     let hash = fnv1a(FNV_OFFSET, json.as_bytes());

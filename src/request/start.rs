@@ -77,6 +77,11 @@ pub struct Start {
 }
 
 impl Start {
+    /// `--strength` when none is given (A1111's).
+    pub const DEFAULT_STRENGTH: f64 = 0.75;
+    /// `--mask-blur` when none is given (A1111's).
+    pub const DEFAULT_MASK_BLUR: f32 = 4.0;
+
     /// Read `--init` and check `--strength`.
     pub fn open(init: &Path, strength: f64) -> Result<Self> {
         if !(0.0..=1.0).contains(&strength) {
