@@ -21,8 +21,8 @@ Prepared files (per art style, `noto`, `fluent`, `emojione` and `twemoji`):
 
 One file for another machine (a GPU box with no network): `--npz FILE` packs the
 prepared styles into ONE numpy .npz whose members are LZMA-compressed (np.load reads
-it as any .npz; about 1.7 KB per 64x64 image, 16 MB for all four styles, 8.9 MB for
-the denoiser's Noto + Fluent).  `EASEL_DATA=FILE` (or `use_file`) makes `load` read
+it as any .npz; about 1.3 KB per 64x64 image: 16.8 MB for all four styles, 9.1 MB
+for the denoiser's Noto + Fluent).  `EASEL_DATA=FILE` (or `use_file`) makes `load` read
 that file instead of data/:
 
     python tools/data.py --npz emoji64.npz --styles noto,fluent

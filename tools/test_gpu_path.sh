@@ -14,26 +14,36 @@ cd "$(dirname "$0")/.."
 PY=${PY:-tools/.venv/bin/python}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-export EASEL_THREADS=1 EASEL_TRAIN_DIR=$T/train
+export EASEL_THREADS=1
+fail() { echo "test_gpu_path: $*" >&2; exit 1; }
 data=${EASEL_DATA:-$T/data.npz}
 [ -f "$data" ] || "$PY" tools/data.py --npz "$data" --styles noto,fluent
+# The packed file holds what data.py prepared (where the prepared arrays are at hand).
+"$PY" - "$data" <<'PY' || fail "the .npz differs from the prepared data"
+import sys
+sys.path.insert(0, "tools")
+import data
+if (data.DATA / "fluent.json").exists():
+    a, e = data.load("fluent")
+    b, f = data.load_file(sys.argv[1], "fluent")
+    assert (a == b).all() and e == f
+PY
 tiny=(DATA=$data PY=$PY DEVICE=cpu AMP=bf16 CHANNELS=8,8,16,16 BATCH=4 CKPT_MINUTES=0
       EVAL_LABELS=4 EVAL_PER_LABEL=4 EVAL_STEPS=2)
 step() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['_easel_training']['step'])" "$1/unet/config.json"; }
-fail() { echo "test_gpu_path: $*" >&2; exit 1; }
 
-env "${tiny[@]}" OUT="$T/run1" STEPS=6 bash tools/gpu_train.sh > "$T/run1.log" 2>&1 || { cat "$T/run1.log"; fail "run 1 failed"; }
+env "${tiny[@]}" EASEL_TRAIN_DIR="$T/train1" OUT="$T/run1" STEPS=6 bash tools/gpu_train.sh > "$T/run1.log" 2>&1 || { cat "$T/run1.log"; fail "run 1 failed"; }
 [ "$(step "$T/run1")" = 6 ] || fail "run 1 exported step $(step "$T/run1"), expected 6"
 grep -q "amp bf16" "$T/run1/train.log" || fail "run 1 did not use bf16 autocast"
 for f in unet/config.json unet/diffusion_pytorch_model.safetensors train.log eval.json contact_sheet.png; do
   [ -s "$T/run1/$f" ] || fail "run 1 left no $f"
 done
 
-env "${tiny[@]}" EVAL=0 OUT="$T/run2" PREV="$T/run1/unet" STEPS=9 bash tools/gpu_train.sh > "$T/run2.log" 2>&1 || { cat "$T/run2.log"; fail "run 2 failed"; }
+env "${tiny[@]}" EASEL_TRAIN_DIR="$T/train2" EVAL=0 OUT="$T/run2" PREV="$T/run1/unet" STEPS=9 bash tools/gpu_train.sh > "$T/run2.log" 2>&1 || { cat "$T/run2.log"; fail "run 2 failed"; }
 grep -q "warm start from $T/run1/unet at step 6" "$T/run2/train.log" || fail "run 2 did not go on from run 1"
 [ "$(step "$T/run2")" = 9 ] || fail "run 2 exported step $(step "$T/run2"), expected 9"
 
-env "${tiny[@]}" EVAL=0 OUT="$T/run3" PREV="$T/run2/unet" MINUTES=0 bash tools/gpu_train.sh > "$T/run3.log" 2>&1 || { cat "$T/run3.log"; fail "run 3 failed"; }
+env "${tiny[@]}" EASEL_TRAIN_DIR="$T/train3" EVAL=0 OUT="$T/run3" PREV="$T/run2/unet" MINUTES=0 bash tools/gpu_train.sh > "$T/run3.log" 2>&1 || { cat "$T/run3.log"; fail "run 3 failed"; }
 grep -q "done: step 9, 0 steps" "$T/run3/train.log" || fail "run 3 (no minutes) trained anyway"
 
 EASEL_TRAIN_DIR=$T/scorer "$PY" tools/train_scorer.py --steps 3 --batch 8 --device cpu --amp bf16 --data "$data" \

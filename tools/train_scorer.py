@@ -4,6 +4,7 @@
     python tools/train_scorer.py --export              # EMA weights -> weights/easel-emoji/{scorer,text_encoder}
     python tools/train_scorer.py --judge               # the evaluation judge: Twemoji art, seed 1 -> ckpt/judge
     python tools/train_scorer.py --judge --export      # judge -> tools/judge/ (never used by the engine)
+    python tools/train_scorer.py --judge --styles noto,fluent,emojione,twemoji   # a judge of every style
     python tools/train_scorer.py --tune-vision --styles noto,fluent --steps 1500
                                                        # go on from the exported scorer with its text
                                                        # tower frozen (the denoiser conditions on it):
@@ -142,7 +143,7 @@ def main():
     ap.add_argument("--judge", action="store_true", help="train the evaluation judge on Twemoji, seed 1")
     ap.add_argument("--tune-vision", action="store_true",
                     help="go on from weights/easel-emoji/scorer, text tower frozen; export writes scorer/ only")
-    ap.add_argument("--styles", default="noto", help="art styles of the scorer (data.py); the judge's is twemoji")
+    ap.add_argument("--styles", help="art styles to train on (data.py; default: noto, or twemoji for the judge)")
     ap.add_argument("--export", action="store_true")
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--batch", type=int, default=128)
@@ -153,7 +154,7 @@ def main():
     ap.add_argument("--amp", default="auto", help="auto (bf16 on cuda), none or bf16")
     ap.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this many minutes")
     args = ap.parse_args()
-    style, seed = ("twemoji", 1) if args.judge else (args.styles, 0)
+    style, seed = (args.styles or "twemoji", 1) if args.judge else (args.styles or "noto", 0)
     log = Log(TRAIN_DIR / "logs" / f"{run_name(args)}.log")
     if args.export:
         return export(args, log)
