@@ -66,8 +66,19 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     // against its configs, without the GPU.
     let model_dir = args.render.model_dir()?;
     let config = args.render.pipeline_config()?;
-    let key = farm::model_key(&model_dir)?;
+    let mut key = farm::model_key(&model_dir)?;
+    // Another scorer picks other images: its files are part of the model's identity.
+    if let Some(scorer) = config
+        .scorer
+        .as_ref()
+        .filter(|s| !s.dir.starts_with(&model_dir))
+    {
+        key = format!("{key}+{}", farm::model_key(&scorer.dir)?);
+    }
     let defaults = args.render.request(String::new())?;
+    if let Some(note) = easel::request::note(&defaults, &config).filter(|_| !args.quiet) {
+        eprintln!("easel: {note}");
+    }
     let model = JobModel {
         config: &config,
         key: &key,

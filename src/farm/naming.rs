@@ -19,10 +19,11 @@ struct Canonical<'a> {
     seed: u64,
     size: Option<(usize, usize)>,
     steps: Option<usize>,
-    candidates: usize,
+    /// Settled by the job reader (`Some`): a number, as before they could be unset.
+    candidates: Option<usize>,
     guidance: Option<f32>,
     sampler: Option<&'static str>,
-    upscale: usize,
+    upscale: Option<usize>,
     score_every: Option<usize>,
     until_score: Option<f32>,
     until_margin: Option<f32>,

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
 use crate::models::layers::{check_all_used, component_config, CheckedConfig, Vars};
+use crate::models::scorer::{ModelFallback, Scorer, ScorerConfig};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
 use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
@@ -71,10 +72,10 @@ impl PipelineSettings {
 }
 
 fn d_mean() -> [f32; 3] {
-    [0.481_454_66, 0.457_827_5, 0.408_210_73]
+    crate::models::scorer::CLIP_MEAN
 }
 fn d_std() -> [f32; 3] {
-    [0.268_629_54, 0.261_302_6, 0.275_777_1]
+    crate::models::scorer::CLIP_STD
 }
 fn d_guidance() -> f32 {
     7.5
@@ -95,8 +96,9 @@ pub struct PipelineConfig {
     pub scheduler: SchedulerConfig,
     /// `vae/`: a latent model, whose UNet samples latents the VAE decodes.
     pub vae: Option<AutoencoderKLConfig>,
-    /// `scorer/`: the check-output process (a transformers `CLIPModel`).
-    pub scorer: Option<CLIPConfig>,
+    /// The check-output process (a transformers `CLIPModel`): the folder's own
+    /// `scorer/`, or the one [`PipelineConfig::with_scorer`] names.
+    pub scorer: Option<ScorerConfig>,
     pub upscaler: Option<SRVGGNetCompactConfig>,
     /// Precision of layer weights on the GPU (`--weights`); `read` leaves `Auto`.
     pub weights: WeightPrecision,
@@ -116,14 +118,23 @@ impl PipelineConfig {
         Ok(Self {
             dir: dir.to_path_buf(),
             name: model_name(dir),
-            settings,
             text_encoder: component_config(&dir.join("text_encoder"))?,
             unet: component_config(&dir.join("unet"))?,
             scheduler,
             vae: optional_config(dir, "vae")?,
-            scorer: optional_config(dir, "scorer")?,
+            scorer: own_scorer(dir, &settings)?,
             upscaler: optional_config(dir, "upscaler")?,
             weights: WeightPrecision::Auto,
+            settings,
+        })
+    }
+
+    /// The same model scored by the `CLIPModel` folder `dir` (`--scorer`,
+    /// `EASEL_SCORER`) instead of its own `scorer/`.
+    pub fn with_scorer(self, dir: &Path) -> Result<Self> {
+        Ok(Self {
+            scorer: Some(ScorerConfig::read(dir, None)?),
+            ..self
         })
     }
 
@@ -144,7 +155,7 @@ pub struct Pipeline {
     pub tokenizer: ClipTokenizer,
     pub text_encoder: CLIPTextModel,
     pub unet: UNet2DConditionModel,
-    pub scorer: Option<CLIPModel>,
+    pub scorer: Option<Scorer>,
     /// The latent decoder of a latent model; `None`: pixel space.
     pub vae: Option<AutoencoderKLDecoder>,
     pub upscaler: Option<SRVGGNetCompact>,
@@ -159,7 +170,7 @@ impl Pipeline {
             load_text_encoder(ctx, &dir.join("text_encoder"), &config.text_encoder, w)?;
         let unet = load_unet(ctx, &dir.join("unet"), &config.unet, w)?;
         let scorer = match &config.scorer {
-            Some(c) => Some(load_scorer(ctx, &dir.join("scorer"), c, w)?),
+            Some(c) => Some(load_scorer_folder(ctx, c, w)?),
             None => None,
         };
         let vae = match &config.vae {
@@ -189,6 +200,49 @@ impl Pipeline {
             None => Ok(samples),
         }
     }
+}
+
+/// A model folder's own `scorer/`, which may take its tokenizer and image
+/// statistics from the model.
+fn own_scorer(dir: &Path, settings: &PipelineSettings) -> Result<Option<ScorerConfig>> {
+    let scorer = dir.join("scorer");
+    if !scorer.is_dir() {
+        return Ok(None);
+    }
+    let tokenizer = dir.join("tokenizer");
+    let fallback = ModelFallback {
+        tokenizer: &tokenizer,
+        image_mean: settings.scorer_image_mean,
+        image_std: settings.scorer_image_std,
+    };
+    ScorerConfig::read(&scorer, Some(&fallback)).map(Some)
+}
+
+/// A scorer folder's model and tokenizer; the tokenizer's context must fit
+/// the text tower's positions.
+pub fn load_scorer_folder(
+    ctx: &Context,
+    config: &ScorerConfig,
+    precision: WeightPrecision,
+) -> Result<Scorer> {
+    let tokenizer = ClipTokenizer::from_dir(&config.tokenizer)?;
+    let positions = config.clip.text_config.max_position_embeddings;
+    if tokenizer.model_max_length > positions {
+        return Err(Error::model(
+            &config.tokenizer,
+            format!(
+                "the tokenizer pads to model_max_length {} but the scorer's text tower has \
+                 max_position_embeddings {positions} ({})",
+                tokenizer.model_max_length,
+                config.dir.join("config.json").display()
+            ),
+        ));
+    }
+    Ok(Scorer {
+        model: load_scorer(ctx, &config.dir, &config.clip, precision)?,
+        tokenizer,
+        processor: config.processor.clone(),
+    })
 }
 
 fn optional_config<C: CheckedConfig>(dir: &Path, component: &str) -> Result<Option<C>> {
