@@ -301,9 +301,12 @@ mod tests {
         let name = a.to_str().unwrap();
         assert!(name.starts_with("red-apple-on-a-table-"), "{name}");
         assert!(name.ends_with(".png") && name.len() == "red-apple-on-a-table-".len() + 20);
-        // Pinned: a rerun after an upgrade must find the same files.
+        // Pinned: a rerun after an upgrade must find the same files (the job
+        // reader settles candidates and upscale, so they hash as numbers).
         let r = Request {
             seed: 1,
+            candidates: Some(1),
+            upscale: Some(1),
             ..Request::new("x")
         };
         assert_eq!(stable_name(&r, "m"), "x-ea3fb751b3ea4f33.png");
