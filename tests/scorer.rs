@@ -98,6 +98,22 @@ fn scorer_folder_matches_transformers() {
     check("logits_per_image", &logits, "logits_per_image");
 }
 
+#[test]
+fn tokenizer_json_alone_is_read_as_transformers_5_saves_it() {
+    let dir = TempDir::new("tokenizer-json");
+    copy_dir(&scorer_dir(), dir.path());
+    for name in ["vocab.json", "merges.txt"] {
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
+    let tokenizer = easel::tokenizer::ClipTokenizer::from_dir(dir.path()).unwrap();
+    let ids: Vec<u32> = PROMPTS
+        .iter()
+        .flat_map(|p| tokenizer.encode_padded(p).input_ids)
+        .collect();
+    let want: Vec<u32> = golden("input_ids").0.iter().map(|&v| v as u32).collect();
+    assert_eq!(ids, want);
+}
+
 /// The tiny latent pipeline without a scorer of its own.
 fn latent_without_scorer() -> TempDir {
     let dir = TempDir::new("no-scorer");
@@ -275,7 +291,14 @@ fn refused(edit: impl FnOnce(&Path), expect: &[&str]) {
 #[test]
 fn bad_scorer_folders_say_what_is_wrong() {
     let rm = |name: &'static str| move |d: &Path| std::fs::remove_file(d.join(name)).unwrap();
-    refused(rm("vocab.json"), &["no tokenizer", "vocab.json"]);
+    refused(
+        |d| {
+            ["vocab.json", "tokenizer.json"]
+                .into_iter()
+                .for_each(|f| rm(f)(d))
+        },
+        &["no tokenizer", "vocab.json"],
+    );
     refused(rm("config.json"), &["config.json"]);
     refused(
         |d| {
@@ -310,5 +333,66 @@ fn bad_scorer_folders_say_what_is_wrong() {
     refused(
         |d| std::fs::remove_dir_all(d).unwrap(),
         &["scorer folder not found"],
+    );
+}
+
+/// `easel --model (latent, no scorer, no upscaler) ARGS --json`: the summary and the PNG.
+fn run_json(model: &Path, args: &[&str]) -> (serde_json::Value, Vec<u8>) {
+    let out = model.join("up.png");
+    let base = [
+        "red apple",
+        "--steps",
+        "2",
+        "--json",
+        "-q",
+        "--model",
+        path(model),
+    ];
+    let run = easel(&[&base[..], args, &["-o", path(&out)]].concat());
+    assert!(run.status.success(), "{}", stderr(&run));
+    let summary = serde_json::from_str(stdout(&run).trim()).unwrap();
+    (summary, std::fs::read(&out).unwrap())
+}
+
+#[test]
+fn upscaler_from_a_folder_or_a_real_esrgan_file() {
+    let model = latent_without_scorer();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let folder = root.join("tests/golden/upscaler");
+    let (summary, from_folder) = run_json(model.path(), &["--upscaler", path(&folder)]);
+    assert_eq!(
+        summary["upscale"], 4,
+        "the upscaler's own factor by default"
+    );
+    assert_eq!(
+        (
+            summary["width"].as_u64(),
+            summary["denoised_width"].as_u64()
+        ),
+        (Some(64), Some(16))
+    );
+    // The same weights as one Real-ESRGAN-layout file (no config.json): the
+    // configuration read from the shapes makes the same bytes.
+    let file = model.path().join("realesr-tiny-x4.safetensors");
+    std::fs::copy(folder.join("model.safetensors"), &file).unwrap();
+    let (_, from_file) = run_json(model.path(), &["--upscaler", path(&file)]);
+    assert_eq!(from_file, from_folder);
+    let (summary, _) = run_json(model.path(), &["--upscaler", path(&file), "--upscale", "2"]);
+    assert_eq!(summary["width"], 32, "x2 from an x4 upscaler");
+    // Not an upscaler: one line, exit 2.
+    let wrong = scorer_dir().join("model.safetensors");
+    let run = easel(&[
+        "red apple",
+        "--model",
+        path(model.path()),
+        "--upscaler",
+        path(&wrong),
+    ]);
+    let err = stderr(&run);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not an SRVGGNetCompact") && err.contains("body.0.weight"),
+        "{err}"
     );
 }

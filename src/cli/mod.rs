@@ -79,6 +79,11 @@ pub struct RenderArgs {
     /// default: EASEL_SCORER, else the model's own scorer/.
     #[arg(long, value_name = "DIR")]
     pub scorer: Option<std::path::PathBuf>,
+    /// The learned upscaler: an SRVGGNetCompact folder (config.json + weights) or a
+    /// .safetensors file in Real-ESRGAN's layout (realesr-general-x4v3); default:
+    /// the model's own upscaler/.
+    #[arg(long, value_name = "PATH")]
+    pub upscaler: Option<std::path::PathBuf>,
     /// Layer weights on the GPU: auto (as the file: f16 stays f16, half the
     /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
     #[arg(long, default_value = "auto")]
@@ -98,6 +103,9 @@ impl RenderArgs {
         let mut config = easel::PipelineConfig::read(&self.model_dir()?)?;
         if let Some(dir) = easel::models::scorer::resolve(self.scorer.as_deref()) {
             config = config.with_scorer(&dir)?;
+        }
+        if let Some(path) = &self.upscaler {
+            config = config.with_upscaler(path)?;
         }
         Ok(easel::PipelineConfig {
             weights: self.weights,

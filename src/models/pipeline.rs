@@ -20,12 +20,12 @@ use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextM
 use crate::models::layers::{check_all_used, component_config, CheckedConfig, Vars};
 use crate::models::scorer::{ModelFallback, Scorer, ScorerConfig};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
-use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
+use crate::models::upscaler::{self, SRVGGNetCompact, SRVGGNetCompactConfig};
 use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
 use crate::models::Graph;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
-use crate::weights::{Config, WeightPrecision, Weights, TEXT_MODEL_PREFIX};
+use crate::weights::{Config, SafetensorsFile, WeightPrecision, Weights, TEXT_MODEL_PREFIX};
 
 /// easel's settings in `model_index.json` (`_easel`), with CLIP's defaults.
 #[derive(Clone, Debug, Deserialize)]
@@ -100,6 +100,9 @@ pub struct PipelineConfig {
     /// `scorer/`, or the one [`PipelineConfig::with_scorer`] names.
     pub scorer: Option<ScorerConfig>,
     pub upscaler: Option<SRVGGNetCompactConfig>,
+    /// Where the upscaler's weights are: the folder's `upscaler/`, or what
+    /// [`PipelineConfig::with_upscaler`] names (a folder or a `.safetensors` file).
+    pub upscaler_path: PathBuf,
     /// Precision of layer weights on the GPU (`--weights`); `read` leaves `Auto`.
     pub weights: WeightPrecision,
 }
@@ -124,8 +127,29 @@ impl PipelineConfig {
             vae: optional_config(dir, "vae")?,
             scorer: own_scorer(dir, &settings)?,
             upscaler: optional_config(dir, "upscaler")?,
+            upscaler_path: dir.join("upscaler"),
             weights: WeightPrecision::Auto,
             settings,
+        })
+    }
+
+    /// The same model upscaled by the `SRVGGNetCompact` at `path`: a folder like
+    /// `upscaler/` (config.json + weights), or one `.safetensors` file in
+    /// Real-ESRGAN's layout, its configuration read from the tensors' shapes
+    /// ([`upscaler::infer_config`]).
+    pub fn with_upscaler(self, path: &Path) -> Result<Self> {
+        let config = match path.is_dir() {
+            true => component_config(path)?,
+            false => {
+                let inferred = upscaler::infer_config(&SafetensorsFile::open(path)?)?;
+                inferred.check().map_err(|m| Error::model(path, m))?;
+                inferred
+            }
+        };
+        Ok(Self {
+            upscaler: Some(config),
+            upscaler_path: path.to_path_buf(),
+            ..self
         })
     }
 
@@ -178,7 +202,7 @@ impl Pipeline {
             None => None,
         };
         let upscaler = match &config.upscaler {
-            Some(c) => Some(load_upscaler(ctx, &dir.join("upscaler"), c, w)?),
+            Some(c) => Some(load_upscaler(ctx, &config.upscaler_path, c, w)?),
             None => None,
         };
         Ok(Self {
@@ -315,7 +339,7 @@ pub fn load_upscaler(
     })
 }
 
-/// Open `dir`'s weights (detecting an optional name `prefix`) for layer
+/// Open `dir`'s weights (or the one `.safetensors` file `dir` names; detecting an optional name `prefix`) for layer
 /// weights in `precision`, build a model with `new`, and refuse tensors it
 /// never read (but those under `ignored`): a checkpoint that does not match
 /// its config is an error, not a silent zero.
@@ -326,7 +350,10 @@ fn build<M>(
     ignored: &[&str],
     new: impl FnOnce(&Vars) -> Result<M>,
 ) -> Result<M> {
-    let mut weights = Weights::open_dir(dir)?;
+    let mut weights = match dir.is_file() {
+        true => Weights::open_files(&[dir.to_path_buf()])?,
+        false => Weights::open_dir(dir)?,
+    };
     weights.set_precision(precision);
     if let Some(prefix) = prefix {
         weights.detect_prefix(prefix);

@@ -110,7 +110,10 @@ const MAX_EDGE: usize = 1 << 16;
 /// The scorer's own tokenizer: in the folder (as `CLIPProcessor` saves it), in
 /// its `tokenizer/`, or for a model's own `scorer/` the model's tokenizer.
 fn tokenizer_dir(dir: &Path, model: Option<&Path>) -> Result<PathBuf> {
-    let has = |d: &Path| d.join("vocab.json").is_file() && d.join("merges.txt").is_file();
+    let has = |d: &Path| {
+        d.join("vocab.json").is_file() && d.join("merges.txt").is_file()
+            || d.join("tokenizer.json").is_file()
+    };
     if has(dir) {
         return Ok(dir.to_path_buf());
     }
@@ -121,8 +124,8 @@ fn tokenizer_dir(dir: &Path, model: Option<&Path>) -> Result<PathBuf> {
         Some(tokenizer) => Ok(tokenizer.to_path_buf()),
         None => Err(Error::model(
             dir,
-            "no tokenizer: a scorer folder needs its CLIP tokenizer's vocab.json and merges.txt \
-             (CLIPProcessor.save_pretrained writes them next to config.json)",
+            "no tokenizer: a scorer folder needs its CLIP tokenizer's vocab.json and merges.txt, \
+             or tokenizer.json (CLIPProcessor.save_pretrained writes them next to config.json)",
         )),
     }
 }

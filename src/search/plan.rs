@@ -432,26 +432,12 @@ fn step_block(
         Stage::Denoise.code(step),
         &st.status,
     )?);
-    let round = s.rounds.iter().position(|&r| r == step);
-    let score_check = match round {
-        Some(_) => Some(finite::check_finite(
-            ctx,
-            &at.cands.scores,
-            Stage::Score.code(step),
-            &st.status,
-        )?),
-        None => None,
-    };
-    let k_max = st.cands.x.shape[0];
-    let history = match round {
-        Some(r) => Some(layout::copy_into(
-            ctx,
-            &at.cands.scores,
-            &st.history,
-            0,
-            r * k_max,
-        )?),
-        None => None,
+    let (score_check, history) = match s.rounds.iter().position(|&r| r == step) {
+        Some(round) => {
+            let (check, kept) = round_records(ctx, st, at, step, round)?;
+            (Some(check), Some(kept))
+        }
+        None => (None, None),
     };
     Ok(Block {
         passes,
@@ -462,6 +448,22 @@ fn step_block(
         score_check,
         history,
     })
+}
+
+/// A round's NaN/Inf guard on its scores, and their copy into the history
+/// (round `round` at row `round·K_max`).
+fn round_records(
+    ctx: &Context,
+    st: &State,
+    at: &Passes,
+    step: usize,
+    round: usize,
+) -> Result<(Dispatch, Dispatch)> {
+    let scores = &at.cands.scores;
+    let check = finite::check_finite(ctx, scores, Stage::Score.code(step), &st.status)?;
+    let k_max = st.cands.x.shape[0];
+    let kept = layout::copy_into(ctx, scores, &st.history, 0, round * k_max)?;
+    Ok((check, kept))
 }
 
 fn indirect_args(ctx: &Context, words: usize) -> Result<Tensor> {
