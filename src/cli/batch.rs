@@ -66,7 +66,7 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     // against its configs, without the GPU.
     let model_dir = args.render.model_dir()?;
     let config = args.render.pipeline_config()?;
-    let key = job_key(&model_dir, &config)?;
+    let key = farm::with_loras(job_key(&model_dir, &config)?, &config.loras)?;
     let defaults = args.render.request(String::new())?;
     if let Some(note) = easel::request::note(&defaults, &config).filter(|_| !args.quiet) {
         eprintln!("easel: {note}");

@@ -88,6 +88,11 @@ pub struct RenderArgs {
     /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
     #[arg(long, default_value = "auto")]
     pub weights: easel::weights::WeightPrecision,
+    /// A LoRA merged into the UNet and text encoder at load: FILE[:WEIGHT]
+    /// (default weight 1; repeatable). kohya/A1111 (`lora_unet_*`, `lora_te_*`)
+    /// and diffusers/peft (`unet.*.lora_A.weight`) safetensors files.
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
+    pub loras: Vec<easel::lora::LoraSpec>,
 }
 
 impl RenderArgs {
@@ -97,8 +102,8 @@ impl RenderArgs {
         easel::model_dir::resolve(self.model.as_deref())
     }
 
-    /// The model folder's configs, with `--scorer` (or `EASEL_SCORER`) and
-    /// `--weights` for loading it.
+    /// The model folder's configs, with `--scorer` (or `EASEL_SCORER`),
+    /// `--upscaler`, `--weights` and `--lora` for loading it.
     pub fn pipeline_config(&self) -> easel::Result<easel::PipelineConfig> {
         let mut config = easel::PipelineConfig::read(&self.model_dir()?)?;
         if let Some(dir) = easel::models::scorer::resolve(self.scorer.as_deref()) {
@@ -109,6 +114,7 @@ impl RenderArgs {
         }
         Ok(easel::PipelineConfig {
             weights: self.weights,
+            loras: self.loras.clone(),
             ..config
         })
     }
