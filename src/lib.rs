@@ -37,5 +37,5 @@ pub use gpu::AdapterOptions;
 pub use models::pipeline::PipelineConfig;
 pub use phases::Schedule;
 pub use prompt::{parse as parse_prompt, MultiPrompt, SubPrompt};
-pub use request::{Image, Picture, Request, Round, Settled, Start};
+pub use request::{Image, Picture, Request, Round, RoundScores, Settled, Start};
 pub use schedulers::Sampler;

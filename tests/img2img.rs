@@ -54,8 +54,8 @@ fn request(start: Start) -> Request {
         steps: Some(6),
         guidance: Some(7.5),
         sampler: Some(Sampler::Ddim),
-        candidates: 1,
-        upscale: 1,
+        candidates: Some(1),
+        upscale: Some(1),
         start: Some(start),
         ..Request::new("red apple")
     }
@@ -171,7 +171,7 @@ fn inpainting_keeps_the_unmasked_region() {
         .unwrap();
     let want = start.pixels((16, 16));
     let r = Request {
-        candidates: 3,
+        candidates: Some(3),
         keep_rounds: true,
         ..request(start)
     };
