@@ -16,41 +16,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// What the PNG's `parameters` chunk records (the A1111 / ComfyUI convention:
-/// the prompt line, then `Key: value` pairs).
-#[derive(Clone, Debug, Default)]
-pub struct Parameters {
-    pub prompt: String,
-    pub steps: usize,
-    pub sampler: String,
-    pub guidance: f32,
-    pub seed: u64,
-    pub width: usize,
-    pub height: usize,
-    pub model: String,
-    pub candidates: usize,
-    /// The winner's final score, when the scorer ran.
-    pub score: Option<f32>,
-    /// The `--schedule` text, when the run had phases.
-    pub schedule: Option<String>,
-}
-
-impl Parameters {
-    pub fn to_text(&self) -> String {
-        let mut line = format!(
-            "Steps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}, Candidates: {}",
-            self.steps, self.sampler, self.guidance, self.seed, self.width, self.height, self.model, self.candidates
-        );
-        if let Some(score) = self.score {
-            line.push_str(&format!(", Score: {score:.4}"));
-        }
-        if let Some(schedule) = &self.schedule {
-            // A1111 quotes values that contain commas or colons.
-            line.push_str(&format!(", Schedule: {}", serde_json::json!(schedule)));
-        }
-        format!("{}\n{line}", self.prompt)
-    }
-}
+mod parameters;
+pub use parameters::{quote, Parameters};
 
 /// Encode RGBA8 pixels as PNG bytes with the parameters chunk.
 pub fn encode_png(
@@ -288,17 +255,8 @@ mod tests {
             model: "easel-emoji".into(),
             candidates: 4,
             score: Some(0.3125),
-            schedule: None,
+            ..Default::default()
         }
-    }
-
-    #[test]
-    fn parameters_text_is_a1111_style() {
-        assert_eq!(
-            params().to_text(),
-            "apple:: tart::\nSteps: 30, Sampler: DDIM, CFG scale: 4.5, Seed: 7, Size: 32x32, \
-             Model: easel-emoji, Candidates: 4, Score: 0.3125"
-        );
     }
 
     #[test]

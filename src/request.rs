@@ -18,6 +18,8 @@ use crate::schedulers::Sampler;
 #[derive(Clone, Debug)]
 pub struct Request {
     pub prompt: String,
+    /// `--negative`: replaces the model's unconditional text in guidance (A1111's).
+    pub negative: Option<String>,
     pub seed: u64,
     /// (width, height); default: the UNet's `sample_size`.
     pub size: Option<(usize, usize)>,
@@ -25,6 +27,8 @@ pub struct Request {
     pub candidates: usize,
     pub guidance: Option<f32>,
     pub sampler: Option<Sampler>,
+    /// `--karras`: Karras sigmas (Euler a, DPM++ 2M; `schedulers::karras`).
+    pub karras: bool,
     /// 1, 2 or 4: the learned upscaler's factor.
     pub upscale: usize,
     /// Scoring rounds happen every this many steps, and after the last.
@@ -49,12 +53,14 @@ impl Request {
     pub fn new(prompt: impl Into<String>) -> Self {
         Self {
             prompt: prompt.into(),
+            negative: None,
             seed: 0,
             size: None,
             steps: None,
             candidates: 1,
             guidance: None,
             sampler: None,
+            karras: false,
             upscale: 1,
             score_every: None,
             until_score: None,
@@ -193,7 +199,9 @@ impl Request {
             Some(_) => phases.iter().flat_map(Phase::rounds).collect(),
             None => Vec::new(),
         };
-        let (table, init_noise_sigma) = phases::step_table(&phases, &rounds, &model.scheduler)?;
+        let samplers = phases.iter().map(|p| p.sampler);
+        let scheduler = crate::schedulers::karras::config(&model.scheduler, self.karras, samplers)?;
+        let (table, init_noise_sigma) = phases::step_table(&phases, &rounds, &scheduler)?;
         let settings = Settings {
             width,
             height,

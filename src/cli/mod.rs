@@ -48,9 +48,17 @@ pub struct RenderArgs {
     /// Classifier-free guidance scale; default: the model's.
     #[arg(long)]
     pub guidance: Option<f32>,
-    /// ddim, euler_a or dpm++2m; default: from scheduler_config.json.
+    /// ddim, euler_a or dpm++2m, or A1111's DDIM, "Euler a", "DPM++ 2M" ("DPM++ 2M
+    /// Karras" adds --karras); default: from scheduler_config.json.
     #[arg(long, value_parser = parse_sampler)]
-    pub sampler: Option<easel::schedulers::Sampler>,
+    pub sampler: Option<easel::schedulers::SamplerName>,
+    /// Karras sigmas (rho 7) for Euler a and DPM++ 2M: A1111's "Schedule type: Karras".
+    #[arg(long)]
+    pub karras: bool,
+    /// Negative prompt: the text guidance steers away from, in place of the model's
+    /// empty unconditional text (as A1111's); combines with `--no` sub-prompts.
+    #[arg(long, value_name = "TEXT")]
+    pub negative: Option<String>,
     /// Learned upscaling after denoising: 1, 2 or 4.
     #[arg(long, default_value_t = 4)]
     pub upscale: usize,
@@ -108,7 +116,9 @@ impl RenderArgs {
             steps: self.steps,
             candidates: self.candidates,
             guidance: self.guidance,
-            sampler: self.sampler,
+            sampler: self.sampler.map(|s| s.sampler),
+            karras: self.karras || self.sampler.is_some_and(|s| s.karras),
+            negative: self.negative.clone(),
             upscale: self.upscale,
             score_every: self.score_every,
             until_score: self.until_score,
@@ -119,8 +129,8 @@ impl RenderArgs {
     }
 }
 
-fn parse_sampler(s: &str) -> std::result::Result<easel::schedulers::Sampler, String> {
-    easel::schedulers::Sampler::parse(s).map_err(|e| e.to_string())
+fn parse_sampler(s: &str) -> std::result::Result<easel::schedulers::SamplerName, String> {
+    easel::schedulers::SamplerName::parse(s).map_err(|e| e.to_string())
 }
 
 /// `--seed`: a number, or `random` for one drawn when the request is made.

@@ -148,12 +148,20 @@ pub struct Pipeline {
     /// The latent decoder of a latent model; `None`: pixel space.
     pub vae: Option<AutoencoderKLDecoder>,
     pub upscaler: Option<SRVGGNetCompact>,
+    /// A1111's short hash of the model (`weights::hash`), for `Model hash`.
+    pub model_hash: String,
 }
 
 impl Pipeline {
     /// Build every model of `config` on `ctx` from its weights.
     pub fn load(ctx: &Context, config: PipelineConfig) -> Result<Self> {
         let (dir, w) = (&config.dir, config.weights);
+        // The model hash streams the UNet's file on a thread of its own while the
+        // models load (seconds for a 1.7 GB file).
+        let hashing = std::thread::spawn({
+            let dir = dir.clone();
+            move || crate::weights::hash::unet_hash(&dir)
+        });
         let tokenizer = ClipTokenizer::from_dir(dir.join("tokenizer"))?;
         let text_encoder =
             load_text_encoder(ctx, &dir.join("text_encoder"), &config.text_encoder, w)?;
@@ -170,6 +178,7 @@ impl Pipeline {
             Some(c) => Some(load_upscaler(ctx, &dir.join("upscaler"), c, w)?),
             None => None,
         };
+        let model_hash = hashing.join().expect("the hashing thread does not panic")?;
         Ok(Self {
             config,
             tokenizer,
@@ -178,6 +187,7 @@ impl Pipeline {
             scorer,
             vae,
             upscaler,
+            model_hash,
         })
     }
 

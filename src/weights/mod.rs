@@ -22,6 +22,7 @@
 
 mod config;
 mod files;
+pub mod hash;
 mod safetensors;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +31,7 @@ use std::sync::Mutex;
 
 pub use self::safetensors::{SafetensorsFile, TensorInfo};
 pub use config::Config;
-pub use files::{list_dir, regular_file, weight_files, WEIGHT_FILES};
+pub use files::{list_dir, regular_file, stream_file, weight_files, WEIGHT_FILES};
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -61,6 +62,17 @@ impl std::str::FromStr for WeightPrecision {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
             _ => Err(format!("`{s}`: expected auto, f32 or f16")),
+        }
+    }
+}
+
+impl WeightPrecision {
+    /// The flag's value when it asks for a precision (`None` for `auto`).
+    pub fn asked(self) -> Option<&'static str> {
+        match self {
+            Self::Auto => None,
+            Self::F32 => Some("f32"),
+            Self::F16 => Some("f16"),
         }
     }
 }
