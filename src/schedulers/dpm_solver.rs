@@ -67,11 +67,8 @@ impl DpmSolverMultistep {
         check_steps(config, steps)?;
         let (timesteps, sigmas) = match config.karras {
             true => super::karras::schedule(config, Sampler::DpmSolverMultistep, steps),
-            false => spaced_sigmas(config, steps),
+            false => spaced_sigmas(config, steps)?,
         };
-        if !config.karras {
-            check_timesteps(config, &timesteps, steps)?;
-        }
         let sigma_last = match config.final_sigmas_type {
             FinalSigmas::Zero => 0.0,
             FinalSigmas::SigmaMin => sigma_of(config.alphas_cumprod()[0]),
@@ -106,15 +103,16 @@ fn sigma_of(alpha_cumprod: f64) -> f64 {
 }
 
 /// The spaced timesteps and the training sigmas at them.
-fn spaced_sigmas(config: &SchedulerConfig, steps: usize) -> (Vec<f64>, Vec<f64>) {
+fn spaced_sigmas(config: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)> {
     let spacing = config.spacing(&Sampler::DpmSolverMultistep.defaults());
     let timesteps = timesteps(config, spacing, steps);
+    check_timesteps(config, &timesteps, steps)?;
     let alphas_cumprod = config.alphas_cumprod();
     let sigmas = timesteps
         .iter()
         .map(|&t| sigma_of(alphas_cumprod[t as usize]))
         .collect();
-    (timesteps, sigmas)
+    Ok((timesteps, sigmas))
 }
 
 /// One update from σ_s0 = `sigma` to σ_t = `sigma_to`; second order when the

@@ -44,11 +44,8 @@ impl EulerAncestral {
         let spacing = config.spacing(&Sampler::EulerAncestral.defaults());
         let (timesteps, sigmas) = match config.karras {
             true => super::karras::schedule(config, Sampler::EulerAncestral, steps),
-            false => spaced_sigmas(config, spacing, steps),
+            false => spaced_sigmas(config, spacing, steps)?,
         };
-        if !config.karras {
-            check_timesteps(config, &timesteps, steps)?;
-        }
         let sigmas: Vec<f64> = sigmas.into_iter().chain([0.0]).collect();
 
         let steps = timesteps
@@ -76,8 +73,9 @@ fn spaced_sigmas(
     config: &SchedulerConfig,
     spacing: TimestepSpacing,
     steps: usize,
-) -> (Vec<f64>, Vec<f64>) {
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let timesteps = spaced_timesteps(config, spacing, steps, false);
+    check_timesteps(config, &timesteps, steps)?;
     let train_sigmas: Vec<f64> = config
         .alphas_cumprod()
         .iter()
@@ -87,7 +85,7 @@ fn spaced_sigmas(
         .iter()
         .map(|&t| interp(&train_sigmas, t) as f32 as f64)
         .collect();
-    (timesteps, sigmas)
+    Ok((timesteps, sigmas))
 }
 
 /// One step from σ to σ_to (scheduling_euler_ancestral_discrete.py `step`).

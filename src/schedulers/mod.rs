@@ -318,6 +318,10 @@ mod tests {
         assert_eq!(name("DPM++ 2M").unwrap(), (dpm, false));
         assert!(name("DDIM Karras").is_ok_and(|n| n == (Sampler::Ddim, true)));
         assert!(name("Karras").is_err() && name("dpm++2mkarras").is_err());
+        // Never cut inside a character.
+        for bad in ["🍎 karras", "a🍎b", "ééé", "karras🍎"] {
+            assert!(name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

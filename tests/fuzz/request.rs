@@ -119,7 +119,7 @@ pub fn any_request() -> impl Strategy<Value = Request> {
     let sizes =
         proptest::option::of(prop_oneof![2 => (valid.clone(), valid), 1 => (side(), side())]);
     (
-        (prompt, any::<u64>(), sizes, proptest::option::of(steps()), small_or_huge()),
+        (prompt, any::<u64>(), sizes, proptest::option::of(steps()), small_or_huge(), any::<bool>()),
         (
             proptest::option::of(float()),
             proptest::option::of(proptest::sample::select(&Sampler::ALL[..])),
@@ -130,8 +130,9 @@ pub fn any_request() -> impl Strategy<Value = Request> {
             proptest::option::weighted(0.4, crate::schedule::structured()),
         ),
     )
-        .prop_map(|((prompt, seed, size, steps, candidates), (guidance, sampler, upscale, every, score, margin, schedule))| Request {
+        .prop_map(|((prompt, seed, size, steps, candidates, karras), (guidance, sampler, upscale, every, score, margin, schedule))| Request {
             seed,
+            karras,
             size,
             steps,
             candidates,
