@@ -25,6 +25,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{self, record, record_indirect, submit};
 use crate::gpu::{readback, Context, Tensor};
+use crate::lora::Lora;
 use crate::models::pipeline::Pipeline;
 use crate::ops::finite::ALL_FINITE;
 use crate::ops::noise;
@@ -327,5 +328,6 @@ fn parameters(
         steps_run,
         score,
         schedule: request.schedule.as_ref().map(|sch| sch.text.clone()),
+        loras: pipeline.loras.iter().map(Lora::used).collect(),
     }
 }

@@ -206,6 +206,9 @@ fn summary(
         "schedule": p.schedule,
         "model": p.model,
         "model_hash": p.model_hash,
+        "loras": p.loras.iter().map(|l| serde_json::json!({
+            "name": l.name, "weight": l.weight, "sha256": l.sha256,
+        })).collect::<Vec<_>>(),
         "seconds": image.seconds,
         "gpu_peak_bytes": image.gpu_peak_bytes,
     })

@@ -11,11 +11,15 @@
 //! ```
 //!
 //! The last line is `Key: value` pairs joined by `, `; a value holding a comma,
-//! a colon or a line feed is written as a JSON string (A1111's `quote`).
+//! a colon or a line feed is written as a JSON string (A1111's `quote`). LoRAs
+//! are written as A1111 writes them: `<lora:NAME:WEIGHT>` tags after the prompt
+//! and `Lora hashes` (each file's first 12 hex digits).
 //! A1111's keys come first in A1111's order; easel's own (`Candidates`,
 //! `Score every`, `Until score`, `Until margin`, `Weights`, `Steps run`, `Score`,
 //! `Schedule`) follow. `Size` is the generated size, before upscaling, and
 //! `Hires upscale: N` says how much the upscaler enlarged it, as in A1111.
+
+use crate::lora::LoraUsed;
 
 /// What the PNG's `parameters` chunk records.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +56,8 @@ pub struct Parameters {
     pub score: Option<f32>,
     /// The `--schedule` text, when the run had phases.
     pub schedule: Option<String>,
+    /// The LoRAs merged into the model, in `--lora` order.
+    pub loras: Vec<LoraUsed>,
 }
 
 impl Parameters {
@@ -66,7 +72,12 @@ impl Parameters {
             .into_iter()
             .map(|(key, value)| format!("{key}: {}", quote(&value)))
             .collect();
-        format!("{}{negative}\n{}", self.prompt, pairs.join(", "))
+        // A1111's prompt carries its LoRAs as tags (and `Lora hashes` their hashes).
+        let mut prompt = self.prompt.clone();
+        for l in &self.loras {
+            prompt.push_str(&format!(" <lora:{}:{}>", l.name, l.weight));
+        }
+        format!("{prompt}{negative}\n{}", pairs.join(", "))
     }
 
     /// The last line's pairs, in order.
@@ -86,6 +97,12 @@ impl Parameters {
             "Hires upscale",
             (self.upscale > 1).then(|| self.upscale.to_string()),
         );
+        let hashes: Vec<String> = self
+            .loras
+            .iter()
+            .map(|l| format!("{}: {}", l.name, &l.sha256[..12]))
+            .collect();
+        opt("Lora hashes", Some(hashes.join(", ")).filter(|_| !hashes.is_empty()));
         opt("Weights", self.weights.clone());
         opt("Candidates", Some(self.candidates.to_string()));
         opt("Score every", self.score_every.map(|n| n.to_string()));
