@@ -102,7 +102,10 @@ impl Parameters {
             .iter()
             .map(|l| format!("{}: {}", l.name, &l.sha256[..12]))
             .collect();
-        opt("Lora hashes", Some(hashes.join(", ")).filter(|_| !hashes.is_empty()));
+        opt(
+            "Lora hashes",
+            Some(hashes.join(", ")).filter(|_| !hashes.is_empty()),
+        );
         opt("Weights", self.weights.clone());
         opt("Candidates", Some(self.candidates.to_string()));
         opt("Score every", self.score_every.map(|n| n.to_string()));

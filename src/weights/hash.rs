@@ -26,12 +26,12 @@ pub fn short_hash(files: &[impl AsRef<Path>]) -> Result<String> {
     for file in files {
         stream_file(file.as_ref(), |chunk| hasher.update(chunk))?;
     }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(hex[..SHORT_HASH_DIGITS].to_string())
+    Ok(hex(&hasher.finalize())[..SHORT_HASH_DIGITS].to_string())
+}
+
+/// Bytes as lowercase hex digits, as `sha256sum` and A1111 write hashes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The model hash of a diffusers folder: [`short_hash`] of its UNet's weight files.
