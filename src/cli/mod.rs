@@ -68,10 +68,22 @@ pub struct RenderArgs {
     /// (README, "Schedules").
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Model folder (diffusers layout); default: EASEL_MODEL, else the model built
-    /// into easel.
+    /// Model folder (diffusers layout) or single-file Stable Diffusion 1.x/2.x
+    /// checkpoint (.safetensors); default: EASEL_MODEL, else the model built into easel.
     #[arg(long)]
     pub model: Option<std::path::PathBuf>,
+    /// Tokenizer folder for a single-file --model (the file holds none);
+    /// default: the bundled CLIP tokenizer.
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// What the UNet predicts: epsilon or v; default: the single file's metadata,
+    /// else epsilon for SD 1.x and v for SD 2.x (a folder: its scheduler config).
+    #[arg(long, value_parser = easel::models::single_file::parse_prediction)]
+    pub prediction: Option<easel::schedulers::PredictionType>,
+    /// A diffusers folder whose configs (and tokenizer) a single-file --model
+    /// uses instead of inferring them from its tensors.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// Layer weights on the GPU: auto (as the file: f16 stays f16, half the
     /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
     #[arg(long, default_value = "auto")]
@@ -85,11 +97,21 @@ impl RenderArgs {
         easel::model_dir::resolve(self.model.as_deref())
     }
 
-    /// The model folder's configs, with `--weights` for loading it.
+    /// The model's configs (a folder's or a single file's), with `--weights` for
+    /// loading it; says on stderr when a single file takes the bundled tokenizer.
     pub fn pipeline_config(&self) -> easel::Result<easel::PipelineConfig> {
+        let options = easel::models::single_file::ModelOptions {
+            tokenizer: self.tokenizer.clone(),
+            prediction: self.prediction,
+            config: self.config.clone(),
+        };
+        let config = easel::PipelineConfig::open(&self.model_dir()?, &options)?;
+        if let Some(notice) = config.single_file.as_ref().and_then(|f| f.notice()) {
+            eprintln!("easel: {notice}");
+        }
         Ok(easel::PipelineConfig {
             weights: self.weights,
-            ..easel::PipelineConfig::read(&self.model_dir()?)?
+            ..config
         })
     }
 

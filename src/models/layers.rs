@@ -105,8 +105,9 @@ pub fn check_all_used(weights: &Weights, ignored: &[&str]) -> Result<()> {
         Some(first) => Err(Error::model(
             weights.files()[0].path.clone(),
             format!(
-                "{} tensor(s) not used by the model built from config.json, e.g. `{first}`: the checkpoint and its config disagree",
-                unused.len()
+                "{} tensor(s) not used by the model built from its config, e.g. `{}{first}`: the checkpoint and its config disagree",
+                unused.len(),
+                weights.prefix()
             ),
         )),
     }

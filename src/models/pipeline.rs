@@ -9,6 +9,8 @@
 //!    checkpoint names, refusing tensors a model left unused.
 //!
 //! `easel bench models` loads single components through the same loaders.
+//! [`PipelineConfig::open`] also takes a single-file checkpoint
+//! (`models::single_file`), read as the same models.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
 use crate::models::layers::{check_all_used, component_config, CheckedConfig, Vars};
+use crate::models::single_file::{self, ModelOptions, SingleFile};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
 use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
@@ -100,9 +103,32 @@ pub struct PipelineConfig {
     pub upscaler: Option<SRVGGNetCompactConfig>,
     /// Precision of layer weights on the GPU (`--weights`); `read` leaves `Auto`.
     pub weights: WeightPrecision,
+    /// The single-file checkpoint the models come from (`dir` is that file).
+    pub single_file: Option<SingleFile>,
 }
 
 impl PipelineConfig {
+    /// A model folder ([`PipelineConfig::read`]) or a single-file checkpoint
+    /// (`models::single_file`), by what `path` is; `options.prediction`
+    /// overrides the scheduler's prediction type of either.
+    pub fn open(path: &Path, options: &ModelOptions) -> Result<Self> {
+        if path.is_dir() || !path.exists() {
+            if options.tokenizer.is_some() || options.config.is_some() {
+                return Err(Error::BadInput(format!(
+                    "--tokenizer and --config apply to a single-file --model; {} is a folder",
+                    path.display()
+                )));
+            }
+            let mut config = Self::read(path)?;
+            if let Some(prediction) = options.prediction {
+                config.scheduler.prediction_type = prediction;
+            }
+            return Ok(config);
+        }
+        crate::weights::regular_file(path)?;
+        single_file::read(path, options)
+    }
+
     /// Read `dir`'s configs (no weights, no GPU).
     pub fn read(dir: &Path) -> Result<Self> {
         check_model_dir(dir)?;
@@ -124,6 +150,7 @@ impl PipelineConfig {
             scorer: optional_config(dir, "scorer")?,
             upscaler: optional_config(dir, "upscaler")?,
             weights: WeightPrecision::Auto,
+            single_file: None,
         })
     }
 
@@ -154,16 +181,12 @@ impl Pipeline {
     /// Build every model of `config` on `ctx` from its weights.
     pub fn load(ctx: &Context, config: PipelineConfig) -> Result<Self> {
         let (dir, w) = (&config.dir, config.weights);
-        let tokenizer = ClipTokenizer::from_dir(dir.join("tokenizer"))?;
-        let text_encoder =
-            load_text_encoder(ctx, &dir.join("text_encoder"), &config.text_encoder, w)?;
-        let unet = load_unet(ctx, &dir.join("unet"), &config.unet, w)?;
+        let (tokenizer, text_encoder, unet, vae) = match &config.single_file {
+            Some(file) => single_file::load(ctx, &config, file)?,
+            None => load_folder(ctx, &config)?,
+        };
         let scorer = match &config.scorer {
             Some(c) => Some(load_scorer(ctx, &dir.join("scorer"), c, w)?),
-            None => None,
-        };
-        let vae = match &config.vae {
-            Some(c) => Some(load_vae(ctx, &dir.join("vae"), c, w)?),
             None => None,
         };
         let upscaler = match &config.upscaler {
@@ -189,6 +212,27 @@ impl Pipeline {
             None => Ok(samples),
         }
     }
+}
+
+/// A folder's tokenizer, text encoder, UNet and (a latent model's) VAE decoder.
+fn load_folder(
+    ctx: &Context,
+    config: &PipelineConfig,
+) -> Result<(
+    ClipTokenizer,
+    CLIPTextModel,
+    UNet2DConditionModel,
+    Option<AutoencoderKLDecoder>,
+)> {
+    let (dir, w) = (&config.dir, config.weights);
+    let tokenizer = ClipTokenizer::from_dir(dir.join("tokenizer"))?;
+    let text_encoder = load_text_encoder(ctx, &dir.join("text_encoder"), &config.text_encoder, w)?;
+    let unet = load_unet(ctx, &dir.join("unet"), &config.unet, w)?;
+    let vae = match &config.vae {
+        Some(c) => Some(load_vae(ctx, &dir.join("vae"), c, w)?),
+        None => None,
+    };
+    Ok((tokenizer, text_encoder, unet, vae))
 }
 
 fn optional_config<C: CheckedConfig>(dir: &Path, component: &str) -> Result<Option<C>> {
@@ -273,15 +317,26 @@ fn build<M>(
     new: impl FnOnce(&Vars) -> Result<M>,
 ) -> Result<M> {
     let mut weights = Weights::open_dir(dir)?;
-    weights.set_precision(precision);
     if let Some(prefix) = prefix {
         weights.detect_prefix(prefix);
     }
+    build_with(ctx, weights, precision, ignored, new)
+}
+
+/// [`build`] on weights already opened (and perhaps renamed).
+pub(crate) fn build_with<M>(
+    ctx: &Context,
+    mut weights: Weights,
+    precision: WeightPrecision,
+    ignored: &[&str],
+    new: impl FnOnce(&Vars) -> Result<M>,
+) -> Result<M> {
+    weights.set_precision(precision);
     // A weight that cannot exist on the adapter: the flag that stores it smaller.
     let model = new(&Vars::new(ctx, &weights)).map_err(|e| {
+        let path = weights.files()[0].path.display();
         e.advise(&format!(
-            "a weight of {}: `--weights f16` stores f32 weights in half the bytes",
-            dir.display()
+            "a weight of {path}: `--weights f16` stores f32 weights in half the bytes"
         ))
     })?;
     check_all_used(&weights, ignored)?;
