@@ -372,3 +372,32 @@ fn single_file_flags_on_a_folder_are_bad_input() {
         stderr(&output)
     );
 }
+
+#[test]
+fn inspect_says_what_a_single_file_is() {
+    let output = easel(&["inspect", golden().to_str().unwrap()]);
+    let out = common::binary::stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    for line in [
+        "single-file checkpoint: Stable Diffusion 1.x",
+        "prediction: epsilon (SD 1.x's default",
+        "unet (model.diffusion_model.*): 208 tensors",
+        "vae (first_stage_model.*): 124 tensors",
+        "text_encoder (cond_stage_model.transformer.*): 21 tensors",
+        "inferred unet config: ",
+        "block_out_channels=[8,16]",
+        "F16 x",
+    ] {
+        assert!(out.contains(line), "{line}:\n{out}");
+    }
+    let dir = TempDir::new("inspect-pickle");
+    let pickle = dir.write("model.ckpt", b"\x80\x02}q\x00.");
+    let output = easel(&["inspect", pickle.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(common::binary::stdout(&output).contains("a PyTorch pickle checkpoint: not read"));
+    assert!(
+        stderr(&output).contains("never unpickles"),
+        "{}",
+        stderr(&output)
+    );
+}

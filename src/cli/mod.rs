@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod checkpoint;
 pub mod devices;
 pub mod generate;
 pub mod inspect;

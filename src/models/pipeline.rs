@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
-use crate::models::layers::{check_all_used, component_config, CheckedConfig, Vars};
+use crate::models::layers::{build_with, component_config, CheckedConfig, Vars};
 use crate::models::single_file::{self, ModelOptions, SingleFile};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
@@ -126,19 +126,29 @@ impl PipelineConfig {
             return Ok(config);
         }
         crate::weights::regular_file(path)?;
-        single_file::read(path, options)
+        let (file, c) = single_file::read(path, options)?;
+        let name = path.file_stem().unwrap_or(path.as_os_str());
+        Ok(Self {
+            dir: path.to_path_buf(),
+            // As A1111 names a checkpoint: the file's name without its extension.
+            name: name.to_string_lossy().into_owned(),
+            settings: read_settings(c.index.as_deref(), &c.scheduler)?,
+            text_encoder: c.text_encoder,
+            unet: c.unet,
+            scheduler: c.scheduler,
+            vae: Some(c.vae),
+            scorer: None,
+            upscaler: None,
+            weights: WeightPrecision::Auto,
+            single_file: Some(file),
+        })
     }
 
     /// Read `dir`'s configs (no weights, no GPU).
     pub fn read(dir: &Path) -> Result<Self> {
         check_model_dir(dir)?;
-        let index = Config::read(dir.join("model_index.json"))?;
-        let settings: PipelineSettings =
-            index.get_or("_easel", serde_json::from_str("{}").expect("empty object"))?;
         let scheduler = SchedulerConfig::load(dir.join("scheduler").join("scheduler_config.json"))?;
-        settings
-            .check(scheduler.num_train_timesteps)
-            .map_err(|message| Error::model(&index.path, message))?;
+        let settings = read_settings(Some(&dir.join("model_index.json")), &scheduler)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             name: model_name(dir),
@@ -182,7 +192,12 @@ impl Pipeline {
     pub fn load(ctx: &Context, config: PipelineConfig) -> Result<Self> {
         let (dir, w) = (&config.dir, config.weights);
         let (tokenizer, text_encoder, unet, vae) = match &config.single_file {
-            Some(file) => single_file::load(ctx, &config, file)?,
+            Some(file) => {
+                let vae = config.vae.as_ref().expect("a single file has a VAE");
+                let models = (&config.text_encoder, &config.unet, vae);
+                let (t, te, u, v) = single_file::load(ctx, file, models, config.weights)?;
+                (t, te, u, Some(v))
+            }
             None => load_folder(ctx, &config)?,
         };
         let scorer = match &config.scorer {
@@ -212,6 +227,20 @@ impl Pipeline {
             None => Ok(samples),
         }
     }
+}
+
+/// `model_index.json`'s `_easel` settings (defaults without one), checked.
+fn read_settings(index: Option<&Path>, scheduler: &SchedulerConfig) -> Result<PipelineSettings> {
+    let empty = || serde_json::from_str("{}").expect("empty object");
+    let Some(index) = index else {
+        return Ok(empty());
+    };
+    let index = Config::read(index)?;
+    let settings: PipelineSettings = index.get_or("_easel", empty())?;
+    settings
+        .check(scheduler.num_train_timesteps)
+        .map_err(|message| Error::model(&index.path, message))?;
+    Ok(settings)
 }
 
 /// A folder's tokenizer, text encoder, UNet and (a latent model's) VAE decoder.
@@ -321,26 +350,6 @@ fn build<M>(
         weights.detect_prefix(prefix);
     }
     build_with(ctx, weights, precision, ignored, new)
-}
-
-/// [`build`] on weights already opened (and perhaps renamed).
-pub(crate) fn build_with<M>(
-    ctx: &Context,
-    mut weights: Weights,
-    precision: WeightPrecision,
-    ignored: &[&str],
-    new: impl FnOnce(&Vars) -> Result<M>,
-) -> Result<M> {
-    weights.set_precision(precision);
-    // A weight that cannot exist on the adapter: the flag that stores it smaller.
-    let model = new(&Vars::new(ctx, &weights)).map_err(|e| {
-        let path = weights.files()[0].path.display();
-        e.advise(&format!(
-            "a weight of {path}: `--weights f16` stores f32 weights in half the bytes"
-        ))
-    })?;
-    check_all_used(&weights, ignored)?;
-    Ok(model)
 }
 
 /// The model's name for metadata: its folder's name (`easel-emoji`).

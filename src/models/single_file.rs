@@ -23,13 +23,12 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::models::clip::{self, CLIPTextConfig, CLIPTextModel};
-use crate::models::layers::{component_config, CheckedConfig};
-use crate::models::pipeline::{build_with, PipelineConfig, PipelineSettings};
+use crate::models::layers::{build_with, component_config, CheckedConfig};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
 use crate::schedulers::{PredictionType, SchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
-use crate::weights::{Config, NameMap, SafetensorsFile, Weights};
+use crate::weights::{Config, NameMap, SafetensorsFile, WeightPrecision, Weights};
 
 /// Which Stable Diffusion release's layout a file has, by its text encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,14 +130,25 @@ pub fn refuse_pickle(path: &Path) -> Result<()> {
     ))
 }
 
+/// A single file's model configs; `index` is `--config`'s model_index.json
+/// (its `_easel` settings), if any.
+#[derive(Clone, Debug)]
+pub struct Configs {
+    pub text_encoder: CLIPTextConfig,
+    pub unet: UNet2DConditionConfig,
+    pub vae: AutoencoderKLConfig,
+    pub scheduler: SchedulerConfig,
+    pub index: Option<PathBuf>,
+}
+
 /// The configs of a single-file checkpoint (no weights read, no GPU).
-pub fn read(path: &Path, options: &ModelOptions) -> Result<PipelineConfig> {
+pub fn read(path: &Path, options: &ModelOptions) -> Result<(SingleFile, Configs)> {
     refuse_pickle(path)?;
     let file = SafetensorsFile::open(path)?;
     let version = Version::detect(&file)?;
     let stated = options.prediction.or_else(|| metadata_prediction(&file));
-    let mut config = match &options.config {
-        Some(dir) => from_folder(path, dir)?,
+    let mut configs = match &options.config {
+        Some(dir) => from_folder(dir)?,
         None => {
             let v = stated.unwrap_or(match version {
                 // diffusers reads a 2.x file as stable-diffusion-2-1 (768, v).
@@ -149,7 +159,7 @@ pub fn read(path: &Path, options: &ModelOptions) -> Result<PipelineConfig> {
         }
     };
     if let Some(prediction) = stated {
-        config.scheduler.prediction_type = prediction;
+        configs.scheduler.prediction_type = prediction;
     }
     let given = options.tokenizer.clone().or_else(|| {
         let dir = options.config.as_ref()?.join("tokenizer");
@@ -160,18 +170,18 @@ pub fn read(path: &Path, options: &ModelOptions) -> Result<PipelineConfig> {
         Some(dir) => dir,
         None => crate::model_dir::default_model()?.join("tokenizer"),
     };
-    config.single_file = Some(SingleFile {
+    let file = SingleFile {
         path: path.to_path_buf(),
         version,
         tokenizer,
         bundled_tokenizer,
-    });
-    Ok(config)
+    };
+    Ok((file, configs))
 }
 
 /// `modelspec.prediction_type` (Stability's model spec, written by kohya's
 /// sd-scripts and ComfyUI), or an `-v` `modelspec.architecture`.
-fn metadata_prediction(file: &SafetensorsFile) -> Option<PredictionType> {
+pub fn metadata_prediction(file: &SafetensorsFile) -> Option<PredictionType> {
     let meta = file.metadata()?;
     if let Some(p) = meta.get("modelspec.prediction_type") {
         return parse_prediction(p).ok();
@@ -197,68 +207,45 @@ fn checked<C: CheckedConfig>(path: &Path, value: Value) -> Result<C> {
     Ok(config)
 }
 
-fn inferred(file: &SafetensorsFile, version: Version, v: bool) -> Result<PipelineConfig> {
+fn inferred(file: &SafetensorsFile, version: Version, v: bool) -> Result<Configs> {
     let path = &file.path;
-    let scheduler = SchedulerConfig::from_json(&infer::scheduler(v).to_string(), path)?;
-    let settings = serde_json::from_str("{}").expect("defaults");
-    let models = (
-        checked(path, infer::text_encoder(file, version)?)?,
-        checked(path, infer::unet(file, version, v)?)?,
-        checked(path, infer::vae(file)?)?,
-    );
-    Ok(assemble(path, settings, models, scheduler))
+    Ok(Configs {
+        text_encoder: checked(path, infer::text_encoder(file, version)?)?,
+        unet: checked(path, infer::unet(file, version, v)?)?,
+        vae: checked(path, infer::vae(file)?)?,
+        scheduler: SchedulerConfig::from_json(&infer::scheduler(v).to_string(), path)?,
+        index: None,
+    })
 }
 
-/// `--config DIR`: a diffusers folder's configs (and `_easel` settings) for the file's weights.
-fn from_folder(path: &Path, dir: &Path) -> Result<PipelineConfig> {
+/// `--config DIR`: a diffusers folder's configs for the file's weights.
+fn from_folder(dir: &Path) -> Result<Configs> {
     let index = dir.join("model_index.json");
-    let defaults = || serde_json::from_str("{}").expect("defaults");
-    let settings = match index.is_file() {
-        true => Config::read(&index)?.get_or("_easel", defaults())?,
-        false => defaults(),
-    };
-    let scheduler = SchedulerConfig::load(dir.join("scheduler").join("scheduler_config.json"))?;
-    let models = (
-        component_config(&dir.join("text_encoder"))?,
-        component_config(&dir.join("unet"))?,
-        component_config(&dir.join("vae"))?,
-    );
-    Ok(assemble(path, settings, models, scheduler))
+    Ok(Configs {
+        text_encoder: component_config(&dir.join("text_encoder"))?,
+        unet: component_config(&dir.join("unet"))?,
+        vae: component_config(&dir.join("vae"))?,
+        scheduler: SchedulerConfig::load(dir.join("scheduler").join("scheduler_config.json"))?,
+        index: index.is_file().then_some(index),
+    })
 }
 
-/// The [`PipelineConfig`] of the file at `path`: named by its stem, as A1111 names checkpoints.
-fn assemble(
-    path: &Path,
-    settings: PipelineSettings,
-    (text_encoder, unet, vae): (CLIPTextConfig, UNet2DConditionConfig, AutoencoderKLConfig),
-    scheduler: SchedulerConfig,
-) -> PipelineConfig {
-    let name = path.file_stem().unwrap_or(path.as_os_str());
-    PipelineConfig {
-        dir: path.to_path_buf(),
-        name: name.to_string_lossy().into_owned(),
-        settings,
-        text_encoder,
-        unet,
-        scheduler,
-        vae: Some(vae),
-        scorer: None,
-        upscaler: None,
-        weights: Default::default(),
-        single_file: None,
-    }
-}
-
-/// The file's models under `config`: tokenizer, text encoder, UNet, VAE decoder.
+/// The models a [`SingleFile`] holds, as `configs` describe them, with layer
+/// weights in `precision`: tokenizer, text encoder, UNet, VAE decoder.
 pub fn load(
     ctx: &Context,
-    config: &PipelineConfig,
     file: &SingleFile,
+    (text, unet, vae): (
+        &CLIPTextConfig,
+        &UNet2DConditionConfig,
+        &AutoencoderKLConfig,
+    ),
+    w: WeightPrecision,
 ) -> Result<(
     ClipTokenizer,
     CLIPTextModel,
     UNet2DConditionModel,
-    Option<AutoencoderKLDecoder>,
+    AutoencoderKLDecoder,
 )> {
     let mut tokenizer = ClipTokenizer::from_dir(&file.tokenizer)?;
     if file.version == Version::V2 && file.bundled_tokenizer {
@@ -270,40 +257,29 @@ pub fn load(
         weights.rename(prefix, keep, names);
         Ok::<_, Error>(weights)
     };
-    let w = config.weights;
-    let text = config.text_encoder.clone();
-    let text_encoder = match file.version {
+    let text_weights = match file.version {
         Version::V1 => open(names::CLIP, &|_| true, Box::new(names::ClipNames))?,
         Version::V2 => {
-            let layers = config.text_encoder.num_hidden_layers;
+            let layers = text.num_hidden_layers;
             let used = move |n: &str| open_clip_used(n, layers);
             open(names::OPEN_CLIP, &used, Box::new(names::OpenClipNames))?
         }
     };
-    let text_encoder = build_with(ctx, text_encoder, w, clip::IGNORED, |vb| {
-        CLIPTextModel::new(vb, text)
+    let text_encoder = build_with(ctx, text_weights, w, clip::IGNORED, |vb| {
+        CLIPTextModel::new(vb, text.clone())
     })?;
-    let unet_config = config.unet.clone();
-    let unet = open(
-        names::UNET,
-        &|_| true,
-        Box::new(infer::unet_names(&config.unet)),
-    )?;
-    let unet = build_with(ctx, unet, w, &[], |vb| {
-        UNet2DConditionModel::new(vb, unet_config)
+    let unet_weights = open(names::UNET, &|_| true, Box::new(infer::unet_names(unet)))?;
+    let unet = build_with(ctx, unet_weights, w, &[], |vb| {
+        UNet2DConditionModel::new(vb, unet.clone())
     })?;
-    let vae = match &config.vae {
-        Some(c) => {
-            let names = Box::new(names::VaeNames {
-                blocks: c.block_out_channels.len(),
-            });
-            let weights = open(names::VAE, &|_| true, names)?;
-            Some(build_with(ctx, weights, w, vae::UNUSED_PREFIXES, |vb| {
-                AutoencoderKLDecoder::new(vb, c.clone())
-            })?)
-        }
-        None => None,
-    };
+    let names = Box::new(names::VaeNames {
+        blocks: vae.block_out_channels.len(),
+    });
+    // The autoencoder's training loss (`loss.*`), where a file kept it, is not a model.
+    let vae_weights = open(names::VAE, &|n| !n.starts_with("loss."), names)?;
+    let vae = build_with(ctx, vae_weights, w, vae::UNUSED_PREFIXES, |vb| {
+        AutoencoderKLDecoder::new(vb, vae.clone())
+    })?;
     Ok((tokenizer, text_encoder, unet, vae))
 }
 
