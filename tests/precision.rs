@@ -7,10 +7,10 @@
 //!
 //! Tolerance: rounding a weight to f16 changes it by at most 2^-11 (4.9e-4) relative;
 //! through the layers and the sampler's steps that moves the image by a few levels of
-//! 255 at most (measured on lavapipe: max 1 level, mean 0.014 latent / 0.033 pixel). The
-//! bound allows 8 levels per
-//! channel and a mean of 1 level: loose enough for any adapter's f32 rounding, tight
-//! enough that a wrong f16 unpack (a swapped half, a wrong row) moves pixels by tens.
+//! 255 at most (measured on lavapipe: max 1 level, mean 0.014 latent / 0.033 pixel).
+//! The bound allows 8 levels per channel and a mean of 1 level: loose enough for any
+//! adapter's f32 rounding, tight enough that a wrong f16 unpack (a swapped half, a
+//! wrong row) moves pixels by tens.
 
 mod common;
 

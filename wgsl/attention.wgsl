@@ -17,7 +17,8 @@
 //   per lane for the shared address, so where subgroups are 8 lanes
 //   wgsl/attention_subgroup.wgsl reads each row once per subgroup instead (5-8x faster).
 
-// Head dim; a multiple of 4 (rows are read as vec4), at most 4 * DH4_MAX.
+// Head dim; a multiple of 4 (rows are read as vec4), at most 4 * DH4_MAX but in
+// attention_wide (a multiple of its DV there).
 override DH: u32 = 64u;
 // Query rows per workgroup, one per invocation.
 override WG: u32 = 64u;
@@ -81,19 +82,33 @@ fn attend4(j0: u32, i: u32) {
         s += vec4(dot(qd, key(j0, d)), dot(qd, key(j0 + 1u, d)),
                   dot(qd, key(j0 + 2u, d)), dot(qd, key(j0 + 3u, d)));
     }
+    let f = fold4(s, j0, i);
+    let e = f.e;
+    for (var d = 0u; d < DH / 4u; d++) {
+        acc[d] = acc[d] * f.correction + e.x * value(j0, d) + e.y * value(j0 + 1u, d)
+               + e.z * value(j0 + 2u, d) + e.w * value(j0 + 3u, d);
+    }
+}
+
+// Weights exp(s - m) of four keys, and the factor that rescales what came before.
+struct Fold {
+    e: vec4<f32>,
+    correction: f32,
+}
+
+// Fold the scores `s` of keys j0 .. j0+3 into query row i's running max `m` and
+// sum `l` (keys past Lk, or after i when causal, weigh 0).
+fn fold4(scores: vec4<f32>, j0: u32, i: u32) -> Fold {
     let j = vec4(j0) + vec4(0u, 1u, 2u, 3u);
     var valid = j < vec4(p.lk);
     if (CAUSAL) { valid = valid & (j <= vec4(i)); }
-    s = select(vec4(LOWEST), s, valid);
+    let s = select(vec4(LOWEST), scores, valid);
     let m_new = max(m, max(max(s.x, s.y), max(s.z, s.w)));
     let correction = exp(m - m_new);
     let e = select(vec4(0.0), exp(s - m_new), valid);
     l = l * correction + (e.x + e.y + e.z + e.w);
-    for (var d = 0u; d < DH / 4u; d++) {
-        acc[d] = acc[d] * correction + e.x * value(j0, d) + e.y * value(j0 + 1u, d)
-               + e.z * value(j0 + 2u, d) + e.w * value(j0 + 3u, d);
-    }
     m = m_new;
+    return Fold(e, correction);
 }
 
 // Copy keys and values t0 .. t0+BK of this head into the tiles (zeros past Lk).
@@ -168,4 +183,50 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         for (var j = 0u; j < k_end; j += 4u) { attend4(j, query.row); }
     }
     write_row(query);
+}
+
+// Heads wider than the registers hold (DH > 4 * DH4_MAX: the VAE mid block's one
+// head of 512 channels): the same online softmax, but an invocation owns DV of its
+// query row's DH output columns (workgroup z picks which), so `acc` fits. It reads
+// its query row from the buffer, and each of the DH / DV column slices recomputes
+// the row's scores (q k^T paid DH / DV times); memory stays O(Lq * DH), the
+// [Lq, Lk] scores never exist. Keys and values come straight from the buffer: a
+// tile of DH-wide rows would hold too few keys to pay for its barriers.
+override DV: u32 = 128u;
+
+// Fold keys j0 .. j0+3 into query row i, whose q starts at vec4 `q_base`, for
+// output columns v0 .. v0 + DV/4 (vec4s).
+fn attend4_wide(j0: u32, i: u32, q_base: u32, v0: u32) {
+    let last = p.lk - 1u;
+    let r = kv_base + min(vec4(j0) + vec4(0u, 1u, 2u, 3u), vec4(last)) * row_stride();
+    var s = vec4(0.0);
+    for (var d = 0u; d < DH / 4u; d++) {
+        let qd = q[q_base + d] * p.scale;
+        s += vec4(dot(qd, k[r.x + d]), dot(qd, k[r.y + d]), dot(qd, k[r.z + d]), dot(qd, k[r.w + d]));
+    }
+    let f = fold4(s, j0, i);
+    let e = f.e;
+    for (var d = v0; d < v0 + DV / 4u; d++) {
+        acc[d - v0] = acc[d - v0] * f.correction + e.x * v[r.x + d] + e.y * v[r.y + d]
+                    + e.z * v[r.z + d] + e.w * v[r.w + d];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn attention_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = wid.x * WG + lid;
+    if (i >= p.lq) { return; } // no barriers below
+    let b = wid.y / p.heads;
+    let h = wid.y % p.heads;
+    let q_base = (b * p.lq + i) * row_stride() + h * (DH / 4u);
+    kv_base = b * p.lk * row_stride() + h * (DH / 4u);
+    let v0 = wid.z * (DV / 4u);
+    for (var d = 0u; d < DV / 4u; d++) { acc[d] = vec4(0.0); }
+    m = LOWEST;
+    l = 0.0;
+    var k_end = p.lk;
+    if (CAUSAL) { k_end = min(p.lk, i + 1u); }
+    for (var j = 0u; j < k_end; j += 4u) { attend4_wide(j, i, q_base, v0); }
+    let inv = 1.0 / l;
+    for (var d = 0u; d < DV / 4u; d++) { out[q_base + v0 + d] = acc[d] * inv; }
 }

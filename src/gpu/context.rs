@@ -60,6 +60,9 @@ pub struct Context {
     uncaptured: Arc<Mutex<Vec<String>>>,
     /// A binding limit below the adapter's, for tests of split bindings.
     binding_limit: Option<u64>,
+    /// Graphs reuse activation buffers by liveness (`models::arena`); off only
+    /// to compare against the unplanned pass.
+    plan_activations: bool,
 }
 
 /// Backends searched: `--backend`'s, else `WGPU_BACKEND`'s, else the primary
@@ -211,6 +214,7 @@ impl Context {
             memory: Arc::default(),
             uncaptured,
             binding_limit: None,
+            plan_activations: true,
         })
     }
 
@@ -304,6 +308,18 @@ impl Context {
     #[doc(hidden)]
     pub fn limit_bindings_for_tests(&mut self, bytes: u64) {
         self.binding_limit = Some(bytes);
+    }
+
+    /// Whether graphs reuse activation buffers by liveness (`models::arena`).
+    pub fn plan_activations(&self) -> bool {
+        self.plan_activations
+    }
+
+    /// Give every activation its own buffer, as before activations were
+    /// planned, so that tests can compare a planned pass's bytes and outputs.
+    #[doc(hidden)]
+    pub fn unplanned_activations_for_tests(&mut self) {
+        self.plan_activations = false;
     }
 
     /// Refuse a buffer of `bytes` for `what` that wgpu would reject: one kernel

@@ -21,6 +21,11 @@ pub struct Dispatch {
     /// Binding 0, the kernel's `Params`: kept so a planned dispatch can be given
     /// new values (e.g. a seed) without rebinding.
     pub uniform: Buffer,
+    /// The counted buffers of bindings 1.. : the bind group keeps the wgpu
+    /// buffers alive, these keep them counted as live for as long (so a peak
+    /// includes every activation a planned pass holds, not only those a
+    /// tensor handle still names), and tell an arena who still reads them.
+    pub buffers: Vec<Arc<Buffer>>,
     /// Workgroups per dimension as planned (what an indirect launch's arguments
     /// start from).
     pub workgroups: [u32; 3],
@@ -102,6 +107,7 @@ impl Launch<'_> {
             kernel,
             bind_group,
             uniform,
+            buffers: self.tensors.iter().map(|(t, _)| t.buffer.clone()).collect(),
             workgroups: self.workgroups,
             flops: self.flops,
             bytes: self.bytes,

@@ -4,7 +4,10 @@
 //! held now and the most held at once (the peak a request reports), and the
 //! one-line error a user gets when a buffer cannot exist on this adapter.
 //!
-//! Counted: storage and uniform buffers (weights, activations, a plan's state).
+//! Counted: storage and uniform buffers (weights, activations, a plan's state),
+//! for as long as a tensor or a planned [`Dispatch`](crate::gpu::Dispatch) that
+//! binds them lives (a bind group keeps its buffers alive, so the dispatch
+//! keeps them counted too).
 //! Not counted: the staging copy of a readback (host-visible, freed at once).
 //! A buffer's bytes are those asked for (rounded to 4); drivers may round
 //! further, so the figures are a lower bound of what the driver reserves.

@@ -8,21 +8,24 @@
 use crate::error::Result;
 use crate::gpu::Tensor;
 use crate::gpu::{Context, Dispatch};
+use crate::models::arena::Arena;
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::ops::attention::{self, Sdpa};
 use crate::ops::conv2d::{self, Conv2dOptions};
 use crate::ops::elementwise::{self, Activation, BinaryOp};
 use crate::ops::embedding::{self, Timesteps};
 use crate::ops::layout;
-use crate::ops::matmul::{self, MatmulOptions};
+use crate::ops::matmul;
 use crate::ops::norm;
 use crate::ops::resample;
 
-/// A forward pass being recorded: the dispatches in order and the tensors they write.
+/// A forward pass being recorded: the dispatches in order and the tensors they
+/// write, which an [`Arena`] places in buffers reused by liveness.
 pub struct Graph<'a> {
     pub ctx: &'a Context,
     pub dispatches: Vec<Dispatch>,
     label: &'static str,
+    arena: Arena,
 }
 
 impl<'a> Graph<'a> {
@@ -31,16 +34,31 @@ impl<'a> Graph<'a> {
             ctx,
             dispatches: Vec::new(),
             label,
+            arena: Arena::new(ctx),
         }
     }
 
-    /// A fresh activation tensor, planned now and reused by every run of the graph.
+    /// An activation tensor, planned now and reused by every run of the graph:
+    /// its buffer may be one whose values are dead (see [`Arena`]), so the op
+    /// that writes it must write all of it.
     pub fn tensor(&mut self, shape: &[usize]) -> Result<Tensor> {
-        Tensor::zeros(self.ctx, self.label, shape)
+        self.arena.tensor(self.ctx, self.label, shape)
     }
 
+    /// Record a dispatch: it runs after every one recorded before it.
     pub fn push(&mut self, dispatch: Dispatch) {
+        self.arena.record(&dispatch);
         self.dispatches.push(dispatch);
+    }
+
+    /// Record dispatches in order.
+    pub fn extend(&mut self, dispatches: impl IntoIterator<Item = Dispatch>) {
+        dispatches.into_iter().for_each(|d| self.push(d));
+    }
+
+    /// Bytes of the graph's activation buffers.
+    pub fn activation_bytes(&self) -> u64 {
+        self.arena.bytes()
     }
 
     /// Run the recorded pass once and wait (tests, one-off work).
@@ -67,7 +85,7 @@ impl Graph<'_> {
             layer.bias.as_ref(),
             &out.reshape(&[rows, layer.out_features()])?,
         )?;
-        self.dispatches.extend(ds);
+        self.extend(ds);
         Ok(out)
     }
 
@@ -139,7 +157,7 @@ impl Graph<'_> {
         let out = self.tensor(&[x.shape[0], layer.out_channels(), hout, wout])?;
         let ds =
             conv2d::conv2d_split(self.ctx, x, &layer.weight, layer.bias.as_ref(), &out, &opts)?;
-        self.dispatches.extend(ds);
+        self.extend(ds);
         Ok(out)
     }
 
@@ -173,10 +191,6 @@ impl Graph<'_> {
         heads: usize,
         is_causal: bool,
     ) -> Result<Tensor> {
-        let dh = q.dim(-1) / heads.max(1);
-        if heads == 1 && !is_causal && dh > attention::MAX_HEAD_DIM {
-            return self.attention_unfused(q, k, v);
-        }
         let out = self.tensor(&q.shape)?;
         let cfg = Sdpa {
             heads,
@@ -185,32 +199,6 @@ impl Graph<'_> {
         };
         let d = attention::scaled_dot_product_attention(self.ctx, q, k, v, &out, cfg)?;
         self.push(d);
-        Ok(out)
-    }
-
-    /// One head wider than the fused kernel holds in registers (the VAE's mid
-    /// block: 512 channels in SD): `softmax(q kᵀ / √d) v` as two GEMMs and a
-    /// softmax, with the `[N, Lq, Lk]` scores in memory.
-    fn attention_unfused(&mut self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (n, lq, lk, d) = (q.shape[0], q.dim(-2), k.dim(-2), q.dim(-1));
-        let scores = self.tensor(&[n, lq, lk])?;
-        let opts = MatmulOptions {
-            transpose_b: true,
-            alpha: 1.0 / (d as f32).sqrt(),
-            ..Default::default()
-        };
-        self.push(matmul::matmul(self.ctx, q, k, None, &scores, &opts)?);
-        let probs = self.tensor(&scores.shape)?;
-        self.push(norm::softmax(self.ctx, &scores, &probs, 1.0)?);
-        let out = self.tensor(&q.shape)?;
-        self.push(matmul::matmul(
-            self.ctx,
-            &probs,
-            v,
-            None,
-            &out,
-            &MatmulOptions::default(),
-        )?);
         Ok(out)
     }
 
@@ -236,7 +224,7 @@ impl Graph<'_> {
     ) -> Result<Tensor> {
         let out = self.tensor(&[ids.shape[0], ids.dim(-1), token.dim(-1)])?;
         let ds = embedding::clip_text_embeddings(self.ctx, ids, token, position, &out)?;
-        self.dispatches.extend(ds);
+        self.extend(ds);
         Ok(out)
     }
 

@@ -1,6 +1,7 @@
 //! The models, mirroring diffusers / transformers file by file, built from
 //! config.json and the exact checkpoint tensor names.
 
+pub mod arena;
 pub mod attention;
 pub mod checks;
 pub mod clip;

@@ -1,5 +1,7 @@
 //! Multi-head scaled dot-product attention (wgsl/attention.wgsl), fused with an
-//! online softmax so the `[Lq, Lk]` scores never exist in memory.
+//! online softmax so the `[Lq, Lk]` scores never exist in memory: attention
+//! memory is O(L) for any length and head dim (heads wider than the registers
+//! hold, such as the VAE's one head of 512, run `attention_wide`).
 //!
 //! Tensors are laid out as diffusers' `Attention` and transformers' `CLIPAttention`
 //! produce them after the q/k/v projections, heads interleaved in the last dim:
@@ -35,7 +37,9 @@ struct Params {
     scale: f32,
 }
 
-/// Largest head dim the kernel holds in registers (`DH4_MAX` in the shader).
+/// Largest head dim the kernel holds in registers (`DH4_MAX` in the shader);
+/// wider heads run `attention_wide`, a slice of [`MAX_HEAD_DIM`] columns or
+/// fewer per invocation.
 pub const MAX_HEAD_DIM: usize = 160;
 /// vec4s per K or V tile in workgroup memory (`TILE4` in the shader).
 const TILE4: usize = 512;
@@ -65,6 +69,7 @@ pub fn scaled_dot_product_attention_with(
 ) -> Result<Dispatch> {
     let Dims { b, lq, lk, h, dh } = Dims::of(q, k, v, out, cfg.heads)?;
     let entry = Entry::pick(ctx, variant, dh);
+    let slices = dh / entry.dv;
     let params = Params {
         heads: h as u32,
         lq: lq as u32,
@@ -81,6 +86,7 @@ pub fn scaled_dot_product_attention_with(
             ("TILED", entry.tiled as u32 as f64),
             ("BK", entry.bk as f64),
             ("CAUSAL", cfg.is_causal as u32 as f64),
+            ("DV", entry.dv as f64),
         ],
         tensors: &[
             (q, Access::Read),
@@ -88,9 +94,10 @@ pub fn scaled_dot_product_attention_with(
             (v, Access::Read),
             (out, Access::ReadWrite),
         ],
-        workgroups: [groups(lq, entry.wg), (b * h) as u32, 1],
-        // q k^T and p v: 2 multiply-adds per (query, key, dim); halved when causal.
-        flops: 4 * pairs * dh as u64 / if cfg.is_causal { 2 } else { 1 },
+        workgroups: [groups(lq, entry.wg), (b * h) as u32, slices as u32],
+        // q k^T (once per column slice) and p v: 2 multiply-adds per (query, key,
+        // dim); halved when causal.
+        flops: 2 * (slices + 1) as u64 * pairs * dh as u64 / if cfg.is_causal { 2 } else { 1 },
         bytes: 4 * (2 * q.numel() + 2 * k.numel()) as u64,
     }
     .build(ctx, &params)
@@ -118,14 +125,9 @@ impl Dims {
         expect_shape(OP, "k", k, &[b, lk, width])?;
         expect_shape(OP, "v", v, &[b, lk, width])?;
         expect_shape(OP, "out", out, &q.shape)?;
-        if h == 0
-            || !width.is_multiple_of(h)
-            || !(width / h).is_multiple_of(4)
-            || width / h > MAX_HEAD_DIM
-        {
+        if h == 0 || !width.is_multiple_of(h) || !(width / h).is_multiple_of(4) {
             return Err(Error::BadInput(format!(
-                "{OP}: q's last dim {width} with {h} heads needs a head dim that is a multiple \
-                 of 4 and at most {MAX_HEAD_DIM}"
+                "{OP}: q's last dim {width} with {h} heads needs a head dim that is a multiple of 4"
             )));
         }
         if b == 0 || lq == 0 || lk == 0 {
@@ -140,17 +142,22 @@ impl Dims {
 }
 
 /// The entry point that runs an attention, with its launch shape: `wg` query
-/// rows per workgroup and, when `tiled`, `bk` keys per workgroup-memory tile.
+/// rows per workgroup, when `tiled`, `bk` keys per workgroup-memory tile, and
+/// `dv` output columns per invocation (the head dim but in `attention_wide`).
 struct Entry {
     shader: &'static Shader,
     name: &'static str,
     tiled: bool,
     wg: usize,
     bk: usize,
+    dv: usize,
 }
 
 impl Entry {
     fn pick(ctx: &Context, variant: AttentionVariant, dh: usize) -> Self {
+        if dh > MAX_HEAD_DIM {
+            return Self::wide(variant, dh);
+        }
         // Cpu: see CPU_ROWS; Gpu: 64 rows and the largest tile of at most 64 keys
         // that fits 8 KiB.
         let (shader, name, tiled, wg, bk) = match variant {
@@ -170,6 +177,29 @@ impl Entry {
             tiled,
             wg,
             bk,
+            dv: dh,
+        }
+    }
+
+    /// `attention_wide`: slices of the widest multiple of 4 that divides `dh`
+    /// and fits the registers (128 columns of the VAE's 512: 4 slices).
+    fn wide(variant: AttentionVariant, dh: usize) -> Self {
+        let dv = (4..=MAX_HEAD_DIM)
+            .rev()
+            .step_by(4)
+            .find(|dv| dh.is_multiple_of(*dv))
+            .unwrap_or(4);
+        let wg = match variant {
+            AttentionVariant::Gpu => 64,
+            _ => CPU_ROWS,
+        };
+        Self {
+            shader: &ATTENTION,
+            name: "attention_wide",
+            tiled: false,
+            wg,
+            bk: 4,
+            dv,
         }
     }
 }
