@@ -89,6 +89,11 @@ pub struct RenderArgs {
     /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
     #[arg(long, default_value = "auto")]
     pub weights: easel::weights::WeightPrecision,
+    /// A LoRA merged into the UNet and text encoder at load: FILE[:WEIGHT]
+    /// (default weight 1; repeatable). kohya/A1111 (`lora_unet_*`, `lora_te_*`)
+    /// and diffusers/peft (`unet.*.lora_A.weight`) safetensors files.
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
+    pub loras: Vec<easel::lora::LoraSpec>,
 }
 
 impl RenderArgs {
@@ -98,8 +103,9 @@ impl RenderArgs {
         easel::model_dir::resolve(self.model.as_deref())
     }
 
-    /// The model's configs (a folder's or a single file's), with `--weights` for
-    /// loading it; says on stderr when a single file takes the bundled tokenizer.
+    /// The model's configs (a folder's or a single file's), with `--weights` and
+    /// `--lora` for loading it; says on stderr when a single file takes the
+    /// bundled tokenizer.
     pub fn pipeline_config(&self) -> easel::Result<easel::PipelineConfig> {
         let options = easel::models::single_file::ModelOptions {
             tokenizer: self.tokenizer.clone(),
@@ -112,6 +118,7 @@ impl RenderArgs {
         }
         Ok(easel::PipelineConfig {
             weights: self.weights,
+            loras: self.loras.clone(),
             ..config
         })
     }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
+use crate::lora::{self, Component, Lora, LoraSpec};
 use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
 use crate::models::layers::{build_with, component_config, CheckedConfig, Vars};
 use crate::models::single_file::{self, ModelOptions, SingleFile};
@@ -105,6 +106,8 @@ pub struct PipelineConfig {
     pub weights: WeightPrecision,
     /// The single-file checkpoint the models come from (`dir` is that file).
     pub single_file: Option<SingleFile>,
+    /// LoRAs merged into the UNet and text encoder at load (`--lora`); `read` leaves none.
+    pub loras: Vec<LoraSpec>,
 }
 
 impl PipelineConfig {
@@ -141,6 +144,7 @@ impl PipelineConfig {
             upscaler: None,
             weights: WeightPrecision::Auto,
             single_file: Some(file),
+            loras: Vec::new(),
         })
     }
 
@@ -161,6 +165,7 @@ impl PipelineConfig {
             upscaler: optional_config(dir, "upscaler")?,
             weights: WeightPrecision::Auto,
             single_file: None,
+            loras: Vec::new(),
         })
     }
 
@@ -185,20 +190,34 @@ pub struct Pipeline {
     /// The latent decoder of a latent model; `None`: pixel space.
     pub vae: Option<AutoencoderKLDecoder>,
     pub upscaler: Option<SRVGGNetCompact>,
+    /// The LoRAs merged into `unet` and `text_encoder` (for the PNG's `Lora hashes`).
+    pub loras: Vec<Lora>,
 }
 
 impl Pipeline {
     /// Build every model of `config` on `ctx` from its weights.
     pub fn load(ctx: &Context, config: PipelineConfig) -> Result<Self> {
         let (dir, w) = (&config.dir, config.weights);
+        let loras = config
+            .loras
+            .iter()
+            .map(Lora::open)
+            .collect::<Result<Vec<_>>>()?;
         let (tokenizer, text_encoder, unet, vae) = match &config.single_file {
             Some(file) => {
+                if !loras.is_empty() {
+                    return Err(Error::BadInput(format!(
+                        "--lora with a single-file --model ({}) is not supported yet; \
+                         use the model as a diffusers folder",
+                        file.path.display()
+                    )));
+                }
                 let vae = config.vae.as_ref().expect("a single file has a VAE");
                 let models = (&config.text_encoder, &config.unet, vae);
                 let (t, te, u, v) = single_file::load(ctx, file, models, config.weights)?;
                 (t, te, u, Some(v))
             }
-            None => load_folder(ctx, &config)?,
+            None => load_folder(ctx, &config, &loras)?,
         };
         let scorer = match &config.scorer {
             Some(c) => Some(load_scorer(ctx, &dir.join("scorer"), c, w)?),
@@ -216,6 +235,7 @@ impl Pipeline {
             scorer,
             vae,
             upscaler,
+            loras,
         })
     }
 
@@ -243,10 +263,12 @@ fn read_settings(index: Option<&Path>, scheduler: &SchedulerConfig) -> Result<Pi
     Ok(settings)
 }
 
-/// A folder's tokenizer, text encoder, UNet and (a latent model's) VAE decoder.
+/// A folder's tokenizer, text encoder and UNet (with `loras` merged in) and (a
+/// latent model's) VAE decoder.
 fn load_folder(
     ctx: &Context,
     config: &PipelineConfig,
+    loras: &[Lora],
 ) -> Result<(
     ClipTokenizer,
     CLIPTextModel,
@@ -255,8 +277,13 @@ fn load_folder(
 )> {
     let (dir, w) = (&config.dir, config.weights);
     let tokenizer = ClipTokenizer::from_dir(dir.join("tokenizer"))?;
-    let text_encoder = load_text_encoder(ctx, &dir.join("text_encoder"), &config.text_encoder, w)?;
-    let unet = load_unet(ctx, &dir.join("unet"), &config.unet, w)?;
+    let text_encoder = load_text_encoder(
+        ctx,
+        &dir.join("text_encoder"),
+        &config.text_encoder,
+        (w, loras),
+    )?;
+    let unet = load_unet(ctx, &dir.join("unet"), &config.unet, (w, loras))?;
     let vae = match &config.vae {
         Some(c) => Some(load_vae(ctx, &dir.join("vae"), c, w)?),
         None => None,
@@ -273,31 +300,37 @@ fn optional_config<C: CheckedConfig>(dir: &Path, component: &str) -> Result<Opti
 }
 
 /// `text_encoder/`: transformers' `CLIPTextModel`, with or without its
-/// `text_model.` prefix (transformers 4 and 5 differ; see `models::clip`).
+/// `text_model.` prefix (transformers 4 and 5 differ; see `models::clip`),
+/// with `loras`' text-encoder modules merged in.
 pub fn load_text_encoder(
     ctx: &Context,
     dir: &Path,
     config: &CLIPTextConfig,
-    precision: WeightPrecision,
+    (precision, loras): (WeightPrecision, &[Lora]),
 ) -> Result<CLIPTextModel> {
     build(
         ctx,
         (dir, precision),
-        Some(TEXT_MODEL_PREFIX),
-        clip::IGNORED,
+        (Some(TEXT_MODEL_PREFIX), clip::IGNORED),
+        (loras, Some(Component::TextEncoder)),
         |vb| CLIPTextModel::new(vb, config.clone()),
     )
 }
 
+/// `unet/`, with `loras`' UNet modules merged in.
 pub fn load_unet(
     ctx: &Context,
     dir: &Path,
     config: &UNet2DConditionConfig,
-    precision: WeightPrecision,
+    (precision, loras): (WeightPrecision, &[Lora]),
 ) -> Result<UNet2DConditionModel> {
-    build(ctx, (dir, precision), None, &[], |vb| {
-        UNet2DConditionModel::new(vb, config.clone())
-    })
+    build(
+        ctx,
+        (dir, precision),
+        (None, &[]),
+        (loras, Some(Component::Unet)),
+        |vb| UNet2DConditionModel::new(vb, config.clone()),
+    )
 }
 
 pub fn load_scorer(
@@ -306,9 +339,13 @@ pub fn load_scorer(
     config: &CLIPConfig,
     precision: WeightPrecision,
 ) -> Result<CLIPModel> {
-    build(ctx, (dir, precision), None, clip::IGNORED, |vb| {
-        CLIPModel::new(vb, config.clone())
-    })
+    build(
+        ctx,
+        (dir, precision),
+        (None, clip::IGNORED),
+        (&[], None),
+        |vb| CLIPModel::new(vb, config.clone()),
+    )
 }
 
 /// `vae/`: only the decoder half is built (the encoder's tensors are allowed).
@@ -318,9 +355,13 @@ pub fn load_vae(
     config: &AutoencoderKLConfig,
     precision: WeightPrecision,
 ) -> Result<AutoencoderKLDecoder> {
-    build(ctx, (dir, precision), None, vae::UNUSED_PREFIXES, |vb| {
-        AutoencoderKLDecoder::new(vb, config.clone())
-    })
+    build(
+        ctx,
+        (dir, precision),
+        (None, vae::UNUSED_PREFIXES),
+        (&[], None),
+        |vb| AutoencoderKLDecoder::new(vb, config.clone()),
+    )
 }
 
 pub fn load_upscaler(
@@ -329,25 +370,29 @@ pub fn load_upscaler(
     config: &SRVGGNetCompactConfig,
     precision: WeightPrecision,
 ) -> Result<SRVGGNetCompact> {
-    build(ctx, (dir, precision), None, &[], |vb| {
+    build(ctx, (dir, precision), (None, &[]), (&[], None), |vb| {
         SRVGGNetCompact::new(vb, config.clone())
     })
 }
 
 /// Open `dir`'s weights (detecting an optional name `prefix`) for layer
-/// weights in `precision`, build a model with `new`, and refuse tensors it
-/// never read (but those under `ignored`): a checkpoint that does not match
-/// its config is an error, not a silent zero.
+/// weights in `precision`, register the modules of `loras` that adapt
+/// `component`, build a model with `new`, and refuse tensors it never read
+/// (but those under `ignored`) and LoRA modules no layer took: a checkpoint
+/// that does not match its config is an error, not a silent zero.
 fn build<M>(
     ctx: &Context,
     (dir, precision): (&Path, WeightPrecision),
-    prefix: Option<&str>,
-    ignored: &[&str],
+    (prefix, ignored): (Option<&str>, &[&str]),
+    (loras, component): (&[Lora], Option<Component>),
     new: impl FnOnce(&Vars) -> Result<M>,
 ) -> Result<M> {
     let mut weights = Weights::open_dir(dir)?;
     if let Some(prefix) = prefix {
         weights.detect_prefix(prefix);
+    }
+    if let Some(component) = component {
+        lora::patch_all(loras, component, &mut weights)?;
     }
     build_with(ctx, weights, precision, ignored, new)
 }

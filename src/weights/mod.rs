@@ -24,6 +24,7 @@
 
 mod config;
 mod files;
+mod patch;
 mod safetensors;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +34,7 @@ use std::sync::Mutex;
 pub use self::safetensors::{Part, SafetensorsFile, TensorInfo};
 pub use config::Config;
 pub use files::{list_dir, regular_file, weight_files, WEIGHT_FILES};
+pub use patch::Patch;
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -85,6 +87,10 @@ pub struct Weights {
     precision: WeightPrecision,
     /// The model's names → the files' (after `prefix`), when they differ.
     names: Option<Box<dyn NameMap>>,
+    /// Low-rank patches (LoRA) by full tensor name, merged as the weight loads.
+    patches: BTreeMap<String, Vec<Patch>>,
+    /// Full names whose patches were merged.
+    patched: Mutex<BTreeSet<String>>,
 }
 
 /// Where one tensor a model asked for is stored.
@@ -138,6 +144,8 @@ impl Weights {
             used: Mutex::new(BTreeSet::new()),
             precision: WeightPrecision::Auto,
             names: None,
+            patches: BTreeMap::new(),
+            patched: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -215,14 +223,15 @@ impl Weights {
     /// For biases, norm weights and small tables, which kernels read as f32.
     pub fn get(&self, ctx: &Context, name: &str, expected_shape: &[usize]) -> Result<Tensor> {
         let data = self.get_f32(name, expected_shape)?;
-        Tensor::from_f32(ctx, &self.label(name), expected_shape, &data)
+        Tensor::from_f32(ctx, &self.full_name(name), expected_shape, &data)
     }
 
     /// Load a layer weight (nn.Linear, nn.Conv2d, the token table) onto the GPU
     /// in the precision [`Weights::set_precision`] picked: f16 ([`DType::F16`])
     /// for an f16 or bf16 file under `Auto`, or always under `F16`; marks it
     /// used. It may exceed the adapter's binding limit (the ops bind it in row
-    /// blocks), not its buffer limit.
+    /// blocks), not its buffer limit. Patches registered for it
+    /// ([`Weights::add_patch`]) are merged into it on the GPU.
     ///
     /// [`DType::F16`]: crate::gpu::DType::F16
     pub fn get_weight(
@@ -238,7 +247,7 @@ impl Weights {
             WeightPrecision::F16 => true,
             WeightPrecision::F32 => false,
         };
-        let label = self.label(name);
+        let label = self.full_name(name);
         let tensor = if half {
             let data = at.file.part_to_f16(&at.full, at.part)?;
             check_finite(&at, data.iter().map(|h| h.to_f32()))?;
@@ -248,6 +257,7 @@ impl Weights {
             check_finite(&at, data.iter().copied())?;
             Tensor::weight_f32(ctx, &label, expected_shape, &data)?
         };
+        self.apply_patches(ctx, &label, &tensor)?;
         self.used.lock().expect("used set").insert(at.full);
         Ok(tensor)
     }
@@ -325,9 +335,9 @@ impl Weights {
         }
     }
 
-    /// The label GPU tensors (and the errors about them) carry: the full name,
-    /// or, in another layout, the model's name.
-    fn label(&self, name: &str) -> String {
+    /// The name GPU tensors (and the errors about them) and patches go by: the
+    /// full name, or, in another layout, the model's name.
+    fn full_name(&self, name: &str) -> String {
         match &self.names {
             None => format!("{}{name}", self.prefix),
             Some(_) => name.to_string(),

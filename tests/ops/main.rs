@@ -14,6 +14,7 @@ mod embedding;
 mod finite;
 mod image;
 mod layout;
+mod lora;
 mod matmul;
 mod noise;
 mod norm;
