@@ -44,17 +44,19 @@ pub struct RenderArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     /// Candidates denoised side by side; the scorer keeps the best each round.
-    #[arg(long, default_value_t = 4)]
-    pub candidates: usize,
+    /// Default: 4 with a scorer, else 1.
+    #[arg(long)]
+    pub candidates: Option<usize>,
     /// Classifier-free guidance scale; default: the model's.
     #[arg(long)]
     pub guidance: Option<f32>,
     /// ddim, euler_a or dpm++2m; default: from scheduler_config.json.
     #[arg(long, value_parser = parse_sampler)]
     pub sampler: Option<easel::schedulers::Sampler>,
-    /// Learned upscaling after denoising: 1, 2 or 4.
-    #[arg(long, default_value_t = 4)]
-    pub upscale: usize,
+    /// Learned upscaling after denoising: 1, 2 or 4; default: the model's
+    /// upscaler's factor, else 1.
+    #[arg(long)]
+    pub upscale: Option<usize>,
     /// Scoring rounds every N steps (and after the last); default: 4 rounds per run.
     #[arg(long)]
     pub score_every: Option<usize>,
@@ -85,6 +87,16 @@ pub struct RenderArgs {
     /// uses instead of inferring them from its tensors.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
+    /// The check-output process: a transformers CLIPModel folder (config.json,
+    /// model.safetensors, vocab.json + merges.txt, preprocessor_config.json);
+    /// default: EASEL_SCORER, else the model's own scorer/.
+    #[arg(long, value_name = "DIR")]
+    pub scorer: Option<std::path::PathBuf>,
+    /// The learned upscaler: an SRVGGNetCompact folder (config.json + weights) or a
+    /// .safetensors file in Real-ESRGAN's layout (realesr-general-x4v3); default:
+    /// the model's own upscaler/.
+    #[arg(long, value_name = "PATH")]
+    pub upscaler: Option<std::path::PathBuf>,
     /// Layer weights on the GPU: auto (as the file: f16 stays f16, half the
     /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
     #[arg(long, default_value = "auto")]
@@ -103,18 +115,24 @@ impl RenderArgs {
         easel::model_dir::resolve(self.model.as_deref())
     }
 
-    /// The model's configs (a folder's or a single file's), with `--weights` and
-    /// `--lora` for loading it; says on stderr when a single file takes the
-    /// bundled tokenizer.
+    /// The model's configs (a folder's or a single file's), with `--scorer` (or
+    /// `EASEL_SCORER`), `--upscaler`, `--weights` and `--lora` for loading it;
+    /// says on stderr when a single file takes the bundled tokenizer.
     pub fn pipeline_config(&self) -> easel::Result<easel::PipelineConfig> {
         let options = easel::models::single_file::ModelOptions {
             tokenizer: self.tokenizer.clone(),
             prediction: self.prediction,
             config: self.config.clone(),
         };
-        let config = easel::PipelineConfig::open(&self.model_dir()?, &options)?;
+        let mut config = easel::PipelineConfig::open(&self.model_dir()?, &options)?;
         if let Some(notice) = config.single_file.as_ref().and_then(|f| f.notice()) {
             eprintln!("easel: {notice}");
+        }
+        if let Some(dir) = easel::models::scorer::resolve(self.scorer.as_deref()) {
+            config = config.with_scorer(&dir)?;
+        }
+        if let Some(path) = &self.upscaler {
+            config = config.with_upscaler(path)?;
         }
         Ok(easel::PipelineConfig {
             weights: self.weights,
