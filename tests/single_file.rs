@@ -40,8 +40,8 @@ fn request(prompt: &str, seed: u64) -> Request {
     Request {
         seed,
         steps: Some(6),
-        candidates: 1,
-        upscale: 1,
+        candidates: Some(1),
+        upscale: Some(1),
         ..Request::new(prompt)
     }
 }
