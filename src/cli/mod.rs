@@ -76,6 +76,10 @@ pub struct RenderArgs {
     /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
     #[arg(long, default_value = "auto")]
     pub weights: easel::weights::WeightPrecision,
+    /// A latent model's VAE decoder in tiles: auto (when the whole image would not
+    /// fit the adapter), off, or N (tiles of N pixels a side, overlapping by a quarter).
+    #[arg(long, default_value = "auto")]
+    pub vae_tiles: easel::models::vae_tiles::VaeTiles,
 }
 
 impl RenderArgs {
@@ -114,6 +118,7 @@ impl RenderArgs {
             until_score: self.until_score,
             until_margin: self.until_margin,
             schedule,
+            vae_tiles: self.vae_tiles,
             ..easel::Request::new(prompt)
         })
     }
