@@ -58,3 +58,50 @@ fn every_shader_is_embedded() {
         );
     }
 }
+
+/// Parses and validates one embedded shader, then resolves its `override` constants to
+/// their defaults, as wgpu does before handing a module to a platform back end.
+fn resolved(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    let (module, info) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        None,
+        &Default::default(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: overrides: {e}"));
+    (module.into_owned(), info.into_owned())
+}
+
+/// Metal and DX12 users get the same kernels through naga's MSL and HLSL writers at run
+/// time; a shader that only Vulkan (SPIR-V) accepts would fail there at pipeline
+/// creation. Versions: MSL 2.4 (macOS 12 / iOS 15, what wgpu's Metal back end reports on
+/// Apple-silicon Macs) and HLSL shader model 6.0 (the lowest with wave intrinsics, which
+/// the subgroup variants need; wgpu compiles with DXC at the device's highest model).
+#[test]
+fn every_shader_translates_to_metal_and_hlsl() {
+    for shader in easel::ops::ALL_SHADERS {
+        let (module, info) = resolved(shader.name, shader.source);
+        let msl = naga::back::msl::Options {
+            lang_version: (2, 4),
+            ..Default::default()
+        };
+        naga::back::msl::write_string(&module, &info, &msl, &Default::default())
+            .unwrap_or_else(|e| panic!("{}: MSL: {e:?}", shader.name));
+        let hlsl = naga::back::hlsl::Options {
+            shader_model: naga::back::hlsl::ShaderModel::V6_0,
+            ..Default::default()
+        };
+        let mut out = String::new();
+        naga::back::hlsl::Writer::new(&mut out, &hlsl, &Default::default())
+            .write(&module, &info, None)
+            .unwrap_or_else(|e| panic!("{}: HLSL: {e:?}", shader.name));
+    }
+}

@@ -34,8 +34,30 @@ pub fn run(opts: &AdapterOptions) -> Result<()> {
             limits.max_compute_workgroup_storage_size >> 10,
             limits.max_compute_invocations_per_workgroup,
         );
+        println!("      cooperative matrix: {}", cooperative(adapter));
     }
     let info = adapters[picked].get_info();
     println!("easel uses [{picked}] {} via {:?}", info.name, info.backend);
     Ok(())
+}
+
+/// The adapter's cooperative-matrix (tensor core) shapes, `MxNxK A->C` each.
+fn cooperative(adapter: &wgpu::Adapter) -> String {
+    if !adapter
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    {
+        return "no".into();
+    }
+    let shapes: Vec<String> = adapter
+        .cooperative_matrix_properties()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}x{}x{} {:?}->{:?}",
+                p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type
+            )
+        })
+        .collect();
+    shapes.join(", ")
 }
