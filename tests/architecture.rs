@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["weights", "tokenizer", "prompt", "output", "model_dir"],
     &["models", "schedulers"],
     &["phases"],
-    &["request", "postprocess", "trace", "search"],
+    &["request", "postprocess", "trace", "search", "memory_plan"],
     &["engine"],
     &["farm", "bench", "cli"],
     &["lib", "main"],
