@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod farm;
 pub mod gpu;
+pub mod lora;
 pub mod memory_plan;
 pub mod model_dir;
 pub mod models;

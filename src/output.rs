@@ -15,6 +15,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::lora::LoraUsed;
 
 /// What the PNG's `parameters` chunk records (the A1111 / ComfyUI convention:
 /// the prompt line, then `Key: value` pairs).
@@ -33,6 +34,8 @@ pub struct Parameters {
     pub score: Option<f32>,
     /// The `--schedule` text, when the run had phases.
     pub schedule: Option<String>,
+    /// The LoRAs merged into the model, in `--lora` order.
+    pub loras: Vec<LoraUsed>,
 }
 
 impl Parameters {
@@ -48,7 +51,23 @@ impl Parameters {
             // A1111 quotes values that contain commas or colons.
             line.push_str(&format!(", Schedule: {}", serde_json::json!(schedule)));
         }
-        format!("{}\n{line}", self.prompt)
+        let mut prompt = self.prompt.clone();
+        if !self.loras.is_empty() {
+            // A1111's prompt carries its LoRAs as tags, and its infotext their hashes.
+            let hashes: Vec<String> = self
+                .loras
+                .iter()
+                .map(|l| format!("{}: {}", l.name, &l.sha256[..12]))
+                .collect();
+            line.push_str(&format!(
+                ", Lora hashes: {}",
+                serde_json::json!(hashes.join(", "))
+            ));
+            for l in &self.loras {
+                prompt.push_str(&format!(" <lora:{}:{}>", l.name, l.weight));
+            }
+        }
+        format!("{prompt}\n{line}")
     }
 }
 
@@ -289,6 +308,7 @@ mod tests {
             candidates: 4,
             score: Some(0.3125),
             schedule: None,
+            loras: Vec::new(),
         }
     }
 

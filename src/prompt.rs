@@ -20,7 +20,9 @@
 //!   (Midjourney documents `--no a, b` as `a::-.5 b::-.5`).
 //! - Errors: a prompt that is empty or whitespace, an empty sub-prompt (`a:: ::2`), an
 //!   empty `--no` or `--no` list item, a malformed or non-finite weight, `:::` (ambiguous:
-//!   write `a: ::` for a text ending in a colon), and weights whose sum is not positive.
+//!   write `a: ::` for a text ending in a colon), weights whose sum is not positive, and
+//!   A1111's `<lora:NAME:WEIGHT>` (LoRAs are `--lora FILE[:WEIGHT]`: merged into the
+//!   model at load, so they cannot differ between sub-prompts).
 //!   Sub-prompt text is trimmed; inner whitespace is kept (the tokenizer ignores it).
 //!
 //! # Errors
@@ -112,6 +114,13 @@ struct Part {
 fn parse_parts(prompt: &str) -> Parsed<MultiPrompt> {
     if prompt.trim().is_empty() {
         return fail(0, "prompt is empty");
+    }
+    if let Some(at) = prompt.find("<lora:") {
+        return fail(
+            at,
+            "`<lora:NAME:WEIGHT>` is not prompt text in easel: LoRAs are merged into the \
+             model for the whole run, given as --lora FILE[:WEIGHT] (e.g. --lora NAME.safetensors:0.8)",
+        );
     }
     let flags = no_flags(prompt);
     let main_end = flags.first().copied().unwrap_or(prompt.len());

@@ -25,6 +25,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{self, record, record_indirect, submit};
 use crate::gpu::{readback, Context, Tensor};
+use crate::lora::Lora;
 use crate::models::pipeline::Pipeline;
 use crate::ops::finite::ALL_FINITE;
 use crate::ops::noise;
@@ -283,6 +284,7 @@ fn finish(
         candidates: s.k_max(),
         score: row.last().copied(),
         schedule: request.schedule.as_ref().map(|sch| sch.text.clone()),
+        loras: pipeline.loras.iter().map(Lora::used).collect(),
     };
     Ok(Image {
         width,

@@ -122,7 +122,7 @@ impl Model {
                 let (size, cross) = (unet_sample_size(&config), config.cross_attention_dim);
                 let channels = config.in_channels;
                 Model::Unet(
-                    pipeline::load_unet(ctx, dir, &config, w)?,
+                    pipeline::load_unet(ctx, dir, &config, (w, &[]))?,
                     size,
                     channels,
                     cross,
@@ -137,7 +137,7 @@ impl Model {
                 ctx,
                 dir,
                 &component_config(dir)?,
-                w,
+                (w, &[]),
             )?),
             "scorer" => {
                 let config: clip::CLIPConfig = component_config(dir)?;

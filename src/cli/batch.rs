@@ -66,7 +66,7 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     // against its configs, without the GPU.
     let model_dir = args.render.model_dir()?;
     let config = args.render.pipeline_config()?;
-    let key = farm::model_key(&model_dir)?;
+    let key = farm::with_loras(farm::model_key(&model_dir)?, &config.loras)?;
     let defaults = args.render.request(String::new())?;
     let model = JobModel {
         config: &config,

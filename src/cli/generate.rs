@@ -202,6 +202,9 @@ fn summary(
         "upscale": request.upscale,
         "schedule": p.schedule,
         "model": p.model,
+        "loras": p.loras.iter().map(|l| serde_json::json!({
+            "name": l.name, "weight": l.weight, "sha256": l.sha256,
+        })).collect::<Vec<_>>(),
         "seconds": image.seconds,
         "gpu_peak_bytes": image.gpu_peak_bytes,
     })

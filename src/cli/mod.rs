@@ -76,6 +76,11 @@ pub struct RenderArgs {
     /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
     #[arg(long, default_value = "auto")]
     pub weights: easel::weights::WeightPrecision,
+    /// A LoRA merged into the UNet and text encoder at load: FILE[:WEIGHT]
+    /// (default weight 1; repeatable). kohya/A1111 (`lora_unet_*`, `lora_te_*`)
+    /// and diffusers/peft (`unet.*.lora_A.weight`) safetensors files.
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
+    pub loras: Vec<easel::lora::LoraSpec>,
     /// A latent model's VAE decoder in tiles: auto (when the whole image would not
     /// fit the adapter), off, or N (tiles of N pixels a side, overlapping by a quarter).
     #[arg(long, default_value = "auto")]
@@ -89,10 +94,11 @@ impl RenderArgs {
         easel::model_dir::resolve(self.model.as_deref())
     }
 
-    /// The model folder's configs, with `--weights` for loading it.
+    /// The model folder's configs, with `--weights` and `--lora` for loading it.
     pub fn pipeline_config(&self) -> easel::Result<easel::PipelineConfig> {
         Ok(easel::PipelineConfig {
             weights: self.weights,
+            loras: self.loras.clone(),
             ..easel::PipelineConfig::read(&self.model_dir()?)?
         })
     }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{Job, Shard};
 use crate::error::{Error, Result};
+use crate::lora::LoraUsed;
 use crate::output::open_regular;
 use crate::request::Image;
 
@@ -33,6 +34,9 @@ pub(super) struct Record<'a> {
     /// Why a file already at the job's name was not trusted and was rendered again
     /// (empty, cut short, not a PNG).
     rerendered: Option<String>,
+    /// The LoRAs merged into the model (`--lora`), when there were any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    loras: Vec<LoraUsed>,
 }
 
 impl<'a> Record<'a> {
@@ -58,6 +62,7 @@ impl<'a> Record<'a> {
             shard: shard.to_string(),
             pid: std::process::id(),
             rerendered: None,
+            loras: image.parameters.loras.clone(),
         }
     }
 
@@ -92,6 +97,7 @@ impl<'a> Record<'a> {
             shard: shard.to_string(),
             pid: std::process::id(),
             rerendered: None,
+            loras: Vec::new(),
         }
     }
 }

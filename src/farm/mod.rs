@@ -33,7 +33,7 @@ use serde::Serialize;
 
 pub use jobs::{parse_jobs, parse_size, Defaults, Entry, Job, JobModel};
 pub use manifest::MANIFEST;
-pub use naming::{model_key, stable_name};
+pub use naming::{model_key, stable_name, with_loras};
 pub use shard::Shard;
 
 use crate::engine::Engine;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::lora::{Lora, LoraSpec};
 use crate::request::Request;
 use crate::schedulers::Sampler;
 
@@ -66,6 +67,22 @@ pub fn model_key(dir: &Path) -> Result<String> {
         "{}@{hash:016x}",
         crate::models::pipeline::model_name(dir)
     ))
+}
+
+/// The model key of a batch run with LoRAs (`--lora`): `key` then
+/// `+NAME:WEIGHT@SHA256` per LoRA (16 hex digits of its data-section hash), so
+/// images made with a LoRA, or at another weight, get other names than those
+/// made without. Opening each file checks it before any job runs.
+pub fn with_loras(key: String, loras: &[LoraSpec]) -> Result<String> {
+    loras.iter().try_fold(key, |key, spec| {
+        let lora = Lora::open(spec)?;
+        Ok(format!(
+            "{key}+{}:{}@{}",
+            lora.name,
+            spec.weight,
+            &lora.hash[..16]
+        ))
+    })
 }
 
 /// The length then the bytes of the regular file at `path`, streamed (a

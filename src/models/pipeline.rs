@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
+use crate::lora::{self, Component, Lora, LoraSpec};
 use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
 use crate::models::layers::{check_all_used, component_config, CheckedConfig, Vars};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
@@ -101,6 +102,8 @@ pub struct PipelineConfig {
     pub upscaler: Option<SRVGGNetCompactConfig>,
     /// Precision of layer weights on the GPU (`--weights`); `read` leaves `Auto`.
     pub weights: WeightPrecision,
+    /// LoRAs merged into the UNet and text encoder at load (`--lora`); `read` leaves none.
+    pub loras: Vec<LoraSpec>,
 }
 
 impl PipelineConfig {
@@ -125,6 +128,7 @@ impl PipelineConfig {
             scorer: optional_config(dir, "scorer")?,
             upscaler: optional_config(dir, "upscaler")?,
             weights: WeightPrecision::Auto,
+            loras: Vec::new(),
         })
     }
 
@@ -149,6 +153,8 @@ pub struct Pipeline {
     /// The latent decoder of a latent model; `None`: pixel space.
     pub vae: Option<AutoencoderKLDecoder>,
     pub upscaler: Option<SRVGGNetCompact>,
+    /// The LoRAs merged into `unet` and `text_encoder` (for the PNG's `Lora hashes`).
+    pub loras: Vec<Lora>,
 }
 
 impl Pipeline {
@@ -156,9 +162,18 @@ impl Pipeline {
     pub fn load(ctx: &Context, config: PipelineConfig) -> Result<Self> {
         let (dir, w) = (&config.dir, config.weights);
         let tokenizer = ClipTokenizer::from_dir(dir.join("tokenizer"))?;
-        let text_encoder =
-            load_text_encoder(ctx, &dir.join("text_encoder"), &config.text_encoder, w)?;
-        let unet = load_unet(ctx, &dir.join("unet"), &config.unet, w)?;
+        let loras = config
+            .loras
+            .iter()
+            .map(Lora::open)
+            .collect::<Result<Vec<_>>>()?;
+        let text_encoder = load_text_encoder(
+            ctx,
+            &dir.join("text_encoder"),
+            &config.text_encoder,
+            (w, &loras),
+        )?;
+        let unet = load_unet(ctx, &dir.join("unet"), &config.unet, (w, &loras))?;
         let scorer = match &config.scorer {
             Some(c) => Some(load_scorer(ctx, &dir.join("scorer"), c, w)?),
             None => None,
@@ -179,6 +194,7 @@ impl Pipeline {
             scorer,
             vae,
             upscaler,
+            loras,
         })
     }
 
@@ -208,31 +224,37 @@ fn optional_config<C: CheckedConfig>(dir: &Path, component: &str) -> Result<Opti
 }
 
 /// `text_encoder/`: transformers' `CLIPTextModel`, with or without its
-/// `text_model.` prefix (transformers 4 and 5 differ; see `models::clip`).
+/// `text_model.` prefix (transformers 4 and 5 differ; see `models::clip`),
+/// with `loras`' text-encoder modules merged in.
 pub fn load_text_encoder(
     ctx: &Context,
     dir: &Path,
     config: &CLIPTextConfig,
-    precision: WeightPrecision,
+    (precision, loras): (WeightPrecision, &[Lora]),
 ) -> Result<CLIPTextModel> {
     build(
         ctx,
         (dir, precision),
-        Some(TEXT_MODEL_PREFIX),
-        clip::IGNORED,
+        (Some(TEXT_MODEL_PREFIX), clip::IGNORED),
+        (loras, Some(Component::TextEncoder)),
         |vb| CLIPTextModel::new(vb, config.clone()),
     )
 }
 
+/// `unet/`, with `loras`' UNet modules merged in.
 pub fn load_unet(
     ctx: &Context,
     dir: &Path,
     config: &UNet2DConditionConfig,
-    precision: WeightPrecision,
+    (precision, loras): (WeightPrecision, &[Lora]),
 ) -> Result<UNet2DConditionModel> {
-    build(ctx, (dir, precision), None, &[], |vb| {
-        UNet2DConditionModel::new(vb, config.clone())
-    })
+    build(
+        ctx,
+        (dir, precision),
+        (None, &[]),
+        (loras, Some(Component::Unet)),
+        |vb| UNet2DConditionModel::new(vb, config.clone()),
+    )
 }
 
 pub fn load_scorer(
@@ -241,9 +263,13 @@ pub fn load_scorer(
     config: &CLIPConfig,
     precision: WeightPrecision,
 ) -> Result<CLIPModel> {
-    build(ctx, (dir, precision), None, clip::IGNORED, |vb| {
-        CLIPModel::new(vb, config.clone())
-    })
+    build(
+        ctx,
+        (dir, precision),
+        (None, clip::IGNORED),
+        (&[], None),
+        |vb| CLIPModel::new(vb, config.clone()),
+    )
 }
 
 /// `vae/`: only the decoder half is built (the encoder's tensors are allowed).
@@ -253,9 +279,13 @@ pub fn load_vae(
     config: &AutoencoderKLConfig,
     precision: WeightPrecision,
 ) -> Result<AutoencoderKLDecoder> {
-    build(ctx, (dir, precision), None, vae::UNUSED_PREFIXES, |vb| {
-        AutoencoderKLDecoder::new(vb, config.clone())
-    })
+    build(
+        ctx,
+        (dir, precision),
+        (None, vae::UNUSED_PREFIXES),
+        (&[], None),
+        |vb| AutoencoderKLDecoder::new(vb, config.clone()),
+    )
 }
 
 pub fn load_upscaler(
@@ -264,26 +294,30 @@ pub fn load_upscaler(
     config: &SRVGGNetCompactConfig,
     precision: WeightPrecision,
 ) -> Result<SRVGGNetCompact> {
-    build(ctx, (dir, precision), None, &[], |vb| {
+    build(ctx, (dir, precision), (None, &[]), (&[], None), |vb| {
         SRVGGNetCompact::new(vb, config.clone())
     })
 }
 
 /// Open `dir`'s weights (detecting an optional name `prefix`) for layer
-/// weights in `precision`, build a model with `new`, and refuse tensors it
-/// never read (but those under `ignored`): a checkpoint that does not match
-/// its config is an error, not a silent zero.
+/// weights in `precision`, register the modules of `loras` that adapt
+/// `component`, build a model with `new`, and refuse tensors it never read
+/// (but those under `ignored`) and LoRA modules no layer took: a checkpoint
+/// that does not match its config is an error, not a silent zero.
 fn build<M>(
     ctx: &Context,
     (dir, precision): (&Path, WeightPrecision),
-    prefix: Option<&str>,
-    ignored: &[&str],
+    (prefix, ignored): (Option<&str>, &[&str]),
+    (loras, component): (&[Lora], Option<Component>),
     new: impl FnOnce(&Vars) -> Result<M>,
 ) -> Result<M> {
     let mut weights = Weights::open_dir(dir)?;
     weights.set_precision(precision);
     if let Some(prefix) = prefix {
         weights.detect_prefix(prefix);
+    }
+    if let Some(component) = component {
+        lora::patch_all(loras, component, &mut weights)?;
     }
     // A weight that cannot exist on the adapter: the flag that stores it smaller.
     let model = new(&Vars::new(ctx, &weights)).map_err(|e| {
@@ -293,6 +327,7 @@ fn build<M>(
         ))
     })?;
     check_all_used(&weights, ignored)?;
+    weights.check_patches_applied()?;
     Ok(model)
 }
 

@@ -20,6 +20,7 @@ pub mod embedding;
 pub mod finite;
 pub mod image;
 pub mod layout;
+pub mod lora;
 pub mod matmul;
 pub mod noise;
 pub mod norm;
@@ -73,6 +74,7 @@ shaders! {
     FINITE => ["finite"],
     IMAGE => ["image"],
     LAYOUT => ["layout"],
+    LORA => ["lora"],
     MATMUL => ["gemm_tile", "weight_f32", "matmul"],
     MATMUL_F16 as "matmul_f16" => ["gemm_tile", "weight_f16", "matmul"],
     MATMUL_SUBGROUP => ["gemm_tile", "weight_f32", "matmul", "subgroup", "matmul_subgroup"],

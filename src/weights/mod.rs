@@ -22,6 +22,7 @@
 
 mod config;
 mod files;
+mod patch;
 mod safetensors;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +32,7 @@ use std::sync::Mutex;
 pub use self::safetensors::{SafetensorsFile, TensorInfo};
 pub use config::Config;
 pub use files::{list_dir, regular_file, weight_files, WEIGHT_FILES};
+pub use patch::Patch;
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -74,6 +76,10 @@ pub struct Weights {
     prefix: String,
     used: Mutex<BTreeSet<String>>,
     precision: WeightPrecision,
+    /// Low-rank patches (LoRA) by full tensor name, merged as the weight loads.
+    patches: BTreeMap<String, Vec<Patch>>,
+    /// Full names whose patches were merged.
+    patched: Mutex<BTreeSet<String>>,
 }
 
 impl Weights {
@@ -108,6 +114,8 @@ impl Weights {
             prefix: String::new(),
             used: Mutex::new(BTreeSet::new()),
             precision: WeightPrecision::Auto,
+            patches: BTreeMap::new(),
+            patched: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -180,7 +188,8 @@ impl Weights {
     /// in the precision [`Weights::set_precision`] picked: f16 ([`DType::F16`])
     /// for an f16 or bf16 file under `Auto`, or always under `F16`; marks it
     /// used. It may exceed the adapter's binding limit (the ops bind it in row
-    /// blocks), not its buffer limit.
+    /// blocks), not its buffer limit. Patches registered for it
+    /// ([`Weights::add_patch`]) are merged into it on the GPU.
     ///
     /// [`DType::F16`]: crate::gpu::DType::F16
     pub fn get_weight(
@@ -205,6 +214,7 @@ impl Weights {
             check_finite(file, &full, data.iter().copied())?;
             Tensor::weight_f32(ctx, &full, expected_shape, &data)?
         };
+        self.apply_patches(ctx, &full, &tensor)?;
         self.used.lock().expect("used set").insert(full);
         Ok(tensor)
     }

@@ -96,6 +96,12 @@ impl SafetensorsFile {
         self.len() == 0
     }
 
+    /// The data section: every tensor's bytes, after the header (what A1111 and
+    /// kohya's scripts hash to name a LoRA file).
+    pub fn data_bytes(&self) -> &[u8] {
+        &self.mmap[self.data_start..]
+    }
+
     /// File size in bytes.
     pub fn file_bytes(&self) -> usize {
         self.mmap.len()

@@ -15,6 +15,7 @@ mod embedding;
 mod finite;
 mod image;
 mod layout;
+mod lora;
 mod matmul;
 mod noise;
 mod norm;

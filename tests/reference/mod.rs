@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod finite;
 pub mod image;
 pub mod layout;
+pub mod lora;
 pub mod matmul;
 pub mod noise;
 pub mod norm;
