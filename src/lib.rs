@@ -38,5 +38,5 @@ pub use gpu::AdapterOptions;
 pub use models::pipeline::PipelineConfig;
 pub use phases::Schedule;
 pub use prompt::{parse as parse_prompt, MultiPrompt, SubPrompt};
-pub use request::{Image, Request, Round, Settled};
+pub use request::{Image, Request, Round, RoundScores, Settled};
 pub use schedulers::Sampler;

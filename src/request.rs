@@ -15,6 +15,11 @@ use crate::output::Parameters;
 use crate::phases::{self, Defaults, Phase, Schedule};
 use crate::schedulers::Sampler;
 
+mod defaults;
+
+use defaults::check_phase;
+pub use defaults::{note, CANDIDATES_WITH_SCORER};
+
 /// What to make. `None` fields take the model's defaults.
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -23,11 +28,13 @@ pub struct Request {
     /// (width, height); default: the UNet's `sample_size`.
     pub size: Option<(usize, usize)>,
     pub steps: Option<usize>,
-    pub candidates: usize,
+    /// `None`: 4 with a scorer, else 1 ([`Request::candidates_for`]).
+    pub candidates: Option<usize>,
     pub guidance: Option<f32>,
     pub sampler: Option<Sampler>,
-    /// 1, 2 or 4: the learned upscaler's factor.
-    pub upscale: usize,
+    /// 1, 2 or 4: the learned upscaler's factor; `None`: the model's
+    /// upscaler's own, else 1 ([`Request::upscale_for`]).
+    pub upscale: Option<usize>,
     /// Scoring rounds happen every this many steps, and after the last.
     pub score_every: Option<usize>,
     /// Stop early once the winner's weighted score reaches this.
@@ -55,10 +62,10 @@ impl Request {
             seed: 0,
             size: None,
             steps: None,
-            candidates: 1,
+            candidates: None,
             guidance: None,
             sampler: None,
-            upscale: 1,
+            upscale: None,
             score_every: None,
             until_score: None,
             until_margin: None,
@@ -97,7 +104,11 @@ pub struct Image {
     pub sub_prompts: Vec<String>,
     /// Every scoring round's candidates and scores, with `Request::keep_rounds`.
     pub rounds: Vec<Round>,
+    /// Every scoring round's scores and winner (always: read back with the image).
+    pub round_scores: Vec<RoundScores>,
     pub seconds: f64,
+    /// The learned upscaling applied (1: none).
+    pub upscale: usize,
     /// The most GPU memory easel held at once during the run, in bytes:
     /// the weights plus the run's plan (see `gpu::memory` for what counts).
     pub gpu_peak_bytes: u64,
@@ -113,6 +124,17 @@ pub struct Round {
     pub images: Vec<f32>,
     /// `[K, P + 1]`: each candidate's cosine to each sub-prompt, then the weighted total.
     pub scores: Vec<f32>,
+    pub winner: usize,
+}
+
+/// One scoring round's scores, kept on the GPU and read back with the image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundScores {
+    /// The step it followed (0-based).
+    pub step: usize,
+    /// `[K][P + 1]`: each candidate's cosine to each sub-prompt, then the weighted total.
+    pub candidate_scores: Vec<Vec<f32>>,
+    /// The candidate kept: the highest total, the first of equals (as the pick kernel).
     pub winner: usize,
 }
 
@@ -185,13 +207,14 @@ impl Request {
         }
         self.check_upscale(model)?;
         crate::memory_plan::check_vae_tiles(self.vae_tiles, model)?;
+        let upscale = self.upscale_for(model);
         let k_max = phases.iter().map(|p| p.candidates).max().unwrap_or(1);
         let run = Extents {
             k: k_max,
             prompts: prompts.texts.len(),
             sample,
             size: (width, height),
-            upscale: self.upscale,
+            upscale,
         };
         run.check(model)?;
         check_finite_inputs(self, &phases, &prompts)?;
@@ -209,7 +232,7 @@ impl Request {
             table,
             init_noise_sigma,
             rounds,
-            upscale: self.upscale,
+            upscale,
             prompts: prompts.texts.len(),
             vae_tiles: self.vae_tiles,
         };
@@ -280,7 +303,7 @@ impl Request {
             sampler: self
                 .sampler
                 .unwrap_or_else(|| model.scheduler.default_sampler()),
-            candidates: self.candidates,
+            candidates: self.candidates_for(model),
             score_every: self.score_every,
             guidance: self.guidance.unwrap_or(model.settings.default_guidance),
         };
@@ -321,48 +344,6 @@ impl Request {
             false => Error::BadInput(format!("{given}{problem}")),
         })
     }
-
-    /// `--upscale` must be one the model's upscaler makes (x2 from an x4 one by
-    /// pooling).
-    fn check_upscale(&self, model: &PipelineConfig) -> Result<()> {
-        let upscale = self.upscale;
-        if !matches!(upscale, 1 | 2 | 4) {
-            return Err(Error::BadInput(format!(
-                "--upscale {upscale}: must be 1, 2 or 4"
-            )));
-        }
-        if upscale == 1 {
-            return Ok(());
-        }
-        let Some(upscaler) = &model.upscaler else {
-            return Err(Error::model(
-                &model.dir,
-                "--upscale needs an upscaler/ folder",
-            ));
-        };
-        let factor = upscaler.upscale;
-        if upscale != factor && !(factor == 4 && upscale == 2) {
-            return Err(Error::BadInput(format!(
-                "--upscale {upscale}: this model's upscaler is x{factor}"
-            )));
-        }
-        Ok(())
-    }
-}
-
-fn check_phase(model: &PipelineConfig, phase: &Phase) -> Result<()> {
-    if phase.candidates == 0 {
-        return Err(Error::BadInput(
-            "--candidates 0: need at least one candidate".into(),
-        ));
-    }
-    if phase.candidates > 1 && model.scorer.is_none() {
-        return Err(Error::model(
-            &model.dir,
-            "--candidates > 1 needs a scorer/ folder",
-        ));
-    }
-    Ok(())
 }
 
 /// Numbers that reach the GPU must be finite: a NaN or infinite guidance or
@@ -460,7 +441,7 @@ impl Extents {
             vec![images, 3, height, width],
         ));
         if let Some(scorer) = &model.scorer {
-            let side = scorer.vision_config.image_size;
+            let side = scorer.clip.vision_config.image_size;
             tensors.push((
                 "the scorer's pixels K·3·image_size²",
                 vec![k, 3, side, side],

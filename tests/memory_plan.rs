@@ -31,8 +31,8 @@ fn request(seed: u64) -> Request {
     Request {
         seed,
         steps: Some(3),
-        candidates: 2,
-        upscale: 1,
+        candidates: Some(2),
+        upscale: Some(1),
         size: Some((32, 32)),
         ..Request::new("red apple")
     }

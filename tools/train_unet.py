@@ -254,20 +254,26 @@ def widen(narrow, wide, noise=0.2, seed=0):
 
 def write_unet(unet, folder, record):
     """An exported unet folder: diffusers config.json (with `_easel_note` and the training
-    `record`) and the weights as f16 safetensors."""
+    `record`) and the weights as f16 safetensors.  Both are written aside and renamed into
+    place, so a run killed while exporting leaves the previous export whole."""
     import json
+    import os
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    unet.save_config(folder)
-    cfg = json.load(open(folder / "config.json"))
+    tmp = folder / ".partial"
+    tmp.mkdir(parents=True, exist_ok=True)
+    unet.save_config(tmp)
+    cfg = json.load(open(tmp / "config.json"))
     size = cfg["sample_size"]
     cfg["_easel_note"] = (f"attention_head_dim is the number of heads ({HEADS} in every attention block; "
                           "head size = channels / heads), diffusers' legacy name, as in Stable Diffusion 1.x. "
                           f"Input: {size}x{size} RGB in [-1, 1]; output: v prediction (see scheduler prediction_type).")
     cfg["_easel_training"] = record
-    write_json(folder / "config.json", cfg)
-    to_f16_safetensors(unet.state_dict(), folder / "diffusion_pytorch_model.safetensors")
+    write_json(tmp / "config.json", cfg)
+    to_f16_safetensors(unet.state_dict(), tmp / "diffusion_pytorch_model.safetensors")
+    for name in ("diffusion_pytorch_model.safetensors", "config.json"):
+        os.replace(tmp / name, folder / name)
+    tmp.rmdir()
 
 
 def training_record(step, hours, targs):

@@ -43,17 +43,19 @@ pub struct RenderArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     /// Candidates denoised side by side; the scorer keeps the best each round.
-    #[arg(long, default_value_t = 4)]
-    pub candidates: usize,
+    /// Default: 4 with a scorer, else 1.
+    #[arg(long)]
+    pub candidates: Option<usize>,
     /// Classifier-free guidance scale; default: the model's.
     #[arg(long)]
     pub guidance: Option<f32>,
     /// ddim, euler_a or dpm++2m; default: from scheduler_config.json.
     #[arg(long, value_parser = parse_sampler)]
     pub sampler: Option<easel::schedulers::Sampler>,
-    /// Learned upscaling after denoising: 1, 2 or 4.
-    #[arg(long, default_value_t = 4)]
-    pub upscale: usize,
+    /// Learned upscaling after denoising: 1, 2 or 4; default: the model's
+    /// upscaler's factor, else 1.
+    #[arg(long)]
+    pub upscale: Option<usize>,
     /// Scoring rounds every N steps (and after the last); default: 4 rounds per run.
     #[arg(long)]
     pub score_every: Option<usize>,
@@ -72,6 +74,16 @@ pub struct RenderArgs {
     /// into easel.
     #[arg(long)]
     pub model: Option<std::path::PathBuf>,
+    /// The check-output process: a transformers CLIPModel folder (config.json,
+    /// model.safetensors, vocab.json + merges.txt, preprocessor_config.json);
+    /// default: EASEL_SCORER, else the model's own scorer/.
+    #[arg(long, value_name = "DIR")]
+    pub scorer: Option<std::path::PathBuf>,
+    /// The learned upscaler: an SRVGGNetCompact folder (config.json + weights) or a
+    /// .safetensors file in Real-ESRGAN's layout (realesr-general-x4v3); default:
+    /// the model's own upscaler/.
+    #[arg(long, value_name = "PATH")]
+    pub upscaler: Option<std::path::PathBuf>,
     /// Layer weights on the GPU: auto (as the file: f16 stays f16, half the
     /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
     #[arg(long, default_value = "auto")]
@@ -94,12 +106,20 @@ impl RenderArgs {
         easel::model_dir::resolve(self.model.as_deref())
     }
 
-    /// The model folder's configs, with `--weights` and `--lora` for loading it.
+    /// The model folder's configs, with `--scorer` (or `EASEL_SCORER`),
+    /// `--upscaler`, `--weights` and `--lora` for loading it.
     pub fn pipeline_config(&self) -> easel::Result<easel::PipelineConfig> {
+        let mut config = easel::PipelineConfig::read(&self.model_dir()?)?;
+        if let Some(dir) = easel::models::scorer::resolve(self.scorer.as_deref()) {
+            config = config.with_scorer(&dir)?;
+        }
+        if let Some(path) = &self.upscaler {
+            config = config.with_upscaler(path)?;
+        }
         Ok(easel::PipelineConfig {
             weights: self.weights,
             loras: self.loras.clone(),
-            ..easel::PipelineConfig::read(&self.model_dir()?)?
+            ..config
         })
     }
 

@@ -9,6 +9,7 @@ pub mod graph;
 pub mod layers;
 pub mod pipeline;
 pub mod resnet;
+pub mod scorer;
 pub mod unet_2d_condition;
 pub mod unet_blocks;
 pub mod upscaler;

@@ -19,14 +19,15 @@ use crate::gpu::{Context, Tensor};
 use crate::lora::{self, Component, Lora, LoraSpec};
 use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
 use crate::models::layers::{check_all_used, component_config, CheckedConfig, Vars};
+use crate::models::scorer::{ModelFallback, Scorer, ScorerConfig};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
-use crate::models::upscaler::{SRVGGNetCompact, SRVGGNetCompactConfig};
+use crate::models::upscaler::{self, SRVGGNetCompact, SRVGGNetCompactConfig};
 use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
 use crate::models::vae_tiles::Tiling;
 use crate::models::Graph;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
-use crate::weights::{Config, WeightPrecision, Weights, TEXT_MODEL_PREFIX};
+use crate::weights::{Config, SafetensorsFile, WeightPrecision, Weights, TEXT_MODEL_PREFIX};
 
 /// easel's settings in `model_index.json` (`_easel`), with CLIP's defaults.
 #[derive(Clone, Debug, Deserialize)]
@@ -73,10 +74,10 @@ impl PipelineSettings {
 }
 
 fn d_mean() -> [f32; 3] {
-    [0.481_454_66, 0.457_827_5, 0.408_210_73]
+    crate::models::scorer::CLIP_MEAN
 }
 fn d_std() -> [f32; 3] {
-    [0.268_629_54, 0.261_302_6, 0.275_777_1]
+    crate::models::scorer::CLIP_STD
 }
 fn d_guidance() -> f32 {
     7.5
@@ -97,9 +98,13 @@ pub struct PipelineConfig {
     pub scheduler: SchedulerConfig,
     /// `vae/`: a latent model, whose UNet samples latents the VAE decodes.
     pub vae: Option<AutoencoderKLConfig>,
-    /// `scorer/`: the check-output process (a transformers `CLIPModel`).
-    pub scorer: Option<CLIPConfig>,
+    /// The check-output process (a transformers `CLIPModel`): the folder's own
+    /// `scorer/`, or the one [`PipelineConfig::with_scorer`] names.
+    pub scorer: Option<ScorerConfig>,
     pub upscaler: Option<SRVGGNetCompactConfig>,
+    /// Where the upscaler's weights are: the folder's `upscaler/`, or what
+    /// [`PipelineConfig::with_upscaler`] names (a folder or a `.safetensors` file).
+    pub upscaler_path: PathBuf,
     /// Precision of layer weights on the GPU (`--weights`); `read` leaves `Auto`.
     pub weights: WeightPrecision,
     /// LoRAs merged into the UNet and text encoder at load (`--lora`); `read` leaves none.
@@ -120,15 +125,45 @@ impl PipelineConfig {
         Ok(Self {
             dir: dir.to_path_buf(),
             name: model_name(dir),
-            settings,
             text_encoder: component_config(&dir.join("text_encoder"))?,
             unet: component_config(&dir.join("unet"))?,
             scheduler,
             vae: optional_config(dir, "vae")?,
-            scorer: optional_config(dir, "scorer")?,
+            scorer: own_scorer(dir, &settings)?,
             upscaler: optional_config(dir, "upscaler")?,
+            upscaler_path: dir.join("upscaler"),
             weights: WeightPrecision::Auto,
             loras: Vec::new(),
+            settings,
+        })
+    }
+
+    /// The same model upscaled by the `SRVGGNetCompact` at `path`: a folder like
+    /// `upscaler/` (config.json + weights), or one `.safetensors` file in
+    /// Real-ESRGAN's layout, its configuration read from the tensors' shapes
+    /// ([`upscaler::infer_config`]).
+    pub fn with_upscaler(self, path: &Path) -> Result<Self> {
+        let config = match path.is_dir() {
+            true => component_config(path)?,
+            false => {
+                let inferred = upscaler::infer_config(&SafetensorsFile::open(path)?)?;
+                inferred.check().map_err(|m| Error::model(path, m))?;
+                inferred
+            }
+        };
+        Ok(Self {
+            upscaler: Some(config),
+            upscaler_path: path.to_path_buf(),
+            ..self
+        })
+    }
+
+    /// The same model scored by the `CLIPModel` folder `dir` (`--scorer`,
+    /// `EASEL_SCORER`) instead of its own `scorer/`.
+    pub fn with_scorer(self, dir: &Path) -> Result<Self> {
+        Ok(Self {
+            scorer: Some(ScorerConfig::read(dir, None)?),
+            ..self
         })
     }
 
@@ -149,7 +184,7 @@ pub struct Pipeline {
     pub tokenizer: ClipTokenizer,
     pub text_encoder: CLIPTextModel,
     pub unet: UNet2DConditionModel,
-    pub scorer: Option<CLIPModel>,
+    pub scorer: Option<Scorer>,
     /// The latent decoder of a latent model; `None`: pixel space.
     pub vae: Option<AutoencoderKLDecoder>,
     pub upscaler: Option<SRVGGNetCompact>,
@@ -175,7 +210,7 @@ impl Pipeline {
         )?;
         let unet = load_unet(ctx, &dir.join("unet"), &config.unet, (w, &loras))?;
         let scorer = match &config.scorer {
-            Some(c) => Some(load_scorer(ctx, &dir.join("scorer"), c, w)?),
+            Some(c) => Some(load_scorer_folder(ctx, c, w)?),
             None => None,
         };
         let vae = match &config.vae {
@@ -183,7 +218,7 @@ impl Pipeline {
             None => None,
         };
         let upscaler = match &config.upscaler {
-            Some(c) => Some(load_upscaler(ctx, &dir.join("upscaler"), c, w)?),
+            Some(c) => Some(load_upscaler(ctx, &config.upscaler_path, c, w)?),
             None => None,
         };
         Ok(Self {
@@ -213,6 +248,49 @@ impl Pipeline {
             (None, _) => Ok(samples),
         }
     }
+}
+
+/// A model folder's own `scorer/`, which may take its tokenizer and image
+/// statistics from the model.
+fn own_scorer(dir: &Path, settings: &PipelineSettings) -> Result<Option<ScorerConfig>> {
+    let scorer = dir.join("scorer");
+    if !scorer.is_dir() {
+        return Ok(None);
+    }
+    let tokenizer = dir.join("tokenizer");
+    let fallback = ModelFallback {
+        tokenizer: &tokenizer,
+        image_mean: settings.scorer_image_mean,
+        image_std: settings.scorer_image_std,
+    };
+    ScorerConfig::read(&scorer, Some(&fallback)).map(Some)
+}
+
+/// A scorer folder's model and tokenizer; the tokenizer's context must fit
+/// the text tower's positions.
+pub fn load_scorer_folder(
+    ctx: &Context,
+    config: &ScorerConfig,
+    precision: WeightPrecision,
+) -> Result<Scorer> {
+    let tokenizer = ClipTokenizer::from_dir(&config.tokenizer)?;
+    let positions = config.clip.text_config.max_position_embeddings;
+    if tokenizer.model_max_length > positions {
+        return Err(Error::model(
+            &config.tokenizer,
+            format!(
+                "the tokenizer pads to model_max_length {} but the scorer's text tower has \
+                 max_position_embeddings {positions} ({})",
+                tokenizer.model_max_length,
+                config.dir.join("config.json").display()
+            ),
+        ));
+    }
+    Ok(Scorer {
+        model: load_scorer(ctx, &config.dir, &config.clip, precision)?,
+        tokenizer,
+        processor: config.processor.clone(),
+    })
 }
 
 fn optional_config<C: CheckedConfig>(dir: &Path, component: &str) -> Result<Option<C>> {
@@ -299,7 +377,7 @@ pub fn load_upscaler(
     })
 }
 
-/// Open `dir`'s weights (detecting an optional name `prefix`) for layer
+/// Open `dir`'s weights (or the one `.safetensors` file `dir` names; detecting an optional name `prefix`) for layer
 /// weights in `precision`, register the modules of `loras` that adapt
 /// `component`, build a model with `new`, and refuse tensors it never read
 /// (but those under `ignored`) and LoRA modules no layer took: a checkpoint
@@ -311,7 +389,10 @@ fn build<M>(
     (loras, component): (&[Lora], Option<Component>),
     new: impl FnOnce(&Vars) -> Result<M>,
 ) -> Result<M> {
-    let mut weights = Weights::open_dir(dir)?;
+    let mut weights = match dir.is_file() {
+        true => Weights::open_files(&[dir.to_path_buf()])?,
+        false => Weights::open_dir(dir)?,
+    };
     weights.set_precision(precision);
     if let Some(prefix) = prefix {
         weights.detect_prefix(prefix);

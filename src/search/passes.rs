@@ -5,8 +5,8 @@
 use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::memory_plan::{Limits, MemoryPlan};
-use crate::models::clip::CLIPModel;
 use crate::models::pipeline::Pipeline;
+use crate::models::scorer::Scorer;
 use crate::models::vae_tiles::Tiling;
 use crate::models::Graph;
 use crate::ops::score::{self, CHOICE_WORDS};
@@ -61,6 +61,9 @@ pub(crate) struct State {
     pub(crate) steps_run: Tensor,
     /// `[1]` u32: the NaN/Inf guard's earliest failing check, or ALL_FINITE.
     pub(crate) status: Tensor,
+    /// `[rounds·K, P + 1]`: every round's scores, round r at row r·K (read back
+    /// once with the image, for `--json`).
+    pub(crate) history: Tensor,
 }
 
 /// What one candidate count needs: its views of the state, the UNet pass over
@@ -83,7 +86,7 @@ pub(crate) struct Inputs {
 }
 
 /// The text stage: the denoiser's conditioning `[1 + P, 77, D]` and the
-/// scorer's text embeddings `[P, proj]`, with the token tensors they read.
+/// scorer's text embeddings `[P, proj]` (encoded once per request), with the token tensors they read.
 pub(super) struct Text<'a> {
     pub(super) graph: Graph<'a>,
     pub(super) inputs: Inputs,
@@ -101,9 +104,10 @@ pub(super) fn plan_text<'a>(ctx: &'a Context, pipeline: &Pipeline, p: usize) -> 
         .forward(&mut graph, &text.0, &text.1)?
         .last_hidden_state; // [1 + P, 77, D]
     let (scorer, embeds) = match &pipeline.scorer {
-        Some(model) => {
-            let ids = token_tensors(ctx, p, len)?;
-            let embeds = model.text_embeds(&mut graph, &ids.0, &ids.1)?; // [P, proj]
+        Some(scorer) => {
+            // The scorer's own tokenizer and context length.
+            let ids = token_tensors(ctx, p, scorer.tokenizer.model_max_length)?;
+            let embeds = scorer.model.text_embeds(&mut graph, &ids.0, &ids.1)?; // [P, proj]
             (Some(ids), Some(embeds))
         }
         None => (None, None),
@@ -164,6 +168,11 @@ pub(super) fn state(ctx: &Context, s: &Settings, shape: [usize; 4]) -> Result<St
         choice: u32_tensor(ctx, "choice", CHOICE_WORDS)?,
         steps_run: u32_tensor(ctx, "steps run", 1)?,
         status: u32_tensor(ctx, "finite status", 1)?,
+        history: Tensor::zeros(
+            ctx,
+            "round scores",
+            &[s.rounds.len().max(1) * k, prompts + 1],
+        )?,
     })
 }
 
@@ -227,17 +236,16 @@ fn too_large_run(pass: &str, k: usize) -> String {
 fn plan_score(
     ctx: &Context,
     (pipeline, tiles): (&Pipeline, Option<Tiling>),
-    scorer: &CLIPModel,
+    scorer: &Scorer,
     embeds: &Tensor,
     st: &State,
     passes: &mut Passes,
 ) -> Result<Vec<Dispatch>> {
     let mut g = Graph::new(ctx, "scorer");
     passes.images = pipeline.to_image(&mut g, passes.cands.x0.clone(), tiles)?;
-    let settings = &pipeline.config.settings;
-    let (mean, std) = (settings.scorer_image_mean, settings.scorer_image_std);
-    let pixels = scorer.preprocess(&mut g, &passes.images, mean, std)?;
-    let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
+    let model = &scorer.model;
+    let pixels = model.preprocess(&mut g, &passes.images, &scorer.processor)?; // [K, 3, S, S]
+    let image_embeds = model.image_embeds(&mut g, &pixels)?; // [K, proj]
     let scores = &passes.cands.scores;
     for d in score::similarity(ctx, &image_embeds, embeds, &st.weights, scores)? {
         g.push(d);
