@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::models::pipeline::PipelineConfig;
+use crate::models::vae_tiles::VaeTiles;
 use crate::ops::sampler::StepCoefficients;
 use crate::ops::score::Certainty;
 use crate::output::Parameters;
@@ -50,6 +51,8 @@ pub struct Request {
     /// Keep every scoring round's candidates in [`Image::rounds`] (extra
     /// readbacks, like `trace`; for tests and tools).
     pub keep_rounds: bool,
+    /// Whether a latent model's VAE decodes in tiles (`--vae-tiles`).
+    pub vae_tiles: VaeTiles,
 }
 
 impl Request {
@@ -70,6 +73,7 @@ impl Request {
             trace: None,
             schedule: None,
             keep_rounds: false,
+            vae_tiles: VaeTiles::Auto,
         }
     }
 }
@@ -171,6 +175,7 @@ pub(crate) struct Settings {
     pub upscale: usize,
     /// Sub-prompts (the batch is `(1 + prompts)·K`).
     pub prompts: usize,
+    pub vae_tiles: VaeTiles,
 }
 
 impl Settings {
@@ -201,6 +206,7 @@ impl Request {
             check_phase(model, phase)?;
         }
         self.check_upscale(model)?;
+        crate::memory_plan::check_vae_tiles(self.vae_tiles, model)?;
         let upscale = self.upscale_for(model);
         let k_max = phases.iter().map(|p| p.candidates).max().unwrap_or(1);
         let run = Extents {
@@ -228,6 +234,7 @@ impl Request {
             rounds,
             upscale,
             prompts: prompts.texts.len(),
+            vae_tiles: self.vae_tiles,
         };
         let certainty = Certainty {
             min_score: self.until_score.unwrap_or(f32::INFINITY),

@@ -106,6 +106,10 @@ pub struct RenderArgs {
     /// and diffusers/peft (`unet.*.lora_A.weight`) safetensors files.
     #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
     pub loras: Vec<easel::lora::LoraSpec>,
+    /// A latent model's VAE decoder in tiles: auto (when the whole image would not
+    /// fit the adapter), off, or N (tiles of N pixels a side, overlapping by a quarter).
+    #[arg(long, default_value = "auto")]
+    pub vae_tiles: easel::models::vae_tiles::VaeTiles,
 }
 
 impl RenderArgs {
@@ -162,6 +166,7 @@ impl RenderArgs {
             until_score: self.until_score,
             until_margin: self.until_margin,
             schedule,
+            vae_tiles: self.vae_tiles,
             ..easel::Request::new(prompt)
         })
     }

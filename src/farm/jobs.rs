@@ -33,6 +33,8 @@ struct JobLine {
     upscale: Option<usize>,
     /// `--schedule` phases.
     schedule: Option<String>,
+    /// `--vae-tiles`: auto, off or a tile's side in pixels.
+    vae_tiles: Option<String>,
     out: Option<String>,
 }
 
@@ -157,6 +159,10 @@ fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<
         sampler,
         upscale: j.upscale.or(d.upscale),
         schedule,
+        vae_tiles: match &j.vae_tiles {
+            Some(t) => t.parse().map_err(|e| format!("vae_tiles {e}"))?,
+            None => d.vae_tiles,
+        },
         ..d.clone()
     };
     // The model's defaults settled, so the name records what is made.

@@ -15,5 +15,6 @@ pub mod unet_2d_condition;
 pub mod unet_blocks;
 pub mod upscaler;
 pub mod vae;
+pub mod vae_tiles;
 
 pub use graph::Graph;

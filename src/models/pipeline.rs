@@ -27,6 +27,7 @@ mod settings;
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::{self, SRVGGNetCompact, SRVGGNetCompactConfig};
 use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
+use crate::models::vae_tiles::Tiling;
 use crate::models::Graph;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
@@ -222,11 +223,18 @@ impl Pipeline {
     }
 
     /// The images in [-1, 1] of UNet samples: the samples themselves for a
-    /// pixel-space model, their VAE decoding for a latent one.
-    pub fn to_image(&self, g: &mut Graph, samples: Tensor) -> Result<Tensor> {
-        match &self.vae {
-            Some(vae) => vae.decode(g, &samples),
-            None => Ok(samples),
+    /// pixel-space model, their VAE decoding for a latent one (in tiles when
+    /// the request's memory plan says so).
+    pub fn to_image(
+        &self,
+        g: &mut Graph,
+        samples: Tensor,
+        tiles: Option<Tiling>,
+    ) -> Result<Tensor> {
+        match (&self.vae, tiles) {
+            (Some(vae), Some(tiling)) => vae.decode_tiled(g, &samples, tiling),
+            (Some(vae), None) => vae.decode(g, &samples),
+            (None, _) => Ok(samples),
         }
     }
 }
