@@ -42,8 +42,8 @@ fn main() -> Result<()> {
         // The CLI's defaults: best of 4, the learned x4 upscaler.
         let request = Request {
             seed: 7,
-            candidates: 4,
-            upscale: 4,
+            candidates: Some(4),
+            upscale: Some(4),
             ..Request::new(prompt)
         };
         let image = engine.generate(&request)?;

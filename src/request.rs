@@ -8,11 +8,17 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::models::pipeline::PipelineConfig;
+use crate::models::vae_tiles::VaeTiles;
 use crate::ops::sampler::StepCoefficients;
 use crate::ops::score::Certainty;
 use crate::output::Parameters;
 use crate::phases::{self, Defaults, Phase, Schedule};
 use crate::schedulers::Sampler;
+
+mod defaults;
+
+use defaults::check_phase;
+pub use defaults::{note, CANDIDATES_WITH_SCORER};
 
 /// What to make. `None` fields take the model's defaults.
 #[derive(Clone, Debug)]
@@ -24,13 +30,15 @@ pub struct Request {
     /// (width, height); default: the UNet's `sample_size`.
     pub size: Option<(usize, usize)>,
     pub steps: Option<usize>,
-    pub candidates: usize,
+    /// `None`: 4 with a scorer, else 1 ([`Request::candidates_for`]).
+    pub candidates: Option<usize>,
     pub guidance: Option<f32>,
     pub sampler: Option<Sampler>,
     /// `--karras`: Karras sigmas (Euler a, DPM++ 2M; `schedulers::karras`).
     pub karras: bool,
-    /// 1, 2 or 4: the learned upscaler's factor.
-    pub upscale: usize,
+    /// 1, 2 or 4: the learned upscaler's factor; `None`: the model's
+    /// upscaler's own, else 1 ([`Request::upscale_for`]).
+    pub upscale: Option<usize>,
     /// Scoring rounds happen every this many steps, and after the last.
     pub score_every: Option<usize>,
     /// Stop early once the winner's weighted score reaches this.
@@ -47,6 +55,8 @@ pub struct Request {
     /// Keep every scoring round's candidates in [`Image::rounds`] (extra
     /// readbacks, like `trace`; for tests and tools).
     pub keep_rounds: bool,
+    /// Whether a latent model's VAE decodes in tiles (`--vae-tiles`).
+    pub vae_tiles: VaeTiles,
 }
 
 impl Request {
@@ -57,11 +67,11 @@ impl Request {
             seed: 0,
             size: None,
             steps: None,
-            candidates: 1,
+            candidates: None,
             guidance: None,
             sampler: None,
             karras: false,
-            upscale: 1,
+            upscale: None,
             score_every: None,
             until_score: None,
             until_margin: None,
@@ -69,6 +79,7 @@ impl Request {
             trace: None,
             schedule: None,
             keep_rounds: false,
+            vae_tiles: VaeTiles::Auto,
         }
     }
 }
@@ -99,7 +110,11 @@ pub struct Image {
     pub sub_prompts: Vec<String>,
     /// Every scoring round's candidates and scores, with `Request::keep_rounds`.
     pub rounds: Vec<Round>,
+    /// Every scoring round's scores and winner (always: read back with the image).
+    pub round_scores: Vec<RoundScores>,
     pub seconds: f64,
+    /// The learned upscaling applied (1: none).
+    pub upscale: usize,
     /// The most GPU memory easel held at once during the run, in bytes:
     /// the weights plus the run's plan (see `gpu::memory` for what counts).
     pub gpu_peak_bytes: u64,
@@ -115,6 +130,17 @@ pub struct Round {
     pub images: Vec<f32>,
     /// `[K, P + 1]`: each candidate's cosine to each sub-prompt, then the weighted total.
     pub scores: Vec<f32>,
+    pub winner: usize,
+}
+
+/// One scoring round's scores, kept on the GPU and read back with the image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundScores {
+    /// The step it followed (0-based).
+    pub step: usize,
+    /// `[K][P + 1]`: each candidate's cosine to each sub-prompt, then the weighted total.
+    pub candidate_scores: Vec<Vec<f32>>,
+    /// The candidate kept: the highest total, the first of equals (as the pick kernel).
     pub winner: usize,
 }
 
@@ -155,6 +181,7 @@ pub(crate) struct Settings {
     pub upscale: usize,
     /// Sub-prompts (the batch is `(1 + prompts)·K`).
     pub prompts: usize,
+    pub vae_tiles: VaeTiles,
 }
 
 impl Settings {
@@ -185,13 +212,15 @@ impl Request {
             check_phase(model, phase)?;
         }
         self.check_upscale(model)?;
+        crate::memory_plan::check_vae_tiles(self.vae_tiles, model)?;
+        let upscale = self.upscale_for(model);
         let k_max = phases.iter().map(|p| p.candidates).max().unwrap_or(1);
         let run = Extents {
             k: k_max,
             prompts: prompts.texts.len(),
             sample,
             size: (width, height),
-            upscale: self.upscale,
+            upscale,
         };
         run.check(model)?;
         check_finite_inputs(self, &phases, &prompts)?;
@@ -211,8 +240,9 @@ impl Request {
             table,
             init_noise_sigma,
             rounds,
-            upscale: self.upscale,
+            upscale,
             prompts: prompts.texts.len(),
+            vae_tiles: self.vae_tiles,
         };
         let certainty = Certainty {
             min_score: self.until_score.unwrap_or(f32::INFINITY),
@@ -281,7 +311,7 @@ impl Request {
             sampler: self
                 .sampler
                 .unwrap_or_else(|| model.scheduler.default_sampler()),
-            candidates: self.candidates,
+            candidates: self.candidates_for(model),
             score_every: self.score_every,
             guidance: self.guidance.unwrap_or(model.settings.default_guidance),
         };
@@ -322,48 +352,6 @@ impl Request {
             false => Error::BadInput(format!("{given}{problem}")),
         })
     }
-
-    /// `--upscale` must be one the model's upscaler makes (x2 from an x4 one by
-    /// pooling).
-    fn check_upscale(&self, model: &PipelineConfig) -> Result<()> {
-        let upscale = self.upscale;
-        if !matches!(upscale, 1 | 2 | 4) {
-            return Err(Error::BadInput(format!(
-                "--upscale {upscale}: must be 1, 2 or 4"
-            )));
-        }
-        if upscale == 1 {
-            return Ok(());
-        }
-        let Some(upscaler) = &model.upscaler else {
-            return Err(Error::model(
-                &model.dir,
-                "--upscale needs an upscaler/ folder",
-            ));
-        };
-        let factor = upscaler.upscale;
-        if upscale != factor && !(factor == 4 && upscale == 2) {
-            return Err(Error::BadInput(format!(
-                "--upscale {upscale}: this model's upscaler is x{factor}"
-            )));
-        }
-        Ok(())
-    }
-}
-
-fn check_phase(model: &PipelineConfig, phase: &Phase) -> Result<()> {
-    if phase.candidates == 0 {
-        return Err(Error::BadInput(
-            "--candidates 0: need at least one candidate".into(),
-        ));
-    }
-    if phase.candidates > 1 && model.scorer.is_none() {
-        return Err(Error::model(
-            &model.dir,
-            "--candidates > 1 needs a scorer/ folder",
-        ));
-    }
-    Ok(())
 }
 
 /// Numbers that reach the GPU must be finite: a NaN or infinite guidance or
@@ -461,7 +449,7 @@ impl Extents {
             vec![images, 3, height, width],
         ));
         if let Some(scorer) = &model.scorer {
-            let side = scorer.vision_config.image_size;
+            let side = scorer.clip.vision_config.image_size;
             tensors.push((
                 "the scorer's pixels K·3·image_size²",
                 vec![k, 3, side, side],

@@ -31,7 +31,8 @@ use crate::ops::finite::ALL_FINITE;
 use crate::ops::noise;
 use crate::ops::score::{self, CHOICE_WORDS, NOT_STOPPED};
 use crate::output::Parameters;
-use crate::request::{Image, Prompts, Request, Round, Settings, Settled};
+use crate::request::{Image, Prompts, Request, Round, RoundScores, Settings, Settled};
+use crate::tokenizer::ClipTokenizer;
 
 mod passes;
 mod plan;
@@ -102,16 +103,16 @@ fn load(
     let texts: Vec<String> = std::iter::once(unconditional.to_string())
         .chain(prompts.texts.iter().cloned())
         .collect();
-    let rows = token_rows(pipeline, &texts);
+    let rows = token_rows(&pipeline.tokenizer, &texts);
     write(&plan.inputs.text.0, &rows.concat());
     write(
         &plan.inputs.text.1,
         &pipeline.text_encoder.eos_positions(&rows),
     );
     if let (Some(scorer), Some((ids, eos))) = (&pipeline.scorer, &plan.inputs.scorer) {
-        let rows = token_rows(pipeline, &prompts.texts);
+        let rows = token_rows(&scorer.tokenizer, &prompts.texts);
         write(ids, &rows.concat());
-        write(eos, &scorer.text_model.eos_positions(&rows));
+        write(eos, &scorer.model.text_model.eos_positions(&rows));
     }
     ctx.queue.write_buffer(
         &plan.st.weights.buffer,
@@ -133,10 +134,10 @@ fn load(
 }
 
 /// Each text's padded token ids.
-fn token_rows(pipeline: &Pipeline, texts: &[String]) -> Vec<Vec<u32>> {
+fn token_rows(tokenizer: &ClipTokenizer, texts: &[String]) -> Vec<Vec<u32>> {
     texts
         .iter()
-        .map(|t| pipeline.tokenizer.encode_padded(t).input_ids)
+        .map(|t| tokenizer.encode_padded(t).input_ids)
         .collect()
 }
 
@@ -240,6 +241,35 @@ fn check_finite(status: u32, steps: usize) -> Result<()> {
     )))
 }
 
+/// Every round that ran (a stop cancels the later ones) from the scores'
+/// history `[rounds·K_max, P + 1]`.
+fn scored_rounds(s: &Settings, history: &[f32], steps_run: usize) -> Vec<RoundScores> {
+    let (k_max, width) = (s.k_max(), s.prompts + 1);
+    let ran = s
+        .rounds
+        .iter()
+        .enumerate()
+        .filter(|&(_, &step)| step < steps_run);
+    ran.map(|(r, &step)| {
+        let k = s.phase(step).candidates;
+        let rows = &history[r * k_max * width..][..k * width];
+        let candidate_scores: Vec<Vec<f32>> = rows.chunks(width).map(<[f32]>::to_vec).collect();
+        // Strictly greater replaces: ties go to the lowest index, as in the pick kernel.
+        let winner = (1..k).fold(0, |best, i| {
+            match candidate_scores[i][width - 1] > candidate_scores[best][width - 1] {
+                true => i,
+                false => best,
+            }
+        });
+        RoundScores {
+            step,
+            candidate_scores,
+            winner,
+        }
+    })
+    .collect()
+}
+
 /// The image and the run's record from the readback's bytes, split by the
 /// plan's readback layout.
 fn finish(
@@ -252,7 +282,7 @@ fn finish(
     let s = &plan.s;
     let p = s.prompts;
     let mut words: &[u32] = bytemuck::cast_slice(bytes);
-    let [rgba, choice, steps_run, scores, status] = plan.readback().map(|(_, n)| {
+    let [rgba, choice, steps_run, scores, status, history] = plan.readback().map(|(_, n)| {
         let (part, rest) = words.split_at(n);
         words = rest;
         part
@@ -289,7 +319,9 @@ fn finish(
         candidate_scores,
         sub_prompts: prompts.texts,
         rounds: Vec::new(),
+        round_scores: scored_rounds(s, bytemuck::cast_slice(history), steps_run),
         seconds: 0.0,
+        upscale: s.upscale,
         gpu_peak_bytes: 0,
     })
 }
@@ -321,7 +353,7 @@ fn parameters(
         model: config.name.clone(),
         upscale: s.upscale,
         weights: config.weights.asked().map(str::to_string),
-        candidates: request.candidates,
+        candidates: s.k_max(),
         score_every: request.score_every,
         until_score: request.until_score,
         until_margin: request.until_margin,

@@ -19,7 +19,7 @@
 //!    truncates to `model_max_length` (keeping EOS last) and pads with the pad token.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use regex::Regex;
@@ -97,20 +97,21 @@ struct SpecialTokens {
 }
 
 impl ClipTokenizer {
-    /// Loads `vocab.json` and `merges.txt` (required) and `tokenizer_config.json` /
-    /// `special_tokens_map.json` (optional; the latter wins, as in transformers) from `dir`.
+    /// Loads `vocab.json` and `merges.txt` (or, where they are missing, the BPE
+    /// model in `tokenizer.json`, all transformers 5 saves) and
+    /// `tokenizer_config.json` / `special_tokens_map.json` (optional; the latter
+    /// wins, as in transformers) from `dir`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let vocab = read_vocab(&dir.join("vocab.json"))?;
-        let merges = read_merges(&dir.join("merges.txt"), &vocab)?;
+        let (vocab_path, vocab, merges) = read_bpe(dir)?;
         let special = read_special_tokens(dir)?;
         let byte_chars = bytes_to_unicode();
-        check_byte_tokens(&dir.join("vocab.json"), &vocab, &byte_chars)?;
+        check_byte_tokens(&vocab_path, &vocab, &byte_chars)?;
 
         let id_of = |token: &str| {
             vocab.get(token).copied().ok_or_else(|| {
                 Error::model(
-                    dir.join("vocab.json"),
+                    &vocab_path,
                     format!("special token `{token}` is not in the vocabulary"),
                 )
             })
@@ -140,6 +141,11 @@ impl ClipTokenizer {
     }
 
     /// Vocabulary size (49,408 for CLIP / Stable Diffusion 1.x).
+    /// The id of a token as the vocabulary spells it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.vocab.get(token).copied()
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.vocab.len()
     }
@@ -303,15 +309,49 @@ fn read_vocab(path: &Path) -> Result<HashMap<String, u32>> {
         .map_err(|e| Error::model(path, format!("not a JSON object of token -> id: {e}")))
 }
 
-/// merges.txt: an optional `#version` line, then one `left right` pair per line, by rank.
-fn read_merges(
+type Merges = HashMap<(u32, u32), (u32, u32)>;
+
+/// The vocabulary (with the file it came from) and the merges: `vocab.json` +
+/// `merges.txt`, else `tokenizer.json`'s `model.vocab` and `model.merges`
+/// (`"left right"` strings, or `["left", "right"]` pairs in newer files).
+fn read_bpe(dir: &Path) -> Result<(PathBuf, HashMap<String, u32>, Merges)> {
+    let (vocab_path, json) = (dir.join("vocab.json"), dir.join("tokenizer.json"));
+    if vocab_path.exists() || !json.exists() {
+        let vocab = read_vocab(&vocab_path)?;
+        let path = dir.join("merges.txt");
+        let text = read_text(&path)?;
+        let lines = text.lines().map(str::to_owned).enumerate();
+        let pairs = lines.filter(|(i, l)| !(l.is_empty() || *i == 0 && l.starts_with("#version")));
+        let merges = parse_merges(&path, pairs, ("vocab.json", &vocab))?;
+        return Ok((vocab_path, vocab, merges));
+    }
+    let bad = |what: &str| Error::model(&json, format!("{what} (expected a BPE tokenizer)"));
+    let value: serde_json::Value = serde_json::from_str(&read_text(&json)?)
+        .map_err(|e| Error::model(&json, format!("not valid JSON: {e}")))?;
+    let vocab: HashMap<String, u32> = serde_json::from_value(value["model"]["vocab"].clone())
+        .map_err(|_| bad("`model.vocab` is not an object of token -> id"))?;
+    let list = value["model"]["merges"]
+        .as_array()
+        .ok_or_else(|| bad("no `model.merges` list"))?;
+    let line = |m: &serde_json::Value| match m {
+        serde_json::Value::String(s) => s.clone(),
+        pair => pair.as_array().map_or(String::new(), |p| {
+            let part = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            p.iter().map(part).collect::<Vec<_>>().join(" ")
+        }),
+    };
+    let entries = list.iter().map(line).enumerate();
+    let merges = parse_merges(&json, entries, ("model.vocab", &vocab))?;
+    Ok((json, vocab, merges))
+}
+
+/// Merge rules by rank: one `left right` pair per numbered line.
+fn parse_merges(
     path: &Path,
-    vocab: &HashMap<String, u32>,
-) -> Result<HashMap<(u32, u32), (u32, u32)>> {
-    let text = read_text(path)?;
+    pairs: impl Iterator<Item = (usize, String)>,
+    vocab: (&str, &HashMap<String, u32>),
+) -> Result<Merges> {
     let mut merges = HashMap::new();
-    let lines = text.lines().enumerate();
-    let pairs = lines.filter(|(i, l)| !(l.is_empty() || *i == 0 && l.starts_with("#version")));
     for (rank, (i, line)) in pairs.enumerate() {
         let bad = |what: String| Error::model(path, format!("line {}: {what}", i + 1));
         let mut parts = line.split(' ');
@@ -320,9 +360,10 @@ fn read_merges(
         };
         let id = |token: &str| {
             vocab
+                .1
                 .get(token)
                 .copied()
-                .ok_or_else(|| bad(format!("`{token}` is not in vocab.json")))
+                .ok_or_else(|| bad(format!("`{token}` is not in {}", vocab.0)))
         };
         merges.insert(
             (id(left)?, id(right)?),

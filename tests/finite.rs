@@ -14,8 +14,8 @@ fn request(guidance: f32) -> Request {
     Request {
         guidance: Some(guidance),
         steps: Some(3),
-        candidates: 1,
-        upscale: 1,
+        candidates: Some(1),
+        upscale: Some(1),
         ..Request::new("red apple")
     }
 }

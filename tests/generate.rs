@@ -36,8 +36,8 @@ fn request(prompt: &str, seed: u64) -> Request {
     Request {
         seed,
         steps: Some(6),
-        candidates: 3,
-        upscale: 1,
+        candidates: Some(3),
+        upscale: Some(1),
         ..Request::new(prompt)
     }
 }
@@ -104,18 +104,15 @@ fn check_best_of_k(engine: &Engine, r: &Request) -> Image {
         })
         .unwrap();
     let round = image.rounds.last().unwrap();
-    let (k, p) = (r.candidates, image.sub_prompts.len());
+    let (k, p) = (r.candidates.unwrap(), image.sub_prompts.len());
     let scorer = engine.pipeline.scorer.as_ref().unwrap();
-    let size = scorer.vision_model.config.image_size;
+    let size = scorer.model.vision_model.config.image_size;
     assert_eq!(
         round.images.len(),
         k * 3 * size * size,
         "no resize at this size"
     );
-    let (mean, std) = (
-        engine.config().settings.scorer_image_mean,
-        engine.config().settings.scorer_image_std,
-    );
+    let (mean, std) = (scorer.processor.image_mean, scorer.processor.image_std);
     let plane = size * size;
     let pixels: Vec<f32> = round
         .images
@@ -132,14 +129,14 @@ fn check_best_of_k(engine: &Engine, r: &Request) -> Image {
     let rows: Vec<Vec<u32>> = image
         .sub_prompts
         .iter()
-        .map(|t| engine.pipeline.tokenizer.encode_padded(t).input_ids)
+        .map(|t| scorer.tokenizer.encode_padded(t).input_ids)
         .collect();
     let ids = Tensor::from_u32(ctx, "ids", &[p, rows[0].len()], &rows.concat()).unwrap();
-    let eos = scorer.text_model.eos_positions(&rows);
+    let eos = scorer.model.text_model.eos_positions(&rows);
     let eos = Tensor::from_u32(ctx, "eos", &[p], &eos).unwrap();
     let mut g = Graph::new(ctx, "check");
-    let image_embeds = scorer.image_embeds(&mut g, &pixels).unwrap();
-    let text_embeds = scorer.text_embeds(&mut g, &ids, &eos).unwrap();
+    let image_embeds = scorer.model.image_embeds(&mut g, &pixels).unwrap();
+    let text_embeds = scorer.model.text_embeds(&mut g, &ids, &eos).unwrap();
     g.run().unwrap();
     let (img, txt) = (
         image_embeds.to_vec(ctx).unwrap(),
@@ -344,9 +341,9 @@ fn multi_prompts_and_negatives_change_the_image() {
 #[test]
 fn upscaler_makes_the_image_larger() {
     let mut r = request("red apple", 6);
-    r.upscale = 4;
+    r.upscale = Some(4);
     assert_eq!((generate(&r).width, generate(&r).height), (64, 64));
-    r.upscale = 2;
+    r.upscale = Some(2);
     assert_eq!(generate(&r).width, 32);
 }
 

@@ -56,7 +56,7 @@ fn refused(r: &Request, model: &PipelineConfig) -> String {
 
 fn request(edit: impl FnOnce(&mut Request)) -> Request {
     let mut r = Request::new("red apple");
-    r.candidates = 4;
+    r.candidates = Some(4);
     edit(&mut r);
     r
 }
@@ -137,11 +137,11 @@ fn candidates_prompts_and_sizes_are_bounded_by_what_a_kernel_can_index() {
     let cases: Vec<(Request, &str)> = vec![
         // Was: accepted; the plan's byte count wrapped to 18446744073709539328.
         (
-            request(|r| r.candidates = usize::MAX),
+            request(|r| r.candidates = Some(usize::MAX)),
             "the UNet's input (1 + P)·K·C·h·w = 2·18446744073709551615·3·32·32 is more than",
         ),
         (
-            request(|r| r.candidates = 100_000_000),
+            request(|r| r.candidates = Some(100_000_000)),
             "the UNet's input (1 + P)·K·C·h·w = 2·100000000·3·32·32 is 614400000000 elements",
         ),
         (
@@ -156,7 +156,7 @@ fn candidates_prompts_and_sizes_are_bounded_by_what_a_kernel_can_index() {
         (
             request(|r| {
                 r.prompt = vec!["apple:: "; 99].concat();
-                r.candidates = 1_000_000;
+                r.candidates = Some(1_000_000);
             }),
             "(1 + P)·K",
         ),
@@ -168,7 +168,7 @@ fn candidates_prompts_and_sizes_are_bounded_by_what_a_kernel_can_index() {
     }
     for k in [1, 64] {
         assert!(
-            request(|r| r.candidates = k).check(&model).is_ok(),
+            request(|r| r.candidates = Some(k)).check(&model).is_ok(),
             "K = {k}"
         );
     }
@@ -182,9 +182,9 @@ fn upscaling_multiplies_the_size_it_is_checked_with() {
     let model = PipelineConfig::read(dir.path()).unwrap();
     let big = |upscale| {
         request(|r| {
-            r.candidates = 1;
+            r.candidates = Some(1);
             r.size = Some((1024, 1024));
-            r.upscale = upscale;
+            r.upscale = Some(upscale);
         })
     };
     assert!(big(1).check(&model).is_ok());

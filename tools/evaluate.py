@@ -16,6 +16,11 @@ top-1 on the real art of the other styles for the same labels (the ceiling a per
 copy of that art would reach).  Denoising loss: the training objective on fixed
 batches of each art style (data.STYLES; Twemoji is held out).  Writes a contact sheet
 and a JSON of the figures.
+
+On a machine without the judge's weights (tools/judge/model.safetensors is untracked)
+or with only some art styles (`--data FILE.npz`), the figures that need them are left
+out.  `--device cuda` samples and computes the losses on a GPU; the starting noise is
+drawn on the CPU either way.
 """
 
 import argparse
@@ -56,7 +61,7 @@ def real_art_top1(model, tok, style, labels):
 
 def top1_top5(sims, target):
     """(top-1, top-5) accuracy of similarity rows [N, labels] against target label indices."""
-    top5 = sims.topk(5, 1).indices
+    top5 = sims.topk(min(5, sims.shape[1]), 1).indices
     return (top5[:, 0] == target).float().mean().item(), (top5 == target[:, None]).any(1).float().mean().item()
 
 
@@ -77,22 +82,23 @@ def denoising_loss(pipe, style, batches=16, seed=7):
 
     src = data.Batches([style], pipe.unet.config.sample_size, seed, comp_frac=0.0)
     g = torch.Generator().manual_seed(seed)
-    acp = pipe.scheduler.alphas_cumprod
+    dev = pipe.device
+    acp = pipe.scheduler.alphas_cumprod.to(dev)
     total = 0.0
     for _ in range(batches):
         x01, caps = src.sample(32)
         t = torch.randint(0, len(acp), (len(caps),), generator=g)
         noise = torch.randn(x01.shape, generator=g)
-        total += v_loss(pipe.unet, x01 * 2 - 1, t, noise, pipe.encode(caps), acp).mean().item()
+        total += v_loss(pipe.unet, x01.to(dev) * 2 - 1, t.to(dev), noise.to(dev), pipe.encode(caps), acp).mean().item()
     return total / batches
 
 
 def contact_sheet(imgs, labels, per_label, path, cols=10):
-    """One cell per label: its samples in a row at 32 px, the label below (truncated)."""
+    """One cell per label: its samples in a row at their size, the label below (truncated)."""
     from PIL import Image, ImageDraw
 
-    n = len(labels)
-    cell_w, cell_h = max(32 * min(per_label, 4), 96) + 4, 32 + 14
+    n, s = len(labels), imgs.shape[-1]
+    cell_w, cell_h = max(s * min(per_label, 4), 96) + 4, s + 14
     rows = (n + cols - 1) // cols
     sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
@@ -100,8 +106,8 @@ def contact_sheet(imgs, labels, per_label, path, cols=10):
     for i, label in enumerate(labels):
         cx, cy = (i % cols) * cell_w, (i // cols) * cell_h
         for k in range(min(per_label, 4)):
-            sheet.paste(Image.fromarray(arr[i * per_label + k]), (cx + 2 + 32 * k, cy))
-        draw.text((cx + 2, cy + 33), label[:22], fill=(0, 0, 0))
+            sheet.paste(Image.fromarray(arr[i * per_label + k]), (cx + 2 + s * k, cy))
+        draw.text((cx + 2, cy + s + 1), label[:22] if s < 64 else label[:40], fill=(0, 0, 0))
     sheet.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)  # small to commit
 
 
@@ -116,6 +122,54 @@ def upscale_sheet(pipe, imgs, path):
     img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
+def have(style):
+    """Whether this style's art is at hand (a .npz given with --data may hold only some)."""
+    if not data.NPZ:
+        return True
+    with np.load(data.NPZ) as z:
+        return f"{style}_images" in z
+
+
+def retrieval_figures(res, graders, tok):
+    for name, model in graders.items():
+        for style in (s for s in ("twemoji", "noto") if have(s)):
+            t1, t5, n, nl = retrieval(model, tok, style)
+            res[f"{name}_{style}_top1"], res[f"{name}_{style}_top5"] = t1, t5
+            print(f"{name} on {style}: top-1 {t1:.3f}, top-5 {t5:.3f} ({n} images, {nl} labels)", flush=True)
+
+
+def sample_figures(res, pipe, judge, args):
+    """Samples of the fixed labels, graded by the judge (if any) and the scorer."""
+    tok = pipe.tok
+    _, ents = data.load("noto")
+    labels = data.eval_labels(ents, args.labels)
+    prompts = [l for l in labels for _ in range(args.per_label)]
+    imgs = pipe.generate(prompts, seed=args.seed, steps=args.steps, guidance=args.guidance)
+    target = torch.arange(len(labels)).repeat_interleave(args.per_label)
+    graders = {name: m for name, m in (("judge", judge), ("scorer", pipe.scorer)) if m is not None}
+    sims = {name: clip_similarity(model, tok, imgs, labels) for name, model in graders.items()}
+    for name, s in sims.items():
+        res[f"samples_{name}_top1"], res[f"samples_{name}_top5"] = top1_top5(s, target)
+        print(f"samples judged by {name}: top-1 {res[f'samples_{name}_top1']:.3f}, "
+              f"top-5 {res[f'samples_{name}_top5']:.3f} among {len(labels)} labels", flush=True)
+    if args.per_label % 4 == 0 and "judge" in sims and "scorer" in sims:
+        pick = best_of(sims["scorer"], target, 4)
+        res["best_of_4_judge_top1"], res["best_of_4_judge_top5"] = top1_top5(sims["judge"][pick], target[pick])
+        print(f"best of 4 (scorer picks, judge grades): top-1 {res['best_of_4_judge_top1']:.3f}, "
+              f"top-5 {res['best_of_4_judge_top5']:.3f} ({len(pick)} picks)", flush=True)
+    # Reference: the judge on the real training art of the same labels (what a
+    # perfect copy of that art would score; Fluent and EmojiOne lack some labels).
+    for style in (s for s in data.STYLES if s != "twemoji" and judge is not None and have(s)):
+        res[f"real_{style}_judge_top1"], n = real_art_top1(judge, tok, style, labels)
+        print(f"real {style} images of these labels judged: top-1 {res[f'real_{style}_judge_top1']:.3f} ({n})")
+    res.update(labels=args.labels, per_label=args.per_label, steps=args.steps, guidance=args.guidance)
+    contact_sheet(imgs, labels, args.per_label, args.sheet)
+    if pipe.upscaler is not None:
+        upscale_sheet(pipe, imgs[:: args.per_label][:8], Path(args.sheet).with_name("upscaler_sheet.png"))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    torch.save({"imgs": imgs, "labels": labels}, Path(args.out) / "samples.pt")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(WEIGHTS))
@@ -128,49 +182,26 @@ def main():
     ap.add_argument("--skip-samples", action="store_true")
     ap.add_argument("--sheet", default=str(REPO / "weights" / "contact_sheet.png"))
     ap.add_argument("--out", default=str(TRAIN_DIR / "eval"))
+    ap.add_argument("--data", metavar="FILE", help="read the art from this .npz (data.py --npz)")
+    ap.add_argument("--device", default="cpu", help="where the UNet and text encoder run (cpu, cuda)")
     args = ap.parse_args()
     set_threads()
+    if args.data:
+        data.use_file(args.data)
     t0 = time.time()
-    pipe = Pipeline(args.model)
-    tok = pipe.tok
-    judge = load_clip(args.judge)
+    pipe = Pipeline(args.model, args.device)
+    judge = None
+    if (Path(args.judge) / "model.safetensors").is_file():
+        judge = load_clip(args.judge)
+    else:
+        print(f"{args.judge}: no model.safetensors (tools/judge/README.md): no judge figures", flush=True)
     res = {"model": Path(args.model).name}
-    for name, model in (("scorer", pipe.scorer), ("judge", judge)):
-        for style in ("twemoji", "noto"):
-            t1, t5, n, nl = retrieval(model, tok, style)
-            res[f"{name}_{style}_top1"], res[f"{name}_{style}_top5"] = t1, t5
-            print(f"{name} on {style}: top-1 {t1:.3f}, top-5 {t5:.3f} ({n} images, {nl} labels)", flush=True)
-    for style in data.STYLES:
+    retrieval_figures(res, {n: m for n, m in (("scorer", pipe.scorer), ("judge", judge)) if m is not None}, pipe.tok)
+    for style in (s for s in data.STYLES if have(s)):
         res[f"denoising_loss_{style}"] = denoising_loss(pipe, style)
         print(f"denoising loss on {style}: {res[f'denoising_loss_{style}']:.5f}", flush=True)
     if not args.skip_samples:
-        _, ents = data.load("noto")
-        labels = data.eval_labels(ents, args.labels)
-        prompts = [l for l in labels for _ in range(args.per_label)]
-        imgs = pipe.generate(prompts, seed=args.seed, steps=args.steps, guidance=args.guidance)
-        target = torch.arange(len(labels)).repeat_interleave(args.per_label)
-        graders = {"judge": judge, "scorer": pipe.scorer}
-        sims = {name: clip_similarity(model, tok, imgs, labels) for name, model in graders.items()}
-        for name, s in sims.items():
-            res[f"samples_{name}_top1"], res[f"samples_{name}_top5"] = top1_top5(s, target)
-            print(f"samples judged by {name}: top-1 {res[f'samples_{name}_top1']:.3f}, "
-                  f"top-5 {res[f'samples_{name}_top5']:.3f} among {len(labels)} labels", flush=True)
-        if args.per_label % 4 == 0:
-            pick = best_of(sims["scorer"], target, 4)
-            res["best_of_4_judge_top1"], res["best_of_4_judge_top5"] = top1_top5(sims["judge"][pick], target[pick])
-            print(f"best of 4 (scorer picks, judge grades): top-1 {res['best_of_4_judge_top1']:.3f}, "
-                  f"top-5 {res['best_of_4_judge_top5']:.3f} ({len(pick)} picks)", flush=True)
-        # Reference: the judge on the real training art of the same labels (what a
-        # perfect copy of that art would score; Fluent and EmojiOne lack some labels).
-        for style in (s for s in data.STYLES if s != "twemoji"):  # not the judge's own
-            res[f"real_{style}_judge_top1"], n = real_art_top1(judge, tok, style, labels)
-            print(f"real {style} images of these labels judged: top-1 {res[f'real_{style}_judge_top1']:.3f} ({n})")
-        res.update(labels=args.labels, per_label=args.per_label, steps=args.steps, guidance=args.guidance)
-        contact_sheet(imgs, labels, args.per_label, args.sheet)
-        if pipe.upscaler is not None:
-            upscale_sheet(pipe, imgs[:: args.per_label][:8], Path(args.sheet).with_name("upscaler_sheet.png"))
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        torch.save({"imgs": imgs, "labels": labels}, Path(args.out) / "samples.pt")
+        sample_figures(res, pipe, judge, args)
     for f in ("unet", "text_encoder", "upscaler"):
         p = Path(args.model) / f / "config.json"
         if p.exists():

@@ -29,14 +29,14 @@ def load_clip(folder):
 
 
 class Pipeline:
-    def __init__(self, folder=None):
+    def __init__(self, folder=None, device="cpu"):
         from diffusers import DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel
 
         from train_upscaler import SRVGGNetCompact
         from safetensors.torch import load_file
 
-        self.folder = Path(folder or WEIGHTS)
+        self.folder, self.device = Path(folder or WEIGHTS), torch.device(device)
         self.tok = load_tokenizer(self.folder / "tokenizer")
         self.text_encoder = CLIPTextModel.from_pretrained(self.folder / "text_encoder", torch_dtype=torch.float32).eval()
         self.unet = UNet2DConditionModel.from_pretrained(self.folder / "unet", torch_dtype=torch.float32).eval()
@@ -49,16 +49,19 @@ class Pipeline:
             self.upscaler = SRVGGNetCompact(**{k: cfg[k] for k in keys}).eval()
             sd = load_file(self.folder / "upscaler" / "model.safetensors")
             self.upscaler.load_state_dict({k: v.float() for k, v in sd.items()})
+        self.text_encoder.to(self.device)
+        self.unet.to(self.device)
 
     @torch.no_grad()
     def encode(self, prompts):
         """Last hidden state [N, 77, 128] (the UNet's conditioning)."""
-        return self.text_encoder(input_ids=tokenize(self.tok, prompts)).last_hidden_state
+        return self.text_encoder(input_ids=tokenize(self.tok, prompts).to(self.device)).last_hidden_state
 
     @torch.no_grad()
     def generate(self, prompts, seed=0, steps=50, guidance=2.0, batch=200):
         """DDIM (eta 0) with classifier-free guidance; one image per prompt, images in [0, 1].
-        Image i starts from noise drawn with torch.Generator seeded `seed + i`."""
+        Image i starts from noise drawn with torch.Generator seeded `seed + i` (on the CPU,
+        whatever the device: the same seeds give the same starting noise everywhere)."""
         size = self.unet.config.sample_size
         out = []
         uncond = self.encode([""])
@@ -67,14 +70,14 @@ class Pipeline:
             cond = self.encode(chunk)
             n = len(chunk)
             x = torch.stack([torch.randn(3, size, size, generator=torch.Generator().manual_seed(seed + s + i))
-                             for i in range(n)])
+                             for i in range(n)]).to(self.device)
             self.scheduler.set_timesteps(steps)
             ctx = torch.cat([uncond.expand(n, -1, -1), cond])
             for t in self.scheduler.timesteps:
                 eps_u, eps_c = self.unet(torch.cat([x, x]), t, encoder_hidden_states=ctx).sample.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
                 x = self.scheduler.step(eps, t, x, eta=0.0).prev_sample
-            out.append(((x + 1) / 2).clamp(0, 1))
+            out.append(((x + 1) / 2).clamp(0, 1).cpu())
         return torch.cat(out)
 
     @torch.no_grad()

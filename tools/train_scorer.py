@@ -4,6 +4,7 @@
     python tools/train_scorer.py --export              # EMA weights -> weights/easel-emoji/{scorer,text_encoder}
     python tools/train_scorer.py --judge               # the evaluation judge: Twemoji art, seed 1 -> ckpt/judge
     python tools/train_scorer.py --judge --export      # judge -> tools/judge/ (never used by the engine)
+    python tools/train_scorer.py --judge --styles noto,fluent,emojione,twemoji   # a judge of every style
     python tools/train_scorer.py --tune-vision --styles noto,fluent --steps 1500
                                                        # go on from the exported scorer with its text
                                                        # tower frozen (the denoiser conditions on it):
@@ -13,6 +14,8 @@ The scorer is a transformers `CLIPModel` (ViT on 32x32 images, patch 4); the tex
 encoder is its text tower, saved alone as a `CLIPTextModel`.  Images are in [0, 1]
 and normalised with OpenAI CLIP's mean/std (common.CLIP_MEAN / CLIP_STD).
 Checkpoints go to $EASEL_TRAIN_DIR/ckpt/<run>/ every few minutes; a rerun resumes.
+On a CUDA GPU it runs as train_unet.py does (tools/accel.py: `--device`, `--amp` bf16
+autocast with the contrastive loss in f32, `--max-minutes`, `--data FILE.npz`).
 """
 
 import argparse
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accel  # noqa: E402
 import data  # noqa: E402
 from common import (CLIP_MEAN, CLIP_STD, CONTEXT, EOS_ID, BOS_ID, TRAIN_DIR, TOOLS, WEIGHTS, Log,  # noqa: E402
                     cosine_decay, latest_checkpoint, load_tokenizer, save_checkpoint, set_threads,
@@ -48,8 +52,8 @@ def clip_config():
 
 
 def normalise(x):
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -59,6 +63,22 @@ def embed(model, pixels01, ids):
     img = getattr(img, "pooler_output", img)
     txt = getattr(txt, "pooler_output", txt)
     return F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
+
+
+def contrastive_loss(model, x, caps, tok, dev):
+    """(symmetric InfoNCE loss, logits, logit scale) of one batch; the towers under
+    `dev`'s autocast, the similarities and the loss in f32."""
+    ids = tokenize(tok, caps, TRAIN_TOKENS).to(dev.device)
+    with dev.autocast():
+        img, txt = embed(model, x.to(dev.device), ids)
+    scale = model.logit_scale.exp().clamp(max=100)
+    logits = scale * img.float() @ txt.float().t()
+    # Identical captions in one batch are both right answers.
+    same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32, device=dev.device)
+    target = same / same.sum(1, keepdim=True)
+    loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
+                  + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean())
+    return loss, logits, scale
 
 
 def run_name(args):
@@ -123,28 +143,36 @@ def main():
     ap.add_argument("--judge", action="store_true", help="train the evaluation judge on Twemoji, seed 1")
     ap.add_argument("--tune-vision", action="store_true",
                     help="go on from weights/easel-emoji/scorer, text tower frozen; export writes scorer/ only")
-    ap.add_argument("--styles", default="noto", help="art styles of the scorer (data.py); the judge's is twemoji")
+    ap.add_argument("--styles", help="art styles to train on (data.py; default: noto, or twemoji for the judge)")
     ap.add_argument("--export", action="store_true")
     ap.add_argument("--steps", type=int, default=8000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
+    ap.add_argument("--data", metavar="FILE", help="read the art from this .npz (data.py --npz) instead of data/")
+    ap.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu or cuda")
+    ap.add_argument("--amp", default="auto", help="auto (bf16 on cuda), none or bf16")
+    ap.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this many minutes")
     args = ap.parse_args()
-    style, seed = ("twemoji", 1) if args.judge else (args.styles, 0)
+    style, seed = (args.styles or "twemoji", 1) if args.judge else (args.styles or "noto", 0)
     log = Log(TRAIN_DIR / "logs" / f"{run_name(args)}.log")
     if args.export:
         return export(args, log)
 
-    threads = set_threads()
+    dev = accel.Device(args.device, args.amp)
+    threads = set_threads() if not dev.cuda else torch.get_num_threads()
     torch.manual_seed(seed)
+    if args.data:
+        data.use_file(args.data)
     tok = load_tokenizer()
     # The judge grades another art style's samples, often blurry or noisy: robust augmentation.
-    batches = data.Batches(style.split(","), 32, seed, comp_frac=0.25, robust=args.judge)
+    batches = data.Batches(style.split(","), 32, seed, comp_frac=0.25, robust=args.judge, device=dev.device)
     from transformers import CLIPModel
 
     model = CLIPModel(clip_config())
     if args.tune_vision:
         freeze_text_tower(model)
+    model.to(dev.device)  # before the optimizer: its state follows the parameters' device
     ema = copy.deepcopy(model).eval()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.98),
                             eps=1e-6, weight_decay=0.1)
@@ -160,7 +188,8 @@ def main():
         batches.rng = state["rng"]
         log(f"resumed {ck} at step {step}")
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"{run_name(args)}: style {style}, seed {seed}, {n_params/1e6:.2f}M params, batch {args.batch}, threads {threads}")
+    log(f"{run_name(args)}: style {style}, seed {seed}, {n_params/1e6:.2f}M params, batch {args.batch}, "
+        f"device {dev}, threads {threads}")
 
     def save():
         save_checkpoint(ck_dir, step, dict(model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(),
@@ -168,29 +197,20 @@ def main():
 
     warmup = 300
     t_last, t_ck, loss_avg, acc_avg = time.time(), time.time(), 0.0, 0.0
-    while step < args.steps:
+    budget = accel.Budget(args.max_minutes)
+    while step < args.steps and not budget.over():
         lr = args.lr * min(1.0, (step + 1) / warmup) * cosine_decay(step, 0, args.steps)
         for g in opt.param_groups:
             g["lr"] = lr
         x, caps = batches.sample(args.batch)
-        ids = tokenize(tok, caps, TRAIN_TOKENS)
-        img, txt = embed(model, x, ids)
-        scale = model.logit_scale.exp().clamp(max=100)
-        logits = scale * img @ txt.t()
-        # Identical captions in one batch are both right answers.
-        same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)
-        target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
-                      + torch.sum(-target * F.log_softmax(logits.t(), 1), 1).mean())
+        loss, logits, scale = contrastive_loss(model, x, caps, tok, dev)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        accel.ema_update(ema, model, min(0.999, (1 + step) / (10 + step)))
         with torch.no_grad():
-            d = min(0.999, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
-            acc = (logits.argmax(1) == torch.arange(len(caps))).float().mean().item()
+            acc = (logits.argmax(1) == torch.arange(len(caps), device=logits.device)).float().mean().item()
         step += 1
         now = time.time()
         hours += min(now - t_last, 60.0) / 3600  # a paused process (SIGSTOP) does not count
@@ -202,6 +222,7 @@ def main():
         if now - t_ck > args.ckpt_minutes * 60 or step == args.steps:
             save()
             t_ck = now
+    save()
     log("done")
 
 

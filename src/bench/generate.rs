@@ -94,24 +94,18 @@ fn sizes(config: &PipelineConfig, opts: &GenerateOptions) -> Vec<(usize, usize)>
     })
 }
 
-/// The upscaling every run does: the model's upscaler's own factor, if it has one.
+/// The upscaling every run does: the model's default (its upscaler's own factor, if it has one).
 fn upscale(config: &PipelineConfig) -> usize {
-    config.upscaler.as_ref().map_or(1, |u| u.upscale)
+    Request::new("").upscale_for(config)
 }
 
 /// The request of one point of the sweep.
-fn request(
-    config: &PipelineConfig,
-    opts: &GenerateOptions,
-    size: (usize, usize),
-    k: usize,
-) -> Request {
+fn request(opts: &GenerateOptions, size: (usize, usize), k: usize) -> Request {
     Request {
         seed: opts.seed,
         size: Some(size),
         steps: Some(opts.steps),
-        candidates: k,
-        upscale: upscale(config),
+        candidates: Some(k),
         ..Request::new(opts.prompt.clone())
     }
 }
@@ -125,7 +119,7 @@ pub fn check(config: &PipelineConfig, opts: &GenerateOptions) -> Result<()> {
     }
     for size in sizes(config, opts) {
         for &k in &opts.candidates {
-            request(config, opts, size, k).check(config)?;
+            request(opts, size, k).check(config)?;
         }
     }
     Ok(())
@@ -188,7 +182,7 @@ impl Sweep<'_> {
     /// (none for the first, which is its own base).
     fn point(&self, (w, h): (usize, usize), k: usize, base: Option<&Point>) -> Result<Point> {
         let (engine, opts) = (self.engine, self.opts);
-        let request = request(engine.config(), opts, (w, h), k);
+        let request = request(opts, (w, h), k);
         // Warm-up: pipelines compile and the run is planned (every buffer it
         // holds is made here; the timed runs reuse the plan).
         let gpu_peak_bytes = engine.generate(&request)?.gpu_peak_bytes;

@@ -66,8 +66,11 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     // against its configs, without the GPU.
     let model_dir = args.render.model_dir()?;
     let config = args.render.pipeline_config()?;
-    let key = farm::with_loras(farm::model_key(&model_dir)?, &config.loras)?;
+    let key = farm::with_loras(job_key(&model_dir, &config)?, &config.loras)?;
     let defaults = args.render.request(String::new())?;
+    if let Some(note) = easel::request::note(&defaults, &config).filter(|_| !args.quiet) {
+        eprintln!("easel: {note}");
+    }
     let model = JobModel {
         config: &config,
         key: &key,
@@ -116,6 +119,23 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
         None if summary.failed > 0 => 1,
         None => 0,
     })
+}
+
+/// The model as output names see it: its folder's key, and those of another
+/// scorer or upscaler (they change the images, so their files are part of it).
+fn job_key(model_dir: &std::path::Path, config: &easel::PipelineConfig) -> Result<String> {
+    let mut key = farm::model_key(model_dir)?;
+    let scorer = config.scorer.as_ref().map(|s| s.dir.as_path());
+    let upscaler = config
+        .upscaler
+        .as_ref()
+        .map(|_| config.upscaler_path.as_path());
+    for part in [scorer, upscaler].into_iter().flatten() {
+        if !part.starts_with(model_dir) {
+            key = format!("{key}+{}", farm::model_key(part)?);
+        }
+    }
+    Ok(key)
 }
 
 /// SIGTERM (what Slurm and Kubernetes send first) or SIGINT sets the returned flag to

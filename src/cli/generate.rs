@@ -56,7 +56,15 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     // Bad input fails before the GPU is touched, and leaves no file behind.
     let model = args.render.pipeline_config()?;
     request.check(&model)?;
+    if let Some(note) = easel::request::note(&request, &model).filter(|_| !args.quiet) {
+        eprintln!("easel: {note}");
+    }
     let model_default_steps = model.settings.default_steps;
+    // The scorer's folder name, for --json.
+    let scorer = model
+        .scorer
+        .as_ref()
+        .map(|s| easel::models::pipeline::model_name(&s.dir));
     if args.render.seed == super::Seed::Random && !args.quiet {
         eprintln!("easel: seed {}", request.seed);
     }
@@ -79,7 +87,8 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
     };
     if args.json {
         let steps_asked = steps_asked(&request, model_default_steps);
-        println!("{}", summary(&args.output, &request, steps_asked, &image));
+        let run = (steps_asked, scorer.as_deref());
+        println!("{}", summary(&args.output, &request, run, &image));
     } else if !args.quiet {
         eprintln!(
             "easel: wrote {wrote} ({}x{}, {} steps{}, {:.1} s)",
@@ -150,10 +159,11 @@ fn steps_asked(request: &Request, default_steps: usize) -> usize {
 /// list, one `{"prompt", "weight", "score"}` per sub-prompt in the prompt's order:
 /// sub-prompts may repeat (`cat:: cat::`), and a map keyed by their text would keep
 /// one of them. `scores` is the same list without weights (the earlier shape).
+/// `rounds`: one `{"step", "candidate_scores", "winner"}` per scoring round that ran.
 fn summary(
     path: &Path,
     request: &Request,
-    steps_asked: usize,
+    (steps_asked, scorer): (usize, Option<&str>),
     image: &easel::Image,
 ) -> serde_json::Value {
     let p = &image.parameters;
@@ -179,8 +189,21 @@ fn summary(
             })
         })
         .collect();
+    // Each scoring round: every candidate's scores (per sub-prompt, then the total)
+    // and the one kept.
+    let rounds: Vec<serde_json::Value> = image
+        .round_scores
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "step": r.step,
+                "candidate_scores": r.candidate_scores,
+                "winner": r.winner,
+            })
+        })
+        .collect();
     let sampler = easel::schedulers::Sampler::parse(&p.sampler).ok();
-    let upscale = request.upscale.max(1);
+    let upscale = image.upscale;
     serde_json::json!({
         "file": path.display().to_string(),
         "prompt": request.prompt,
@@ -198,11 +221,13 @@ fn summary(
         "steps_run": image.steps_run,
         "stopped_early": image.stopped_early,
         "candidates": p.candidates,
+        "scorer": scorer,
+        "rounds": rounds,
         "width": image.width,
         "height": image.height,
         "denoised_width": image.width / upscale,
         "denoised_height": image.height / upscale,
-        "upscale": request.upscale,
+        "upscale": upscale,
         "schedule": p.schedule,
         "model": p.model,
         "model_hash": p.model_hash,

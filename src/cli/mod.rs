@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod checkpoint;
 pub mod devices;
 pub mod generate;
 pub mod inspect;
@@ -43,8 +44,9 @@ pub struct RenderArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     /// Candidates denoised side by side; the scorer keeps the best each round.
-    #[arg(long, default_value_t = 4)]
-    pub candidates: usize,
+    /// Default: 4 with a scorer, else 1.
+    #[arg(long)]
+    pub candidates: Option<usize>,
     /// Classifier-free guidance scale; default: the model's.
     #[arg(long)]
     pub guidance: Option<f32>,
@@ -59,9 +61,10 @@ pub struct RenderArgs {
     /// empty unconditional text (as A1111's); combines with `--no` sub-prompts.
     #[arg(long, value_name = "TEXT")]
     pub negative: Option<String>,
-    /// Learned upscaling after denoising: 1, 2 or 4.
-    #[arg(long, default_value_t = 4)]
-    pub upscale: usize,
+    /// Learned upscaling after denoising: 1, 2 or 4; default: the model's
+    /// upscaler's factor, else 1.
+    #[arg(long)]
+    pub upscale: Option<usize>,
     /// Scoring rounds every N steps (and after the last); default: 4 rounds per run.
     #[arg(long)]
     pub score_every: Option<usize>,
@@ -76,10 +79,32 @@ pub struct RenderArgs {
     /// (README, "Schedules").
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Model folder (diffusers layout); default: EASEL_MODEL, else the model built
-    /// into easel.
+    /// Model folder (diffusers layout) or single-file Stable Diffusion 1.x/2.x
+    /// checkpoint (.safetensors); default: EASEL_MODEL, else the model built into easel.
     #[arg(long)]
     pub model: Option<std::path::PathBuf>,
+    /// Tokenizer folder for a single-file --model (the file holds none);
+    /// default: the bundled CLIP tokenizer.
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// What the UNet predicts: epsilon or v; default: the single file's metadata,
+    /// else epsilon for SD 1.x and v for SD 2.x (a folder: its scheduler config).
+    #[arg(long, value_parser = easel::models::single_file::parse_prediction)]
+    pub prediction: Option<easel::schedulers::PredictionType>,
+    /// A diffusers folder whose configs (and tokenizer) a single-file --model
+    /// uses instead of inferring them from its tensors.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// The check-output process: a transformers CLIPModel folder (config.json,
+    /// model.safetensors, vocab.json + merges.txt, preprocessor_config.json);
+    /// default: EASEL_SCORER, else the model's own scorer/.
+    #[arg(long, value_name = "DIR")]
+    pub scorer: Option<std::path::PathBuf>,
+    /// The learned upscaler: an SRVGGNetCompact folder (config.json + weights) or a
+    /// .safetensors file in Real-ESRGAN's layout (realesr-general-x4v3); default:
+    /// the model's own upscaler/.
+    #[arg(long, value_name = "PATH")]
+    pub upscaler: Option<std::path::PathBuf>,
     /// Layer weights on the GPU: auto (as the file: f16 stays f16, half the
     /// memory of f32), f32, or f16 (rounds an f32 model's weights at load).
     #[arg(long, default_value = "auto")]
@@ -89,6 +114,10 @@ pub struct RenderArgs {
     /// and diffusers/peft (`unet.*.lora_A.weight`) safetensors files.
     #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
     pub loras: Vec<easel::lora::LoraSpec>,
+    /// A latent model's VAE decoder in tiles: auto (when the whole image would not
+    /// fit the adapter), off, or N (tiles of N pixels a side, overlapping by a quarter).
+    #[arg(long, default_value = "auto")]
+    pub vae_tiles: easel::models::vae_tiles::VaeTiles,
 }
 
 impl RenderArgs {
@@ -98,12 +127,29 @@ impl RenderArgs {
         easel::model_dir::resolve(self.model.as_deref())
     }
 
-    /// The model folder's configs, with `--weights` and `--lora` for loading it.
+    /// The model's configs (a folder's or a single file's), with `--scorer` (or
+    /// `EASEL_SCORER`), `--upscaler`, `--weights` and `--lora` for loading it;
+    /// says on stderr when a single file takes the bundled tokenizer.
     pub fn pipeline_config(&self) -> easel::Result<easel::PipelineConfig> {
+        let options = easel::models::single_file::ModelOptions {
+            tokenizer: self.tokenizer.clone(),
+            prediction: self.prediction,
+            config: self.config.clone(),
+        };
+        let mut config = easel::PipelineConfig::open(&self.model_dir()?, &options)?;
+        if let Some(notice) = config.single_file.as_ref().and_then(|f| f.notice()) {
+            eprintln!("easel: {notice}");
+        }
+        if let Some(dir) = easel::models::scorer::resolve(self.scorer.as_deref()) {
+            config = config.with_scorer(&dir)?;
+        }
+        if let Some(path) = &self.upscaler {
+            config = config.with_upscaler(path)?;
+        }
         Ok(easel::PipelineConfig {
             weights: self.weights,
             loras: self.loras.clone(),
-            ..easel::PipelineConfig::read(&self.model_dir()?)?
+            ..config
         })
     }
 
@@ -130,6 +176,7 @@ impl RenderArgs {
             until_score: self.until_score,
             until_margin: self.until_margin,
             schedule,
+            vae_tiles: self.vae_tiles,
             ..easel::Request::new(prompt)
         })
     }

@@ -37,6 +37,8 @@ struct JobLine {
     upscale: Option<usize>,
     /// `--schedule` phases.
     schedule: Option<String>,
+    /// `--vae-tiles`: auto, off or a tile's side in pixels.
+    vae_tiles: Option<String>,
     out: Option<String>,
 }
 
@@ -162,14 +164,24 @@ fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<
         seed: j.seed.unwrap_or(d.seed),
         size,
         steps,
-        candidates: j.candidates.unwrap_or(d.candidates),
+        candidates: j.candidates.or(d.candidates),
         guidance: j.guidance.or(d.guidance),
         sampler,
         karras,
         negative: j.negative.or_else(|| d.negative.clone()),
-        upscale: j.upscale.unwrap_or(d.upscale),
+        upscale: j.upscale.or(d.upscale),
         schedule,
+        vae_tiles: match &j.vae_tiles {
+            Some(t) => t.parse().map_err(|e| format!("vae_tiles {e}"))?,
+            None => d.vae_tiles,
+        },
         ..d.clone()
+    };
+    // The model's defaults settled, so the name records what is made.
+    let request = Request {
+        candidates: Some(request.candidates_for(model.config)),
+        upscale: Some(request.upscale_for(model.config)),
+        ..request
     };
     // Everything the GPU is not needed for, as `easel generate` checks it.
     request.check(model.config).map_err(|e| e.to_string())?;
@@ -219,8 +231,8 @@ mod tests {
             seed: 5,
             size: Some((16, 16)),
             steps: Some(4),
-            candidates: 2,
-            upscale: 1,
+            candidates: Some(2),
+            upscale: Some(1),
             ..Request::new("")
         }
     }
@@ -322,9 +334,12 @@ mod tests {
         let name = a.to_str().unwrap();
         assert!(name.starts_with("red-apple-on-a-table-"), "{name}");
         assert!(name.ends_with(".png") && name.len() == "red-apple-on-a-table-".len() + 20);
-        // Pinned: a rerun after an upgrade must find the same files.
+        // Pinned: a rerun after an upgrade must find the same files (the job
+        // reader settles candidates and upscale, so they hash as numbers).
         let r = Request {
             seed: 1,
+            candidates: Some(1),
+            upscale: Some(1),
             ..Request::new("x")
         };
         assert_eq!(stable_name(&r, "m"), "x-ea3fb751b3ea4f33.png");

@@ -20,10 +20,11 @@ struct Canonical<'a> {
     seed: u64,
     size: Option<(usize, usize)>,
     steps: Option<usize>,
-    candidates: usize,
+    /// Settled by the job reader (`Some`): a number, as before they could be unset.
+    candidates: Option<usize>,
     guidance: Option<f32>,
     sampler: Option<&'static str>,
-    upscale: usize,
+    upscale: Option<usize>,
     score_every: Option<usize>,
     until_score: Option<f32>,
     until_margin: Option<f32>,
@@ -54,8 +55,14 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
 ///
 /// Only regular files are read, and the walk is bounded ([`Walk`]): a folder that
 /// links into itself, a FIFO, a socket or a device (a link to /dev/zero) is an error
-/// naming it, never a walk that blocks or grows without end.
+/// naming it, never a walk that blocks or grows without end. A single file
+/// (`--upscaler FILE`) is keyed by its name and bytes.
 pub fn model_key(dir: &Path) -> Result<String> {
+    let name = crate::models::pipeline::model_name(dir);
+    if dir.is_file() {
+        crate::weights::regular_file(dir)?;
+        return Ok(format!("{name}@{:016x}", hash_file(FNV_OFFSET, dir)?));
+    }
     let mut walk = Walk::default();
     walk.folder(dir, Path::new(""))?;
     let mut files = walk.files;
@@ -68,10 +75,7 @@ pub fn model_key(dir: &Path) -> Result<String> {
         hash = fnv1a(hash, name.join("/").as_bytes());
         hash = hash_file(hash, &path)?;
     }
-    Ok(format!(
-        "{}@{hash:016x}",
-        crate::models::pipeline::model_name(dir)
-    ))
+    Ok(format!("{name}@{hash:016x}"))
 }
 
 /// The model key of a batch run with LoRAs (`--lora`): `key` then

@@ -18,7 +18,7 @@ use crate::models::layers::{Conv2d, LayerNorm, Linear, Vars};
 use crate::models::Graph;
 use crate::ops::elementwise::Activation;
 use crate::ops::image::{self, Normalize};
-use crate::ops::resample;
+use crate::ops::{layout, resample};
 
 /// Saved buffers that are not weights (transformers 4 wrote `embeddings.position_ids`).
 pub const IGNORED: &[&str] = &["position_ids"];
@@ -90,6 +90,30 @@ fn activation(name: &str) -> Result<Activation> {
         other => Err(Error::BadInput(format!(
             "clip config: `hidden_act` = {other:?} is not supported by easel"
         ))),
+    }
+}
+
+/// `CLIPImageProcessor`'s settings, as the GPU applies them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageProcessor {
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+    /// `size.shortest_edge`: the short side after resizing.
+    pub shortest_edge: usize,
+    /// `crop_size`: the square the vision tower sees (its `image_size`).
+    pub crop_size: usize,
+}
+
+impl ImageProcessor {
+    /// Where `[h, w]` is cut before resizing to `crop_size`: `(top, left, side)`,
+    /// the centred square that resizing the short side to `shortest_edge` and
+    /// cropping `crop_size` keeps (transformers rounds the resized long side down
+    /// and crops at `(long − crop) // 2`; this differs from it by under a pixel).
+    pub fn crop(&self, [h, w]: [usize; 2]) -> (usize, usize, usize) {
+        let short = h.min(w);
+        let side = (self.crop_size * short + self.shortest_edge / 2) / self.shortest_edge;
+        let side = side.clamp(1, short);
+        ((h - side) / 2, (w - side) / 2, side)
     }
 }
 
@@ -367,29 +391,37 @@ impl CLIPModel {
 
     /// transformers' `CLIPImageProcessor` on the GPU, for images in [-1, 1]
     /// `[N, 3, H, W]`: to [0, 1] (clamped: the scorer rates the image a user
-    /// would get), normalised by the processor's `mean` and `std`, resized
-    /// bilinearly to the vision tower's `image_size` → pixels `[N, 3, S, S]`.
+    /// would get), normalised by the processor's `image_mean` and `image_std`,
+    /// the centred square it keeps cut out ([`ImageProcessor::crop`]) and
+    /// resized bilinearly to the vision tower's `image_size` → pixels `[N, 3, S, S]`.
     pub fn preprocess(
         &self,
         g: &mut Graph,
         images: &Tensor,
-        mean: [f32; 3],
-        std: [f32; 3],
+        processor: &ImageProcessor,
     ) -> Result<Tensor> {
         let (n, h, w) = (images.dim(0), images.dim(-2), images.dim(-1));
         let normed = g.tensor(&[n, 3, h, w])?;
-        g.push(image::normalize(
-            g.ctx,
-            images,
-            &normed,
-            &Normalize::clip(mean, std),
-        )?);
+        let stats = Normalize::clip(processor.image_mean, processor.image_std);
+        g.push(image::normalize(g.ctx, images, &normed, &stats)?);
+        let (top, left, side) = processor.crop([h, w]);
+        let mut square = normed;
+        for (dim, start, len) in [(2, top, h), (3, left, w)] {
+            if len == side {
+                continue;
+            }
+            let mut shape = square.shape.clone();
+            shape[dim] = side;
+            let cut = g.tensor(&shape)?; // [N, 3, side, ·]
+            g.push(layout::narrow(g.ctx, &square, dim, start, &cut)?);
+            square = cut;
+        }
         let size = self.vision_model.config.image_size;
-        if (h, w) == (size, size) {
-            return Ok(normed);
+        if side == size {
+            return Ok(square);
         }
         let resized = g.tensor(&[n, 3, size, size])?;
-        g.push(resample::interpolate_bilinear(g.ctx, &normed, &resized)?);
+        g.push(resample::interpolate_bilinear(g.ctx, &square, &resized)?);
         Ok(resized)
     }
 

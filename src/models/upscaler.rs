@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Tensor;
 use crate::models::layers::{Conv2d, Vars};
 use crate::models::Graph;
+use crate::weights::SafetensorsFile;
 
 fn d_three() -> usize {
     3
@@ -27,6 +28,54 @@ pub struct SRVGGNetCompactConfig {
     pub upscale: usize,
     #[serde(default = "d_prelu")]
     pub act_type: String,
+}
+
+/// The configuration of a bare `.safetensors` file in Real-ESRGAN's layout
+/// (`realesr-general-x4v3` converted from its `.pth`: `body.{i}.weight`/`.bias`
+/// with no config.json), read from its tensors' shapes as basicsr's own loader
+/// would need it given: `body.0.weight` `[num_feat, num_in_ch, 3, 3]`, a PReLU
+/// `body.{2i+1}.weight` `[num_feat]` after every conv but the last, and the last
+/// conv's `[num_out_ch·upscale², num_feat, 3, 3]` (num_out_ch = 3: RGB).
+pub fn infer_config(file: &SafetensorsFile) -> Result<SRVGGNetCompactConfig> {
+    let bad = |message: String| Error::model(&file.path, message);
+    let shape = |name: &str| file.info(name).map(|t| t.shape);
+    let Some([num_feat, num_in_ch, 3, 3]) = shape("body.0.weight")
+        .as_deref()
+        .map(|s| <[usize; 4]>::try_from(s).unwrap_or_default())
+    else {
+        return Err(bad(
+            "not an SRVGGNetCompact (Real-ESRGAN compact) checkpoint: no 3x3 conv `body.0.weight`"
+                .into(),
+        ));
+    };
+    // Convs at body.0, body.2, ...; the last is the one without a PReLU after it.
+    let mut convs = 1;
+    while shape(&format!("body.{}.weight", 2 * convs - 1)).is_some() {
+        convs += 1;
+    }
+    let last = shape(&format!("body.{}.weight", 2 * (convs - 1))).ok_or_else(|| {
+        bad(format!(
+            "`body.{}.weight`: missing (the last conv)",
+            2 * (convs - 1)
+        ))
+    })?;
+    let out = last.first().copied().unwrap_or(0);
+    let upscale = (1..=16).find(|r| 3 * r * r == out).ok_or_else(|| {
+        bad(format!(
+            "the last conv makes {out} channels: not 3·upscale² for an upscale of 1 to 16"
+        ))
+    })?;
+    if convs < 2 {
+        return Err(bad("fewer than two convs: not an SRVGGNetCompact".into()));
+    }
+    Ok(SRVGGNetCompactConfig {
+        num_in_ch,
+        num_out_ch: 3,
+        num_feat,
+        num_conv: convs - 2,
+        upscale,
+        act_type: "prelu".into(),
+    })
 }
 
 pub struct SRVGGNetCompact {

@@ -4,8 +4,10 @@
 
 use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
-use crate::models::clip::CLIPModel;
+use crate::memory_plan::{Limits, MemoryPlan};
 use crate::models::pipeline::Pipeline;
+use crate::models::scorer::Scorer;
+use crate::models::vae_tiles::Tiling;
 use crate::models::Graph;
 use crate::ops::score::{self, CHOICE_WORDS};
 use crate::ops::{layout, sampler};
@@ -59,6 +61,9 @@ pub(crate) struct State {
     pub(crate) steps_run: Tensor,
     /// `[1]` u32: the NaN/Inf guard's earliest failing check, or ALL_FINITE.
     pub(crate) status: Tensor,
+    /// `[rounds·K, P + 1]`: every round's scores, round r at row r·K (read back
+    /// once with the image, for `--json`).
+    pub(crate) history: Tensor,
 }
 
 /// What one candidate count needs: its views of the state, the UNet pass over
@@ -81,7 +86,7 @@ pub(crate) struct Inputs {
 }
 
 /// The text stage: the denoiser's conditioning `[1 + P, 77, D]` and the
-/// scorer's text embeddings `[P, proj]`, with the token tensors they read.
+/// scorer's text embeddings `[P, proj]` (encoded once per request), with the token tensors they read.
 pub(super) struct Text<'a> {
     pub(super) graph: Graph<'a>,
     pub(super) inputs: Inputs,
@@ -99,9 +104,10 @@ pub(super) fn plan_text<'a>(ctx: &'a Context, pipeline: &Pipeline, p: usize) -> 
         .forward(&mut graph, &text.0, &text.1)?
         .last_hidden_state; // [1 + P, 77, D]
     let (scorer, embeds) = match &pipeline.scorer {
-        Some(model) => {
-            let ids = token_tensors(ctx, p, len)?;
-            let embeds = model.text_embeds(&mut graph, &ids.0, &ids.1)?; // [P, proj]
+        Some(scorer) => {
+            // The scorer's own tokenizer and context length.
+            let ids = token_tensors(ctx, p, scorer.tokenizer.model_max_length)?;
+            let embeds = scorer.model.text_embeds(&mut graph, &ids.0, &ids.1)?; // [P, proj]
             (Some(ids), Some(embeds))
         }
         None => (None, None),
@@ -162,17 +168,42 @@ pub(super) fn state(ctx: &Context, s: &Settings, shape: [usize; 4]) -> Result<St
         choice: u32_tensor(ctx, "choice", CHOICE_WORDS)?,
         steps_run: u32_tensor(ctx, "steps run", 1)?,
         status: u32_tensor(ctx, "finite status", 1)?,
+        history: Tensor::zeros(
+            ctx,
+            "round scores",
+            &[s.rounds.len().max(1) * k, prompts + 1],
+        )?,
     })
 }
 
-/// The views, UNet pass and scoring pass for K candidates. The context
-/// broadcast goes into the text stage (run once per run).
+/// The run's memory plan: the VAE decodes every candidate each round when a
+/// scorer sees them, else the winner alone.
+pub(super) fn memory_plan(ctx: &Context, pipeline: &Pipeline, s: &Settings) -> Result<MemoryPlan> {
+    let images = if pipeline.scorer.is_some() {
+        s.k_max()
+    } else {
+        1
+    };
+    let [_, h, w] = s.sample;
+    MemoryPlan::new(
+        pipeline.config.vae.as_ref(),
+        images,
+        [h, w],
+        s.vae_tiles,
+        &Limits::of(ctx),
+    )
+}
+
+/// The views, UNet pass and scoring pass for K candidates, decoding latents
+/// in `tiles` (the memory plan's). The context broadcast goes into the text
+/// stage (run once per run).
 pub(super) fn plan_passes(
     ctx: &Context,
     pipeline: &Pipeline,
     text: &mut Text,
     st: &State,
     k: usize,
+    tiles: Option<Tiling>,
 ) -> Result<Passes> {
     let cands = st.cands.prefix(k)?;
     let context = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
@@ -190,7 +221,7 @@ pub(super) fn plan_passes(
     };
     if let (Some(scorer), Some(embeds)) = (&pipeline.scorer, &text.embeds) {
         let help = too_large_run("the scoring pass (which decodes every candidate)", k);
-        passes.score = plan_score(ctx, pipeline, scorer, embeds, st, &mut passes)
+        passes.score = plan_score(ctx, (pipeline, tiles), scorer, embeds, st, &mut passes)
             .map_err(|e| e.advise(&help))?;
     }
     Ok(passes)
@@ -204,18 +235,17 @@ fn too_large_run(pass: &str, k: usize) -> String {
 /// The scoring pass: every candidate's image, its CLIP embedding, its scores.
 fn plan_score(
     ctx: &Context,
-    pipeline: &Pipeline,
-    scorer: &CLIPModel,
+    (pipeline, tiles): (&Pipeline, Option<Tiling>),
+    scorer: &Scorer,
     embeds: &Tensor,
     st: &State,
     passes: &mut Passes,
 ) -> Result<Vec<Dispatch>> {
     let mut g = Graph::new(ctx, "scorer");
-    passes.images = pipeline.to_image(&mut g, passes.cands.x0.clone())?;
-    let settings = &pipeline.config.settings;
-    let (mean, std) = (settings.scorer_image_mean, settings.scorer_image_std);
-    let pixels = scorer.preprocess(&mut g, &passes.images, mean, std)?;
-    let image_embeds = scorer.image_embeds(&mut g, &pixels)?;
+    passes.images = pipeline.to_image(&mut g, passes.cands.x0.clone(), tiles)?;
+    let model = &scorer.model;
+    let pixels = model.preprocess(&mut g, &passes.images, &scorer.processor)?; // [K, 3, S, S]
+    let image_embeds = model.image_embeds(&mut g, &pixels)?; // [K, proj]
     let scores = &passes.cands.scores;
     for d in score::similarity(ctx, &image_embeds, embeds, &st.weights, scores)? {
         g.push(d);

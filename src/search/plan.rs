@@ -17,7 +17,7 @@ use crate::ops::{layout, sampler};
 use crate::postprocess::{self, Post};
 use crate::request::Settings;
 
-use super::passes::{plan_passes, plan_text, state, Inputs, Passes, State};
+use super::passes::{memory_plan, plan_passes, plan_text, state, Inputs, Passes, State};
 
 /// Noise streams: independent draws sharing (seed, candidate, step).
 const STREAM_START: u32 = 0;
@@ -38,6 +38,8 @@ pub(crate) struct Block {
     pick: Option<Dispatch>,
     /// The NaN/Inf guard on the scores of the round after this step, if any.
     score_check: Option<Dispatch>,
+    /// The round's scores copied into the history.
+    history: Option<Dispatch>,
 }
 
 /// Where the NaN/Inf guard looks, in the order a step meets them: a check's
@@ -77,6 +79,8 @@ pub(crate) enum Slot {
     Score(usize),
     /// The NaN/Inf guard on the round's scores.
     ScoreCheck,
+    /// The round's scores into the history.
+    History,
     /// Writes the indirect sizes, so it cannot read its own from them: it runs
     /// directly (and leaves a stopped run's decision alone).
     Pick,
@@ -99,6 +103,7 @@ impl Block {
         if self.round() {
             slots.extend((0..pass.score.len()).map(Slot::Score));
             slots.push(Slot::ScoreCheck);
+            slots.push(Slot::History);
             slots.push(Slot::Pick);
             slots.extend((0..2).map(Slot::Broadcast));
         }
@@ -155,9 +160,11 @@ impl Plan {
         )?;
         // The UNet and scoring passes of each candidate count, shared by its steps.
         let counts = candidate_counts(&s);
+        let memory = memory_plan(ctx, pipeline, &s)?;
+        let tiles = memory.vae_tiling;
         let passes = counts
             .iter()
-            .map(|&k| plan_passes(ctx, pipeline, &mut text, &st, k))
+            .map(|&k| plan_passes(ctx, pipeline, &mut text, &st, k, tiles))
             .collect::<Result<Vec<_>>>()?;
         let broadcast = [
             layout::broadcast_row_in_place(ctx, &st.cands.x, &st.choice.head(1)?)?,
@@ -189,6 +196,7 @@ impl Plan {
             s.upscale,
             [s.height, s.width],
             check,
+            tiles,
         )?;
         let words = readback_parts(&post, &st).iter().map(|(_, n)| n).sum();
         let out = Tensor::wrap(
@@ -233,6 +241,7 @@ impl Plan {
             Slot::After(i) => (&block.after[i], true),
             Slot::Score(i) => (&pass.score[i], true),
             Slot::ScoreCheck => (block.score_check.as_ref().expect("a round checks"), true),
+            Slot::History => (block.history.as_ref().expect("a round is kept"), true),
             Slot::Pick => (block.pick.as_ref().expect("a round has a pick"), false),
             Slot::Broadcast(i) => (&self.broadcast[i], true),
         }
@@ -267,9 +276,9 @@ impl Plan {
     }
 
     /// The readback layout, in order: the RGBA8 pixels, the pick's record, the
-    /// step counter, the last round's scores, the NaN/Inf guard's status, each
-    /// with its length in u32 words.
-    pub(crate) fn readback(&self) -> [(&Tensor, usize); 5] {
+    /// step counter, the last round's scores, the NaN/Inf guard's status, every
+    /// round's scores, each with its length in u32 words.
+    pub(crate) fn readback(&self) -> [(&Tensor, usize); 6] {
         readback_parts(&self.post, &self.st)
     }
 
@@ -301,13 +310,14 @@ impl Plan {
 }
 
 /// The readback layout (see [`Plan::readback`]).
-fn readback_parts<'a>(post: &'a Post, st: &'a State) -> [(&'a Tensor, usize); 5] {
+fn readback_parts<'a>(post: &'a Post, st: &'a State) -> [(&'a Tensor, usize); 6] {
     [
         (&post.pixels, post.width * post.height),
         (&st.choice, CHOICE_WORDS),
         (&st.steps_run, 1),
         (&st.cands.scores, st.cands.scores.numel()),
         (&st.status, 1),
+        (&st.history, st.history.numel()),
     ]
 }
 
@@ -425,14 +435,12 @@ fn step_block(
         Stage::Denoise.code(step),
         &st.status,
     )?);
-    let score_check = match s.rounds.contains(&step) {
-        true => Some(finite::check_finite(
-            ctx,
-            &at.cands.scores,
-            Stage::Score.code(step),
-            &st.status,
-        )?),
-        false => None,
+    let (score_check, history) = match s.rounds.iter().position(|&r| r == step) {
+        Some(round) => {
+            let (check, kept) = round_records(ctx, st, at, step, round)?;
+            (Some(check), Some(kept))
+        }
+        None => (None, None),
     };
     Ok(Block {
         passes,
@@ -441,7 +449,24 @@ fn step_block(
         noise,
         pick: None,
         score_check,
+        history,
     })
+}
+
+/// A round's NaN/Inf guard on its scores, and their copy into the history
+/// (round `round` at row `round·K_max`).
+fn round_records(
+    ctx: &Context,
+    st: &State,
+    at: &Passes,
+    step: usize,
+    round: usize,
+) -> Result<(Dispatch, Dispatch)> {
+    let scores = &at.cands.scores;
+    let check = finite::check_finite(ctx, scores, Stage::Score.code(step), &st.status)?;
+    let k_max = st.cands.x.shape[0];
+    let kept = layout::copy_into(ctx, scores, &st.history, 0, round * k_max)?;
+    Ok((check, kept))
 }
 
 fn indirect_args(ctx: &Context, words: usize) -> Result<Tensor> {

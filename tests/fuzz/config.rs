@@ -106,14 +106,14 @@ fn requests() -> Vec<Request> {
     vec![
         Request::new("cat"),
         Request {
-            candidates: 2,
-            upscale: 4,
+            candidates: Some(2),
+            upscale: Some(4),
             steps: Some(1),
             ..Request::new("red apple:: tart::2 --no worm")
         },
         Request {
             size: Some((16, 32)),
-            upscale: 2,
+            upscale: Some(2),
             steps: Some(10),
             sampler: Some(easel::Sampler::EulerAncestral),
             schedule: Some(schedule),
@@ -201,7 +201,7 @@ fn settled(request: &Request, config: &PipelineConfig) -> Verdict {
         sampler: request
             .sampler
             .unwrap_or_else(|| config.scheduler.default_sampler()),
-        candidates: request.candidates,
+        candidates: request.candidates_for(config),
         score_every: request.score_every,
         guidance,
     };

@@ -271,7 +271,7 @@ pub fn risky(request: &Request, model: &PipelineConfig) -> bool {
         sampler: request
             .sampler
             .unwrap_or_else(|| model.scheduler.default_sampler()),
-        candidates: request.candidates,
+        candidates: request.candidates_for(model),
         score_every: request.score_every,
         guidance: request.guidance.unwrap_or(model.settings.default_guidance),
     };

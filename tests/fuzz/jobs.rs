@@ -33,8 +33,8 @@ fn defaults() -> Defaults {
     Request {
         seed: 5,
         steps: Some(4),
-        candidates: 2,
-        upscale: 1,
+        candidates: Some(2),
+        upscale: Some(1),
         ..Request::new("")
     }
 }
@@ -302,7 +302,7 @@ fn risky(text: &str) -> bool {
             candidates: map
                 .get("candidates")
                 .and_then(Value::as_u64)
-                .map_or(2, |n| n as usize),
+                .map_or(Some(2), |n| Some(n as usize)),
             schedule,
             ..d
         };

@@ -62,8 +62,8 @@ pub fn from_args(text: &str) -> Result<easel::Result<Request>, String> {
             "--seed" => request.seed = v.parse().map_err(|_| number(flag, v))?,
             "--size" => request.size = Some(parse_size(v).map_err(|e| number(flag, &e))?),
             "--steps" => request.steps = Some(count()?),
-            "--candidates" => request.candidates = count()?,
-            "--upscale" => request.upscale = count()?,
+            "--candidates" => request.candidates = Some(count()?),
+            "--upscale" => request.upscale = Some(count()?),
             "--score-every" => request.score_every = Some(count()?),
             "--guidance" => request.guidance = Some(float()?),
             "--until-score" => request.until_score = Some(float()?),
@@ -119,11 +119,12 @@ pub fn any_request() -> impl Strategy<Value = Request> {
     let sizes =
         proptest::option::of(prop_oneof![2 => (valid.clone(), valid), 1 => (side(), side())]);
     (
-        (prompt, any::<u64>(), sizes, proptest::option::of(steps()), small_or_huge(), any::<bool>()),
+        // Candidates and upscaling are mostly given, sometimes left to the model.
+        (prompt, any::<u64>(), sizes, proptest::option::of(steps()), proptest::option::weighted(0.9, small_or_huge()), any::<bool>()),
         (
             proptest::option::of(float()),
             proptest::option::of(proptest::sample::select(&Sampler::ALL[..])),
-            prop_oneof![8 => proptest::sample::select(&[1usize, 2, 4][..]), 2 => 0usize..6, 1 => Just(8usize), 1 => Just(usize::MAX)],
+            proptest::option::weighted(0.9, prop_oneof![8 => proptest::sample::select(&[1usize, 2, 4][..]), 2 => 0usize..6, 1 => Just(8usize), 1 => Just(usize::MAX)]),
             proptest::option::of(small_or_huge()),
             proptest::option::of(float()),
             proptest::option::of(float()),
