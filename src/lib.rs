@@ -17,6 +17,7 @@ pub mod error;
 pub mod farm;
 pub mod gpu;
 pub mod lora;
+pub mod memory_plan;
 pub mod model_dir;
 pub mod models;
 pub mod ops;

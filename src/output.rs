@@ -15,70 +15,9 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::lora::LoraUsed;
 
-/// What the PNG's `parameters` chunk records (the A1111 / ComfyUI convention:
-/// the prompt line, then `Key: value` pairs).
-#[derive(Clone, Debug, Default)]
-pub struct Parameters {
-    pub prompt: String,
-    pub steps: usize,
-    pub sampler: String,
-    pub guidance: f32,
-    pub seed: u64,
-    pub width: usize,
-    pub height: usize,
-    pub model: String,
-    pub candidates: usize,
-    /// The winner's final score, when the scorer ran.
-    pub score: Option<f32>,
-    /// The `--schedule` text, when the run had phases.
-    pub schedule: Option<String>,
-    /// `(--strength, --mask-blur)` of a run started from a picture (the blur with a
-    /// mask): A1111's `Denoising strength` and `Mask blur`.
-    pub start: Option<(f64, Option<f32>)>,
-    /// The LoRAs merged into the model, in `--lora` order.
-    pub loras: Vec<LoraUsed>,
-}
-
-impl Parameters {
-    pub fn to_text(&self) -> String {
-        let mut line = format!(
-            "Steps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {}x{}, Model: {}, Candidates: {}",
-            self.steps, self.sampler, self.guidance, self.seed, self.width, self.height, self.model, self.candidates
-        );
-        if let Some((strength, blur)) = self.start {
-            let blur = blur
-                .map(|b| format!(", Mask blur: {b}"))
-                .unwrap_or_default();
-            line.push_str(&format!(", Denoising strength: {strength}{blur}"));
-        }
-        if let Some(score) = self.score {
-            line.push_str(&format!(", Score: {score:.4}"));
-        }
-        if let Some(schedule) = &self.schedule {
-            // A1111 quotes values that contain commas or colons.
-            line.push_str(&format!(", Schedule: {}", serde_json::json!(schedule)));
-        }
-        let mut prompt = self.prompt.clone();
-        if !self.loras.is_empty() {
-            // A1111's prompt carries its LoRAs as tags, and its infotext their hashes.
-            let hashes: Vec<String> = self
-                .loras
-                .iter()
-                .map(|l| format!("{}: {}", l.name, &l.sha256[..12]))
-                .collect();
-            line.push_str(&format!(
-                ", Lora hashes: {}",
-                serde_json::json!(hashes.join(", "))
-            ));
-            for l in &self.loras {
-                prompt.push_str(&format!(" <lora:{}:{}>", l.name, l.weight));
-            }
-        }
-        format!("{prompt}\n{line}")
-    }
-}
+mod parameters;
+pub use parameters::{quote, Parameters};
 
 /// Encode RGBA8 pixels as PNG bytes with the parameters chunk.
 pub fn encode_png(
@@ -318,15 +257,6 @@ mod tests {
             score: Some(0.3125),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn parameters_text_is_a1111_style() {
-        assert_eq!(
-            params().to_text(),
-            "apple:: tart::\nSteps: 30, Sampler: DDIM, CFG scale: 4.5, Seed: 7, Size: 32x32, \
-             Model: easel-emoji, Candidates: 4, Score: 0.3125"
-        );
     }
 
     #[test]

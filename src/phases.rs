@@ -235,7 +235,8 @@ pub fn single(steps: usize, defaults: &Defaults) -> Vec<Phase> {
 /// - **Branching**: a deterministic step right after a scoring round (DDIM with
 ///   eta 0, DPM-Solver++) would move every copy of the winner identically, so it
 ///   is replaced by DDIM's eta = 1 row when its phase has several candidates:
-///   they branch with fresh noise, as Euler ancestral's do on their own.
+///   they branch with fresh noise, as Euler ancestral's do on their own. With
+///   Karras sigmas (whose timesteps DDIM does not share) Euler a's row is used.
 /// - **Conventions**: Euler keeps `x` at unit-variance-free scale (`x = x0 + σ·ε`)
 ///   where DDIM and DPM-Solver keep it variance-preserving; every row maps its
 ///   `x` to the model's input with `in_scale` (1 or `1/√(σ²+1)`), so a row reading
@@ -271,10 +272,11 @@ pub fn step_table_from(
         t.coefficients()
     };
     let needs_branch = phases.iter().any(|p| p.candidates > 1);
-    let branch = if needs_branch {
-        Some(Ddim::new(config, steps, 1.0)?)
-    } else {
-        None
+    let branch: Option<Box<dyn Scheduler>> = match (needs_branch, config.karras) {
+        (false, _) => None,
+        // On Karras sigmas, Euler a's row: the same sigmas, with fresh noise.
+        (true, true) => Some(schedulers::build(Sampler::EulerAncestral, config, steps)?),
+        (true, false) => Some(Box::new(Ddim::new(config, steps, 1.0)?)),
     };
     let mut rows = Vec::with_capacity(steps);
     let mut writer: Option<&[StepCoefficients]> = None;

@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::models::pipeline::Pipeline;
+use crate::models::vae_tiles::Tiling;
 use crate::models::Graph;
 use crate::ops::finite;
 use crate::ops::image::{self, Normalize};
@@ -22,7 +23,8 @@ pub struct Post {
 /// Plan the post-processing of candidate 0 of `x0` `[K, C, h, w]` (where the
 /// last round's winner is) into an image of `[h, w]` pixels before upscaling
 /// by `upscale` (checked against the model by `Request::check`). `check`: the
-/// NaN/Inf guard's code and status word for the final image.
+/// NaN/Inf guard's code and status word for the final image; `tiles`: the
+/// VAE's tiles (the request's memory plan).
 pub fn plan(
     ctx: &Context,
     pipeline: &Pipeline,
@@ -30,13 +32,14 @@ pub fn plan(
     upscale: usize,
     [h, w]: [usize; 2],
     (code, status): (u32, &Tensor),
+    tiles: Option<Tiling>,
 ) -> Result<Post> {
     let mut g = Graph::new(ctx, "post");
     let mut shape = x0.shape.clone();
     shape[0] = 1;
     let winner = g.tensor(&shape)?;
     g.push(layout::narrow(ctx, x0, 0, 0, &winner)?);
-    let winner = pipeline.to_image(&mut g, winner).map_err(|e| {
+    let winner = pipeline.to_image(&mut g, winner, tiles).map_err(|e| {
         e.advise("an activation of the VAE decoder: --vae-tiles decodes in tiles; a smaller --size needs less")
     })?;
     let unit = g.tensor(&[1, 3, h, w])?;

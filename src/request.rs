@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::models::pipeline::PipelineConfig;
+use crate::models::vae_tiles::VaeTiles;
 use crate::ops::sampler::StepCoefficients;
 use crate::ops::score::Certainty;
 use crate::output::Parameters;
@@ -25,6 +26,8 @@ pub use start::{Picture, Start};
 #[derive(Clone, Debug)]
 pub struct Request {
     pub prompt: String,
+    /// `--negative`: replaces the model's unconditional text in guidance (A1111's).
+    pub negative: Option<String>,
     pub seed: u64,
     /// (width, height); default: the UNet's `sample_size`.
     pub size: Option<(usize, usize)>,
@@ -33,6 +36,8 @@ pub struct Request {
     pub candidates: Option<usize>,
     pub guidance: Option<f32>,
     pub sampler: Option<Sampler>,
+    /// `--karras`: Karras sigmas (Euler a, DPM++ 2M; `schedulers::karras`).
+    pub karras: bool,
     /// 1, 2 or 4: the learned upscaler's factor; `None`: the model's
     /// upscaler's own, else 1 ([`Request::upscale_for`]).
     pub upscale: Option<usize>,
@@ -54,18 +59,22 @@ pub struct Request {
     pub keep_rounds: bool,
     /// Start from a picture (img2img, inpainting): see [`Start`].
     pub start: Option<Start>,
+    /// Whether a latent model's VAE decodes in tiles (`--vae-tiles`).
+    pub vae_tiles: VaeTiles,
 }
 
 impl Request {
     pub fn new(prompt: impl Into<String>) -> Self {
         Self {
             prompt: prompt.into(),
+            negative: None,
             seed: 0,
             size: None,
             steps: None,
             candidates: None,
             guidance: None,
             sampler: None,
+            karras: false,
             upscale: None,
             score_every: None,
             until_score: None,
@@ -75,6 +84,7 @@ impl Request {
             schedule: None,
             keep_rounds: false,
             start: None,
+            vae_tiles: VaeTiles::Auto,
         }
     }
 }
@@ -178,6 +188,7 @@ pub(crate) struct Settings {
     pub start: Option<start::StartSettings>,
     /// Sub-prompts (the batch is `(1 + prompts)·K`).
     pub prompts: usize,
+    pub vae_tiles: VaeTiles,
 }
 
 impl Settings {
@@ -209,6 +220,7 @@ impl Request {
             check_phase(model, phase)?;
         }
         self.check_upscale(model)?;
+        crate::memory_plan::check_vae_tiles(self.vae_tiles, model)?;
         let upscale = self.upscale_for(model);
         let k_max = phases.iter().map(|p| p.candidates).max().unwrap_or(1);
         let run = Extents {
@@ -224,9 +236,11 @@ impl Request {
             Some(_) => phases.iter().flat_map(Phase::rounds).collect(),
             None => Vec::new(),
         };
+        let samplers = phases.iter().map(|p| p.sampler);
+        let scheduler = crate::schedulers::karras::config(&model.scheduler, self.karras, samplers)?;
         let (table, init_noise_sigma) =
-            phases::step_table_from(&phases, &rounds, &model.scheduler, skip)?;
-        let start = start::settle(self.start.as_ref(), &table, &model.scheduler);
+            phases::step_table_from(&phases, &rounds, &scheduler, skip)?;
+        let start = start::settle(self.start.as_ref(), &table, &scheduler);
         let settings = Settings {
             width,
             height,
@@ -239,6 +253,7 @@ impl Request {
             upscale,
             start,
             prompts: prompts.texts.len(),
+            vae_tiles: self.vae_tiles,
         };
         let certainty = Certainty {
             min_score: self.until_score.unwrap_or(f32::INFINITY),

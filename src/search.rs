@@ -66,7 +66,7 @@ pub(crate) fn run(
         *cached = Some(Plan::new(ctx, pipeline, settings)?);
     }
     let plan = cached.as_ref().expect("planned above");
-    load(ctx, pipeline, plan, &prompts, request.seed, certainty)?;
+    load(ctx, pipeline, plan, &prompts, request, certainty)?;
     plan.start.load(ctx, request, &plan.s)?;
     let (bytes, rounds) = execute(ctx, plan, request)?;
     let mut image = finish(pipeline, plan, request, &bytes, prompts)?;
@@ -83,21 +83,26 @@ pub(crate) fn run(
 }
 
 /// Write one run's inputs into the plan: tokens, weights, seeds, thresholds,
-/// fresh counters.
+/// fresh counters. The unconditional text of guidance is `--negative`'s, else
+/// the model's (A1111's negative prompt replaces it the same way).
 fn load(
     ctx: &Context,
     pipeline: &Pipeline,
     plan: &Plan,
     prompts: &Prompts,
-    seed: u64,
+    request: &Request,
     certainty: score::Certainty,
 ) -> Result<()> {
+    let seed = request.seed;
     let write = |t: &Tensor, words: &[u32]| {
         ctx.queue
             .write_buffer(&t.buffer, 0, bytemuck::cast_slice(words))
     };
-    let unconditional = &pipeline.config.settings.unconditional_prompt;
-    let texts: Vec<String> = std::iter::once(unconditional.clone())
+    let unconditional = match request.negative.as_deref() {
+        Some(negative) if !negative.trim().is_empty() => negative,
+        _ => &pipeline.config.settings.unconditional_prompt,
+    };
+    let texts: Vec<String> = std::iter::once(unconditional.to_string())
         .chain(prompts.texts.iter().cloned())
         .collect();
     let rows = token_rows(&pipeline.tokenizer, &texts);
@@ -301,24 +306,9 @@ fn finish(
             .collect()
     };
     let row = candidate_scores.get(winner).cloned().unwrap_or_default();
-    let first = &s.phases[0];
     let (width, height) = (plan.post.width, plan.post.height);
-    let parameters = Parameters {
-        prompt: request.prompt.clone(),
-        steps: steps_run,
-        sampler: first.sampler.a1111_name().to_string(),
-        guidance: first.guidance,
-        seed: request.seed,
-        width,
-        height,
-        model: pipeline.config.name.clone(),
-        candidates: s.k_max(),
-        score: row.last().copied(),
-        schedule: request.schedule.as_ref().map(|sch| sch.text.clone()),
-        start: (request.start.as_ref())
-            .map(|start| (start.strength, start.mask.as_ref().map(|_| start.mask_blur))),
-        loras: pipeline.loras.iter().map(Lora::used).collect(),
-    };
+    let stopped_at = stopped_early.then_some(steps_run);
+    let parameters = parameters(pipeline, s, request, stopped_at, row.last().copied());
     Ok(Image {
         width,
         height,
@@ -335,4 +325,44 @@ fn finish(
         upscale: s.upscale,
         gpu_peak_bytes: 0,
     })
+}
+
+/// The PNG's parameters: what was asked, so that pasting them back (prompt,
+/// `--negative`, flags) makes the same image, and what came of it.
+fn parameters(
+    pipeline: &Pipeline,
+    s: &Settings,
+    request: &Request,
+    steps_run: Option<usize>,
+    score: Option<f32>,
+) -> Parameters {
+    let config = &pipeline.config;
+    let sampler = request
+        .sampler
+        .unwrap_or_else(|| config.scheduler.default_sampler());
+    Parameters {
+        prompt: request.prompt.clone(),
+        negative: request.negative.clone().filter(|n| !n.trim().is_empty()),
+        steps: s.steps,
+        sampler: sampler.a1111_name().to_string(),
+        schedule_type: request.karras.then(|| "Karras".to_string()),
+        guidance: request.guidance.unwrap_or(config.settings.default_guidance),
+        seed: request.seed,
+        width: s.width,
+        height: s.height,
+        model_hash: Some(pipeline.model_hash.clone()),
+        model: config.name.clone(),
+        start: (request.start.as_ref())
+            .map(|start| (start.strength, start.mask.as_ref().map(|_| start.mask_blur))),
+        upscale: s.upscale,
+        weights: config.weights.asked().map(str::to_string),
+        candidates: s.k_max(),
+        score_every: request.score_every,
+        until_score: request.until_score,
+        until_margin: request.until_margin,
+        steps_run,
+        score,
+        schedule: request.schedule.as_ref().map(|sch| sch.text.clone()),
+        loras: pipeline.loras.iter().map(Lora::used).collect(),
+    }
 }

@@ -141,6 +141,11 @@ impl ClipTokenizer {
     }
 
     /// Vocabulary size (49,408 for CLIP / Stable Diffusion 1.x).
+    /// The id of a token as the vocabulary spells it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.vocab.get(token).copied()
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.vocab.len()
     }

@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["models", "schedulers"],
     &["phases"],
-    &["request", "postprocess", "trace", "search"],
+    &["request", "postprocess", "trace", "search", "memory_plan"],
     &["engine"],
     &["farm", "bench", "cli"],
     &["lib", "main"],

@@ -12,6 +12,13 @@ Euler ancestral by patching its `randn_tensor`, to DDIM with eta > 0 as
 `variance_noise`). Configs: Stable Diffusion 1.x's and the default model's (read from
 weights/easel-emoji/scheduler/ when exported, else tools/train_unet.py's SCHEDULER).
 
+Karras cases (`"karras": true`, easel's `--karras`): DPM++ 2M is diffusers'
+DPMSolverMultistepScheduler with `use_karras_sigmas=True`. diffusers' Euler ancestral
+class has no Karras option, so its sigmas and timesteps are those of
+EulerDiscreteScheduler with `use_karras_sigmas=True` under "linspace" spacing (the
+whole training sigma range, as k-diffusion's `get_sigmas_karras` and A1111 use),
+set into EulerAncestralDiscreteScheduler, whose own `step` then runs.
+
     tools/.venv/bin/python tools/make_scheduler_golden.py   # writes tests/golden/schedulers.json
 """
 
@@ -21,7 +28,12 @@ import os
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+)
 import diffusers.schedulers.scheduling_euler_ancestral_discrete as euler_module
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -81,20 +93,43 @@ class FixedNoise:
         return out
 
 
-def make_scheduler(sampler, config, prediction_type):
+def make_scheduler(sampler, config, prediction_type, karras=False):
     cfg = {k: v for k, v in config.items() if not k.startswith("_")}
     cfg["prediction_type"] = prediction_type
     if sampler == "ddim":
         return DDIMScheduler.from_config(cfg)
     if sampler == "euler_a":
+        if karras:
+            return KarrasEulerAncestral({**cfg, "timestep_spacing": "linspace"})
         return EulerAncestralDiscreteScheduler.from_config(cfg)
     return DPMSolverMultistepScheduler.from_config(
-        cfg, algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint"
+        cfg,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        use_karras_sigmas=karras,
     )
 
 
-def run_case(sampler, config, prediction_type, steps, inputs, eta=0.0):
-    sched = make_scheduler(sampler, config, prediction_type)
+class KarrasEulerAncestral:
+    """EulerAncestralDiscreteScheduler stepping over EulerDiscreteScheduler's Karras sigmas."""
+
+    def __init__(self, cfg):
+        self.karras = EulerDiscreteScheduler.from_config(cfg, use_karras_sigmas=True)
+        self.inner = EulerAncestralDiscreteScheduler.from_config(cfg)
+
+    def set_timesteps(self, steps):
+        self.karras.set_timesteps(steps)
+        self.inner.set_timesteps(steps)
+        self.inner.sigmas = self.karras.sigmas.clone()
+        self.inner.timesteps = self.karras.timesteps.clone()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def run_case(sampler, config, prediction_type, steps, inputs, eta=0.0, karras=False):
+    sched = make_scheduler(sampler, config, prediction_type, karras)
     sched.set_timesteps(steps)
     x = torch.tensor(inputs["x"]).reshape(1, 1, 1, N) * float(sched.init_noise_sigma)
     model_out = torch.tensor(inputs["model_out"]).reshape(MAX_STEPS, 1, 1, 1, N)
@@ -102,6 +137,7 @@ def run_case(sampler, config, prediction_type, steps, inputs, eta=0.0):
     euler_module.randn_tensor = FixedNoise(noise)
 
     case = {
+        "karras": karras,
         "sampler": sampler,
         "prediction_type": prediction_type,
         "steps": steps,
@@ -139,6 +175,7 @@ def timestep_table(config):
                 sched.set_timesteps(steps)
                 rows.append(
                     {
+                        "karras": False,
                         "sampler": sampler,
                         "spacing": spacing,
                         "steps": steps,
@@ -146,6 +183,21 @@ def timestep_table(config):
                         "init_noise_sigma": float(sched.init_noise_sigma),
                     }
                 )
+    # Karras: spacing does not apply; 50, 7 and 100 steps.
+    for sampler in ("euler_a", "dpm"):
+        for steps in (50, 7, 100):
+            sched = make_scheduler(sampler, config, "epsilon", karras=True)
+            sched.set_timesteps(steps)
+            rows.append(
+                {
+                    "karras": True,
+                    "sampler": sampler,
+                    "spacing": config["timestep_spacing"],
+                    "steps": steps,
+                    "timesteps": [float(t) for t in sched.timesteps],
+                    "init_noise_sigma": float(sched.init_noise_sigma),
+                }
+            )
     return rows
 
 
@@ -170,6 +222,14 @@ def main():
         cases.append({"config": name, **run_case("ddim", config, "epsilon", 10, inputs, eta=0.5)})
         for sampler in ("ddim", "dpm"):
             cases.append({"config": name, **run_case(sampler, config, "sample", 10, inputs)})
+        # Karras sigmas for the two samplers that have a sigma schedule. Not DPM++ 2M on
+        # the default model's cosine schedule: its whole timesteps repeat (998, 998, ...
+        # from sigma_max = 20291), where diffusers' step lookup runs past its table.
+        for sampler in ("euler_a", "dpm") if name == "sd1" else ("euler_a",):
+            for prediction_type in ("epsilon", "v_prediction"):
+                for steps in (10, 25) if name == "sd1" else (10,):
+                    case = run_case(sampler, config, prediction_type, steps, inputs, karras=True)
+                    cases.append({"config": name, **case})
 
     golden = {
         "about": "diffusers schedulers on fixed inputs; tools/make_scheduler_golden.py",

@@ -9,7 +9,8 @@
 //!   `sample_size`: pixels of a pixel-space model, latents of a latent one),
 //!   B timesteps, context `[B, 77, cross_attention_dim]`.
 //! - `vae`: AutoencoderKL's decoder on latents `[B, latent_channels, S, S]`
-//!   (S = the UNet's `sample_size`) → images `[B, 3, S·f, S·f]` (f = 8 for SD).
+//!   (S = the UNet's `sample_size`) → images `[B, 3, S·f, S·f]` (f = 8 for SD), in
+//!   tiles where a run would tile it (the memory plan's `--vae-tiles auto`).
 //! - `text_encoder`: CLIPTextModel on ids `[B, 77]`.
 //! - `scorer`: CLIPModel's vision tower + visual_projection on `[B, 3, S, S]`.
 //! - `upscaler`: SRVGGNetCompact, `[B, 3, 32, 32]` → `[B, 3, 32·r, 32·r]`.
@@ -37,12 +38,14 @@ use crate::error::{Error, Result};
 use crate::gpu::profiler::{Clock, Profiler};
 use crate::gpu::Tensor;
 use crate::gpu::{Context, Dispatch};
+use crate::memory_plan::{Limits, MemoryPlan};
 use crate::models::clip::{self, CLIPModel, CLIPTextModel};
 use crate::models::layers::component_config;
 use crate::models::pipeline;
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::SRVGGNetCompact;
 use crate::models::vae::AutoencoderKLDecoder;
+use crate::models::vae_tiles::VaeTiles;
 use crate::models::Graph;
 use crate::weights::WeightPrecision;
 
@@ -176,7 +179,18 @@ impl Model {
             }
             Model::Vae(vae, size) => {
                 let latents = image(vae.config.latent_channels, *size, 4.0)?;
-                vae.decode(&mut g, &latents)?; // [B, 3, S·f, S·f]
+                // In tiles where a run would decode in tiles (the memory plan's auto).
+                let plan = MemoryPlan::new(
+                    Some(&vae.config),
+                    batch,
+                    [*size, *size],
+                    VaeTiles::Auto,
+                    &Limits::of(ctx),
+                )?;
+                match plan.vae_tiling {
+                    Some(tiling) => vae.decode_tiled(&mut g, &latents, tiling)?,
+                    None => vae.decode(&mut g, &latents)?,
+                }; // [B, 3, S·f, S·f]
             }
             Model::Text(text) => {
                 let rows = token_rows(batch);

@@ -13,7 +13,8 @@ use easel::{Engine, Error, Request, Result};
 
 #[derive(Args, Clone, Debug)]
 pub struct GenerateArgs {
-    /// The prompt; `a:: b::2` weights sub-prompts, `--no x` inside it pushes away.
+    /// The prompt; `a:: b::2` weights sub-prompts, `--no x` inside it pushes away
+    /// (see also --negative).
     pub prompt: Option<String>,
     #[command(flatten)]
     pub render: super::RenderArgs,
@@ -209,12 +210,14 @@ fn summary(
     serde_json::json!({
         "file": path.display().to_string(),
         "prompt": request.prompt,
+        "negative": p.negative,
         "sub_prompts": sub_prompts,
         "scores": scores,
         "score": image.scores.last(),
         "seed": p.seed,
         "sampler": sampler.map(|s| s.cli_name()),
         "sampler_a1111": p.sampler,
+        "karras": request.karras,
         "guidance": p.guidance,
         "steps": image.steps_run,
         "steps_asked": steps_asked,
@@ -230,6 +233,7 @@ fn summary(
         "upscale": upscale,
         "schedule": p.schedule,
         "model": p.model,
+        "model_hash": p.model_hash,
         "loras": p.loras.iter().map(|l| serde_json::json!({
             "name": l.name, "weight": l.weight, "sha256": l.sha256,
         })).collect::<Vec<_>>(),

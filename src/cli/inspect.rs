@@ -58,7 +58,9 @@ pub fn run(path: Option<&Path>) -> Result<()> {
     let mut report = Report::default();
     if path.is_file() {
         println!("{}", path.display());
-        list_file(path, "  ", &mut report);
+        if super::checkpoint::describe(path, &mut report.problems) {
+            list_file(path, "  ", &mut report);
+        }
     } else {
         list_model(path, &mut report);
     }

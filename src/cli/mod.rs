@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod checkpoint;
 pub mod devices;
 pub mod generate;
 pub mod inspect;
@@ -50,9 +51,17 @@ pub struct RenderArgs {
     /// Classifier-free guidance scale; default: the model's.
     #[arg(long)]
     pub guidance: Option<f32>,
-    /// ddim, euler_a or dpm++2m; default: from scheduler_config.json.
+    /// ddim, euler_a or dpm++2m, or A1111's DDIM, "Euler a", "DPM++ 2M" ("DPM++ 2M
+    /// Karras" adds --karras); default: from scheduler_config.json.
     #[arg(long, value_parser = parse_sampler)]
-    pub sampler: Option<easel::schedulers::Sampler>,
+    pub sampler: Option<easel::schedulers::SamplerName>,
+    /// Karras sigmas (rho 7) for Euler a and DPM++ 2M: A1111's "Schedule type: Karras".
+    #[arg(long)]
+    pub karras: bool,
+    /// Negative prompt: the text guidance steers away from, in place of the model's
+    /// empty unconditional text (as A1111's); combines with `--no` sub-prompts.
+    #[arg(long, value_name = "TEXT")]
+    pub negative: Option<String>,
     /// Learned upscaling after denoising: 1, 2 or 4; default: the model's
     /// upscaler's factor, else 1.
     #[arg(long)]
@@ -71,10 +80,22 @@ pub struct RenderArgs {
     /// (README, "Schedules").
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Model folder (diffusers layout); default: EASEL_MODEL, else the model built
-    /// into easel.
+    /// Model folder (diffusers layout) or single-file Stable Diffusion 1.x/2.x
+    /// checkpoint (.safetensors); default: EASEL_MODEL, else the model built into easel.
     #[arg(long)]
     pub model: Option<std::path::PathBuf>,
+    /// Tokenizer folder for a single-file --model (the file holds none);
+    /// default: the bundled CLIP tokenizer.
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
+    /// What the UNet predicts: epsilon or v; default: the single file's metadata,
+    /// else epsilon for SD 1.x and v for SD 2.x (a folder: its scheduler config).
+    #[arg(long, value_parser = easel::models::single_file::parse_prediction)]
+    pub prediction: Option<easel::schedulers::PredictionType>,
+    /// A diffusers folder whose configs (and tokenizer) a single-file --model
+    /// uses instead of inferring them from its tensors.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// The check-output process: a transformers CLIPModel folder (config.json,
     /// model.safetensors, vocab.json + merges.txt, preprocessor_config.json);
     /// default: EASEL_SCORER, else the model's own scorer/.
@@ -94,6 +115,10 @@ pub struct RenderArgs {
     /// and diffusers/peft (`unet.*.lora_A.weight`) safetensors files.
     #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
     pub loras: Vec<easel::lora::LoraSpec>,
+    /// A latent model's VAE decoder in tiles: auto (when the whole image would not
+    /// fit the adapter), off, or N (tiles of N pixels a side, overlapping by a quarter).
+    #[arg(long, default_value = "auto")]
+    pub vae_tiles: easel::models::vae_tiles::VaeTiles,
     #[command(flatten)]
     pub start: start::StartArgs,
 }
@@ -105,10 +130,19 @@ impl RenderArgs {
         easel::model_dir::resolve(self.model.as_deref())
     }
 
-    /// The model folder's configs, with `--scorer` (or `EASEL_SCORER`),
-    /// `--upscaler`, `--weights` and `--lora` for loading it.
+    /// The model's configs (a folder's or a single file's), with `--scorer` (or
+    /// `EASEL_SCORER`), `--upscaler`, `--weights` and `--lora` for loading it;
+    /// says on stderr when a single file takes the bundled tokenizer.
     pub fn pipeline_config(&self) -> easel::Result<easel::PipelineConfig> {
-        let mut config = easel::PipelineConfig::read(&self.model_dir()?)?;
+        let options = easel::models::single_file::ModelOptions {
+            tokenizer: self.tokenizer.clone(),
+            prediction: self.prediction,
+            config: self.config.clone(),
+        };
+        let mut config = easel::PipelineConfig::open(&self.model_dir()?, &options)?;
+        if let Some(notice) = config.single_file.as_ref().and_then(|f| f.notice()) {
+            eprintln!("easel: {notice}");
+        }
         if let Some(dir) = easel::models::scorer::resolve(self.scorer.as_deref()) {
             config = config.with_scorer(&dir)?;
         }
@@ -137,20 +171,23 @@ impl RenderArgs {
             steps: self.steps,
             candidates: self.candidates,
             guidance: self.guidance,
-            sampler: self.sampler,
+            sampler: self.sampler.map(|s| s.sampler),
+            karras: self.karras || self.sampler.is_some_and(|s| s.karras),
+            negative: self.negative.clone(),
             upscale: self.upscale,
             score_every: self.score_every,
             until_score: self.until_score,
             until_margin: self.until_margin,
             schedule,
             start: self.start.start()?,
+            vae_tiles: self.vae_tiles,
             ..easel::Request::new(prompt)
         })
     }
 }
 
-fn parse_sampler(s: &str) -> std::result::Result<easel::schedulers::Sampler, String> {
-    easel::schedulers::Sampler::parse(s).map_err(|e| e.to_string())
+fn parse_sampler(s: &str) -> std::result::Result<easel::schedulers::SamplerName, String> {
+    easel::schedulers::SamplerName::parse(s).map_err(|e| e.to_string())
 }
 
 /// `--seed`: a number, or `random` for one drawn when the request is made.

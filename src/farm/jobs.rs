@@ -13,7 +13,7 @@ use super::MANIFEST;
 use crate::models::pipeline::PipelineConfig;
 use crate::phases::Schedule;
 use crate::request::{Request, Start};
-use crate::schedulers::Sampler;
+use crate::schedulers::SamplerName;
 
 /// What a job line leaves out comes from a template request (the command
 /// line's flags); its prompt is not used.
@@ -30,6 +30,10 @@ struct JobLine {
     candidates: Option<usize>,
     guidance: Option<f32>,
     sampler: Option<String>,
+    /// Karras sigmas (`--karras`).
+    karras: Option<bool>,
+    /// The negative prompt (`--negative`).
+    negative: Option<String>,
     upscale: Option<usize>,
     /// `--schedule` phases.
     schedule: Option<String>,
@@ -38,6 +42,8 @@ struct JobLine {
     strength: Option<f64>,
     mask: Option<PathBuf>,
     mask_blur: Option<f32>,
+    /// `--vae-tiles`: auto, off or a tile's side in pixels.
+    vae_tiles: Option<String>,
     out: Option<String>,
 }
 
@@ -144,9 +150,15 @@ fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<
         None => d.size,
     };
     let steps = j.steps.or(d.steps);
-    let sampler = match &j.sampler {
-        Some(s) => Some(Sampler::parse(s).map_err(|e| e.to_string())?),
-        None => d.sampler,
+    let (sampler, karras) = match &j.sampler {
+        Some(s) => {
+            let name = SamplerName::parse(s).map_err(|e| e.to_string())?;
+            (
+                Some(name.sampler),
+                name.karras || j.karras.unwrap_or(d.karras),
+            )
+        }
+        None => (d.sampler, j.karras.unwrap_or(d.karras)),
     };
     let schedule = match &j.schedule {
         Some(text) => Some(Schedule::parse(text).map_err(|e| e.to_string())?),
@@ -161,9 +173,15 @@ fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<
         candidates: j.candidates.or(d.candidates),
         guidance: j.guidance.or(d.guidance),
         sampler,
+        karras,
+        negative: j.negative.or_else(|| d.negative.clone()),
         upscale: j.upscale.or(d.upscale),
         schedule,
         start,
+        vae_tiles: match &j.vae_tiles {
+            Some(t) => t.parse().map_err(|e| format!("vae_tiles {e}"))?,
+            None => d.vae_tiles,
+        },
         ..d.clone()
     };
     // The model's defaults settled, so the name records what is made.
@@ -234,6 +252,7 @@ fn checked_out(out: &str) -> std::result::Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedulers::Sampler;
 
     fn defaults() -> Defaults {
         Defaults {
@@ -280,6 +299,20 @@ mod tests {
         );
         assert_eq!(j.request.sampler, Some(Sampler::EulerAncestral));
         assert_eq!(j.output, PathBuf::from("x/y.png"));
+        assert!(!j.request.karras && j.request.negative.is_none());
+        // A1111's spellings, the schedule in the sampler's name or on its own.
+        for line in [
+            r#"{"prompt": "a", "sampler": "DPM++ 2M Karras", "negative": "blur"}"#,
+            r#"{"prompt": "a", "sampler": "dpm++2m", "karras": true, "negative": "blur"}"#,
+        ] {
+            let j = job(line).unwrap();
+            assert_eq!(j.request.sampler, Some(Sampler::DpmSolverMultistep));
+            assert!(j.request.karras, "{line}");
+            assert_eq!(j.request.negative.as_deref(), Some("blur"));
+        }
+        // Karras with the model's DDIM is refused on its line.
+        let err = job(r#"{"prompt": "a", "karras": true}"#).unwrap_err();
+        assert!(err.contains("--karras"), "{err}");
         // Checked against the model with the defaults (4 steps), as `generate` would.
         let j = job(r#"{"prompt": "a", "schedule": "2 k=8; rest"}"#).unwrap();
         assert_eq!(j.request.schedule.unwrap().phases.len(), 2);
@@ -339,6 +372,17 @@ mod tests {
         };
         assert_eq!(stable_name(&r, "m"), "x-ea3fb751b3ea4f33.png");
         assert_ne!(stable_name(&r, "other-model"), stable_name(&r, "m"));
+        // A negative prompt and Karras sigmas make other images, under other names.
+        let negative = Request {
+            negative: Some("blur".into()),
+            ..r.clone()
+        };
+        let karras = Request {
+            karras: true,
+            ..r.clone()
+        };
+        let names = [&negative, &karras].map(|x| stable_name(x, "m"));
+        assert!(names[0] != names[1] && !names.contains(&stable_name(&r, "m")));
     }
 
     #[test]

@@ -31,6 +31,11 @@ struct Canonical<'a> {
     /// Absent without phases, so names from before `schedule` existed still match.
     #[serde(skip_serializing_if = "Option::is_none")]
     schedule: Option<&'a str>,
+    /// Absent when not given, like `schedule`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    negative: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    karras: bool,
     /// A start picture (absent without one, as `schedule`): see [`start_key`].
     #[serde(skip_serializing_if = "Option::is_none")]
     start: Option<String>,
@@ -116,21 +121,12 @@ pub fn with_loras(key: String, loras: &[LoraSpec]) -> Result<String> {
 /// The length then the bytes of the regular file at `path`, streamed (a
 /// checkpoint may be larger than memory), into `hash`.
 fn hash_file(hash: u64, path: &Path) -> Result<u64> {
-    use std::io::Read;
-    let unreadable = |e: std::io::Error| Error::model(path, format!("cannot read: {e}"));
-    let mut file = std::fs::File::open(path).map_err(unreadable)?;
-    let len = file.metadata().map_err(unreadable)?.len();
+    let meta = std::fs::metadata(path);
+    let len = meta
+        .map_err(|e| Error::model(path, format!("cannot read: {e}")))?
+        .len();
     let mut hash = fnv1a(hash, &len.to_le_bytes());
-    let mut buf = vec![0u8; 1 << 20];
-    let mut read = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(unreadable)?;
-        if n == 0 {
-            break;
-        }
-        hash = fnv1a(hash, &buf[..n]);
-        read += n as u64;
-    }
+    let read = crate::weights::stream_file(path, |chunk| hash = fnv1a(hash, chunk))?;
     if read != len {
         return Err(Error::model(
             path,
@@ -239,6 +235,8 @@ pub fn stable_name(r: &Request, model: &str) -> String {
         until_margin: r.until_margin,
         schedule: r.schedule.as_ref().map(|sch| sch.text.as_str()),
         start: r.start.as_ref().map(start_key),
+        negative: r.negative.as_deref().filter(|n| !n.trim().is_empty()),
+        karras: r.karras,
     };
     let json = serde_json::to_string(&canonical).expect("plain data serializes");
     let hash = fnv1a(FNV_OFFSET, json.as_bytes());

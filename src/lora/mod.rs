@@ -97,7 +97,7 @@ impl Lora {
     pub fn open(spec: &LoraSpec) -> Result<Self> {
         let file = SafetensorsFile::open(&spec.path)?;
         let modules = keys::modules(&file.path, &file.names())?;
-        let hash = hex(&Sha256::digest(file.data_bytes()));
+        let hash = crate::weights::hash::hex(&Sha256::digest(file.data_bytes()));
         let name = spec.path.file_stem().map_or_else(
             || spec.path.display().to_string(),
             |s| s.to_string_lossy().into_owned(),
@@ -256,9 +256,4 @@ fn peft_scale(file: &SafetensorsFile, module: &Module, rank: usize) -> Result<f3
 /// Register the modules of every LoRA in `loras` that adapt `component`.
 pub fn patch_all(loras: &[Lora], component: Component, weights: &mut Weights) -> Result<()> {
     loras.iter().try_for_each(|l| l.patch(component, weights))
-}
-
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -6,7 +6,7 @@ use crate::gpu::Context;
 use crate::gpu::Tensor;
 use std::path::Path;
 
-use crate::weights::{Config, Weights};
+use crate::weights::{Config, WeightPrecision, Weights};
 
 /// A path into a checkpoint's names, diffusers-style: `vb.pp("down_blocks").pp(0)`.
 #[derive(Clone)]
@@ -105,11 +105,34 @@ pub fn check_all_used(weights: &Weights, ignored: &[&str]) -> Result<()> {
         Some(first) => Err(Error::model(
             weights.files()[0].path.clone(),
             format!(
-                "{} tensor(s) not used by the model built from config.json, e.g. `{first}`: the checkpoint and its config disagree",
-                unused.len()
+                "{} tensor(s) not used by the model built from its config, e.g. `{}{first}`: the checkpoint and its config disagree",
+                unused.len(),
+                weights.prefix()
             ),
         )),
     }
+}
+
+/// Build a model with `new` from weights already opened (and perhaps renamed),
+/// layer weights in `precision`, and refuse tensors it never read (but those
+/// under `ignored`): a checkpoint that does not match its config is an error.
+pub fn build_with<M>(
+    ctx: &Context,
+    mut weights: Weights,
+    precision: WeightPrecision,
+    ignored: &[&str],
+    new: impl FnOnce(&Vars) -> Result<M>,
+) -> Result<M> {
+    weights.set_precision(precision);
+    // A weight that cannot exist on the adapter: the flag that stores it smaller.
+    let model = new(&Vars::new(ctx, &weights)).map_err(|e| {
+        let path = weights.files()[0].path.display();
+        e.advise(&format!(
+            "a weight of {path}: `--weights f16` stores f32 weights in half the bytes"
+        ))
+    })?;
+    check_all_used(&weights, ignored)?;
+    Ok(model)
 }
 
 /// `nn.Conv2d` (groups = 1): weight `[out, in, kh, kw]`, optional bias `[out]`.

@@ -10,9 +10,11 @@ pub mod layers;
 pub mod pipeline;
 pub mod resnet;
 pub mod scorer;
+pub mod single_file;
 pub mod unet_2d_condition;
 pub mod unet_blocks;
 pub mod upscaler;
 pub mod vae;
+pub mod vae_tiles;
 
 pub use graph::Graph;

@@ -9,82 +9,32 @@
 //!    checkpoint names, refusing tensors a model left unused.
 //!
 //! `easel bench models` loads single components through the same loaders.
+//! [`PipelineConfig::open`] also takes a single-file checkpoint
+//! (`models::single_file`), read as the same models.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-
-use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 use crate::lora::{self, Component, Lora, LoraSpec};
 use crate::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
-use crate::models::layers::{check_all_used, component_config, CheckedConfig, Vars};
+use crate::models::layers::{build_with, component_config, CheckedConfig, Vars};
 use crate::models::scorer::{ModelFallback, Scorer, ScorerConfig};
+use crate::models::single_file::{self, ModelOptions, SingleFile};
+
+mod settings;
+
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::upscaler::{self, SRVGGNetCompact, SRVGGNetCompactConfig};
 use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder, AutoencoderKLEncoder};
+use crate::models::vae_tiles::Tiling;
 use crate::models::Graph;
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
-use crate::weights::{Config, SafetensorsFile, WeightPrecision, Weights, TEXT_MODEL_PREFIX};
-
-/// easel's settings in `model_index.json` (`_easel`), with CLIP's defaults.
-#[derive(Clone, Debug, Deserialize)]
-pub struct PipelineSettings {
-    #[serde(default = "d_mean")]
-    pub scorer_image_mean: [f32; 3],
-    #[serde(default = "d_std")]
-    pub scorer_image_std: [f32; 3],
-    #[serde(default = "d_guidance")]
-    pub default_guidance: f32,
-    #[serde(default = "d_steps")]
-    pub default_steps: usize,
-    #[serde(default)]
-    pub unconditional_prompt: String,
-}
-
-impl PipelineSettings {
-    /// What a request falls back on must be usable: `default_steps` is a run's
-    /// length when no flag gives one (so a bad one is the file's fault, not a
-    /// flag's), and images are divided by `scorer_image_std`.
-    fn check(&self, num_train_timesteps: usize) -> std::result::Result<(), String> {
-        let steps = self.default_steps;
-        if !(1..=num_train_timesteps).contains(&steps) {
-            return Err(format!(
-                "`_easel.default_steps` {steps}: must be from 1 to the scheduler's \
-                 num_train_timesteps {num_train_timesteps}"
-            ));
-        }
-        let finite = |v: &[f32; 3]| v.iter().all(|x| x.is_finite());
-        if !finite(&self.scorer_image_std) || self.scorer_image_std.contains(&0.0) {
-            return Err(format!(
-                "`_easel.scorer_image_std` {:?}: must be finite and not 0 (images are divided by it)",
-                self.scorer_image_std
-            ));
-        }
-        if !finite(&self.scorer_image_mean) {
-            return Err(format!(
-                "`_easel.scorer_image_mean` {:?}: must be finite",
-                self.scorer_image_mean
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn d_mean() -> [f32; 3] {
-    crate::models::scorer::CLIP_MEAN
-}
-fn d_std() -> [f32; 3] {
-    crate::models::scorer::CLIP_STD
-}
-fn d_guidance() -> f32 {
-    7.5
-}
-fn d_steps() -> usize {
-    30
-}
+use crate::weights::{SafetensorsFile, WeightPrecision, Weights, TEXT_MODEL_PREFIX};
+use settings::read_settings;
+pub use settings::PipelineSettings;
 
 /// Every config of a model folder: what a request is checked against.
 #[derive(Clone, Debug)]
@@ -107,21 +57,56 @@ pub struct PipelineConfig {
     pub upscaler_path: PathBuf,
     /// Precision of layer weights on the GPU (`--weights`); `read` leaves `Auto`.
     pub weights: WeightPrecision,
+    /// The single-file checkpoint the models come from (`dir` is that file).
+    pub single_file: Option<SingleFile>,
     /// LoRAs merged into the UNet and text encoder at load (`--lora`); `read` leaves none.
     pub loras: Vec<LoraSpec>,
 }
 
 impl PipelineConfig {
+    /// A model folder ([`PipelineConfig::read`]) or a single-file checkpoint
+    /// (`models::single_file`), by what `path` is; `options.prediction`
+    /// overrides the scheduler's prediction type of either.
+    pub fn open(path: &Path, options: &ModelOptions) -> Result<Self> {
+        if path.is_dir() || !path.exists() {
+            if options.tokenizer.is_some() || options.config.is_some() {
+                return Err(Error::BadInput(format!(
+                    "--tokenizer and --config apply to a single-file --model; {} is a folder",
+                    path.display()
+                )));
+            }
+            let mut config = Self::read(path)?;
+            if let Some(prediction) = options.prediction {
+                config.scheduler.prediction_type = prediction;
+            }
+            return Ok(config);
+        }
+        crate::weights::regular_file(path)?;
+        let (file, c) = single_file::read(path, options)?;
+        let name = path.file_stem().unwrap_or(path.as_os_str());
+        Ok(Self {
+            dir: path.to_path_buf(),
+            // As A1111 names a checkpoint: the file's name without its extension.
+            name: name.to_string_lossy().into_owned(),
+            settings: read_settings(c.index.as_deref(), &c.scheduler)?,
+            text_encoder: c.text_encoder,
+            unet: c.unet,
+            scheduler: c.scheduler,
+            vae: Some(c.vae),
+            scorer: None,
+            upscaler: None,
+            weights: WeightPrecision::Auto,
+            upscaler_path: path.to_path_buf(),
+            single_file: Some(file),
+            loras: Vec::new(),
+        })
+    }
+
     /// Read `dir`'s configs (no weights, no GPU).
     pub fn read(dir: &Path) -> Result<Self> {
         check_model_dir(dir)?;
-        let index = Config::read(dir.join("model_index.json"))?;
-        let settings: PipelineSettings =
-            index.get_or("_easel", serde_json::from_str("{}").expect("empty object"))?;
         let scheduler = SchedulerConfig::load(dir.join("scheduler").join("scheduler_config.json"))?;
-        settings
-            .check(scheduler.num_train_timesteps)
-            .map_err(|message| Error::model(&index.path, message))?;
+        let settings = read_settings(Some(&dir.join("model_index.json")), &scheduler)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             name: model_name(dir),
@@ -133,6 +118,7 @@ impl PipelineConfig {
             upscaler: optional_config(dir, "upscaler")?,
             upscaler_path: dir.join("upscaler"),
             weights: WeightPrecision::Auto,
+            single_file: None,
             loras: Vec::new(),
             settings,
         })
@@ -178,6 +164,18 @@ impl PipelineConfig {
     }
 }
 
+/// A1111's `Model hash` of the model, streamed on a thread of its own while the
+/// models load (seconds for a 1.7 GB file): a single file's own hash, exactly as
+/// A1111 computes it; a folder's over its UNet's weights (`weights::hash`).
+fn spawn_model_hash(config: &PipelineConfig) -> std::thread::JoinHandle<Result<String>> {
+    let single = config.single_file.as_ref().map(|f| f.path.clone());
+    let dir = config.dir.clone();
+    std::thread::spawn(move || match single {
+        Some(file) => crate::weights::hash::short_hash(&[file]),
+        None => crate::weights::hash::unet_hash(&dir),
+    })
+}
+
 /// The loaded models of a folder.
 pub struct Pipeline {
     pub config: PipelineConfig,
@@ -190,6 +188,8 @@ pub struct Pipeline {
     /// The VAE's encoder, loaded by the first run that starts from an image.
     vae_encoder: OnceLock<AutoencoderKLEncoder>,
     pub upscaler: Option<SRVGGNetCompact>,
+    /// A1111's short hash of the model (`weights::hash`), for `Model hash`.
+    pub model_hash: String,
     /// The LoRAs merged into `unet` and `text_encoder` (for the PNG's `Lora hashes`).
     pub loras: Vec<Lora>,
 }
@@ -197,32 +197,38 @@ pub struct Pipeline {
 impl Pipeline {
     /// Build every model of `config` on `ctx` from its weights.
     pub fn load(ctx: &Context, config: PipelineConfig) -> Result<Self> {
-        let (dir, w) = (&config.dir, config.weights);
-        let tokenizer = ClipTokenizer::from_dir(dir.join("tokenizer"))?;
+        let w = config.weights;
+        let hashing = spawn_model_hash(&config);
         let loras = config
             .loras
             .iter()
             .map(Lora::open)
             .collect::<Result<Vec<_>>>()?;
-        let text_encoder = load_text_encoder(
-            ctx,
-            &dir.join("text_encoder"),
-            &config.text_encoder,
-            (w, &loras),
-        )?;
-        let unet = load_unet(ctx, &dir.join("unet"), &config.unet, (w, &loras))?;
+        let (tokenizer, text_encoder, unet, vae) = match &config.single_file {
+            Some(file) => {
+                if !loras.is_empty() {
+                    return Err(Error::BadInput(format!(
+                        "--lora with a single-file --model ({}) is not supported yet; \
+                         use the model as a diffusers folder",
+                        file.path.display()
+                    )));
+                }
+                let vae = config.vae.as_ref().expect("a single file has a VAE");
+                let models = (&config.text_encoder, &config.unet, vae);
+                let (t, te, u, v) = single_file::load(ctx, file, models, config.weights)?;
+                (t, te, u, Some(v))
+            }
+            None => load_folder(ctx, &config, &loras)?,
+        };
         let scorer = match &config.scorer {
             Some(c) => Some(load_scorer_folder(ctx, c, w)?),
-            None => None,
-        };
-        let vae = match &config.vae {
-            Some(c) => Some(load_vae(ctx, &dir.join("vae"), c, w)?),
             None => None,
         };
         let upscaler = match &config.upscaler {
             Some(c) => Some(load_upscaler(ctx, &config.upscaler_path, c, w)?),
             None => None,
         };
+        let model_hash = hashing.join().expect("the hashing thread does not panic")?;
         Ok(Self {
             config,
             tokenizer,
@@ -232,6 +238,7 @@ impl Pipeline {
             vae,
             vae_encoder: OnceLock::new(),
             upscaler,
+            model_hash,
             loras,
         })
     }
@@ -252,13 +259,47 @@ impl Pipeline {
     }
 
     /// The images in [-1, 1] of UNet samples: the samples themselves for a
-    /// pixel-space model, their VAE decoding for a latent one.
-    pub fn to_image(&self, g: &mut Graph, samples: Tensor) -> Result<Tensor> {
-        match &self.vae {
-            Some(vae) => vae.decode(g, &samples),
-            None => Ok(samples),
+    /// pixel-space model, their VAE decoding for a latent one (in tiles when
+    /// the request's memory plan says so).
+    pub fn to_image(
+        &self,
+        g: &mut Graph,
+        samples: Tensor,
+        tiles: Option<Tiling>,
+    ) -> Result<Tensor> {
+        match (&self.vae, tiles) {
+            (Some(vae), Some(tiling)) => vae.decode_tiled(g, &samples, tiling),
+            (Some(vae), None) => vae.decode(g, &samples),
+            (None, _) => Ok(samples),
         }
     }
+}
+
+/// The models every pipeline has, and a latent one's VAE decoder.
+type Core = (
+    ClipTokenizer,
+    CLIPTextModel,
+    UNet2DConditionModel,
+    Option<AutoencoderKLDecoder>,
+);
+
+/// A folder's tokenizer, text encoder and UNet (with `loras` merged in) and (a
+/// latent model's) VAE decoder.
+fn load_folder(ctx: &Context, config: &PipelineConfig, loras: &[Lora]) -> Result<Core> {
+    let (dir, w) = (&config.dir, config.weights);
+    let tokenizer = ClipTokenizer::from_dir(dir.join("tokenizer"))?;
+    let text_encoder = load_text_encoder(
+        ctx,
+        &dir.join("text_encoder"),
+        &config.text_encoder,
+        (w, loras),
+    )?;
+    let unet = load_unet(ctx, &dir.join("unet"), &config.unet, (w, loras))?;
+    let vae = match &config.vae {
+        Some(c) => Some(load_vae(ctx, &dir.join("vae"), c, w)?),
+        None => None,
+    };
+    Ok((tokenizer, text_encoder, unet, vae))
 }
 
 /// A model folder's own `scorer/`, which may take its tokenizer and image
@@ -420,23 +461,13 @@ fn build<M>(
         true => Weights::open_files(&[dir.to_path_buf()])?,
         false => Weights::open_dir(dir)?,
     };
-    weights.set_precision(precision);
     if let Some(prefix) = prefix {
         weights.detect_prefix(prefix);
     }
     if let Some(component) = component {
         lora::patch_all(loras, component, &mut weights)?;
     }
-    // A weight that cannot exist on the adapter: the flag that stores it smaller.
-    let model = new(&Vars::new(ctx, &weights)).map_err(|e| {
-        e.advise(&format!(
-            "a weight of {}: `--weights f16` stores f32 weights in half the bytes",
-            dir.display()
-        ))
-    })?;
-    check_all_used(&weights, ignored)?;
-    weights.check_patches_applied()?;
-    Ok(model)
+    build_with(ctx, weights, precision, ignored, new)
 }
 
 /// The model's name for metadata: its folder's name (`easel-emoji`).

@@ -202,13 +202,18 @@ impl AutoencoderKLDecoder {
     /// `[N, out, h·f, w·f]` in [-1, 1]: diffusers' `latents / scaling_factor +
     /// shift_factor`, then [`Self::forward`].
     pub fn decode(&self, g: &mut Graph, latents: &Tensor) -> Result<Tensor> {
+        let z = self.unscale(g, latents)?;
+        self.forward(g, &z)
+    }
+
+    /// `latents / scaling_factor + shift_factor`: what [`Self::forward`] takes.
+    pub fn unscale(&self, g: &mut Graph, latents: &Tensor) -> Result<Tensor> {
         let c = &self.config;
-        let z = g.scale(
+        g.scale(
             latents,
             (1.0 / c.scaling_factor) as f32,
             c.shift_factor.unwrap_or(0.0) as f32,
-        )?;
-        self.forward(g, &z)
+        )
     }
 
     /// z `[N, latent, h, w]` (already divided by scaling_factor) → image `[N, out, h·f, w·f]` in [-1, 1].

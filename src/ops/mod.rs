@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, Shader, Tensor};
 
 pub mod attention;
+pub mod blend;
 pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
@@ -61,6 +62,7 @@ macro_rules! last {
 shaders! {
     ATTENTION => ["attention"],
     ATTENTION_SUBGROUP => ["attention", "subgroup", "attention_subgroup"],
+    BLEND => ["blend"],
     CONV2D => ["gemm_tile", "weight_f32", "conv2d"],
     CONV2D_F16 as "conv2d_f16" => ["gemm_tile", "weight_f16", "conv2d"],
     CONV2D_SUBGROUP => ["gemm_tile", "weight_f32", "conv2d", "subgroup", "conv2d_subgroup"],

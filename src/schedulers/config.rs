@@ -149,6 +149,9 @@ pub struct SchedulerConfig {
     pub euler_at_final: bool,
     pub final_sigmas_type: FinalSigmas,
     pub lambda_min_clipped: f64,
+    /// Karras sigmas (`--karras`, see `schedulers::karras`); never read from the
+    /// file, whose `use_karras_sigmas: true` is refused.
+    pub karras: bool,
     timestep_spacing: Option<TimestepSpacing>,
     set_alpha_to_one: Option<bool>,
     clip_sample: Option<bool>,
@@ -203,6 +206,7 @@ impl SchedulerConfig {
             final_sigmas_type: choice(&raw.final_sigmas_type, "final_sigmas_type", FINAL_SIGMAS)?
                 .unwrap_or(FinalSigmas::Zero),
             lambda_min_clipped: raw.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY),
+            karras: false,
             path,
         })
     }

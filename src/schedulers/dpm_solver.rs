@@ -65,21 +65,15 @@ fn x0_form(prediction: PredictionType, sigma: f64) -> (f64, f64) {
 impl DpmSolverMultistep {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         check_steps(config, steps)?;
-        let spacing = config.spacing(&Sampler::DpmSolverMultistep.defaults());
-        let timesteps = timesteps(config, spacing, steps);
-        check_timesteps(config, &timesteps, steps)?;
-
-        let alphas_cumprod = config.alphas_cumprod();
-        let sigma_of = |a: f64| ((1.0 - a) / a).sqrt() as f32 as f64;
+        let (timesteps, sigmas) = match config.karras {
+            true => super::karras::schedule(config, Sampler::DpmSolverMultistep, steps),
+            false => spaced_sigmas(config, steps)?,
+        };
         let sigma_last = match config.final_sigmas_type {
             FinalSigmas::Zero => 0.0,
-            FinalSigmas::SigmaMin => sigma_of(alphas_cumprod[0]),
+            FinalSigmas::SigmaMin => sigma_of(config.alphas_cumprod()[0]),
         };
-        let sigmas: Vec<f64> = timesteps
-            .iter()
-            .map(|&t| sigma_of(alphas_cumprod[t as usize]))
-            .chain([sigma_last])
-            .collect();
+        let sigmas: Vec<f64> = sigmas.into_iter().chain([sigma_last]).collect();
 
         let n = timesteps.len();
         let steps = (0..n)
@@ -101,6 +95,24 @@ impl DpmSolverMultistep {
             .collect();
         Ok(DpmSolverMultistep { steps })
     }
+}
+
+/// σ = √((1−ᾱ)/ᾱ), stored as float32.
+fn sigma_of(alpha_cumprod: f64) -> f64 {
+    ((1.0 - alpha_cumprod) / alpha_cumprod).sqrt() as f32 as f64
+}
+
+/// The spaced timesteps and the training sigmas at them.
+fn spaced_sigmas(config: &SchedulerConfig, steps: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let spacing = config.spacing(&Sampler::DpmSolverMultistep.defaults());
+    let timesteps = timesteps(config, spacing, steps);
+    check_timesteps(config, &timesteps, steps)?;
+    let alphas_cumprod = config.alphas_cumprod();
+    let sigmas = timesteps
+        .iter()
+        .map(|&t| sigma_of(alphas_cumprod[t as usize]))
+        .collect();
+    Ok((timesteps, sigmas))
 }
 
 /// One update from σ_s0 = `sigma` to σ_t = `sigma_to`; second order when the

@@ -58,27 +58,22 @@ impl EulerAncestral {
             ));
         }
         let spacing = config.spacing(&Sampler::EulerAncestral.defaults());
-        let timesteps = spaced_timesteps(config, spacing, steps, false);
-        check_timesteps(config, &timesteps, steps)?;
-
-        // set_timesteps: the training sigmas (float32 as torch computes them), interpolated
-        // at the timesteps, then a final 0; stored as float32.
-        let train_sigmas = train_sigmas(config);
-        let sigmas: Vec<f64> = timesteps
-            .iter()
-            .map(|&t| interp(&train_sigmas, t) as f32 as f64)
-            .chain([0.0])
-            .collect();
+        let (timesteps, sigmas) = match config.karras {
+            true => super::karras::schedule(config, Sampler::EulerAncestral, steps),
+            false => spaced_sigmas(config, spacing, steps)?,
+        };
+        let sigmas: Vec<f64> = sigmas.into_iter().chain([0.0]).collect();
 
         let steps = timesteps
             .iter()
             .zip(sigmas.windows(2))
             .map(|(&t, pair)| step(config.prediction_type, t, pair[0], pair[1]))
             .collect();
-        // init_noise_sigma: σ_max for linspace / trailing, √(σ_max²+1) for leading.
+        // init_noise_sigma: σ_max for linspace / trailing (and Karras, as
+        // k-diffusion), √(σ_max²+1) for leading.
         let sigma_max = sigmas.iter().copied().fold(0.0, f64::max);
         let init_noise_sigma = match spacing {
-            TimestepSpacing::Leading => (sigma_max * sigma_max + 1.0).sqrt(),
+            TimestepSpacing::Leading if !config.karras => (sigma_max * sigma_max + 1.0).sqrt(),
             _ => sigma_max,
         };
         Ok(EulerAncestral {
@@ -86,6 +81,23 @@ impl EulerAncestral {
             init_noise_sigma: init_noise_sigma as f32,
         })
     }
+}
+
+/// `set_timesteps`: the spaced timesteps, and the training sigmas (float32 as
+/// torch computes them) interpolated at them, stored as float32.
+fn spaced_sigmas(
+    config: &SchedulerConfig,
+    spacing: TimestepSpacing,
+    steps: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let timesteps = spaced_timesteps(config, spacing, steps, false);
+    check_timesteps(config, &timesteps, steps)?;
+    let train_sigmas = train_sigmas(config);
+    let sigmas = timesteps
+        .iter()
+        .map(|&t| interp(&train_sigmas, t) as f32 as f64)
+        .collect();
+    Ok((timesteps, sigmas))
 }
 
 /// One step from σ to σ_to (scheduling_euler_ancestral_discrete.py `step`).

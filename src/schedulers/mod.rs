@@ -30,6 +30,7 @@ pub mod config;
 pub mod ddim;
 pub mod dpm_solver;
 pub mod euler_ancestral;
+pub mod karras;
 
 pub use config::{PredictionType, SchedulerConfig, TimestepSpacing};
 pub use ddim::Ddim;
@@ -73,21 +74,25 @@ impl Sampler {
     }
 
     /// Parses a CLI or A1111 name, ignoring case, spaces, `-` and `_`
-    /// (`ddim`, `euler_a`, `Euler a`, `dpm++2m`, `DPM++ 2M`, `dpmpp_2m`).
+    /// (`ddim`, `euler_a`, `Euler a`, `dpm++2m`, `DPM++ 2M`, `dpmpp_2m`), and the
+    /// names A1111's API and ComfyUI give the same samplers (`k_euler_a`,
+    /// `euler_ancestral`, `k_dpmpp_2m`). A1111's older names with the schedule in
+    /// them (`DPM++ 2M Karras`) are [`SamplerName::parse`]'s.
     pub fn parse(name: &str) -> Result<Sampler> {
         let key: String = name
             .chars()
             .filter(|c| !matches!(c, ' ' | '-' | '_'))
             .flat_map(char::to_lowercase)
             .collect();
-        match key.as_str() {
+        match key.strip_prefix('k').unwrap_or(&key) {
             "ddim" => Ok(Sampler::Ddim),
             "eulera" | "eulerancestral" => Ok(Sampler::EulerAncestral),
             "dpm++2m" | "dpmpp2m" | "dpmsolver++" | "dpmsolvermultistep" => {
                 Ok(Sampler::DpmSolverMultistep)
             }
             _ => Err(crate::bad_input!(
-                "unknown sampler \"{}\" (expected one of: ddim, euler_a, dpm++2m)",
+                "unknown sampler \"{}\" (expected one of: ddim, euler_a, dpm++2m, or A1111's \
+                 DDIM, Euler a, DPM++ 2M)",
                 name.escape_debug()
             )),
         }
@@ -101,6 +106,30 @@ impl Sampler {
             Sampler::DpmSolverMultistep => "DPMSolverMultistepScheduler",
         };
         config::Defaults::of_class(class).expect("known class")
+    }
+}
+
+/// A sampler as a user writes it (`--sampler`, a job line's `sampler`): any of
+/// [`Sampler::parse`]'s names, or A1111's older spelling with the schedule type
+/// after it (`Euler a Karras`, `DPM++ 2M Karras`), which asks for `--karras`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SamplerName {
+    pub sampler: Sampler,
+    pub karras: bool,
+}
+
+impl SamplerName {
+    pub fn parse(name: &str) -> Result<SamplerName> {
+        let trimmed = name.trim_end();
+        let split = trimmed.len().saturating_sub("karras".len());
+        let karras = trimmed.is_char_boundary(split)
+            && trimmed[split..].eq_ignore_ascii_case("karras")
+            && trimmed[..split].ends_with([' ', '_', '-']);
+        let sampler = match karras {
+            true => Sampler::parse(&trimmed[..split])?,
+            false => Sampler::parse(name)?,
+        };
+        Ok(SamplerName { sampler, karras })
     }
 }
 
@@ -265,6 +294,34 @@ mod tests {
         );
         let err = Sampler::parse("plms").unwrap_err().to_string();
         assert!(err.contains("plms") && err.contains("euler_a"), "{err}");
+        for (name, sampler) in [
+            ("k_euler_a", Sampler::EulerAncestral),
+            ("euler_ancestral", Sampler::EulerAncestral),
+            ("k_dpmpp_2m", Sampler::DpmSolverMultistep),
+            ("k_ddim", Sampler::Ddim),
+        ] {
+            assert_eq!(Sampler::parse(name).unwrap(), sampler, "{name}");
+        }
+        assert!(Sampler::parse("Euler").is_err() && Sampler::parse("karras").is_err());
+    }
+
+    #[test]
+    fn a1111_names_with_karras_ask_for_it() {
+        let name = |s: &str| SamplerName::parse(s).map(|n| (n.sampler, n.karras));
+        let dpm = Sampler::DpmSolverMultistep;
+        assert_eq!(name("DPM++ 2M Karras").unwrap(), (dpm, true));
+        assert_eq!(name("dpmpp_2m_karras").unwrap(), (dpm, true));
+        assert_eq!(
+            name("Euler a Karras").unwrap(),
+            (Sampler::EulerAncestral, true)
+        );
+        assert_eq!(name("DPM++ 2M").unwrap(), (dpm, false));
+        assert!(name("DDIM Karras").is_ok_and(|n| n == (Sampler::Ddim, true)));
+        assert!(name("Karras").is_err() && name("dpm++2mkarras").is_err());
+        // Never cut inside a character.
+        for bad in ["🍎 karras", "a🍎b", "ééé", "karras🍎"] {
+            assert!(name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

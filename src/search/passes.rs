@@ -4,8 +4,10 @@
 
 use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
+use crate::memory_plan::{Limits, MemoryPlan};
 use crate::models::pipeline::Pipeline;
 use crate::models::scorer::Scorer;
+use crate::models::vae_tiles::Tiling;
 use crate::models::Graph;
 use crate::ops::score::{self, CHOICE_WORDS};
 use crate::ops::{layout, sampler};
@@ -174,14 +176,34 @@ pub(super) fn state(ctx: &Context, s: &Settings, shape: [usize; 4]) -> Result<St
     })
 }
 
-/// The views, UNet pass and scoring pass for K candidates. The context
-/// broadcast goes into the text stage (run once per run).
+/// The run's memory plan: the VAE decodes every candidate each round when a
+/// scorer sees them, else the winner alone.
+pub(super) fn memory_plan(ctx: &Context, pipeline: &Pipeline, s: &Settings) -> Result<MemoryPlan> {
+    let images = if pipeline.scorer.is_some() {
+        s.k_max()
+    } else {
+        1
+    };
+    let [_, h, w] = s.sample;
+    MemoryPlan::new(
+        pipeline.config.vae.as_ref(),
+        images,
+        [h, w],
+        s.vae_tiles,
+        &Limits::of(ctx),
+    )
+}
+
+/// The views, UNet pass and scoring pass for K candidates, decoding latents
+/// in `tiles` (the memory plan's). The context broadcast goes into the text
+/// stage (run once per run).
 pub(super) fn plan_passes(
     ctx: &Context,
     pipeline: &Pipeline,
     text: &mut Text,
     st: &State,
     k: usize,
+    tiles: Option<Tiling>,
 ) -> Result<Passes> {
     let cands = st.cands.prefix(k)?;
     let context = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
@@ -199,7 +221,7 @@ pub(super) fn plan_passes(
     };
     if let (Some(scorer), Some(embeds)) = (&pipeline.scorer, &text.embeds) {
         let help = too_large_run("the scoring pass (which decodes every candidate)", k);
-        passes.score = plan_score(ctx, pipeline, scorer, embeds, st, &mut passes)
+        passes.score = plan_score(ctx, (pipeline, tiles), scorer, embeds, st, &mut passes)
             .map_err(|e| e.advise(&help))?;
     }
     Ok(passes)
@@ -213,14 +235,14 @@ fn too_large_run(pass: &str, k: usize) -> String {
 /// The scoring pass: every candidate's image, its CLIP embedding, its scores.
 fn plan_score(
     ctx: &Context,
-    pipeline: &Pipeline,
+    (pipeline, tiles): (&Pipeline, Option<Tiling>),
     scorer: &Scorer,
     embeds: &Tensor,
     st: &State,
     passes: &mut Passes,
 ) -> Result<Vec<Dispatch>> {
     let mut g = Graph::new(ctx, "scorer");
-    passes.images = pipeline.to_image(&mut g, passes.cands.x0.clone())?;
+    passes.images = pipeline.to_image(&mut g, passes.cands.x0.clone(), tiles)?;
     let model = &scorer.model;
     let pixels = model.preprocess(&mut g, &passes.images, &scorer.processor)?; // [K, 3, S, S]
     let image_embeds = model.image_embeds(&mut g, &pixels)?; // [K, proj]

@@ -17,7 +17,7 @@ use crate::ops::{layout, sampler};
 use crate::postprocess::{self, Post};
 use crate::request::Settings;
 
-use super::passes::{plan_passes, plan_text, state, Inputs, Passes, State};
+use super::passes::{memory_plan, plan_passes, plan_text, state, Inputs, Passes, State};
 use super::start::Start;
 
 /// The sampler's noise stream (the start's is `start::STREAM_START`).
@@ -155,9 +155,11 @@ impl Plan {
         let start = Start::plan(ctx, pipeline, &s, &st.cands)?;
         // The UNet and scoring passes of each candidate count, shared by its steps.
         let counts = candidate_counts(&s);
+        let memory = memory_plan(ctx, pipeline, &s)?;
+        let tiles = memory.vae_tiling;
         let passes = counts
             .iter()
-            .map(|&k| plan_passes(ctx, pipeline, &mut text, &st, k))
+            .map(|&k| plan_passes(ctx, pipeline, &mut text, &st, k, tiles))
             .collect::<Result<Vec<_>>>()?;
         let broadcast = [
             layout::broadcast_row_in_place(ctx, &st.cands.x, &st.choice.head(1)?)?,
@@ -189,6 +191,7 @@ impl Plan {
             s.upscale,
             [s.height, s.width],
             check,
+            tiles,
         )?;
         let words = readback_parts(&post, &st).iter().map(|(_, n)| n).sum();
         let out = Tensor::wrap(

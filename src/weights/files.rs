@@ -98,3 +98,31 @@ pub fn regular_file(path: &Path) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Read the regular file at `path` in 1 MiB chunks, handing each to `chunk`
+/// (a checkpoint may be larger than memory, and is never held whole); returns
+/// its length, which must not change while it is read.
+pub fn stream_file(path: &Path, mut chunk: impl FnMut(&[u8])) -> Result<u64> {
+    use std::io::Read;
+    regular_file(path)?;
+    let unreadable = |e: std::io::Error| Error::model(path, format!("cannot read: {e}"));
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let len = file.metadata().map_err(unreadable)?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(unreadable)?;
+        if n == 0 {
+            break;
+        }
+        chunk(&buf[..n]);
+        read += n as u64;
+    }
+    if read != len {
+        return Err(Error::model(
+            path,
+            format!("changed while being read ({len} bytes, then {read})"),
+        ));
+    }
+    Ok(len)
+}

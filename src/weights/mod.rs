@@ -11,9 +11,11 @@
 //! silently left every tensor unloaded): a missing tensor is an error naming the
 //! nearest existing name, a shape or dtype mismatch names both, and
 //! [`Weights::unused`] lists what a model never asked for so its constructor can
-//! refuse leftovers. The only renaming is an explicit, detected prefix
-//! ([`Weights::detect_prefix`]): transformers 4 wrote `CLIPTextModel` tensors as
-//! `text_model.*`, transformers 5 writes them without it.
+//! refuse leftovers. The only renamings are an explicit, detected prefix
+//! ([`Weights::detect_prefix`]: transformers 4 wrote `CLIPTextModel` tensors as
+//! `text_model.*`, transformers 5 writes them without it) and a [`NameMap`] from
+//! a model's names to another layout's, under one prefix of a file that holds
+//! several models ([`Weights::rename`]: a single-file Stable Diffusion checkpoint).
 //!
 //! The files are found in `files` (which ones make a component) and read in
 //! `safetensors` (one mapped file, its header checked against its size);
@@ -22,6 +24,7 @@
 
 mod config;
 mod files;
+pub mod hash;
 mod patch;
 mod safetensors;
 
@@ -29,9 +32,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-pub use self::safetensors::{SafetensorsFile, TensorInfo};
+pub use self::safetensors::{Part, SafetensorsFile, TensorInfo};
 pub use config::Config;
-pub use files::{list_dir, regular_file, weight_files, WEIGHT_FILES};
+pub use files::{list_dir, regular_file, stream_file, weight_files, WEIGHT_FILES};
 pub use patch::Patch;
 
 use crate::error::{Error, Result};
@@ -67,6 +70,24 @@ impl std::str::FromStr for WeightPrecision {
     }
 }
 
+impl WeightPrecision {
+    /// The flag's value when it asks for a precision (`None` for `auto`).
+    pub fn asked(self) -> Option<&'static str> {
+        match self {
+            Self::Auto => None,
+            Self::F32 => Some("f32"),
+            Self::F16 => Some("f16"),
+        }
+    }
+}
+
+/// A model's tensor names in another layout: where the tensor a model asks for
+/// by `name` is stored (its name after the prefix, and which [`Part`] of it), or
+/// `None` when the layout has no such tensor.
+pub trait NameMap: Send + Sync {
+    fn stored(&self, name: &str) -> Option<(String, Part)>;
+}
+
 /// The weights of one model component: one file or several shards, a detected
 /// name prefix, and the set of tensors a model has asked for so far.
 pub struct Weights {
@@ -76,10 +97,30 @@ pub struct Weights {
     prefix: String,
     used: Mutex<BTreeSet<String>>,
     precision: WeightPrecision,
+    /// The model's names → the files' (after `prefix`), when they differ.
+    names: Option<Box<dyn NameMap>>,
     /// Low-rank patches (LoRA) by full tensor name, merged as the weight loads.
     patches: BTreeMap<String, Vec<Patch>>,
     /// Full names whose patches were merged.
     patched: Mutex<BTreeSet<String>>,
+}
+
+/// Where one tensor a model asked for is stored.
+struct Located<'a> {
+    file: &'a SafetensorsFile,
+    /// Its full name in the file.
+    full: String,
+    part: Part,
+}
+
+impl Located<'_> {
+    fn info(&self) -> Option<TensorInfo> {
+        self.file.part_info(&self.full, self.part)
+    }
+
+    fn to_f32(&self) -> Result<Vec<f32>> {
+        self.file.part_to_f32(&self.full, self.part)
+    }
 }
 
 impl Weights {
@@ -114,9 +155,21 @@ impl Weights {
             prefix: String::new(),
             used: Mutex::new(BTreeSet::new()),
             precision: WeightPrecision::Auto,
+            names: None,
             patches: BTreeMap::new(),
             patched: Mutex::new(BTreeSet::new()),
         })
+    }
+
+    /// Keep only the tensors under `prefix` that `keep` accepts (after the
+    /// prefix), and look a model's names up through `names`: one model of a
+    /// file that holds several, in another layout. Call once after opening,
+    /// before any `get`.
+    pub fn rename(&mut self, prefix: &str, keep: impl Fn(&str) -> bool, names: Box<dyn NameMap>) {
+        self.index
+            .retain(|full, _| full.strip_prefix(prefix).is_some_and(&keep));
+        self.prefix = prefix.to_string();
+        self.names = Some(names);
     }
 
     /// Use `prefix` for every lookup if, and only if, every tensor name starts
@@ -159,21 +212,22 @@ impl Weights {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(&self.full_name(name))
+        self.stored(name)
+            .is_some_and(|(full, _)| self.index.contains_key(&full))
     }
 
     /// Dtype and shape of `name` without loading it (does not mark it used).
     pub fn info(&self, name: &str) -> Result<TensorInfo> {
-        let (file, full) = self.locate(name)?;
-        Ok(file.info(&full).expect("indexed name is in its file"))
+        let at = self.locate(name)?;
+        at.info().ok_or_else(|| self.uncut(&at))
     }
 
     /// Load `name` as f32 on the host, checking its shape; marks it used.
     pub fn get_f32(&self, name: &str, expected_shape: &[usize]) -> Result<Vec<f32>> {
-        let (file, full) = self.checked(name, expected_shape)?;
-        let data = file.to_f32(&full)?;
-        check_finite(file, &full, data.iter().copied())?;
-        self.used.lock().expect("used set").insert(full);
+        let at = self.checked(name, expected_shape)?;
+        let data = at.to_f32()?;
+        check_finite(&at, data.iter().copied())?;
+        self.used.lock().expect("used set").insert(at.full);
         Ok(data)
     }
 
@@ -198,41 +252,54 @@ impl Weights {
         name: &str,
         expected_shape: &[usize],
     ) -> Result<Tensor> {
-        let (file, full) = self.checked(name, expected_shape)?;
-        let stored = file.info(&full).expect("indexed name is in its file").dtype;
+        let at = self.checked(name, expected_shape)?;
+        let stored = at.info().expect("checked").dtype;
         let half = match self.precision {
             WeightPrecision::Auto => stored != ::safetensors::Dtype::F32,
             WeightPrecision::F16 => true,
             WeightPrecision::F32 => false,
         };
+        let label = self.full_name(name);
         let tensor = if half {
-            let data = file.to_f16(&full)?;
-            check_finite(file, &full, data.iter().map(|h| h.to_f32()))?;
-            Tensor::from_f16(ctx, &full, expected_shape, &data)?
+            let data = at.file.part_to_f16(&at.full, at.part)?;
+            check_finite(&at, data.iter().map(|h| h.to_f32()))?;
+            Tensor::from_f16(ctx, &label, expected_shape, &data)?
         } else {
-            let data = file.to_f32(&full)?;
-            check_finite(file, &full, data.iter().copied())?;
-            Tensor::weight_f32(ctx, &full, expected_shape, &data)?
+            let data = at.to_f32()?;
+            check_finite(&at, data.iter().copied())?;
+            Tensor::weight_f32(ctx, &label, expected_shape, &data)?
         };
-        self.apply_patches(ctx, &full, &tensor)?;
-        self.used.lock().expect("used set").insert(full);
+        self.apply_patches(ctx, &label, &tensor)?;
+        self.used.lock().expect("used set").insert(at.full);
         Ok(tensor)
     }
 
-    /// `name`'s file and full name, its shape checked against `expected_shape`.
-    fn checked(&self, name: &str, expected_shape: &[usize]) -> Result<(&SafetensorsFile, String)> {
-        let (file, full) = self.locate(name)?;
-        let info = file.info(&full).expect("indexed name is in its file");
+    /// Where `name` is stored, its shape checked against `expected_shape`.
+    fn checked(&self, name: &str, expected_shape: &[usize]) -> Result<Located<'_>> {
+        let at = self.locate(name)?;
+        let info = at.info().ok_or_else(|| self.uncut(&at))?;
         if info.shape != expected_shape {
             return Err(Error::model(
-                &file.path,
+                &at.file.path,
                 format!(
-                    "tensor `{full}`: expected shape {expected_shape:?}, found {:?} ({})",
-                    info.shape, info.dtype
+                    "tensor `{}`: expected shape {expected_shape:?}, found {:?} ({})",
+                    at.full, info.shape, info.dtype
                 ),
             ));
         }
-        Ok((file, full))
+        Ok(at)
+    }
+
+    /// A stored tensor that cannot be cut into the part a model reads.
+    fn uncut(&self, at: &Located) -> Error {
+        let shape = at.file.info(&at.full).map(|i| i.shape).unwrap_or_default();
+        Error::model(
+            &at.file.path,
+            format!(
+                "tensor `{}` {shape:?}: cannot be read as {:?}",
+                at.full, at.part
+            ),
+        )
     }
 
     /// Tensors (prefix removed) that no `get` has asked for yet, sorted.
@@ -269,8 +336,24 @@ impl Weights {
         ))
     }
 
+    /// `name`'s full name in the files and the part of it the model reads.
+    fn stored(&self, name: &str) -> Option<(String, Part)> {
+        match &self.names {
+            None => Some((format!("{}{name}", self.prefix), Part::Whole)),
+            Some(map) => {
+                let (stored, part) = map.stored(name)?;
+                Some((format!("{}{stored}", self.prefix), part))
+            }
+        }
+    }
+
+    /// The name GPU tensors (and the errors about them) and patches go by: the
+    /// full name, or, in another layout, the model's name.
     fn full_name(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        match &self.names {
+            None => format!("{}{name}", self.prefix),
+            Some(_) => name.to_string(),
+        }
     }
 
     /// The path errors about the whole set name: the file, or the first shard's folder.
@@ -282,42 +365,48 @@ impl Weights {
         }
     }
 
-    fn locate(&self, name: &str) -> Result<(&SafetensorsFile, String)> {
-        let full = self.full_name(name);
+    fn locate(&self, name: &str) -> Result<Located<'_>> {
+        let Some((full, part)) = self.stored(name) else {
+            return Err(Error::model(
+                self.display_path(),
+                format!("no tensor for `{name}`: the file's layout has no counterpart"),
+            ));
+        };
         match self.index.get(&full) {
-            Some(&i) => Ok((&self.files[i], full)),
+            Some(&i) => Ok(Located {
+                file: &self.files[i],
+                full,
+                part,
+            }),
             None => Err(Error::model(
                 self.display_path(),
-                self.missing_message(&full),
+                self.missing_message(name, &full),
             )),
         }
     }
 
-    fn missing_message(&self, full: &str) -> String {
-        let prefix = if self.prefix.is_empty() {
-            "no prefix detected".to_string()
-        } else {
-            format!("prefix `{}` detected", self.prefix)
+    fn missing_message(&self, name: &str, full: &str) -> String {
+        let prefix = match (&self.names, self.prefix.is_empty()) {
+            (Some(_), _) => format!("the model's `{name}`"),
+            (None, true) => "no prefix detected".to_string(),
+            (None, false) => format!("prefix `{}` detected", self.prefix),
         };
         match nearest(full, self.index.keys().map(String::as_str)) {
             Some(near) => format!("no tensor `{full}` ({prefix}); nearest: `{near}`"),
-            None => format!("no tensor `{full}`: the file has no tensors"),
+            None => format!("no tensor `{full}` ({prefix}): the file has no such tensors"),
         }
     }
 }
 
 /// A NaN or infinity in a weight spreads to every image: refuse the file.
-fn check_finite(
-    file: &SafetensorsFile,
-    full: &str,
-    mut values: impl Iterator<Item = f32>,
-) -> Result<()> {
+fn check_finite(at: &Located, mut values: impl Iterator<Item = f32>) -> Result<()> {
     match values.position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(i) => {
-            let value = file.to_f32(full)?[i];
+            let value = at.to_f32()?[i];
+            let full = &at.full;
             Err(Error::model(
-                &file.path,
+                &at.file.path,
                 format!("tensor `{full}` holds a non-finite value ({value}) at index {i}"),
             ))
         }

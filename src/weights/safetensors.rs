@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
@@ -28,6 +29,47 @@ impl TensorInfo {
 
     pub fn bytes(&self) -> usize {
         self.numel() * self.dtype.bitsize() / 8
+    }
+}
+
+/// Which elements of a stored tensor a model reads as one whole tensor: a
+/// single-file checkpoint stores some of diffusers' tensors in another shape
+/// (diffusers' `conv_attn_to_linear`, `convert_open_clip_checkpoint`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Part {
+    #[default]
+    Whole,
+    /// Every element, trailing dimensions of size 1 dropped: a 1x1 conv's
+    /// `[out, in, 1, 1]` read as a Linear's `[out, in]`.
+    Squeezed,
+    /// Chunk `index` of `count` equal chunks along the first dimension
+    /// (`torch.chunk`): OpenCLIP's fused `in_proj_weight` `[3 * d, d]` read as
+    /// `q_proj`, `k_proj`, `v_proj` `[d, d]`.
+    Chunk { index: usize, count: usize },
+}
+
+impl Part {
+    /// The part's shape and its element range in the stored tensor, or `None`
+    /// when the stored tensor cannot be cut that way.
+    pub fn locate(&self, stored: &[usize]) -> Option<(Vec<usize>, Range<usize>)> {
+        let numel: usize = stored.iter().product();
+        match *self {
+            Part::Whole => Some((stored.to_vec(), 0..numel)),
+            Part::Squeezed => {
+                let kept = stored.len() - stored.iter().rev().take_while(|&&d| d == 1).count();
+                Some((stored[..kept.max(1)].to_vec(), 0..numel))
+            }
+            Part::Chunk { index, count } => {
+                let rows = *stored.first()?;
+                if count == 0 || index >= count || !rows.is_multiple_of(count) {
+                    return None;
+                }
+                let mut shape = stored.to_vec();
+                shape[0] = rows / count;
+                let len: usize = shape.iter().product();
+                Some((shape, index * len..(index + 1) * len))
+            }
+        }
     }
 }
 
@@ -107,16 +149,32 @@ impl SafetensorsFile {
         self.mmap.len()
     }
 
-    /// The raw little-endian bytes of a tensor (header offsets were validated on open).
-    fn raw(&self, name: &str) -> Option<&[u8]> {
+    /// Dtype and shape of `part` of the tensor `name`; `None` when there is no
+    /// such tensor or it cannot be cut that way.
+    pub fn part_info(&self, name: &str, part: Part) -> Option<TensorInfo> {
+        let info = self.info(name)?;
+        let (shape, _) = part.locate(&info.shape)?;
+        Some(TensorInfo { shape, ..info })
+    }
+
+    /// The raw little-endian bytes of `part` of a tensor (header offsets were
+    /// validated on open).
+    fn raw(&self, name: &str, part: Part) -> Option<&[u8]> {
         let info = self.metadata.info(name)?;
-        let (begin, end) = info.data_offsets;
-        Some(&self.mmap[self.data_start + begin..self.data_start + end])
+        let (_, elements) = part.locate(&info.shape)?;
+        let size = info.dtype.bitsize() / 8;
+        let begin = self.data_start + info.data_offsets.0;
+        Some(&self.mmap[begin + elements.start * size..begin + elements.end * size])
     }
 
     /// A tensor converted to f32 on the host; f32, f16 and bf16 are accepted.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let (info, raw) = match (self.info(name), self.raw(name)) {
+        self.part_to_f32(name, Part::Whole)
+    }
+
+    /// [`SafetensorsFile::to_f32`] of `part` of the tensor.
+    pub fn part_to_f32(&self, name: &str, part: Part) -> Result<Vec<f32>> {
+        let (info, raw) = match (self.info(name), self.raw(name, part)) {
             (Some(info), Some(raw)) => (info, raw),
             _ => return Err(Error::model(&self.path, format!("no tensor `{name}`"))),
         };
@@ -149,7 +207,12 @@ impl SafetensorsFile {
     /// rounded to nearest, refusing (naming the tensor) a finite value beyond
     /// f16's range, which would become an infinity.
     pub fn to_f16(&self, name: &str) -> Result<Vec<f16>> {
-        if let (Some(info), Some(raw)) = (self.info(name), self.raw(name)) {
+        self.part_to_f16(name, Part::Whole)
+    }
+
+    /// [`SafetensorsFile::to_f16`] of `part` of the tensor.
+    pub fn part_to_f16(&self, name: &str, part: Part) -> Result<Vec<f16>> {
+        if let (Some(info), Some(raw)) = (self.info(name), self.raw(name, part)) {
             if info.dtype == Dtype::F16 {
                 return Ok(raw
                     .chunks_exact(2)
@@ -157,7 +220,7 @@ impl SafetensorsFile {
                     .collect());
             }
         }
-        let wide = self.to_f32(name)?;
+        let wide = self.part_to_f32(name, part)?;
         crate::gpu::tensor::to_f16(&format!("tensor `{name}`"), wide.into_iter())
             .map_err(|e| Error::model(&self.path, e.to_string()))
     }

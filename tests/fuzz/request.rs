@@ -120,7 +120,7 @@ pub fn any_request() -> impl Strategy<Value = Request> {
         proptest::option::of(prop_oneof![2 => (valid.clone(), valid), 1 => (side(), side())]);
     (
         // Candidates and upscaling are mostly given, sometimes left to the model.
-        (prompt, any::<u64>(), sizes, proptest::option::of(steps()), proptest::option::weighted(0.9, small_or_huge())),
+        (prompt, any::<u64>(), sizes, proptest::option::of(steps()), proptest::option::weighted(0.9, small_or_huge()), any::<bool>()),
         (
             proptest::option::of(float()),
             proptest::option::of(proptest::sample::select(&Sampler::ALL[..])),
@@ -131,8 +131,9 @@ pub fn any_request() -> impl Strategy<Value = Request> {
             proptest::option::weighted(0.4, crate::schedule::structured()),
         ),
     )
-        .prop_map(|((prompt, seed, size, steps, candidates), (guidance, sampler, upscale, every, score, margin, schedule))| Request {
+        .prop_map(|((prompt, seed, size, steps, candidates, karras), (guidance, sampler, upscale, every, score, margin, schedule))| Request {
             seed,
+            karras,
             size,
             steps,
             candidates,

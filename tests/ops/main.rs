@@ -8,6 +8,7 @@ mod common;
 mod reference;
 
 mod attention;
+mod blend;
 mod conv2d;
 mod elementwise;
 mod embedding;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod attention;
+pub mod blend;
 pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;

@@ -1,0 +1,172 @@
+//! A request's memory plan: before any GPU work, the largest activations its
+//! passes will make, estimated from the model's configs, and the choices they
+//! drive.
+//!
+//! Activations are reused by liveness within a pass (`models::arena`), and
+//! attention holds no `[Lq, Lk]` scores (`ops::attention`), so what grows with
+//! the image is the VAE decoder: its last blocks run at full resolution with
+//! 128-256 channels (Stable Diffusion at 512x512: `[1, 256, 512, 512]`, 268 MB,
+//! more than lavapipe's 134 MB binding limit). `--vae-tiles auto` decodes in
+//! tiles when the whole decode's largest activation would not fit one storage
+//! binding, or the few of that size alive at once ([`LIVE_AT_PEAK`]: a resnet's
+//! input, its normalised copy, a convolution's output) would pass
+//! [`DECODE_BUDGET`]. A decode that cannot fit (with `--vae-tiles off`, or in
+//! tiles too large, or in the smallest tiles) is an error naming the
+//! activation, its bytes, the limit and the flag that would help.
+
+use crate::error::{Error, Result};
+use crate::gpu::memory::{self, Limit};
+use crate::gpu::Context;
+use crate::models::pipeline::PipelineConfig;
+use crate::models::vae::AutoencoderKLConfig;
+use crate::models::vae_tiles::{Tiling, VaeTiles, MIN_TILE};
+
+/// Bytes the VAE decoder's activations may take before `--vae-tiles auto`
+/// decodes in tiles (10^6-byte MB: 512 MB). Stable Diffusion's decode at
+/// 512x512 would hold ~0.8 GB; in 256-pixel tiles ~0.2 GB.
+pub const DECODE_BUDGET: u64 = 512_000_000;
+
+/// Activations of the largest size alive at once in the decoder (see the module docs).
+pub const LIVE_AT_PEAK: u64 = 3;
+
+/// What the plan must fit: the adapter's binding limit and the decode budget.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub adapter: String,
+    pub binding: u64,
+    pub budget: u64,
+}
+
+impl Limits {
+    pub fn of(ctx: &Context) -> Self {
+        Self {
+            adapter: ctx.info.name.clone(),
+            binding: ctx.max_binding_size(),
+            budget: DECODE_BUDGET,
+        }
+    }
+}
+
+/// One activation of a pass: what it is, its shape and its bytes (f32).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Activation {
+    pub what: String,
+    pub shape: [usize; 4],
+    pub bytes: u64,
+}
+
+/// The plan of a request (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// The VAE decoder's largest activation as planned (per tile when tiled);
+    /// `None` for a pixel-space model.
+    pub decode: Option<Activation>,
+    /// The tiles the VAE decodes in; `None`: the whole image at once.
+    pub vae_tiling: Option<Tiling>,
+}
+
+impl MemoryPlan {
+    /// The plan for decoding `images` latents of `[h, w]` with `tiles` by a
+    /// model's `vae` (none: a pixel-space model) within `limits`.
+    pub fn new(
+        vae: Option<&AutoencoderKLConfig>,
+        images: usize,
+        [h, w]: [usize; 2],
+        tiles: VaeTiles,
+        limits: &Limits,
+    ) -> Result<Self> {
+        let Some(vae) = vae else {
+            return Ok(Self {
+                decode: None,
+                vae_tiling: None,
+            });
+        };
+        let largest = |t: Option<Tiling>| {
+            let (th, tw) = t.map_or((h, w), |t| (t.tile.min(h), t.tile.min(w)));
+            largest_decode_activation(vae, images, [th, tw])
+        };
+        let fits = |a: &Activation| a.bytes <= limits.binding;
+        let vae_tiling = match tiles {
+            VaeTiles::Off => None,
+            VaeTiles::Pixels(p) => Some(Tiling::new(p / vae.upscale_factor())),
+            VaeTiles::Auto => auto_tiling(h.max(w), |t| {
+                let a = largest(t);
+                fits(&a) && LIVE_AT_PEAK * a.bytes <= limits.budget
+            }),
+        };
+        let decode = largest(vae_tiling);
+        if !fits(&decode) {
+            let help = match tiles {
+                VaeTiles::Off => "`--vae-tiles auto` decodes in tiles that fit",
+                _ => "smaller `--vae-tiles` or a smaller --size needs less",
+            };
+            let what = format!("{} {:?}", decode.what, decode.shape);
+            let e = memory::too_large(
+                &what,
+                decode.bytes,
+                &limits.adapter,
+                Limit::Binding,
+                limits.binding,
+            );
+            return Err(e.advise(help));
+        }
+        Ok(Self {
+            decode: Some(decode),
+            vae_tiling,
+        })
+    }
+}
+
+/// The whole decode (`None`) when `fits(None)`, else the largest power-of-two
+/// tile below `side` that fits, else the smallest tile (which the caller
+/// then finds too large and reports).
+fn auto_tiling(side: usize, fits: impl Fn(Option<Tiling>) -> bool) -> Option<Tiling> {
+    if fits(None) {
+        return None;
+    }
+    let mut tile = side.next_power_of_two() / 2;
+    while tile > MIN_TILE && !fits(Some(Tiling::new(tile))) {
+        tile /= 2;
+    }
+    Some(Tiling::new(tile))
+}
+
+/// The decoder's largest activation for `n` latents of `[h, w]`: at each
+/// resolution, the most channels any tensor there has (a block's resnets at
+/// its own width, and the upsampled output of the block before it).
+pub fn largest_decode_activation(
+    vae: &AutoencoderKLConfig,
+    n: usize,
+    [h, w]: [usize; 2],
+) -> Activation {
+    let widths: Vec<usize> = vae.block_out_channels.iter().rev().copied().collect();
+    (0..widths.len())
+        .map(|k| {
+            let channels = widths[k].max(k.checked_sub(1).map_or(0, |p| widths[p]));
+            let shape = [n, channels, h << k, w << k];
+            Activation {
+                what: format!("the VAE decoder's activation at up_blocks.{k}"),
+                shape,
+                bytes: 4 * shape.iter().product::<usize>() as u64,
+            }
+        })
+        .max_by_key(|a| a.bytes)
+        .expect("a VAE has blocks")
+}
+
+/// `--vae-tiles N`'s own check against the model: whole latents, at least
+/// [`MIN_TILE`] of them (a pixel-space model has no VAE and ignores it).
+pub fn check_vae_tiles(tiles: VaeTiles, config: &PipelineConfig) -> Result<()> {
+    let (VaeTiles::Pixels(p), Some(vae)) = (tiles, &config.vae) else {
+        return Ok(());
+    };
+    let f = vae.upscale_factor();
+    if p % f != 0 || p / f < MIN_TILE {
+        return Err(Error::BadInput(format!(
+            "--vae-tiles {p}: a tile's side must be a multiple of the VAE's {f} pixels per \
+             latent and at least {} pixels",
+            MIN_TILE * f
+        )));
+    }
+    Ok(())
+}
