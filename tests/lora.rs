@@ -308,6 +308,7 @@ fn cli_lora_records_hashes_and_weight_zero_changes_nothing() {
     let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(json["loras"][0]["name"], "kohya", "{json}");
     assert_eq!(json["loras"][0]["sha256"], hash.as_str(), "{json}");
+    assert_eq!(json["loras"][0]["weight"], 0.7, "{json}");
 
     let zero = format!("{}:0", lora_file("peft").display());
     let (with, run) = render(&dir, "zero.png", &["--lora", &zero]);
