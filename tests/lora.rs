@@ -308,6 +308,7 @@ fn cli_lora_records_hashes_and_weight_zero_changes_nothing() {
     let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(json["loras"][0]["name"], "kohya", "{json}");
     assert_eq!(json["loras"][0]["sha256"], hash.as_str(), "{json}");
+    assert_eq!(json["loras"][0]["weight"], 0.7, "{json}");
 
     let zero = format!("{}:0", lora_file("peft").display());
     let (with, run) = render(&dir, "zero.png", &["--lora", &zero]);
@@ -392,4 +393,81 @@ fn batch_lora_is_in_names_and_manifest() {
     assert!(plain.get("loras").is_none(), "{plain}");
     assert_eq!(with["loras"][0]["name"], "kohya", "{with}");
     assert_eq!(with["loras"][0]["weight"], 0.7, "{with}");
+}
+
+/// A job line's `lora` replaces `--lora` for that job; the model is reloaded
+/// for it and back; a job whose LoRA file is missing, or does not fit the
+/// model, fails alone.
+#[test]
+fn job_lines_choose_their_loras() {
+    let dir = TempDir::new("lora-jobs");
+    let kohya = format!("{}:0.7", lora_file("kohya").display());
+    let misfit = dir.write(
+        "misfit.safetensors",
+        safetensors_bytes(&[
+            f32s(
+                "lora_unet_conv_in.lora_down.weight",
+                &[1, 5, 3, 3],
+                &[0.0; 45],
+            ),
+            f32s("lora_unet_conv_in.lora_up.weight", &[8, 1, 1, 1], &[0.0; 8]),
+        ]),
+    );
+    let lines = [
+        r#"{"prompt": "red apple", "seed": 1}"#.to_string(),
+        format!(r#"{{"prompt": "red apple", "seed": 1, "lora": ["{kohya}"]}}"#),
+        r#"{"prompt": "red apple", "seed": 2, "lora": ["missing.safetensors"]}"#.to_string(),
+        format!(
+            r#"{{"prompt": "red apple", "seed": 3, "lora": ["{}"]}}"#,
+            misfit.display()
+        ),
+        r#"{"prompt": "red apple", "seed": 4}"#.to_string(),
+    ];
+    let jobs = dir.write("jobs.jsonl", lines.join("\n"));
+    let out = dir.path().join("out");
+    let model = tiny_pipeline().to_str().unwrap();
+    let run = easel(&[
+        "batch",
+        jobs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--model",
+        model,
+        "--steps",
+        "2",
+        "--candidates",
+        "1",
+        "--upscale",
+        "1",
+        "-q",
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "two jobs fail: {}",
+        stderr(&run)
+    );
+    let mut records = common::files::manifest(&out);
+    records.sort_by_key(|r| r["index"].as_u64());
+    let status: Vec<&str> = records
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        status,
+        ["done", "done", "failed", "failed", "done"],
+        "{records:?}"
+    );
+    assert!(records[0].get("loras").is_none());
+    assert_eq!(records[1]["loras"][0]["weight"], 0.7);
+    assert!(records[2]["error"]
+        .as_str()
+        .unwrap()
+        .contains("missing.safetensors"));
+    let misfit = records[3]["error"].as_str().unwrap();
+    assert!(
+        misfit.contains("lora_unet_conv_in.lora_down.weight"),
+        "{misfit}"
+    );
+    assert_ne!(records[0]["output"], records[1]["output"]);
 }

@@ -66,7 +66,9 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     // against its configs, without the GPU.
     let model_dir = args.render.model_dir()?;
     let config = args.render.pipeline_config()?;
-    let key = farm::with_loras(job_key(&model_dir, &config)?, &config.loras)?;
+    let key = job_key(&model_dir, &config)?;
+    // A bad --lora file fails the batch before any job is touched.
+    farm::with_loras(&key, &config.loras, &mut farm::LoraHashes::default())?;
     let defaults = args.render.request(String::new())?;
     if let Some(note) = easel::request::note(&defaults, &config).filter(|_| !args.quiet) {
         eprintln!("easel: {note}");
@@ -84,9 +86,13 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
         report: (!args.quiet).then_some(&bar as &dyn farm::Report),
         stop: stop_on_signals(),
     };
-    let summary = farm::run(&entries, &batch, || {
+    let summary = farm::run(&entries, &batch, |loras| {
         bar.set_message("loading the model");
-        Engine::load(Context::new(adapter)?, config.clone())
+        let config = easel::PipelineConfig {
+            loras: loras.to_vec(),
+            ..config.clone()
+        };
+        Engine::load(Context::new(adapter)?, config)
     });
     bar.clear();
     let summary = summary?;

@@ -234,8 +234,9 @@ fn summary(
         "schedule": p.schedule,
         "model": p.model,
         "model_hash": p.model_hash,
+        // The weight as typed (0.8), not its f32 widened to f64 (0.800000011920929).
         "loras": p.loras.iter().map(|l| serde_json::json!({
-            "name": l.name, "weight": l.weight, "sha256": l.sha256,
+            "name": l.name, "weight": l.weight.to_string().parse::<f64>().ok(), "sha256": l.sha256,
         })).collect::<Vec<_>>(),
         "seconds": image.seconds,
         "gpu_peak_bytes": image.gpu_peak_bytes,

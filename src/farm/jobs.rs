@@ -8,8 +8,9 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::naming::stable_name;
+use super::naming::{stable_name, with_loras, LoraHashes};
 use super::MANIFEST;
+use crate::lora::LoraSpec;
 use crate::models::pipeline::PipelineConfig;
 use crate::phases::Schedule;
 use crate::request::{Request, Start};
@@ -44,6 +45,8 @@ struct JobLine {
     mask_blur: Option<f32>,
     /// `--vae-tiles`: auto, off or a tile's side in pixels.
     vae_tiles: Option<String>,
+    /// LoRAs as `FILE[:WEIGHT]` (`--lora`), instead of the command line's.
+    lora: Option<Vec<String>>,
     out: Option<String>,
 }
 
@@ -52,6 +55,8 @@ struct JobLine {
 pub struct Job {
     pub request: Request,
     pub output: PathBuf,
+    /// The LoRAs the model is loaded with for this job: the line's `lora`, else `--lora`.
+    pub loras: Vec<LoraSpec>,
 }
 
 /// A line of the job file: its index (0-based line number) and the job, or why it is bad.
@@ -91,13 +96,14 @@ pub struct JobModel<'a> {
 /// always its line number minus one. Jobs that would write the same file all fail
 /// ([`fail_shared_outputs`]).
 pub fn parse_jobs(text: &str, defaults: &Defaults, model: &JobModel) -> Vec<Entry> {
+    let mut hashes = LoraHashes::default();
     let mut entries: Vec<Entry> = text
         .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(index, line)| Entry {
             index,
-            job: parse_job(line, defaults, model).map_err(|e| at_line(e, index + 1)),
+            job: parse_job(line, defaults, model, &mut hashes).map_err(|e| at_line(e, index + 1)),
         })
         .collect();
     fail_shared_outputs(&mut entries);
@@ -143,7 +149,12 @@ fn at_line(message: String, line: usize) -> String {
     }
 }
 
-fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<Job, String> {
+fn parse_job(
+    line: &str,
+    d: &Defaults,
+    model: &JobModel,
+    hashes: &mut LoraHashes,
+) -> std::result::Result<Job, String> {
     let j: JobLine = serde_json::from_str(line).map_err(|e| format!("bad job line: {e}"))?;
     let size = match &j.size {
         Some(s) => Some(parse_size(s)?),
@@ -192,11 +203,24 @@ fn parse_job(line: &str, d: &Defaults, model: &JobModel) -> std::result::Result<
     };
     // Everything the GPU is not needed for, as `easel generate` checks it.
     request.check(model.config).map_err(|e| e.to_string())?;
+    let loras = match &j.lora {
+        Some(list) => list
+            .iter()
+            .map(|s| s.parse::<LoraSpec>().map_err(|e| format!("lora {e}")))
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+        None => model.config.loras.clone(),
+    };
+    // Opens each LoRA file (once per batch): a bad one fails its jobs here.
+    let key = with_loras(model.key, &loras, hashes).map_err(|e| e.to_string())?;
     let output = match &j.out {
         Some(out) => checked_out(out)?,
-        None => PathBuf::from(stable_name(&request, model.key)),
+        None => PathBuf::from(stable_name(&request, &key)),
     };
-    Ok(Job { request, output })
+    Ok(Job {
+        request,
+        output,
+        loras,
+    })
 }
 
 /// A job's start picture: the line's `init` (with its `strength`, `mask` and
@@ -282,7 +306,7 @@ mod tests {
     }
 
     fn job(line: &str) -> std::result::Result<Job, String> {
-        parse_job(line, &defaults(), &model())
+        parse_job(line, &defaults(), &model(), &mut LoraHashes::default())
     }
 
     #[test]

@@ -33,11 +33,12 @@ use serde::Serialize;
 
 pub use jobs::{parse_jobs, parse_size, Defaults, Entry, Job, JobModel};
 pub use manifest::MANIFEST;
-pub use naming::{model_key, stable_name, with_loras};
+pub use naming::{model_key, stable_name, with_loras, LoraHashes};
 pub use shard::Shard;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::lora::LoraSpec;
 use crate::output::{encode_png, write_atomic};
 use crate::request::Image;
 use folder::Found;
@@ -85,14 +86,15 @@ pub struct Summary {
     pub manifest: String,
 }
 
-/// Run this shard's jobs one after another. `load` opens the engine, once, when the
-/// first job needs rendering: a rerun with every output present touches no GPU.
+/// Run this shard's jobs one after another. `load` opens the engine with a job's
+/// LoRAs when the first job needs rendering (a rerun with every output present
+/// touches no GPU), and again when a job asks for other LoRAs than the loaded ones.
 /// Errors are for the batch as a whole (output folder, model, adapter); a job's own
 /// failure is recorded in the manifest and the summary.
 pub fn run(
     entries: &[Entry],
     batch: &Batch,
-    load: impl FnOnce() -> Result<Engine>,
+    load: impl Fn(&[LoraSpec]) -> Result<Engine>,
 ) -> Result<Summary> {
     let started = Instant::now();
     let dir = batch.out_dir;
@@ -115,7 +117,7 @@ pub fn run(
             manifest: manifest_path.display().to_string(),
             ..Summary::default()
         },
-        load: Some(load),
+        load,
         engine: None,
     };
     for (n, entry) in mine.iter().enumerate() {
@@ -137,12 +139,13 @@ struct Worker<'a, L> {
     batch: &'a Batch<'a>,
     manifest: Manifest,
     summary: Summary,
-    /// Opens the engine; taken by the first job that renders.
-    load: Option<L>,
-    engine: Option<Engine>,
+    /// Opens the engine with the given LoRAs.
+    load: L,
+    /// The engine and the LoRAs it was loaded with.
+    engine: Option<(Vec<LoraSpec>, Engine)>,
 }
 
-impl<L: FnOnce() -> Result<Engine>> Worker<'_, L> {
+impl<L: Fn(&[LoraSpec]) -> Result<Engine>> Worker<'_, L> {
     fn say(&self, line: String) {
         if let Some(report) = self.batch.report {
             report.line(&format!("easel: [{}] {line}", self.batch.shard));
@@ -188,7 +191,16 @@ impl<L: FnOnce() -> Result<Engine>> Worker<'_, L> {
                 return self.failed(&record, &message, tag);
             }
         };
-        let engine = self.engine()?;
+        if let Err(e) = self.engine(&job.loras) {
+            // A LoRA that does not fit the model fails its jobs, not the batch.
+            if job.loras.is_empty() || e.exit_code() != 2 {
+                return Err(e);
+            }
+            let message = e.to_string();
+            let record = Record::failed(entry.index, Some((job, &name)), &message, shard, 0.0);
+            return self.failed(&record, &message, tag);
+        }
+        let engine = &self.engine.as_ref().expect("loaded").1;
         let t = Instant::now();
         let rendered = render(engine, job, dir);
         let seconds = t.elapsed().as_secs_f64();
@@ -218,16 +230,19 @@ impl<L: FnOnce() -> Result<Engine>> Worker<'_, L> {
         Ok(())
     }
 
-    /// The engine, opened by the first job that renders (its time is the summary's
-    /// `load_seconds`).
-    fn engine(&mut self) -> Result<&Engine> {
-        if self.engine.is_none() {
-            let t = Instant::now();
-            let load = self.load.take().expect("loaded once");
-            self.engine = Some(load()?);
-            self.summary.load_seconds = t.elapsed().as_secs_f64();
+    /// Load the engine with `loras` unless it is loaded with them already
+    /// (load times add up in the summary's `load_seconds`). The model loaded
+    /// before is dropped first, so two never hold GPU memory at once.
+    fn engine(&mut self, loras: &[LoraSpec]) -> Result<()> {
+        if self.engine.as_ref().is_some_and(|(l, _)| l == loras) {
+            return Ok(());
         }
-        Ok(self.engine.as_ref().expect("loaded above"))
+        self.engine = None;
+        let t = Instant::now();
+        let engine = (self.load)(loras)?;
+        self.summary.load_seconds += t.elapsed().as_secs_f64();
+        self.engine = Some((loras.to_vec(), engine));
+        Ok(())
     }
 
     fn finish(mut self, started: Instant) -> Summary {

@@ -3,6 +3,7 @@
 //! or hosts (64-bit FNV-1a), so a rerun, or another host of the same farm, finds
 //! finished work under the same name and skips it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -102,19 +103,25 @@ pub fn model_key(dir: &Path) -> Result<String> {
     Ok(format!("{name}@{hash:016x}"))
 }
 
-/// The model key of a batch run with LoRAs (`--lora`): `key` then
+/// LoRA files already opened in a batch: path → (name, data-section sha256).
+pub type LoraHashes = HashMap<PathBuf, (String, String)>;
+
+/// The model key of a job with LoRAs (`--lora`, a job's `lora`): `key` then
 /// `+NAME:WEIGHT@SHA256` per LoRA (16 hex digits of its data-section hash), so
 /// images made with a LoRA, or at another weight, get other names than those
-/// made without. Opening each file checks it before any job runs.
-pub fn with_loras(key: String, loras: &[LoraSpec]) -> Result<String> {
-    loras.iter().try_fold(key, |key, spec| {
-        let lora = Lora::open(spec)?;
-        Ok(format!(
-            "{key}+{}:{}@{}",
-            lora.name,
-            spec.weight,
-            &lora.hash[..16]
-        ))
+/// made without. Each file is opened (and checked) once per batch (`hashes`).
+pub fn with_loras(key: &str, loras: &[LoraSpec], hashes: &mut LoraHashes) -> Result<String> {
+    loras.iter().try_fold(key.to_string(), |key, spec| {
+        let (name, hash) = match hashes.get(&spec.path) {
+            Some(known) => known.clone(),
+            None => {
+                let lora = Lora::open(spec)?;
+                let known = (lora.name, lora.hash);
+                hashes.insert(spec.path.clone(), known.clone());
+                known
+            }
+        };
+        Ok(format!("{key}+{name}:{}@{}", spec.weight, &hash[..16]))
     })
 }
 
