@@ -56,12 +56,7 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     let shard = Shard::from_env(args.shard.as_deref(), args.shards, |name| {
         std::env::var(name).ok()
     })?;
-    let text = std::fs::read_to_string(&args.jobs).map_err(|e| {
-        Error::BadInput(format!(
-            "{}: cannot read job file: {e}",
-            args.jobs.display()
-        ))
-    })?;
+    let text = read_jobs(&args.jobs)?;
     // A bad model folder fails before any job is touched; every job is checked
     // against its configs, without the GPU.
     let model_dir = args.render.model_dir()?;
@@ -125,6 +120,12 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
         None if summary.failed > 0 => 1,
         None => 0,
     })
+}
+
+/// The job file's text.
+fn read_jobs(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::BadInput(format!("{}: cannot read job file: {e}", path.display())))
 }
 
 /// The model as output names see it: its folder's key, and those of another
