@@ -243,21 +243,7 @@ fn temp_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn params() -> Parameters {
-        Parameters {
-            prompt: "apple:: tart::".into(),
-            steps: 30,
-            sampler: "DDIM".into(),
-            guidance: 4.5,
-            seed: 7,
-            width: 32,
-            height: 32,
-            model: "easel-emoji".into(),
-            candidates: 4,
-            score: Some(0.3125),
-            ..Default::default()
-        }
-    }
+    use super::parameters::tests::params;
 
     #[test]
     fn png_round_trips_pixels_and_parameters() {

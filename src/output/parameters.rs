@@ -136,7 +136,7 @@ pub fn quote(value: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub fn params() -> Parameters {
