@@ -356,7 +356,7 @@ fn parameters(
             .map(|start| (start.strength, start.mask.as_ref().map(|_| start.mask_blur))),
         upscale: s.upscale,
         weights: config.weights.asked().map(str::to_string),
-        candidates: s.k_max(),
+        candidates: request.candidates_for(config),
         score_every: request.score_every,
         until_score: request.until_score,
         until_margin: request.until_margin,
