@@ -163,7 +163,7 @@ fn inpainting_unet_matches_diffusers() {
 
 /// An inpainting model's `--strength` defaults to 1; without `--init` and
 /// `--mask` it fails with exit 2 and one line saying what it needs, and
-/// writes nothing.
+/// writes nothing; `easel inspect` names its UNet.
 #[test]
 fn cli_inpainting_model() {
     let dir = TempDir::new("inpainting-cli");
@@ -193,6 +193,9 @@ fn cli_inpainting_model() {
     assert!(o.status.success(), "{}", stderr(&o));
     let png = std::fs::read(&out).unwrap();
     assert!(String::from_utf8_lossy(&png).contains("Denoising strength: 1,"));
+    let o = easel(&["inspect", model.to_str().unwrap()]);
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(listing.contains("an inpainting UNet: in_channels 9"), "{listing}");
 }
 
 /// `--strength 0` runs no step: a latent model returns its VAE's round trip
