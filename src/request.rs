@@ -431,7 +431,10 @@ impl Extents {
             (self.k, 1 + self.prompts, self.sample, self.size);
         let text = &model.text_encoder;
         let mut tensors = vec![
-            ("the UNet's input (1 + P)·K·C·h·w", vec![rows, k, c.max(model.unet.in_channels), h, w]),
+            (
+                "the UNet's input (1 + P)·K·C·h·w",
+                vec![rows, k, c.max(model.unet.in_channels), h, w],
+            ),
             (
                 "the UNet's first activations (1 + P)·K·block_out_channels[0]·h·w",
                 vec![rows, k, model.unet.block_out_channels[0], h, w],

@@ -184,7 +184,9 @@ fn cli_inpainting_model() {
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{extra:?}: one line: {err}");
         assert!(
-            err.contains("this is an inpainting model (9 input channels): give --init IMAGE and --mask MASK"),
+            err.contains(
+                "this is an inpainting model (9 input channels): give --init IMAGE and --mask MASK"
+            ),
             "{err}"
         );
         assert!(!out.exists(), "{extra:?}: no output file");
@@ -195,7 +197,10 @@ fn cli_inpainting_model() {
     assert!(String::from_utf8_lossy(&png).contains("Denoising strength: 1,"));
     let o = easel(&["inspect", model.to_str().unwrap()]);
     let listing = String::from_utf8_lossy(&o.stdout);
-    assert!(listing.contains("an inpainting UNet: in_channels 9"), "{listing}");
+    assert!(
+        listing.contains("an inpainting UNet: in_channels 9"),
+        "{listing}"
+    );
 }
 
 /// `--strength 0` runs no step: a latent model returns its VAE's round trip

@@ -90,7 +90,10 @@ fn a_single_file_inpainting_model_draws_the_folders_image() {
     };
     let single = Engine::load(common::new_context(), config).unwrap();
     let folder = Engine::with_context(common::new_context(), folder).unwrap();
-    let (a, b) = (folder.generate(&request).unwrap(), single.generate(&request).unwrap());
+    let (a, b) = (
+        folder.generate(&request).unwrap(),
+        single.generate(&request).unwrap(),
+    );
     assert_eq!(a.rgba, b.rgba, "same seed, same bytes");
 }
 

@@ -80,7 +80,9 @@ fn summarise(file: &SafetensorsFile, problems: &mut Vec<Error>) {
             Ok(config) => {
                 println!("  inferred {label} config: {}", brief(&config));
                 let fields = config.as_object().into_iter();
-                fields.filter_map(inpainting_note).for_each(|n| println!("  {n}"));
+                fields
+                    .filter_map(inpainting_note)
+                    .for_each(|n| println!("  {n}"));
             }
             Err(e) => problems.push(e),
         }

@@ -272,9 +272,13 @@ pub fn load(
     let unet = build_with(ctx, unet_weights, w, &[], |vb| {
         UNet2DConditionModel::new(vb, unet.clone())
     })?;
-    let vae = build_with(ctx, vae_weights(file, vae)?, w, vae::UNUSED_PREFIXES, |vb| {
-        AutoencoderKLDecoder::new(vb, vae.clone())
-    })?;
+    let vae = build_with(
+        ctx,
+        vae_weights(file, vae)?,
+        w,
+        vae::UNUSED_PREFIXES,
+        |vb| AutoencoderKLDecoder::new(vb, vae.clone()),
+    )?;
     Ok((tokenizer, text_encoder, unet, vae))
 }
 
@@ -286,9 +290,13 @@ pub fn load_vae_encoder(
     vae: &AutoencoderKLConfig,
     precision: WeightPrecision,
 ) -> Result<AutoencoderKLEncoder> {
-    build_with(ctx, vae_weights(file, vae)?, precision, vae::ENCODER_UNUSED, |vb| {
-        AutoencoderKLEncoder::new(vb, vae.clone())
-    })
+    build_with(
+        ctx,
+        vae_weights(file, vae)?,
+        precision,
+        vae::ENCODER_UNUSED,
+        |vb| AutoencoderKLEncoder::new(vb, vae.clone()),
+    )
 }
 
 /// The file's `first_stage_model.*` under diffusers' `AutoencoderKL` names.
@@ -298,7 +306,7 @@ fn vae_weights(file: &SingleFile, vae: &AutoencoderKLConfig) -> Result<Weights> 
     });
     let mut weights = Weights::open_files(std::slice::from_ref(&file.path))?;
     // The autoencoder's training loss (`loss.*`), where a file kept it, is not a model.
-    weights.rename(names::VAE, &|n: &str| !n.starts_with("loss."), names);
+    weights.rename(names::VAE, |n: &str| !n.starts_with("loss."), names);
     Ok(weights)
 }
 

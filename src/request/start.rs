@@ -231,7 +231,10 @@ impl Start {
 
     /// The mask's luma in [0, 1], resized to `width`x`height` (bilinear) and
     /// feathered by `--mask-blur`.
-    fn soft_mask(&self, (width, height): (usize, usize)) -> Option<ImageBuffer<Luma<f32>, Vec<f32>>> {
+    fn soft_mask(
+        &self,
+        (width, height): (usize, usize),
+    ) -> Option<ImageBuffer<Luma<f32>, Vec<f32>>> {
         let mask = self.mask.as_ref()?;
         let luma = imageops::grayscale(&mask.rgb);
         let luma: ImageBuffer<Luma<f32>, Vec<f32>> =

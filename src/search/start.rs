@@ -47,7 +47,10 @@ enum Mask {
     Keep(Tensor),
     /// The masked picture `[1, 3, H, W]` and the extra channels `[1, 1 + C, h, w]`
     /// (the mask, then the masked picture's latents, which the plan fills).
-    Condition { pixels: Tensor, extra: Tensor },
+    Condition {
+        pixels: Tensor,
+        extra: Tensor,
+    },
 }
 
 impl Start {
@@ -151,9 +154,9 @@ impl Start {
 /// `[1, C, h, w]` (a latent model), or the pixels themselves.
 fn encode(ctx: &Context, pipeline: &Pipeline, g: &mut Graph, pixels: &Tensor) -> Result<Tensor> {
     match pipeline.vae_encoder(ctx)? {
-        Some(encoder) => encoder.encode(g, pixels).map_err(|e| {
-            e.advise("an activation of the VAE encoder: a smaller --size needs less")
-        }),
+        Some(encoder) => encoder
+            .encode(g, pixels)
+            .map_err(|e| e.advise("an activation of the VAE encoder: a smaller --size needs less")),
         None => Ok(pixels.clone()),
     }
 }

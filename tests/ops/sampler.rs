@@ -80,7 +80,13 @@ fn prepare_and_condition_fill_an_inpainting_unets_input() {
     let want = reference::concat_channels(&scaled, c * h * w, &extra_h);
     let got = model_in.to_vec(ctx()).unwrap();
     assert_close("model_in", &got, &want, 0.0, 1e-7);
-    assert_close("timesteps", &timesteps.to_vec(ctx()).unwrap(), &want_t, 0.0, 0.0);
+    assert_close(
+        "timesteps",
+        &timesteps.to_vec(ctx()).unwrap(),
+        &want_t,
+        0.0,
+        0.0,
+    );
     let narrow = zeros(&[k, c + e, h + 1, w]);
     let err = sampler::condition(ctx(), &extra, &narrow).unwrap_err();
     assert!(err.to_string().contains("do not fit"), "{err}");
