@@ -203,6 +203,26 @@ fn cli_inpainting_model() {
     );
 }
 
+/// A UNet whose input fits neither its samples nor an inpainting UNet's
+/// (latents + mask + masked latents) is refused before any GPU work, naming
+/// what it must be (exit 2).
+#[test]
+fn a_unet_of_other_input_channels_is_refused() {
+    let mut config = easel::PipelineConfig::read(common::files::tiny_latent_pipeline()).unwrap();
+    config.unet.in_channels = 5;
+    let start = Start::open(&golden_path("init.png"), 0.5).unwrap();
+    let e = request(start).check(&config).err().unwrap();
+    assert_eq!(e.exit_code(), 2);
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "in_channels 5 and out_channels 4 must both be the VAE's latent_channels 4 \
+             (or in_channels 9 for an inpainting UNet)"
+        ),
+        "{text}"
+    );
+}
+
 /// `--strength 0` runs no step: a latent model returns its VAE's round trip
 /// of the picture (computed here with the pipeline's own encoder and
 /// decoder), a pixel model the picture itself, exactly.
