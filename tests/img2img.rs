@@ -203,6 +203,42 @@ fn cli_inpainting_model() {
     );
 }
 
+/// Job lines on an inpainting model: `strength` defaults to 1 (the manifest
+/// records it), and a line without a picture and a mask fails alone.
+#[test]
+fn batch_jobs_on_an_inpainting_model() {
+    let dir = TempDir::new("inpainting-batch");
+    let (init, mask) = (golden_path("init.png"), golden_path("mask.png"));
+    let (init, mask) = (init.to_str().unwrap(), mask.to_str().unwrap());
+    let lines = [
+        format!(r#"{{"prompt": "red apple", "init": "{init}", "mask": "{mask}", "mask_blur": 0}}"#),
+        r#"{"prompt": "red apple"}"#.to_string(),
+    ];
+    let jobs = dir.write("jobs.jsonl", lines.join("\n"));
+    let out = dir.path().join("out");
+    let model = common::files::tiny_inpainting_pipeline();
+    let o = easel(&[
+        "batch",
+        jobs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--candidates",
+        "1",
+        "--upscale",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "one bad job: {}", stderr(&o));
+    let records = common::files::manifest(&out);
+    let by_index = |i: u64| records.iter().find(|r| r["index"] == i).unwrap();
+    assert_eq!(by_index(0)["strength"], 1.0);
+    let error = by_index(1)["error"].as_str().unwrap();
+    assert!(error.contains("this is an inpainting model"), "{error}");
+}
+
 /// A UNet whose input fits neither its samples nor an inpainting UNet's
 /// (latents + mask + masked latents) is refused before any GPU work, naming
 /// what it must be (exit 2).
