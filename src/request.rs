@@ -240,7 +240,8 @@ impl Request {
         let scheduler = crate::schedulers::karras::config(&model.scheduler, self.karras, samplers)?;
         let (table, init_noise_sigma) =
             phases::step_table_from(&phases, &rounds, &scheduler, skip)?;
-        let start = start::settle(self.start.as_ref(), &table, &scheduler);
+        let levels = (&table[..], init_noise_sigma);
+        let start = start::settle(self.start.as_ref(), levels, &scheduler, model);
         let settings = Settings {
             width,
             height,
@@ -282,19 +283,7 @@ impl Request {
         let unet = &model.unet;
         // A latent model samples latents the VAE decodes `vae_factor` times larger.
         let (channels, vae_factor) = model.sample_space();
-        if unet.in_channels != channels || unet.out_channels != channels {
-            let what = match model.vae {
-                Some(_) => "the VAE's latent_channels",
-                None => "3 (a pixel-space model: no vae/ folder)",
-            };
-            return Err(Error::model(
-                model.dir.join("unet"),
-                format!(
-                    "in_channels {} and out_channels {} must both be {what}",
-                    unet.in_channels, unet.out_channels
-                ),
-            ));
-        }
+        start::check_channels(model, self.start.as_ref())?;
         // Both bounded when the configs were read: no product here overflows.
         let default = unet.sample_size.unwrap_or(32) * vae_factor;
         let factor = unet.downscale_factor() * vae_factor;
@@ -442,7 +431,10 @@ impl Extents {
             (self.k, 1 + self.prompts, self.sample, self.size);
         let text = &model.text_encoder;
         let mut tensors = vec![
-            ("the UNet's input (1 + P)·K·C·h·w", vec![rows, k, c, h, w]),
+            (
+                "the UNet's input (1 + P)·K·C·h·w",
+                vec![rows, k, c.max(model.unet.in_channels), h, w],
+            ),
             (
                 "the UNet's first activations (1 + P)·K·block_out_channels[0]·h·w",
                 vec![rows, k, model.unet.block_out_channels[0], h, w],

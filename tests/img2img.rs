@@ -126,6 +126,139 @@ fn inpainting_matches_diffusers() {
     assert!(image.parameters.to_text().contains("Mask blur: 0"));
 }
 
+/// The tiny pipeline with a dedicated inpainting UNet (in_channels 9), runs serialised.
+fn inpainting_engine() -> std::sync::MutexGuard<'static, Engine> {
+    static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let dir = common::files::tiny_inpainting_pipeline();
+            Mutex::new(Engine::with_context(common::new_context(), dir).unwrap())
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// `StableDiffusionInpaintPipeline` with the 9-channel UNet (latents, mask,
+/// masked-image latents as its input; no pull-back after a step): at
+/// strength 1 (its default: from the noise alone) and 0.5 (3 of 6 steps from
+/// the start noised). Same tolerance as img2img, for the same reasons (the
+/// masked picture's encoding adds one more encoder pass in f32; measured:
+/// 0.5/255 at both strengths, the rounding alone).
+#[test]
+fn inpainting_unet_matches_diffusers() {
+    for (strength, steps, key) in [(1.0, 6, "inpaint9"), (0.5, 3, "inpaint9_half")] {
+        let start = Start::open(&golden_path("init.png"), strength)
+            .unwrap()
+            .with_mask(&golden_path("mask.png"), 0.0)
+            .unwrap();
+        let image = inpainting_engine().generate(&request(start)).unwrap();
+        assert_eq!(image.steps_run, steps);
+        let diff = max_diff(&planes(&image), &golden(key));
+        assert!(
+            diff <= 1.0 / 255.0,
+            "strength {strength}: the inpainting UNet differs from diffusers by {diff}"
+        );
+    }
+}
+
+/// An inpainting model's `--strength` defaults to 1; without `--init` and
+/// `--mask` it fails with exit 2 and one line saying what it needs, and
+/// writes nothing; `easel inspect` names its UNet.
+#[test]
+fn cli_inpainting_model() {
+    let dir = TempDir::new("inpainting-cli");
+    let model = common::files::tiny_inpainting_pipeline();
+    let (init, mask) = (golden_path("init.png"), golden_path("mask.png"));
+    let (init, mask) = (init.to_str().unwrap(), mask.to_str().unwrap());
+    let out = dir.path().join("out.png");
+    let run = |extra: &[&str]| {
+        let mut all = vec!["red apple", "--model", model.to_str().unwrap()];
+        all.extend_from_slice(&["--steps", "2", "--candidates", "1", "--upscale", "1"]);
+        all.extend_from_slice(&["-o", out.to_str().unwrap()]);
+        all.extend_from_slice(extra);
+        easel(&all)
+    };
+    for extra in [vec![], vec!["--init", init]] {
+        let o = run(&extra);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{extra:?}: one line: {err}");
+        assert!(
+            err.contains(
+                "this is an inpainting model (9 input channels): give --init IMAGE and --mask MASK"
+            ),
+            "{err}"
+        );
+        assert!(!out.exists(), "{extra:?}: no output file");
+    }
+    let o = run(&["--init", init, "--mask", mask]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let png = std::fs::read(&out).unwrap();
+    assert!(String::from_utf8_lossy(&png).contains("Denoising strength: 1,"));
+    let o = easel(&["inspect", model.to_str().unwrap()]);
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listing.contains("an inpainting UNet: in_channels 9"),
+        "{listing}"
+    );
+}
+
+/// Job lines on an inpainting model: `strength` defaults to 1 (the manifest
+/// records it), and a line without a picture and a mask fails alone.
+#[test]
+fn batch_jobs_on_an_inpainting_model() {
+    let dir = TempDir::new("inpainting-batch");
+    let (init, mask) = (golden_path("init.png"), golden_path("mask.png"));
+    let (init, mask) = (init.to_str().unwrap(), mask.to_str().unwrap());
+    let lines = [
+        format!(r#"{{"prompt": "red apple", "init": "{init}", "mask": "{mask}", "mask_blur": 0}}"#),
+        r#"{"prompt": "red apple"}"#.to_string(),
+    ];
+    let jobs = dir.write("jobs.jsonl", lines.join("\n"));
+    let out = dir.path().join("out");
+    let model = common::files::tiny_inpainting_pipeline();
+    let o = easel(&[
+        "batch",
+        jobs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--candidates",
+        "1",
+        "--upscale",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "one bad job: {}", stderr(&o));
+    let records = common::files::manifest(&out);
+    let by_index = |i: u64| records.iter().find(|r| r["index"] == i).unwrap();
+    assert_eq!(by_index(0)["strength"], 1.0);
+    let error = by_index(1)["error"].as_str().unwrap();
+    assert!(error.contains("this is an inpainting model"), "{error}");
+}
+
+/// A UNet whose input fits neither its samples nor an inpainting UNet's
+/// (latents + mask + masked latents) is refused before any GPU work, naming
+/// what it must be (exit 2).
+#[test]
+fn a_unet_of_other_input_channels_is_refused() {
+    let mut config = easel::PipelineConfig::read(common::files::tiny_latent_pipeline()).unwrap();
+    config.unet.in_channels = 5;
+    let start = Start::open(&golden_path("init.png"), 0.5).unwrap();
+    let e = request(start).check(&config).err().unwrap();
+    assert_eq!(e.exit_code(), 2);
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "in_channels 5 and out_channels 4 must both be the VAE's latent_channels 4 \
+             (or in_channels 9 for an inpainting UNet)"
+        ),
+        "{text}"
+    );
+}
+
 /// `--strength 0` runs no step: a latent model returns its VAE's round trip
 /// of the picture (computed here with the pipeline's own encoder and
 /// decoder), a pixel model the picture itself, exactly.

@@ -62,6 +62,41 @@ fn the_single_file_draws_the_folders_image_bit_for_bit() {
     assert_eq!(folder, single, "same seed, same bytes");
 }
 
+/// A single-file dedicated inpainting model (`input_blocks.0.0` reads 9
+/// channels: the tiny inpainting UNet's `conv_in`) draws the folder's image
+/// bit for bit, from a picture and a mask; its VAE encoder comes from the file.
+#[test]
+fn a_single_file_inpainting_model_draws_the_folders_image() {
+    let dir = TempDir::new("inpainting-single");
+    let folder = common::files::tiny_inpainting_pipeline();
+    let unet = SafetensorsFile::open(folder.join("unet/diffusion_pytorch_model.safetensors"));
+    let conv_in = unet.unwrap().to_f32("conv_in.weight").unwrap(); // [8, 9, 3, 3]
+    let name = "model.diffusion_model.input_blocks.0.0.weight";
+    let widened = common::files::f16s(name, &[8, 9, 3, 3], &conv_in);
+    let entries = rewrite(&golden(), |n| (n != name).then(|| n.into()), vec![widened]);
+    let file = dir.write("inpainting.safetensors", safetensors_bytes(&entries));
+    let options = ModelOptions {
+        config: Some(folder.to_path_buf()),
+        ..options()
+    };
+    let config = PipelineConfig::open(&file, &options).unwrap();
+    assert_eq!(config.unet.in_channels, 9);
+    let pictures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/img2img");
+    let start = easel::Start::open(&pictures.join("init.png"), 1.0).unwrap();
+    let start = start.with_mask(&pictures.join("mask.png"), 0.0).unwrap();
+    let request = Request {
+        start: Some(start),
+        ..request("red apple", 3)
+    };
+    let single = Engine::load(common::new_context(), config).unwrap();
+    let folder = Engine::with_context(common::new_context(), folder).unwrap();
+    let (a, b) = (
+        folder.generate(&request).unwrap(),
+        single.generate(&request).unwrap(),
+    );
+    assert_eq!(a.rgba, b.rgba, "same seed, same bytes");
+}
+
 /// The tensors of `file`, renamed (or dropped) by `rename`, plus `extra`.
 fn rewrite(file: &Path, rename: impl Fn(&str) -> Option<String>, extra: Vec<Entry>) -> Vec<Entry> {
     let file = SafetensorsFile::open(file).unwrap();

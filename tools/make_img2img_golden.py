@@ -5,7 +5,13 @@ the default model's tokenizer, as tests/common/files.rs assembles it).
 Writes tests/golden/img2img/:
     init.png, mask.png      a 16x16 start picture and a mask (white 8x8 square: repaint)
     golden.safetensors      `img2img` and `inpaint`: the pipelines' images [3, 16, 16] in
-                            [0, 1]; `noise`: the start noise [1, 4, 8, 8] both used
+                            [0, 1]; `inpaint9` and `inpaint9_half`: the inpainting
+                            pipeline's with the 9-channel UNet below at strength 1 and
+                            0.5; `noise`: the start noise [1, 4, 8, 8] all used
+    unet9/                  a dedicated inpainting UNet (in_channels 9: latents, mask,
+                            masked-image latents, as SD-1.5-inpainting): the tiny latent
+                            UNet with conv_in widened, the 5 new input channels' weights
+                            seeded random at the scale of the others
     levels.json             each scheduler's `add_noise` at the first timestep that
                             `get_timesteps` keeps, for a few (steps, strength)
 
@@ -20,6 +26,7 @@ recorded here too, captured from the scheduler's `pred_original_sample`.
 Run: tools/.venv/bin/python tools/make_img2img_golden.py
 """
 
+import copy
 import json
 import os
 
@@ -74,6 +81,24 @@ def pictures():
     return init, Image.fromarray(mask).convert("RGB")
 
 
+def inpainting_unet():
+    """The tiny latent UNet with conv_in widened to 9 input channels; the weights of
+    the 5 new ones (mask, masked-image latents) seeded random at the others' scale."""
+    from diffusers import UNet2DConditionModel
+
+    base = UNet2DConditionModel.from_pretrained(os.path.join(GOLDEN, "latent_pipeline", "unet"),
+                                                torch_dtype=torch.float32)
+    config = {k: v for k, v in base.config.items() if k != "_name_or_path"}
+    unet = UNet2DConditionModel.from_config({**config, "in_channels": 9})
+    state = base.state_dict()
+    w = state["conv_in.weight"]  # [C, 4, 3, 3]
+    extra = torch.randn(w.shape[0], 5, *w.shape[2:], generator=torch.Generator().manual_seed(9)) * w.std()
+    extra = extra.half().float()  # stored in f16 like the rest: the golden runs what is saved
+    state["conv_in.weight"] = torch.cat([w, extra], 1)  # [C, 9, 3, 3]
+    unet.load_state_dict(state)
+    return unet
+
+
 def components():
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -90,9 +115,10 @@ def components():
     )
 
 
-def run(pipe_class, module, noise, **inputs):
-    """Run a pipeline with easel's noise and the VAE's mean; return (x0 of the last step, pipe)."""
-    pipe = pipe_class(**components())
+def run(pipe_class, module, noise, unet=None, **inputs):
+    """Run a pipeline with easel's noise and the VAE's mean (and `unet` if given);
+    return (x0 of the last step, pipe)."""
+    pipe = pipe_class(**{**components(), **({"unet": unet} if unet is not None else {})})
     original = module.retrieve_latents
     module.retrieve_latents = lambda out, generator=None, sample_mode="sample": original(out, generator, "argmax")
     module.randn_tensor = lambda shape, generator=None, device=None, dtype=None, layout=None: noise.to(dtype)
@@ -169,11 +195,22 @@ def main():
     keep[..., 2:6, 2:6] = 1  # the mask at the latents' size: 1 repaints
     inpaint = decode(pipe, keep * x0 + (1 - keep) * start)
 
-    save_file(dict(img2img=img2img.contiguous(), inpaint=inpaint.contiguous(), noise=noise),
+    # The 9-channel UNet: no blend with the start after a step (diffusers blends only for
+    # a 4-channel UNet), so the image is the decoded x0 itself. Strength 1 starts from
+    # the noise alone (`is_strength_max`), 0.5 from the start noised (3 of 6 steps).
+    unet9 = inpainting_unet()
+    copy.deepcopy(unet9).half().save_pretrained(os.path.join(OUT, "unet9"))
+    inpaint9 = {}
+    for key, strength in (("inpaint9", 1.0), ("inpaint9_half", 0.5)):
+        x0, pipe = run(StableDiffusionInpaintPipeline, inpaint_module, noise, unet=unet9, image=init,
+                       mask_image=mask, strength=strength, height=16, width=16)
+        inpaint9[key] = decode(pipe, x0).contiguous()
+
+    save_file(dict(img2img=img2img.contiguous(), inpaint=inpaint.contiguous(), noise=noise, **inpaint9),
               os.path.join(OUT, "golden.safetensors"))
     with open(os.path.join(OUT, "levels.json"), "w") as f:
         json.dump(dict(prompt=PROMPT, seed=SEED, steps=STEPS, guidance=GUIDANCE, levels=levels()), f, indent=1)
-    print("img2img golden:", {k: list(v.shape) for k, v in dict(img2img=img2img, inpaint=inpaint).items()})
+    print("img2img golden:", {k: list(v.shape) for k, v in dict(img2img=img2img, inpaint=inpaint, **inpaint9).items()})
 
 
 if __name__ == "__main__":

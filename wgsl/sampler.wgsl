@@ -3,7 +3,10 @@
 // one sampler step whose coefficients the host computed once per run.
 //
 // Batch layout of the UNet input/output: [(1 + P) * K, C, H, W], group j of K
-// candidates is the unconditional prompt (j = 0) or sub-prompt j - 1.
+// candidates is the unconditional prompt (j = 0) or sub-prompt j - 1. A
+// dedicated inpainting UNet's input has more channels than its samples
+// ([.., 4 + 1 + 4, H, W]: latents, mask, masked-image latents): `prepare`
+// writes the first C of each item, `condition` the rest once per run.
 //
 // Per-step coefficients, one `Step` per step (schedulers::StepCoefficients):
 //   model_in = in_scale * x
@@ -25,7 +28,8 @@ struct Params {
     // The start image's noise level: x = level_x * init + level_noise * noise.
     level_x: f32,
     level_noise: f32,
-    _pad: u32,
+    // Elements per item of the UNet's input (n, or more with extra channels).
+    in_n: u32,
 }
 
 struct Step {
@@ -47,7 +51,8 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.y * nwg.x * 256u + gid.x;
 }
 
-// ---- prepare: x [K, n] -> model_in [(1+P)K, n], timesteps [(1+P)K] ----
+// ---- prepare: x [K, n] -> the first n of each item of model_in [(1+P)K, in_n],
+// timesteps [(1+P)K] ----
 @group(0) @binding(1) var<storage, read> steps: array<Step>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> model_in: array<f32>;
@@ -60,10 +65,23 @@ fn prepare(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let groups = p.prompts + 1u;
     if (i >= groups * per_group) { return; }
     let s = steps[p.step];
-    model_in[i] = s.in_scale * x[i % per_group];
+    let item = i / p.n;
+    model_in[item * p.in_n + i % p.n] = s.in_scale * x[i % per_group];
     if (i % p.n == 0u) {
-        timesteps[i / p.n] = s.timestep;
+        timesteps[item] = s.timestep;
     }
+}
+
+// ---- condition: the extra channels `extra` [n] (the same for every item) into
+// the last n of each of the k items of model_in [k, in_n] ----
+@group(0) @binding(1) var<storage, read> extra: array<f32>;
+@group(0) @binding(2) var<storage, read_write> conditioned: array<f32>;
+
+@compute @workgroup_size(256)
+fn condition(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.k * p.n) { return; }
+    conditioned[(i / p.n) * p.in_n + (p.in_n - p.n) + i % p.n] = extra[i % p.n];
 }
 
 // ---- guide: model_out [(1+P)K, n] -> eps [K, n] ----

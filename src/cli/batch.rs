@@ -64,7 +64,7 @@ pub fn run(args: &BatchArgs, adapter: &AdapterOptions) -> Result<u8> {
     let key = job_key(&model_dir, &config)?;
     // A bad --lora file fails the batch before any job is touched.
     farm::with_loras(&key, &config.loras, &mut farm::LoraHashes::default())?;
-    let defaults = args.render.request(String::new())?;
+    let defaults = args.render.request(String::new(), &config)?;
     if let Some(note) = easel::request::note(&defaults, &config).filter(|_| !args.quiet) {
         eprintln!("easel: {note}");
     }

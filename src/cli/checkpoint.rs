@@ -77,10 +77,30 @@ fn summarise(file: &SafetensorsFile, problems: &mut Vec<Error>) {
     ];
     for (label, config) in inferred {
         match config {
-            Ok(config) => println!("  inferred {label} config: {}", brief(&config)),
+            Ok(config) => {
+                println!("  inferred {label} config: {}", brief(&config));
+                let fields = config.as_object().into_iter();
+                fields
+                    .filter_map(inpainting_note)
+                    .for_each(|n| println!("  {n}"));
+            }
             Err(e) => problems.push(e),
         }
     }
+}
+
+/// A line saying that a UNet config is a dedicated inpainting UNet's
+/// (`in_channels` = 2·`out_channels` + 1, SD-1.5-inpainting's 9), if it is.
+pub fn inpainting_note(config: &serde_json::Map<String, Value>) -> Option<String> {
+    let count = |k: &str| config.get(k).and_then(Value::as_u64);
+    let (c_in, c) = (count("in_channels")?, count("out_channels")?);
+    let unet = config.get("_class_name") == Some(&Value::from("UNet2DConditionModel"));
+    (unet && c_in == 2 * c + 1).then(|| {
+        format!(
+            "an inpainting UNet: in_channels {c_in} = {c} latents + the mask + {c} masked-image \
+             latents (runs need --init and --mask)"
+        )
+    })
 }
 
 /// Whether the file is meant as a Stable Diffusion checkpoint at all (any of

@@ -48,13 +48,13 @@ pub fn run(args: &GenerateArgs, adapter: &AdapterOptions) -> Result<()> {
         Error::BadInput("no prompt: easel \"a red apple\" -o apple.png (see --help)".into())
     })?;
     let drawn = super::progress::drawn(args.quiet);
+    // Bad input fails before the GPU is touched, and leaves no file behind.
+    let model = args.render.pipeline_config()?;
     let request = Request {
         progress: drawn.then(|| Arc::new(super::progress::StepBar::new()) as Arc<dyn Progress>),
         trace: args.trace.clone(),
-        ..args.render.request(prompt)?
+        ..args.render.request(prompt, &model)?
     };
-    // Bad input fails before the GPU is touched, and leaves no file behind.
-    let model = args.render.pipeline_config()?;
     request.check(&model)?;
     if !args.quiet {
         let notes = easel::request::note(&request, &model).into_iter();

@@ -148,6 +148,9 @@ fn list_component(dir: &Path, label: &str, report: &mut Report) {
                 Ok(config) => {
                     println!("    {name}");
                     print_fields(&config, "      ");
+                    if let Some(note) = super::checkpoint::inpainting_note(&config.fields) {
+                        println!("      {note}");
+                    }
                 }
                 Err(e) => report.problems.push(e),
             }

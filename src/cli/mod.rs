@@ -156,8 +156,13 @@ impl RenderArgs {
         })
     }
 
-    /// The request these options describe; fails on a malformed `--schedule`.
-    pub fn request(&self, prompt: String) -> easel::Result<easel::Request> {
+    /// The request these options describe for `model` (whose UNet sets
+    /// `--strength`'s default); fails on a malformed `--schedule`.
+    pub fn request(
+        &self,
+        prompt: String,
+        model: &easel::PipelineConfig,
+    ) -> easel::Result<easel::Request> {
         let schedule = match &self.schedule {
             Some(text) => Some(easel::phases::Schedule::parse(text)?),
             None => None,
@@ -179,7 +184,7 @@ impl RenderArgs {
             until_score: self.until_score,
             until_margin: self.until_margin,
             schedule,
-            start: self.start.start()?,
+            start: self.start.start(model)?,
             vae_tiles: self.vae_tiles,
             ..easel::Request::new(prompt)
         })

@@ -13,10 +13,12 @@ pub struct StartArgs {
     pub init: Option<PathBuf>,
     /// How much of the schedule repaints --init: 0 returns it (through the VAE
     /// of a latent model), 1 runs every step; --steps 30 --strength 0.5 runs 15.
-    #[arg(long, default_value_t = Start::DEFAULT_STRENGTH, requires = "init")]
-    pub strength: f64,
+    /// Default 0.75; 1 (from noise, as diffusers) for an inpainting model.
+    #[arg(long, requires = "init")]
+    pub strength: Option<f64>,
     /// Repaint only where this picture is white (black keeps --init, grey
-    /// blends); resized to the image if its size differs.
+    /// blends); resized to the image if its size differs. An inpainting model
+    /// (a UNet of 9 input channels, as SD-1.5-inpainting) needs it.
     #[arg(long, requires = "init")]
     pub mask: Option<PathBuf>,
     /// Feather the mask's edge by a Gaussian of this many pixels.
@@ -25,12 +27,14 @@ pub struct StartArgs {
 }
 
 impl StartArgs {
-    /// The start these flags describe (the pictures read and checked), if any.
-    pub fn start(&self) -> Result<Option<Start>> {
+    /// The start these flags describe for `model` (the pictures read and
+    /// checked), if any.
+    pub fn start(&self, model: &PipelineConfig) -> Result<Option<Start>> {
         let Some(init) = &self.init else {
             return Ok(None);
         };
-        let start = Start::open(init, self.strength)?;
+        let strength = self.strength.unwrap_or(Start::default_strength(model));
+        let start = Start::open(init, strength)?;
         Ok(Some(match &self.mask {
             Some(mask) => start.with_mask(mask, self.mask_blur)?,
             None => start,

@@ -175,7 +175,7 @@ fn parse_job(
         Some(text) => Some(Schedule::parse(text).map_err(|e| e.to_string())?),
         None => d.schedule.clone(),
     };
-    let start = job_start(&j, d).map_err(|e| e.to_string())?;
+    let start = job_start(&j, d, model.config).map_err(|e| e.to_string())?;
     let request = Request {
         prompt: j.prompt,
         seed: j.seed.unwrap_or(d.seed),
@@ -224,8 +224,8 @@ fn parse_job(
 }
 
 /// A job's start picture: the line's `init` (with its `strength`, `mask` and
-/// `mask_blur`, else the command line's or the defaults), else the command line's.
-fn job_start(j: &JobLine, d: &Defaults) -> crate::Result<Option<Start>> {
+/// `mask_blur`, else the command line's or `model`'s defaults), else the command line's.
+fn job_start(j: &JobLine, d: &Defaults, model: &PipelineConfig) -> crate::Result<Option<Start>> {
     let given = d.start.as_ref();
     let Some(init) = j.init.as_deref() else {
         if j.strength.is_some() || j.mask.is_some() || j.mask_blur.is_some() {
@@ -236,7 +236,7 @@ fn job_start(j: &JobLine, d: &Defaults) -> crate::Result<Option<Start>> {
         return Ok(given.cloned());
     };
     let strength = j.strength.or(given.map(|s| s.strength));
-    let start = Start::open(init, strength.unwrap_or(Start::DEFAULT_STRENGTH))?;
+    let start = Start::open(init, strength.unwrap_or(Start::default_strength(model)))?;
     let blur = j.mask_blur.or(given.map(|s| s.mask_blur));
     Ok(Some(match &j.mask {
         Some(mask) => start.with_mask(mask, blur.unwrap_or(Start::DEFAULT_MASK_BLUR))?,

@@ -250,8 +250,11 @@ impl Pipeline {
             return Ok(None);
         };
         if self.vae_encoder.get().is_none() {
-            let dir = self.config.dir.join("vae");
-            let encoder = load_vae_encoder(ctx, &dir, config, self.config.weights)?;
+            let (dir, w) = (self.config.dir.join("vae"), self.config.weights);
+            let encoder = match &self.config.single_file {
+                Some(file) => single_file::load_vae_encoder(ctx, file, config, w)?,
+                None => load_vae_encoder(ctx, &dir, config, w)?,
+            };
             // Engine runs are serialised by its plan lock: no other load races this one.
             let _ = self.vae_encoder.set(encoder);
         }

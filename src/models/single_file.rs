@@ -25,7 +25,7 @@ use crate::gpu::Context;
 use crate::models::clip::{self, CLIPTextConfig, CLIPTextModel};
 use crate::models::layers::{build_with, component_config, CheckedConfig};
 use crate::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
-use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder};
+use crate::models::vae::{self, AutoencoderKLConfig, AutoencoderKLDecoder, AutoencoderKLEncoder};
 use crate::schedulers::{PredictionType, SchedulerConfig};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::{Config, NameMap, SafetensorsFile, WeightPrecision, Weights};
@@ -272,15 +272,42 @@ pub fn load(
     let unet = build_with(ctx, unet_weights, w, &[], |vb| {
         UNet2DConditionModel::new(vb, unet.clone())
     })?;
+    let vae = build_with(
+        ctx,
+        vae_weights(file, vae)?,
+        w,
+        vae::UNUSED_PREFIXES,
+        |vb| AutoencoderKLDecoder::new(vb, vae.clone()),
+    )?;
+    Ok((tokenizer, text_encoder, unet, vae))
+}
+
+/// The VAE's encoder of a [`SingleFile`] (for a run that starts from a
+/// picture), with layer weights in `precision`.
+pub fn load_vae_encoder(
+    ctx: &Context,
+    file: &SingleFile,
+    vae: &AutoencoderKLConfig,
+    precision: WeightPrecision,
+) -> Result<AutoencoderKLEncoder> {
+    build_with(
+        ctx,
+        vae_weights(file, vae)?,
+        precision,
+        vae::ENCODER_UNUSED,
+        |vb| AutoencoderKLEncoder::new(vb, vae.clone()),
+    )
+}
+
+/// The file's `first_stage_model.*` under diffusers' `AutoencoderKL` names.
+fn vae_weights(file: &SingleFile, vae: &AutoencoderKLConfig) -> Result<Weights> {
     let names = Box::new(names::VaeNames {
         blocks: vae.block_out_channels.len(),
     });
+    let mut weights = Weights::open_files(std::slice::from_ref(&file.path))?;
     // The autoencoder's training loss (`loss.*`), where a file kept it, is not a model.
-    let vae_weights = open(names::VAE, &|n| !n.starts_with("loss."), names)?;
-    let vae = build_with(ctx, vae_weights, w, vae::UNUSED_PREFIXES, |vb| {
-        AutoencoderKLDecoder::new(vb, vae.clone())
-    })?;
-    Ok((tokenizer, text_encoder, unet, vae))
+    weights.rename(names::VAE, |n: &str| !n.starts_with("loss."), names);
+    Ok(weights)
 }
 
 /// OpenCLIP tensors SD 2.x does not use (diffusers' `SD_2_TEXT_ENCODER_KEYS_TO_IGNORE`):

@@ -63,22 +63,24 @@ struct Params {
     guidance: f32,
     level_x: f32,
     level_noise: f32,
-    _pad: u32,
+    /// Elements per item of the UNet's input (`n` but for `prepare` and `condition`).
+    in_n: u32,
 }
 
 const WORKGROUP: usize = 256;
 
 fn params(x: &Tensor, prompts: usize, step: usize, guidance: f32) -> Params {
     let k = x.shape[0];
+    let n = (x.numel() / k) as u32;
     Params {
-        n: (x.numel() / k) as u32,
+        n,
         k: k as u32,
         prompts: prompts as u32,
         step: step as u32,
         guidance,
         level_x: 0.0,
         level_noise: 0.0,
-        _pad: 0,
+        in_n: n,
     }
 }
 
@@ -92,8 +94,11 @@ fn check_table(op: &str, table: &Tensor, step: usize) -> Result<()> {
     Ok(())
 }
 
-/// Candidates `x` `[K, ...]` → UNet input `[(1+P)K, ...]` scaled by the step's
-/// `in_scale`, and the timestep of every batch item `[(1+P)K]`.
+/// Candidates `x` `[K, C, ...]` → UNet input `[(1+P)K, C_in, ...]` scaled by
+/// the step's `in_scale`, and the timestep of every batch item `[(1+P)K]`. A
+/// UNet input with more channels than the samples (a dedicated inpainting
+/// UNet's, `C_in` 9 for `C` 4) gets the samples in its first `C`; the rest is
+/// [`condition`]'s, written once per run.
 pub fn prepare(
     ctx: &Context,
     table: &Tensor,
@@ -107,9 +112,14 @@ pub fn prepare(
     let k = x.shape[0];
     let mut in_shape = x.shape.clone();
     in_shape[0] = (prompts + 1) * k;
+    if let Some(&c_in) = model_in.shape.get(1).filter(|&&c| c > x.shape[1]) {
+        in_shape[1] = c_in; // extra channels after the samples'
+    }
     expect_shape("prepare", "model input", model_in, &in_shape)?;
     expect_shape("prepare", "timesteps", timesteps, &[(prompts + 1) * k])?;
-    let total = model_in.numel();
+    let total = x.numel() * (prompts + 1);
+    let mut params = params(x, prompts, step, 0.0);
+    params.in_n = (model_in.numel() / in_shape[0]) as u32;
     Launch {
         shader: &SAMPLER,
         entry: "prepare",
@@ -124,7 +134,42 @@ pub fn prepare(
         flops: total as u64,
         bytes: 8 * total as u64,
     }
-    .build(ctx, &params(x, prompts, step, 0.0))
+    .build(ctx, &params)
+}
+
+/// A dedicated inpainting UNet's extra input channels: `extra` `[1, E, ...]`
+/// (the mask and the masked image's latents, the same for every item) into
+/// the last `E` channels of every item of `model_in` `[B, C_in, ...]`, as
+/// diffusers' `torch.cat([latents, mask, masked_image_latents], dim=1)`.
+/// Constant over a run: written once, [`prepare`] leaves them alone.
+pub fn condition(ctx: &Context, extra: &Tensor, model_in: &Tensor) -> Result<Dispatch> {
+    let (rank, e) = (model_in.shape.len(), extra.shape.get(1).copied());
+    let fits = extra.shape.len() == rank
+        && rank > 1
+        && extra.shape[0] == 1
+        && e.is_some_and(|e| e <= model_in.shape[1])
+        && extra.shape[2..] == model_in.shape[2..];
+    if !fits {
+        return Err(Error::BadInput(format!(
+            "condition: extra channels {:?} do not fit a model input {:?}",
+            extra.shape, model_in.shape
+        )));
+    }
+    let items = model_in.shape[0];
+    let total = items * extra.numel();
+    let mut params = params(extra, 0, 0, 0.0);
+    params.k = items as u32;
+    params.in_n = (model_in.numel() / items) as u32;
+    Launch {
+        shader: &SAMPLER,
+        entry: "condition",
+        constants: &[],
+        tensors: &[(extra, Access::Read), (model_in, Access::ReadWrite)],
+        workgroups: grid_1d(groups(total, WORKGROUP)),
+        flops: 0,
+        bytes: 8 * total as u64,
+    }
+    .build(ctx, &params)
 }
 
 /// `eps = u + g · Σ_i w_i (e_i − u)` over the UNet output `[(1+P)K, ...]`

@@ -17,6 +17,13 @@
 //! clean image after the last step), each candidate with its start noise.
 //! The mask is resized to the image (bilinear), feathered by a Gaussian of
 //! `--mask-blur` pixels, and averaged down to the sample's size.
+//!
+//! A dedicated inpainting UNet (`in_channels` 9 for 4 latent channels, as
+//! SD-1.5-inpainting) as diffusers' inpainting pipeline runs it: the UNet
+//! reads the mask and the masked picture's latents as 5 more input channels
+//! every step ([`Start::conditioning`]), and nothing is pulled back after a
+//! step. Its `--strength` defaults to 1, which starts from the noise alone
+//! (`is_strength_max`), as a run without a picture does.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +31,7 @@ use image::imageops::{self, FilterType};
 use image::{ImageBuffer, Luma, RgbImage};
 
 use crate::error::{Error, Result};
+use crate::models::pipeline::PipelineConfig;
 use crate::ops::sampler::{NoiseLevel, StepCoefficients};
 use crate::schedulers::{euler_ancestral, SchedulerConfig};
 
@@ -79,6 +87,17 @@ pub struct Start {
 impl Start {
     /// `--strength` when none is given (A1111's).
     pub const DEFAULT_STRENGTH: f64 = 0.75;
+    /// `--strength` when none is given, for a dedicated inpainting UNet
+    /// (diffusers' inpainting pipeline's: every step, from noise).
+    pub const DEFAULT_INPAINTING_STRENGTH: f64 = 1.0;
+
+    /// `--strength` when none is given, for `model`.
+    pub fn default_strength(model: &PipelineConfig) -> f64 {
+        match inpainting_unet(model) {
+            true => Self::DEFAULT_INPAINTING_STRENGTH,
+            false => Self::DEFAULT_STRENGTH,
+        }
+    }
     /// `--mask-blur` when none is given (A1111's).
     pub const DEFAULT_MASK_BLUR: f32 = 4.0;
 
@@ -174,6 +193,48 @@ impl Start {
         (width, height): (usize, usize),
         [c, h, w]: [usize; 3],
     ) -> Option<Vec<f32>> {
+        let soft = self.soft_mask((width, height))?;
+        let (fy, fx) = (height / h, width / w);
+        let mut plane = vec![0.0f32; h * w];
+        for (x, y, p) in soft.enumerate_pixels() {
+            let (sy, sx) = (y as usize / fy, x as usize / fx);
+            plane[sy * w + sx] += p[0].clamp(0.0, 1.0) / (fy * fx) as f32;
+        }
+        Some(plane.repeat(c))
+    }
+
+    /// A dedicated inpainting UNet's extra inputs for a `width`x`height` image
+    /// and samples `[C, h, w]`, as diffusers' inpainting pipeline makes them:
+    /// the mask (resized and feathered as for [`Start::mask_samples`]) binarized
+    /// at 0.5 (its `mask_processor`); the picture `[3, H, W]` in [-1, 1] with
+    /// the repainted pixels zeroed (`init * (mask < 0.5)`), which the VAE
+    /// encodes; and the mask at the samples' size `[h, w]` (`interpolate`'s
+    /// default, nearest: pixel `⌊y·H/h⌋, ⌊x·W/w⌋`). `(masked picture, mask)`.
+    pub fn conditioning(
+        &self,
+        (width, height): (usize, usize),
+        [_, h, w]: [usize; 3],
+    ) -> Option<(Vec<f32>, Vec<f32>)> {
+        let soft = self.soft_mask((width, height))?;
+        let repaint = |x: usize, y: usize| soft.get_pixel(x as u32, y as u32)[0] >= 0.5;
+        let mut masked = self.pixels((width, height));
+        let plane = width * height;
+        for (i, v) in masked.iter_mut().enumerate() {
+            if repaint(i % plane % width, i % plane / width) {
+                *v = 0.0;
+            }
+        }
+        let small = (0..h * w).map(|i| (i % w * width / w, i / w * height / h));
+        let mask = small.map(|(x, y)| repaint(x, y) as u8 as f32).collect();
+        Some((masked, mask))
+    }
+
+    /// The mask's luma in [0, 1], resized to `width`x`height` (bilinear) and
+    /// feathered by `--mask-blur`.
+    fn soft_mask(
+        &self,
+        (width, height): (usize, usize),
+    ) -> Option<ImageBuffer<Luma<f32>, Vec<f32>>> {
         let mask = self.mask.as_ref()?;
         let luma = imageops::grayscale(&mask.rgb);
         let luma: ImageBuffer<Luma<f32>, Vec<f32>> =
@@ -188,14 +249,51 @@ impl Start {
         if self.mask_blur > 0.0 {
             soft = imageops::blur(&soft, self.mask_blur);
         }
-        let (fy, fx) = (height / h, width / w);
-        let mut plane = vec![0.0f32; h * w];
-        for (x, y, p) in soft.enumerate_pixels() {
-            let (sy, sx) = (y as usize / fy, x as usize / fx);
-            plane[sy * w + sx] += p[0].clamp(0.0, 1.0) / (fy * fx) as f32;
-        }
-        Some(plane.repeat(c))
+        Some(soft)
     }
+}
+
+/// Is `model`'s UNet a dedicated inpainting one: a latent model whose UNet
+/// reads its latents, a mask and the masked image's latents (`in_channels`
+/// `2·latent_channels + 1`, SD-1.5-inpainting's 9)?
+pub fn inpainting_unet(model: &PipelineConfig) -> bool {
+    let latent = model.vae.as_ref().map(|vae| vae.latent_channels);
+    latent.is_some_and(|c| model.unet.in_channels == 2 * c + 1 && model.unet.out_channels == c)
+}
+
+/// The UNet's channels against what it samples: its samples' own in and out,
+/// or a dedicated inpainting UNet's ([`inpainting_unet`]), which needs a
+/// start picture and a mask.
+pub(crate) fn check_channels(model: &PipelineConfig, start: Option<&Start>) -> Result<()> {
+    let unet = &model.unet;
+    if inpainting_unet(model) {
+        return match start.is_some_and(|s| s.mask.is_some()) {
+            true => Ok(()),
+            false => Err(Error::BadInput(format!(
+                "this is an inpainting model ({} input channels): give --init IMAGE and --mask MASK",
+                unet.in_channels
+            ))),
+        };
+    }
+    let (channels, _) = model.sample_space();
+    if unet.in_channels == channels && unet.out_channels == channels {
+        return Ok(());
+    }
+    let what = match &model.vae {
+        Some(vae) => format!(
+            "the VAE's latent_channels {c} (or in_channels {} for an inpainting UNet)",
+            2 * vae.latent_channels + 1,
+            c = vae.latent_channels
+        ),
+        None => "3 (a pixel-space model: no vae/ folder)".to_string(),
+    };
+    Err(Error::model(
+        model.dir.join("unet"),
+        format!(
+            "in_channels {} and out_channels {} must both be {what}",
+            unet.in_channels, unet.out_channels
+        ),
+    ))
 }
 
 /// `(steps run, steps skipped)` of a run of `total` steps (all of them run
@@ -219,15 +317,27 @@ pub(crate) fn size(
     }
 }
 
-/// A started run's noise levels for the run's step `table`.
+/// A started run's noise levels for the run's step `table`, and how its mask
+/// repaints on `model`. A dedicated inpainting UNet at strength 1 starts from
+/// the noise alone, scaled by `init_noise_sigma` (diffusers' `is_strength_max`).
 pub(crate) fn settle(
     start: Option<&Start>,
-    table: &[StepCoefficients],
+    (table, init_noise_sigma): (&[StepCoefficients], f32),
     config: &SchedulerConfig,
+    model: &PipelineConfig,
 ) -> Option<StartSettings> {
-    start.map(|start| StartSettings {
-        levels: levels(table, config),
-        masked: start.mask.is_some(),
+    let conditioned = inpainting_unet(model);
+    start.map(|start| {
+        let mut levels = levels(table, config);
+        if conditioned && start.strength >= 1.0 {
+            levels[0] = (0.0, init_noise_sigma);
+        }
+        let masking = match (&start.mask, conditioned) {
+            (None, _) => Masking::None,
+            (Some(_), false) => Masking::Keep,
+            (Some(_), true) => Masking::Condition,
+        };
+        StartSettings { levels, masking }
     })
 }
 
@@ -241,12 +351,24 @@ fn resized(rgb: &RgbImage, width: usize, height: usize) -> RgbImage {
 
 /// What a started run adds to the plan's shape: the noise level before each
 /// step (diffusers' `add_noise` at its timestep) and after the last (the clean
-/// image), and whether a mask pulls the kept region back after every step.
+/// image), and what its mask does.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct StartSettings {
     /// `steps + 1` levels: `levels[0]` starts the run, `levels[i + 1]` follows step `i`.
     pub levels: Vec<NoiseLevel>,
-    pub masked: bool,
+    pub masking: Masking,
+}
+
+/// What a run's mask does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Masking {
+    /// No mask: img2img.
+    None,
+    /// Any model: the kept region is pulled back to the start after every step.
+    Keep,
+    /// A dedicated inpainting UNet: the mask and the masked picture's latents
+    /// are extra input channels of every step ([`Start::conditioning`]).
+    Condition,
 }
 
 /// The noise level of each row of `table` in the row's own convention, then

@@ -22,7 +22,8 @@ pub(crate) struct Candidates {
     pub(crate) x0: Tensor,
     pub(crate) noise: Tensor,
     pub(crate) guided: Tensor,
-    /// `[(1 + P)·K, C, h, w]` and `[(1 + P)·K]`: the UNet's batch.
+    /// `[(1 + P)·K, C_in, h, w]` and `[(1 + P)·K]`: the UNet's batch (`C_in`
+    /// is `C`, or `2·C + 1` for a dedicated inpainting UNet).
     pub(crate) model_in: Tensor,
     pub(crate) timesteps: Tensor,
     /// `[K, P + 1]`: the last round's scores.
@@ -147,8 +148,9 @@ fn u32_tensor(ctx: &Context, label: &str, n: usize) -> Result<Tensor> {
     Ok(t)
 }
 
-/// The state: the candidates `shape = [K_max, C, h, w]` and what every step reuses.
-pub(super) fn state(ctx: &Context, s: &Settings, shape: [usize; 4]) -> Result<State> {
+/// The state: the candidates `shape = [K_max, C, h, w]` and what every step
+/// reuses; the UNet reads `c_in` channels (`C`, or more for an inpainting UNet).
+pub(super) fn state(ctx: &Context, s: &Settings, shape: [usize; 4], c_in: usize) -> Result<State> {
     let [k, c, h, w] = shape;
     let prompts = s.prompts;
     let batch = (1 + prompts) * k;
@@ -157,7 +159,7 @@ pub(super) fn state(ctx: &Context, s: &Settings, shape: [usize; 4]) -> Result<St
         x0: Tensor::zeros(ctx, "x0", &shape)?,
         noise: Tensor::zeros(ctx, "noise", &shape)?,
         guided: Tensor::zeros(ctx, "guided", &shape)?,
-        model_in: Tensor::zeros(ctx, "model_in", &[batch, c, h, w])?,
+        model_in: Tensor::zeros(ctx, "model_in", &[batch, c.max(c_in), h, w])?,
         timesteps: Tensor::zeros(ctx, "timesteps", &[batch])?,
         scores: Tensor::zeros(ctx, "scores", &[k, prompts + 1])?,
     };

@@ -151,7 +151,8 @@ impl Plan {
         let [c, h, w] = s.sample;
         let mut text = plan_text(ctx, pipeline, s.prompts)?;
         // Every planned tensor checks the device's binding limit as it is created.
-        let st = state(ctx, &s, [s.k_max(), c, h, w])?;
+        let c_in = pipeline.config.unet.in_channels;
+        let st = state(ctx, &s, [s.k_max(), c, h, w], c_in)?;
         let start = Start::plan(ctx, pipeline, &s, &st.cands)?;
         // The UNet and scoring passes of each candidate count, shared by its steps.
         let counts = candidate_counts(&s);

@@ -1,14 +1,16 @@
 //! Step 1 of the loop, the start: static from Philox for a run from noise, or
 //! a picture (`request::start`) noised to the run's first step, every
 //! candidate with its own draw (img2img); with a mask, the kept region is
-//! pulled back to the picture after every step (inpainting).
+//! pulled back to the picture after every step (inpainting), or a dedicated
+//! inpainting UNet reads the mask and the masked picture as extra channels.
 
 use crate::error::Result;
 use crate::gpu::{Context, Dispatch, Tensor};
 use crate::models::pipeline::Pipeline;
 use crate::models::Graph;
 use crate::ops::noise::{self, NoiseKey};
-use crate::ops::sampler;
+use crate::ops::{layout, sampler};
+use crate::request::start::Masking;
 use crate::request::{Request, Settings};
 
 use super::passes::Candidates;
@@ -18,7 +20,8 @@ pub(super) const STREAM_START: u32 = 0;
 
 /// The start of a run, planned once with the rest of the plan.
 pub(crate) struct Start {
-    /// In order: the picture's encoding, the noise draw, the start itself.
+    /// In order: the picture's encoding, the noise draw, the start itself (and
+    /// a dedicated inpainting UNet's extra channels).
     pub dispatches: Vec<Dispatch>,
     /// Index of the noise draw in `dispatches`, reseeded per run.
     draw: usize,
@@ -33,8 +36,21 @@ struct Picture {
     samples: Tensor,
     /// `[K, C, h, w]`: every candidate's start noise (unit variance).
     noise: Tensor,
-    /// `[1, C, h, w]`, 1 repaints, written per run.
-    mask: Option<Tensor>,
+    /// What the mask needs, written per run.
+    mask: Mask,
+}
+
+/// A start's mask on the GPU (see [`Masking`]).
+enum Mask {
+    None,
+    /// `[1, C, h, w]`, 1 repaints.
+    Keep(Tensor),
+    /// The masked picture `[1, 3, H, W]` and the extra channels `[1, 1 + C, h, w]`
+    /// (the mask, then the masked picture's latents, which the plan fills).
+    Condition {
+        pixels: Tensor,
+        extra: Tensor,
+    },
 }
 
 impl Start {
@@ -62,12 +78,7 @@ impl Start {
         // The inputs and what every step reads outlive the graph: tensors of their own.
         let pixels = Tensor::zeros(ctx, "start pixels", &[1, 3, s.height, s.width])?;
         let mut g = Graph::new(ctx, "start");
-        let samples = match pipeline.vae_encoder(ctx)? {
-            Some(encoder) => encoder.encode(&mut g, &pixels).map_err(|e| {
-                e.advise("an activation of the VAE encoder: a smaller --size needs less")
-            })?,
-            None => pixels.clone(),
-        }; // [1, C, h, w]
+        let samples = encode(ctx, pipeline, &mut g, &pixels)?; // [1, C, h, w]
         let noise = Tensor::zeros(ctx, "start noise", &cands.x.shape)?;
         let draw = g.dispatches.len();
         g.push(noise::gaussian(ctx, &noise, key, 1.0)?);
@@ -75,9 +86,10 @@ impl Start {
         g.push(sampler::add_noise(
             ctx, &samples, &noise, level, &cands.x, &cands.x0,
         )?);
-        let mask = match start.masked {
-            true => Some(Tensor::zeros(ctx, "mask", &samples.shape)?),
-            false => None,
+        let mask = match start.masking {
+            Masking::None => Mask::None,
+            Masking::Keep => Mask::Keep(Tensor::zeros(ctx, "mask", &samples.shape)?),
+            Masking::Condition => condition(ctx, (pipeline, &mut g), &pixels, cands)?,
         };
         Ok(Self {
             dispatches: g.dispatches,
@@ -92,7 +104,7 @@ impl Start {
     }
 
     /// Inpainting's pull-back after step `step` of `cands` (a phase's K), if
-    /// the run has a mask.
+    /// the run's mask pulls back.
     pub fn keep(
         &self,
         ctx: &Context,
@@ -103,7 +115,7 @@ impl Start {
         let (Some(p), Some(start)) = (&self.picture, &s.start) else {
             return Ok(None);
         };
-        let Some(mask) = &p.mask else {
+        let Mask::Keep(mask) = &p.mask else {
             return Ok(None);
         };
         let noise = p.noise.prefix(&cands.x.shape)?;
@@ -120,9 +132,56 @@ impl Start {
         };
         let size = (s.width, s.height);
         p.pixels.write(ctx, &start.pixels(size))?;
-        if let (Some(mask), Some(values)) = (&p.mask, start.mask_samples(size, s.sample)) {
-            mask.write(ctx, &values)?;
+        match &p.mask {
+            Mask::None => {}
+            Mask::Keep(mask) => {
+                if let Some(values) = start.mask_samples(size, s.sample) {
+                    mask.write(ctx, &values)?;
+                }
+            }
+            Mask::Condition { pixels, extra } => {
+                if let Some((masked, small)) = start.conditioning(size, s.sample) {
+                    pixels.write(ctx, &masked)?;
+                    extra.head(small.len())?.write(ctx, &small)?;
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// What the UNet samples of `pixels` `[1, 3, H, W]`: the VAE's latents
+/// `[1, C, h, w]` (a latent model), or the pixels themselves.
+fn encode(ctx: &Context, pipeline: &Pipeline, g: &mut Graph, pixels: &Tensor) -> Result<Tensor> {
+    match pipeline.vae_encoder(ctx)? {
+        Some(encoder) => encoder
+            .encode(g, pixels)
+            .map_err(|e| e.advise("an activation of the VAE encoder: a smaller --size needs less")),
+        None => Ok(pixels.clone()),
+    }
+}
+
+/// A dedicated inpainting UNet's extra channels, as diffusers'
+/// `prepare_mask_latents`: the masked picture (shaped as the start's `pixels`)
+/// encoded like the start, after the mask in `extra` `[1, 1 + C, h, w]`,
+/// copied once into the last `1 + C` channels of every item of the UNet's
+/// input (the unconditional half of guidance and every candidate alike;
+/// `prepare` writes only the first `C`).
+fn condition(
+    ctx: &Context,
+    (pipeline, g): (&Pipeline, &mut Graph),
+    pixels: &Tensor,
+    cands: &Candidates,
+) -> Result<Mask> {
+    let masked = Tensor::zeros(ctx, "masked pixels", &pixels.shape)?;
+    let latents = encode(ctx, pipeline, g, &masked)?; // [1, C, h, w]
+    let mut shape = latents.shape.clone();
+    shape[1] += 1;
+    let extra = Tensor::zeros(ctx, "inpainting channels", &shape)?; // [1, 1 + C, h, w]
+    g.push(layout::copy_into(ctx, &latents, &extra, 1, 1)?);
+    g.push(sampler::condition(ctx, &extra, &cands.model_in)?);
+    Ok(Mask::Condition {
+        pixels: masked,
+        extra,
+    })
 }

@@ -150,6 +150,24 @@ pub fn tiny_latent_pipeline() -> &'static Path {
     .path()
 }
 
+/// The tiny latent pipeline with a dedicated inpainting UNet
+/// (tests/golden/img2img/unet9: in_channels 9, made by
+/// tools/make_img2img_golden.py) instead of its own.
+#[allow(dead_code)]
+pub fn tiny_inpainting_pipeline() -> &'static Path {
+    static DIR: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = TempDir::new("inpainting-pipeline");
+        copy_dir(tiny_latent_pipeline(), dir.path());
+        let unet = dir.path().join("unet");
+        std::fs::remove_dir_all(&unet).unwrap();
+        copy_dir(&root.join("tests/golden/img2img/unet9"), &unet);
+        dir
+    })
+    .path()
+}
+
 /// Copy a folder tree (files and folders only).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -59,6 +59,39 @@ fn prepare_replicates_candidates_per_prompt() {
     );
 }
 
+/// A dedicated inpainting UNet's input `[(1+P)K, C + E, h, w]`: `prepare`
+/// fills the first C channels of every item, `condition` the last E (the
+/// same for every item), as `torch.cat([scaled x, mask, masked latents], 1)`.
+/// Copies and one f32 multiply: exact up to rounding.
+#[test]
+fn prepare_and_condition_fill_an_inpainting_unets_input() {
+    let mut rng = Rng::new(11);
+    let (k, prompts, [c, e, h, w]) = (2, 1, [4, 5, 3, 2]);
+    let (tab, tab_h) = table(&mut rng, 3);
+    let (x, xh) = random(&mut rng, &[k, c, h, w]);
+    let (extra, extra_h) = random(&mut rng, &[1, e, h, w]);
+    let model_in = zeros(&[(prompts + 1) * k, c + e, h, w]);
+    let timesteps = zeros(&[(prompts + 1) * k]);
+    let condition = sampler::condition(ctx(), &extra, &model_in).unwrap();
+    let d = sampler::prepare(ctx(), &tab, 1, &x, prompts, &model_in, &timesteps).unwrap();
+    dispatch::run(ctx(), &[condition, d]).unwrap();
+    let row = &tab_h[sampler::STEP_ROW..2 * sampler::STEP_ROW];
+    let (scaled, want_t) = reference::prepare(row, &xh, prompts, k);
+    let want = reference::concat_channels(&scaled, c * h * w, &extra_h);
+    let got = model_in.to_vec(ctx()).unwrap();
+    assert_close("model_in", &got, &want, 0.0, 1e-7);
+    assert_close(
+        "timesteps",
+        &timesteps.to_vec(ctx()).unwrap(),
+        &want_t,
+        0.0,
+        0.0,
+    );
+    let narrow = zeros(&[k, c + e, h + 1, w]);
+    let err = sampler::condition(ctx(), &extra, &narrow).unwrap_err();
+    assert!(err.to_string().contains("do not fit"), "{err}");
+}
+
 #[test]
 fn guide_combines_sub_prompts() {
     let mut rng = Rng::new(11);

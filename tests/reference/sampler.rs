@@ -92,3 +92,13 @@ pub fn keep(
     let x0 = (0..x0.len()).map(|i| mix(clean[i], x0[i], i)).collect();
     (x, x0)
 }
+
+/// A dedicated inpainting UNet's input: `torch.cat([model_in, extra.expand(B,
+/// ..)], dim=1)` for `model_in` `[B, c]` and `extra` `[e]` per item (flattened
+/// channels), so each item is its `c` values then `extra`'s `e`. f64.
+pub fn concat_channels(model_in: &[f64], c: usize, extra: &[f32]) -> Vec<f64> {
+    model_in
+        .chunks(c)
+        .flat_map(|item| item.iter().copied().chain(extra.iter().map(|&v| v as f64)))
+        .collect()
+}
