@@ -438,3 +438,28 @@ fn batch_jobs_start_from_pictures() {
     let png = std::fs::read(out.join("half.png")).unwrap();
     assert!(String::from_utf8_lossy(&png).contains("Denoising strength: 0.5"));
 }
+
+/// The per-step blend is black or white at the samples' size whatever the
+/// blur: a grey value would compound over the steps (kept at 10 % a step, a
+/// sample keeps almost all of the picture after 50 steps: a feathered square
+/// came out as the picture itself). The blur only moves the edge.
+#[test]
+fn the_step_mask_is_black_or_white() {
+    let mask = |blur: f32| {
+        let start = Start::open(&golden_path("init.png"), 1.0)
+            .unwrap()
+            .with_mask(&golden_path("mask.png"), blur)
+            .unwrap();
+        start.mask_samples((16, 16), [3, 16, 16]).unwrap()
+    };
+    let (sharp, feathered) = (mask(0.0), mask(2.0));
+    for m in [&sharp, &feathered] {
+        assert!(m.iter().all(|&v| v == 0.0 || v == 1.0), "{m:?}");
+        assert_eq!(m[8 * 16 + 8], 1.0, "the square's middle is repainted");
+        assert_eq!(m[0], 0.0, "a corner is kept");
+    }
+    let repainted = |m: &[f32]| m.iter().filter(|&&v| v == 1.0).count();
+    assert_eq!(repainted(&sharp), 3 * 8 * 8, "the golden mask's 8x8 square");
+    let a = repainted(&feathered) as f32 / repainted(&sharp) as f32;
+    assert!((0.7..=1.3).contains(&a), "feathering rounds the square: {a}");
+}

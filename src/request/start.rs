@@ -186,47 +186,47 @@ impl Start {
     }
 
     /// The mask for samples `[C, h, w]` of a `width`x`height` image, repeated
-    /// over the channels (1 repaints): resized to the image, feathered, then
-    /// averaged over each sample's `width / w` square of pixels.
+    /// over the channels (1 repaints, 0 keeps): [`Start::repainted`] taken at the
+    /// samples' size, nearest (`interpolate`'s default), as diffusers' inpainting
+    /// pipeline and A1111 blend latents. A grey mask value would compound over the
+    /// steps (a sample kept at 10 % per step keeps almost all of the picture after
+    /// 50), so the blend is black or white.
     pub fn mask_samples(
         &self,
         (width, height): (usize, usize),
         [c, h, w]: [usize; 3],
     ) -> Option<Vec<f32>> {
-        let soft = self.soft_mask((width, height))?;
-        let (fy, fx) = (height / h, width / w);
-        let mut plane = vec![0.0f32; h * w];
-        for (x, y, p) in soft.enumerate_pixels() {
-            let (sy, sx) = (y as usize / fy, x as usize / fx);
-            plane[sy * w + sx] += p[0].clamp(0.0, 1.0) / (fy * fx) as f32;
-        }
-        Some(plane.repeat(c))
+        let repainted = self.repainted((width, height))?;
+        Some(small_mask(&repainted, (width, height), [h, w]).repeat(c))
     }
 
     /// A dedicated inpainting UNet's extra inputs for a `width`x`height` image
     /// and samples `[C, h, w]`, as diffusers' inpainting pipeline makes them:
-    /// the mask (resized and feathered as for [`Start::mask_samples`]) binarized
-    /// at 0.5 (its `mask_processor`); the picture `[3, H, W]` in [-1, 1] with
-    /// the repainted pixels zeroed (`init * (mask < 0.5)`), which the VAE
-    /// encodes; and the mask at the samples' size `[h, w]` (`interpolate`'s
-    /// default, nearest: pixel `⌊y·H/h⌋, ⌊x·W/w⌋`). `(masked picture, mask)`.
+    /// the picture `[3, H, W]` in [-1, 1] with the repainted pixels zeroed
+    /// (`init * (mask < 0.5)`), which the VAE encodes; and the mask at the
+    /// samples' size `[h, w]` (as [`Start::mask_samples`]). `(masked picture, mask)`.
     pub fn conditioning(
         &self,
         (width, height): (usize, usize),
         [_, h, w]: [usize; 3],
     ) -> Option<(Vec<f32>, Vec<f32>)> {
-        let soft = self.soft_mask((width, height))?;
-        let repaint = |x: usize, y: usize| soft.get_pixel(x as u32, y as u32)[0] >= 0.5;
+        let repainted = self.repainted((width, height))?;
         let mut masked = self.pixels((width, height));
         let plane = width * height;
         for (i, v) in masked.iter_mut().enumerate() {
-            if repaint(i % plane % width, i % plane / width) {
+            if repainted[i % plane] {
                 *v = 0.0;
             }
         }
-        let small = (0..h * w).map(|i| (i % w * width / w, i / w * height / h));
-        let mask = small.map(|(x, y)| repaint(x, y) as u8 as f32).collect();
-        Some((masked, mask))
+        Some((masked, small_mask(&repainted, (width, height), [h, w])))
+    }
+
+    /// Which pixels of a `width`x`height` image are repainted: the mask resized
+    /// and feathered ([`Start::soft_mask`]), then binarized at 0.5 as diffusers'
+    /// `mask_processor` does (so `--mask-blur` rounds the mask's corners).
+    fn repainted(&self, (width, height): (usize, usize)) -> Option<Vec<bool>> {
+        let soft = self.soft_mask((width, height))?;
+        Some(soft.pixels().map(|p| p[0] >= 0.5).collect())
     }
 
     /// The mask's luma in [0, 1], resized to `width`x`height` (bilinear) and
@@ -251,6 +251,15 @@ impl Start {
         }
         Some(soft)
     }
+}
+
+/// A `width`x`height` pixel mask at the samples' size `[h, w]`, nearest: sample
+/// `(y, x)` takes pixel `(⌊y·H/h⌋, ⌊x·W/w⌋)`.
+fn small_mask(repainted: &[bool], (width, height): (usize, usize), [h, w]: [usize; 2]) -> Vec<f32> {
+    (0..h * w)
+        .map(|i| (i % w * width / w, i / w * height / h))
+        .map(|(x, y)| repainted[y * width + x] as u8 as f32)
+        .collect()
 }
 
 /// Is `model`'s UNet a dedicated inpainting one: a latent model whose UNet
