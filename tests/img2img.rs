@@ -461,5 +461,8 @@ fn the_step_mask_is_black_or_white() {
     let repainted = |m: &[f32]| m.iter().filter(|&&v| v == 1.0).count();
     assert_eq!(repainted(&sharp), 3 * 8 * 8, "the golden mask's 8x8 square");
     let a = repainted(&feathered) as f32 / repainted(&sharp) as f32;
-    assert!((0.7..=1.3).contains(&a), "feathering rounds the square: {a}");
+    assert!(
+        (0.7..=1.3).contains(&a),
+        "feathering rounds the square: {a}"
+    );
 }
