@@ -85,6 +85,12 @@ fn resolved(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo)
 /// creation. Versions: MSL 2.4 (macOS 12 / iOS 15, what wgpu's Metal back end reports on
 /// Apple-silicon Macs) and HLSL shader model 6.0 (the lowest with wave intrinsics, which
 /// the subgroup variants need; wgpu compiles with DXC at the device's highest model).
+///
+/// The cooperative-matrix shaders (`*_coop8`, `*_coop16`) have no HLSL form: naga
+/// cannot write cooperative matrices to HLSL and wgpu offers them on Vulkan and
+/// Metal only, so no DX12 adapter advertises the feature and easel never chooses
+/// them there (`gpu::coop`). They must translate to MSL (simdgroup matrices;
+/// Apple advertises 8x8 only, so only `_coop8` is ever chosen on Metal).
 #[test]
 fn every_shader_translates_to_metal_and_hlsl() {
     for shader in easel::ops::ALL_SHADERS {
@@ -95,6 +101,9 @@ fn every_shader_translates_to_metal_and_hlsl() {
         };
         naga::back::msl::write_string(&module, &info, &msl, &Default::default())
             .unwrap_or_else(|e| panic!("{}: MSL: {e:?}", shader.name));
+        if shader.parts.contains(&"gemm_coop") {
+            continue;
+        }
         let hlsl = naga::back::hlsl::Options {
             shader_model: naga::back::hlsl::ShaderModel::V6_0,
             ..Default::default()
@@ -103,5 +112,48 @@ fn every_shader_translates_to_metal_and_hlsl() {
         naga::back::hlsl::Writer::new(&mut out, &hlsl, &Default::default())
             .write(&module, &info, None)
             .unwrap_or_else(|e| panic!("{}: HLSL: {e:?}", shader.name));
+    }
+}
+
+/// The cooperative-matrix shaders need the capabilities easel requests with them
+/// (cooperative matrices and f16; f16-in-f32 unpacking every kernel that reads an
+/// f16 weight uses): naga refuses them without cooperative matrices, as wgpu
+/// does on a device without the feature. With them they become SPIR-V, which is
+/// where naga's writer is strictest about them (a stride or pointer index that
+/// is not a named `let` panics there).
+#[test]
+fn cooperative_shaders_need_the_capability_and_write_spirv() {
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+    let coop: Vec<_> = easel::ops::ALL_SHADERS
+        .iter()
+        .filter(|s| s.parts.contains(&"gemm_coop"))
+        .collect();
+    assert_eq!(
+        coop.len(),
+        8,
+        "matmul and conv2d, 8x8 and 16x16, f32 and f16 weights"
+    );
+    let base = Capabilities::SHADER_FLOAT16 | Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+    let needed = base | Capabilities::COOPERATIVE_MATRIX;
+    for shader in coop {
+        let module = naga::front::wgsl::parse_str(shader.source).unwrap();
+        let without = Validator::new(ValidationFlags::all(), base).validate(&module);
+        assert!(
+            without.is_err(),
+            "{}: valid without cooperative matrices",
+            shader.name
+        );
+        let info = Validator::new(ValidationFlags::all(), needed)
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {}", shader.name, e.emit_to_string(shader.source)));
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+        naga::back::spv::write_vec(&module, &info, &Default::default(), None)
+            .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", shader.name));
     }
 }

@@ -242,7 +242,10 @@ fn matmuls(r: &mut Runner) -> Result<()> {
         };
         let bias = r.random(&[n], 3)?;
         let c = r.zeros(&[batch, m, n])?;
-        for variant in r.variants(&MatmulVariant::ALL, MatmulVariant::for_adapter(r.ctx)) {
+        for variant in r.variants(
+            &MatmulVariant::available(r.ctx),
+            MatmulVariant::for_adapter(r.ctx),
+        ) {
             let opts = MatmulOptions {
                 transpose_b,
                 variant: Some(variant),
@@ -305,7 +308,10 @@ fn convs(r: &mut Runner) -> Result<()> {
         let (hout, wout) = conv2d::output_size(h, w, kernel, kernel, &opts)
             .ok_or_else(|| Error::BadInput(format!("conv2d {label}: empty output")))?;
         let y = r.zeros(&[n, cout, hout, wout])?;
-        for variant in r.variants(&MatmulVariant::ALL, MatmulVariant::for_adapter(r.ctx)) {
+        for variant in r.variants(
+            &MatmulVariant::available(r.ctx),
+            MatmulVariant::for_adapter(r.ctx),
+        ) {
             let opts = Conv2dOptions {
                 variant: Some(variant),
                 ..opts

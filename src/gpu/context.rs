@@ -7,9 +7,10 @@
 //! lacks f16 and subgroups.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
+use crate::gpu::coop::Coop;
 use crate::gpu::memory::{self, Buffer, Limit, Memory};
 use crate::gpu::pipelines::PipelineCache;
 
@@ -63,6 +64,11 @@ pub struct Context {
     /// Graphs reuse activation buffers by liveness (`models::arena`); off only
     /// to compare against the unplanned pass.
     plan_activations: bool,
+    /// The cooperative-matrix configuration the GEMM tile can use, if any.
+    pub coop: Option<Coop>,
+    /// Whether the cooperative kernels passed their start-up self-test
+    /// (`ops::matmul::coop_ready`), decided on first use.
+    pub(crate) coop_checked: OnceLock<bool>,
 }
 
 /// Backends searched: `--backend`'s, else `WGPU_BACKEND`'s, else the primary
@@ -164,6 +170,15 @@ pub fn pick(adapters: &[wgpu::Adapter], opts: &AdapterOptions) -> Result<usize> 
     Ok(best)
 }
 
+/// The adapter's cooperative-matrix configuration for the GEMM tile, unless
+/// `EASEL_COOPERATIVE=off` turns the kernels off.
+fn cooperative(adapter: &wgpu::Adapter) -> Option<Coop> {
+    if std::env::var("EASEL_COOPERATIVE").is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
+        return None;
+    }
+    Coop::for_adapter(adapter, &adapter.limits()).ok()
+}
+
 impl Context {
     /// Open the adapter `opts` chooses, with every limit it offers and the optional
     /// features it has: wgpu defaults to the WebGPU baseline (256 invocations,
@@ -177,12 +192,22 @@ impl Context {
 
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
-        let features = adapter.features() & OPTIONAL_FEATURES;
+        let coop = cooperative(&adapter);
+        let mut features = adapter.features() & OPTIONAL_FEATURES;
+        let mut experimental = wgpu::ExperimentalFeatures::disabled();
+        if coop.is_some() {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            // SAFETY: wgpu asks callers of experimental features to accept that
+            // their validation is incomplete. easel enables them only with a
+            // configuration its kernel fits (gpu::coop), and uses them only after
+            // the self-test agreed with the tiled kernel (ops::matmul::coop_ready).
+            experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("easel"),
             required_features: features,
             required_limits: adapter.limits(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
@@ -215,6 +240,8 @@ impl Context {
             uncaptured,
             binding_limit: None,
             plan_activations: true,
+            coop,
+            coop_checked: OnceLock::new(),
         })
     }
 

@@ -5,6 +5,7 @@
 //! knows about ops or models.
 
 pub mod context;
+pub mod coop;
 pub mod dispatch;
 pub mod memory;
 pub mod pipelines;

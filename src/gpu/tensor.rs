@@ -153,15 +153,30 @@ impl Tensor {
     /// Read the whole tensor back (one counted readback); f16 is widened to f32.
     pub fn to_vec(&self, ctx: &Context) -> Result<Vec<f32>> {
         let offset = self.window.map_or(0, |(offset, _)| offset);
-        let bytes = readback::read_bytes(ctx, &self.buffer, offset, self.bytes())?;
-        Ok(match self.dtype {
+        Ok(self.decode(readback::read_bytes(
+            ctx,
+            &self.buffer,
+            offset,
+            self.bytes(),
+        )?))
+    }
+
+    /// [`Tensor::to_vec`] for a start-up self-test: not counted as a readback.
+    pub(crate) fn to_vec_uncounted(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let offset = self.window.map_or(0, |(offset, _)| offset);
+        let bytes = readback::read_bytes_uncounted(ctx, &self.buffer, offset, self.bytes())?;
+        Ok(self.decode(bytes))
+    }
+
+    fn decode(&self, bytes: Vec<u8>) -> Vec<f32> {
+        match self.dtype {
             DType::F16 => bytes
                 .chunks_exact(2)
                 .take(self.numel())
                 .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
             DType::F32 | DType::U32 => bytemuck::cast_slice(&bytes).to_vec(),
-        })
+        }
     }
 
     /// How kernels bind this tensor: the whole buffer, or a [`Tensor::rows`]

@@ -5,13 +5,22 @@
 //! the same two kernel shapes as matmul, with the input gathered on the fly.
 
 use crate::error::{Error, Result};
+use crate::gpu::coop::COLS;
 use crate::gpu::{Access, Context, DType, Dispatch, Launch, Shader, Tensor};
-use crate::ops::matmul::{subgroups_of_8, MatmulVariant};
+use crate::ops::matmul::{coop_shader, subgroups_of_8, MatmulVariant};
 use crate::ops::{expect_shape, groups, CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
+use crate::ops::{CONV2D_COOP16, CONV2D_COOP16_F16, CONV2D_COOP8, CONV2D_COOP8_F16};
 
 /// conv2d runs the same kernel shapes as matmul (`Gpu` tiles, `Cpu` register
-/// blocks, `CpuSubgroup` sharing the weight across a subgroup; needs K % 4 == 0).
+/// blocks, `CpuSubgroup` sharing the weight across a subgroup, needing K % 4 == 0;
+/// `Coop` the `Gpu` tile on cooperative matrices).
 pub type ConvVariant = MatmulVariant;
+
+/// `[f32 weight, f16 weight][8×8, 16×16 fragments]`.
+const COOP_SHADERS: [[&Shader; 2]; 2] = [
+    [&CONV2D_COOP8, &CONV2D_COOP16],
+    [&CONV2D_COOP8_F16, &CONV2D_COOP16_F16],
+];
 
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2dOptions {
@@ -298,9 +307,15 @@ impl Entry {
                 ))
             }
         };
-        let (shader, name, tile) = match variant {
-            MatmulVariant::Gpu => (base, "conv2d_gpu", GPU_TILE),
-            MatmulVariant::CpuSubgroup if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
+        let (shader, name, tile) = match (variant, ctx.coop) {
+            (MatmulVariant::Coop, Some(coop)) => {
+                constants.push(("SUBGROUP_SIZE", coop.subgroup as f64));
+                let rows = coop.rows().unwrap_or(COLS) as usize;
+                let shader = coop_shader(coop, dtype, COOP_SHADERS);
+                (shader, "conv2d_gpu", (COLS as usize, rows))
+            }
+            (MatmulVariant::Gpu | MatmulVariant::Coop, _) => (base, "conv2d_gpu", GPU_TILE),
+            (MatmulVariant::CpuSubgroup, _) if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
                 // The narrowest channel block that holds Cout (up to 32).
                 let block = conv.cout.next_power_of_two().clamp(8, 32);
                 constants.push(("CO_BLOCK", block as f64));

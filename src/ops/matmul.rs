@@ -3,12 +3,14 @@
 //! conv2d's implicit GEMM) most of the UNet's time.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch};
+use crate::gpu::coop::{Coop, COLS};
+use crate::gpu::{dispatch, Access, AdapterClass, Context, Dispatch, Launch};
 use crate::gpu::{DType, Shader, Tensor};
 use crate::ops::{expect_shape, groups, MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
+use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F16};
 
 /// Which kernel shape to run; see wgsl/matmul.wgsl. All run on any adapter
-/// (`CpuSubgroup` falls back to `Cpu` where it cannot run).
+/// (`CpuSubgroup` falls back to `Cpu`, `Coop` to `Gpu`, where they cannot run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulVariant {
     /// 64×64 workgroup-memory tiles with barriers: for real GPUs.
@@ -20,19 +22,103 @@ pub enum MatmulVariant {
     /// subgroups, contiguous dims that are multiples of 4 and no `transpose_a`;
     /// otherwise runs `Cpu`.
     CpuSubgroup,
+    /// `Gpu`'s tile on cooperative matrices (wgsl/gemm_coop.wgsl): operands
+    /// rounded to f16, f32 accumulation. Needs an adapter configuration
+    /// [`Coop::for_adapter`] accepts; otherwise runs `Gpu`.
+    Coop,
 }
 
 impl MatmulVariant {
-    pub const ALL: [Self; 3] = [Self::Gpu, Self::Cpu, Self::CpuSubgroup];
+    /// The variants with f32 operands: the same products, up to f32 rounding.
+    pub const F32_OPERANDS: [Self; 3] = [Self::Gpu, Self::Cpu, Self::CpuSubgroup];
+    pub const ALL: [Self; 4] = [Self::Gpu, Self::Cpu, Self::CpuSubgroup, Self::Coop];
 
     /// The fastest kernel for this adapter (measured: benches/kernels.rs).
+    /// Cooperative matrices only on GPUs, once their self-test has passed.
     pub fn for_adapter(ctx: &Context) -> Self {
         match ctx.class {
+            AdapterClass::Gpu if coop_ready(ctx).is_some() => Self::Coop,
             AdapterClass::Gpu => Self::Gpu,
             AdapterClass::Cpu if subgroups_of_8(ctx) => Self::CpuSubgroup,
             AdapterClass::Cpu => Self::Cpu,
         }
     }
+
+    /// The variants that run as themselves here (`Coop` only with cooperative
+    /// matrices), for benchmarks that label what they time.
+    pub fn available(ctx: &Context) -> Vec<Self> {
+        let coop = ctx.coop.is_some();
+        Self::ALL
+            .into_iter()
+            .filter(|&v| v != Self::Coop || coop)
+            .collect()
+    }
+}
+
+/// The shader of a cooperative GEMM tile: `shaders[f16 weight][16-wide fragments]`.
+pub(crate) fn coop_shader(
+    coop: Coop,
+    weight: DType,
+    shaders: [[&'static Shader; 2]; 2],
+) -> &'static Shader {
+    shaders[(weight == DType::F16) as usize][(coop.frag == 16) as usize]
+}
+
+/// The cooperative-matrix configuration, if the adapter has one and the
+/// cooperative GEMM agreed with the tiled one on a test problem (run once per
+/// context, on first use). A disagreement turns them off with one line on stderr.
+pub fn coop_ready(ctx: &Context) -> Option<Coop> {
+    let coop = ctx.coop?;
+    let ok = *ctx.coop_checked.get_or_init(|| match coop_difference(ctx) {
+        Ok(diff) if diff <= 1e-3 => true,
+        Ok(diff) => {
+            eprintln!(
+                "easel: {0}x{0} cooperative-matrix GEMM differs from the tiled one by {diff} \
+                 on {1}; using the tiled kernels",
+                coop.frag, ctx.info.name
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!(
+                "easel: cooperative-matrix GEMM failed its self-test on {}: {e}; using the \
+                 tiled kernels",
+                ctx.info.name
+            );
+            false
+        }
+    });
+    ok.then_some(coop)
+}
+
+/// Largest difference between the `Coop` and `Gpu` kernels on a ragged
+/// nn.Linear with a bias. The inputs are quarters in [-2, 2], exact in f16, so
+/// every product and partial sum is exact in f32 and the two must agree exactly.
+fn coop_difference(ctx: &Context) -> Result<f32> {
+    let (m, n, k) = (70, 90, 100);
+    let quarters = |len: usize, seed: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7 + seed) % 17) as f32 / 4.0 - 2.0)
+            .collect()
+    };
+    let x = Tensor::from_f32(ctx, "self-test x", &[m, k], &quarters(m * k, 1))?;
+    let w = Tensor::from_f32(ctx, "self-test w", &[n, k], &quarters(n * k, 5))?;
+    let bias = Tensor::from_f32(ctx, "self-test bias", &[n], &quarters(n, 3))?;
+    let mut results = Vec::new();
+    for variant in [MatmulVariant::Coop, MatmulVariant::Gpu] {
+        let out = Tensor::zeros(ctx, "self-test out", &[m, n])?;
+        let opts = MatmulOptions {
+            variant: Some(variant),
+            ..MatmulOptions::linear()
+        };
+        dispatch::run(ctx, &[matmul(ctx, &x, &w, Some(&bias), &out, &opts)?])?;
+        results.push(out.to_vec_uncounted(ctx)?);
+    }
+    Ok(results[0]
+        .iter()
+        .zip(&results[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max))
 }
 
 /// Whether the `*_subgroup` kernels can run: they assume 8-lane subgroups
@@ -172,19 +258,21 @@ fn launch(
         ldc: ldc as u32,
         _pad: [0; 3],
     };
-    let (shader, entry, (tile_n, tile_m)) = pick(ctx, &shape, b.dtype, opts)?;
-    let has_bias = bias.is_some();
+    let kernel = pick(ctx, &shape, b.dtype, opts)?;
+    let (tile_n, tile_m) = kernel.tile;
+    let mut constants = vec![
+        ("TRANSPOSE_A", opts.transpose_a as u32 as f64),
+        ("TRANSPOSE_B", opts.transpose_b as u32 as f64),
+        ("HAS_BIAS", bias.is_some() as u32 as f64),
+    ];
+    constants.extend(kernel.subgroup_size.map(|s| ("SUBGROUP_SIZE", s as f64)));
     // Without a bias the binding still needs a buffer; `a` is never read through it.
     let bias = bias.unwrap_or(a);
     let b_reads = if b_shared { k * n } else { batch * k * n };
     Launch {
-        shader,
-        entry,
-        constants: &[
-            ("TRANSPOSE_A", opts.transpose_a as u32 as f64),
-            ("TRANSPOSE_B", opts.transpose_b as u32 as f64),
-            ("HAS_BIAS", has_bias as u32 as f64),
-        ],
+        shader: kernel.shader,
+        entry: kernel.entry,
+        constants: &constants,
         tensors: &[
             (a, Access::Read),
             (b, Access::Read),
@@ -200,12 +288,17 @@ fn launch(
 
 /// The shader (f32 or f16 `b`), entry point and output tile (columns, rows)
 /// that run a product of `shape` on `ctx`.
-fn pick(
-    ctx: &Context,
-    shape: &Shape,
-    b_dtype: DType,
-    opts: &MatmulOptions,
-) -> Result<(&'static Shader, &'static str, (usize, usize))> {
+/// The kernel one dispatch runs.
+struct Pick {
+    shader: &'static Shader,
+    entry: &'static str,
+    /// Output (columns, rows) per workgroup.
+    tile: (usize, usize),
+    /// `SUBGROUP_SIZE` of a cooperative kernel.
+    subgroup_size: Option<u32>,
+}
+
+fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> Result<Pick> {
     let (base, subgroup_shader) = match b_dtype {
         DType::F32 => (&MATMUL, &MATMUL_SUBGROUP),
         DType::F16 => (&MATMUL_F16, &MATMUL_SUBGROUP_F16),
@@ -218,15 +311,33 @@ fn pick(
     let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
     let aligned = shape.vec4_aligned(opts);
     let subgroup = aligned && !opts.transpose_a && subgroups_of_8(ctx);
-    Ok(match variant {
-        MatmulVariant::Gpu => (base, "matmul_gpu", GPU_TILE),
-        MatmulVariant::CpuSubgroup if subgroup => {
-            (subgroup_shader, "matmul_cpu_subgroup", CPU_VEC4_TILE)
+    let plain = |shader, entry, tile| Pick {
+        shader,
+        entry,
+        tile,
+        subgroup_size: None,
+    };
+    Ok(match (variant, ctx.coop) {
+        (MatmulVariant::Coop, Some(coop)) => Pick {
+            shader: coop_shader(coop, b_dtype, COOP_SHADERS),
+            entry: "matmul_gpu",
+            tile: (COLS as usize, coop.rows().unwrap_or(COLS) as usize),
+            subgroup_size: Some(coop.subgroup),
+        },
+        (MatmulVariant::Gpu | MatmulVariant::Coop, _) => plain(base, "matmul_gpu", GPU_TILE),
+        (MatmulVariant::CpuSubgroup, _) if subgroup => {
+            plain(subgroup_shader, "matmul_cpu_subgroup", CPU_VEC4_TILE)
         }
-        _ if aligned => (base, "matmul_cpu_vec4", CPU_VEC4_TILE),
-        _ => (base, "matmul_cpu", CPU_TILE),
+        _ if aligned => plain(base, "matmul_cpu_vec4", CPU_VEC4_TILE),
+        _ => plain(base, "matmul_cpu", CPU_TILE),
     })
 }
+
+/// `[f32 weight, f16 weight][8×8, 16×16 fragments]`.
+const COOP_SHADERS: [[&Shader; 2]; 2] = [
+    [&MATMUL_COOP8, &MATMUL_COOP16],
+    [&MATMUL_COOP8_F16, &MATMUL_COOP16_F16],
+];
 
 /// Problem size after checking `a` and `b` against each other.
 #[derive(Clone, Copy, Debug)]

@@ -58,13 +58,19 @@ macro_rules! last {
 // conv2d and matmul share their GPU tile (gemm_tile), which comes first so the
 // shader keeps its kernel file's name (WGSL declarations may come in any order).
 // The kernels that take a weight read it through weight_f32 or weight_f16; the
-// f16 shaders are named with `as` (names key the pipeline cache).
+// f16 shaders are named with `as` (names key the pipeline cache). The `_coop`
+// shaders put wgsl/gemm_coop.wgsl (cooperative matrices) where gemm_tile was,
+// after the prefix that enables the extension and names the fragment size.
 shaders! {
     ATTENTION => ["attention"],
     ATTENTION_SUBGROUP => ["attention", "subgroup", "attention_subgroup"],
     BLEND => ["blend"],
     CONV2D => ["gemm_tile", "weight_f32", "conv2d"],
     CONV2D_F16 as "conv2d_f16" => ["gemm_tile", "weight_f16", "conv2d"],
+    CONV2D_COOP8 as "conv2d_coop8" => ["coop8", "gemm_coop", "weight_f32", "conv2d"],
+    CONV2D_COOP8_F16 as "conv2d_coop8_f16" => ["coop8", "gemm_coop", "weight_f16", "conv2d"],
+    CONV2D_COOP16 as "conv2d_coop16" => ["coop16", "gemm_coop", "weight_f32", "conv2d"],
+    CONV2D_COOP16_F16 as "conv2d_coop16_f16" => ["coop16", "gemm_coop", "weight_f16", "conv2d"],
     CONV2D_SUBGROUP => ["gemm_tile", "weight_f32", "conv2d", "subgroup", "conv2d_subgroup"],
     CONV2D_SUBGROUP_F16 as "conv2d_subgroup_f16" =>
         ["gemm_tile", "weight_f16", "conv2d", "subgroup", "conv2d_subgroup"],
@@ -77,6 +83,10 @@ shaders! {
     LORA => ["lora"],
     MATMUL => ["gemm_tile", "weight_f32", "matmul"],
     MATMUL_F16 as "matmul_f16" => ["gemm_tile", "weight_f16", "matmul"],
+    MATMUL_COOP8 as "matmul_coop8" => ["coop8", "gemm_coop", "weight_f32", "matmul"],
+    MATMUL_COOP8_F16 as "matmul_coop8_f16" => ["coop8", "gemm_coop", "weight_f16", "matmul"],
+    MATMUL_COOP16 as "matmul_coop16" => ["coop16", "gemm_coop", "weight_f32", "matmul"],
+    MATMUL_COOP16_F16 as "matmul_coop16_f16" => ["coop16", "gemm_coop", "weight_f16", "matmul"],
     MATMUL_SUBGROUP => ["gemm_tile", "weight_f32", "matmul", "subgroup", "matmul_subgroup"],
     MATMUL_SUBGROUP_F16 as "matmul_subgroup_f16" =>
         ["gemm_tile", "weight_f16", "matmul", "subgroup", "matmul_subgroup"],

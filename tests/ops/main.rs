@@ -10,6 +10,7 @@ mod reference;
 mod attention;
 mod blend;
 mod conv2d;
+mod coop;
 mod elementwise;
 mod embedding;
 mod finite;
