@@ -33,6 +33,21 @@ fn devices_names_the_adapter_it_picks() {
     let out = stdout(&output);
     assert!(out.contains("easel uses [") && out.contains("via"), "{out}");
     assert!(out.contains("max storage binding"), "{out}");
+    assert!(out.contains("cooperative GEMM tile: "), "{out}");
+}
+
+#[test]
+fn bad_cooperative_policy_exits_2_before_drawing() {
+    let dir = TempDir::new("cli-coop-policy");
+    let png = dir.path().join("out.png");
+    let args = ["red apple", "--steps", "1", "-o", png.to_str().unwrap()];
+    let output = easel_with(&args, &[("EASEL_COOPERATIVE", "sometimes")]);
+    assert_eq!(code(&output), 2, "stderr: {}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("EASEL_COOPERATIVE=sometimes"), "{err}");
+    assert!(err.contains("off, auto or always"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(!png.exists(), "no output file");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use common::files::TempDir;
-use easel::gpu::Tensor;
+use easel::gpu::{CoopPolicy, Tensor};
 use easel::models::Graph;
 use easel::phases::Schedule;
 use easel::{Engine, Image, Request};
@@ -207,6 +207,43 @@ fn latent_models_decode_for_the_scorer_and_the_image() {
     };
     let e = engine.generate(&r).unwrap_err().to_string();
     assert!(e.contains("multiples of 4"), "UNet 2x and VAE 2x: {e}");
+}
+
+/// The latent pipeline on the cooperative-matrix kernels (`EASEL_COOPERATIVE=always`)
+/// draws what the tiled kernels draw, where the adapter has them (Mesa 26
+/// lavapipe: tools/lavapipe_coop.sh). The kernels round their operands to f16,
+/// so over six steps, the UNet and the VAE the pixels may differ by a few levels
+/// (measured: at most 1 of 255 on the default model at 50 steps); the run is as
+/// deterministic as any other.
+#[test]
+fn cooperative_kernels_draw_what_the_tiled_ones_draw() {
+    let draw = |policy: CoopPolicy| {
+        let mut ctx = common::new_context();
+        ctx.coop?;
+        ctx.coop_policy = policy;
+        let engine = Engine::with_context(ctx, common::files::tiny_latent_pipeline()).unwrap();
+        let r = Request {
+            candidates: Some(1),
+            ..request("red apple", 5)
+        };
+        let (a, b) = (engine.generate(&r).unwrap(), engine.generate(&r).unwrap());
+        assert_eq!(a.rgba, b.rgba, "same seed, same bytes ({policy:?})");
+        Some(a.rgba)
+    };
+    let Some(tiled) = draw(CoopPolicy::Off) else {
+        eprintln!("no cooperative matrices on this adapter: nothing to compare");
+        return;
+    };
+    let coop = draw(CoopPolicy::Always).unwrap();
+    let diffs: Vec<i32> = tiled
+        .iter()
+        .zip(&coop)
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .collect();
+    let max = diffs.iter().copied().max().unwrap();
+    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    eprintln!("cooperative vs tiled: max {max}, mean {mean:.3} levels");
+    assert!(max <= 4 && mean <= 0.5, "max {max}, mean {mean}");
 }
 
 /// `--schedule`: each phase runs with its own candidate count (the rounds show

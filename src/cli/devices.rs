@@ -1,6 +1,7 @@
 //! `easel devices`: every adapter wgpu finds, its features and limits, and the
 //! one easel would pick.
 
+use easel::gpu::coop::{Coop, COLS};
 use easel::gpu::{context, AdapterOptions};
 use easel::Result;
 
@@ -35,6 +36,10 @@ pub fn run(opts: &AdapterOptions) -> Result<()> {
             limits.max_compute_invocations_per_workgroup,
         );
         println!("      cooperative matrix: {}", cooperative(adapter));
+        println!(
+            "      cooperative GEMM tile: {}",
+            coop_tile(adapter, &limits)
+        );
     }
     let info = adapters[picked].get_info();
     println!("easel uses [{picked}] {} via {:?}", info.name, info.backend);
@@ -60,4 +65,18 @@ fn cooperative(adapter: &wgpu::Adapter) -> String {
         })
         .collect();
     shapes.join(", ")
+}
+
+/// What wgsl/gemm_coop.wgsl would run with on this adapter, or why it cannot:
+/// easel chooses it on GPUs once its start-up self-test passes.
+fn coop_tile(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> String {
+    match Coop::for_adapter(adapter, limits) {
+        Ok(coop) => format!(
+            "{0}x{0} f16->f32 fragments, {1}-lane subgroups, {2}x{COLS} output tiles",
+            coop.frag,
+            coop.subgroup,
+            coop.rows().unwrap_or(0)
+        ),
+        Err(why) => format!("not used ({why})"),
+    }
 }

@@ -66,6 +66,7 @@ pub struct Context {
     plan_activations: bool,
     /// The cooperative-matrix configuration the GEMM tile can use, if any.
     pub coop: Option<Coop>,
+    pub coop_policy: CoopPolicy,
     /// Whether the cooperative kernels passed their start-up self-test
     /// (`ops::matmul::coop_ready`), decided on first use.
     pub(crate) coop_checked: OnceLock<bool>,
@@ -170,10 +171,36 @@ pub fn pick(adapters: &[wgpu::Adapter], opts: &AdapterOptions) -> Result<usize> 
     Ok(best)
 }
 
+/// When the cooperative-matrix kernels run: `EASEL_COOPERATIVE=off|auto|always`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoopPolicy {
+    /// Never (the device is opened without the feature).
+    Off,
+    /// On GPUs, once the self-test has passed (the default).
+    Auto,
+    /// On every adapter that has them, CPU drivers included: to check the
+    /// kernels end to end on lavapipe.
+    Always,
+}
+
+impl CoopPolicy {
+    fn from_env() -> Result<Self> {
+        let value = std::env::var("EASEL_COOPERATIVE").unwrap_or_default();
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            "always" => Ok(Self::Always),
+            other => Err(Error::BadInput(format!(
+                "EASEL_COOPERATIVE={other}: expected off, auto or always"
+            ))),
+        }
+    }
+}
+
 /// The adapter's cooperative-matrix configuration for the GEMM tile, unless
-/// `EASEL_COOPERATIVE=off` turns the kernels off.
-fn cooperative(adapter: &wgpu::Adapter) -> Option<Coop> {
-    if std::env::var("EASEL_COOPERATIVE").is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
+/// the policy is off.
+fn cooperative(adapter: &wgpu::Adapter, policy: CoopPolicy) -> Option<Coop> {
+    if policy == CoopPolicy::Off {
         return None;
     }
     Coop::for_adapter(adapter, &adapter.limits()).ok()
@@ -192,7 +219,8 @@ impl Context {
 
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
-        let coop = cooperative(&adapter);
+        let coop_policy = CoopPolicy::from_env()?;
+        let coop = cooperative(&adapter, coop_policy);
         let mut features = adapter.features() & OPTIONAL_FEATURES;
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
         if coop.is_some() {
@@ -241,6 +269,7 @@ impl Context {
             binding_limit: None,
             plan_activations: true,
             coop,
+            coop_policy,
             coop_checked: OnceLock::new(),
         })
     }

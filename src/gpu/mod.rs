@@ -13,7 +13,7 @@ pub mod profiler;
 pub mod readback;
 pub mod tensor;
 
-pub use context::{AdapterClass, AdapterOptions, Context};
+pub use context::{AdapterClass, AdapterOptions, Context, CoopPolicy};
 pub use dispatch::{Dispatch, Launch};
 pub use memory::Buffer;
 pub use pipelines::{Access, Kernel, KernelSpec, Shader};

@@ -160,7 +160,11 @@ fn launch(
 ) -> Result<Dispatch> {
     let conv = Geometry::of(x, weight, opts)?;
     let (k, p) = (conv.k(), conv.p());
-    let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
+    // Lazily: choosing runs the cooperative self-test, which itself calls this
+    // with an explicit variant (eagerly it would wait on its own OnceLock).
+    let variant = opts
+        .variant
+        .unwrap_or_else(|| MatmulVariant::for_adapter(ctx));
     let entry = Entry::pick(ctx, variant, &conv, bias.is_some(), weight.dtype)?;
     let (tile_p, tile_c) = entry.tile;
     // Without a bias the binding still needs a buffer; `x` is never read through it.

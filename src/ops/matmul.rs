@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::coop::{Coop, COLS};
-use crate::gpu::{dispatch, Access, AdapterClass, Context, Dispatch, Launch};
+use crate::gpu::{dispatch, Access, AdapterClass, Context, CoopPolicy, Dispatch, Launch};
 use crate::gpu::{DType, Shader, Tensor};
 use crate::ops::{expect_shape, groups, MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
 use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F16};
@@ -34,10 +34,14 @@ impl MatmulVariant {
     pub const ALL: [Self; 4] = [Self::Gpu, Self::Cpu, Self::CpuSubgroup, Self::Coop];
 
     /// The fastest kernel for this adapter (measured: benches/kernels.rs).
-    /// Cooperative matrices only on GPUs, once their self-test has passed.
+    /// Cooperative matrices on GPUs (on any adapter with `EASEL_COOPERATIVE=always`),
+    /// once their self-test has passed.
     pub fn for_adapter(ctx: &Context) -> Self {
+        let coop_wanted = ctx.class == AdapterClass::Gpu || ctx.coop_policy == CoopPolicy::Always;
+        if coop_wanted && coop_ready(ctx).is_some() {
+            return Self::Coop;
+        }
         match ctx.class {
-            AdapterClass::Gpu if coop_ready(ctx).is_some() => Self::Coop,
             AdapterClass::Gpu => Self::Gpu,
             AdapterClass::Cpu if subgroups_of_8(ctx) => Self::CpuSubgroup,
             AdapterClass::Cpu => Self::Cpu,
@@ -308,7 +312,11 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
             ))
         }
     };
-    let variant = opts.variant.unwrap_or(MatmulVariant::for_adapter(ctx));
+    // Lazily: choosing runs the cooperative self-test, which itself calls this
+    // with an explicit variant (eagerly it would wait on its own OnceLock).
+    let variant = opts
+        .variant
+        .unwrap_or_else(|| MatmulVariant::for_adapter(ctx));
     let aligned = shape.vec4_aligned(opts);
     let subgroup = aligned && !opts.transpose_a && subgroups_of_8(ctx);
     let plain = |shader, entry, tile| Pick {
