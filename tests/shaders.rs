@@ -80,6 +80,11 @@ fn resolved(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo)
     (module.into_owned(), info.into_owned())
 }
 
+/// Whether a shader is built on cooperative matrices (it starts with their prefix).
+fn cooperative(shader: &easel::gpu::Shader) -> bool {
+    shader.parts[0].starts_with("coop")
+}
+
 /// Metal and DX12 users get the same kernels through naga's MSL and HLSL writers at run
 /// time; a shader that only Vulkan (SPIR-V) accepts would fail there at pipeline
 /// creation. Versions: MSL 2.4 (macOS 12 / iOS 15, what wgpu's Metal back end reports on
@@ -101,7 +106,7 @@ fn every_shader_translates_to_metal_and_hlsl() {
         };
         naga::back::msl::write_string(&module, &info, &msl, &Default::default())
             .unwrap_or_else(|e| panic!("{}: MSL: {e:?}", shader.name));
-        if shader.parts.contains(&"gemm_coop") {
+        if cooperative(shader) {
             continue;
         }
         let hlsl = naga::back::hlsl::Options {
@@ -126,12 +131,12 @@ fn cooperative_shaders_need_the_capability_and_write_spirv() {
     use naga::valid::{Capabilities, ValidationFlags, Validator};
     let coop: Vec<_> = easel::ops::ALL_SHADERS
         .iter()
-        .filter(|s| s.parts.contains(&"gemm_coop"))
+        .filter(|s| cooperative(s))
         .collect();
     assert_eq!(
         coop.len(),
-        8,
-        "matmul and conv2d, 8x8 and 16x16, f32 and f16 weights"
+        10,
+        "matmul and conv2d (f32 and f16 weights) and attention, 8x8 and 16x16"
     );
     let base = Capabilities::SHADER_FLOAT16 | Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     let needed = base | Capabilities::COOPERATIVE_MATRIX;

@@ -40,7 +40,7 @@ pub struct KernelOptions {
     pub quick: bool,
     /// Only rows whose `kernel shape` contains this.
     pub filter: Option<String>,
-    /// Only this variant (`Gpu`, `Cpu`, `CpuSubgroup`; case-insensitive).
+    /// Only this variant (`Gpu`, `Cpu`, `CpuSubgroup`, `Coop`; case-insensitive).
     pub variant: Option<String>,
     /// The launches of this model folder's UNet and VAE decoder instead of the families.
     pub model: Option<PathBuf>,

@@ -47,7 +47,7 @@ pub enum What {
         /// Tiny shapes and the adapter's own variants only (for tests).
         #[arg(long)]
         quick: bool,
-        /// Only this variant: gpu, cpu or cpusubgroup.
+        /// Only this variant: gpu, cpu, cpusubgroup or coop (cooperative matrices).
         #[arg(long)]
         variant: Option<String>,
         /// Instead, each distinct launch of this model folder's UNet (batch 2) and

@@ -10,12 +10,15 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Context, Dispatch, Launch, Shader, Tensor};
-use crate::ops::matmul::{subgroups_of_8, MatmulVariant};
+use crate::ops::matmul::{coop_ready, coop_shader, subgroups_of_8, MatmulVariant};
 use crate::ops::{expect_shape, groups, ATTENTION, ATTENTION_SUBGROUP};
+use crate::ops::{ATTENTION_COOP16, ATTENTION_COOP8};
 
 /// Which kernel runs: `Gpu` stages keys and values in workgroup memory, `Cpu`
 /// reads them per lane, `CpuSubgroup` once per 8-lane subgroup
-/// (wgsl/attention_subgroup.wgsl; `Cpu` where subgroups are not 8 lanes).
+/// (wgsl/attention_subgroup.wgsl; `Cpu` where subgroups are not 8 lanes),
+/// `Coop` on cooperative matrices (wgsl/attention_coop.wgsl; `Gpu` without them,
+/// and for heads wider than [`MAX_HEAD_DIM`]).
 pub type AttentionVariant = MatmulVariant;
 
 /// `F.scaled_dot_product_attention`'s options, plus the head count.
@@ -43,6 +46,11 @@ struct Params {
 pub const MAX_HEAD_DIM: usize = 160;
 /// vec4s per K or V tile in workgroup memory (`TILE4` in the shader).
 const TILE4: usize = 512;
+/// Query rows per workgroup of `attention_coop` (`BQ` in the shader).
+const COOP_ROWS: usize = 64;
+/// Workgroup memory of `attention_coop`: q [64, 160] and a key tile [16, 160]
+/// in f16, scores [64, 16] in f32 and weights in f16, a max and a sum per row.
+const COOP_WORKGROUP_BYTES: u32 = 2 * (64 * 160 + 16 * 160) + 4 * 64 * 16 + 2 * 64 * 16 + 8 * 64;
 
 /// `F.scaled_dot_product_attention(q, k, v, is_causal, scale)` per head.
 pub fn scaled_dot_product_attention(
@@ -76,18 +84,29 @@ pub fn scaled_dot_product_attention_with(
         lk: lk as u32,
         scale: cfg.scale.unwrap_or(1.0 / (dh as f32).sqrt()),
     };
+    let mut constants = vec![
+        ("DH", dh as f64),
+        ("WG", entry.wg as f64),
+        ("TILED", entry.tiled as u32 as f64),
+        ("BK", entry.bk as f64),
+        ("CAUSAL", cfg.is_causal as u32 as f64),
+        ("DV", entry.dv as f64),
+    ];
+    // q k^T (once per column slice; twice in attention_coop's two passes) and
+    // p v: 2 multiply-adds per (query, key, dim); halved when causal.
+    let mut score_passes = slices;
+    if let Some((subgroup, threads)) = entry.coop {
+        constants.extend([
+            ("SUBGROUP_SIZE", subgroup as f64),
+            ("COOP_THREADS", threads as f64),
+        ]);
+        score_passes = 2;
+    }
     let pairs = (b * h * lq * lk) as u64;
     Launch {
         shader: entry.shader,
         entry: entry.name,
-        constants: &[
-            ("DH", dh as f64),
-            ("WG", entry.wg as f64),
-            ("TILED", entry.tiled as u32 as f64),
-            ("BK", entry.bk as f64),
-            ("CAUSAL", cfg.is_causal as u32 as f64),
-            ("DV", entry.dv as f64),
-        ],
+        constants: &constants,
         tensors: &[
             (q, Access::Read),
             (k, Access::Read),
@@ -95,9 +114,8 @@ pub fn scaled_dot_product_attention_with(
             (out, Access::ReadWrite),
         ],
         workgroups: [groups(lq, entry.wg), (b * h) as u32, slices as u32],
-        // q k^T (once per column slice) and p v: 2 multiply-adds per (query, key,
-        // dim); halved when causal.
-        flops: 2 * (slices + 1) as u64 * pairs * dh as u64 / if cfg.is_causal { 2 } else { 1 },
+        flops: 2 * (score_passes + 1) as u64 * pairs * dh as u64
+            / if cfg.is_causal { 2 } else { 1 },
         bytes: 4 * (2 * q.numel() + 2 * k.numel()) as u64,
     }
     .build(ctx, &params)
@@ -143,7 +161,8 @@ impl Dims {
 
 /// The entry point that runs an attention, with its launch shape: `wg` query
 /// rows per workgroup, when `tiled`, `bk` keys per workgroup-memory tile, and
-/// `dv` output columns per invocation (the head dim but in `attention_wide`).
+/// `dv` output columns per invocation (the head dim but in `attention_wide`),
+/// and for `attention_coop` the subgroup size and threads per workgroup.
 struct Entry {
     shader: &'static Shader,
     name: &'static str,
@@ -151,6 +170,7 @@ struct Entry {
     wg: usize,
     bk: usize,
     dv: usize,
+    coop: Option<(u32, u32)>,
 }
 
 impl Entry {
@@ -158,10 +178,15 @@ impl Entry {
         if dh > MAX_HEAD_DIM {
             return Self::wide(variant, dh);
         }
-        // Cpu: see CPU_ROWS; Gpu: 64 rows and the largest tile of at most 64 keys
-        // that fits 8 KiB.
+        if variant == AttentionVariant::Coop {
+            if let Some(entry) = Self::coop(ctx, dh) {
+                return entry;
+            }
+        }
+        // Cpu: see CPU_ROWS; Gpu (and Coop without cooperative matrices): 64 rows
+        // and the largest tile of at most 64 keys that fits 8 KiB.
         let (shader, name, tiled, wg, bk) = match variant {
-            AttentionVariant::Gpu => {
+            AttentionVariant::Gpu | AttentionVariant::Coop => {
                 let bk = (4 * TILE4 / dh).min(64) / 4 * 4;
                 (&ATTENTION, "attention", true, 64, bk)
             }
@@ -178,7 +203,30 @@ impl Entry {
             wg,
             bk,
             dv: dh,
+            coop: None,
         }
+    }
+
+    /// `attention_coop` (wgsl/attention_coop.wgsl), where the cooperative GEMM
+    /// passed its self-test and the adapter holds the kernel's workgroup:
+    /// [`COOP_ROWS`] query rows in `COOP_ROWS / FRAG` subgroups.
+    fn coop(ctx: &Context, dh: usize) -> Option<Self> {
+        let coop = coop_ready(ctx)?;
+        let threads = COOP_ROWS as u32 / coop.frag * coop.subgroup;
+        let limits = ctx.limits();
+        let fits = threads >= COOP_ROWS as u32
+            && threads <= limits.max_compute_invocations_per_workgroup
+            && threads <= limits.max_compute_workgroup_size_x
+            && limits.max_compute_workgroup_storage_size >= COOP_WORKGROUP_BYTES;
+        fits.then(|| Self {
+            shader: coop_shader(coop, [&ATTENTION_COOP8, &ATTENTION_COOP16]),
+            name: "attention_coop",
+            tiled: false,
+            wg: COOP_ROWS,
+            bk: 4,
+            dv: dh,
+            coop: Some((coop.subgroup, threads)),
+        })
     }
 
     /// `attention_wide`: slices of the widest multiple of 4 that divides `dh`
@@ -190,7 +238,7 @@ impl Entry {
             .find(|dv| dh.is_multiple_of(*dv))
             .unwrap_or(4);
         let wg = match variant {
-            AttentionVariant::Gpu => 64,
+            AttentionVariant::Gpu | AttentionVariant::Coop => 64,
             _ => CPU_ROWS,
         };
         Self {
@@ -200,6 +248,7 @@ impl Entry {
             wg,
             bk: 4,
             dv,
+            coop: None,
         }
     }
 }

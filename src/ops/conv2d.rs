@@ -17,6 +17,7 @@ use crate::ops::{CONV2D_COOP16, CONV2D_COOP16_F16, CONV2D_COOP8, CONV2D_COOP8_F1
 pub type ConvVariant = MatmulVariant;
 
 /// `[f32 weight, f16 weight][8×8, 16×16 fragments]`.
+/// `[f16 weight][16-wide fragments]`.
 const COOP_SHADERS: [[&Shader; 2]; 2] = [
     [&CONV2D_COOP8, &CONV2D_COOP16],
     [&CONV2D_COOP8_F16, &CONV2D_COOP16_F16],
@@ -315,7 +316,7 @@ impl Entry {
             (MatmulVariant::Coop, Some(coop)) => {
                 constants.push(("SUBGROUP_SIZE", coop.subgroup as f64));
                 let rows = coop.rows().unwrap_or(COLS) as usize;
-                let shader = coop_shader(coop, dtype, COOP_SHADERS);
+                let shader = coop_shader(coop, COOP_SHADERS[(dtype == DType::F16) as usize]);
                 (shader, "conv2d_gpu", (COLS as usize, rows))
             }
             (MatmulVariant::Gpu | MatmulVariant::Coop, _) => (base, "conv2d_gpu", GPU_TILE),

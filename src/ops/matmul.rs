@@ -59,13 +59,10 @@ impl MatmulVariant {
     }
 }
 
-/// The shader of a cooperative GEMM tile: `shaders[f16 weight][16-wide fragments]`.
-pub(crate) fn coop_shader(
-    coop: Coop,
-    weight: DType,
-    shaders: [[&'static Shader; 2]; 2],
-) -> &'static Shader {
-    shaders[(weight == DType::F16) as usize][(coop.frag == 16) as usize]
+/// The shader of a cooperative kernel for the adapter's fragments:
+/// `shaders[16-wide fragments]`.
+pub(crate) fn coop_shader(coop: Coop, shaders: [&'static Shader; 2]) -> &'static Shader {
+    shaders[(coop.frag == 16) as usize]
 }
 
 /// The cooperative-matrix configuration, if the adapter has one and the
@@ -327,7 +324,7 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
     };
     Ok(match (variant, ctx.coop) {
         (MatmulVariant::Coop, Some(coop)) => Pick {
-            shader: coop_shader(coop, b_dtype, COOP_SHADERS),
+            shader: coop_shader(coop, COOP_SHADERS[(b_dtype == DType::F16) as usize]),
             entry: "matmul_gpu",
             tile: (COLS as usize, coop.rows().unwrap_or(COLS) as usize),
             subgroup_size: Some(coop.subgroup),
@@ -342,6 +339,7 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
 }
 
 /// `[f32 weight, f16 weight][8×8, 16×16 fragments]`.
+/// `[f16 weight][16-wide fragments]`.
 const COOP_SHADERS: [[&Shader; 2]; 2] = [
     [&MATMUL_COOP8, &MATMUL_COOP16],
     [&MATMUL_COOP8_F16, &MATMUL_COOP16_F16],

@@ -60,10 +60,13 @@ macro_rules! last {
 // The kernels that take a weight read it through weight_f32 or weight_f16; the
 // f16 shaders are named with `as` (names key the pipeline cache). The `_coop`
 // shaders put wgsl/gemm_coop.wgsl (cooperative matrices) where gemm_tile was,
-// after the prefix that enables the extension and names the fragment size.
+// after the prefix that enables the extension and names the fragment size;
+// attention_coop follows attention, whose Params and bindings it uses.
 shaders! {
     ATTENTION => ["attention"],
     ATTENTION_SUBGROUP => ["attention", "subgroup", "attention_subgroup"],
+    ATTENTION_COOP8 as "attention_coop8" => ["coop8", "attention", "attention_coop"],
+    ATTENTION_COOP16 as "attention_coop16" => ["coop16", "attention", "attention_coop"],
     BLEND => ["blend"],
     CONV2D => ["gemm_tile", "weight_f32", "conv2d"],
     CONV2D_F16 as "conv2d_f16" => ["gemm_tile", "weight_f16", "conv2d"],

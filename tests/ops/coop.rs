@@ -11,9 +11,11 @@
 use half::f16;
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
+use crate::reference::attention::{self as attention_reference, Shape};
 use crate::reference::conv2d::Conv2d;
 use crate::reference::matmul::Matmul;
 use easel::gpu::{dispatch, AdapterClass, Tensor};
+use easel::ops::attention::{self, AttentionVariant, Sdpa};
 use easel::ops::conv2d::{self, Conv2dOptions, ConvVariant};
 use easel::ops::matmul::{self, coop_ready, MatmulOptions, MatmulVariant};
 
@@ -135,6 +137,93 @@ fn coop_conv2d_against_the_reference() {
             1e-5,
         );
     }
+}
+
+/// wgsl/attention_coop.wgsl. The kernel stages q·scale, k and v in f16 and
+/// rounds the softmax weights p (in [0, 1]) to f16 before p·v; the reference
+/// gets the same rounded q·scale, k and v, so what remains is p's rounding:
+/// at most 2^-11 of Σ p|v| <= 1, hence 1e-3 absolute (outputs lie in [-1, 1]).
+fn check_attention(s: Shape, causal: bool, scale: Option<f32>, q_magnitude: f32) {
+    let mut rng = Rng::new((s.lq * 31 + s.lk * 7 + s.dh) as u64);
+    let width = s.heads * s.dh;
+    let q_shape = [s.b, s.lq, width];
+    let kv_shape = [s.b, s.lk, width];
+    let scale_f32 = scale.unwrap_or(1.0 / (s.dh as f32).sqrt());
+    let qh: Vec<f32> = rng
+        .vec(s.b * s.lq * width)
+        .iter()
+        .map(|v| v * q_magnitude)
+        .collect();
+    let (kh, vh) = (rng.vec(s.b * s.lk * width), rng.vec(s.b * s.lk * width));
+    let coop = cooperative();
+    let (kr, vr) = if coop {
+        (rounded(&kh), rounded(&vh))
+    } else {
+        (kh.clone(), vh.clone())
+    };
+    // The reference multiplies q by scale itself: give it f16(q·scale) / scale.
+    let qr: Vec<f32> = match coop {
+        true => qh
+            .iter()
+            .map(|&x| f16::from_f32(x * scale_f32).to_f32() / scale_f32)
+            .collect(),
+        false => qh.clone(),
+    };
+    let upload = |shape: &[usize], data: &[f32]| Tensor::from_f32(ctx(), "x", shape, data).unwrap();
+    let (q, k, v) = (
+        upload(&q_shape, &qh),
+        upload(&kv_shape, &kh),
+        upload(&kv_shape, &vh),
+    );
+    let want = attention_reference::scaled_dot_product_attention(
+        &qr,
+        &kr,
+        &vr,
+        s,
+        scale_f32 as f64,
+        causal,
+    );
+    let cfg = Sdpa {
+        heads: s.heads,
+        scale,
+        is_causal: causal,
+    };
+    let out = zeros(&q_shape);
+    let d = attention::scaled_dot_product_attention_with(
+        ctx(),
+        &q,
+        &k,
+        &v,
+        &out,
+        cfg,
+        AttentionVariant::Coop,
+    )
+    .unwrap();
+    dispatch::run(ctx(), &[d]).unwrap();
+    let what = format!("coop attention {s:?} causal={causal} scale={scale:?}");
+    assert_close(&what, &out.to_vec(ctx()).unwrap(), &want, 1e-3, 0.0);
+}
+
+/// Lengths across the 64-row workgroup and the 16-key block, head dims that
+/// are and are not multiples of 16 (SD's 40, 80 and 160; 4, padded to a whole
+/// fragment), CLIP's causal 77 tokens, a scale, and scores up to about ±30.
+#[test]
+fn coop_attention_against_the_reference() {
+    let shape = |b, lq, lk, heads, dh| Shape {
+        b,
+        lq,
+        lk,
+        heads,
+        dh,
+    };
+    check_attention(shape(2, 13, 7, 1, 8), false, None, 1.0);
+    check_attention(shape(2, 37, 77, 8, 40), false, None, 1.0);
+    check_attention(shape(1, 130, 45, 2, 80), false, None, 1.0);
+    check_attention(shape(1, 19, 23, 2, 160), false, None, 1.0);
+    check_attention(shape(1, 70, 5, 3, 64), false, Some(0.3), 1.0);
+    check_attention(shape(1, 77, 77, 8, 64), true, None, 1.0);
+    check_attention(shape(1, 66, 66, 1, 4), true, None, 1.0);
+    check_attention(shape(1, 30, 30, 1, 32), false, None, 8.0);
 }
 
 /// The start-up self-test passes where the kernels run, and a CPU adapter keeps
