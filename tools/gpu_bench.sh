@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The benchmark run for a GPU machine that has CUDA and PyTorch but no Rust toolchain and
+# no network: easel (a release build brought along) against diffusers on the same random
+# Stable Diffusion 1.5 folder, made there by tools/make_random_sd15.py.
+#
+#   OUT=DIR bash tools/gpu_bench.sh        # EASEL=path/to/easel (default .gpu/easel)
+#
+# What to bring (an ignored folder, e.g. .gpu/): `easel` (cargo build --release
+# --no-default-features, stripped: the default model is read from weights/, not embedded),
+# the Vulkan loader .debs (unpack them first: for f in .gpu/*.deb; do dpkg -x $f /; done;
+# ldconfig), and wheels of what the machine's Python lacks (pip download --no-deps
+# --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 diffusers).
+#
+# Writes into OUT (7 files): log.txt (every table: devices, peak, kernels, generate,
+# diffusers), kernels_{coop,gpu}.json (easel bench kernels --model at SD-1.5's shapes,
+# the cooperative and the tiled variants), generate_{coop,tiled}.json (easel bench generate
+# 256x256 and 512x512, K = 1, 20 steps; tiled = EASEL_COOPERATIVE=off),
+# diffusers_{fp32,fp16}.json (tools/bench_diffusers.py, the same work in diffusers on CUDA).
+# Each step has its own time limit (LIMIT seconds, default 150) so one slow step cannot
+# take the others' time; a step that fails leaves its message in log.txt and the rest go on.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+EASEL=${EASEL:-.gpu/easel}
+OUT=${OUT:-target/gpu-bench}
+LIMIT=${LIMIT:-150}
+PY=${PY:-python3}
+SD=${SD:-/tmp/easel-sd15-f16}
+mkdir -p "$OUT"
+log="$OUT/log.txt"
+step() {
+  local name=$1
+  shift
+  echo "== $name: $*" >> "$log"
+  local start=$SECONDS
+  timeout "$LIMIT" "$@" >> "$log" 2>&1
+  echo "== $name: exit $?, $((SECONDS - start)) s" >> "$log"
+}
+
+ls .gpu/*.whl > /dev/null 2>&1 && step wheels "$PY" -m pip install -q --no-deps .gpu/*.whl
+[ -d "$SD" ] || step sd15 "$PY" tools/make_random_sd15.py --out "$SD" --dtype f16
+step devices "$EASEL" devices
+step peak "$EASEL" bench peak
+step kernels-coop "$EASEL" bench kernels --model "$SD" --variant coop --json "$OUT/kernels_coop.json"
+step kernels-gpu "$EASEL" bench kernels --model "$SD" --variant gpu --json "$OUT/kernels_gpu.json"
+sizes=(--sizes 256x256,512x512 --candidates 1 --steps 20 --runs 2)
+step generate-coop "$EASEL" bench generate --model "$SD" "${sizes[@]}" --json "$OUT/generate_coop.json"
+step generate-tiled env EASEL_COOPERATIVE=off "$EASEL" bench generate --model "$SD" "${sizes[@]}" \
+  --json "$OUT/generate_tiled.json"
+for precision in fp32 fp16; do
+  step "diffusers-$precision" "$PY" tools/bench_diffusers.py --model "$SD" --precision "$precision" \
+    --sizes 256x256,512x512 --steps 20 --json "$OUT/diffusers_$precision.json"
+done
+echo "gpu_bench: done, $SECONDS s" >> "$log"
