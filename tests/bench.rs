@@ -241,7 +241,9 @@ fn bad_arguments_exit_2_with_one_line() {
     let dir = TempDir::new("bench-bad");
     let missing = dir.path().join("missing.json");
     let model = path_str(tiny_pipeline());
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 7] = [
+        &["bench", "kernels", "--variant", "fastest"],
+        &["bench", "kernels", "--model", model, "--variant", "gpu"],
         &["bench", "generate", "--model", model, "--candidates", "0,x"],
         &["bench", "generate", "--model", model, "--sizes", "32"],
         &[

@@ -13,7 +13,7 @@
 #
 # Writes into OUT (7 files): log.txt (every table: devices, peak, kernels, generate,
 # diffusers), kernels_{coop,gpu}.json (easel bench kernels --model at SD-1.5's shapes,
-# the cooperative and the tiled variants), generate_{coop,tiled}.json (easel bench generate
+# with and without cooperative matrices), generate_{coop,tiled}.json (easel bench generate
 # 256x256 and 512x512, K = 1, 20 steps; tiled = EASEL_COOPERATIVE=off),
 # diffusers_{fp32,fp16}.json (tools/bench_diffusers.py, the same work in diffusers on CUDA).
 # Each step has its own time limit (LIMIT seconds, default 150) so one slow step cannot
@@ -40,8 +40,11 @@ ls .gpu/*.whl > /dev/null 2>&1 && step wheels "$PY" -m pip install -q --no-deps 
 [ -d "$SD" ] || step sd15 "$PY" tools/make_random_sd15.py --out "$SD" --dtype f16
 step devices "$EASEL" devices
 step peak "$EASEL" bench peak
-step kernels-coop "$EASEL" bench kernels --model "$SD" --variant coop --json "$OUT/kernels_coop.json"
-step kernels-gpu "$EASEL" bench kernels --model "$SD" --variant gpu --json "$OUT/kernels_gpu.json"
+# --model times each launch as the model records it, with the kernels easel chooses:
+# the tiled ones are those it chooses with the cooperative matrices turned off.
+step kernels-coop "$EASEL" bench kernels --model "$SD" --json "$OUT/kernels_coop.json"
+step kernels-gpu env EASEL_COOPERATIVE=off "$EASEL" bench kernels --model "$SD" \
+  --json "$OUT/kernels_gpu.json"
 sizes=(--sizes 256x256,512x512 --candidates 1 --steps 20 --runs 2)
 step generate-coop "$EASEL" bench generate --model "$SD" "${sizes[@]}" --json "$OUT/generate_coop.json"
 step generate-tiled env EASEL_COOPERATIVE=off "$EASEL" bench generate --model "$SD" "${sizes[@]}" \

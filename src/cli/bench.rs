@@ -48,6 +48,8 @@ pub enum What {
         #[arg(long)]
         quick: bool,
         /// Only this variant: gpu, cpu, cpusubgroup or coop (cooperative matrices).
+        /// Not with --model, which runs the kernels easel chooses (EASEL_COOPERATIVE=off
+        /// for the tiled ones).
         #[arg(long)]
         variant: Option<String>,
         /// Instead, each distinct launch of this model folder's UNet (batch 2) and
@@ -137,6 +139,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
             model,
             filter,
         } => {
+            check_variant(variant.as_deref(), model.is_some())?;
             let opts = KernelOptions {
                 quick: *quick,
                 filter: filter.clone(),
@@ -231,4 +234,26 @@ fn parse_sizes(s: &str) -> Result<Vec<(usize, usize)>> {
             easel::farm::parse_size(v.trim()).map_err(|e| Error::BadInput(format!("--sizes: {e}")))
         })
         .collect()
+}
+
+/// `bench kernels --variant`: one of the kernel variants, and not with `--model`.
+fn check_variant(variant: Option<&str>, model: bool) -> Result<()> {
+    const NAMES: [&str; 4] = ["gpu", "cpu", "cpusubgroup", "coop"];
+    let Some(variant) = variant else {
+        return Ok(());
+    };
+    if model {
+        return Err(Error::BadInput(
+            "--variant times the default shapes; with --model easel times the kernels it \
+             chooses (EASEL_COOPERATIVE=off for the tiled ones)"
+                .into(),
+        ));
+    }
+    if !NAMES.iter().any(|n| n.eq_ignore_ascii_case(variant)) {
+        return Err(Error::BadInput(format!(
+            "--variant {variant}: expected one of {}",
+            NAMES.join(", ")
+        )));
+    }
+    Ok(())
 }
