@@ -287,9 +287,8 @@ fn launch(
     .build(ctx, &params)
 }
 
-/// The shader (f32 or f16 `b`), entry point and output tile (columns, rows)
-/// that run a product of `shape` on `ctx`.
-/// The kernel one dispatch runs.
+/// The kernel one dispatch runs: shader (f32 or f16 `b`), entry point and
+/// output tile.
 struct Pick {
     shader: &'static Shader,
     entry: &'static str,
@@ -338,7 +337,6 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
     })
 }
 
-/// `[f32 weight, f16 weight][8×8, 16×16 fragments]`.
 /// `[f16 weight][16-wide fragments]`.
 const COOP_SHADERS: [[&Shader; 2]; 2] = [
     [&MATMUL_COOP8, &MATMUL_COOP16],
