@@ -17,6 +17,9 @@
 // above the binding limit runs as one dispatch per block of output channels.
 
 override HAS_BIAS: bool = false;
+// The epilogue adds a residual of out's layout and scales the sum (ResnetBlock2D's
+// `(shortcut + conv2(h)) / output_scale_factor`), saving the add's launch.
+override HAS_RESIDUAL: bool = false;
 
 struct Params {
     cin: u32,
@@ -38,6 +41,11 @@ struct Params {
     // (cout unless the weight is split into blocks of output channels).
     co0: u32,
     cout_total: u32,
+    // (conv + bias + residual) · residual_scale when HAS_RESIDUAL.
+    residual_scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -45,6 +53,7 @@ struct Params {
 // binding 2, weight: [Cout, Cin, kh, kw] = [Cout, K] (weight_at, weight4_at)
 @group(0) @binding(3) var<storage, read> bias: array<f32>;   // [cout_total]; any buffer when !HAS_BIAS
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // [N, cout_total, Hout, Wout]
+@group(0) @binding(5) var<storage, read> residual: array<f32>;   // as out; any buffer when !HAS_RESIDUAL
 
 // Where the taps of column kk sit relative to an output pixel's window corner.
 // Column kk = (ci, ky, kx) of the im2col matrix.
@@ -98,7 +107,11 @@ fn store(n: u32, co: u32, pix: u32, acc: f32) {
     if (HAS_BIAS) {
         y += bias[p.co0 + co];
     }
-    out[(n * p.cout_total + p.co0 + co) * p.p + pix] = y;
+    let at = (n * p.cout_total + p.co0 + co) * p.p + pix;
+    if (HAS_RESIDUAL) {
+        y = (y + residual[at]) * p.residual_scale;
+    }
+    out[at] = y;
 }
 
 // ---------------------------------------------------------------------------

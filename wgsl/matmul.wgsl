@@ -26,6 +26,9 @@
 override TRANSPOSE_A: bool = false;
 override TRANSPOSE_B: bool = false;
 override HAS_BIAS: bool = false;
+// The epilogue adds a residual of c's layout and scales the sum (a transformer
+// block's `attn(x) + x`), saving the separate add's launch and its pass over c.
+override HAS_RESIDUAL: bool = false;
 
 struct Params {
     m: u32,
@@ -40,7 +43,8 @@ struct Params {
     // unless the weight is split into row blocks).
     col0: u32,
     ldc: u32,
-    _pad0: u32,
+    // (product + bias + residual) · residual_scale when HAS_RESIDUAL.
+    residual_scale: f32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -50,6 +54,7 @@ struct Params {
 // binding 2, b: [batch or 1, K, N], or [batch or 1, N, K] if TRANSPOSE_B (weight_at)
 @group(0) @binding(3) var<storage, read> bias: array<f32>; // [ldc]; any buffer when !HAS_BIAS
 @group(0) @binding(4) var<storage, read_write> c: array<f32>; // [batch, M, ldc]
+@group(0) @binding(5) var<storage, read> residual: array<f32>; // as c; any buffer when !HAS_RESIDUAL
 @group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
 
 // op(a)[i, kk] of batch item `batch`.
@@ -77,7 +82,11 @@ fn store(batch: u32, i: u32, j: u32, acc: f32) {
     if (HAS_BIAS) {
         y += bias[p.col0 + j];
     }
-    c[batch * p.stride_c + i * p.ldc + p.col0 + j] = y;
+    let at = batch * p.stride_c + i * p.ldc + p.col0 + j;
+    if (HAS_RESIDUAL) {
+        y = (y + residual[at]) * p.residual_scale;
+    }
+    c[at] = y;
 }
 
 // ---------------------------------------------------------------------------

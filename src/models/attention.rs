@@ -39,12 +39,28 @@ impl Attention {
 
     /// x `[N, L, D]`, context `[N, S, Dkv]` (or x itself) → `[N, L, D]`.
     pub fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let o = self.heads_out(g, x, context)?;
+        g.linear(&o, &self.to_out) // to_out.1 is dropout: inference only
+    }
+
+    /// [`Self::forward`]` + residual`, the add in to_out's store.
+    fn forward_add(
+        &self,
+        g: &mut Graph,
+        x: &Tensor,
+        context: &Tensor,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let o = self.heads_out(g, x, context)?;
+        g.linear_add(&o, &self.to_out, residual)
+    }
+
+    /// The heads' outputs before to_out: `[N, L, H*Dh]`.
+    fn heads_out(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let q = g.linear(x, &self.to_q)?; // [N, L, H*Dh]
         let k = g.linear(context, &self.to_k)?; // [N, S, H*Dh]
         let v = g.linear(context, &self.to_v)?; // [N, S, H*Dh]
-        let o = g.attention(&q, &k, &v, self.heads, false)?; // [N, L, H*Dh]
-                                                             // to_out.1 is dropout: inference only
-        g.linear(&o, &self.to_out)
+        g.attention(&q, &k, &v, self.heads, false)
     }
 }
 
@@ -63,10 +79,11 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
+    /// `ff(x) + residual`, the add in net.2's store.
+    fn forward_add(&self, g: &mut Graph, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let h = g.linear(x, &self.proj)?; // [N, L, 2*inner]
         let h = g.geglu(&h)?; // hidden * gelu(gate): [N, L, inner]
-        g.linear(&h, &self.out)
+        g.linear_add(&h, &self.out, residual)
     }
 }
 
@@ -103,14 +120,11 @@ impl BasicTransformerBlock {
     /// x `[N, HW, C]`, context `[N, S, cross]` → `[N, HW, C]`.
     fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let h = g.layer_norm(x, &self.norm1)?;
-        let h = self.attn1.forward(g, &h, &h)?;
-        let x = g.add(&h, x)?;
+        let x = self.attn1.forward_add(g, &h, &h, x)?;
         let h = g.layer_norm(&x, &self.norm2)?;
-        let h = self.attn2.forward(g, &h, context)?;
-        let x = g.add(&h, &x)?;
+        let x = self.attn2.forward_add(g, &h, context, &x)?;
         let h = g.layer_norm(&x, &self.norm3)?;
-        let h = self.ff.forward(g, &h)?;
-        g.add(&h, &x)
+        self.ff.forward_add(g, &h, &x)
     }
 }
 
@@ -188,16 +202,16 @@ impl Transformer2DModel {
         for block in &self.transformer_blocks {
             tokens = block.forward(g, &tokens, context)?;
         }
-        let out = match &self.proj_out {
+        match &self.proj_out {
             Projection::Conv(conv) => {
                 let p = g.tokens_to_nchw(&tokens, h, w)?;
-                g.conv2d(&p, conv)?
+                g.conv2d_add(&p, conv, x, 1.0) // residual, in proj_out's store
             }
             Projection::Linear(lin) => {
                 let t = g.linear(&tokens, lin)?;
-                g.tokens_to_nchw(&t, h, w)?
+                let out = g.tokens_to_nchw(&t, h, w)?;
+                g.add(&out, x) // residual
             }
-        };
-        g.add(&out, x) // residual
+        }
     }
 }

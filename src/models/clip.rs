@@ -170,13 +170,11 @@ impl CLIPEncoderLayer {
         let k = g.linear(&h, &a.k_proj)?;
         let v = g.linear(&h, &a.v_proj)?;
         let o = g.attention(&q, &k, &v, a.heads, causal)?; // [N, L, D]
-        let o = g.linear(&o, &a.out_proj)?;
-        let x = g.add(x, &o)?;
+        let x = g.linear_add(&o, &a.out_proj, x)?; // residual, in out_proj's store
         let h = g.layer_norm(&x, &self.layer_norm2)?;
         let h = g.linear(&h, &self.fc1)?; // [N, L, mlp]
         let h = g.activation(&h, self.act)?;
-        let h = g.linear(&h, &self.fc2)?;
-        g.add(&x, &h)
+        g.linear_add(&h, &self.fc2, &x)
     }
 }
 

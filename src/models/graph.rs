@@ -73,17 +73,38 @@ impl Graph<'_> {
     /// `nn.Linear` over the last dim: x `[.., in]` → `[.., out]`, one GEMM with
     /// every leading dim folded into M.
     pub fn linear(&mut self, x: &Tensor, layer: &Linear) -> Result<Tensor> {
+        self.linear_with(x, layer, None)
+    }
+
+    /// `layer(x) + residual` in one kernel (the add in the GEMM's store:
+    /// [`matmul::Epilogue`]), the transformer blocks' `attn(x) + x`.
+    pub fn linear_add(&mut self, x: &Tensor, layer: &Linear, residual: &Tensor) -> Result<Tensor> {
+        self.linear_with(x, layer, Some(residual))
+    }
+
+    fn linear_with(
+        &mut self,
+        x: &Tensor,
+        layer: &Linear,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let din = x.dim(-1);
         let rows = x.numel() / din.max(1);
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("linear input has a last dim") = layer.out_features();
         let out = self.tensor(&shape)?;
-        let ds = matmul::linear(
+        let flat = [rows, layer.out_features()];
+        let residual = residual.map(|r| r.reshape(&flat)).transpose()?;
+        let epilogue = matmul::Epilogue {
+            bias: layer.bias.as_ref(),
+            residual: residual.as_ref().map(|r| (r, 1.0)),
+        };
+        let ds = matmul::linear_with(
             self.ctx,
             &x.reshape(&[rows, din])?,
             &layer.weight,
-            layer.bias.as_ref(),
-            &out.reshape(&[rows, layer.out_features()])?,
+            epilogue,
+            &out.reshape(&flat)?,
         )?;
         self.extend(ds);
         Ok(out)
@@ -148,12 +169,35 @@ impl Graph<'_> {
         self.conv2d_with(x, layer, &Conv2dOptions::new(layer.stride, layer.padding))
     }
 
+    /// `(layer(x) + residual) · scale` in one kernel ([`matmul::Epilogue`]):
+    /// ResnetBlock2D's `(shortcut + conv2(h)) / output_scale_factor`.
+    pub fn conv2d_add(
+        &mut self,
+        x: &Tensor,
+        layer: &Conv2d,
+        residual: &Tensor,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let opts = Conv2dOptions::new(layer.stride, layer.padding);
+        self.conv2d_epilogue(x, layer, &opts, Some((residual, scale)))
+    }
+
     /// [`Self::conv2d`] with options other than the layer's stride and padding.
     pub fn conv2d_with(
         &mut self,
         x: &Tensor,
         layer: &Conv2d,
         opts: &Conv2dOptions,
+    ) -> Result<Tensor> {
+        self.conv2d_epilogue(x, layer, opts, None)
+    }
+
+    fn conv2d_epilogue(
+        &mut self,
+        x: &Tensor,
+        layer: &Conv2d,
+        opts: &Conv2dOptions,
+        residual: Option<(&Tensor, f32)>,
     ) -> Result<Tensor> {
         let (kh, kw) = (layer.weight.dim(-2), layer.weight.dim(-1));
         let (hout, wout) =
@@ -164,7 +208,11 @@ impl Graph<'_> {
                 ))
             })?;
         let out = self.tensor(&[x.shape[0], layer.out_channels(), hout, wout])?;
-        let ds = conv2d::conv2d_split(self.ctx, x, &layer.weight, layer.bias.as_ref(), &out, opts)?;
+        let epilogue = matmul::Epilogue {
+            bias: layer.bias.as_ref(),
+            residual,
+        };
+        let ds = conv2d::conv2d_split_with(self.ctx, x, &layer.weight, epilogue, &out, opts)?;
         self.extend(ds);
         Ok(out)
     }

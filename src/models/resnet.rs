@@ -60,12 +60,12 @@ impl ResnetBlock2D {
         }
         let h = g.group_norm(&h, &self.norm2, true)?;
         // dropout: inference only
-        let h = g.conv2d(&h, &self.conv2)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => g.conv2d(x, conv)?,
             None => x.clone(),
         };
-        g.add_scaled(&shortcut, &h, 1.0 / self.output_scale_factor)
+        // (shortcut + conv2(h)) / output_scale_factor, the add in conv2's store.
+        g.conv2d_add(&h, &self.conv2, &shortcut, 1.0 / self.output_scale_factor)
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::coop::COLS;
 use crate::gpu::{Access, Context, DType, Dispatch, Launch, Shader, Tensor};
-use crate::ops::matmul::{coop_shader, subgroups_of_8, MatmulVariant};
+use crate::ops::matmul::{coop_shader, subgroups_of_8, Epilogue, MatmulVariant};
 use crate::ops::{expect_shape, groups, CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
 use crate::ops::{CONV2D_COOP16, CONV2D_COOP16_F16, CONV2D_COOP8, CONV2D_COOP8_F16};
 
@@ -78,6 +78,8 @@ struct Params {
     p: u32,
     co0: u32,
     cout_total: u32,
+    residual_scale: f32,
+    _pad: [u32; 3],
 }
 
 /// Output tile per workgroup: (pixels, channels), per the shader's entry points.
@@ -119,10 +121,9 @@ pub fn conv2d(
 ) -> Result<Dispatch> {
     let conv = Geometry::of(x, weight, opts)?;
     expect_shape("conv2d", "out", out, &conv.out_shape())?;
-    if let Some(bias) = bias {
-        expect_shape("conv2d", "bias", bias, &[conv.cout])?;
-    }
-    launch(ctx, x, weight, bias, out, opts, (0, conv.cout))
+    let epilogue = Epilogue::bias(bias);
+    epilogue.check("conv2d", conv.cout, out)?;
+    launch(ctx, x, weight, epilogue, out, opts, (0, conv.cout))
 }
 
 /// [`conv2d`] for a weight of any size: one above the adapter's binding limit
@@ -136,15 +137,25 @@ pub fn conv2d_split(
     out: &Tensor,
     opts: &Conv2dOptions,
 ) -> Result<Vec<Dispatch>> {
+    conv2d_split_with(ctx, x, weight, Epilogue::bias(bias), out, opts)
+}
+
+/// [`conv2d_split`] with a residual added in the same kernel ([`Epilogue`]).
+pub fn conv2d_split_with(
+    ctx: &Context,
+    x: &Tensor,
+    weight: &Tensor,
+    epilogue: Epilogue,
+    out: &Tensor,
+    opts: &Conv2dOptions,
+) -> Result<Vec<Dispatch>> {
     let conv = Geometry::of(x, weight, opts)?;
     expect_shape("conv2d", "out", out, &conv.out_shape())?;
-    if let Some(bias) = bias {
-        expect_shape("conv2d", "bias", bias, &[conv.cout])?;
-    }
+    epilogue.check("conv2d", conv.cout, out)?;
     weight
         .row_blocks(ctx, "nn.Conv2d weight")?
         .into_iter()
-        .map(|(co0, block)| launch(ctx, x, &block, bias, out, opts, (co0, conv.cout)))
+        .map(|(co0, block)| launch(ctx, x, &block, epilogue, out, opts, (co0, conv.cout)))
         .collect()
 }
 
@@ -154,7 +165,7 @@ fn launch(
     ctx: &Context,
     x: &Tensor,
     weight: &Tensor,
-    bias: Option<&Tensor>,
+    epilogue: Epilogue,
     out: &Tensor,
     opts: &Conv2dOptions,
     (co0, cout_total): (usize, usize),
@@ -166,12 +177,12 @@ fn launch(
     let variant = opts
         .variant
         .unwrap_or_else(|| MatmulVariant::for_adapter(ctx));
-    let entry = Entry::pick(ctx, variant, &conv, bias.is_some(), weight.dtype)?;
+    let entry = Entry::pick(ctx, variant, &conv, &epilogue, weight.dtype)?;
     let (tile_p, tile_c) = entry.tile;
-    // Without a bias the binding still needs a buffer; `x` is never read through it.
-    let bias = bias.unwrap_or(x);
+    let [bias, residual] = epilogue.bindings(x);
     let mut params = conv.params(opts);
     (params.co0, params.cout_total) = (co0 as u32, cout_total as u32);
+    params.residual_scale = epilogue.scale();
     Launch {
         shader: entry.shader,
         entry: entry.name,
@@ -179,8 +190,9 @@ fn launch(
         tensors: &[
             (x, Access::Read),
             (weight, Access::Read),
-            (bias, Access::Read),
+            bias,
             (out, Access::ReadWrite),
+            residual,
         ],
         workgroups: [groups(p, tile_p), groups(conv.cout, tile_c), conv.n as u32],
         flops: 2 * (conv.n * conv.cout * p * k) as u64,
@@ -279,6 +291,8 @@ impl Geometry {
             p: self.p() as u32,
             co0: 0,
             cout_total: self.cout as u32,
+            residual_scale: 1.0,
+            _pad: [0; 3],
         }
     }
 }
@@ -298,11 +312,11 @@ impl Entry {
         ctx: &Context,
         variant: ConvVariant,
         conv: &Geometry,
-        has_bias: bool,
+        epilogue: &Epilogue,
         dtype: DType,
     ) -> Result<Self> {
         let k = conv.k();
-        let mut constants = vec![("HAS_BIAS", has_bias as u32 as f64)];
+        let mut constants = epilogue.constants().to_vec();
         let (base, subgroup) = match dtype {
             DType::F32 => (&CONV2D, &CONV2D_SUBGROUP),
             DType::F16 => (&CONV2D_F16, &CONV2D_SUBGROUP_F16),

@@ -176,7 +176,60 @@ struct Params {
     alpha: f32,
     col0: u32,
     ldc: u32,
-    _pad: [u32; 3],
+    residual_scale: f32,
+    _pad: [u32; 2],
+}
+
+/// What a GEMM's store does besides writing the product (matmul and conv2d):
+/// add the bias, then optionally add a residual laid out as the output and
+/// scale the sum, `(product + bias + residual) · scale`, so a layer and the
+/// residual add after it are one launch and one pass over the output. The sum
+/// is the separate add's (f32 addition commutes), so the bits are the same.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a Tensor>,
+    pub residual: Option<(&'a Tensor, f32)>,
+}
+
+impl<'a> Epilogue<'a> {
+    pub fn bias(bias: Option<&'a Tensor>) -> Self {
+        Self {
+            bias,
+            residual: None,
+        }
+    }
+
+    /// The bias (`[channels]`) and the residual (the output's shape) checked.
+    pub(crate) fn check(&self, op: &str, channels: usize, out: &Tensor) -> Result<()> {
+        if let Some(bias) = self.bias {
+            expect_shape(op, "bias", bias, &[channels])?;
+        }
+        if let Some((residual, _)) = self.residual {
+            expect_shape(op, "residual", residual, &out.shape)?;
+        }
+        Ok(())
+    }
+
+    /// `HAS_BIAS` and `HAS_RESIDUAL`.
+    pub(crate) fn constants(&self) -> [(&'static str, f64); 2] {
+        [
+            ("HAS_BIAS", self.bias.is_some() as u32 as f64),
+            ("HAS_RESIDUAL", self.residual.is_some() as u32 as f64),
+        ]
+    }
+
+    /// The bias and residual bindings: `unused` (an input of the same dispatch,
+    /// never read through them) where there is none.
+    pub(crate) fn bindings(&self, unused: &'a Tensor) -> [(&'a Tensor, Access); 2] {
+        [
+            (self.bias.unwrap_or(unused), Access::Read),
+            (self.residual.map_or(unused, |(r, _)| r), Access::Read),
+        ]
+    }
+
+    pub(crate) fn scale(&self) -> f32 {
+        self.residual.map_or(1.0, |(_, scale)| scale)
+    }
 }
 
 /// Output tile per workgroup: (columns, rows), per the shader's entry points.
@@ -203,10 +256,9 @@ pub fn matmul(
     let mut out_shape = a.shape[..a.shape.len() - 2].to_vec();
     out_shape.extend([shape.m, shape.n]);
     expect_shape("matmul", "out", out, &out_shape)?;
-    if let Some(bias) = bias {
-        expect_shape("matmul", "bias", bias, &[shape.n])?;
-    }
-    launch(ctx, a, b, bias, out, opts, (0, shape.n))
+    let epilogue = Epilogue::bias(bias);
+    epilogue.check("matmul", shape.n, out)?;
+    launch(ctx, a, b, epilogue, out, opts, (0, shape.n))
 }
 
 /// nn.Linear: `out = x · weightᵀ + bias` with x `[M, K]`, weight `[N, K]`
@@ -220,16 +272,25 @@ pub fn linear(
     bias: Option<&Tensor>,
     out: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    linear_with(ctx, x, weight, Epilogue::bias(bias), out)
+}
+
+/// [`linear`] with a residual added in the same kernel ([`Epilogue`]).
+pub fn linear_with(
+    ctx: &Context,
+    x: &Tensor,
+    weight: &Tensor,
+    epilogue: Epilogue,
+    out: &Tensor,
+) -> Result<Vec<Dispatch>> {
     let opts = MatmulOptions::linear();
     let shape = Shape::of(x, weight, &opts)?;
     expect_shape("linear", "out", out, &[shape.m, shape.n])?;
-    if let Some(bias) = bias {
-        expect_shape("linear", "bias", bias, &[shape.n])?;
-    }
+    epilogue.check("linear", shape.n, out)?;
     weight
         .row_blocks(ctx, "nn.Linear weight")?
         .into_iter()
-        .map(|(row0, block)| launch(ctx, x, &block, bias, out, &opts, (row0, shape.n)))
+        .map(|(row0, block)| launch(ctx, x, &block, epilogue, out, &opts, (row0, shape.n)))
         .collect()
 }
 
@@ -239,7 +300,7 @@ fn launch(
     ctx: &Context,
     a: &Tensor,
     b: &Tensor,
-    bias: Option<&Tensor>,
+    epilogue: Epilogue,
     out: &Tensor,
     opts: &MatmulOptions,
     (col0, ldc): (usize, usize),
@@ -257,18 +318,18 @@ fn launch(
         alpha: opts.alpha,
         col0: col0 as u32,
         ldc: ldc as u32,
-        _pad: [0; 3],
+        residual_scale: epilogue.scale(),
+        _pad: [0; 2],
     };
     let kernel = pick(ctx, &shape, b.dtype, opts)?;
     let (tile_n, tile_m) = kernel.tile;
     let mut constants = vec![
         ("TRANSPOSE_A", opts.transpose_a as u32 as f64),
         ("TRANSPOSE_B", opts.transpose_b as u32 as f64),
-        ("HAS_BIAS", bias.is_some() as u32 as f64),
     ];
+    constants.extend(epilogue.constants());
     constants.extend(kernel.subgroup_size.map(|s| ("SUBGROUP_SIZE", s as f64)));
-    // Without a bias the binding still needs a buffer; `a` is never read through it.
-    let bias = bias.unwrap_or(a);
+    let [bias, residual] = epilogue.bindings(a);
     let b_reads = if b_shared { k * n } else { batch * k * n };
     Launch {
         shader: kernel.shader,
@@ -277,8 +338,9 @@ fn launch(
         tensors: &[
             (a, Access::Read),
             (b, Access::Read),
-            (bias, Access::Read),
+            bias,
             (out, Access::ReadWrite),
+            residual,
         ],
         workgroups: [groups(n, tile_n), groups(m, tile_m), batch as u32],
         flops: 2 * (batch * m * n * k) as u64,

@@ -13,6 +13,7 @@ mod conv2d;
 mod coop;
 mod elementwise;
 mod embedding;
+mod epilogue;
 mod finite;
 mod image;
 mod layout;
