@@ -18,8 +18,11 @@
 
 override HAS_BIAS: bool = false;
 // The epilogue adds a residual of out's layout and scales the sum (ResnetBlock2D's
-// `(shortcut + conv2(h)) / output_scale_factor`), saving the add's launch.
+// `(shortcut + conv2(h)) / output_scale_factor`), saving the add's launch; or,
+// RESIDUAL_PER_CHANNEL, one value per (image, channel) [N, cout_total, 1, 1]
+// (ResnetBlock2D's time embedding added after conv1).
 override HAS_RESIDUAL: bool = false;
+override RESIDUAL_PER_CHANNEL: bool = false;
 
 struct Params {
     cin: u32,
@@ -53,7 +56,7 @@ struct Params {
 // binding 2, weight: [Cout, Cin, kh, kw] = [Cout, K] (weight_at, weight4_at)
 @group(0) @binding(3) var<storage, read> bias: array<f32>;   // [cout_total]; any buffer when !HAS_BIAS
 @group(0) @binding(4) var<storage, read_write> out: array<f32>; // [N, cout_total, Hout, Wout]
-@group(0) @binding(5) var<storage, read> residual: array<f32>;   // as out; any buffer when !HAS_RESIDUAL
+@group(0) @binding(5) var<storage, read> residual: array<f32>;   // as out, or [N, cout_total]; any buffer when !HAS_RESIDUAL
 
 // Where the taps of column kk sit relative to an output pixel's window corner.
 // Column kk = (ci, ky, kx) of the im2col matrix.
@@ -109,7 +112,9 @@ fn store(n: u32, co: u32, pix: u32, acc: f32) {
     }
     let at = (n * p.cout_total + p.co0 + co) * p.p + pix;
     if (HAS_RESIDUAL) {
-        y = (y + residual[at]) * p.residual_scale;
+        var r = at;
+        if (RESIDUAL_PER_CHANNEL) { r = n * p.cout_total + p.co0 + co; }
+        y = (y + residual[r]) * p.residual_scale;
     }
     out[at] = y;
 }

@@ -52,12 +52,15 @@ impl ResnetBlock2D {
     /// time projection) → `[N, Cout, H, W]`.
     pub fn forward(&self, g: &mut Graph, x: &Tensor, emb_silu: Option<&Tensor>) -> Result<Tensor> {
         let h = g.group_norm(x, &self.norm1, true)?;
-        let mut h = g.conv2d(&h, &self.conv1)?; // [N, Cout, H, W]
-        if let (Some(proj), Some(emb)) = (&self.time_emb_proj, emb_silu) {
-            let t = g.linear(emb, proj)?; // [N, Cout]
-            let t = t.reshape(&[t.shape[0], t.shape[1], 1, 1])?;
-            h = g.add(&h, &t)?;
-        }
+        let h = match (&self.time_emb_proj, emb_silu) {
+            (Some(proj), Some(emb)) => {
+                let t = g.linear(emb, proj)?; // [N, Cout]
+                let t = t.reshape(&[t.shape[0], t.shape[1], 1, 1])?;
+                // conv1(h) + t, the add in conv1's store.
+                g.conv2d_add(&h, &self.conv1, &t, 1.0)?
+            }
+            _ => g.conv2d(&h, &self.conv1)?, // [N, Cout, H, W]
+        };
         let h = g.group_norm(&h, &self.norm2, true)?;
         // dropout: inference only
         let shortcut = match &self.conv_shortcut {

@@ -122,7 +122,7 @@ pub fn conv2d(
     let conv = Geometry::of(x, weight, opts)?;
     expect_shape("conv2d", "out", out, &conv.out_shape())?;
     let epilogue = Epilogue::bias(bias);
-    epilogue.check("conv2d", conv.cout, out)?;
+    epilogue.check("conv2d", conv.cout, out, None)?;
     launch(ctx, x, weight, epilogue, out, opts, (0, conv.cout))
 }
 
@@ -140,7 +140,8 @@ pub fn conv2d_split(
     conv2d_split_with(ctx, x, weight, Epilogue::bias(bias), out, opts)
 }
 
-/// [`conv2d_split`] with a residual added in the same kernel ([`Epilogue`]).
+/// [`conv2d_split`] with a residual added in the same kernel ([`Epilogue`]):
+/// of `out`'s shape, or `[N, Cout, 1, 1]` (one value per image and channel).
 pub fn conv2d_split_with(
     ctx: &Context,
     x: &Tensor,
@@ -151,7 +152,7 @@ pub fn conv2d_split_with(
 ) -> Result<Vec<Dispatch>> {
     let conv = Geometry::of(x, weight, opts)?;
     expect_shape("conv2d", "out", out, &conv.out_shape())?;
-    epilogue.check("conv2d", conv.cout, out)?;
+    epilogue.check("conv2d", conv.cout, out, Some(&conv.per_channel_shape()))?;
     weight
         .row_blocks(ctx, "nn.Conv2d weight")?
         .into_iter()
@@ -263,6 +264,11 @@ impl Geometry {
         [self.n, self.cout, self.hout, self.wout]
     }
 
+    /// `[N, Cout, 1, 1]`: a residual with one value per image and channel.
+    fn per_channel_shape(&self) -> [usize; 4] {
+        [self.n, self.cout, 1, 1]
+    }
+
     /// The GEMM's shared dimension: im2col columns per output pixel, `Cin·kh·kw`.
     fn k(&self) -> usize {
         self.cin * self.kh * self.kw
@@ -317,6 +323,10 @@ impl Entry {
     ) -> Result<Self> {
         let k = conv.k();
         let mut constants = epilogue.constants().to_vec();
+        let per_channel = epilogue
+            .residual
+            .is_some_and(|(r, _)| r.shape == conv.per_channel_shape() && conv.p() > 1);
+        constants.push(("RESIDUAL_PER_CHANNEL", per_channel as u32 as f64));
         let (base, subgroup) = match dtype {
             DType::F32 => (&CONV2D, &CONV2D_SUBGROUP),
             DType::F16 => (&CONV2D_F16, &CONV2D_SUBGROUP_F16),

@@ -199,13 +199,22 @@ impl<'a> Epilogue<'a> {
         }
     }
 
-    /// The bias (`[channels]`) and the residual (the output's shape) checked.
-    pub(crate) fn check(&self, op: &str, channels: usize, out: &Tensor) -> Result<()> {
+    /// The bias (`[channels]`) and the residual (the output's shape, or
+    /// `broadcast`) checked.
+    pub(crate) fn check(
+        &self,
+        op: &str,
+        channels: usize,
+        out: &Tensor,
+        broadcast: Option<&[usize]>,
+    ) -> Result<()> {
         if let Some(bias) = self.bias {
             expect_shape(op, "bias", bias, &[channels])?;
         }
         if let Some((residual, _)) = self.residual {
-            expect_shape(op, "residual", residual, &out.shape)?;
+            if broadcast != Some(&residual.shape[..]) {
+                expect_shape(op, "residual", residual, &out.shape)?;
+            }
         }
         Ok(())
     }
@@ -257,7 +266,7 @@ pub fn matmul(
     out_shape.extend([shape.m, shape.n]);
     expect_shape("matmul", "out", out, &out_shape)?;
     let epilogue = Epilogue::bias(bias);
-    epilogue.check("matmul", shape.n, out)?;
+    epilogue.check("matmul", shape.n, out, None)?;
     launch(ctx, a, b, epilogue, out, opts, (0, shape.n))
 }
 
@@ -286,7 +295,7 @@ pub fn linear_with(
     let opts = MatmulOptions::linear();
     let shape = Shape::of(x, weight, &opts)?;
     expect_shape("linear", "out", out, &[shape.m, shape.n])?;
-    epilogue.check("linear", shape.n, out)?;
+    epilogue.check("linear", shape.n, out, None)?;
     weight
         .row_blocks(ctx, "nn.Linear weight")?
         .into_iter()

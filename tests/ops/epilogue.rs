@@ -13,11 +13,12 @@ fn run(ds: Vec<easel::gpu::Dispatch>) {
     dispatch::run(ctx(), &ds).unwrap();
 }
 
-/// `layer` into a fresh tensor, then `(residual + it) · scale` as its own launch.
+/// `layer` into a fresh tensor, then `(it + residual) · scale` as its own launch
+/// (the residual broadcast where it is `[N, C, 1, 1]`).
 fn unfused(shape: &[usize], residual: &Tensor, scale: f32, layer: impl Fn(&Tensor)) -> Vec<f32> {
     let (plain, out) = (zeros(shape), zeros(shape));
     layer(&plain);
-    let add = elementwise::binary(ctx(), residual, &plain, &out, BinaryOp::Add, scale).unwrap();
+    let add = elementwise::binary(ctx(), &plain, residual, &out, BinaryOp::Add, scale).unwrap();
     run(vec![add]);
     out.to_vec(ctx()).unwrap()
 }
