@@ -8,10 +8,11 @@
 // - the K loop stages TILE_K-deep slabs of A and B in workgroup memory, double
 //   buffered: the next slab is loaded while the current one is multiplied, so
 //   one barrier per step;
-// - each subgroup owns two FRAG×FRAG output fragments side by side, so the tile
-//   is 64 columns by `coop_rows()` rows: 256 / SUBGROUP_SIZE subgroups × 2
-//   fragments (64 rows for 16×16 fragments on 32-lane subgroups and for 8×8 on
-//   8-lane ones; src/gpu/coop.rs refuses a pairing that does not fit);
+// - each subgroup owns a block of BLOCK_ROWS × 2 FRAG×FRAG output fragments
+//   (1×2, or 2×2 where the output has the rows: each A fragment then feeds two
+//   products, each B fragment two), so the tile is 64 columns by `coop_rows()`
+//   rows: 64 or 128 for 16×16 fragments on 32-lane subgroups and for 8×8 on
+//   8-lane ones (src/gpu/coop.rs picks, and refuses a pairing that does not fit);
 // - results leave through a per-subgroup FRAG×FRAG scratch, so `store` sees one
 //   element at a time (alpha, bias and the output layout stay the kernel's).
 // Subgroup s is taken to be invocations s·SUBGROUP_SIZE.. of the workgroup, as
@@ -22,21 +23,24 @@
 
 // Lanes per subgroup (the adapter's, fixed: subgroup_min_size == max).
 override SUBGROUP_SIZE: u32 = 32u;
+// Fragment rows of each subgroup's block: 1 or 2.
+override BLOCK_ROWS: u32 = 1u;
 
 const THREADS: u32 = 256u;
 const COLS: u32 = 64u;
-const MAX_ROWS: u32 = 64u;
+const MAX_ROWS: u32 = 128u;
 const TILE_K: u32 = 32u;
-const SLAB_A: u32 = 2048u; // MAX_ROWS × TILE_K
+const SLAB_A: u32 = 4096u; // MAX_ROWS × TILE_K
 const SLAB_B: u32 = 2048u; // TILE_K × COLS
 
-var<workgroup> coop_a: array<f16, 4096>;  // 2 slabs [rows, TILE_K], row-major
+var<workgroup> coop_a: array<f16, 8192>;  // 2 slabs [rows, TILE_K], row-major
 var<workgroup> coop_b: array<f16, 4096>;  // 2 slabs [TILE_K, COLS], row-major
 var<workgroup> coop_c: array<f32, 2048>;  // FRAG × FRAG per subgroup
 
-// Rows of the output tile: two fragments per subgroup, COLS / FRAG per row of fragments.
+// Rows of the output tile: BLOCK_ROWS × 2 fragments per subgroup, COLS / FRAG
+// per row of fragments.
 fn coop_rows() -> u32 {
-    return (THREADS / SUBGROUP_SIZE) * 2u * FRAG * FRAG / COLS;
+    return (THREADS / SUBGROUP_SIZE) * 2u * BLOCK_ROWS * FRAG * FRAG / COLS;
 }
 
 // An operand rounded to f16; clamped so a large activation saturates rather
@@ -89,12 +93,15 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
     let j0 = wg.x * COLS;
     let sg = t / SUBGROUP_SIZE;
     let lane = t % SUBGROUP_SIZE;
-    // This subgroup's fragments: row fr, columns fc and fc + 1 of the fragment grid.
-    let first = sg * 2u;
-    let fr = first / (COLS / FRAG);
-    let fc = first % (COLS / FRAG);
+    // This subgroup's block: fragment rows fr (and fr + 1 when BLOCK_ROWS is 2),
+    // columns fc and fc + 1 of the fragment grid.
+    let blocks_per_row = COLS / (2u * FRAG);
+    let fr = sg / blocks_per_row * BLOCK_ROWS;
+    let fc = sg % blocks_per_row * 2u;
     var acc0 = CoopC();
     var acc1 = CoopC();
+    var acc2 = CoopC();
+    var acc3 = CoopC();
     let steps = (p.k + TILE_K - 1u) / TILE_K;
     coop_stage(z, i0, j0, 0u, 0u, t, rows, a_along_k, b_along_k);
     workgroupBarrier();
@@ -115,9 +122,19 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
             let fb1 = coopLoadT<CoopB>(&coop_b[b1_at], b_stride);
             acc0 = coopMultiplyAdd(fa, fb0, acc0);
             acc1 = coopMultiplyAdd(fa, fb1, acc1);
+            if (BLOCK_ROWS == 2u) {
+                let a1_at = a_at + FRAG * TILE_K;
+                let fa1 = coopLoadT<CoopA>(&coop_a[a1_at], a_stride);
+                acc2 = coopMultiplyAdd(fa1, fb0, acc2);
+                acc3 = coopMultiplyAdd(fa1, fb1, acc3);
+            }
         }
         workgroupBarrier();
     }
     coop_write(acc0, z, i0 + fr * FRAG, j0 + fc * FRAG, sg, lane);
     coop_write(acc1, z, i0 + fr * FRAG, j0 + (fc + 1u) * FRAG, sg, lane);
+    if (BLOCK_ROWS == 2u) {
+        coop_write(acc2, z, i0 + (fr + 1u) * FRAG, j0 + fc * FRAG, sg, lane);
+        coop_write(acc3, z, i0 + (fr + 1u) * FRAG, j0 + (fc + 1u) * FRAG, sg, lane);
+    }
 }

@@ -72,10 +72,13 @@ fn cooperative(adapter: &wgpu::Adapter) -> String {
 fn coop_tile(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> String {
     match Coop::for_adapter(adapter, limits) {
         Ok(coop) => format!(
-            "{0}x{0} f16->f32 fragments, {1}-lane subgroups, {2}x{COLS} output tiles",
+            "{0}x{0} f16->f32 fragments, {1}-lane subgroups, {2}x{COLS} output tiles{3}",
             coop.frag,
             coop.subgroup,
-            coop.rows().unwrap_or(0)
+            coop.rows(1).unwrap_or(0),
+            coop.rows(2)
+                .map(|r| format!(" ({r}x{COLS} where the output has the rows)"))
+                .unwrap_or_default()
         ),
         Err(why) => format!("not used ({why})"),
     }

@@ -6,15 +6,17 @@
 //! preferred: NVIDIA, AMD RDNA3; 8 on Apple and Mesa's lavapipe), one fixed
 //! subgroup size, and the workgroup memory the tile stages through.
 
-/// Workgroup memory of wgsl/gemm_coop.wgsl: two f16 slabs of A and of B
-/// (4096 halves each) and a 2048-float scratch.
-pub const WORKGROUP_BYTES: u32 = 2 * 4096 * 2 + 2048 * 4;
+/// Workgroup memory of wgsl/gemm_coop.wgsl: two f16 slabs of A (128 rows × 32)
+/// and of B (32 × 64 columns), and a 2048-float scratch.
+pub const WORKGROUP_BYTES: u32 = 2 * (2 * 4096 + 2 * 2048) + 2048 * 4;
 
 /// Threads per workgroup of the GEMM tile (16×16, as wgsl/gemm_tile.wgsl).
 const THREADS: u32 = 256;
 /// Columns of the output tile, and the most rows it may have.
 pub const COLS: u32 = 64;
-const MAX_ROWS: u32 = 64;
+const MAX_ROWS: u32 = 128;
+/// Floats of the shader's scratch: one FRAG×FRAG fragment per subgroup.
+const SCRATCH: u32 = 2048;
 
 /// A usable configuration: fragment side and the adapter's subgroup size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +65,7 @@ impl Coop {
                 frag,
                 subgroup: info.subgroup_min_size,
             })
-            .find(|c| c.rows().is_some())
+            .find(|c| c.rows(1).is_some())
             .ok_or_else(|| {
                 format!(
                     "no 16x16x16 or 8x8x8 F16->F32 configuration the tile fits with \
@@ -73,18 +75,33 @@ impl Coop {
             })
     }
 
-    /// Rows of the output tile (wgsl/gemm_coop.wgsl's `coop_rows`): each
-    /// subgroup owns two fragments side by side. `None` where the pairing does
-    /// not make whole rows of fragments within the shader's arrays.
-    pub fn rows(&self) -> Option<u32> {
+    /// Rows of the output tile (wgsl/gemm_coop.wgsl's `coop_rows`) when each
+    /// subgroup owns `block` × 2 fragments (`BLOCK_ROWS`: 1 or 2). `None` where
+    /// the pairing does not make whole rows of fragments within the shader's arrays.
+    pub fn rows(&self, block: u32) -> Option<u32> {
         if self.subgroup == 0 || !THREADS.is_multiple_of(self.subgroup) {
             return None;
         }
-        let fragments = THREADS / self.subgroup * 2;
+        let subgroups = THREADS / self.subgroup;
+        let fragments = subgroups * 2 * block;
         let per_row = COLS / self.frag;
         let rows = fragments / per_row * self.frag;
-        let fits = fragments.is_multiple_of(per_row) && rows > 0 && rows <= MAX_ROWS;
+        let fits = fragments.is_multiple_of(per_row)
+            && rows > 0
+            && rows <= MAX_ROWS
+            && subgroups * self.frag * self.frag <= SCRATCH;
         fits.then_some(rows)
+    }
+
+    /// `BLOCK_ROWS` and the tile's rows for an output of `m` rows: 2×2
+    /// fragments per subgroup (each fragment load feeds two products; on an
+    /// H200, 2×2 blocks ran a plain cooperative GEMM at twice the rate of one
+    /// fragment per subgroup) where the output fills the taller tile, else 1×2.
+    pub fn block_for(&self, m: usize) -> (u32, u32) {
+        match self.rows(2) {
+            Some(rows) if m >= rows as usize => (2, rows),
+            _ => (1, self.rows(1).unwrap_or(COLS)),
+        }
     }
 }
 
@@ -94,12 +111,34 @@ mod tests {
 
     #[test]
     fn the_tile_rows_follow_fragment_and_subgroup() {
-        let rows = |frag, subgroup| Coop { frag, subgroup }.rows();
-        assert_eq!(rows(16, 32), Some(64), "NVIDIA, AMD wave32");
-        assert_eq!(rows(8, 8), Some(64), "lavapipe");
-        assert_eq!(rows(8, 32), Some(16), "Apple");
-        assert_eq!(rows(16, 64), Some(32), "AMD wave64");
-        assert_eq!(rows(16, 16), None, "128 rows: more than the arrays hold");
-        assert_eq!(rows(16, 8), None);
+        let rows = |frag, subgroup, block| Coop { frag, subgroup }.rows(block);
+        assert_eq!(rows(16, 32, 1), Some(64), "NVIDIA, AMD wave32");
+        assert_eq!(rows(16, 32, 2), Some(128));
+        assert_eq!(rows(8, 8, 1), Some(64), "lavapipe");
+        assert_eq!(rows(8, 8, 2), Some(128));
+        assert_eq!(rows(8, 32, 1), Some(16), "Apple");
+        assert_eq!(rows(8, 32, 2), Some(32));
+        assert_eq!(rows(16, 64, 1), Some(32), "AMD wave64");
+        assert_eq!(
+            rows(16, 16, 1),
+            None,
+            "16 subgroups of 16x16: more than the scratch"
+        );
+        assert_eq!(rows(16, 8, 1), None);
+    }
+
+    #[test]
+    fn tall_outputs_get_the_taller_tile() {
+        let nvidia = Coop {
+            frag: 16,
+            subgroup: 32,
+        };
+        assert_eq!(
+            nvidia.block_for(8192),
+            (2, 128),
+            "SD-1.5's 64x64 latents, batch 2"
+        );
+        assert_eq!(nvidia.block_for(127), (1, 64));
+        assert_eq!(nvidia.block_for(2), (1, 64), "the time embedding");
     }
 }

@@ -338,8 +338,11 @@ impl Entry {
         };
         let (shader, name, tile) = match (variant, ctx.coop) {
             (MatmulVariant::Coop, Some(coop)) => {
+                // Tile rows are output channels.
+                let (block, rows) = coop.block_for(conv.cout);
                 constants.push(("SUBGROUP_SIZE", coop.subgroup as f64));
-                let rows = coop.rows().unwrap_or(COLS) as usize;
+                constants.push(("BLOCK_ROWS", block as f64));
+                let rows = rows as usize;
                 let shader = coop_shader(coop, COOP_SHADERS[(dtype == DType::F16) as usize]);
                 (shader, "conv2d_gpu", (COLS as usize, rows))
             }

@@ -337,7 +337,7 @@ fn launch(
         ("TRANSPOSE_B", opts.transpose_b as u32 as f64),
     ];
     constants.extend(epilogue.constants());
-    constants.extend(kernel.subgroup_size.map(|s| ("SUBGROUP_SIZE", s as f64)));
+    constants.extend(kernel.constants.iter().copied());
     let [bias, residual] = epilogue.bindings(a);
     let b_reads = if b_shared { k * n } else { batch * k * n };
     Launch {
@@ -365,8 +365,8 @@ struct Pick {
     entry: &'static str,
     /// Output (columns, rows) per workgroup.
     tile: (usize, usize),
-    /// `SUBGROUP_SIZE` of a cooperative kernel.
-    subgroup_size: Option<u32>,
+    /// `SUBGROUP_SIZE` and `BLOCK_ROWS` of a cooperative kernel.
+    constants: Vec<(&'static str, f64)>,
 }
 
 fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> Result<Pick> {
@@ -390,15 +390,21 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
         shader,
         entry,
         tile,
-        subgroup_size: None,
+        constants: Vec::new(),
     };
     Ok(match (variant, ctx.coop) {
-        (MatmulVariant::Coop, Some(coop)) => Pick {
-            shader: coop_shader(coop, COOP_SHADERS[(b_dtype == DType::F16) as usize]),
-            entry: "matmul_gpu",
-            tile: (COLS as usize, coop.rows().unwrap_or(COLS) as usize),
-            subgroup_size: Some(coop.subgroup),
-        },
+        (MatmulVariant::Coop, Some(coop)) => {
+            let (block, rows) = coop.block_for(shape.m);
+            Pick {
+                shader: coop_shader(coop, COOP_SHADERS[(b_dtype == DType::F16) as usize]),
+                entry: "matmul_gpu",
+                tile: (COLS as usize, rows as usize),
+                constants: vec![
+                    ("SUBGROUP_SIZE", coop.subgroup as f64),
+                    ("BLOCK_ROWS", block as f64),
+                ],
+            }
+        }
         (MatmulVariant::Gpu | MatmulVariant::Coop, _) => plain(base, "matmul_gpu", GPU_TILE),
         (MatmulVariant::CpuSubgroup, _) if subgroup => {
             plain(subgroup_shader, "matmul_cpu_subgroup", CPU_VEC4_TILE)

@@ -76,11 +76,17 @@ fn check_matmul(batch: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool, 
 }
 
 /// Sizes below, across and past the 64-column tile, the tile's rows (64 for 8x8
-/// fragments on 8 lanes and 16x16 on 32) and the 32-deep K slab; every transpose;
-/// the weight as f32 and as f16.
+/// fragments on 8 lanes and 16x16 on 32; 128, 2x2 fragments per subgroup, from
+/// 128 rows on) and the 32-deep K slab; every transpose; the weight as f32 and f16.
 #[test]
 fn coop_matmul_against_the_reference() {
-    for (m, n, k) in [(1, 1, 1), (7, 13, 5), (65, 70, 33), (130, 150, 100)] {
+    for (m, n, k) in [
+        (1, 1, 1),
+        (7, 13, 5),
+        (65, 70, 33),
+        (130, 150, 100),
+        (300, 70, 40),
+    ] {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             check_matmul(2, m, n, k, ta, tb, false);
         }
@@ -91,12 +97,14 @@ fn coop_matmul_against_the_reference() {
 #[test]
 fn coop_conv2d_against_the_reference() {
     // (N, Cin, H, W, Cout, k, stride, padding): 3x3 pad 1 with K = 36 and 27, a
-    // 1x1 shortcut, a stride-2 downsample, and more channels than one tile.
+    // 1x1 shortcut, a stride-2 downsample, and more channels than one tile (260:
+    // two 128-row tiles and a ragged one).
     let cases = [
         (2, 4, 9, 7, 13, 3, 1, 1),
         (1, 3, 12, 10, 70, 3, 1, 1),
         (2, 5, 6, 11, 9, 1, 1, 0),
         (1, 8, 17, 9, 20, 3, 2, 1),
+        (2, 3, 6, 5, 260, 3, 1, 1),
     ];
     for (n, cin, h, w, cout, kk, stride, pad) in cases {
         let mut rng = Rng::new((cin * 7 + cout) as u64);
