@@ -88,6 +88,15 @@ fn coop_scores(sg: u32) {
     }
 }
 
+// Keys t0 .. t0 + BKC staged and every subgroup's scores against them in s_s,
+// with the barriers either side (called by every invocation).
+fn coop_block_scores(t0: u32, lid: u32, sg: u32) {
+    coop_stage_keys(1u, t0, lid);
+    workgroupBarrier();
+    coop_scores(sg);
+    workgroupBarrier();
+}
+
 // Whether query i0 + r attends key j (in range, and causal order if asked).
 fn coop_valid(i: u32, j: u32) -> bool {
     return j < p.lk && (!CAUSAL || j <= i);
@@ -112,10 +121,7 @@ fn attention_coop(@builtin(workgroup_id) wid: vec3<u32>,
 
     // Pass 1: each row's max and sum of exp(s - max), online over the blocks.
     for (var t0 = 0u; t0 < k_end; t0 += BKC) {
-        coop_stage_keys(1u, t0, lid);
-        workgroupBarrier();
-        coop_scores(sg);
-        workgroupBarrier();
+        coop_block_scores(t0, lid, sg);
         if (lid < BQ) {
             var m = m_s[lid];
             var l = l_s[lid];
@@ -138,10 +144,7 @@ fn attention_coop(@builtin(workgroup_id) wid: vec3<u32>,
     var o: array<CoopC, DHP_MAX / FRAG>;
     for (var c = 0u; c < dhp / FRAG; c++) { o[c] = CoopC(); }
     for (var t0 = 0u; t0 < k_end; t0 += BKC) {
-        coop_stage_keys(1u, t0, lid);
-        workgroupBarrier();
-        coop_scores(sg);
-        workgroupBarrier();
+        coop_block_scores(t0, lid, sg);
         if (lid < BQ) {
             let m = m_s[lid];
             let inv = 1.0 / l_s[lid];

@@ -119,10 +119,8 @@ pub fn conv2d(
     out: &Tensor,
     opts: &Conv2dOptions,
 ) -> Result<Dispatch> {
-    let conv = Geometry::of(x, weight, opts)?;
-    expect_shape("conv2d", "out", out, &conv.out_shape())?;
     let epilogue = Epilogue::bias(bias);
-    epilogue.check("conv2d", conv.cout, out, None)?;
+    let conv = Geometry::checked(x, weight, &epilogue, out, opts)?;
     launch(ctx, x, weight, epilogue, out, opts, (0, conv.cout))
 }
 
@@ -150,9 +148,7 @@ pub fn conv2d_split_with(
     out: &Tensor,
     opts: &Conv2dOptions,
 ) -> Result<Vec<Dispatch>> {
-    let conv = Geometry::of(x, weight, opts)?;
-    expect_shape("conv2d", "out", out, &conv.out_shape())?;
-    epilogue.check("conv2d", conv.cout, out, Some(&conv.per_channel_shape()))?;
+    let conv = Geometry::checked(x, weight, &epilogue, out, opts)?;
     weight
         .row_blocks(ctx, "nn.Conv2d weight")?
         .into_iter()
@@ -262,6 +258,20 @@ impl Geometry {
     /// `[N, Cout, Hout, Wout]`.
     fn out_shape(&self) -> [usize; 4] {
         [self.n, self.cout, self.hout, self.wout]
+    }
+
+    /// [`Self::of`], with `out` and the epilogue's tensors checked against it.
+    fn checked(
+        x: &Tensor,
+        weight: &Tensor,
+        epilogue: &Epilogue,
+        out: &Tensor,
+        opts: &Conv2dOptions,
+    ) -> Result<Self> {
+        let conv = Self::of(x, weight, opts)?;
+        expect_shape("conv2d", "out", out, &conv.out_shape())?;
+        epilogue.check("conv2d", conv.cout, out, Some(&conv.per_channel_shape()))?;
+        Ok(conv)
     }
 
     /// `[N, Cout, 1, 1]`: a residual with one value per image and channel.
