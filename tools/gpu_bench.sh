@@ -5,11 +5,9 @@
 #
 #   OUT=DIR bash tools/gpu_bench.sh        # EASEL=path/to/easel (default .gpu/easel)
 #
-# What to bring (an ignored folder, e.g. .gpu/): `easel` (cargo build --release
-# --no-default-features, stripped: the default model is read from weights/, not embedded),
-# the Vulkan loader .debs (unpack them first: for f in .gpu/*.deb; do dpkg -x $f /; done;
-# ldconfig), and wheels of what the machine's Python lacks (pip download --no-deps
-# --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 diffusers).
+# What to bring: .gpu/ as tools/gpu_pack.sh makes it (easel without the embedded model,
+# stripped and xz-compressed; the Vulkan loader .debs, to unpack first: for f in
+# .gpu/*.deb; do dpkg -x $f /; done; ldconfig; diffusers as an importable zip).
 #
 # Writes into OUT (7 files): log.txt (every table: devices, peak, kernels, generate,
 # diffusers), kernels_{coop,gpu}.json (easel bench kernels --model at SD-1.5's shapes,
@@ -27,6 +25,11 @@ PY=${PY:-python3}
 SD=${SD:-/tmp/easel-sd15-f16}
 mkdir -p "$OUT"
 log="$OUT/log.txt"
+if [ -f "$EASEL.xz" ] && [ ! -f "$EASEL" ]; then  # Python's lzma where xz is missing
+  xz -dk "$EASEL.xz" 2> /dev/null || "$PY" -c "import lzma, shutil, sys
+shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$EASEL.xz" "$EASEL"
+  chmod +x "$EASEL"
+fi
 step() {
   local name=$1
   shift
@@ -36,7 +39,9 @@ step() {
   echo "== $name: exit $?, $((SECONDS - start)) s" >> "$log"
 }
 
-ls .gpu/*.whl > /dev/null 2>&1 && step wheels "$PY" -m pip install -q --no-deps .gpu/*.whl
+if ! "$PY" -c "import diffusers" 2> /dev/null && [ -f .gpu/diffusers.zip ]; then
+  export PYTHONPATH=$PWD/.gpu/diffusers.zip${PYTHONPATH:+:$PYTHONPATH}
+fi
 [ -d "$SD" ] || step sd15 "$PY" tools/make_random_sd15.py --out "$SD" --dtype f16
 step devices "$EASEL" devices
 step peak "$EASEL" bench peak
