@@ -282,7 +282,7 @@ impl ModelCopy {
     }
 
     /// tests/golden/latent_pipeline with the tiny pixel pipeline's text encoder
-    /// and scorer and the bundled tokenizer.
+    /// and scorer and CLIP's tokenizer.
     fn latent(tag: &str) -> Self {
         Self::assemble(
             tag,
@@ -290,7 +290,7 @@ impl ModelCopy {
                 ("tests/golden/latent_pipeline", ""),
                 ("tests/golden/pipeline/text_encoder", "text_encoder"),
                 ("tests/golden/pipeline/scorer", "scorer"),
-                ("weights/easel-emoji/tokenizer", "tokenizer"),
+                ("weights/clip-tokenizer", "tokenizer"),
             ],
         )
     }
@@ -561,7 +561,7 @@ fn every_shipped_config_passes_the_checks() {
         "pixel",
         &[
             ("tests/golden/pipeline", ""),
-            ("weights/easel-emoji/tokenizer", "tokenizer"),
+            ("weights/clip-tokenizer", "tokenizer"),
         ],
     );
     PipelineConfig::read(pixel.path()).unwrap();

@@ -23,7 +23,7 @@ fn golden() -> PathBuf {
 }
 
 fn tokenizer() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/easel-emoji/tokenizer")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clip-tokenizer")
 }
 
 /// The tiny pipeline's settings (32 norm groups and 8 heads, which SD's releases

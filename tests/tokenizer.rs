@@ -7,11 +7,11 @@ use easel::tokenizer::ClipTokenizer;
 use easel::Error;
 
 fn folder() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/easel-emoji/tokenizer")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clip-tokenizer")
 }
 
 fn tokenizer() -> ClipTokenizer {
-    ClipTokenizer::from_dir(folder()).expect("default tokenizer loads")
+    ClipTokenizer::from_dir(folder()).expect("CLIP tokenizer loads")
 }
 
 #[derive(serde::Deserialize)]
@@ -58,6 +58,61 @@ fn matches_transformers_on_golden_prompts() {
         goldens.len(),
         bad.join("\n")
     );
+}
+
+/// id -> token string of a tokenizer folder's vocab.json.
+fn tokens_of(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("vocab.json")).unwrap();
+    let vocab: std::collections::BTreeMap<String, u32> = serde_json::from_str(&text).unwrap();
+    let mut tokens = vec![String::new(); vocab.len()];
+    for (token, id) in vocab {
+        tokens[id as usize] = token;
+    }
+    tokens
+}
+
+/// The default model's vocabulary is CLIP's restricted to its training captions
+/// (tools/prune_vocab.py): caption words end as the same tokens as with the full
+/// vocabulary (other ids), specials last; a word no caption has splits into pieces
+/// of the same text instead of one untrained row.
+#[test]
+fn default_model_vocabulary_keeps_the_caption_tokens() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/easel-emoji/tokenizer");
+    let pruned = ClipTokenizer::from_dir(&dir).unwrap();
+    let n = pruned.vocab_size() as u32;
+    assert!(
+        n < 8_000,
+        "{n} ids: the default model's vocabulary is not pruned"
+    );
+    assert_eq!((pruned.bos_token_id, pruned.eos_token_id), (n - 2, n - 1));
+    assert_eq!(
+        pruned.encode_padded("red apple").input_ids[4..],
+        [n - 1; 73]
+    );
+    let (full_tokens, pruned_tokens) = (tokens_of(&folder()), tokens_of(&dir));
+    let as_text = |ids: Vec<u32>, table: &[String]| -> Vec<String> {
+        ids.iter().map(|&i| table[i as usize].clone()).collect()
+    };
+    let full = tokenizer();
+    for prompt in [
+        "red apple",
+        "an emoji of a grinning face with big eyes",
+        "thumbs up: medium-dark skin tone",
+        "a cat face on a house",
+        "smiling face with sunglasses, face, sun, cool",
+        "flag: united kingdom",
+    ] {
+        assert_eq!(
+            as_text(pruned.encode(prompt), &pruned_tokens),
+            as_text(full.encode(prompt), &full_tokens),
+            "{prompt:?}"
+        );
+    }
+    let (word, pieces) = ("photograph", pruned.encode("photograph"));
+    assert_eq!(full.encode(word).len(), 3, "one token in full CLIP");
+    assert!(pieces.len() > 3, "{pieces:?}");
+    let joined: String = as_text(pieces, &pruned_tokens)[1..].concat();
+    assert_eq!(joined.replace("<|endoftext|>", ""), format!("{word}</w>"));
 }
 
 #[test]
@@ -131,7 +186,7 @@ fn expect_model_error(dir: &Path, file: &str, message: &str) {
     }
 }
 
-/// A copy of the default tokenizer folder under the target dir's tmp, one per test case.
+/// A copy of the CLIP tokenizer folder under the target dir's tmp, one per test case.
 fn temp_copy(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tokenizer-{name}"));
     std::fs::create_dir_all(&dir).unwrap();

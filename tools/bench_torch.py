@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BOS_ID, CONTEXT, EOS_ID, REPO, WEIGHTS  # noqa: E402
+from common import CONTEXT, REPO, WEIGHTS  # noqa: E402
 
 RANDOM_UNET = REPO / "target" / "bench" / "unet-random"
 BATCHES = (1, 4, 8)
@@ -54,13 +54,15 @@ def pattern(n, phase):
     return (0.5 + 0.5 * np.sin(0.37 * i + phase)).astype(np.float32)
 
 
-def token_ids(batch):
-    """[B, 77]: BOS, 6 word tokens that differ per row, EOS, EOS padding (as the tokenizer pads)."""
+def token_ids(batch, vocab_size):
+    """[B, 77]: BOS, 6 word tokens that differ per row, EOS, EOS padding (as the tokenizer
+    pads); CLIP vocabularies (full or pruned) end with BOS, EOS."""
+    bos, eos = vocab_size - 2, vocab_size - 1
     rows = []
     for b in range(batch):
         words = [320 + 7 * b + j for j in range(6)]
-        row = [BOS_ID] + words + [EOS_ID]
-        rows.append(row + [EOS_ID] * (CONTEXT - len(row)))
+        row = [bos] + words + [eos]
+        rows.append(row + [eos] * (CONTEXT - len(row)))
     return torch.tensor(rows, dtype=torch.long)
 
 
@@ -106,7 +108,7 @@ def build(name, batch):
 
         folder = WEIGHTS / "text_encoder"
         model = CLIPTextModel.from_pretrained(folder, dtype=torch.float32)
-        ids = token_ids(batch)
+        ids = token_ids(batch, model.config.vocab_size)
 
         def run(m=model):
             out = m(input_ids=ids)

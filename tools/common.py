@@ -23,9 +23,12 @@ TRAIN_DIR = Path(os.environ.get("EASEL_TRAIN_DIR", REPO.parent / "easel-train"))
 WEIGHTS = Path(os.environ.get("EASEL_WEIGHTS", REPO / "weights" / "easel-emoji"))
 TOOLS = REPO / "tools"
 
-# CLIP BPE special tokens (same ids as Stable Diffusion 1.x's tokenizer).
+# CLIP BPE special tokens in the full vocabulary (same ids as Stable Diffusion 1.x's
+# tokenizer: weights/clip-tokenizer).  The default model's pruned vocabulary
+# (tools/prune_vocab.py) ends with the same two tokens at other ids.
 BOS_ID = 49406
 EOS_ID = 49407
+CLIP_TOKENIZER = REPO / "weights" / "clip-tokenizer"
 CONTEXT = 77  # the tokenizer pads/truncates to this; the text encoder's max positions
 
 # The scorer's image normalisation (applied to images in [0, 1]).  We keep
@@ -57,9 +60,29 @@ def load_tokenizer(path=None):
         tok = CLIPTokenizer(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"))
     except TypeError:
         tok = CLIPTokenizer(vocab_file=str(path / "vocab.json"), merges_file=str(path / "merges.txt"))
-    ids = tok("red apple")["input_ids"]
-    assert ids == [BOS_ID, 736, 3055, EOS_ID], f"tokenizer gives {ids}: wrong files or keywords"
+    tokens = tok.convert_ids_to_tokens(tok("red apple")["input_ids"])
+    want = ["<|startoftext|>", "red</w>", "apple</w>", "<|endoftext|>"]
+    assert tokens == want, f"tokenizer gives {tokens}: wrong files or keywords"
     return tok
+
+
+def byte_table():
+    """GPT-2/CLIP's reversible byte -> printable character table: (bytes, characters), both
+    in the order of the vocabulary's first 256 ids."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return bs, [chr(c) for c in cs]
+
+
+def bytes_to_unicode():
+    """The vocabulary's first 256 tokens."""
+    return byte_table()[1]
 
 
 def tokenize(tok, texts, length=CONTEXT):

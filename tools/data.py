@@ -68,11 +68,12 @@ def sha256(path):
     return h.hexdigest()
 
 
-def fetch():
+def fetch(names=tuple(PACKAGES)):
     """npm pack each pinned package (if absent), check its sha256, unpack into raw/."""
     npm_dir, raw = TRAIN_DIR / "npm", TRAIN_DIR / "raw"
     npm_dir.mkdir(parents=True, exist_ok=True)
-    for name, (version, digest) in PACKAGES.items():
+    for name in names:
+        version, digest = PACKAGES[name]
         tgz = npm_dir / f"{flat_name(name)}-{version}.tgz"  # npm pack's file name
         if not tgz.exists():
             subprocess.run(["npm", "pack", f"{name}@{version}"], cwd=npm_dir, check=True)

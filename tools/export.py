@@ -99,6 +99,9 @@ def main():
     for name in args.only or jobs:
         subprocess.run([py, str(TOOLS / jobs[name]), "--export"], check=True)
     model_index()
+    # A text tower trained from the whole CLIP tokenizer has 49,408 rows; the shipped
+    # folder keeps only those its captions reach (a no-op when already pruned).
+    subprocess.run([py, str(TOOLS / "prune_vocab.py"), "--model", str(WEIGHTS)], check=True)
     check_size(WEIGHTS)
     # The engine's parity test pins the shipped weights by sha256: refresh its goldens
     # (only for the shipped folder, not an EASEL_WEIGHTS elsewhere).

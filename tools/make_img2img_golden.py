@@ -1,6 +1,6 @@
 """Goldens for img2img and inpainting: diffusers' own pipelines on the tiny latent
 pipeline (tests/golden/latent_pipeline, with tests/golden/pipeline's text encoder and
-the default model's tokenizer, as tests/common/files.rs assembles it).
+CLIP's full tokenizer, as tests/common/files.rs assembles it).
 
 Writes tests/golden/img2img/:
     init.png, mask.png      a 16x16 start picture and a mask (white 8x8 square: repaint)
@@ -110,7 +110,7 @@ def components():
         unet=UNet2DConditionModel.from_pretrained(os.path.join(latent, "unet"), **f32),
         scheduler=DDIMScheduler.from_pretrained(os.path.join(latent, "scheduler")),
         text_encoder=CLIPTextModel.from_pretrained(os.path.join(GOLDEN, "pipeline", "text_encoder"), **f32),
-        tokenizer=CLIPTokenizer.from_pretrained(os.path.join(ROOT, "weights", "easel-emoji", "tokenizer")),
+        tokenizer=CLIPTokenizer.from_pretrained(os.path.join(ROOT, "weights", "clip-tokenizer")),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
 

@@ -1,9 +1,11 @@
-"""Write the CLIP BPE tokenizer (vocab.json + merges.txt) into weights/easel-emoji/tokenizer/.
+"""Write the CLIP BPE tokenizer (vocab.json + merges.txt) into weights/clip-tokenizer/.
 
 Derived from `bpe_simple_vocab_16e6.txt.gz` (MIT licence) shipped in the open_clip_torch
 wheel: the same vocabulary as OpenAI CLIP and Stable Diffusion 1.x.  48,894 merges; ids:
 256 byte tokens, the same 256 with `</w>`, one per merge, then `<|startoftext|>` (49406)
 and `<|endoftext|>` (49407): 49,408 ids.  Checks the ids against open_clip's tokenizer.
+The default model's tokenizer/ is this one restricted to its captions (tools/prune_vocab.py);
+the full one serves the test pipelines and random Stable Diffusion folders.
 """
 
 import gzip
@@ -12,25 +14,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WEIGHTS, BOS_ID, EOS_ID, CONTEXT, load_tokenizer, write_json  # noqa: E402
+from common import CLIP_TOKENIZER, BOS_ID, EOS_ID, CONTEXT, bytes_to_unicode, load_tokenizer, write_json  # noqa: E402
 
 CHECK = [
     "red apple", "a red apple, fruit, food", "Cat:: hat::", "cat with a hat",
     "face with tears of joy", "flag: United Kingdom", "keycap: #", "woman's hat",
     "thumbs up: medium-dark skin tone", "  Upside-Down   FACE!! ", "e-mail 123 ❤️ café",
 ]
-
-
-def bytes_to_unicode():
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
 
 
 def main():
@@ -42,7 +32,7 @@ def main():
     vocab = bytes_to_unicode()
     vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     assert len(merges) == 48894 and len(vocab) == 49408
-    out = WEIGHTS / "tokenizer"
+    out = CLIP_TOKENIZER
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "vocab.json", "w", encoding="utf-8") as f:
         json.dump({t: i for i, t in enumerate(vocab)}, f, ensure_ascii=False)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accel  # noqa: E402
 import data  # noqa: E402
-from common import (CLIP_MEAN, CLIP_STD, CONTEXT, EOS_ID, BOS_ID, TRAIN_DIR, TOOLS, WEIGHTS, Log,  # noqa: E402
+from common import (CLIP_MEAN, CLIP_STD, CONTEXT, TRAIN_DIR, TOOLS, WEIGHTS, Log,  # noqa: E402
                     cosine_decay, latest_checkpoint, load_tokenizer, save_checkpoint, set_threads,
                     to_f16_safetensors, tokenize, write_json)
 
@@ -39,12 +39,15 @@ TRAIN_TOKENS = 32  # captions are short: train on the first 32 positions (EOS al
 
 
 def clip_config():
+    """The scorer's shapes; its vocabulary is the tokenizer's (CLIP's 49,408 ids, or the
+    default model's pruned set: tools/prune_vocab.py), BOS and EOS its last two ids."""
     from transformers import CLIPConfig
 
-    text = dict(vocab_size=49408, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+    vocab = len(load_tokenizer())
+    text = dict(vocab_size=vocab, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
                 num_attention_heads=4, max_position_embeddings=CONTEXT, hidden_act="quick_gelu",
-                layer_norm_eps=1e-5, projection_dim=128, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
-                pad_token_id=EOS_ID)
+                layer_norm_eps=1e-5, projection_dim=128, bos_token_id=vocab - 2, eos_token_id=vocab - 1,
+                pad_token_id=vocab - 1)
     vision = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
                   image_size=32, patch_size=4, num_channels=3, hidden_act="quick_gelu",
                   layer_norm_eps=1e-5, projection_dim=128)

@@ -167,9 +167,9 @@ fi
 echo "local-test: slurmctld and slurmd up in $(since "$t")"
 sinfo
 
-# The tiny pipeline the tests use (tests/common/files.rs), with the default tokenizer.
+# The tiny pipeline the tests use (tests/common/files.rs), with CLIP's tokenizer.
 cp -r tests/golden/pipeline "$work/model"
-cp -r weights/easel-emoji/tokenizer "$work/model/tokenizer"
+cp -r weights/clip-tokenizer "$work/model/tokenizer"
 for i in $(seq 0 $((NJOBS - 1))); do
     echo "{\"prompt\": \"red apple\", \"seed\": $i, \"out\": \"job-$i\"}"
 done >"$work/jobs.jsonl"

@@ -58,9 +58,7 @@ const PROFILED_RUNS: usize = 2;
 /// Kernels listed per model in the breakdown.
 const TOP_KERNELS: usize = 8;
 
-/// CLIP's special tokens and context length (tools/common.py).
-const BOS_ID: u32 = 49406;
-const EOS_ID: u32 = 49407;
+/// CLIP's context length (tools/common.py).
 const CONTEXT: usize = 77;
 
 /// Settings of one `easel bench models` run.
@@ -87,14 +85,17 @@ fn signed(n: usize, phase: f64) -> Vec<f32> {
     pattern(n, phase).iter().map(|v| v * 2.0 - 1.0).collect()
 }
 
-/// `[B, 77]`: BOS, 6 word tokens that differ per row, EOS, EOS padding.
-fn token_rows(batch: usize) -> Vec<Vec<u32>> {
+/// `[B, 77]`: BOS, 6 word tokens that differ per row, EOS, EOS padding. CLIP's
+/// vocabularies (the full 49,408 ids and the default model's pruned one) end with
+/// `<|startoftext|>`, `<|endoftext|>`.
+fn token_rows(batch: usize, vocab_size: usize) -> Vec<Vec<u32>> {
+    let (bos, eos) = (vocab_size as u32 - 2, vocab_size as u32 - 1);
     (0..batch)
         .map(|b| {
-            let mut row = vec![BOS_ID];
+            let mut row = vec![bos];
             row.extend((0..6).map(|j| 320 + 7 * b as u32 + j));
-            row.push(EOS_ID);
-            row.resize(CONTEXT, EOS_ID);
+            row.push(eos);
+            row.resize(CONTEXT, eos);
             row
         })
         .collect()
@@ -193,7 +194,7 @@ impl Model {
                 }; // [B, 3, S·f, S·f]
             }
             Model::Text(text) => {
-                let rows = token_rows(batch);
+                let rows = token_rows(batch, text.config.vocab_size);
                 let ids = Tensor::from_u32(ctx, "ids", &[batch, CONTEXT], &rows.concat())?; // [B, 77]
                 let eos = Tensor::from_u32(ctx, "eos", &[batch], &text.eos_positions(&rows))?; // [B]
                 text.forward(&mut g, &ids, &eos)?;

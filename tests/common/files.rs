@@ -108,7 +108,7 @@ pub fn safetensors_bytes(entries: &[Entry]) -> Vec<u8> {
 }
 
 /// The tiny random pixel pipeline (tests/golden/pipeline, made by
-/// tools/make_golden.py) with the default model's tokenizer, assembled once per
+/// tools/make_golden.py) with CLIP's full tokenizer (weights/clip-tokenizer), assembled once per
 /// test binary in a temp folder.
 pub fn tiny_pipeline() -> &'static Path {
     static DIR: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
@@ -117,7 +117,7 @@ pub fn tiny_pipeline() -> &'static Path {
         let dir = TempDir::new("pipeline");
         copy_dir(&root.join("tests/golden/pipeline"), dir.path());
         copy_dir(
-            &root.join("weights/easel-emoji/tokenizer"),
+            &root.join("weights/clip-tokenizer"),
             &dir.path().join("tokenizer"),
         );
         dir
@@ -127,7 +127,7 @@ pub fn tiny_pipeline() -> &'static Path {
 
 /// A tiny latent pipeline (tests/golden/latent_pipeline: UNet over 8x8 latents,
 /// VAE to 16x16) with the pixel pipeline's text encoder and scorer and the
-/// default model's tokenizer.
+/// full CLIP tokenizer.
 #[allow(dead_code)]
 pub fn tiny_latent_pipeline() -> &'static Path {
     static DIR: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
@@ -142,7 +142,7 @@ pub fn tiny_latent_pipeline() -> &'static Path {
             );
         }
         copy_dir(
-            &root.join("weights/easel-emoji/tokenizer"),
+            &root.join("weights/clip-tokenizer"),
             &dir.path().join("tokenizer"),
         );
         dir
