@@ -40,6 +40,13 @@ pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
     .union(wgpu::Features::SUBGROUP);
 
+/// Row-wise ops whose intermediate would be larger run in row chunks (see
+/// [`Context::activation_chunk_bytes`]). 128 MiB is the smallest storage binding
+/// limit adapters have (lavapipe's, WebGPU's default), so a plan that binds there
+/// binds everywhere, and a chunk this large is thousands of GEMM rows: chunking
+/// costs launches only where the image is large (SD-1.5 above 512x512).
+pub const ACTIVATION_CHUNK_BYTES: u64 = 128 << 20;
+
 /// The message printed when no adapter can be used (exit code 3).
 pub const NO_ADAPTER_HELP: &str = "no usable GPU adapter found; install a Vulkan driver \
 (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`, which includes the lavapipe software \
@@ -61,6 +68,8 @@ pub struct Context {
     uncaptured: Arc<Mutex<Vec<String>>>,
     /// A binding limit below the adapter's, for tests of split bindings.
     binding_limit: Option<u64>,
+    /// A chunk size below [`ACTIVATION_CHUNK_BYTES`], for tests of chunked ops.
+    chunk_limit: Option<u64>,
     /// Graphs reuse activation buffers by liveness (`models::arena`); off only
     /// to compare against the unplanned pass.
     plan_activations: bool,
@@ -267,6 +276,7 @@ impl Context {
             memory: Arc::default(),
             uncaptured,
             binding_limit: None,
+            chunk_limit: None,
             plan_activations: true,
             coop,
             coop_policy,
@@ -364,6 +374,21 @@ impl Context {
     #[doc(hidden)]
     pub fn limit_bindings_for_tests(&mut self, bytes: u64) {
         self.binding_limit = Some(bytes);
+    }
+
+    /// The most bytes one intermediate of a row-wise op may take before the op
+    /// runs in row chunks (the transformer feed-forward's `[rows, 8·dim]`):
+    /// [`ACTIVATION_CHUNK_BYTES`], or the binding limit where that is lower.
+    pub fn activation_chunk_bytes(&self) -> u64 {
+        let chunk = self.chunk_limit.unwrap_or(ACTIVATION_CHUNK_BYTES);
+        chunk.min(self.max_binding_size())
+    }
+
+    /// Chunk row-wise ops at `bytes`, so that tests can chunk tiny models the way
+    /// large images are chunked.
+    #[doc(hidden)]
+    pub fn chunk_activations_for_tests(&mut self, bytes: u64) {
+        self.chunk_limit = Some(bytes);
     }
 
     /// Whether graphs reuse activation buffers by liveness (`models::arena`).

@@ -233,9 +233,8 @@ impl Tensor {
         }
         let rows = self.shape.first().copied().unwrap_or(1).max(1);
         let row_bytes = (self.numel() / rows * self.dtype.size()) as u64;
-        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment).max(4);
         // Rows per block: a multiple of the rows between aligned offsets.
-        let step = align / gcd(row_bytes.max(1), align);
+        let step = row_step(ctx, row_bytes);
         let per_block = (limit / row_bytes.max(1)) / step * step;
         if per_block == 0 {
             return Err(Error::DeviceLimit(format!(
@@ -324,6 +323,13 @@ impl Tensor {
 
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
+}
+
+/// The fewest rows of `row_bytes` each between offsets `ctx` can bind a view at
+/// ([`Tensor::rows`]): row blocks and chunks are multiples of it.
+pub fn row_step(ctx: &Context, row_bytes: u64) -> u64 {
+    let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment).max(4);
+    align / gcd(row_bytes.max(1), align)
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

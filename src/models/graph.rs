@@ -88,11 +88,24 @@ impl Graph<'_> {
         layer: &Linear,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let din = x.dim(-1);
-        let rows = x.numel() / din.max(1);
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("linear input has a last dim") = layer.out_features();
         let out = self.tensor(&shape)?;
+        self.linear_into(x, layer, residual, &out)?;
+        Ok(out)
+    }
+
+    /// `out = layer(x) (+ residual)`, written into `out` (a row view of a larger
+    /// output, for ops that run in row chunks).
+    pub fn linear_into(
+        &mut self,
+        x: &Tensor,
+        layer: &Linear,
+        residual: Option<&Tensor>,
+        out: &Tensor,
+    ) -> Result<()> {
+        let din = x.dim(-1);
+        let rows = x.numel() / din.max(1);
         let flat = [rows, layer.out_features()];
         let residual = residual.map(|r| r.reshape(&flat)).transpose()?;
         let epilogue = matmul::Epilogue {
@@ -107,7 +120,7 @@ impl Graph<'_> {
             &out.reshape(&flat)?,
         )?;
         self.extend(ds);
-        Ok(out)
+        Ok(())
     }
 
     /// `act(x)`, elementwise.
