@@ -239,6 +239,10 @@ struct Row {
     /// GPU bytes of the model's weights, and the most held during one forward.
     weights_bytes: u64,
     peak_bytes: u64,
+    /// The forward's activation buffers, and the most activation bytes alive at
+    /// once (what a perfect placement would hold).
+    activation_bytes: u64,
+    live_activation_bytes: u64,
 }
 
 impl Row {
@@ -263,6 +267,8 @@ impl Row {
             "dispatches": self.dispatches,
             "weights_bytes": self.weights_bytes,
             "peak_bytes": self.peak_bytes,
+            "activation_bytes": self.activation_bytes,
+            "live_activation_bytes": self.live_activation_bytes,
             "kernels": self.kernels.iter().map(|(label, k)| json!({
                 "label": label, "dispatches": k.dispatches, "ms": k.ms, "flops": k.flops, "bytes": k.bytes,
             })).collect::<Vec<_>>(),
@@ -330,6 +336,8 @@ fn measure(
         kernels,
         weights_bytes,
         peak_bytes,
+        activation_bytes: g.activation_bytes(),
+        live_activation_bytes: g.live_activation_bytes(),
     })
 }
 
@@ -368,7 +376,8 @@ fn print_kernels(r: &Row) {
 /// Time every model of `opts.model` at every batch; returns the `models` section.
 pub fn run(ctx: &Context, profiler: &Profiler, opts: &ModelOptions) -> Result<Value> {
     println!(
-        "wall clock around submit + wait; gpu ms: {}; MB: GPU memory, the peak of one forward",
+        "wall clock around submit + wait; gpu ms: {}; MB: GPU memory, the peak of one forward; \
+         acts: its activation buffers, live: the most activation bytes alive at once",
         profiler.clock().label()
     );
     let table = Table::new(
@@ -385,6 +394,8 @@ pub fn run(ctx: &Context, profiler: &Profiler, opts: &ModelOptions) -> Result<Va
             ("GFLOP/s", 8),
             ("weights MB", 10),
             ("peak MB", 9),
+            ("acts MB", 8),
+            ("live MB", 8),
         ],
         1,
     );
@@ -469,5 +480,7 @@ fn print_row(table: &Table, row: &Row) {
         format!("{:.2}", row.gflops()),
         format!("{:.1}", mb(row.weights_bytes)),
         format!("{:.1}", mb(row.peak_bytes)),
+        format!("{:.1}", mb(row.activation_bytes)),
+        format!("{:.1}", mb(row.live_activation_bytes)),
     ]);
 }

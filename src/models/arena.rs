@@ -31,6 +31,8 @@ use crate::gpu::{Buffer, Context, DType, Dispatch, Tensor};
 struct Slot {
     buffer: Arc<Buffer>,
     bindings: usize,
+    /// Bytes of the tensor it holds now.
+    held: u64,
 }
 
 impl Slot {
@@ -48,6 +50,9 @@ pub struct Arena {
     slots: Vec<Slot>,
     /// A buffer's slot, by its address.
     by_buffer: HashMap<usize, usize>,
+    /// The most tensor bytes alive at once so far: what a perfect placement
+    /// would need, against [`Arena::bytes`], what best fit holds.
+    live_peak: u64,
 }
 
 impl Arena {
@@ -56,6 +61,7 @@ impl Arena {
             reuse: ctx.plan_activations(),
             slots: Vec::new(),
             by_buffer: HashMap::new(),
+            live_peak: 0,
         }
     }
 
@@ -65,15 +71,19 @@ impl Arena {
     pub fn tensor(&mut self, ctx: &Context, label: &str, shape: &[usize]) -> Result<Tensor> {
         let bytes = (numel(shape) * DType::F32.size()) as u64;
         ctx.check_binding_size(label, bytes)?;
-        let reused = self
-            .reuse
-            .then(|| self.best_fit(bytes))
-            .flatten()
-            .map(|i| self.slots[i].buffer.clone());
-        let buffer = match reused {
-            Some(buffer) => buffer,
+        let live: u64 = self
+            .slots
+            .iter()
+            .filter(|s| !s.is_dead())
+            .map(|s| s.held)
+            .sum();
+        self.live_peak = self.live_peak.max(live + bytes);
+        let slot = match self.reuse.then(|| self.best_fit(bytes)).flatten() {
+            Some(i) => i,
             None => self.add(ctx.create_buffer(label, bytes.max(4), STORAGE)),
         };
+        self.slots[slot].held = bytes;
+        let buffer = self.slots[slot].buffer.clone();
         let window = (buffer.size() != bytes).then_some((0, bytes));
         Ok(Tensor {
             buffer,
@@ -97,6 +107,11 @@ impl Arena {
         self.slots.iter().map(|s| s.buffer.size()).sum()
     }
 
+    /// The most activation bytes alive at once (see `live_peak`).
+    pub fn live_peak_bytes(&self) -> u64 {
+        self.live_peak
+    }
+
     fn best_fit(&self, bytes: u64) -> Option<usize> {
         (self.slots.iter().enumerate())
             .filter(|(_, s)| s.buffer.size() >= bytes && s.is_dead())
@@ -104,14 +119,16 @@ impl Arena {
             .map(|(i, _)| i)
     }
 
-    fn add(&mut self, buffer: Buffer) -> Arc<Buffer> {
+    /// A new slot for `buffer`: its index.
+    fn add(&mut self, buffer: Buffer) -> usize {
         let buffer = Arc::new(buffer);
         self.by_buffer.insert(address(&buffer), self.slots.len());
         self.slots.push(Slot {
-            buffer: buffer.clone(),
+            buffer,
             bindings: 0,
+            held: 0,
         });
-        buffer
+        self.slots.len() - 1
     }
 }
 

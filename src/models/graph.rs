@@ -61,6 +61,12 @@ impl<'a> Graph<'a> {
         self.arena.bytes()
     }
 
+    /// The most activation bytes alive at once: the least any placement of this
+    /// graph's activations could hold.
+    pub fn live_activation_bytes(&self) -> u64 {
+        self.arena.live_peak_bytes()
+    }
+
     /// Run the recorded pass once and wait (tests, one-off work).
     pub fn run(&self) -> Result<()> {
         crate::gpu::dispatch::run(self.ctx, &self.dispatches)
