@@ -290,7 +290,7 @@ impl ModelCopy {
                 ("tests/golden/latent_pipeline", ""),
                 ("tests/golden/pipeline/text_encoder", "text_encoder"),
                 ("tests/golden/pipeline/scorer", "scorer"),
-                ("weights/clip-tokenizer", "tokenizer"),
+                ("weights/easel-emoji/clip_tokenizer", "tokenizer"),
             ],
         )
     }
@@ -561,7 +561,7 @@ fn every_shipped_config_passes_the_checks() {
         "pixel",
         &[
             ("tests/golden/pipeline", ""),
-            ("weights/clip-tokenizer", "tokenizer"),
+            ("weights/easel-emoji/clip_tokenizer", "tokenizer"),
         ],
     );
     PipelineConfig::read(pixel.path()).unwrap();

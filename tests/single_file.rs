@@ -23,7 +23,7 @@ fn golden() -> PathBuf {
 }
 
 fn tokenizer() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clip-tokenizer")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/easel-emoji/clip_tokenizer")
 }
 
 /// The tiny pipeline's settings (32 norm groups and 8 heads, which SD's releases
@@ -435,4 +435,25 @@ fn inspect_says_what_a_single_file_is() {
         "{}",
         stderr(&output)
     );
+}
+
+/// Without `--tokenizer` (or a `--config` folder's), a single file gets the
+/// bundled CLIP tokenizer: the whole 49,408-id vocabulary its token table is
+/// indexed by, not the default model's own (restricted to its captions).
+#[test]
+fn a_single_file_gets_clips_whole_tokenizer() {
+    // The tiny pipeline's configs (a file this small cannot be inferred), no tokenizer/.
+    let dir = TempDir::new("no-tokenizer");
+    common::files::copy_dir(common::files::tiny_latent_pipeline(), dir.path());
+    std::fs::remove_dir_all(dir.path().join("tokenizer")).unwrap();
+    let options = ModelOptions {
+        tokenizer: None,
+        prediction: None,
+        config: Some(dir.path().to_path_buf()),
+    };
+    let (file, _) = easel::models::single_file::read(&golden(), &options).unwrap();
+    assert!(file.bundled_tokenizer);
+    let tok = easel::tokenizer::ClipTokenizer::from_dir(&file.tokenizer).unwrap();
+    assert_eq!(tok.vocab_size(), 49_408, "{}", file.tokenizer.display());
+    assert_eq!(tok.encode("red apple"), [49_406, 736, 3055, 49_407]);
 }

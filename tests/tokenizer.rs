@@ -7,7 +7,7 @@ use easel::tokenizer::ClipTokenizer;
 use easel::Error;
 
 fn folder() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clip-tokenizer")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/easel-emoji/clip_tokenizer")
 }
 
 fn tokenizer() -> ClipTokenizer {

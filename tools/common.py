@@ -24,11 +24,11 @@ WEIGHTS = Path(os.environ.get("EASEL_WEIGHTS", REPO / "weights" / "easel-emoji")
 TOOLS = REPO / "tools"
 
 # CLIP BPE special tokens in the full vocabulary (same ids as Stable Diffusion 1.x's
-# tokenizer: weights/clip-tokenizer).  The default model's pruned vocabulary
+# tokenizer: weights/easel-emoji/clip_tokenizer).  The default model's pruned vocabulary
 # (tools/prune_vocab.py) ends with the same two tokens at other ids.
 BOS_ID = 49406
 EOS_ID = 49407
-CLIP_TOKENIZER = REPO / "weights" / "clip-tokenizer"
+CLIP_TOKENIZER = REPO / "weights" / "easel-emoji" / "clip_tokenizer"
 CONTEXT = 77  # the tokenizer pads/truncates to this; the text encoder's max positions
 
 # The scorer's image normalisation (applied to images in [0, 1]).  We keep

@@ -110,7 +110,7 @@ def components():
         unet=UNet2DConditionModel.from_pretrained(os.path.join(latent, "unet"), **f32),
         scheduler=DDIMScheduler.from_pretrained(os.path.join(latent, "scheduler")),
         text_encoder=CLIPTextModel.from_pretrained(os.path.join(GOLDEN, "pipeline", "text_encoder"), **f32),
-        tokenizer=CLIPTokenizer.from_pretrained(os.path.join(ROOT, "weights", "clip-tokenizer")),
+        tokenizer=CLIPTokenizer.from_pretrained(os.path.join(ROOT, "weights", "easel-emoji", "clip_tokenizer")),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
 

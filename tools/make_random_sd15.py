@@ -17,7 +17,7 @@ safetensors in `--dtype` (f16: the f32 values rounded, as the `fp16` variant of 
 checkpoint is).
 
 The tokenizer: the real CLIP BPE files (vocab.json, merges.txt) cannot be downloaded
-here, so the folder reuses weights/clip-tokenizer, whose ids fit the same
+here, so the folder reuses weights/easel-emoji/clip_tokenizer, whose ids fit the same
 49,408-row table (BOS 49406, EOS 49407). Prompts tokenize differently from real SD-1.5;
 with random weights that changes nothing measured. model_index.json and README.md in the
 folder say so.
@@ -99,7 +99,7 @@ SCHEDULER = dict(
 )
 
 TOKENIZER_NOTE = (
-    "tokenizer/ is weights/clip-tokenizer's CLIP BPE (the same 49,408-id table, BOS 49406, EOS 49407), "
+    "tokenizer/ is weights/easel-emoji/clip_tokenizer's CLIP BPE (the same 49,408-id table, BOS 49406, EOS 49407), "
     "not SD-1.5's: the real files cannot be downloaded where this folder was made"
 )
 
@@ -182,7 +182,7 @@ def main():
         print(f"{name}: {counts[name]:,} parameters, {time.time() - start:.0f} s", flush=True)
         del model
     PNDMScheduler(**SCHEDULER).save_pretrained(tmp / "scheduler")
-    shutil.copytree(REPO / "weights" / "clip-tokenizer", tmp / "tokenizer")
+    shutil.copytree(REPO / "weights" / "easel-emoji" / "clip_tokenizer", tmp / "tokenizer")
     model_index(tmp)
     (tmp / "README.md").write_text(
         README.format(

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from make_golden import perturb  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-CLIP_TOKENIZER = os.path.join(ROOT, "weights", "clip-tokenizer")
+CLIP_TOKENIZER = os.path.join(ROOT, "weights", "easel-emoji", "clip_tokenizer")
 PROMPTS = ["red apple", "a cat in a hat", "tiny"]
 MERGES = 200
 

@@ -1,7 +1,7 @@
 """Write tests/golden/tokens.json: transformers' CLIPTokenizer ids for awkward prompts.
 
 Run with tools/.venv/bin/python.  The tokenizer is loaded with
-`CLIPTokenizer.from_pretrained(weights/clip-tokenizer)` (transformers 5 ignores
+`CLIPTokenizer.from_pretrained(weights/easel-emoji/clip_tokenizer)` (transformers 5 ignores
 `vocab_file=`, which gives garbage ids).  For each prompt the file holds `ids`
 (`tok(p)["input_ids"]`: neither truncated nor padded) and `padded`
 (`tok(p, padding="max_length", max_length=77, truncation=True)`, as diffusers calls it).
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDER = ROOT / "weights" / "clip-tokenizer"
+FOLDER = ROOT / "weights" / "easel-emoji" / "clip_tokenizer"
 OUT = ROOT / "tests" / "golden" / "tokens.json"
 
 LONG = "a very detailed painting of a red apple on a wooden table, " * 8

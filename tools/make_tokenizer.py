@@ -1,4 +1,4 @@
-"""Write the CLIP BPE tokenizer (vocab.json + merges.txt) into weights/clip-tokenizer/.
+"""Write the CLIP BPE tokenizer (vocab.json + merges.txt) into weights/easel-emoji/clip_tokenizer/.
 
 Derived from `bpe_simple_vocab_16e6.txt.gz` (MIT licence) shipped in the open_clip_torch
 wheel: the same vocabulary as OpenAI CLIP and Stable Diffusion 1.x.  48,894 merges; ids:

@@ -169,7 +169,7 @@ sinfo
 
 # The tiny pipeline the tests use (tests/common/files.rs), with CLIP's tokenizer.
 cp -r tests/golden/pipeline "$work/model"
-cp -r weights/clip-tokenizer "$work/model/tokenizer"
+cp -r weights/easel-emoji/clip_tokenizer "$work/model/tokenizer"
 for i in $(seq 0 $((NJOBS - 1))); do
     echo "{\"prompt\": \"red apple\", \"seed\": $i, \"out\": \"job-$i\"}"
 done >"$work/jobs.jsonl"

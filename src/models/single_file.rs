@@ -72,6 +72,10 @@ impl Version {
     }
 }
 
+/// The bundled CLIP tokenizer (49,408 ids, as every SD 1.x/2.x release has): a
+/// folder of the default model.
+pub const CLIP_TOKENIZER: &str = "clip_tokenizer";
+
 /// What a single file cannot say (`--tokenizer`, `--prediction`, `--config`).
 #[derive(Clone, Debug, Default)]
 pub struct ModelOptions {
@@ -168,7 +172,9 @@ pub fn read(path: &Path, options: &ModelOptions) -> Result<(SingleFile, Configs)
     let bundled_tokenizer = given.is_none();
     let tokenizer = match given {
         Some(dir) => dir,
-        None => crate::model_dir::default_model()?.join("tokenizer"),
+        // CLIP's whole vocabulary: the default model's own tokenizer/ keeps only
+        // the rows its captions reach (tools/prune_vocab.py).
+        None => crate::model_dir::default_model()?.join(CLIP_TOKENIZER),
     };
     let file = SingleFile {
         path: path.to_path_buf(),

@@ -108,7 +108,7 @@ pub fn safetensors_bytes(entries: &[Entry]) -> Vec<u8> {
 }
 
 /// The tiny random pixel pipeline (tests/golden/pipeline, made by
-/// tools/make_golden.py) with CLIP's full tokenizer (weights/clip-tokenizer), assembled once per
+/// tools/make_golden.py) with CLIP's full tokenizer (weights/easel-emoji/clip_tokenizer), assembled once per
 /// test binary in a temp folder.
 pub fn tiny_pipeline() -> &'static Path {
     static DIR: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
@@ -117,7 +117,7 @@ pub fn tiny_pipeline() -> &'static Path {
         let dir = TempDir::new("pipeline");
         copy_dir(&root.join("tests/golden/pipeline"), dir.path());
         copy_dir(
-            &root.join("weights/clip-tokenizer"),
+            &root.join("weights/easel-emoji/clip_tokenizer"),
             &dir.path().join("tokenizer"),
         );
         dir
@@ -142,7 +142,7 @@ pub fn tiny_latent_pipeline() -> &'static Path {
             );
         }
         copy_dir(
-            &root.join("weights/clip-tokenizer"),
+            &root.join("weights/easel-emoji/clip_tokenizer"),
             &dir.path().join("tokenizer"),
         );
         dir
