@@ -16,10 +16,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::memory::{self, Limit};
-use crate::gpu::Context;
+use crate::gpu::{AdapterClass, Context};
 use crate::models::pipeline::PipelineConfig;
 use crate::models::vae::AutoencoderKLConfig;
 use crate::models::vae_tiles::{Tiling, VaeTiles, MIN_TILE};
+use crate::ops::attention;
 
 /// Bytes the VAE decoder's activations may take before `--vae-tiles auto`
 /// decodes in tiles (10^6-byte MB: 512 MB). Stable Diffusion's decode at
@@ -35,6 +36,9 @@ pub struct Limits {
     pub adapter: String,
     pub binding: u64,
     pub budget: u64,
+    /// A CPU driver, whose invocations may loop only so far
+    /// ([`attention::cpu_key_limit`]).
+    pub cpu_driver: bool,
 }
 
 impl Limits {
@@ -43,6 +47,7 @@ impl Limits {
             adapter: ctx.info.name.clone(),
             binding: ctx.max_binding_size(),
             budget: DECODE_BUDGET,
+            cpu_driver: ctx.class == AdapterClass::Cpu,
         }
     }
 }
@@ -86,12 +91,20 @@ impl MemoryPlan {
             largest_decode_activation(vae, images, [th, tw])
         };
         let fits = |a: &Activation| a.bytes <= limits.binding;
+        // The mid block attends over every latent of a tile, in one head as wide
+        // as the deepest block.
+        let head = vae.block_out_channels.last().copied().unwrap_or(0);
+        let max_keys = attention::cpu_key_limit(head).filter(|_| limits.cpu_driver);
+        let keys_fit = |t: Option<Tiling>| {
+            let (th, tw) = t.map_or((h, w), |t| (t.tile.min(h), t.tile.min(w)));
+            max_keys.is_none_or(|max| th * tw <= max)
+        };
         let vae_tiling = match tiles {
             VaeTiles::Off => None,
             VaeTiles::Pixels(p) => Some(Tiling::new(p / vae.upscale_factor())),
             VaeTiles::Auto => auto_tiling(h.max(w), |t| {
                 let a = largest(t);
-                fits(&a) && LIVE_AT_PEAK * a.bytes <= limits.budget
+                fits(&a) && LIVE_AT_PEAK * a.bytes <= limits.budget && keys_fit(t)
             }),
         };
         let decode = largest(vae_tiling);

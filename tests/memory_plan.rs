@@ -181,6 +181,7 @@ fn lavapipe() -> Limits {
         adapter: "llvmpipe".into(),
         binding: 134_217_728,
         budget: DECODE_BUDGET,
+        cpu_driver: true,
     }
 }
 

@@ -9,9 +9,9 @@
 //! op replaces `view/transpose -> F.scaled_dot_product_attention -> transpose/reshape`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Context, Dispatch, Launch, Shader, Tensor};
+use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch, Shader, Tensor};
 use crate::ops::matmul::{coop_ready, coop_shader, subgroups_of_8, MatmulVariant};
-use crate::ops::{expect_shape, groups, ATTENTION, ATTENTION_SUBGROUP};
+use crate::ops::{expect_shape, groups, ATTENTION, ATTENTION_SUBGROUP, CPU_LOOP_LIMIT};
 use crate::ops::{ATTENTION_COOP16, ATTENTION_COOP8};
 
 /// Which kernel runs: `Gpu` stages keys and values in workgroup memory, `Cpu`
@@ -76,6 +76,16 @@ pub fn scaled_dot_product_attention_with(
     variant: AttentionVariant,
 ) -> Result<Dispatch> {
     let Dims { b, lq, lk, h, dh } = Dims::of(q, k, v, out, cfg.heads)?;
+    if let Some(max) = cpu_key_limit(dh).filter(|_| ctx.class == AdapterClass::Cpu) {
+        if lk > max {
+            return Err(Error::DeviceLimit(format!(
+                "attention: {lk} keys of a {dh}-wide head pass what one invocation may loop over \
+                 on {} (at most {max} keys); a VAE decodes in tiles that keep within it \
+                 (--vae-tiles auto)",
+                ctx.info.name
+            )));
+        }
+    }
     let entry = Entry::pick(ctx, variant, dh);
     let slices = dh / entry.dv;
     let params = Params {
@@ -232,11 +242,7 @@ impl Entry {
     /// `attention_wide`: slices of the widest multiple of 4 that divides `dh`
     /// and fits the registers (128 columns of the VAE's 512: 4 slices).
     fn wide(variant: AttentionVariant, dh: usize) -> Self {
-        let dv = (4..=MAX_HEAD_DIM)
-            .rev()
-            .step_by(4)
-            .find(|dv| dh.is_multiple_of(*dv))
-            .unwrap_or(4);
+        let dv = wide_slice(dh);
         let wg = match variant {
             AttentionVariant::Gpu | AttentionVariant::Coop => 64,
             _ => CPU_ROWS,
@@ -251,6 +257,25 @@ impl Entry {
             coop: None,
         }
     }
+}
+
+/// `attention_wide`'s columns per invocation for a head of `dh`: the widest
+/// multiple of 4 that divides it and fits the registers.
+fn wide_slice(dh: usize) -> usize {
+    (4..=MAX_HEAD_DIM)
+        .rev()
+        .step_by(4)
+        .find(|dv| dh.is_multiple_of(*dv))
+        .unwrap_or(4)
+}
+
+/// The most keys a head of `dh` may attend to on a CPU driver, or `None` where
+/// there is no such bound. `attention_wide` loops over every key for every column
+/// of its slice, about `dh/4 + dv/4 + 3` counted iterations per 4 keys, within
+/// [`CPU_LOOP_LIMIT`] (1,472 keys for the VAE's 512: 38x38 latents). The fused
+/// kernel's per-key loops are unrolled: 13,000 keys of 40 are tested correct.
+pub fn cpu_key_limit(dh: usize) -> Option<usize> {
+    (dh > MAX_HEAD_DIM).then(|| 4 * CPU_LOOP_LIMIT / (dh / 4 + wide_slice(dh) / 4 + 3))
 }
 
 /// Query rows per workgroup on a CPU driver: one SIMD row of lavapipe. Measured

@@ -12,6 +12,15 @@
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Shader, Tensor};
 
+/// Loop iterations one invocation may run on llvmpipe (lavapipe), counted over
+/// all its loops together: past it, every loop of the invocation exits early and
+/// what is left unwritten stays as it was (Mesa's gallivm loop limiter,
+/// `LP_MAX_TGSI_LOOP_ITERATIONS`; measured on Mesa 22.3.6: a serial group_norm of
+/// 32,400 values per group stopped writing after 733 of its third pass,
+/// 2 x 32,400 + 733 = 65,533). Kernels that give one invocation a whole row on
+/// CPU drivers check their count against it (with a margin for short loops).
+pub const CPU_LOOP_LIMIT: usize = 60_000;
+
 pub mod attention;
 pub mod blend;
 pub mod conv2d;

@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Tensor;
 use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch};
-use crate::ops::{expect_shape, grid_1d, groups, NORM};
+use crate::ops::{expect_shape, grid_1d, groups, CPU_LOOP_LIMIT, NORM};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -75,9 +75,15 @@ impl<'a> Segments<'a> {
         }
         // The two layouts of wgsl/norm.wgsl. On a GPU, short rows get narrower
         // workgroups so fewer lanes idle.
-        let (serial, wg) = match class {
-            AdapterClass::Cpu => (true, SERIAL_LANES),
-            AdapterClass::Gpu => (false, if self.len >= 2048 { 256 } else { 64 }),
+        // A serial invocation loops over its segment three times (statistics
+        // twice, then the output), which CPU drivers cap (CPU_LOOP_LIMIT): longer
+        // segments (the VAE decoder's 16 x 64 x 64, SD's UNet at 512x512) take
+        // the workgroup layout there too.
+        let serial = class == AdapterClass::Cpu && 3 * self.len < CPU_LOOP_LIMIT;
+        let wg = match (serial, self.len >= 2048) {
+            (true, _) => SERIAL_LANES,
+            (false, true) => 256,
+            (false, false) => 64,
         };
         let workgroups = if serial {
             groups(self.segments, wg)

@@ -79,6 +79,37 @@ fn wide_head_attention_matches_reference() {
     check(&mut rng, shape(1, 30, 30, 1, 256), false, None, 8.0); // scores up to ~±30
 }
 
+/// Many keys against a CPU driver's cap on one invocation's loop iterations
+/// (`ops::CPU_LOOP_LIMIT`): the fused kernel's per-key loops unroll, so 13,000
+/// keys of 40 (SD-1.5's UNet self-attention at ~900x900) are right; the wide
+/// head (the VAE's 512) is right up to its bound and refused past it there
+/// (before, lavapipe silently stopped looping: 2,100 keys came out wrong).
+#[test]
+fn attention_over_more_keys_than_a_cpu_invocation_may_loop() {
+    let mut rng = Rng::new(25);
+    check(&mut rng, shape(1, 9, 13_000, 1, 40), false, None, 1.0);
+    let max = attention::cpu_key_limit(512).unwrap();
+    assert_eq!(attention::cpu_key_limit(160), None);
+    check(&mut rng, shape(1, 9, max, 1, 512), false, None, 1.0);
+    let (q, kv) = (zeros(&[1, 9, 512]), zeros(&[1, max + 4, 512]));
+    let cfg = attention::Sdpa {
+        heads: 1,
+        scale: None,
+        is_causal: false,
+    };
+    let got = attention::scaled_dot_product_attention(ctx(), &q, &kv, &kv, &q, cfg);
+    match ctx().class {
+        easel::gpu::AdapterClass::Cpu => match got {
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2);
+                assert!(e.to_string().contains("--vae-tiles"), "{e}");
+            }
+            Ok(_) => panic!("{} keys of 512 accepted on a CPU driver", max + 4),
+        },
+        easel::gpu::AdapterClass::Gpu => assert!(got.is_ok()),
+    }
+}
+
 #[test]
 fn causal_self_attention_matches_reference() {
     let mut rng = Rng::new(21);

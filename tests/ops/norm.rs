@@ -76,6 +76,19 @@ fn group_norm_large_offset_tiny_unet_shape() {
     check_group_norm(&mut rng, &[2, 64, 16, 16], 1, false, -100.0);
 }
 
+/// Groups longer than a CPU driver lets one invocation loop over (three passes
+/// of 32,400 and 65,536 values: the VAE decoder's 512 channels at 45x45 and 64x64
+/// latents) take the workgroup layout there: every value written, as on a GPU.
+/// Before, lavapipe's loop limiter left all but the first 733 values of each
+/// group's 32,400 unwritten, silently.
+#[test]
+fn group_norm_longer_than_a_cpu_invocation_may_loop() {
+    let mut rng = Rng::new(12);
+    for shape in [[1, 512, 45, 45], [1, 512, 64, 64]] {
+        check_group_norm(&mut rng, &shape, 32, true, 0.0);
+    }
+}
+
 #[test]
 fn layer_norm_matches_reference() {
     let mut rng = Rng::new(12);
