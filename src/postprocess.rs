@@ -4,6 +4,7 @@
 
 use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
+use crate::models::arena::SharedArena;
 use crate::models::pipeline::Pipeline;
 use crate::models::vae_tiles::Tiling;
 use crate::models::Graph;
@@ -24,7 +25,7 @@ pub struct Post {
 /// last round's winner is) into an image of `[h, w]` pixels before upscaling
 /// by `upscale` (checked against the model by `Request::check`). `check`: the
 /// NaN/Inf guard's code and status word for the final image; `tiles`: the
-/// VAE's tiles (the request's memory plan).
+/// VAE's tiles (the request's memory plan); `arena`: the run's, shared by its graphs.
 pub fn plan(
     ctx: &Context,
     pipeline: &Pipeline,
@@ -32,9 +33,9 @@ pub fn plan(
     upscale: usize,
     [h, w]: [usize; 2],
     (code, status): (u32, &Tensor),
-    tiles: Option<Tiling>,
+    (tiles, arena): (Option<Tiling>, &SharedArena),
 ) -> Result<Post> {
-    let mut g = Graph::new(ctx, "post");
+    let mut g = Graph::in_arena(ctx, "post", arena);
     let mut shape = x0.shape.clone();
     shape[0] = 1;
     let winner = g.tensor(&shape)?;

@@ -318,3 +318,58 @@ fn chunked_feed_forward_gives_the_same_bits() {
     let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
     assert!(same, "chunked feed-forward changed the UNet's output");
 }
+
+/// Graphs that share an arena (a run's passes, which never run at once): one
+/// graph's dead activation is taken by the next graph, while a value one graph
+/// writes and another reads (the conditioning every UNet pass reads) is never
+/// reused, even after every handle to it is gone. Both graphs run and give
+/// the values written.
+#[test]
+fn graphs_sharing_an_arena_reuse_only_their_own_dead_activations() {
+    let ctx = common::new_context();
+    let arena = easel::models::arena::Arena::shared(&ctx);
+    let x = Tensor::from_f32(&ctx, "x", &[4, 64], &[1.0; 256]).unwrap();
+    let mut a = Graph::in_arena(&ctx, "a", &arena);
+    let inner = a.scale(&x, 2.0, 0.0).unwrap(); // 2: a's own, dead below
+    let passed = a.scale(&inner, 1.5, 0.0).unwrap(); // 3: read by b
+                                                     // Addresses, not handles: a handle would keep the buffer alive.
+    let inner_buffer = std::sync::Arc::as_ptr(&inner.buffer);
+    drop(inner);
+    let mut b = Graph::in_arena(&ctx, "b", &arena);
+    let sum = b.add(&passed, &passed).unwrap(); // 6
+    let passed_buffer = std::sync::Arc::as_ptr(&passed.buffer);
+    drop(passed);
+    let out = b.scale(&sum, 1.0, 1.0).unwrap(); // 7
+    let spare = b.tensor(&[4, 64]).unwrap();
+    assert_eq!(
+        std::sync::Arc::as_ptr(&sum.buffer),
+        inner_buffer,
+        "b's first activation should take a's dead one"
+    );
+    for t in [&out, &spare] {
+        let reused = std::sync::Arc::as_ptr(&t.buffer) == passed_buffer;
+        assert!(!reused, "a value passed from a to b was reused");
+    }
+    a.run().unwrap();
+    b.run().unwrap();
+    assert!(out.to_vec(&ctx).unwrap().iter().all(|&v| v == 7.0));
+}
+
+/// A value passed between two graphs that took a buffer a third graph used is
+/// what sharing cannot make safe (the third may run while the value waits):
+/// the plan is refused before anything runs.
+#[test]
+fn a_value_passed_in_another_graphs_buffer_is_refused() {
+    let ctx = common::new_context();
+    let arena = easel::models::arena::Arena::shared(&ctx);
+    easel::models::arena::check_shared(&arena).unwrap();
+    let x = Tensor::from_f32(&ctx, "x", &[4, 64], &[1.0; 256]).unwrap();
+    let mut a = Graph::in_arena(&ctx, "a", &arena);
+    drop(a.scale(&x, 2.0, 0.0).unwrap()); // a's own, dead
+    let mut b = Graph::in_arena(&ctx, "b", &arena);
+    let passed = b.scale(&x, 3.0, 0.0).unwrap(); // takes a's buffer
+    let mut c = Graph::in_arena(&ctx, "c", &arena);
+    c.add(&passed, &passed).unwrap(); // b -> c
+    let err = easel::models::arena::check_shared(&arena).unwrap_err();
+    assert!(err.to_string().contains("memory plan"), "{err}");
+}

@@ -19,11 +19,28 @@
 //! as exactly the tensor's bytes); a tensor no free buffer holds gets a new one.
 //! The buffers are sized once, when the graph is planned; running it allocates
 //! nothing.
+//!
+//! Several graphs that never run at the same time (a run's text encoders, UNet
+//! passes, scoring passes and post-processing, one after another on one queue)
+//! can share one arena ([`SharedArena`]), so the decoder takes the UNet's dead
+//! buffers instead of adding its own: the run holds the largest graph's
+//! activations, not their sum. Bindings are counted per graph: a buffer bound by
+//! two graphs' dispatches carries a value from one to the other and is never
+//! reused; one bound by a single graph's dispatches is that graph's own
+//! activation, whose value lives within one run of it, so any graph may take it
+//! once it is dead. What sharing cannot make safe is a value that outlives its
+//! graph's run and took a buffer another graph used before: that graph may run
+//! while the value waits, and overwrite it. So graphs that pass values through
+//! tensors whose handles they drop (a run's text stage: its conditioning is
+//! read by every UNet pass) keep arenas of their own; [`check_shared`] refuses
+//! a plan where a value passed between two graphs sits in a third one's
+//! buffer; and a run's passes have their outputs (the UNet's prediction, the
+//! decoded images) read by the dispatches right after them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::tensor::{numel, STORAGE};
 use crate::gpu::{Buffer, Context, DType, Dispatch, Tensor};
 
@@ -33,14 +50,28 @@ struct Slot {
     bindings: usize,
     /// Bytes of the tensor it holds now.
     held: u64,
+    /// The graph whose dispatches bind it, or `None` before any does.
+    graph: Option<u32>,
+    /// Bound by more than one graph: a value passed between them.
+    shared: bool,
+    /// Graphs that ever bound the buffer (bit `id` for ids below 64, ids from
+    /// 63 on share bit 63), and which had when the current tensor took it.
+    history: u64,
+    before: u64,
 }
 
 impl Slot {
-    /// Nothing but the arena and the recorded dispatches holds it.
-    fn is_dead(&self) -> bool {
-        Arc::strong_count(&self.buffer) == 1 + self.bindings
+    /// Nothing but the arena and the recorded dispatches holds it, and no
+    /// other graph reads what one graph wrote into it.
+    fn is_free(&self) -> bool {
+        !self.shared && Arc::strong_count(&self.buffer) == 1 + self.bindings
     }
 }
+
+/// One arena for several graphs (see the module docs): [`Graph::in_arena`].
+///
+/// [`Graph::in_arena`]: crate::models::Graph::in_arena
+pub type SharedArena = Arc<Mutex<Arena>>;
 
 /// The activation buffers of one graph (see the module docs).
 pub struct Arena {
@@ -53,6 +84,10 @@ pub struct Arena {
     /// The most tensor bytes alive at once so far: what a perfect placement
     /// would need, against [`Arena::bytes`], what best fit holds.
     live_peak: u64,
+    /// Graphs that have recorded into it, for their ids.
+    graphs: u32,
+    /// A value passed between graphs in a buffer another graph used before.
+    hazard: Option<String>,
 }
 
 impl Arena {
@@ -62,7 +97,20 @@ impl Arena {
             slots: Vec::new(),
             by_buffer: HashMap::new(),
             live_peak: 0,
+            graphs: 0,
+            hazard: None,
         }
+    }
+
+    /// A new arena that graphs can share.
+    pub fn shared(ctx: &Context) -> SharedArena {
+        Arc::new(Mutex::new(Self::new(ctx)))
+    }
+
+    /// An id for a graph that records into this arena.
+    pub fn join(&mut self) -> u32 {
+        self.graphs += 1;
+        self.graphs
     }
 
     /// An f32 activation of `shape`: a dead buffer large enough, bound as the
@@ -74,7 +122,7 @@ impl Arena {
         let live: u64 = self
             .slots
             .iter()
-            .filter(|s| !s.is_dead())
+            .filter(|s| !s.is_free())
             .map(|s| s.held)
             .sum();
         self.live_peak = self.live_peak.max(live + bytes);
@@ -82,8 +130,11 @@ impl Arena {
             Some(i) => i,
             None => self.add(ctx.create_buffer(label, bytes.max(4), STORAGE)),
         };
-        self.slots[slot].held = bytes;
-        let buffer = self.slots[slot].buffer.clone();
+        // A new tensor: which graphs bind it is counted afresh (the buffer's
+        // earlier values were each one graph's own, or it would not be free).
+        let s = &mut self.slots[slot];
+        (s.held, s.graph, s.shared, s.before) = (bytes, None, false, s.history);
+        let buffer = s.buffer.clone();
         let window = (buffer.size() != bytes).then_some((0, bytes));
         Ok(Tensor {
             buffer,
@@ -93,11 +144,20 @@ impl Arena {
         })
     }
 
-    /// Count the bindings of a dispatch recorded into the graph.
-    pub fn record(&mut self, dispatch: &Dispatch) {
+    /// Count the bindings of a dispatch recorded into graph `graph`.
+    pub fn record(&mut self, dispatch: &Dispatch, graph: u32) {
         for buffer in &dispatch.buffers {
             if let Some(&i) = self.by_buffer.get(&address(buffer)) {
-                self.slots[i].bindings += 1;
+                let slot = &mut self.slots[i];
+                slot.bindings += 1;
+                let first = *slot.graph.get_or_insert(graph);
+                slot.shared |= first != graph;
+                slot.history |= bit(graph);
+                if slot.shared && slot.before & !bit(first) != 0 && self.hazard.is_none() {
+                    self.hazard = Some(format!(
+                        "a value graph {first} passes to graph {graph} is in a buffer of another graph"
+                    ));
+                }
             }
         }
     }
@@ -114,7 +174,7 @@ impl Arena {
 
     fn best_fit(&self, bytes: u64) -> Option<usize> {
         (self.slots.iter().enumerate())
-            .filter(|(_, s)| s.buffer.size() >= bytes && s.is_dead())
+            .filter(|(_, s)| s.buffer.size() >= bytes && s.is_free())
             .min_by_key(|(_, s)| s.buffer.size())
             .map(|(i, _)| i)
     }
@@ -127,9 +187,28 @@ impl Arena {
             buffer,
             bindings: 0,
             held: 0,
+            graph: None,
+            shared: false,
+            history: 0,
+            before: 0,
         });
         self.slots.len() - 1
     }
+}
+
+/// Refuse a shared arena's plan where a value passed between graphs sits in a
+/// buffer another graph used before (see the module docs): a bug in how a
+/// plan shares its arena, caught before anything runs.
+pub fn check_shared(arena: &SharedArena) -> Result<()> {
+    let arena = arena.lock().unwrap_or_else(|e| e.into_inner());
+    match &arena.hazard {
+        Some(what) => Err(Error::Gpu(format!("memory plan: {what}"))),
+        None => Ok(()),
+    }
+}
+
+fn bit(graph: u32) -> u64 {
+    1 << graph.min(63)
 }
 
 fn address(buffer: &Arc<Buffer>) -> usize {

@@ -8,7 +8,7 @@
 use crate::error::Result;
 use crate::gpu::Tensor;
 use crate::gpu::{Context, Dispatch};
-use crate::models::arena::Arena;
+use crate::models::arena::{Arena, SharedArena};
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::ops::attention::{self, Sdpa};
 use crate::ops::conv2d::{self, Conv2dOptions};
@@ -25,16 +25,27 @@ pub struct Graph<'a> {
     pub ctx: &'a Context,
     pub dispatches: Vec<Dispatch>,
     label: &'static str,
-    arena: Arena,
+    arena: SharedArena,
+    /// This graph's id in its arena.
+    id: u32,
 }
 
 impl<'a> Graph<'a> {
+    /// A graph with an arena of its own.
     pub fn new(ctx: &'a Context, label: &'static str) -> Self {
+        Self::in_arena(ctx, label, &Arena::shared(ctx))
+    }
+
+    /// A graph whose activations share `arena` with other graphs that never run
+    /// at the same time as it (see [`crate::models::arena`]).
+    pub fn in_arena(ctx: &'a Context, label: &'static str, arena: &SharedArena) -> Self {
+        let id = lock(arena).join();
         Self {
             ctx,
             dispatches: Vec::new(),
             label,
-            arena: Arena::new(ctx),
+            arena: arena.clone(),
+            id,
         }
     }
 
@@ -42,12 +53,12 @@ impl<'a> Graph<'a> {
     /// its buffer may be one whose values are dead (see [`Arena`]), so the op
     /// that writes it must write all of it.
     pub fn tensor(&mut self, shape: &[usize]) -> Result<Tensor> {
-        self.arena.tensor(self.ctx, self.label, shape)
+        lock(&self.arena).tensor(self.ctx, self.label, shape)
     }
 
     /// Record a dispatch: it runs after every one recorded before it.
     pub fn push(&mut self, dispatch: Dispatch) {
-        self.arena.record(&dispatch);
+        lock(&self.arena).record(&dispatch, self.id);
         self.dispatches.push(dispatch);
     }
 
@@ -56,21 +67,32 @@ impl<'a> Graph<'a> {
         dispatches.into_iter().for_each(|d| self.push(d));
     }
 
-    /// Bytes of the graph's activation buffers.
-    pub fn activation_bytes(&self) -> u64 {
-        self.arena.bytes()
+    /// The graph's arena, for graphs that run apart from it to share.
+    pub fn arena(&self) -> &SharedArena {
+        &self.arena
     }
 
-    /// The most activation bytes alive at once: the least any placement of this
-    /// graph's activations could hold.
+    /// Bytes of the activation buffers of the graph's arena (shared or its own).
+    pub fn activation_bytes(&self) -> u64 {
+        lock(&self.arena).bytes()
+    }
+
+    /// The most activation bytes alive at once in the graph's arena: the least
+    /// any placement of its activations could hold.
     pub fn live_activation_bytes(&self) -> u64 {
-        self.arena.live_peak_bytes()
+        lock(&self.arena).live_peak_bytes()
     }
 
     /// Run the recorded pass once and wait (tests, one-off work).
     pub fn run(&self) -> Result<()> {
         crate::gpu::dispatch::run(self.ctx, &self.dispatches)
     }
+}
+
+/// The arena; a panic while it was held leaves nothing half-done in it (each
+/// call is one allocation or one count), so a poisoned lock is used as is.
+fn lock(arena: &SharedArena) -> std::sync::MutexGuard<'_, Arena> {
+    arena.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The ops a model's forward pass calls: each allocates its output and records

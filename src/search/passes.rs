@@ -5,6 +5,7 @@
 use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::memory_plan::{Limits, MemoryPlan};
+use crate::models::arena::SharedArena;
 use crate::models::pipeline::Pipeline;
 use crate::models::scorer::Scorer;
 use crate::models::vae_tiles::Tiling;
@@ -197,19 +198,19 @@ pub(super) fn memory_plan(ctx: &Context, pipeline: &Pipeline, s: &Settings) -> R
 }
 
 /// The views, UNet pass and scoring pass for K candidates, decoding latents
-/// in `tiles` (the memory plan's). The context broadcast goes into the text
-/// stage (run once per run).
+/// in `tiles` (the memory plan's), their activations in the run's `arena`. The
+/// context broadcast goes into the text stage (run once per run).
 pub(super) fn plan_passes(
     ctx: &Context,
     pipeline: &Pipeline,
-    text: &mut Text,
+    (text, arena): (&mut Text, &SharedArena),
     st: &State,
     k: usize,
     tiles: Option<Tiling>,
 ) -> Result<Passes> {
     let cands = st.cands.prefix(k)?;
     let context = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
-    let mut unet = Graph::new(ctx, "unet");
+    let mut unet = Graph::in_arena(ctx, "unet", arena);
     let model_out = pipeline
         .unet
         .forward(&mut unet, &cands.model_in, &cands.timesteps, &context)
@@ -223,8 +224,15 @@ pub(super) fn plan_passes(
     };
     if let (Some(scorer), Some(embeds)) = (&pipeline.scorer, &text.embeds) {
         let help = too_large_run("the scoring pass (which decodes every candidate)", k);
-        passes.score = plan_score(ctx, (pipeline, tiles), scorer, embeds, st, &mut passes)
-            .map_err(|e| e.advise(&help))?;
+        passes.score = plan_score(
+            ctx,
+            (pipeline, tiles),
+            scorer,
+            (embeds, arena),
+            st,
+            &mut passes,
+        )
+        .map_err(|e| e.advise(&help))?;
     }
     Ok(passes)
 }
@@ -239,11 +247,11 @@ fn plan_score(
     ctx: &Context,
     (pipeline, tiles): (&Pipeline, Option<Tiling>),
     scorer: &Scorer,
-    embeds: &Tensor,
+    (embeds, arena): (&Tensor, &SharedArena),
     st: &State,
     passes: &mut Passes,
 ) -> Result<Vec<Dispatch>> {
-    let mut g = Graph::new(ctx, "scorer");
+    let mut g = Graph::in_arena(ctx, "scorer", arena);
     passes.images = pipeline.to_image(&mut g, passes.cands.x0.clone(), tiles)?;
     let model = &scorer.model;
     let pixels = model.preprocess(&mut g, &passes.images, &scorer.processor)?; // [K, 3, S, S]

@@ -9,6 +9,7 @@
 use crate::error::Result;
 use crate::gpu::tensor::STORAGE;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
+use crate::models::arena::{self, Arena};
 use crate::models::pipeline::Pipeline;
 use crate::ops::finite;
 use crate::ops::noise::{self, NoiseKey};
@@ -154,13 +155,16 @@ impl Plan {
         let c_in = pipeline.config.unet.in_channels;
         let st = state(ctx, &s, [s.k_max(), c, h, w], c_in)?;
         let start = Start::plan(ctx, pipeline, &s, &st.cands)?;
+        // The passes share one arena (the largest pass's activations, not their
+        // sum); text and start keep their own (`models::arena`).
+        let arena = Arena::shared(ctx);
         // The UNet and scoring passes of each candidate count, shared by its steps.
         let counts = candidate_counts(&s);
         let memory = memory_plan(ctx, pipeline, &s)?;
         let tiles = memory.vae_tiling;
         let passes = counts
             .iter()
-            .map(|&k| plan_passes(ctx, pipeline, &mut text, &st, k, tiles))
+            .map(|&k| plan_passes(ctx, pipeline, (&mut text, &arena), &st, k, tiles))
             .collect::<Result<Vec<_>>>()?;
         let broadcast = [
             layout::broadcast_row_in_place(ctx, &st.cands.x, &st.choice.head(1)?)?,
@@ -192,8 +196,9 @@ impl Plan {
             s.upscale,
             [s.height, s.width],
             check,
-            tiles,
+            (tiles, &arena),
         )?;
+        arena::check_shared(&arena)?;
         let words = readback_parts(&post, &st).iter().map(|(_, n)| n).sum();
         let out = Tensor::wrap(
             ctx.create_buffer("readback", 4 * words as u64, STORAGE),
