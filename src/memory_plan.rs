@@ -86,17 +86,16 @@ impl MemoryPlan {
                 vae_tiling: None,
             });
         };
-        let largest = |t: Option<Tiling>| {
-            let (th, tw) = t.map_or((h, w), |t| (t.tile.min(h), t.tile.min(w)));
-            largest_decode_activation(vae, images, [th, tw])
-        };
+        // The latents one decode sees: the whole `[h, w]`, or a tile of them.
+        let latents = |t: Option<Tiling>| t.map_or([h, w], |t| [t.tile.min(h), t.tile.min(w)]);
+        let largest = |t: Option<Tiling>| largest_decode_activation(vae, images, latents(t));
         let fits = |a: &Activation| a.bytes <= limits.binding;
         // The mid block attends over every latent of a tile, in one head as wide
         // as the deepest block.
         let head = vae.block_out_channels.last().copied().unwrap_or(0);
         let max_keys = attention::cpu_key_limit(head).filter(|_| limits.cpu_driver);
         let keys_fit = |t: Option<Tiling>| {
-            let (th, tw) = t.map_or((h, w), |t| (t.tile.min(h), t.tile.min(w)));
+            let [th, tw] = latents(t);
             max_keys.is_none_or(|max| th * tw <= max)
         };
         let vae_tiling = match tiles {

@@ -85,6 +85,23 @@ def bytes_to_unicode():
     return byte_table()[1]
 
 
+def read_bpe(folder):
+    """A CLIP BPE tokenizer folder's vocab.json ({token: id}) and merges.txt (pairs, in rank order)."""
+    with open(Path(folder) / "vocab.json", encoding="utf-8") as f:
+        vocab = json.load(f)
+    with open(Path(folder) / "merges.txt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    return vocab, [tuple(m.split()) for m in lines[1:] if m.strip()]
+
+
+def write_bpe(folder, tokens, merges):
+    """vocab.json (`tokens` in id order) and merges.txt (`merges` pairs, in rank order)."""
+    with open(Path(folder) / "vocab.json", "w", encoding="utf-8") as f:
+        json.dump({t: i for i, t in enumerate(tokens)}, f, ensure_ascii=False)
+    with open(Path(folder) / "merges.txt", "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+
+
 def tokenize(tok, texts, length=CONTEXT):
     """Token ids [N, length]: <|startoftext|> ... <|endoftext|>, padded with <|endoftext|>."""
     enc = tok(list(texts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")

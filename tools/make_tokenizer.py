@@ -9,12 +9,11 @@ the full one serves the test pipelines and random Stable Diffusion folders.
 """
 
 import gzip
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CLIP_TOKENIZER, BOS_ID, EOS_ID, CONTEXT, bytes_to_unicode, load_tokenizer, write_json  # noqa: E402
+from common import CLIP_TOKENIZER, BOS_ID, EOS_ID, CONTEXT, bytes_to_unicode, load_tokenizer, write_bpe, write_json  # noqa: E402
 
 CHECK = [
     "red apple", "a red apple, fruit, food", "Cat:: hat::", "cat with a hat",
@@ -34,10 +33,7 @@ def main():
     assert len(merges) == 48894 and len(vocab) == 49408
     out = CLIP_TOKENIZER
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "vocab.json", "w", encoding="utf-8") as f:
-        json.dump({t: i for i, t in enumerate(vocab)}, f, ensure_ascii=False)
-    with open(out / "merges.txt", "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    write_bpe(out, vocab, merges)
     write_json(out / "tokenizer_config.json", {
         "tokenizer_class": "CLIPTokenizer",
         "model_max_length": CONTEXT,

@@ -30,11 +30,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WEIGHTS, byte_table, write_json  # noqa: E402
+from common import WEIGHTS, byte_table, read_bpe, write_bpe, write_json  # noqa: E402
 
 SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 EMBEDDING = "embeddings.token_embedding.weight"  # CLIPTextModel's name; CLIPModel's has `text_model.`
 TOWERS = (("text_encoder", "model.safetensors"), ("scorer", "model.safetensors"))
+PARTS = ("tokenizer", "text_encoder", "scorer")  # what pruning rewrites
 
 
 def caption_texts():
@@ -82,15 +83,8 @@ def bpe(word, ranks, used):
     return parts
 
 
-def read_tokenizer(folder):
-    vocab = json.load(open(folder / "vocab.json", encoding="utf-8"))
-    lines = open(folder / "merges.txt", encoding="utf-8").read().split("\n")
-    merges = [tuple(m.split()) for m in lines[1:] if m.strip()]
-    return vocab, merges
-
-
 def prune(vocab, merges, texts):
-    """(new vocab list, new merges, old id of each new id), and the caption tokens checked."""
+    """The kept tokens in their new id order, the kept merges, and each new id's old id."""
     ranks = {m: i for i, m in enumerate(merges)}
     enc = byte_encoder()
     used = set()
@@ -172,7 +166,7 @@ def main():
     ap.add_argument("--check", action="store_true", help="report only; write nothing")
     args = ap.parse_args()
     model = args.model
-    vocab, merges = read_tokenizer(model / "tokenizer")
+    vocab, merges = read_bpe(model / "tokenizer")
     texts = caption_texts()
     tokens, kept, old_ids = prune(vocab, merges, texts)
     print(f"{len(texts)} captions: {len(tokens)} of {len(vocab)} ids kept ({len(kept)} of {len(merges)} merges)")
@@ -183,19 +177,17 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         new = Path(tmp) / model.name
-        shutil.copytree(model, new)
+        for part in PARTS:  # all the checks read; the rest of the folder stays as it is
+            shutil.copytree(model / part, new / part)
         tok = new / "tokenizer"
-        with open(tok / "vocab.json", "w", encoding="utf-8") as f:
-            json.dump({t: i for i, t in enumerate(tokens)}, f, ensure_ascii=False)
-        with open(tok / "merges.txt", "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in kept))
+        write_bpe(tok, tokens, kept)
         for part, name in TOWERS:
             gather_rows(model / part, name, old_ids, new / part / name)
         write_configs(new, len(tokens))
         check_tokens(model / "tokenizer", tok, texts, old_ids)
         check_hidden(model, new, texts)
         before = sum(f.stat().st_size for f in model.rglob("*") if f.is_file())
-        for part in ("tokenizer", "text_encoder", "scorer"):
+        for part in PARTS:
             shutil.rmtree(model / part)
             shutil.copytree(new / part, model / part)
         after = sum(f.stat().st_size for f in model.rglob("*") if f.is_file())

@@ -200,11 +200,16 @@ impl Arena {
 /// buffer another graph used before (see the module docs): a bug in how a
 /// plan shares its arena, caught before anything runs.
 pub fn check_shared(arena: &SharedArena) -> Result<()> {
-    let arena = arena.lock().unwrap_or_else(|e| e.into_inner());
-    match &arena.hazard {
+    match &lock(arena).hazard {
         Some(what) => Err(Error::Gpu(format!("memory plan: {what}"))),
         None => Ok(()),
     }
+}
+
+/// The arena; a panic while it was held leaves nothing half-done in it (each
+/// call is one allocation or one count), so a poisoned lock is used as is.
+pub(crate) fn lock(arena: &SharedArena) -> std::sync::MutexGuard<'_, Arena> {
+    arena.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn bit(graph: u32) -> u64 {

@@ -8,7 +8,7 @@
 use crate::error::Result;
 use crate::gpu::Tensor;
 use crate::gpu::{Context, Dispatch};
-use crate::models::arena::{Arena, SharedArena};
+use crate::models::arena::{lock, Arena, SharedArena};
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::ops::attention::{self, Sdpa};
 use crate::ops::conv2d::{self, Conv2dOptions};
@@ -67,11 +67,6 @@ impl<'a> Graph<'a> {
         dispatches.into_iter().for_each(|d| self.push(d));
     }
 
-    /// The graph's arena, for graphs that run apart from it to share.
-    pub fn arena(&self) -> &SharedArena {
-        &self.arena
-    }
-
     /// Bytes of the activation buffers of the graph's arena (shared or its own).
     pub fn activation_bytes(&self) -> u64 {
         lock(&self.arena).bytes()
@@ -87,12 +82,6 @@ impl<'a> Graph<'a> {
     pub fn run(&self) -> Result<()> {
         crate::gpu::dispatch::run(self.ctx, &self.dispatches)
     }
-}
-
-/// The arena; a panic while it was held leaves nothing half-done in it (each
-/// call is one allocation or one count), so a poisoned lock is used as is.
-fn lock(arena: &SharedArena) -> std::sync::MutexGuard<'_, Arena> {
-    arena.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The ops a model's forward pass calls: each allocates its output and records
