@@ -22,6 +22,7 @@ fn main() -> easel::Result<()> {
         batches: vec![1, 4, 8],
         filter: bench::cargo_bench_filter(),
         weights: Default::default(),
+        precision: Default::default(),
     };
     let mut report = Report::new(&ctx, &profiler);
     report.set("models", models::run(&ctx, &profiler, &opts)?);

@@ -16,7 +16,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::memory::{self, Limit};
-use crate::gpu::{AdapterClass, Context};
+use crate::gpu::{AdapterClass, Context, DType};
 use crate::models::pipeline::PipelineConfig;
 use crate::models::vae::AutoencoderKLConfig;
 use crate::models::vae_tiles::{Tiling, VaeTiles, MIN_TILE};
@@ -39,20 +39,87 @@ pub struct Limits {
     /// A CPU driver, whose invocations may loop only so far
     /// ([`attention::cpu_key_limit`]).
     pub cpu_driver: bool,
+    /// The decoder's activations' dtype ([`Precision`]): what an element takes.
+    pub activations: DType,
 }
 
 impl Limits {
-    pub fn of(ctx: &Context) -> Self {
+    /// `ctx`'s limits for a decode whose activations are `activations`.
+    pub fn of(ctx: &Context, activations: DType) -> Self {
         Self {
             adapter: ctx.info.name.clone(),
             binding: ctx.max_binding_size(),
             budget: DECODE_BUDGET,
             cpu_driver: ctx.class == AdapterClass::Cpu,
+            activations,
         }
     }
 }
 
-/// One activation of a pass: what it is, its shape and its bytes (f32).
+/// The precision of the UNet's and the VAE decoder's activations
+/// (`--precision`); weights keep theirs (`--weights`) and the sampler, text
+/// encoders, scorer and images stay f32. f16 halves every activation and
+/// keeps norm statistics, softmax and sums in f32 (wgsl/act_f16.wgsl).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f16 on a GPU that stores f16 (SHADER_F16) when the model's weights are
+    /// f16 there (a half-precision checkpoint, or `--weights f16`), as
+    /// diffusers runs a `torch_dtype=float16` pipeline; f32 otherwise, and on
+    /// CPU drivers, where f16 storage costs conversions and saves no time
+    /// (lavapipe: the default model 5-10 % slower in f16).
+    #[default]
+    Auto,
+    F32,
+    F16,
+}
+
+impl Precision {
+    /// The activations' dtype on `ctx` for a model whose UNet weights are
+    /// `weights`; `--precision f16` where the adapter cannot store f16 is an
+    /// error.
+    pub fn resolve(self, ctx: &Context, weights: DType) -> Result<DType> {
+        let f16 = ctx.has_f16_activations();
+        match self {
+            Precision::F32 => Ok(DType::F32),
+            Precision::F16 if f16 => Ok(DType::F16),
+            Precision::F16 => Err(Error::DeviceLimit(format!(
+                "--precision f16 needs SHADER_F16, which {} lacks; use --precision f32 or auto",
+                ctx.info.name
+            ))),
+            Precision::Auto if f16 && weights == DType::F16 && ctx.class != AdapterClass::Cpu => {
+                Ok(DType::F16)
+            }
+            Precision::Auto => Ok(DType::F32),
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Precision::Auto),
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(Error::BadInput(format!(
+                "--precision {s}: expected auto, f32 or f16"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
+/// One activation of a pass: what it is, its shape and its bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Activation {
     pub what: String,
@@ -68,6 +135,8 @@ pub struct MemoryPlan {
     pub decode: Option<Activation>,
     /// The tiles the VAE decodes in; `None`: the whole image at once.
     pub vae_tiling: Option<Tiling>,
+    /// The UNet's and the decoder's activations ([`Precision::resolve`]).
+    pub precision: DType,
 }
 
 impl MemoryPlan {
@@ -84,11 +153,14 @@ impl MemoryPlan {
             return Ok(Self {
                 decode: None,
                 vae_tiling: None,
+                precision: limits.activations,
             });
         };
         // The latents one decode sees: the whole `[h, w]`, or a tile of them.
         let latents = |t: Option<Tiling>| t.map_or([h, w], |t| [t.tile.min(h), t.tile.min(w)]);
-        let largest = |t: Option<Tiling>| largest_decode_activation(vae, images, latents(t));
+        let largest = |t: Option<Tiling>| {
+            largest_decode_activation(vae, images, latents(t), limits.activations)
+        };
         let fits = |a: &Activation| a.bytes <= limits.binding;
         // The mid block attends over every latent of a tile, in one head as wide
         // as the deepest block.
@@ -125,6 +197,7 @@ impl MemoryPlan {
         Ok(Self {
             decode: Some(decode),
             vae_tiling,
+            precision: limits.activations,
         })
     }
 }
@@ -143,13 +216,14 @@ fn auto_tiling(side: usize, fits: impl Fn(Option<Tiling>) -> bool) -> Option<Til
     Some(Tiling::new(tile))
 }
 
-/// The decoder's largest activation for `n` latents of `[h, w]`: at each
-/// resolution, the most channels any tensor there has (a block's resnets at
-/// its own width, and the upsampled output of the block before it).
+/// The decoder's largest activation for `n` latents of `[h, w]` in `dtype`:
+/// at each resolution, the most channels any tensor there has (a block's
+/// resnets at its own width, and the upsampled output of the block before it).
 pub fn largest_decode_activation(
     vae: &AutoencoderKLConfig,
     n: usize,
     [h, w]: [usize; 2],
+    dtype: DType,
 ) -> Activation {
     let widths: Vec<usize> = vae.block_out_channels.iter().rev().copied().collect();
     (0..widths.len())
@@ -159,7 +233,7 @@ pub fn largest_decode_activation(
             Activation {
                 what: format!("the VAE decoder's activation at up_blocks.{k}"),
                 shape,
-                bytes: 4 * shape.iter().product::<usize>() as u64,
+                bytes: dtype.bytes(shape.iter().product::<usize>()),
             }
         })
         .max_by_key(|a| a.bytes)

@@ -4,9 +4,9 @@
 
 use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
+use crate::memory_plan::MemoryPlan;
 use crate::models::arena::SharedArena;
 use crate::models::pipeline::Pipeline;
-use crate::models::vae_tiles::Tiling;
 use crate::models::Graph;
 use crate::ops::finite;
 use crate::ops::image::{self, Normalize};
@@ -24,8 +24,9 @@ pub struct Post {
 /// Plan the post-processing of candidate 0 of `x0` `[K, C, h, w]` (where the
 /// last round's winner is) into an image of `[h, w]` pixels before upscaling
 /// by `upscale` (checked against the model by `Request::check`). `check`: the
-/// NaN/Inf guard's code and status word for the final image; `tiles`: the
-/// VAE's tiles (the request's memory plan); `arena`: the run's, shared by its graphs.
+/// NaN/Inf guard's code and status word for the final image; `memory`: the
+/// request's memory plan (the VAE's tiles, the decoder's precision); `arena`:
+/// the run's, shared by its graphs.
 pub fn plan(
     ctx: &Context,
     pipeline: &Pipeline,
@@ -33,14 +34,15 @@ pub fn plan(
     upscale: usize,
     [h, w]: [usize; 2],
     (code, status): (u32, &Tensor),
-    (tiles, arena): (Option<Tiling>, &SharedArena),
+    (memory, arena): (&MemoryPlan, &SharedArena),
 ) -> Result<Post> {
     let mut g = Graph::in_arena(ctx, "post", arena);
+    g.set_precision(memory.precision);
     let mut shape = x0.shape.clone();
     shape[0] = 1;
     let winner = g.tensor(&shape)?;
     g.push(layout::narrow(ctx, x0, 0, 0, &winner)?);
-    let winner = pipeline.to_image(&mut g, winner, tiles).map_err(|e| {
+    let winner = pipeline.to_image(&mut g, winner, memory.vae_tiling).map_err(|e| {
         e.advise("an activation of the VAE decoder: --vae-tiles decodes in tiles; a smaller --size needs less")
     })?;
     let unit = g.tensor(&[1, 3, h, w])?;

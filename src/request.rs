@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::memory_plan::Precision;
 use crate::models::pipeline::PipelineConfig;
 use crate::models::vae_tiles::VaeTiles;
 use crate::ops::sampler::StepCoefficients;
@@ -61,6 +62,8 @@ pub struct Request {
     pub start: Option<Start>,
     /// Whether a latent model's VAE decodes in tiles (`--vae-tiles`).
     pub vae_tiles: VaeTiles,
+    /// The UNet's and the VAE decoder's activations (`--precision`).
+    pub precision: Precision,
 }
 
 impl Request {
@@ -85,6 +88,7 @@ impl Request {
             keep_rounds: false,
             start: None,
             vae_tiles: VaeTiles::Auto,
+            precision: Precision::Auto,
         }
     }
 }
@@ -189,6 +193,7 @@ pub(crate) struct Settings {
     /// Sub-prompts (the batch is `(1 + prompts)·K`).
     pub prompts: usize,
     pub vae_tiles: VaeTiles,
+    pub precision: Precision,
 }
 
 impl Settings {
@@ -255,6 +260,7 @@ impl Request {
             start,
             prompts: prompts.texts.len(),
             vae_tiles: self.vae_tiles,
+            precision: self.precision,
         };
         let certainty = Certainty {
             min_score: self.until_score.unwrap_or(f32::INFINITY),

@@ -12,8 +12,8 @@ use blend_reference::{blend, Tile};
 use common::binary::{easel, stderr};
 use common::files::TempDir;
 
-use easel::gpu::Tensor;
-use easel::memory_plan::{Limits, MemoryPlan, DECODE_BUDGET};
+use easel::gpu::{DType, Tensor};
+use easel::memory_plan::{Limits, MemoryPlan, Precision, DECODE_BUDGET};
 use easel::models::pipeline::PipelineConfig;
 use easel::models::vae_tiles::{Tiling, VaeTiles};
 use easel::models::Graph;
@@ -182,6 +182,7 @@ fn lavapipe() -> Limits {
         binding: 134_217_728,
         budget: DECODE_BUDGET,
         cpu_driver: true,
+        activations: DType::F32,
     }
 }
 
@@ -210,6 +211,79 @@ fn the_plan_tiles_the_decode_when_the_whole_would_not_fit() {
     );
     let none = MemoryPlan::new(None, 4, [64, 64], VaeTiles::Off, &lavapipe()).unwrap();
     assert_eq!((none.decode, none.vae_tiling), (None, None));
+}
+
+/// With f16 activations (`--precision f16`) every decoder activation takes
+/// half the bytes: SD-1.5's whole decode at 512x512 fits one binding
+/// (`[1, 256, 512, 512]` is 134,217,728 bytes, lavapipe's limit), so only
+/// lavapipe's attention bound still tiles it there.
+#[test]
+fn f16_activations_halve_the_planned_decode() {
+    let config = sd_vae_config();
+    let vae = config.vae.as_ref();
+    let half = Limits {
+        activations: DType::F16,
+        ..lavapipe()
+    };
+    let f32_plan = MemoryPlan::new(vae, 1, [32, 32], VaeTiles::Off, &lavapipe()).unwrap();
+    let f16_plan = MemoryPlan::new(vae, 1, [32, 32], VaeTiles::Off, &half).unwrap();
+    let (a, b) = (f32_plan.decode.unwrap(), f16_plan.decode.unwrap());
+    assert_eq!((a.shape, b.bytes * 2), (b.shape, a.bytes));
+    assert_eq!(f16_plan.precision, DType::F16);
+    let whole = MemoryPlan::new(vae, 1, [64, 64], VaeTiles::Off, &half).unwrap();
+    assert_eq!(whole.decode.unwrap().bytes, 134_217_728);
+    let gpu = Limits {
+        cpu_driver: false,
+        ..half.clone()
+    };
+    let auto = |limits| MemoryPlan::new(vae, 1, [64, 64], VaeTiles::Auto, limits).unwrap();
+    assert_eq!(auto(&gpu).vae_tiling, None);
+    assert_eq!(auto(&half).vae_tiling, Some(Tiling::new(32)));
+}
+
+/// A run with f16 activations holds fewer bytes at its peak than at f32, and
+/// gives the same bytes twice.
+#[test]
+fn f16_activations_lower_the_peak() {
+    let engine = engine(true);
+    let run = |precision| {
+        engine
+            .generate(&Request {
+                precision,
+                ..request(5)
+            })
+            .unwrap()
+    };
+    let (wide, half) = (run(Precision::F32), run(Precision::F16));
+    assert_eq!(half.rgba, run(Precision::F16).rgba, "same seed, same bytes");
+    assert!(
+        half.gpu_peak_bytes < wide.gpu_peak_bytes,
+        "f16 peak {} vs f32 {}",
+        half.gpu_peak_bytes,
+        wide.gpu_peak_bytes
+    );
+    eprintln!(
+        "peak: f32 {} B, f16 {} B",
+        wide.gpu_peak_bytes, half.gpu_peak_bytes
+    );
+}
+
+/// `--precision` on the binary: a value other than auto, f32 or f16 exits 2
+/// with a one-line message and writes nothing.
+#[test]
+fn precision_flag_rejects_unknown_values() {
+    let dir = TempDir::new("precision");
+    let model = common::files::tiny_latent_pipeline().to_str().unwrap();
+    let out = dir.path().join("bad.png");
+    let args = ["red apple", "--model", model, "--precision", "f8", "-o"];
+    let output = easel(&[&args[..], &[out.to_str().unwrap()]].concat());
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--precision f8: expected auto, f32 or f16"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!out.exists());
 }
 
 /// `--vae-tiles N` end to end: tiles decode on the GPU, the same seed gives

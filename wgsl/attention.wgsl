@@ -42,10 +42,17 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;         // [B, Lq, H*Dh/4]
-@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;         // [B, Lk, H*Dh/4]
-@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;         // [B, Lk, H*Dh/4]
-@group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>; // [B, Lq, H*Dh/4]
+@group(0) @binding(1) var<storage, read> q: array<vec4<act>>;         // [B, Lq, H*Dh/4]
+@group(0) @binding(2) var<storage, read> k: array<vec4<act>>;         // [B, Lk, H*Dh/4]
+@group(0) @binding(3) var<storage, read> v: array<vec4<act>>;         // [B, Lk, H*Dh/4]
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<act>>; // [B, Lq, H*Dh/4]
+
+// The operands' vec4s widened to f32, and the output's rounded to `act`
+// (wgsl/act_f32.wgsl): scores, softmax and sums stay in f32.
+fn q_at(i: u32) -> vec4<f32> { return vec4<f32>(q[i]); }
+fn k_at(i: u32) -> vec4<f32> { return vec4<f32>(k[i]); }
+fn v_at(i: u32) -> vec4<f32> { return vec4<f32>(v[i]); }
+fn out_set(i: u32, y: vec4<f32>) { out[i] = vec4<act>(y); }
 
 var<workgroup> k_tile: array<vec4<f32>, TILE4>; // [BK, Dh/4]
 var<workgroup> v_tile: array<vec4<f32>, TILE4>; // [BK, Dh/4]
@@ -65,12 +72,12 @@ fn row_stride() -> u32 {
 // or from the buffer, clamped to the last key (keys past Lk are masked anyway).
 fn key(j: u32, d: u32) -> vec4<f32> {
     if (TILED) { return k_tile[(j % BK) * (DH / 4u) + d]; }
-    return k[kv_base + min(j, p.lk - 1u) * row_stride() + d];
+    return k_at(kv_base + min(j, p.lk - 1u) * row_stride() + d);
 }
 
 fn value(j: u32, d: u32) -> vec4<f32> {
     if (TILED) { return v_tile[(j % BK) * (DH / 4u) + d]; }
-    return v[kv_base + min(j, p.lk - 1u) * row_stride() + d];
+    return v_at(kv_base + min(j, p.lk - 1u) * row_stride() + d);
 }
 
 // Fold keys j0 .. j0+3 into the running softmax of query row i. Four at a time
@@ -116,8 +123,8 @@ fn load_tile(t0: u32, lid: u32) {
     for (var idx = lid; idx < BK * (DH / 4u); idx += WG) {
         let j = t0 + idx / (DH / 4u);
         let src = kv_base + min(j, p.lk - 1u) * row_stride() + idx % (DH / 4u);
-        k_tile[idx] = select(vec4(0.0), k[src], j < p.lk);
-        v_tile[idx] = select(vec4(0.0), v[src], j < p.lk);
+        k_tile[idx] = select(vec4(0.0), k_at(src), j < p.lk);
+        v_tile[idx] = select(vec4(0.0), v_at(src), j < p.lk);
     }
 }
 
@@ -142,7 +149,7 @@ fn start_row(wid: vec3<u32>, lid: u32) -> QueryRow {
     let q_base = (b * p.lq + row) * row_stride() + h * (DH / 4u);
     kv_base = b * p.lk * row_stride() + h * (DH / 4u);
     for (var d = 0u; d < DH / 4u; d++) {
-        q_row[d] = q[q_base + d] * p.scale;
+        q_row[d] = q_at(q_base + d) * p.scale;
         acc[d] = vec4(0.0);
     }
     m = LOWEST;
@@ -162,7 +169,7 @@ fn workgroup_keys(wid: vec3<u32>) -> u32 {
 fn write_row(query: QueryRow) {
     if (query.i < p.lq) {
         let inv = 1.0 / l;
-        for (var d = 0u; d < DH / 4u; d++) { out[query.base + d] = acc[d] * inv; }
+        for (var d = 0u; d < DH / 4u; d++) { out_set(query.base + d, acc[d] * inv); }
     }
 }
 
@@ -201,14 +208,14 @@ fn attend4_wide(j0: u32, i: u32, q_base: u32, v0: u32) {
     let r = kv_base + min(vec4(j0) + vec4(0u, 1u, 2u, 3u), vec4(last)) * row_stride();
     var s = vec4(0.0);
     for (var d = 0u; d < DH / 4u; d++) {
-        let qd = q[q_base + d] * p.scale;
-        s += vec4(dot(qd, k[r.x + d]), dot(qd, k[r.y + d]), dot(qd, k[r.z + d]), dot(qd, k[r.w + d]));
+        let qd = q_at(q_base + d) * p.scale;
+        s += vec4(dot(qd, k_at(r.x + d)), dot(qd, k_at(r.y + d)), dot(qd, k_at(r.z + d)), dot(qd, k_at(r.w + d)));
     }
     let f = fold4(s, j0, i);
     let e = f.e;
     for (var d = v0; d < v0 + DV / 4u; d++) {
-        acc[d - v0] = acc[d - v0] * f.correction + e.x * v[r.x + d] + e.y * v[r.y + d]
-                    + e.z * v[r.z + d] + e.w * v[r.w + d];
+        acc[d - v0] = acc[d - v0] * f.correction + e.x * v_at(r.x + d) + e.y * v_at(r.y + d)
+                    + e.z * v_at(r.z + d) + e.w * v_at(r.w + d);
     }
 }
 
@@ -228,5 +235,5 @@ fn attention_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     if (CAUSAL) { k_end = min(p.lk, i + 1u); }
     for (var j = 0u; j < k_end; j += 4u) { attend4_wide(j, i, q_base, v0); }
     let inv = 1.0 / l;
-    for (var d = 0u; d < DV / 4u; d++) { out[q_base + v0 + d] = acc[d] * inv; }
+    for (var d = 0u; d < DV / 4u; d++) { out_set(q_base + v0 + d, acc[d] * inv); }
 }

@@ -48,9 +48,9 @@ fn coop_stage_rows(to_q: bool, src: u32, base: u32, rows: u32, count: u32, lid: 
         var x = vec4(0.0);
         if (r < count && d4 < DH / 4u) {
             let at = base + r * row_stride() + d4;
-            if (src == 0u) { x = q[at] * p.scale; }
-            else if (src == 1u) { x = k[at]; }
-            else { x = v[at]; }
+            if (src == 0u) { x = q_at(at) * p.scale; }
+            else if (src == 1u) { x = k_at(at); }
+            else { x = v_at(at); }
         }
         let h = vec4<f16>(clamp(x, vec4(-65504.0), vec4(65504.0)));
         let o = e * 4u;
@@ -182,8 +182,8 @@ fn attention_coop(@builtin(workgroup_id) wid: vec3<u32>,
             let i = i0 + sg * FRAG + r;
             if (i < p.lq && d < DH) {
                 let x = at + r * FRAG + d - c * FRAG;
-                out[q_base + (sg * FRAG + r) * row_stride() + d / 4u] =
-                    vec4(s_s[x], s_s[x + 1u], s_s[x + 2u], s_s[x + 3u]);
+                out_set(q_base + (sg * FRAG + r) * row_stride() + d / 4u,
+                        vec4(s_s[x], s_s[x + 1u], s_s[x + 2u], s_s[x + 3u]));
             }
         }
         workgroupBarrier();

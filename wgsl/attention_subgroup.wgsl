@@ -16,7 +16,7 @@ fn attend8(j0: u32, i: u32, lane: u32) {
     var s_lo = vec4(0.0); // scores of keys j0 .. j0+3
     var s_hi = vec4(0.0); // and j0+4 .. j0+7
     for (var d = 0u; d < DH / 4u; d++) {
-        let kd = k[mine + d];
+        let kd = k_at(mine + d);
         // v * M: component c is dot(v, column c), column c = key j0 + c's d-th vec4.
         s_lo += q_row[d] * rows_lo(kd);
         s_hi += q_row[d] * rows_hi(kd);
@@ -38,7 +38,7 @@ fn attend8(j0: u32, i: u32, lane: u32) {
     let e_hi = select(vec4(0.0), exp(s_hi - m_new), valid_hi);
     l = l * correction + dot(e_lo + e_hi, vec4(1.0));
     for (var d = 0u; d < DH / 4u; d++) {
-        let vd = v[mine + d];
+        let vd = v_at(mine + d);
         // M * e: the value rows (columns) weighted by their probabilities.
         acc[d] = acc[d] * correction + rows_lo(vd) * e_lo + rows_hi(vd) * e_hi;
     }

@@ -52,11 +52,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;      // [N, Cin, H, W]
+@group(0) @binding(1) var<storage, read> x: array<act>;      // [N, Cin, H, W]
 // binding 2, weight: [Cout, Cin, kh, kw] = [Cout, K] (weight_at, weight4_at)
 @group(0) @binding(3) var<storage, read> bias: array<f32>;   // [cout_total]; any buffer when !HAS_BIAS
-@group(0) @binding(4) var<storage, read_write> out: array<f32>; // [N, cout_total, Hout, Wout]
-@group(0) @binding(5) var<storage, read> residual: array<f32>;   // as out, or [N, cout_total]; any buffer when !HAS_RESIDUAL
+@group(0) @binding(4) var<storage, read_write> out: array<act>; // [N, cout_total, Hout, Wout]
+@group(0) @binding(5) var<storage, read> residual: array<act>;   // as out, or [N, cout_total]; any buffer when !HAS_RESIDUAL
 
 // Where the taps of column kk sit relative to an output pixel's window corner.
 // Column kk = (ci, ky, kx) of the im2col matrix.
@@ -99,7 +99,7 @@ fn gather(n: u32, t: Tap, origin: vec2<i32>) -> f32 {
     // ci is clamped too: the k tail of conv2d_cpu walks one tap past the end.
     let idx = ((n * p.cin + min(t.ci, p.cin - 1u)) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w
         + u32(clamp(ix, 0, i32(p.w) - 1));
-    return select(0.0, x[idx], inside);
+    return select(0.0, f32(x[idx]), inside);
 }
 
 fn store(n: u32, co: u32, pix: u32, acc: f32) {
@@ -114,9 +114,9 @@ fn store(n: u32, co: u32, pix: u32, acc: f32) {
     if (HAS_RESIDUAL) {
         var r = at;
         if (RESIDUAL_PER_CHANNEL) { r = n * p.cout_total + p.co0 + co; }
-        y = (y + residual[r]) * p.residual_scale;
+        y = (y + f32(residual[r])) * p.residual_scale;
     }
-    out[at] = y;
+    out[at] = act(y);
 }
 
 // ---------------------------------------------------------------------------

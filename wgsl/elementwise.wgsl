@@ -34,14 +34,21 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<act>;
+@group(0) @binding(2) var<storage, read_write> out: array<act>;
 // Only bound by the binary kernels.
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-// The same buffers 4 floats per element (unary4, binary_rows4, binary_same4).
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> out4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> b: array<act>;
+// The same buffers 4 elements per item (unary4, binary_rows4, binary_same4).
+@group(0) @binding(1) var<storage, read> a4: array<vec4<act>>;
+@group(0) @binding(2) var<storage, read_write> out4: array<vec4<act>>;
+@group(0) @binding(3) var<storage, read> b4: array<vec4<act>>;
+
+// Loads widen to f32 and stores round to `act` (wgsl/act_f32.wgsl).
+fn a_at(i: u32) -> f32 { return f32(a[i]); }
+fn b_at(i: u32) -> f32 { return f32(b[i]); }
+fn a4_at(i: u32) -> vec4<f32> { return vec4<f32>(a4[i]); }
+fn out_set(i: u32, y: f32) { out[i] = act(y); }
+fn out4_set(i: u32, y: vec4<f32>) { out4[i] = vec4<act>(y); }
 
 // erf with |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26); WGSL has no erf.
 // Per component: the scalar kernels call it on vec4(x) and keep .x.
@@ -74,7 +81,7 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 fn unary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    out[i] = activate(vec4(a[i])).x * p.scale + p.bias;
+    out_set(i, activate(vec4(a_at(i))).x * p.scale + p.bias);
 }
 
 // `unary` for n % 4 == 0, 4 elements per thread; p.n counts vec4s.
@@ -82,7 +89,7 @@ fn unary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 fn unary4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    out4[i] = activate(a4[i]) * p.scale + p.bias;
+    out4_set(i, activate(a4_at(i)) * p.scale + p.bias);
 }
 
 // (a op b) * scale, per component.
@@ -108,8 +115,8 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let i1 = r2 - i0 * p.d1;
     let i2 = r3 - r2 * p.d2;
     let i3 = i - r3 * p.d3;
-    let bv = b[i0 * p.sb0 + i1 * p.sb1 + i2 * p.sb2 + i3 * p.sb3];
-    out[i] = combine(vec4(a[i]), vec4(bv)).x;
+    let bv = b_at(i0 * p.sb0 + i1 * p.sb1 + i2 * p.sb2 + i3 * p.sb3);
+    out_set(i, combine(vec4(a_at(i)), vec4(bv)).x);
 }
 
 // b constant along the last two dimensions (a time embedding [N, C, 1, 1], a
@@ -121,8 +128,8 @@ fn binary_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i >= p.n) { return; }
     let r = (i * 4u) / (p.d2 * p.d3);
     let i0 = r / p.d1;
-    let bv = b[i0 * p.sb0 + (r - i0 * p.d1) * p.sb1];
-    out4[i] = combine(a4[i], vec4(bv));
+    let bv = b_at(i0 * p.sb0 + (r - i0 * p.d1) * p.sb1);
+    out4_set(i, combine(a4_at(i), vec4(bv)));
 }
 
 // a and b of one shape (residual adds), n % 4 == 0: 4 elements per thread, no
@@ -131,7 +138,7 @@ fn binary_rows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 fn binary_same4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    out4[i] = combine(a4[i], b4[i]);
+    out4_set(i, combine(a4_at(i), vec4<f32>(b4[i])));
 }
 
 // GEGLU (diffusers attention.GEGLU): a [rows, 2 * d3] -> out [rows, d3],
@@ -142,7 +149,7 @@ fn geglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     if (i >= p.n) { return; }
     let row = i / p.d3;
     let col = i % p.d3;
-    let hidden = a[row * 2u * p.d3 + col];
-    let gate = a[row * 2u * p.d3 + p.d3 + col];
-    out[i] = hidden * 0.5 * gate * (1.0 + erf(vec4(gate * 0.70710678118654752)).x);
+    let hidden = a_at(row * 2u * p.d3 + col);
+    let gate = a_at(row * 2u * p.d3 + p.d3 + col);
+    out_set(i, hidden * 0.5 * gate * (1.0 + erf(vec4(gate * 0.70710678118654752)).x));
 }

@@ -3,8 +3,9 @@
 // pooled EOS token; the scorer's winner copied into every candidate slot
 // without a readback).
 //
-// Buffers are bound as array<u32>: kernels move raw 32-bit words, so every
-// result is bit-exact for f32 (NaN payloads included) and u32 tensors alike.
+// Buffers are bound as array<bits> (wgsl/act_f32.wgsl): kernels move raw
+// words, u32 for f32 and u32 tensors, f16 for f16 activations, so every result
+// is bit-exact (NaN payloads included).
 // 1-D launches use 256 threads per workgroup (the WebGPU baseline) and fold
 // past 65,535 workgroups into y (ops::grid_1d).
 
@@ -26,13 +27,15 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<u32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+@group(0) @binding(1) var<storage, read> src: array<bits>;
+@group(0) @binding(2) var<storage, read_write> dst: array<bits>;
 // Only bound by gather_rows: u32 row indices, written by the host or a kernel.
 @group(0) @binding(3) var<storage, read> index: array<u32>;
 // The same buffers 4 words per element (strided_copy4 only).
-@group(0) @binding(1) var<storage, read> src4: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> src4: array<vec4<bits>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<bits>>;
+// Only bound by broadcast_row_in_place: the winner's index.
+@group(0) @binding(1) var<storage, read> winner_index: array<u32>;
 
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.y * nwg.x * 256u + gid.x;
@@ -75,7 +78,7 @@ fn strided_copy4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 // read with lanes walking axis a (contiguous in src), then written with lanes
 // walking axis 3 (contiguous in dst), so both sides coalesce. The extra column
 // keeps the transposed reads off a single shared-memory bank.
-var<workgroup> tile: array<array<u32, 33>, 32>;
+var<workgroup> tile: array<array<bits, 33>, 32>;
 
 @compute @workgroup_size(32, 8)
 fn permute_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -120,14 +123,14 @@ fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 }
 
 // In place over dst [K, D]: every slot k != w becomes a copy of slot w, with
-// w = src[0] (the winner's index, bound at binding 1). Slot w is only read,
+// w = winner_index[0] (bound at binding 1). Slot w is only read,
 // never written, so the threads do not race and no scratch buffer is needed.
 @compute @workgroup_size(256)
 fn broadcast_row_in_place(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.n) { return; }
     let row_len = p.dims.w;
-    let winner = min(src[0], p.dims.z - 1u);
+    let winner = min(winner_index[0], p.dims.z - 1u);
     if (i / row_len == winner) { return; }
     dst[i] = dst[winner * row_len + i % row_len];
 }

@@ -50,19 +50,24 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;   // [batch, M, K], or [batch, K, M] if TRANSPOSE_A
+@group(0) @binding(1) var<storage, read> a: array<act>;   // [batch, M, K], or [batch, K, M] if TRANSPOSE_A
 // binding 2, b: [batch or 1, K, N], or [batch or 1, N, K] if TRANSPOSE_B (weight_at)
 @group(0) @binding(3) var<storage, read> bias: array<f32>; // [ldc]; any buffer when !HAS_BIAS
-@group(0) @binding(4) var<storage, read_write> c: array<f32>; // [batch, M, ldc]
-@group(0) @binding(5) var<storage, read> residual: array<f32>; // as c; any buffer when !HAS_RESIDUAL
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> c: array<act>; // [batch, M, ldc]
+@group(0) @binding(5) var<storage, read> residual: array<act>; // as c; any buffer when !HAS_RESIDUAL
+@group(0) @binding(1) var<storage, read> a4: array<vec4<act>>;
+
+// a as four elements 4q..4q+3, widened to f32 (wgsl/act_f32.wgsl).
+fn a4_at(q: u32) -> vec4<f32> {
+    return vec4<f32>(a4[q]);
+}
 
 // op(a)[i, kk] of batch item `batch`.
 fn a_at(batch: u32, i: u32, kk: u32) -> f32 {
     if (TRANSPOSE_A) {
-        return a[batch * p.stride_a + kk * p.m + i];
+        return f32(a[batch * p.stride_a + kk * p.m + i]);
     }
-    return a[batch * p.stride_a + i * p.k + kk];
+    return f32(a[batch * p.stride_a + i * p.k + kk]);
 }
 
 // op(b)[kk, j] of batch item `batch`.
@@ -84,9 +89,9 @@ fn store(batch: u32, i: u32, j: u32, acc: f32) {
     }
     let at = batch * p.stride_c + i * p.ldc + p.col0 + j;
     if (HAS_RESIDUAL) {
-        y = (y + residual[at]) * p.residual_scale;
+        y = (y + f32(residual[at])) * p.residual_scale;
     }
-    c[at] = y;
+    c[at] = act(y);
 }
 
 // ---------------------------------------------------------------------------
@@ -175,11 +180,11 @@ fn a_block4(batch: u32, i: u32, k: u32) -> mat4x4<f32> {
         // Rows of the stored [K, M] matrix: a[k + r, i..i+3].
         let q = (base + k * p.m + clamp_m(i)) / 4u;
         let s = p.m / 4u;
-        return transpose(mat4x4(a4[q], a4[q + s], a4[q + 2u * s], a4[q + 3u * s]));
+        return transpose(mat4x4(a4_at(q), a4_at(q + s), a4_at(q + 2u * s), a4_at(q + 3u * s)));
     }
     let s = (base + k) / 4u;
-    return mat4x4(a4[(clamp_m(i) * p.k) / 4u + s], a4[(clamp_m(i + 1u) * p.k) / 4u + s],
-                  a4[(clamp_m(i + 2u) * p.k) / 4u + s], a4[(clamp_m(i + 3u) * p.k) / 4u + s]);
+    return mat4x4(a4_at((clamp_m(i) * p.k) / 4u + s), a4_at((clamp_m(i + 1u) * p.k) / 4u + s),
+                  a4_at((clamp_m(i + 2u) * p.k) / 4u + s), a4_at((clamp_m(i + 3u) * p.k) / 4u + s));
 }
 
 fn b_block4(batch: u32, k: u32, j: u32) -> mat4x4<f32> {

@@ -32,7 +32,7 @@ fn matmul_cpu_subgroup(
     let my_row = (clamp_m(i + lid.x) * p.k + batch * p.stride_a) / 4u;
     var acc = Acc8x8();
     for (var k = 0u; k < p.k; k += 4u) {
-        let mine = a4[my_row + k / 4u]; // op(a)[i + lid.x, k..k+3]
+        let mine = a4_at(my_row + k / 4u); // op(a)[i + lid.x, k..k+3]
         accumulate_8x8(&acc, rows_lo(mine), rows_hi(mine), batch, k, j);
     }
     store_8x8(batch, i, j, acc);

@@ -38,13 +38,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;        // [segments, len]
-@group(0) @binding(2) var<storage, read_write> out: array<f32>; // [segments, len]
+@group(0) @binding(1) var<storage, read> x: array<act>;        // [segments, len]
+@group(0) @binding(2) var<storage, read_write> out: array<act>; // [segments, len]
 // Only bound by group_norm and layer_norm.
 @group(0) @binding(3) var<storage, read> weight: array<f32>;   // [C] or [D]
 @group(0) @binding(4) var<storage, read> bias: array<f32>;     // [C] or [D]
 
 var<workgroup> partial: array<f32, 256>;
+
+// x widened to f32, out rounded to `act` (wgsl/act_f32.wgsl): statistics and
+// the normalised value are computed in f32 whatever the activations' precision.
+fn x_at(i: u32) -> f32 { return f32(x[i]); }
+fn out_set(i: u32, y: f32) { out[i] = act(y); }
 
 // Which segment this invocation works on and which of its elements it visits.
 struct Lane {
@@ -96,12 +101,12 @@ fn reduce(v: f32, lid: u32, op: u32) -> f32 {
 fn moments(l: Lane, lid: u32) -> vec2<f32> {
     let n = f32(p.len);
     var sum = 0.0;
-    for (var i = l.first; i < p.len; i += l.step) { sum += x[l.base + i]; }
+    for (var i = l.first; i < p.len; i += l.step) { sum += x_at(l.base + i); }
     let mean0 = reduce(sum, lid, SUM) / n;
     var dev = 0.0;
     var sq = 0.0;
     for (var i = l.first; i < p.len; i += l.step) {
-        let d = x[l.base + i] - mean0;
+        let d = x_at(l.base + i) - mean0;
         dev += d;
         sq += d * d;
     }
@@ -136,9 +141,9 @@ fn group_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let dc = l.step / p.spatial;
     let dr = l.step % p.spatial;
     for (var i = l.first; i < p.len; i += l.step) {
-        var y = (x[l.base + i] - st.mean) * st.rstd * weight[c] + bias[c];
+        var y = (x_at(l.base + i) - st.mean) * st.rstd * weight[c] + bias[c];
         if (SILU) { y = y / (1.0 + exp(-y)); }
-        if (l.live) { out[l.base + i] = y; }
+        if (l.live) { out_set(l.base + i, y); }
         c += dc;
         r += dr;
         if (r >= p.spatial) {
@@ -155,8 +160,8 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     let l = lane(wid, nwg, lid);
     let st = stats(l, lid);
     for (var i = l.first; i < p.len; i += l.step) {
-        let y = (x[l.base + i] - st.mean) * st.rstd * weight[i] + bias[i];
-        if (l.live) { out[l.base + i] = y; }
+        let y = (x_at(l.base + i) - st.mean) * st.rstd * weight[i] + bias[i];
+        if (l.live) { out_set(l.base + i, y); }
     }
 }
 
@@ -167,12 +172,12 @@ fn l2_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let l = lane(wid, nwg, lid);
     var sq = 0.0;
     for (var i = l.first; i < p.len; i += l.step) {
-        let v = x[l.base + i];
+        let v = x_at(l.base + i);
         sq += v * v;
     }
     let inv = 1.0 / max(sqrt(reduce(sq, lid, SUM)), p.scalar);
     for (var i = l.first; i < p.len; i += l.step) {
-        if (l.live) { out[l.base + i] = x[l.base + i] * inv; }
+        if (l.live) { out_set(l.base + i, x_at(l.base + i) * inv); }
     }
 }
 
@@ -183,12 +188,12 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let l = lane(wid, nwg, lid);
     let scale = p.scalar;
     var top = LOWEST;
-    for (var i = l.first; i < p.len; i += l.step) { top = max(top, x[l.base + i] * scale); }
+    for (var i = l.first; i < p.len; i += l.step) { top = max(top, x_at(l.base + i) * scale); }
     top = reduce(top, lid, MAX);
     var sum = 0.0;
-    for (var i = l.first; i < p.len; i += l.step) { sum += exp(x[l.base + i] * scale - top); }
+    for (var i = l.first; i < p.len; i += l.step) { sum += exp(x_at(l.base + i) * scale - top); }
     let inv = 1.0 / reduce(sum, lid, SUM);
     for (var i = l.first; i < p.len; i += l.step) {
-        if (l.live) { out[l.base + i] = exp(x[l.base + i] * scale - top) * inv; }
+        if (l.live) { out_set(l.base + i, exp(x_at(l.base + i) * scale - top) * inv); }
     }
 }

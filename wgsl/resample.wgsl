@@ -23,8 +23,13 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;          // [N, C_in, H, W]
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [N, C, Ho, Wo]
+@group(0) @binding(1) var<storage, read> x: array<act>;          // [N, C_in, H, W]
+@group(0) @binding(2) var<storage, read_write> out: array<act>;  // [N, C, Ho, Wo]
+
+// The interpolating kernels widen to f32 and round once on store
+// (wgsl/act_f32.wgsl); the copying ones move `act` values as they are.
+fn x_at(i: u32) -> f32 { return f32(x[i]); }
+fn out_set(i: u32, y: f32) { out[i] = act(y); }
 
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.y * nwg.x * 256u + gid.x;
@@ -91,9 +96,9 @@ fn upsample_bilinear2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let w1 = tx.lambda1;
     let w0 = 1.0 - w1;
     // PyTorch's order: h0 * (w0 * x00 + w1 * x01) + h1 * (w0 * x10 + w1 * x11).
-    let top = w0 * x[row0 + tx.i0] + w1 * x[row0 + tx.i1];
-    let bottom = w0 * x[row1 + tx.i0] + w1 * x[row1 + tx.i1];
-    out[i] = (1.0 - ty.lambda1) * top + ty.lambda1 * bottom;
+    let top = w0 * x_at(row0 + tx.i0) + w1 * x_at(row0 + tx.i1);
+    let bottom = w0 * x_at(row1 + tx.i0) + w1 * x_at(row1 + tx.i1);
+    out_set(i, (1.0 - ty.lambda1) * top + ty.lambda1 * bottom);
 }
 
 // F.avg_pool2d(x, 2): kernel 2, stride 2, floor mode (an odd last row or column
@@ -107,6 +112,6 @@ fn avg_pool2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let plane = i / (p.wo * p.ho);
     let top = (plane * p.h + 2u * oy) * p.w + 2u * ox;
     let bottom = top + p.w;
-    let sum = x[top] + x[top + 1u] + x[bottom] + x[bottom + 1u];
-    out[i] = sum / 4.0;
+    let sum = x_at(top) + x_at(top + 1u) + x_at(bottom) + x_at(bottom + 1u);
+    out_set(i, sum / 4.0);
 }

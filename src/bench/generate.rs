@@ -41,6 +41,8 @@ pub struct GenerateOptions {
     pub steps: usize,
     /// Timed generations per (size, K), after one warm-up.
     pub runs: usize,
+    /// The UNet's and VAE decoder's activations (`--precision`).
+    pub precision: crate::memory_plan::Precision,
 }
 
 /// Profiled passes per phase; the median of their summed kernel times is reported.
@@ -106,6 +108,7 @@ fn request(opts: &GenerateOptions, size: (usize, usize), k: usize) -> Request {
         size: Some(size),
         steps: Some(opts.steps),
         candidates: Some(k),
+        precision: opts.precision,
         ..Request::new(opts.prompt.clone())
     }
 }

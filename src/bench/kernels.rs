@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::Tensor;
 use crate::gpu::{AdapterClass, Context, Dispatch};
+use crate::memory_plan::Precision;
 use crate::ops::attention::{self, AttentionVariant, Sdpa};
 use crate::ops::conv2d::{self, Conv2dOptions};
 use crate::ops::elementwise::{self, Activation, BinaryOp};
@@ -171,7 +172,7 @@ type Launch = (String, [u32; 3], u64, u64);
 fn model_launches(r: &mut Runner, dir: &std::path::Path, name: &str) -> Result<()> {
     let batch = if name == "unet" { 2 } else { 1 };
     let planned = Model::load(r.ctx, dir, name, WeightPrecision::Auto)
-        .and_then(|m| Ok((m.plan(r.ctx, batch)?, m)));
+        .and_then(|m| Ok((m.plan(r.ctx, batch, Precision::F32)?, m)));
     let (g, _model) = match planned {
         Ok(planned) => planned,
         Err(e @ Error::DeviceLimit(_)) => {

@@ -36,9 +36,9 @@ use serde_json::{json, Value};
 use crate::bench::{device_label, fixed, mb, unet_sample_size, Stats, Table};
 use crate::error::{Error, Result};
 use crate::gpu::profiler::{Clock, Profiler};
-use crate::gpu::Tensor;
 use crate::gpu::{Context, Dispatch};
-use crate::memory_plan::{Limits, MemoryPlan};
+use crate::gpu::{DType, Tensor};
+use crate::memory_plan::{Limits, MemoryPlan, Precision};
 use crate::models::clip::{self, CLIPModel, CLIPTextModel};
 use crate::models::layers::component_config;
 use crate::models::pipeline;
@@ -71,6 +71,8 @@ pub struct ModelOptions {
     pub filter: Option<String>,
     /// Precision of layer weights on the GPU (`--weights`).
     pub weights: WeightPrecision,
+    /// The UNet's and VAE decoder's activations (`--precision`).
+    pub precision: Precision,
 }
 
 /// n values in [0, 1]: `0.5 + 0.5 sin(0.37 i + phase)`, as tools/bench_torch.py computes them.
@@ -115,6 +117,16 @@ pub(crate) enum Model {
 }
 
 impl Model {
+    /// What `--precision auto` follows: the UNet's or the decoder's weights
+    /// (the other models run in f32 whatever the precision).
+    fn weights_dtype(&self) -> DType {
+        match self {
+            Model::Unet(unet, ..) => unet.weights_dtype(),
+            Model::Vae(vae, _) => vae.weights_dtype(),
+            _ => DType::F32,
+        }
+    }
+
     /// Component `name` of a pipeline folder, loaded as the engine loads it.
     pub(crate) fn load(ctx: &Context, dir: &Path, name: &str, w: WeightPrecision) -> Result<Self> {
         Ok(match name {
@@ -155,8 +167,17 @@ impl Model {
         })
     }
 
-    pub(crate) fn plan<'a>(&self, ctx: &'a Context, batch: usize) -> Result<Graph<'a>> {
+    /// The forward at `batch`, its UNet or decoder activations in `precision`
+    /// (resolved against the model's weights, as a run does).
+    pub(crate) fn plan<'a>(
+        &self,
+        ctx: &'a Context,
+        batch: usize,
+        precision: Precision,
+    ) -> Result<Graph<'a>> {
         let mut g = Graph::new(ctx, "bench");
+        let resolved = precision.resolve(ctx, self.weights_dtype())?;
+        g.set_precision(resolved);
         let image = |c: usize, s: usize, phase| {
             Tensor::from_f32(
                 ctx,
@@ -186,7 +207,7 @@ impl Model {
                     batch,
                     [*size, *size],
                     VaeTiles::Auto,
-                    &Limits::of(ctx),
+                    &Limits::of(ctx, resolved),
                 )?;
                 match plan.vae_tiling {
                     Some(tiling) => vae.decode_tiled(&mut g, &latents, tiling)?,
@@ -452,7 +473,7 @@ fn model_rows(
     for &batch in batches {
         // Everything one forward holds is made when it is planned.
         ctx.reset_peak();
-        let g = match model.plan(ctx, batch) {
+        let g = match model.plan(ctx, batch, opts.precision) {
             Ok(g) => g,
             Err(e) => {
                 // Larger batches need more: they are skipped with it.

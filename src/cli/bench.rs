@@ -12,6 +12,7 @@ use easel::bench::models::ModelOptions;
 use easel::bench::{self, compare, parse_counts, Report};
 use easel::gpu::profiler::Profiler;
 use easel::gpu::{AdapterOptions, Context};
+use easel::memory_plan::Precision;
 use easel::output::check_writable;
 use easel::weights::WeightPrecision;
 use easel::{Engine, Error, PipelineConfig, Result};
@@ -72,6 +73,10 @@ pub enum What {
         /// Layer weights on the GPU: auto (as the file), f32 or f16.
         #[arg(long, default_value = "auto")]
         weights: WeightPrecision,
+        /// The UNet's and VAE decoder's activations: auto (f16 on a GPU with
+        /// SHADER_F16 when the weights are f16), f32 or f16.
+        #[arg(long, default_value = "auto")]
+        precision: Precision,
     },
     /// The whole loop through Engine::generate for several K and sizes, with phases.
     Generate {
@@ -100,6 +105,10 @@ pub enum What {
         /// Layer weights on the GPU: auto (as the file), f32 or f16.
         #[arg(long, default_value = "auto")]
         weights: WeightPrecision,
+        /// The UNet's and VAE decoder's activations: auto (f16 on a GPU with
+        /// SHADER_F16 when the weights are f16), f32 or f16.
+        #[arg(long, default_value = "auto")]
+        precision: Precision,
     },
 }
 
@@ -120,6 +129,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
             runs,
             plot,
             weights,
+            precision,
         } => {
             let opts = GenerateOptions {
                 prompt: prompt.clone(),
@@ -128,6 +138,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
                 sizes: sizes.as_deref().map(parse_sizes).transpose()?,
                 steps: *steps,
                 runs: *runs,
+                precision: *precision,
             };
             let model = easel::model_dir::resolve(model.as_deref())?;
             generate(args, adapter, (&model, *weights), &opts, plot.as_deref())?
@@ -153,12 +164,14 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
             batches,
             filter,
             weights,
+            precision,
         } => {
             let opts = ModelOptions {
                 model: easel::model_dir::resolve(model.as_deref())?,
                 batches: parse_counts("--batches", batches)?,
                 filter: filter.clone(),
                 weights: *weights,
+                precision: *precision,
             };
             models(args, adapter, &opts)?
         }

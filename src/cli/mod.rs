@@ -119,6 +119,11 @@ pub struct RenderArgs {
     /// fit the adapter), off, or N (tiles of N pixels a side, overlapping by a quarter).
     #[arg(long, default_value = "auto")]
     pub vae_tiles: easel::models::vae_tiles::VaeTiles,
+    /// The UNet's and VAE decoder's activations: auto (f16 on a GPU with
+    /// SHADER_F16 when the weights are f16, else f32), f32, or f16 (half the
+    /// activation memory; norm statistics, softmax and sums stay f32).
+    #[arg(long, default_value = "auto")]
+    pub precision: easel::memory_plan::Precision,
     #[command(flatten)]
     pub start: start::StartArgs,
 }
@@ -186,6 +191,7 @@ impl RenderArgs {
             schedule,
             start: self.start.start(model)?,
             vae_tiles: self.vae_tiles,
+            precision: self.precision,
             ..easel::Request::new(prompt)
         })
     }

@@ -45,6 +45,8 @@ struct JobLine {
     mask_blur: Option<f32>,
     /// `--vae-tiles`: auto, off or a tile's side in pixels.
     vae_tiles: Option<String>,
+    /// `--precision`: auto, f32 or f16.
+    precision: Option<String>,
     /// LoRAs as `FILE[:WEIGHT]` (`--lora`), instead of the command line's.
     lora: Option<Vec<String>>,
     out: Option<String>,
@@ -192,6 +194,10 @@ fn parse_job(
         vae_tiles: match &j.vae_tiles {
             Some(t) => t.parse().map_err(|e| format!("vae_tiles {e}"))?,
             None => d.vae_tiles,
+        },
+        precision: match &j.precision {
+            Some(p) => p.parse().map_err(|e| format!("precision {e}"))?,
+            None => d.precision,
         },
         ..d.clone()
     };

@@ -292,6 +292,12 @@ impl Context {
         self.device.limits()
     }
 
+    /// Whether kernels can store activations as f16 (`--precision f16`): WGSL's
+    /// `f16` in storage buffers, which SHADER_F16 brings.
+    pub fn has_f16_activations(&self) -> bool {
+        self.features().contains(wgpu::Features::SHADER_F16)
+    }
+
     /// Block until all submitted work is done, then surface any wgpu error.
     pub fn wait(&self) -> Result<()> {
         self.device

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Buffer, Context, Kernel, KernelSpec, Shader, Tensor};
+use crate::gpu::{Access, Buffer, Context, DType, Kernel, KernelSpec, Shader, Tensor};
 
 /// A recorded-later kernel launch. Holds everything it binds alive.
 #[derive(Debug)]
@@ -70,9 +70,10 @@ impl Launch<'_> {
                 ctx.info.name
             )));
         }
+        let shader = self.activations(ctx)?;
         let access: Vec<Access> = self.tensors.iter().map(|(_, a)| *a).collect();
         let kernel = ctx.pipelines.get(&KernelSpec {
-            shader: self.shader,
+            shader,
             entry: self.entry,
             constants: self.constants,
             storage: &access,
@@ -112,6 +113,23 @@ impl Launch<'_> {
             flops: self.flops,
             bytes: self.bytes,
         })
+    }
+}
+
+impl Launch<'_> {
+    /// The shader for the activations bound: binding 1 is an activation in
+    /// every shader with an f16 twin, and its dtype picks the twin
+    /// ([`Shader::for_activations`]), which needs SHADER_F16.
+    fn activations(&self, ctx: &Context) -> Result<&'static Shader> {
+        let dtype = self.tensors.first().map_or(DType::F32, |(t, _)| t.dtype);
+        let shader = self.shader.for_activations(dtype);
+        if shader.half.is_none() && self.shader.half.is_some() && !ctx.has_f16_activations() {
+            return Err(Error::DeviceLimit(format!(
+                "{}: f16 activations need SHADER_F16, which {} lacks; use --precision f32",
+                self.shader.name, ctx.info.name
+            )));
+        }
+        Ok(shader)
     }
 }
 

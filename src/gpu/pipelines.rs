@@ -17,6 +17,22 @@ pub struct Shader {
     pub name: &'static str,
     pub parts: &'static [&'static str],
     pub source: &'static str,
+    /// The same kernels for f16 activations (wgsl/act_f16.wgsl), where this
+    /// shader's are f32 (wgsl/act_f32.wgsl); `None` for shaders with one form.
+    pub half: Option<&'static Shader>,
+}
+
+impl Shader {
+    /// This shader's kernels for activations of `dtype`: itself for f32, its
+    /// f16 twin for f16 (or itself where it has none: its operands are not
+    /// activations). [`crate::gpu::Launch`] applies it to the dtype of binding
+    /// 1, which is an activation in every twinned shader.
+    pub fn for_activations(&'static self, dtype: crate::gpu::DType) -> &'static Shader {
+        match (dtype, self.half) {
+            (crate::gpu::DType::F16, Some(half)) => half,
+            _ => self,
+        }
+    }
 }
 
 /// How a kernel sees one storage buffer.

@@ -113,11 +113,17 @@ impl Arena {
         self.graphs
     }
 
-    /// An f32 activation of `shape`: a dead buffer large enough, bound as the
-    /// tensor's bytes alone, or a new one (contents undefined either way: every
-    /// op writes its whole output).
-    pub fn tensor(&mut self, ctx: &Context, label: &str, shape: &[usize]) -> Result<Tensor> {
-        let bytes = (numel(shape) * DType::F32.size()) as u64;
+    /// An activation of `shape` and `dtype`: a dead buffer large enough, bound
+    /// as the tensor's bytes alone, or a new one (contents undefined either
+    /// way: every op writes its whole output).
+    pub fn tensor(
+        &mut self,
+        ctx: &Context,
+        label: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let bytes = dtype.bytes(numel(shape));
         ctx.check_binding_size(label, bytes)?;
         let live: u64 = self
             .slots
@@ -139,7 +145,7 @@ impl Arena {
         Ok(Tensor {
             buffer,
             shape: shape.to_vec(),
-            dtype: DType::F32,
+            dtype,
             window,
         })
     }

@@ -6,11 +6,11 @@
 //! the recorded dispatches, so a forward pass allocates nothing.
 
 use crate::error::Result;
-use crate::gpu::Tensor;
-use crate::gpu::{Context, Dispatch};
+use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::models::arena::{lock, Arena, SharedArena};
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::ops::attention::{self, Sdpa};
+use crate::ops::cast;
 use crate::ops::conv2d::{self, Conv2dOptions};
 use crate::ops::elementwise::{self, Activation, BinaryOp};
 use crate::ops::embedding::{self, Timesteps};
@@ -28,6 +28,11 @@ pub struct Graph<'a> {
     arena: SharedArena,
     /// This graph's id in its arena.
     id: u32,
+    /// The dtype of the activations ops allocate now: f32, or f16 inside a
+    /// model forward run [`Graph::in_precision`].
+    act: DType,
+    /// What [`Graph::in_precision`] runs a model in (`--precision`).
+    precision: DType,
 }
 
 impl<'a> Graph<'a> {
@@ -46,14 +51,58 @@ impl<'a> Graph<'a> {
             label,
             arena: arena.clone(),
             id,
+            act: DType::F32,
+            precision: DType::F32,
         }
+    }
+
+    /// Run the models that support it ([`Graph::in_precision`]) with
+    /// activations of `dtype` (F32 or F16).
+    pub fn set_precision(&mut self, dtype: DType) {
+        self.precision = dtype;
+    }
+
+    /// A model's forward `f` with its activations in the graph's precision:
+    /// `inputs` cast to it on entry (handed to `f` in order), the output
+    /// widened to f32 on exit, so what the rest of a run reads (sampler,
+    /// scorer, images) stays f32 whatever the precision. At f32 it is `f`.
+    pub fn in_precision(
+        &mut self,
+        inputs: &[&Tensor],
+        f: impl FnOnce(&mut Self, &[Tensor]) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let outer = std::mem::replace(&mut self.act, self.precision);
+        let out = self.cast_all(inputs).and_then(|xs| f(self, &xs));
+        self.act = outer;
+        self.to_dtype(&out?, DType::F32)
+    }
+
+    fn cast_all(&mut self, xs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        xs.iter().map(|x| self.to_dtype(x, self.act)).collect()
+    }
+
+    /// `x` as `dtype`: itself when it already is, else cast into a new tensor.
+    pub fn to_dtype(&mut self, x: &Tensor, dtype: DType) -> Result<Tensor> {
+        if x.dtype == dtype {
+            return Ok(x.clone());
+        }
+        let out = self.tensor_of(&x.shape, dtype)?;
+        let d = cast::cast(self.ctx, x, &out)?;
+        self.push(d);
+        Ok(out)
     }
 
     /// An activation tensor, planned now and reused by every run of the graph:
     /// its buffer may be one whose values are dead (see [`Arena`]), so the op
     /// that writes it must write all of it.
     pub fn tensor(&mut self, shape: &[usize]) -> Result<Tensor> {
-        lock(&self.arena).tensor(self.ctx, self.label, shape)
+        self.tensor_of(shape, self.act)
+    }
+
+    /// [`Graph::tensor`] of a given dtype (an f32 output of a kernel that has
+    /// no f16 form, inside an f16 forward).
+    pub fn tensor_of(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        lock(&self.arena).tensor(self.ctx, self.label, shape, dtype)
     }
 
     /// Record a dispatch: it runs after every one recorded before it.
@@ -295,10 +344,10 @@ impl Graph<'_> {
         config: &Timesteps,
         frequencies: &Tensor,
     ) -> Result<Tensor> {
-        let out = self.tensor(&[t.numel(), config.num_channels])?;
+        let out = self.tensor_of(&[t.numel(), config.num_channels], DType::F32)?;
         let d = embedding::timestep_embedding(self.ctx, config, frequencies, t, &out)?;
         self.push(d);
-        Ok(out)
+        self.to_dtype(&out, self.act)
     }
 
     /// CLIP text input: ids `[N, L]` (u32) → token + position embeddings `[N, L, D]`.
@@ -308,10 +357,10 @@ impl Graph<'_> {
         token: &Tensor,
         position: &Tensor,
     ) -> Result<Tensor> {
-        let out = self.tensor(&[ids.shape[0], ids.dim(-1), token.dim(-1)])?;
+        let out = self.tensor_of(&[ids.shape[0], ids.dim(-1), token.dim(-1)], DType::F32)?;
         let ds = embedding::clip_text_embeddings(self.ctx, ids, token, position, &out)?;
         self.extend(ds);
-        Ok(out)
+        self.to_dtype(&out, self.act)
     }
 
     /// CLIP vision input: patch embeddings `[N, D, gh, gw]` → `[N, 1 + gh·gw, D]`

@@ -403,9 +403,28 @@ impl UNet2DConditionModel {
         })
     }
 
+    /// The dtype its layer weights have on the GPU (`conv_in`'s stands for all:
+    /// one file, one `--weights`), which `--precision auto` follows.
+    pub fn weights_dtype(&self) -> crate::gpu::DType {
+        self.conv_in.weight.dtype
+    }
+
     /// sample `[N, in, H, W]`, timesteps `[N]`, encoder_hidden_states `[N, L, cross]`
-    /// → noise (or v) prediction `[N, out, H, W]`.
+    /// → noise (or v) prediction `[N, out, H, W]` (f32; activations in the
+    /// graph's precision, [`Graph::in_precision`]).
     pub fn forward(
+        &self,
+        g: &mut Graph,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+    ) -> Result<Tensor> {
+        g.in_precision(&[sample, context], |g, xs| {
+            self.forward_in(g, &xs[0], timesteps, &xs[1])
+        })
+    }
+
+    fn forward_in(
         &self,
         g: &mut Graph,
         sample: &Tensor,

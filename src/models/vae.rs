@@ -198,6 +198,11 @@ impl AutoencoderKLDecoder {
         })
     }
 
+    /// The dtype its layer weights have on the GPU (`--precision auto` follows it).
+    pub fn weights_dtype(&self) -> crate::gpu::DType {
+        self.conv_in.weight.dtype
+    }
+
     /// Latents as a diffusion model samples them `[N, latent, h, w]` → image
     /// `[N, out, h·f, w·f]` in [-1, 1]: diffusers' `latents / scaling_factor +
     /// shift_factor`, then [`Self::forward`].
@@ -216,8 +221,13 @@ impl AutoencoderKLDecoder {
         )
     }
 
-    /// z `[N, latent, h, w]` (already divided by scaling_factor) → image `[N, out, h·f, w·f]` in [-1, 1].
+    /// z `[N, latent, h, w]` (already divided by scaling_factor) → image `[N, out, h·f, w·f]`
+    /// in [-1, 1] (f32; activations in the graph's precision, [`Graph::in_precision`]).
     pub fn forward(&self, g: &mut Graph, z: &Tensor) -> Result<Tensor> {
+        g.in_precision(&[z], |g, z| self.forward_in(g, &z[0]))
+    }
+
+    fn forward_in(&self, g: &mut Graph, z: &Tensor) -> Result<Tensor> {
         let z = match &self.post_quant_conv {
             Some(conv) => g.conv2d(z, conv)?,
             None => z.clone(),

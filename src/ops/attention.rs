@@ -9,9 +9,10 @@
 //! op replaces `view/transpose -> F.scaled_dot_product_attention -> transpose/reshape`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch, Shader, Tensor};
+use crate::gpu::{Access, AdapterClass, Context, DType, Dispatch, Launch, Shader, Tensor};
 use crate::ops::matmul::{coop_ready, coop_shader, subgroups_of_8, MatmulVariant};
-use crate::ops::{expect_shape, groups, ATTENTION, ATTENTION_SUBGROUP, CPU_LOOP_LIMIT};
+use crate::ops::{expect_activations, expect_shape, groups};
+use crate::ops::{ATTENTION, ATTENTION_SUBGROUP, CPU_LOOP_LIMIT};
 use crate::ops::{ATTENTION_COOP16, ATTENTION_COOP8};
 
 /// Which kernel runs: `Gpu` stages keys and values in workgroup memory, `Cpu`
@@ -86,6 +87,12 @@ pub fn scaled_dot_product_attention_with(
             )));
         }
     }
+    expect_activations("attention", q, &[("k", k), ("v", v), ("out", out)])?;
+    // The cooperative shaders have f32 activations only (src/ops/mod.rs).
+    let variant = match (variant, q.dtype) {
+        (AttentionVariant::Coop, DType::F16) => AttentionVariant::Gpu,
+        _ => variant,
+    };
     let entry = Entry::pick(ctx, variant, dh);
     let slices = dh / entry.dv;
     let params = Params {
@@ -126,7 +133,7 @@ pub fn scaled_dot_product_attention_with(
         workgroups: [groups(lq, entry.wg), (b * h) as u32, slices as u32],
         flops: 2 * (score_passes + 1) as u64 * pairs * dh as u64
             / if cfg.is_causal { 2 } else { 1 },
-        bytes: 4 * (2 * q.numel() + 2 * k.numel()) as u64,
+        bytes: (q.dtype.size() * (2 * q.numel() + 2 * k.numel())) as u64,
     }
     .build(ctx, &params)
 }

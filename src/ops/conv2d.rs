@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::gpu::coop::COLS;
 use crate::gpu::{Access, Context, DType, Dispatch, Launch, Shader, Tensor};
 use crate::ops::matmul::{coop_shader, subgroups_of_8, Epilogue, MatmulVariant};
-use crate::ops::{expect_shape, groups, CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
+use crate::ops::{expect_activations, expect_shape, groups};
+use crate::ops::{CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
 use crate::ops::{CONV2D_COOP16, CONV2D_COOP16_F16, CONV2D_COOP8, CONV2D_COOP8_F16};
 
 /// conv2d runs the same kernel shapes as matmul (`Gpu` tiles, `Cpu` register
@@ -174,7 +175,10 @@ fn launch(
     let variant = opts
         .variant
         .unwrap_or_else(|| MatmulVariant::for_adapter(ctx));
-    let entry = Entry::pick(ctx, variant, &conv, &epilogue, weight.dtype)?;
+    let mut acts = vec![("out", out)];
+    acts.extend(epilogue.residual.map(|(r, _)| ("residual", r)));
+    expect_activations("conv2d", x, &acts)?;
+    let entry = Entry::pick(ctx, variant, &conv, &epilogue, (x.dtype, weight.dtype))?;
     let (tile_p, tile_c) = entry.tile;
     let [bias, residual] = epilogue.bindings(x);
     let mut params = conv.params(opts);
@@ -193,8 +197,8 @@ fn launch(
         ],
         workgroups: [groups(p, tile_p), groups(conv.cout, tile_c), conv.n as u32],
         flops: 2 * (conv.n * conv.cout * p * k) as u64,
-        bytes: (4 * (x.numel() + conv.n * conv.cout * p) + weight.dtype.size() * weight.numel())
-            as u64,
+        bytes: (x.dtype.size() * (x.numel() + conv.n * conv.cout * p)
+            + weight.dtype.size() * weight.numel()) as u64,
     }
     .build(ctx, &params)
 }
@@ -329,7 +333,7 @@ impl Entry {
         variant: ConvVariant,
         conv: &Geometry,
         epilogue: &Epilogue,
-        dtype: DType,
+        (x_dtype, dtype): (DType, DType),
     ) -> Result<Self> {
         let k = conv.k();
         let mut constants = epilogue.constants().to_vec();
@@ -347,7 +351,8 @@ impl Entry {
             }
         };
         let (shader, name, tile) = match (variant, ctx.coop) {
-            (MatmulVariant::Coop, Some(coop)) => {
+            // The cooperative shaders have f32 activations only (src/ops/mod.rs).
+            (MatmulVariant::Coop, Some(coop)) if x_dtype == DType::F32 => {
                 // Tile rows are output channels.
                 let (block, rows) = coop.block_for(conv.cout);
                 constants.push(("SUBGROUP_SIZE", coop.subgroup as f64));

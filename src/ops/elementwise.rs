@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Tensor;
 use crate::gpu::{Access, Context, Dispatch, Launch};
-use crate::ops::{grid_1d, groups, ELEMENTWISE};
+use crate::ops::{expect_activations, grid_1d, groups, ELEMENTWISE};
 
 /// Activations, numbered as `OP` in the shader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +51,7 @@ pub fn unary(
     bias: f32,
 ) -> Result<Dispatch> {
     crate::ops::expect_shape("unary", "out", out, &x.shape)?;
+    expect_activations("unary", x, &[("out", out)])?;
     let n = x.numel();
     let (entry, threads) = if n.is_multiple_of(4) {
         ("unary4", n / 4)
@@ -74,7 +75,7 @@ pub fn unary(
         tensors: &[(x, Access::Read), (out, Access::ReadWrite)],
         workgroups: grid_1d(groups(threads, WORKGROUP)),
         flops: n as u64,
-        bytes: 8 * n as u64,
+        bytes: 2 * (x.dtype.size() * n) as u64,
     }
     .build(ctx, &params)
 }
@@ -91,6 +92,7 @@ pub fn binary(
     scale: f32,
 ) -> Result<Dispatch> {
     crate::ops::expect_shape("binary", "out", out, &a.shape)?;
+    expect_activations("binary", a, &[("b", b), ("out", out)])?;
     let (dims, strides) = broadcast_4d(&a.shape, &b.shape)?;
     let n = a.numel();
     // Same shape (the residual adds) takes a vec4 kernel without index math; b
@@ -123,7 +125,7 @@ pub fn binary(
         ],
         workgroups: grid_1d(groups(threads, WORKGROUP)),
         flops: n as u64,
-        bytes: 12 * n as u64,
+        bytes: 3 * (a.dtype.size() * n) as u64,
     }
     .build(ctx, &params)
 }
@@ -142,6 +144,7 @@ pub fn geglu(ctx: &Context, x: &Tensor, out: &Tensor) -> Result<Dispatch> {
         )));
     }
     crate::ops::expect_shape("geglu", "out", out, &shape)?;
+    expect_activations("geglu", x, &[("out", out)])?;
     let n = out.numel();
     let params = Params {
         n: n as u32,
@@ -160,7 +163,7 @@ pub fn geglu(ctx: &Context, x: &Tensor, out: &Tensor) -> Result<Dispatch> {
         tensors: &[(x, Access::Read), (out, Access::ReadWrite)],
         workgroups: grid_1d(groups(n, WORKGROUP)),
         flops: 20 * n as u64,
-        bytes: 12 * n as u64,
+        bytes: 3 * (x.dtype.size() * n) as u64,
     }
     .build(ctx, &params)
 }

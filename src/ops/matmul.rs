@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::gpu::coop::{Coop, COLS};
 use crate::gpu::{dispatch, Access, AdapterClass, Context, CoopPolicy, Dispatch, Launch};
 use crate::gpu::{DType, Shader, Tensor};
-use crate::ops::{expect_shape, groups, MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
+use crate::ops::{expect_activations, expect_shape, groups};
+use crate::ops::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
 use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F16};
 
 /// Which kernel shape to run; see wgsl/matmul.wgsl. All run on any adapter
@@ -330,7 +331,10 @@ fn launch(
         residual_scale: epilogue.scale(),
         _pad: [0; 2],
     };
-    let kernel = pick(ctx, &shape, b.dtype, opts)?;
+    let mut acts = vec![("out", out)];
+    acts.extend(epilogue.residual.map(|(r, _)| ("residual", r)));
+    expect_activations("matmul", a, &acts)?;
+    let kernel = pick(ctx, &shape, (a.dtype, b.dtype), opts)?;
     let (tile_n, tile_m) = kernel.tile;
     let mut constants = vec![
         ("TRANSPOSE_A", opts.transpose_a as u32 as f64),
@@ -353,13 +357,13 @@ fn launch(
         ],
         workgroups: [groups(n, tile_n), groups(m, tile_m), batch as u32],
         flops: 2 * (batch * m * n * k) as u64,
-        bytes: (4 * (batch * m * k + batch * m * n) + b.dtype.size() * b_reads) as u64,
+        bytes: (a.dtype.size() * (batch * m * k + batch * m * n) + b.dtype.size() * b_reads) as u64,
     }
     .build(ctx, &params)
 }
 
-/// The kernel one dispatch runs: shader (f32 or f16 `b`), entry point and
-/// output tile.
+/// The kernel one dispatch runs: shader (f32 or f16 `b`; its f16-activation
+/// twin is taken by [`Launch`]), entry point and output tile.
 struct Pick {
     shader: &'static Shader,
     entry: &'static str,
@@ -369,7 +373,12 @@ struct Pick {
     constants: Vec<(&'static str, f64)>,
 }
 
-fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> Result<Pick> {
+fn pick(
+    ctx: &Context,
+    shape: &Shape,
+    (a_dtype, b_dtype): (DType, DType),
+    opts: &MatmulOptions,
+) -> Result<Pick> {
     let (base, subgroup_shader) = match b_dtype {
         DType::F32 => (&MATMUL, &MATMUL_SUBGROUP),
         DType::F16 => (&MATMUL_F16, &MATMUL_SUBGROUP_F16),
@@ -393,7 +402,8 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
         constants: Vec::new(),
     };
     Ok(match (variant, ctx.coop) {
-        (MatmulVariant::Coop, Some(coop)) => {
+        // The cooperative shaders have f32 activations only (src/ops/mod.rs).
+        (MatmulVariant::Coop, Some(coop)) if a_dtype == DType::F32 => {
             let (block, rows) = coop.block_for(shape.m);
             Pick {
                 shader: coop_shader(coop, COOP_SHADERS[(b_dtype == DType::F16) as usize]),

@@ -23,6 +23,7 @@ pub const CPU_LOOP_LIMIT: usize = 60_000;
 
 pub mod attention;
 pub mod blend;
+pub mod cast;
 pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
@@ -39,14 +40,20 @@ pub mod sampler;
 pub mod score;
 
 macro_rules! shaders {
-    ($($ident:ident $(as $name:literal)? => [$($file:literal),+]),* $(,)?) => {
+    ($($ident:ident $(as $name:literal)? $(/ $half:ident as $half_name:literal)?
+        => [$($file:literal),+]),* $(,)?) => {
         $(pub static $ident: Shader = Shader {
             name: name!($($name)?; $($file),+),
-            parts: &[$($file),+],
-            source: concat!($(include_str!(concat!("../../wgsl/", $file, ".wgsl"))),+),
-        };)*
+            parts: &[$(act!(f32 $half), )? $($file),+],
+            source: concat!(
+                $(include_str!(concat!("../../wgsl/", act!(f32 $half), ".wgsl")),)?
+                $(include_str!(concat!("../../wgsl/", $file, ".wgsl"))),+
+            ),
+            half: half!($($half)?),
+        };
+        twin!($($half, $half_name)?; $($file),+);)*
         /// Every embedded shader, for validation tests and warm-up.
-        pub static ALL_SHADERS: &[&Shader] = &[$(&$ident),*];
+        pub static ALL_SHADERS: &[&Shader] = &[$(&$ident, $(&$half,)?)*];
     };
 }
 
@@ -61,6 +68,41 @@ macro_rules! last {
     ($_first:literal, $($rest:literal),+) => { last!($($rest),+) };
 }
 
+/// A twinned shader's f16-activation form (nothing for a shader without one).
+macro_rules! twin {
+    (; $($file:literal),+) => {};
+    ($half:ident, $half_name:literal; $($file:literal),+) => {
+        pub static $half: Shader = Shader {
+            name: $half_name,
+            parts: &["act_f16", $($file),+],
+            source: concat!(
+                include_str!("../../wgsl/act_f16.wgsl"),
+                $(include_str!(concat!("../../wgsl/", $file, ".wgsl"))),+
+            ),
+            half: None,
+        };
+    };
+}
+
+/// The activation-type file of a twinned shader (the ident only selects the arm).
+macro_rules! act {
+    (f32 $_half:ident) => {
+        "act_f32"
+    };
+    (f16 $_half:ident) => {
+        "act_f16"
+    };
+}
+
+macro_rules! half {
+    () => {
+        None
+    };
+    ($half:ident) => {
+        Some(&$half)
+    };
+}
+
 // A shader is its files concatenated: the subgroup kernels reuse their base
 // file's Params, bindings and helpers, and stay separate files because a module
 // that calls subgroup builtins does not compile where the feature is missing.
@@ -71,41 +113,60 @@ macro_rules! last {
 // shaders put wgsl/gemm_coop.wgsl (cooperative matrices) where gemm_tile was,
 // after the prefix that enables the extension and names the fragment size;
 // attention_coop follows attention, whose Params and bindings it uses.
+//
+// Kernels that read and write activations name their element type `act`
+// (wgsl/act_f32.wgsl). `A / A_H as "a_h"` builds both: A with act_f32 first,
+// A_H with act_f16 first (f16 activations, `--precision f16`), and
+// [`Shader::for_activations`] picks between them by the activations' dtype. The
+// cooperative shaders have f32 activations only (their prefix must come first,
+// and f16 activations take the subgroup or tiled kernels).
 shaders! {
-    ATTENTION => ["attention"],
-    ATTENTION_SUBGROUP => ["attention", "subgroup", "attention_subgroup"],
-    ATTENTION_COOP8 as "attention_coop8" => ["coop8", "attention", "attention_coop"],
-    ATTENTION_COOP16 as "attention_coop16" => ["coop16", "attention", "attention_coop"],
+    ATTENTION / ATTENTION_H as "attention_h" => ["attention"],
+    ATTENTION_SUBGROUP / ATTENTION_SUBGROUP_H as "attention_subgroup_h" =>
+        ["attention", "subgroup", "attention_subgroup"],
+    ATTENTION_COOP8 as "attention_coop8" =>
+        ["coop8", "act_f32", "attention", "attention_coop"],
+    ATTENTION_COOP16 as "attention_coop16" =>
+        ["coop16", "act_f32", "attention", "attention_coop"],
     BLEND => ["blend"],
-    CONV2D => ["gemm_tile", "weight_f32", "conv2d"],
-    CONV2D_F16 as "conv2d_f16" => ["gemm_tile", "weight_f16", "conv2d"],
-    CONV2D_COOP8 as "conv2d_coop8" => ["coop8", "gemm_coop", "weight_f32", "conv2d"],
-    CONV2D_COOP8_F16 as "conv2d_coop8_f16" => ["coop8", "gemm_coop", "weight_f16", "conv2d"],
-    CONV2D_COOP16 as "conv2d_coop16" => ["coop16", "gemm_coop", "weight_f32", "conv2d"],
-    CONV2D_COOP16_F16 as "conv2d_coop16_f16" => ["coop16", "gemm_coop", "weight_f16", "conv2d"],
-    CONV2D_SUBGROUP => ["gemm_tile", "weight_f32", "conv2d", "subgroup", "conv2d_subgroup"],
-    CONV2D_SUBGROUP_F16 as "conv2d_subgroup_f16" =>
+    CAST => ["cast"],
+    CONV2D / CONV2D_H as "conv2d_h" => ["gemm_tile", "weight_f32", "conv2d"],
+    CONV2D_F16 as "conv2d_f16" / CONV2D_F16_H as "conv2d_f16_h" =>
+        ["gemm_tile", "weight_f16", "conv2d"],
+    CONV2D_COOP8 as "conv2d_coop8" => ["coop8", "act_f32", "gemm_coop", "weight_f32", "conv2d"],
+    CONV2D_COOP8_F16 as "conv2d_coop8_f16" =>
+        ["coop8", "act_f32", "gemm_coop", "weight_f16", "conv2d"],
+    CONV2D_COOP16 as "conv2d_coop16" => ["coop16", "act_f32", "gemm_coop", "weight_f32", "conv2d"],
+    CONV2D_COOP16_F16 as "conv2d_coop16_f16" =>
+        ["coop16", "act_f32", "gemm_coop", "weight_f16", "conv2d"],
+    CONV2D_SUBGROUP / CONV2D_SUBGROUP_H as "conv2d_subgroup_h" =>
+        ["gemm_tile", "weight_f32", "conv2d", "subgroup", "conv2d_subgroup"],
+    CONV2D_SUBGROUP_F16 as "conv2d_subgroup_f16" / CONV2D_SUBGROUP_F16_H as "conv2d_subgroup_f16_h" =>
         ["gemm_tile", "weight_f16", "conv2d", "subgroup", "conv2d_subgroup"],
-    ELEMENTWISE => ["elementwise"],
+    ELEMENTWISE / ELEMENTWISE_H as "elementwise_h" => ["elementwise"],
     EMBEDDING => ["weight_f32", "embedding"],
     EMBEDDING_F16 as "embedding_f16" => ["weight_f16", "embedding"],
     FINITE => ["finite"],
     IMAGE => ["image"],
-    LAYOUT => ["layout"],
+    LAYOUT / LAYOUT_H as "layout_h" => ["layout"],
     LORA => ["lora"],
-    MATMUL => ["gemm_tile", "weight_f32", "matmul"],
-    MATMUL_F16 as "matmul_f16" => ["gemm_tile", "weight_f16", "matmul"],
-    MATMUL_COOP8 as "matmul_coop8" => ["coop8", "gemm_coop", "weight_f32", "matmul"],
-    MATMUL_COOP8_F16 as "matmul_coop8_f16" => ["coop8", "gemm_coop", "weight_f16", "matmul"],
-    MATMUL_COOP16 as "matmul_coop16" => ["coop16", "gemm_coop", "weight_f32", "matmul"],
-    MATMUL_COOP16_F16 as "matmul_coop16_f16" => ["coop16", "gemm_coop", "weight_f16", "matmul"],
-    MATMUL_SUBGROUP => ["gemm_tile", "weight_f32", "matmul", "subgroup", "matmul_subgroup"],
-    MATMUL_SUBGROUP_F16 as "matmul_subgroup_f16" =>
+    MATMUL / MATMUL_H as "matmul_h" => ["gemm_tile", "weight_f32", "matmul"],
+    MATMUL_F16 as "matmul_f16" / MATMUL_F16_H as "matmul_f16_h" =>
+        ["gemm_tile", "weight_f16", "matmul"],
+    MATMUL_COOP8 as "matmul_coop8" => ["coop8", "act_f32", "gemm_coop", "weight_f32", "matmul"],
+    MATMUL_COOP8_F16 as "matmul_coop8_f16" =>
+        ["coop8", "act_f32", "gemm_coop", "weight_f16", "matmul"],
+    MATMUL_COOP16 as "matmul_coop16" => ["coop16", "act_f32", "gemm_coop", "weight_f32", "matmul"],
+    MATMUL_COOP16_F16 as "matmul_coop16_f16" =>
+        ["coop16", "act_f32", "gemm_coop", "weight_f16", "matmul"],
+    MATMUL_SUBGROUP / MATMUL_SUBGROUP_H as "matmul_subgroup_h" =>
+        ["gemm_tile", "weight_f32", "matmul", "subgroup", "matmul_subgroup"],
+    MATMUL_SUBGROUP_F16 as "matmul_subgroup_f16" / MATMUL_SUBGROUP_F16_H as "matmul_subgroup_f16_h" =>
         ["gemm_tile", "weight_f16", "matmul", "subgroup", "matmul_subgroup"],
     NOISE => ["noise"],
-    NORM => ["norm"],
+    NORM / NORM_H as "norm_h" => ["norm"],
     PEAK => ["peak"],
-    RESAMPLE => ["resample"],
+    RESAMPLE / RESAMPLE_H as "resample_h" => ["resample"],
     SAMPLER => ["sampler"],
     SCORE => ["score"],
 }
@@ -146,4 +207,17 @@ pub fn expect_dtype(op: &str, what: &str, t: &Tensor, dtype: DType) -> Result<()
         )));
     }
     Ok(())
+}
+
+/// The activations an op binds share one dtype, f32 or f16 (`--precision`):
+/// a kernel with f16 activations reads every one of them as f16 (binding 1's
+/// dtype picks it; [`crate::gpu::Shader::for_activations`]).
+pub fn expect_activations(op: &str, first: &Tensor, rest: &[(&str, &Tensor)]) -> Result<()> {
+    if first.dtype == DType::U32 {
+        return Err(Error::BadInput(format!(
+            "{op}: input is U32, expected F32 or F16"
+        )));
+    }
+    rest.iter()
+        .try_for_each(|(what, t)| expect_dtype(op, what, t, first.dtype))
 }

@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Tensor;
 use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch};
-use crate::ops::{expect_shape, grid_1d, groups, CPU_LOOP_LIMIT, NORM};
+use crate::ops::{expect_activations, expect_shape, grid_1d, groups, CPU_LOOP_LIMIT, NORM};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -67,6 +67,7 @@ impl<'a> Segments<'a> {
 
     fn build(self, ctx: &Context, class: AdapterClass) -> Result<Dispatch> {
         expect_shape(self.op, "out", self.out, &self.x.shape)?;
+        expect_activations(self.op, self.x, &[("out", self.out)])?;
         if self.segments == 0 || self.len == 0 {
             return Err(Error::BadInput(format!(
                 "{}: x has shape {:?}, which has no elements to reduce",
@@ -115,7 +116,7 @@ impl<'a> Segments<'a> {
             workgroups: grid_1d(workgroups),
             flops: self.flops_per_element * n,
             // Read three times (statistics, then output), written once.
-            bytes: 16 * n,
+            bytes: 4 * self.x.dtype.size() as u64 * n,
         }
         .build(ctx, &params)
     }

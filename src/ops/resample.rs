@@ -7,9 +7,9 @@
 //! adapter classes (nothing to tile: each input element is read at most a few times).
 
 use crate::error::{Error, Result};
+use crate::gpu::Tensor;
 use crate::gpu::{Access, Context, Dispatch, Launch};
-use crate::gpu::{DType, Tensor};
-use crate::ops::{expect_dtype, expect_shape, grid_1d, groups, RESAMPLE};
+use crate::ops::{expect_activations, expect_shape, grid_1d, groups, RESAMPLE};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -87,9 +87,8 @@ pub fn avg_pool2d(ctx: &Context, x: &Tensor, out: &Tensor) -> Result<Dispatch> {
     launch(ctx, "avg_pool2d", x, out, &params, 4)
 }
 
-/// A 4-D f32 tensor's dims, or an error naming the op and the tensor.
+/// A 4-D tensor's dims, or an error naming the op and the tensor.
 fn nchw(op: &str, what: &str, t: &Tensor) -> Result<[usize; 4]> {
-    expect_dtype(op, what, t, DType::F32)?;
     t.shape.as_slice().try_into().map_err(|_| {
         Error::BadInput(format!(
             "{op}: {what} has shape {:?}, expected [N, C, H, W]",
@@ -126,6 +125,7 @@ fn launch(
     params: &Params,
     flops_per_output: u64,
 ) -> Result<Dispatch> {
+    expect_activations(entry, x, &[("out", out)])?;
     let n = out.numel();
     Launch {
         shader: &RESAMPLE,

@@ -8,7 +8,6 @@ use crate::memory_plan::{Limits, MemoryPlan};
 use crate::models::arena::SharedArena;
 use crate::models::pipeline::Pipeline;
 use crate::models::scorer::Scorer;
-use crate::models::vae_tiles::Tiling;
 use crate::models::Graph;
 use crate::ops::score::{self, CHOICE_WORDS};
 use crate::ops::{layout, sampler};
@@ -188,29 +187,32 @@ pub(super) fn memory_plan(ctx: &Context, pipeline: &Pipeline, s: &Settings) -> R
         1
     };
     let [_, h, w] = s.sample;
+    let precision = s.precision.resolve(ctx, pipeline.unet.weights_dtype())?;
     MemoryPlan::new(
         pipeline.config.vae.as_ref(),
         images,
         [h, w],
         s.vae_tiles,
-        &Limits::of(ctx),
+        &Limits::of(ctx, precision),
     )
 }
 
 /// The views, UNet pass and scoring pass for K candidates, decoding latents
-/// in `tiles` (the memory plan's), their activations in the run's `arena`. The
-/// context broadcast goes into the text stage (run once per run).
+/// in the `memory` plan's tiles and running the UNet and decoder in its
+/// precision, their activations in the run's `arena`. The context broadcast
+/// goes into the text stage (run once per run).
 pub(super) fn plan_passes(
     ctx: &Context,
     pipeline: &Pipeline,
     (text, arena): (&mut Text, &SharedArena),
     st: &State,
     k: usize,
-    tiles: Option<Tiling>,
+    memory: &MemoryPlan,
 ) -> Result<Passes> {
     let cands = st.cands.prefix(k)?;
     let context = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
     let mut unet = Graph::in_arena(ctx, "unet", arena);
+    unet.set_precision(memory.precision);
     let model_out = pipeline
         .unet
         .forward(&mut unet, &cands.model_in, &cands.timesteps, &context)
@@ -226,7 +228,7 @@ pub(super) fn plan_passes(
         let help = too_large_run("the scoring pass (which decodes every candidate)", k);
         passes.score = plan_score(
             ctx,
-            (pipeline, tiles),
+            (pipeline, memory),
             scorer,
             (embeds, arena),
             st,
@@ -245,14 +247,16 @@ fn too_large_run(pass: &str, k: usize) -> String {
 /// The scoring pass: every candidate's image, its CLIP embedding, its scores.
 fn plan_score(
     ctx: &Context,
-    (pipeline, tiles): (&Pipeline, Option<Tiling>),
+    (pipeline, memory): (&Pipeline, &MemoryPlan),
     scorer: &Scorer,
     (embeds, arena): (&Tensor, &SharedArena),
     st: &State,
     passes: &mut Passes,
 ) -> Result<Vec<Dispatch>> {
     let mut g = Graph::in_arena(ctx, "scorer", arena);
-    passes.images = pipeline.to_image(&mut g, passes.cands.x0.clone(), tiles)?;
+    g.set_precision(memory.precision);
+    let x0 = passes.cands.x0.clone();
+    passes.images = pipeline.to_image(&mut g, x0, memory.vae_tiling)?;
     let model = &scorer.model;
     let pixels = model.preprocess(&mut g, &passes.images, &scorer.processor)?; // [K, 3, S, S]
     let image_embeds = model.image_embeds(&mut g, &pixels)?; // [K, proj]

@@ -161,10 +161,9 @@ impl Plan {
         // The UNet and scoring passes of each candidate count, shared by its steps.
         let counts = candidate_counts(&s);
         let memory = memory_plan(ctx, pipeline, &s)?;
-        let tiles = memory.vae_tiling;
         let passes = counts
             .iter()
-            .map(|&k| plan_passes(ctx, pipeline, (&mut text, &arena), &st, k, tiles))
+            .map(|&k| plan_passes(ctx, pipeline, (&mut text, &arena), &st, k, &memory))
             .collect::<Result<Vec<_>>>()?;
         let broadcast = [
             layout::broadcast_row_in_place(ctx, &st.cands.x, &st.choice.head(1)?)?,
@@ -196,7 +195,7 @@ impl Plan {
             s.upscale,
             [s.height, s.width],
             check,
-            (tiles, &arena),
+            (&memory, &arena),
         )?;
         arena::check_shared(&arena)?;
         let words = readback_parts(&post, &st).iter().map(|(_, n)| n).sum();

@@ -7,6 +7,7 @@ mod common;
 #[path = "../reference/mod.rs"]
 mod reference;
 
+mod act_f16;
 mod attention;
 mod blend;
 mod conv2d;
