@@ -23,6 +23,11 @@ override HAS_BIAS: bool = false;
 // (ResnetBlock2D's time embedding added after conv1).
 override HAS_RESIDUAL: bool = false;
 override RESIDUAL_PER_CHANNEL: bool = false;
+// The input is read as if nearest-upsampled by this factor (p.h and p.w are
+// the upsampled size): diffusers' Upsample2D, `F.interpolate(x, scale_factor=2,
+// mode="nearest")` then a 3x3 conv, without the upsampled tensor (4x the input)
+// or its launch. A constant, so the divisions below fold into shifts.
+override UPSAMPLE: u32 = 1u;
 
 struct Params {
     cin: u32,
@@ -97,8 +102,9 @@ fn gather(n: u32, t: Tap, origin: vec2<i32>) -> f32 {
     let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
     // Clamped so the load is always in bounds; the value is discarded when outside.
     // ci is clamped too: the k tail of conv2d_cpu walks one tap past the end.
-    let idx = ((n * p.cin + min(t.ci, p.cin - 1u)) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w
-        + u32(clamp(ix, 0, i32(p.w) - 1));
+    let sy = u32(clamp(iy, 0, i32(p.h) - 1)) / UPSAMPLE;
+    let sx = u32(clamp(ix, 0, i32(p.w) - 1)) / UPSAMPLE;
+    let idx = ((n * p.cin + min(t.ci, p.cin - 1u)) * (p.h / UPSAMPLE) + sy) * (p.w / UPSAMPLE) + sx;
     return select(0.0, f32(x[idx]), inside);
 }
 

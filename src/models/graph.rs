@@ -248,6 +248,17 @@ impl Graph<'_> {
         self.conv2d_with(x, layer, &Conv2dOptions::new(layer.stride, layer.padding))
     }
 
+    /// `layer(F.interpolate(x, scale_factor=factor, mode="nearest"))` in one
+    /// kernel (diffusers' `Upsample2D`): the conv reads x through the
+    /// upsampling, so the upsampled tensor never exists.
+    pub fn upsample_conv2d(&mut self, x: &Tensor, factor: usize, layer: &Conv2d) -> Result<Tensor> {
+        let opts = Conv2dOptions {
+            upsample: factor,
+            ..Conv2dOptions::new(layer.stride, layer.padding)
+        };
+        self.conv2d_with(x, layer, &opts)
+    }
+
     /// `(layer(x) + residual) · scale` in one kernel ([`matmul::Epilogue`]):
     /// ResnetBlock2D's `(shortcut + conv2(h)) / output_scale_factor`.
     pub fn conv2d_add(
@@ -279,13 +290,13 @@ impl Graph<'_> {
         residual: Option<(&Tensor, f32)>,
     ) -> Result<Tensor> {
         let (kh, kw) = (layer.weight.dim(-2), layer.weight.dim(-1));
-        let (hout, wout) =
-            conv2d::output_size(x.dim(-2), x.dim(-1), kh, kw, opts).ok_or_else(|| {
-                crate::Error::BadInput(format!(
-                    "conv2d: input {:?} is smaller than the {kh}x{kw} kernel",
-                    x.shape
-                ))
-            })?;
+        let (h, w) = (x.dim(-2) * opts.upsample, x.dim(-1) * opts.upsample);
+        let (hout, wout) = conv2d::output_size(h, w, kh, kw, opts).ok_or_else(|| {
+            crate::Error::BadInput(format!(
+                "conv2d: input {:?} is smaller than the {kh}x{kw} kernel",
+                x.shape
+            ))
+        })?;
         let out = self.tensor(&[x.shape[0], layer.out_channels(), hout, wout])?;
         let epilogue = matmul::Epilogue {
             bias: layer.bias.as_ref(),

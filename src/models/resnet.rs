@@ -110,7 +110,6 @@ impl Upsample2D {
     }
 
     pub fn forward(&self, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
-        let up = g.upsample_nearest(x, 2)?; // [N, C, 2H, 2W]
-        g.conv2d(&up, &self.conv)
+        g.upsample_conv2d(x, 2, &self.conv) // [N, C, 2H, 2W]
     }
 }

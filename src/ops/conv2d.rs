@@ -33,6 +33,9 @@ pub struct Conv2dOptions {
     /// (y, x) more zeros after the last row and column only: diffusers'
     /// `Downsample2D` with `padding=0` pads `(0, 1, 0, 1)` before its conv.
     pub pad_end: (usize, usize),
+    /// Read x as if nearest-upsampled by this factor first (1: as it is):
+    /// diffusers' `Upsample2D` in one launch, without the upsampled tensor.
+    pub upsample: usize,
     /// Kernel override; `None` picks [`MatmulVariant::for_adapter`].
     pub variant: Option<ConvVariant>,
 }
@@ -43,6 +46,7 @@ impl Default for Conv2dOptions {
             stride: (1, 1),
             padding: (0, 0),
             pad_end: (0, 0),
+            upsample: 1,
             variant: None,
         }
     }
@@ -54,8 +58,7 @@ impl Conv2dOptions {
         Self {
             stride: (stride, stride),
             padding: (padding, padding),
-            pad_end: (0, 0),
-            variant: None,
+            ..Self::default()
         }
     }
 }
@@ -178,7 +181,8 @@ fn launch(
     let mut acts = vec![("out", out)];
     acts.extend(epilogue.residual.map(|(r, _)| ("residual", r)));
     expect_activations("conv2d", x, &acts)?;
-    let entry = Entry::pick(ctx, variant, &conv, &epilogue, (x.dtype, weight.dtype))?;
+    let mut entry = Entry::pick(ctx, variant, &conv, &epilogue, (x.dtype, weight.dtype))?;
+    entry.constants.push(("UPSAMPLE", opts.upsample as f64));
     let (tile_p, tile_c) = entry.tile;
     let [bias, residual] = epilogue.bindings(x);
     let mut params = conv.params(opts);
@@ -240,6 +244,11 @@ impl Geometry {
         if opts.stride.0 == 0 || opts.stride.1 == 0 {
             return Err(bad(format!("stride {:?} must be positive", opts.stride)));
         }
+        if opts.upsample == 0 {
+            return Err(bad("upsample factor must be positive".into()));
+        }
+        // The convolution sees the upsampled input.
+        let (h, w) = (h * opts.upsample, w * opts.upsample);
         let (hout, wout) = output_size(h, w, kh, kw, opts).ok_or_else(|| {
             bad(format!(
                 "kernel {kh}x{kw} is larger than the padded input {h}x{w} + 2x{:?} + {:?}",

@@ -48,8 +48,8 @@ fn check(case: Case, variant: ConvVariant, seed: u64) {
     let opts = Conv2dOptions {
         stride,
         padding,
-        pad_end: (0, 0),
         variant: Some(variant),
+        ..Conv2dOptions::default()
     };
     let d = conv2d::conv2d(ctx(), &x, &weight, Some(&bias), &out, &opts).unwrap();
     dispatch::run(ctx(), &[d]).unwrap();
@@ -149,6 +149,56 @@ fn pad_end_is_zeros_after_the_last_row_and_column() {
                 1e-5,
             );
         }
+    }
+}
+
+/// `upsample: 2` (diffusers' Upsample2D in one kernel) against the reference
+/// convolution of the input upsampled on the host (`F.interpolate(x,
+/// scale_factor=2, mode="nearest")`), 3x3 with padding 1, every variant, odd
+/// sizes; same tolerance as `check`.
+#[test]
+fn upsampled_input_is_the_nearest_upsampling() {
+    let (n, cin, h, w, cout) = (2, 6, 5, 7, 9);
+    let mut rng = Rng::new(4100);
+    let (x, xh) = random(&mut rng, &[n, cin, h, w]);
+    let (weight, wh) = random(&mut rng, &[cout, cin, 3, 3]);
+    let (bias, bh) = random(&mut rng, &[cout]);
+    let up: Vec<f32> = crate::reference::resample::upsample_nearest2d(&xh, [n, cin, h, w], 2)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let reference = Conv2d {
+        x: &up,
+        weight: &wh,
+        bias: Some(&bh),
+        n,
+        cin,
+        h: 2 * h,
+        w: 2 * w,
+        cout,
+        kh: 3,
+        kw: 3,
+        stride: (1, 1),
+        padding: (1, 1),
+    };
+    for variant in VARIANTS {
+        let out = zeros(&[n, cout, 2 * h, 2 * w]);
+        let opts = Conv2dOptions {
+            upsample: 2,
+            variant: Some(variant),
+            ..Conv2dOptions::new(1, 1)
+        };
+        let d = conv2d::conv2d(ctx(), &x, &weight, Some(&bias), &out, &opts).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
+        let atol = 1e-5 * ((cin * 9) as f64).sqrt();
+        let got = out.to_vec(ctx()).unwrap();
+        assert_close(
+            &format!("upsample {variant:?}"),
+            &got,
+            &reference.run(),
+            atol,
+            1e-5,
+        );
     }
 }
 
