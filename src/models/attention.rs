@@ -90,16 +90,16 @@ impl FeedForward {
         let rows = x.numel() / dim.max(1);
         let chunk = self.chunk_rows(g, dim);
         if chunk >= rows {
-            let h = g.linear(x, &self.proj)?; // [N, L, 2*inner]
-            let h = g.geglu(&h)?; // hidden * gelu(gate): [N, L, inner]
+            let mut h = g.linear(x, &self.proj)?; // [N, L, 2*inner]
+            h = g.geglu(&h)?; // hidden * gelu(gate): [N, L, inner]
             return g.linear_add(&h, &self.out, residual);
         }
         let (x, r) = (x.reshape(&[rows, dim])?, residual.reshape(&[rows, dim])?);
         let out = g.tensor(&[rows, dim])?;
         for start in (0..rows).step_by(chunk) {
             let n = chunk.min(rows - start);
-            let h = g.linear(&x.rows(start, n)?, &self.proj)?; // [n, 2*inner]
-            let h = g.geglu(&h)?; // [n, inner]
+            let mut h = g.linear(&x.rows(start, n)?, &self.proj)?; // [n, 2*inner]
+            h = g.geglu(&h)?; // [n, inner]
             g.linear_into(
                 &h,
                 &self.out,
@@ -149,13 +149,14 @@ impl BasicTransformerBlock {
         })
     }
 
-    /// x `[N, HW, C]`, context `[N, S, cross]` → `[N, HW, C]`.
+    /// x `[N, HW, C]`, context `[N, S, cross]` → `[N, HW, C]`. Handles are
+    /// reassigned, not shadowed, so each dies when replaced (the arena reuses it).
     fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let h = g.layer_norm(x, &self.norm1)?;
-        let x = self.attn1.forward_add(g, &h, &h, x)?;
-        let h = g.layer_norm(&x, &self.norm2)?;
-        let x = self.attn2.forward_add(g, &h, context, &x)?;
-        let h = g.layer_norm(&x, &self.norm3)?;
+        let mut h = g.layer_norm(x, &self.norm1)?;
+        let mut x = self.attn1.forward_add(g, &h, &h, x)?;
+        h = g.layer_norm(&x, &self.norm2)?;
+        x = self.attn2.forward_add(g, &h, context, &x)?;
+        h = g.layer_norm(&x, &self.norm3)?;
         self.ff.forward_add(g, &h, &x)
     }
 }
@@ -220,6 +221,7 @@ impl Transformer2DModel {
     /// x `[N, C, H, W]`, context `[N, S, cross]` → `[N, C, H, W]`.
     pub fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (h, w) = (x.dim(-2), x.dim(-1));
+        // `normed` dies here, before the blocks run.
         let normed = g.group_norm(x, &self.norm, false)?;
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => {
@@ -231,6 +233,7 @@ impl Transformer2DModel {
                 g.linear(&t, lin)?
             }
         };
+        drop(normed);
         for block in &self.transformer_blocks {
             tokens = block.forward(g, &tokens, context)?;
         }

@@ -165,15 +165,19 @@ impl CLIPEncoderLayer {
     /// x `[N, L, D]` → `[N, L, D]`.
     fn forward(&self, g: &mut Graph, x: &Tensor, causal: bool) -> Result<Tensor> {
         let a = &self.self_attn;
-        let h = g.layer_norm(x, &self.layer_norm1)?;
+        // Handles are reassigned or dropped, not shadowed, so each dies when
+        // it is last read (the arena reuses it).
+        let mut h = g.layer_norm(x, &self.layer_norm1)?;
         let q = g.linear(&h, &a.q_proj)?;
         let k = g.linear(&h, &a.k_proj)?;
         let v = g.linear(&h, &a.v_proj)?;
         let o = g.attention(&q, &k, &v, a.heads, causal)?; // [N, L, D]
+        drop((q, k, v));
         let x = g.linear_add(&o, &a.out_proj, x)?; // residual, in out_proj's store
-        let h = g.layer_norm(&x, &self.layer_norm2)?;
-        let h = g.linear(&h, &self.fc1)?; // [N, L, mlp]
-        let h = g.activation(&h, self.act)?;
+        drop(o);
+        h = g.layer_norm(&x, &self.layer_norm2)?;
+        h = g.linear(&h, &self.fc1)?; // [N, L, mlp]
+        h = g.activation(&h, self.act)?;
         g.linear_add(&h, &self.fc2, &x)
     }
 }

@@ -50,9 +50,14 @@ impl ResnetBlock2D {
 
     /// x `[N, Cin, H, W]`, `emb_silu` = SiLU(temb) `[N, T]` (if the block has a
     /// time projection) → `[N, Cout, H, W]`.
+    ///
+    /// `h` is reassigned, not shadowed, so each intermediate is dropped as soon
+    /// as the next is made: the arena reuses a buffer once no handle names it
+    /// (`models::arena`), and a shadowed handle would live to the end of the
+    /// block (the VAE's last blocks hold 33 MB tensors at 256x256 in f16).
     pub fn forward(&self, g: &mut Graph, x: &Tensor, emb_silu: Option<&Tensor>) -> Result<Tensor> {
-        let h = g.group_norm(x, &self.norm1, true)?;
-        let h = match (&self.time_emb_proj, emb_silu) {
+        let mut h = g.group_norm(x, &self.norm1, true)?;
+        h = match (&self.time_emb_proj, emb_silu) {
             (Some(proj), Some(emb)) => {
                 let t = g.linear(emb, proj)?; // [N, Cout]
                 let t = t.reshape(&[t.shape[0], t.shape[1], 1, 1])?;
@@ -61,7 +66,7 @@ impl ResnetBlock2D {
             }
             _ => g.conv2d(&h, &self.conv1)?, // [N, Cout, H, W]
         };
-        let h = g.group_norm(&h, &self.norm2, true)?;
+        h = g.group_norm(&h, &self.norm2, true)?;
         // dropout: inference only
         let shortcut = match &self.conv_shortcut {
             Some(conv) => g.conv2d(x, conv)?,

@@ -115,8 +115,10 @@ impl UNetMidBlock2D {
             let (h, w) = (x.dim(-2), x.dim(-1));
             let normed = g.group_norm(&x, &a.group_norm, false)?;
             let tokens = g.nchw_to_tokens(&normed)?; // [N, hw, C]
-            let out = a.attn.forward(g, &tokens, &tokens)?;
-            let out = g.tokens_to_nchw(&out, h, w)?;
+            drop(normed);
+            let mut out = a.attn.forward(g, &tokens, &tokens)?;
+            drop(tokens);
+            out = g.tokens_to_nchw(&out, h, w)?;
             x = g.add(&out, &x)?; // residual_connection=True, rescale 1
         }
         self.resnets[1].forward(g, &x, None)
