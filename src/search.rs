@@ -106,15 +106,10 @@ fn load(
         .chain(prompts.texts.iter().cloned())
         .collect();
     let rows = token_rows(&pipeline.tokenizer, &texts);
-    write(&plan.inputs.text.0, &rows.concat());
-    write(
-        &plan.inputs.text.1,
-        &pipeline.text_encoder.eos_positions(&rows),
-    );
-    if let (Some(scorer), Some((ids, eos))) = (&pipeline.scorer, &plan.inputs.scorer) {
+    (pipeline.text_encoder).write_inputs(ctx, &plan.inputs.text, &rows)?;
+    if let (Some(scorer), Some(inputs)) = (&pipeline.scorer, &plan.inputs.scorer) {
         let rows = token_rows(&scorer.tokenizer, &prompts.texts);
-        write(ids, &rows.concat());
-        write(eos, &scorer.model.text_model.eos_positions(&rows));
+        scorer.model.text_model.write_inputs(ctx, inputs, &rows)?;
     }
     ctx.queue.write_buffer(
         &plan.st.weights.buffer,

@@ -131,12 +131,10 @@ fn check_best_of_k(engine: &Engine, r: &Request) -> Image {
         .iter()
         .map(|t| scorer.tokenizer.encode_padded(t).input_ids)
         .collect();
-    let ids = Tensor::from_u32(ctx, "ids", &[p, rows[0].len()], &rows.concat()).unwrap();
-    let eos = scorer.model.text_model.eos_positions(&rows);
-    let eos = Tensor::from_u32(ctx, "eos", &[p], &eos).unwrap();
+    let inputs = scorer.model.text_model.inputs_for(ctx, &rows).unwrap();
     let mut g = Graph::new(ctx, "check");
     let image_embeds = scorer.model.image_embeds(&mut g, &pixels).unwrap();
-    let text_embeds = scorer.model.text_embeds(&mut g, &ids, &eos).unwrap();
+    let text_embeds = scorer.model.text_embeds(&mut g, &inputs).unwrap();
     g.run().unwrap();
     let (img, txt) = (
         image_embeds.to_vec(ctx).unwrap(),

@@ -97,11 +97,9 @@ fn text_out(model: &CLIPTextModel) -> Vec<f32> {
         .chunks(shape[1])
         .map(|r| r.iter().map(|&v| v as u32).collect())
         .collect();
-    let flat: Vec<u32> = rows.concat();
-    let ids = Tensor::from_u32(ctx(), "input_ids", &shape, &flat).unwrap();
-    let eos = Tensor::from_u32(ctx(), "eos", &[rows.len()], &model.eos_positions(&rows)).unwrap();
+    let inputs = model.inputs_for(ctx(), &rows).unwrap();
     let mut g = Graph::new(ctx(), "text");
-    let out = model.forward(&mut g, &ids, &eos).unwrap();
+    let out = model.forward(&mut g, &inputs).unwrap();
     g.run().unwrap();
     out.last_hidden_state.to_vec(ctx()).unwrap()
 }

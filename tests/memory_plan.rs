@@ -447,3 +447,25 @@ fn a_value_passed_in_another_graphs_buffer_is_refused() {
     let err = easel::models::arena::check_shared(&arena).unwrap_err();
     assert!(err.to_string().contains("memory plan"), "{err}");
 }
+
+/// Token tables kept in host memory (SD's 49,408 rows; here every table, by a
+/// test bound) give the same image as tables on the GPU: the run gathers the
+/// same rows before uploading them, for the text encoder and the scorer.
+#[test]
+fn host_token_tables_give_the_same_image() {
+    let on_gpu = engine(true).generate(&request(13)).unwrap();
+    let mut ctx = common::new_context();
+    ctx.host_tables_for_tests(0);
+    let host = Engine::with_context(ctx, common::files::tiny_latent_pipeline()).unwrap();
+    let on_host = host.generate(&request(13)).unwrap();
+    assert_eq!(
+        on_host.rgba, on_gpu.rgba,
+        "host token tables changed the image"
+    );
+    assert!(
+        on_host.gpu_peak_bytes < on_gpu.gpu_peak_bytes,
+        "the tables left the GPU: {} vs {} bytes",
+        on_host.gpu_peak_bytes,
+        on_gpu.gpu_peak_bytes
+    );
+}

@@ -45,17 +45,12 @@ fn upload(name: &str, key: &str) -> Tensor {
     Tensor::from_f32(ctx(), key, &shape, &data).unwrap()
 }
 
-fn upload_ids(name: &str) -> (Tensor, Vec<Vec<u32>>) {
+/// The golden token ids, one row per sequence.
+fn golden_ids(name: &str) -> Vec<Vec<u32>> {
     let (data, shape) = golden(name, "input_ids");
-    let rows: Vec<Vec<u32>> = data
-        .chunks(shape[1])
+    data.chunks(shape[1])
         .map(|r| r.iter().map(|&v| v as u32).collect())
-        .collect();
-    let flat: Vec<u32> = rows.concat();
-    (
-        Tensor::from_u32(ctx(), "input_ids", &shape, &flat).unwrap(),
-        rows,
-    )
+        .collect()
 }
 
 /// Max error relative to the output's scale with f16 activations.
@@ -132,10 +127,9 @@ fn text_encoder_matches(name: &str, expect_prefix: &str) {
     assert_eq!(weights.prefix(), expect_prefix);
     let model = CLIPTextModel::new(&Vars::new(ctx(), &weights), config).unwrap();
     check_all_used(&weights, clip::IGNORED).unwrap();
-    let (ids, rows) = upload_ids(name);
-    let eos = Tensor::from_u32(ctx(), "eos", &[rows.len()], &model.eos_positions(&rows)).unwrap();
+    let inputs = model.inputs_for(ctx(), &golden_ids(name)).unwrap();
     let mut g = Graph::new(ctx(), "text");
-    let out = model.forward(&mut g, &ids, &eos).unwrap();
+    let out = model.forward(&mut g, &inputs).unwrap();
     g.run().unwrap();
     check(
         "last_hidden_state",
@@ -162,17 +156,13 @@ fn clip_model_matches_transformers() {
     let (weights, config): (_, CLIPConfig) = open_component(&golden_dir(name)).unwrap();
     let model = CLIPModel::new(&Vars::new(ctx(), &weights), config).unwrap();
     check_all_used(&weights, clip::IGNORED).unwrap();
-    let (ids, rows) = upload_ids(name);
-    let eos = Tensor::from_u32(
-        ctx(),
-        "eos",
-        &[rows.len()],
-        &model.text_model.eos_positions(&rows),
-    )
-    .unwrap();
+    let inputs = model
+        .text_model
+        .inputs_for(ctx(), &golden_ids(name))
+        .unwrap();
     let mut g = Graph::new(ctx(), "clip");
     // CLIPModel.forward returns unit-length embeddings.
-    let text = model.text_embeds(&mut g, &ids, &eos).unwrap();
+    let text = model.text_embeds(&mut g, &inputs).unwrap();
     let text = g.l2_normalize(&text).unwrap();
     let image = model
         .image_embeds(&mut g, &upload(name, "pixel_values"))
@@ -307,18 +297,17 @@ fn default_model_matches_pytorch() {
         .chunks(77)
         .map(|r| r.iter().map(|&v| v as u32).collect())
         .collect();
-    let ids = Tensor::from_u32(ctx(), "ids", &[rows.len(), 77], &rows.concat()).unwrap();
-
     let mut g = Graph::new(ctx(), "default");
     let (mut w, config): (_, CLIPTextConfig) = open_component(&model.join("text_encoder")).unwrap();
     w.detect_prefix("text_model.");
     let text = CLIPTextModel::new(&Vars::new(ctx(), &w), config).unwrap();
-    let eos = Tensor::from_u32(ctx(), "eos", &[rows.len()], &text.eos_positions(&rows)).unwrap();
-    let hidden = text.forward(&mut g, &ids, &eos).unwrap().last_hidden_state;
+    let inputs = text.inputs_for(ctx(), &rows).unwrap();
+    let hidden = text.forward(&mut g, &inputs).unwrap().last_hidden_state;
 
     let (w, config): (_, CLIPConfig) = open_component(&model.join("scorer")).unwrap();
     let scorer = CLIPModel::new(&Vars::new(ctx(), &w), config).unwrap();
-    let text_embeds = scorer.text_embeds(&mut g, &ids, &eos).unwrap();
+    let inputs = scorer.text_model.inputs_for(ctx(), &rows).unwrap();
+    let text_embeds = scorer.text_embeds(&mut g, &inputs).unwrap();
     let text_embeds = g.l2_normalize(&text_embeds).unwrap();
     let image_embeds = scorer.image_embeds(&mut g, &get("pixel_values")).unwrap();
     let image_embeds = g.l2_normalize(&image_embeds).unwrap();

@@ -54,12 +54,10 @@ fn scorer_folder_matches_transformers() {
         .iter()
         .map(|p| scorer.tokenizer.encode_padded(p).input_ids)
         .collect();
-    let (ids, shape) = golden("input_ids");
+    let (ids, _) = golden("input_ids");
     let want: Vec<u32> = ids.iter().map(|&v| v as u32).collect();
     assert_eq!(rows.concat(), want, "token ids");
-    let ids = Tensor::from_u32(ctx(), "ids", &shape, &want).unwrap();
-    let eos = scorer.model.text_model.eos_positions(&rows);
-    let eos = Tensor::from_u32(ctx(), "eos", &[rows.len()], &eos).unwrap();
+    let inputs = scorer.model.text_model.inputs_for(ctx(), &rows).unwrap();
     // Images [2, 3, 12, 18] in [-1.1, 1.1]: clamped, normalised, centre-cropped.
     let (images, shape) = golden("images");
     let images = Tensor::from_f32(ctx(), "images", &shape, &images).unwrap();
@@ -68,7 +66,7 @@ fn scorer_folder_matches_transformers() {
         .model
         .preprocess(&mut g, &images, &scorer.processor)
         .unwrap();
-    let text = scorer.model.text_embeds(&mut g, &ids, &eos).unwrap();
+    let text = scorer.model.text_embeds(&mut g, &inputs).unwrap();
     let text = g.l2_normalize(&text).unwrap();
     let image = scorer.model.image_embeds(&mut g, &pixels).unwrap();
     let image = g.l2_normalize(&image).unwrap();

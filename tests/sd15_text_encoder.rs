@@ -14,6 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{ctx, Rng};
+use easel::gpu::Context;
 use easel::gpu::Tensor;
 use easel::models::clip::{CLIPTextConfig, CLIPTextModel};
 use easel::models::layers::{open_component, Vars};
@@ -129,22 +130,26 @@ fn ids() -> Vec<Vec<u32>> {
     vec![row]
 }
 
-/// `last_hidden_state` and `pooler_output` of the folder at one weight precision.
-fn encode(dir: &Path, precision: WeightPrecision) -> (Vec<f32>, Vec<f32>) {
+/// `last_hidden_state` and `pooler_output` of the folder at one weight
+/// precision, on `ctx` (whose size rule puts this token table on the host
+/// unless a test moved the bound).
+fn encode_on(ctx: &Context, dir: &Path, precision: WeightPrecision) -> (Vec<f32>, Vec<f32>) {
     let (mut weights, config): (_, CLIPTextConfig) = open_component(dir).unwrap();
     weights.detect_prefix("text_model.");
     weights.set_precision(precision);
-    let model = CLIPTextModel::new(&Vars::new(ctx(), &weights), config).unwrap();
-    let rows = ids();
-    let ids = Tensor::from_u32(ctx(), "ids", &[1, POSITIONS], &rows.concat()).unwrap();
-    let eos = Tensor::from_u32(ctx(), "eos", &[1], &model.eos_positions(&rows)).unwrap();
-    let mut g = Graph::new(ctx(), "sd15-text");
-    let out = model.forward(&mut g, &ids, &eos).unwrap();
+    let model = CLIPTextModel::new(&Vars::new(ctx, &weights), config).unwrap();
+    let inputs = model.inputs_for(ctx, &ids()).unwrap();
+    let mut g = Graph::new(ctx, "sd15-text");
+    let out = model.forward(&mut g, &inputs).unwrap();
     g.run().unwrap();
     (
-        out.last_hidden_state.to_vec(ctx()).unwrap(),
-        out.pooler_output.to_vec(ctx()).unwrap(),
+        out.last_hidden_state.to_vec(ctx).unwrap(),
+        out.pooler_output.to_vec(ctx).unwrap(),
     )
+}
+
+fn encode(dir: &Path, precision: WeightPrecision) -> (Vec<f32>, Vec<f32>) {
+    encode_on(ctx(), dir, precision)
 }
 
 /// The token gather alone against the CPU: table row + position row, exact in f32.
@@ -185,18 +190,25 @@ fn sd15_text_encoder_shapes_encode_the_same_in_every_precision() {
     eprintln!("f32 token table {table_bytes} bytes; adapter binding limit {binding} bytes");
 
     check_gather(&f32_dir);
+    assert!(
+        ctx().table_on_host(table_bytes),
+        "SD's token table stays on the host"
+    );
     let reference = encode(&f32_dir, WeightPrecision::Auto);
     assert!(
         reference.0.iter().all(|v| v.is_finite()),
         "non-finite hidden state"
     );
+    // The table on the GPU (gathered there in row blocks) gives the same bytes.
+    let mut gpu_table = common::new_context();
+    gpu_table.host_tables_for_tests(u64::MAX);
+    let on_gpu = encode_on(&gpu_table, &f16_dir, WeightPrecision::Auto);
     for (what, dir, precision) in [
         ("f16 file", &f16_dir, WeightPrecision::Auto),
         ("f32 file --weights f16", &f32_dir, WeightPrecision::F16),
         ("f16 file --weights f32", &f16_dir, WeightPrecision::F32),
     ] {
         let got = encode(dir, precision);
-        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
         assert!(
             same(&got.0, &reference.0),
             "{what}: last_hidden_state differs from f32"
@@ -206,5 +218,17 @@ fn sd15_text_encoder_shapes_encode_the_same_in_every_precision() {
             "{what}: pooler_output differs from f32"
         );
     }
+    assert!(
+        same(&on_gpu.0, &reference.0),
+        "GPU table: last_hidden_state differs"
+    );
+    assert!(
+        same(&on_gpu.1, &reference.1),
+        "GPU table: pooler_output differs"
+    );
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+fn same(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }

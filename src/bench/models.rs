@@ -216,9 +216,8 @@ impl Model {
             }
             Model::Text(text) => {
                 let rows = token_rows(batch, text.config.vocab_size);
-                let ids = Tensor::from_u32(ctx, "ids", &[batch, CONTEXT], &rows.concat())?; // [B, 77]
-                let eos = Tensor::from_u32(ctx, "eos", &[batch], &text.eos_positions(&rows))?; // [B]
-                text.forward(&mut g, &ids, &eos)?;
+                let inputs = text.inputs_for(ctx, &rows)?; // ids [B, 77], eos [B]
+                text.forward(&mut g, &inputs)?;
             }
             Model::Scorer(clip, size) => {
                 let pixels = image(3, *size, 2.0)?;

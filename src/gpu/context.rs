@@ -47,6 +47,12 @@ pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
 /// costs launches only where the image is large (SD-1.5 above 512x512).
 pub const ACTIVATION_CHUNK_BYTES: u64 = 128 << 20;
 
+/// Embedding tables larger than this stay in host memory, their rows gathered
+/// on the host for each run ([`Context::table_on_host`]): CLIP's 49,408-row
+/// token table (76 MB in f16, SD-1.5's) of which a run reads 77 rows per
+/// prompt. Small tables (the default model's 5,862 rows) stay on the GPU.
+pub const HOST_TABLE_BYTES: u64 = 16 << 20;
+
 /// The message printed when no adapter can be used (exit code 3).
 pub const NO_ADAPTER_HELP: &str = "no usable GPU adapter found; install a Vulkan driver \
 (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`, which includes the lavapipe software \
@@ -70,6 +76,8 @@ pub struct Context {
     binding_limit: Option<u64>,
     /// A chunk size below [`ACTIVATION_CHUNK_BYTES`], for tests of chunked ops.
     chunk_limit: Option<u64>,
+    /// A table size below [`HOST_TABLE_BYTES`], for tests of host tables.
+    host_table_limit: Option<u64>,
     /// Graphs reuse activation buffers by liveness (`models::arena`); off only
     /// to compare against the unplanned pass.
     plan_activations: bool,
@@ -277,6 +285,7 @@ impl Context {
             uncaptured,
             binding_limit: None,
             chunk_limit: None,
+            host_table_limit: None,
             plan_activations: true,
             coop,
             coop_policy,
@@ -395,6 +404,19 @@ impl Context {
     #[doc(hidden)]
     pub fn chunk_activations_for_tests(&mut self, bytes: u64) {
         self.chunk_limit = Some(bytes);
+    }
+
+    /// Whether an embedding table of `bytes` stays in host memory
+    /// ([`HOST_TABLE_BYTES`]).
+    pub fn table_on_host(&self, bytes: u64) -> bool {
+        bytes > self.host_table_limit.unwrap_or(HOST_TABLE_BYTES)
+    }
+
+    /// Keep tables above `bytes` on the host, so that tests can do it with tiny
+    /// models.
+    #[doc(hidden)]
+    pub fn host_tables_for_tests(&mut self, bytes: u64) {
+        self.host_table_limit = Some(bytes);
     }
 
     /// Whether graphs reuse activation buffers by liveness (`models::arena`).

@@ -6,7 +6,7 @@ use crate::gpu::Context;
 use crate::gpu::Tensor;
 use std::path::Path;
 
-use crate::weights::{Config, WeightPrecision, Weights};
+use crate::weights::{Config, HostWeight, WeightPrecision, Weights};
 
 /// A path into a checkpoint's names, diffusers-style: `vb.pp("down_blocks").pp(0)`.
 #[derive(Clone)]
@@ -59,6 +59,11 @@ impl<'a> Vars<'a> {
     /// second code path in the norm and elementwise kernels.
     pub fn get_weight(&self, leaf: &str, shape: &[usize]) -> Result<Tensor> {
         self.weights.get_weight(self.ctx, &self.name(leaf), shape)
+    }
+
+    /// [`Vars::get_weight`] kept in host memory ([`Weights::get_host_weight`]).
+    pub fn get_host_weight(&self, leaf: &str, shape: &[usize]) -> Result<HostWeight> {
+        self.weights.get_host_weight(&self.name(leaf), shape)
     }
 
     pub fn contains(&self, leaf: &str) -> bool {

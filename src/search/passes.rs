@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::memory_plan::{Limits, MemoryPlan};
 use crate::models::arena::SharedArena;
+use crate::models::clip::TokenInputs;
 use crate::models::pipeline::Pipeline;
 use crate::models::scorer::Scorer;
 use crate::models::Graph;
@@ -79,11 +80,11 @@ pub(crate) struct Passes {
     pub(crate) score: Vec<Dispatch>,
 }
 
-/// The inputs a run writes into a plan: token ids and EOS positions of the
-/// text encoder's and the scorer's prompts.
+/// The inputs a run writes into a plan: the tokens of the text encoder's and
+/// the scorer's prompts.
 pub(crate) struct Inputs {
-    pub(crate) text: (Tensor, Tensor),
-    pub(crate) scorer: Option<(Tensor, Tensor)>,
+    pub(crate) text: TokenInputs,
+    pub(crate) scorer: Option<TokenInputs>,
 }
 
 /// The text stage: the denoiser's conditioning `[1 + P, 77, D]` and the
@@ -99,17 +100,18 @@ pub(super) struct Text<'a> {
 pub(super) fn plan_text<'a>(ctx: &'a Context, pipeline: &Pipeline, p: usize) -> Result<Text<'a>> {
     let mut graph = Graph::new(ctx, "text");
     let len = pipeline.tokenizer.model_max_length;
-    let text = token_tensors(ctx, 1 + p, len)?;
+    let text = pipeline.text_encoder.inputs(ctx, 1 + p, len)?;
     let hidden = pipeline
         .text_encoder
-        .forward(&mut graph, &text.0, &text.1)?
+        .forward(&mut graph, &text)?
         .last_hidden_state; // [1 + P, 77, D]
     let (scorer, embeds) = match &pipeline.scorer {
         Some(scorer) => {
             // The scorer's own tokenizer and context length.
-            let ids = token_tensors(ctx, p, scorer.tokenizer.model_max_length)?;
-            let embeds = scorer.model.text_embeds(&mut graph, &ids.0, &ids.1)?; // [P, proj]
-            (Some(ids), Some(embeds))
+            let len = scorer.tokenizer.model_max_length;
+            let inputs = scorer.model.text_model.inputs(ctx, p, len)?;
+            let embeds = scorer.model.text_embeds(&mut graph, &inputs)?; // [P, proj]
+            (Some(inputs), Some(embeds))
         }
         None => (None, None),
     };
@@ -119,13 +121,6 @@ pub(super) fn plan_text<'a>(ctx: &'a Context, pipeline: &Pipeline, p: usize) -> 
         hidden,
         embeds,
     })
-}
-
-/// Token ids `[n, len]` and EOS positions `[n]` (u32), written per run.
-fn token_tensors(ctx: &Context, n: usize, len: usize) -> Result<(Tensor, Tensor)> {
-    let ids = Tensor::from_u32(ctx, "input_ids", &[n, len], &vec![0; n * len])?;
-    let eos = Tensor::from_u32(ctx, "eos", &[n], &vec![0; n])?;
-    Ok((ids, eos))
 }
 
 /// Each prompt's row of `hidden` repeated for K candidates: `[(1 + P)·K, 77, D]`,

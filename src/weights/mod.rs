@@ -105,6 +105,14 @@ pub struct Weights {
     patched: Mutex<BTreeSet<String>>,
 }
 
+/// A layer weight in host memory ([`Weights::get_host_weight`]), as the GPU
+/// would hold it: f16 or f32 values, row-major.
+#[derive(Clone, Debug)]
+pub enum HostWeight {
+    F16(Vec<half::f16>),
+    F32(Vec<f32>),
+}
+
 /// Where one tensor a model asked for is stored.
 struct Located<'a> {
     file: &'a SafetensorsFile,
@@ -253,14 +261,8 @@ impl Weights {
         expected_shape: &[usize],
     ) -> Result<Tensor> {
         let at = self.checked(name, expected_shape)?;
-        let stored = at.info().expect("checked").dtype;
-        let half = match self.precision {
-            WeightPrecision::Auto => stored != ::safetensors::Dtype::F32,
-            WeightPrecision::F16 => true,
-            WeightPrecision::F32 => false,
-        };
         let label = self.full_name(name);
-        let tensor = if half {
+        let tensor = if self.is_half(&at) {
             let data = at.file.part_to_f16(&at.full, at.part)?;
             check_finite(&at, data.iter().map(|h| h.to_f32()))?;
             Tensor::from_f16(ctx, &label, expected_shape, &data)?
@@ -272,6 +274,41 @@ impl Weights {
         self.apply_patches(ctx, &label, &tensor)?;
         self.used.lock().expect("used set").insert(at.full);
         Ok(tensor)
+    }
+
+    /// A layer weight kept in host memory ([`HostWeight`]) in the precision
+    /// [`Weights::get_weight`] would give it on the GPU, for tables only a few
+    /// rows of which a run reads (CLIP's token table); marks it used. A LoRA
+    /// patch for it is refused: patches merge on the GPU.
+    pub fn get_host_weight(&self, name: &str, expected_shape: &[usize]) -> Result<HostWeight> {
+        let at = self.checked(name, expected_shape)?;
+        let label = self.full_name(name);
+        if self.patches.contains_key(&label) {
+            return Err(Error::BadInput(format!(
+                "{label}: a LoRA patches the token table, which easel keeps in host memory;                  such LoRAs are not supported"
+            )));
+        }
+        let weight = if self.is_half(&at) {
+            let data = at.file.part_to_f16(&at.full, at.part)?;
+            check_finite(&at, data.iter().map(|h| h.to_f32()))?;
+            HostWeight::F16(data)
+        } else {
+            let data = at.to_f32()?;
+            check_finite(&at, data.iter().copied())?;
+            HostWeight::F32(data)
+        };
+        self.used.lock().expect("used set").insert(at.full);
+        Ok(weight)
+    }
+
+    /// Whether a layer weight is kept in f16 (see [`Weights::get_weight`]).
+    fn is_half(&self, at: &Located) -> bool {
+        let stored = at.info().expect("checked").dtype;
+        match self.precision {
+            WeightPrecision::Auto => stored != ::safetensors::Dtype::F32,
+            WeightPrecision::F16 => true,
+            WeightPrecision::F32 => false,
+        }
     }
 
     /// Where `name` is stored, its shape checked against `expected_shape`.
