@@ -282,6 +282,7 @@ fn checked_out(out: &str) -> std::result::Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory_plan::Precision;
     use crate::schedulers::Sampler;
 
     fn defaults() -> Defaults {
@@ -346,6 +347,12 @@ mod tests {
         // Checked against the model with the defaults (4 steps), as `generate` would.
         let j = job(r#"{"prompt": "a", "schedule": "2 k=8; rest"}"#).unwrap();
         assert_eq!(j.request.schedule.unwrap().phases.len(), 2);
+        // `precision` on its line; when asked for, it names a different output.
+        let half = job(r#"{"prompt": "a", "precision": "f16"}"#).unwrap();
+        assert_eq!(half.request.precision, Precision::F16);
+        let auto = job(r#"{"prompt": "a", "precision": "auto"}"#).unwrap();
+        assert_eq!(auto.output, job(r#"{"prompt": "a"}"#).unwrap().output);
+        assert_ne!(half.output, auto.output);
     }
 
     #[test]
@@ -358,6 +365,10 @@ mod tests {
             (r#"{"prompt": "a", "size": "16"}"#, "expected WxH"),
             (r#"{"prompt": "a", "steps": 0}"#, "steps 0"),
             (r#"{"prompt": "a", "sampler": "plms"}"#, "unknown sampler"),
+            (
+                r#"{"prompt": "a", "precision": "f8"}"#,
+                "expected auto, f32 or f16",
+            ),
             (r#"{"prompt": "a", "schedule": "5 k=0"}"#, "candidates=0"),
             (r#"{"prompt": "a", "out": "../x.png"}"#, "inside --out"),
             (r#"{"prompt": "a", "out": "/tmp/x.png"}"#, "inside --out"),

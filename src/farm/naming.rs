@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::lora::{Lora, LoraSpec};
+use crate::memory_plan::Precision;
 use crate::request::{Picture, Request, Start};
 use crate::schedulers::Sampler;
 
@@ -40,6 +41,10 @@ struct Canonical<'a> {
     /// A start picture (absent without one, as `schedule`): see [`start_key`].
     #[serde(skip_serializing_if = "Option::is_none")]
     start: Option<String>,
+    /// `--precision` when asked for (f16 activations change the pixels);
+    /// absent for `auto`, so names from before it existed still match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    precision: Option<String>,
 }
 
 /// What of a start decides the image: the pictures' pixels (not their paths,
@@ -244,6 +249,7 @@ pub fn stable_name(r: &Request, model: &str) -> String {
         start: r.start.as_ref().map(start_key),
         negative: r.negative.as_deref().filter(|n| !n.trim().is_empty()),
         karras: r.karras,
+        precision: (r.precision != Precision::Auto).then(|| r.precision.to_string()),
     };
     let json = serde_json::to_string(&canonical).expect("plain data serializes");
     let hash = fnv1a(FNV_OFFSET, json.as_bytes());
