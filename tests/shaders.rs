@@ -80,7 +80,8 @@ fn resolved(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo)
     (module.into_owned(), info.into_owned())
 }
 
-/// Whether a shader is built on cooperative matrices (it starts with their prefix).
+/// Whether a shader is built on cooperative matrices (it starts with their prefix,
+/// its f16-activation twin included).
 fn cooperative(shader: &easel::gpu::Shader) -> bool {
     shader.parts[0].starts_with("coop")
 }
@@ -109,8 +110,14 @@ fn every_shader_translates_to_metal_and_hlsl() {
         if cooperative(shader) {
             continue;
         }
+        // f16 activations need 16-bit types: shader model 6.2, which DX12 adapters
+        // with SHADER_F16 have (wgpu offers the feature only there).
+        let shader_model = match shader.parts.contains(&"act_f16") {
+            true => naga::back::hlsl::ShaderModel::V6_2,
+            false => naga::back::hlsl::ShaderModel::V6_0,
+        };
         let hlsl = naga::back::hlsl::Options {
-            shader_model: naga::back::hlsl::ShaderModel::V6_0,
+            shader_model,
             ..Default::default()
         };
         let mut out = String::new();
@@ -135,8 +142,9 @@ fn cooperative_shaders_need_the_capability_and_write_spirv() {
         .collect();
     assert_eq!(
         coop.len(),
-        10,
-        "matmul and conv2d (f32 and f16 weights) and attention, 8x8 and 16x16"
+        20,
+        "matmul and conv2d (f32 and f16 weights) and attention, 8x8 and 16x16, \
+         f32 and f16 activations"
     );
     let base = Capabilities::SHADER_FLOAT16 | Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     let needed = base | Capabilities::COOPERATIVE_MATRIX;

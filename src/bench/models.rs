@@ -117,16 +117,6 @@ pub(crate) enum Model {
 }
 
 impl Model {
-    /// What `--precision auto` follows: the UNet's or the decoder's weights
-    /// (the other models run in f32 whatever the precision).
-    fn weights_dtype(&self) -> DType {
-        match self {
-            Model::Unet(unet, ..) => unet.weights_dtype(),
-            Model::Vae(vae, _) => vae.weights_dtype(),
-            _ => DType::F32,
-        }
-    }
-
     /// Component `name` of a pipeline folder, loaded as the engine loads it.
     pub(crate) fn load(ctx: &Context, dir: &Path, name: &str, w: WeightPrecision) -> Result<Self> {
         Ok(match name {
@@ -167,16 +157,20 @@ impl Model {
         })
     }
 
-    /// The forward at `batch`, its UNet or decoder activations in `precision`
-    /// (resolved against the model's weights, as a run does).
+    /// The forward at `batch`; a UNet's or decoder's activations in `p` (resolved as a run does).
     pub(crate) fn plan<'a>(
         &self,
         ctx: &'a Context,
         batch: usize,
-        precision: Precision,
+        p: Precision,
     ) -> Result<Graph<'a>> {
         let mut g = Graph::new(ctx, "bench");
-        let resolved = precision.resolve(ctx, self.weights_dtype())?;
+        let weights = match self {
+            Model::Unet(unet, ..) => unet.weights_dtype(),
+            Model::Vae(vae, _) => vae.weights_dtype(),
+            _ => DType::F32, // the other models run in f32 whatever the precision
+        };
+        let resolved = p.resolve(ctx, weights)?;
         g.set_precision(resolved);
         let image = |c: usize, s: usize, phase| {
             Tensor::from_f32(

@@ -9,7 +9,7 @@
 //! op replaces `view/transpose -> F.scaled_dot_product_attention -> transpose/reshape`.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, AdapterClass, Context, DType, Dispatch, Launch, Shader, Tensor};
+use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch, Shader, Tensor};
 use crate::ops::matmul::{coop_ready, coop_shader, subgroups_of_8, MatmulVariant};
 use crate::ops::{expect_activations, expect_shape, groups};
 use crate::ops::{ATTENTION, ATTENTION_SUBGROUP, CPU_LOOP_LIMIT};
@@ -88,11 +88,6 @@ pub fn scaled_dot_product_attention_with(
         }
     }
     expect_activations("attention", q, &[("k", k), ("v", v), ("out", out)])?;
-    // The cooperative shaders have f32 activations only (src/ops/mod.rs).
-    let variant = match (variant, q.dtype) {
-        (AttentionVariant::Coop, DType::F16) => AttentionVariant::Gpu,
-        _ => variant,
-    };
     let entry = Entry::pick(ctx, variant, dh);
     let slices = dh / entry.dv;
     let params = Params {

@@ -181,7 +181,7 @@ fn launch(
     let mut acts = vec![("out", out)];
     acts.extend(epilogue.residual.map(|(r, _)| ("residual", r)));
     expect_activations("conv2d", x, &acts)?;
-    let mut entry = Entry::pick(ctx, variant, &conv, &epilogue, (x.dtype, weight.dtype))?;
+    let mut entry = Entry::pick(ctx, variant, &conv, &epilogue, weight.dtype)?;
     entry.constants.push(("UPSAMPLE", opts.upsample as f64));
     let (tile_p, tile_c) = entry.tile;
     let [bias, residual] = epilogue.bindings(x);
@@ -342,7 +342,7 @@ impl Entry {
         variant: ConvVariant,
         conv: &Geometry,
         epilogue: &Epilogue,
-        (x_dtype, dtype): (DType, DType),
+        dtype: DType,
     ) -> Result<Self> {
         let k = conv.k();
         let mut constants = epilogue.constants().to_vec();
@@ -360,8 +360,7 @@ impl Entry {
             }
         };
         let (shader, name, tile) = match (variant, ctx.coop) {
-            // The cooperative shaders have f32 activations only (src/ops/mod.rs).
-            (MatmulVariant::Coop, Some(coop)) if x_dtype == DType::F32 => {
+            (MatmulVariant::Coop, Some(coop)) => {
                 // Tile rows are output channels.
                 let (block, rows) = coop.block_for(conv.cout);
                 constants.push(("SUBGROUP_SIZE", coop.subgroup as f64));

@@ -334,7 +334,7 @@ fn launch(
     let mut acts = vec![("out", out)];
     acts.extend(epilogue.residual.map(|(r, _)| ("residual", r)));
     expect_activations("matmul", a, &acts)?;
-    let kernel = pick(ctx, &shape, (a.dtype, b.dtype), opts)?;
+    let kernel = pick(ctx, &shape, b.dtype, opts)?;
     let (tile_n, tile_m) = kernel.tile;
     let mut constants = vec![
         ("TRANSPOSE_A", opts.transpose_a as u32 as f64),
@@ -373,12 +373,7 @@ struct Pick {
     constants: Vec<(&'static str, f64)>,
 }
 
-fn pick(
-    ctx: &Context,
-    shape: &Shape,
-    (a_dtype, b_dtype): (DType, DType),
-    opts: &MatmulOptions,
-) -> Result<Pick> {
+fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> Result<Pick> {
     let (base, subgroup_shader) = match b_dtype {
         DType::F32 => (&MATMUL, &MATMUL_SUBGROUP),
         DType::F16 => (&MATMUL_F16, &MATMUL_SUBGROUP_F16),
@@ -402,8 +397,7 @@ fn pick(
         constants: Vec::new(),
     };
     Ok(match (variant, ctx.coop) {
-        // The cooperative shaders have f32 activations only (src/ops/mod.rs).
-        (MatmulVariant::Coop, Some(coop)) if a_dtype == DType::F32 => {
+        (MatmulVariant::Coop, Some(coop)) => {
             let (block, rows) = coop.block_for(shape.m);
             Pick {
                 shader: coop_shader(coop, COOP_SHADERS[(b_dtype == DType::F16) as usize]),

@@ -41,17 +41,18 @@ pub mod score;
 
 macro_rules! shaders {
     ($($ident:ident $(as $name:literal)? $(/ $half:ident as $half_name:literal)?
-        => [$($file:literal),+]),* $(,)?) => {
+        => $(after $pre:literal)? [$($file:literal),+]),* $(,)?) => {
         $(pub static $ident: Shader = Shader {
             name: name!($($name)?; $($file),+),
-            parts: &[$(act!(f32 $half), )? $($file),+],
+            parts: &[$($pre, )? $(act!(f32 $half), )? $($file),+],
             source: concat!(
+                $(include_str!(concat!("../../wgsl/", $pre, ".wgsl")),)?
                 $(include_str!(concat!("../../wgsl/", act!(f32 $half), ".wgsl")),)?
                 $(include_str!(concat!("../../wgsl/", $file, ".wgsl"))),+
             ),
             half: half!($($half)?),
         };
-        twin!($($half, $half_name)?; $($file),+);)*
+        twin!($($half, $half_name)?; $($pre)?; $($file),+);)*
         /// Every embedded shader, for validation tests and warm-up.
         pub static ALL_SHADERS: &[&Shader] = &[$(&$ident, $(&$half,)?)*];
     };
@@ -68,14 +69,19 @@ macro_rules! last {
     ($_first:literal, $($rest:literal),+) => { last!($($rest),+) };
 }
 
-/// A twinned shader's f16-activation form (nothing for a shader without one).
+/// A twinned shader's f16-activation form (nothing for a shader without one):
+/// its prefix, or wgsl/enable_f16.wgsl, then wgsl/act_f16.wgsl, then its files.
 macro_rules! twin {
-    (; $($file:literal),+) => {};
-    ($half:ident, $half_name:literal; $($file:literal),+) => {
+    (; $($pre:literal)?; $($file:literal),+) => {};
+    ($half:ident, $half_name:literal; ; $($file:literal),+) => {
+        twin!($half, $half_name; "enable_f16"; $($file),+);
+    };
+    ($half:ident, $half_name:literal; $pre:literal; $($file:literal),+) => {
         pub static $half: Shader = Shader {
             name: $half_name,
-            parts: &["act_f16", $($file),+],
+            parts: &[$pre, "act_f16", $($file),+],
             source: concat!(
+                include_str!(concat!("../../wgsl/", $pre, ".wgsl")),
                 include_str!("../../wgsl/act_f16.wgsl"),
                 $(include_str!(concat!("../../wgsl/", $file, ".wgsl"))),+
             ),
@@ -115,30 +121,33 @@ macro_rules! half {
 // attention_coop follows attention, whose Params and bindings it uses.
 //
 // Kernels that read and write activations name their element type `act`
-// (wgsl/act_f32.wgsl). `A / A_H as "a_h"` builds both: A with act_f32 first,
-// A_H with act_f16 first (f16 activations, `--precision f16`), and
-// [`Shader::for_activations`] picks between them by the activations' dtype. The
-// cooperative shaders have f32 activations only (their prefix must come first,
-// and f16 activations take the subgroup or tiled kernels).
+// (wgsl/act_f32.wgsl). `A / A_H as "a_h"` builds both: A after act_f32, A_H
+// after enable_f16 and act_f16 (f16 activations, `--precision f16`), and
+// [`Shader::for_activations`] picks between them by the activations' dtype.
+// `after "coop8"` puts a prefix first (`enable` must come first; the
+// cooperative prefixes enable f16 themselves, so their twins need no
+// enable_f16).
 shaders! {
     ATTENTION / ATTENTION_H as "attention_h" => ["attention"],
     ATTENTION_SUBGROUP / ATTENTION_SUBGROUP_H as "attention_subgroup_h" =>
         ["attention", "subgroup", "attention_subgroup"],
-    ATTENTION_COOP8 as "attention_coop8" =>
-        ["coop8", "act_f32", "attention", "attention_coop"],
-    ATTENTION_COOP16 as "attention_coop16" =>
-        ["coop16", "act_f32", "attention", "attention_coop"],
+    ATTENTION_COOP8 as "attention_coop8" / ATTENTION_COOP8_H as "attention_coop8_h" =>
+        after "coop8" ["attention", "attention_coop"],
+    ATTENTION_COOP16 as "attention_coop16" / ATTENTION_COOP16_H as "attention_coop16_h" =>
+        after "coop16" ["attention", "attention_coop"],
     BLEND => ["blend"],
     CAST => ["cast"],
     CONV2D / CONV2D_H as "conv2d_h" => ["gemm_tile", "weight_f32", "conv2d"],
     CONV2D_F16 as "conv2d_f16" / CONV2D_F16_H as "conv2d_f16_h" =>
         ["gemm_tile", "weight_f16", "conv2d"],
-    CONV2D_COOP8 as "conv2d_coop8" => ["coop8", "act_f32", "gemm_coop", "weight_f32", "conv2d"],
-    CONV2D_COOP8_F16 as "conv2d_coop8_f16" =>
-        ["coop8", "act_f32", "gemm_coop", "weight_f16", "conv2d"],
-    CONV2D_COOP16 as "conv2d_coop16" => ["coop16", "act_f32", "gemm_coop", "weight_f32", "conv2d"],
-    CONV2D_COOP16_F16 as "conv2d_coop16_f16" =>
-        ["coop16", "act_f32", "gemm_coop", "weight_f16", "conv2d"],
+    CONV2D_COOP8 as "conv2d_coop8" / CONV2D_COOP8_H as "conv2d_coop8_h" =>
+        after "coop8" ["gemm_coop", "weight_f32", "conv2d"],
+    CONV2D_COOP8_F16 as "conv2d_coop8_f16" / CONV2D_COOP8_F16_H as "conv2d_coop8_f16_h" =>
+        after "coop8" ["gemm_coop", "weight_f16", "conv2d"],
+    CONV2D_COOP16 as "conv2d_coop16" / CONV2D_COOP16_H as "conv2d_coop16_h" =>
+        after "coop16" ["gemm_coop", "weight_f32", "conv2d"],
+    CONV2D_COOP16_F16 as "conv2d_coop16_f16" / CONV2D_COOP16_F16_H as "conv2d_coop16_f16_h" =>
+        after "coop16" ["gemm_coop", "weight_f16", "conv2d"],
     CONV2D_SUBGROUP / CONV2D_SUBGROUP_H as "conv2d_subgroup_h" =>
         ["gemm_tile", "weight_f32", "conv2d", "subgroup", "conv2d_subgroup"],
     CONV2D_SUBGROUP_F16 as "conv2d_subgroup_f16" / CONV2D_SUBGROUP_F16_H as "conv2d_subgroup_f16_h" =>
@@ -153,12 +162,14 @@ shaders! {
     MATMUL / MATMUL_H as "matmul_h" => ["gemm_tile", "weight_f32", "matmul"],
     MATMUL_F16 as "matmul_f16" / MATMUL_F16_H as "matmul_f16_h" =>
         ["gemm_tile", "weight_f16", "matmul"],
-    MATMUL_COOP8 as "matmul_coop8" => ["coop8", "act_f32", "gemm_coop", "weight_f32", "matmul"],
-    MATMUL_COOP8_F16 as "matmul_coop8_f16" =>
-        ["coop8", "act_f32", "gemm_coop", "weight_f16", "matmul"],
-    MATMUL_COOP16 as "matmul_coop16" => ["coop16", "act_f32", "gemm_coop", "weight_f32", "matmul"],
-    MATMUL_COOP16_F16 as "matmul_coop16_f16" =>
-        ["coop16", "act_f32", "gemm_coop", "weight_f16", "matmul"],
+    MATMUL_COOP8 as "matmul_coop8" / MATMUL_COOP8_H as "matmul_coop8_h" =>
+        after "coop8" ["gemm_coop", "weight_f32", "matmul"],
+    MATMUL_COOP8_F16 as "matmul_coop8_f16" / MATMUL_COOP8_F16_H as "matmul_coop8_f16_h" =>
+        after "coop8" ["gemm_coop", "weight_f16", "matmul"],
+    MATMUL_COOP16 as "matmul_coop16" / MATMUL_COOP16_H as "matmul_coop16_h" =>
+        after "coop16" ["gemm_coop", "weight_f32", "matmul"],
+    MATMUL_COOP16_F16 as "matmul_coop16_f16" / MATMUL_COOP16_F16_H as "matmul_coop16_f16_h" =>
+        after "coop16" ["gemm_coop", "weight_f16", "matmul"],
     MATMUL_SUBGROUP / MATMUL_SUBGROUP_H as "matmul_subgroup_h" =>
         ["gemm_tile", "weight_f32", "matmul", "subgroup", "matmul_subgroup"],
     MATMUL_SUBGROUP_F16 as "matmul_subgroup_f16" / MATMUL_SUBGROUP_F16_H as "matmul_subgroup_f16_h" =>
