@@ -9,10 +9,12 @@
 # stripped and xz-compressed; the Vulkan loader .debs, to unpack first: for f in
 # .gpu/*.deb; do dpkg -x $f /; done; ldconfig; diffusers as an importable zip).
 #
-# Writes into OUT (7 files): log.txt (every table: devices, peak, kernels, generate,
+# Writes into OUT (8 files): log.txt (every table: devices, peak, kernels, generate,
 # diffusers), kernels_{coop,gpu}.json (easel bench kernels --model at SD-1.5's shapes,
 # with and without cooperative matrices), generate_{coop,tiled}.json (easel bench generate
-# 256x256 and 512x512, K = 1, 20 steps; tiled = EASEL_COOPERATIVE=off),
+# 256x256 and 512x512, K = 1, 20 steps; tiled = EASEL_COOPERATIVE=off; `--precision auto`,
+# which on a GPU with these f16 weights is f16 activations), generate_coop_f32.json (the
+# same with f32 activations),
 # diffusers_{fp32,fp16}.json (tools/bench_diffusers.py, the same work in diffusers on CUDA).
 # Each step has its own time limit (LIMIT seconds, default 150) so one slow step cannot
 # take the others' time; a step that fails leaves its message in log.txt and the rest go on.
@@ -54,6 +56,8 @@ sizes=(--sizes 256x256,512x512 --candidates 1 --steps 20 --runs 2)
 step generate-coop "$EASEL" bench generate --model "$SD" "${sizes[@]}" --json "$OUT/generate_coop.json"
 step generate-tiled env EASEL_COOPERATIVE=off "$EASEL" bench generate --model "$SD" "${sizes[@]}" \
   --json "$OUT/generate_tiled.json"
+step generate-coop-f32 "$EASEL" bench generate --model "$SD" "${sizes[@]}" --precision f32 \
+  --json "$OUT/generate_coop_f32.json"
 for precision in fp32 fp16; do
   step "diffusers-$precision" "$PY" tools/bench_diffusers.py --model "$SD" --precision "$precision" \
     --sizes 256x256,512x512 --steps 20 --json "$OUT/diffusers_$precision.json"
