@@ -56,8 +56,8 @@ impl Limits {
     }
 }
 
-/// The precision of the UNet's and the VAE decoder's activations
-/// (`--precision`); weights keep theirs (`--weights`) and the sampler, text
+/// The precision of the UNet's and the VAE's activations (`--precision`);
+/// weights keep theirs (`--weights`) and the sampler, text
 /// encoders, scorer and images stay f32. f16 halves every activation and
 /// keeps norm statistics, softmax and sums in f32 (wgsl/act_f16.wgsl).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

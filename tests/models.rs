@@ -198,20 +198,38 @@ fn vae_decoder_with_f16_activations_matches_diffusers_within_tolerance() {
 }
 
 /// The encoder half: quant_conv's moments (mean and log-variance), and the
-/// latents img2img starts from (mean · scaling_factor), same tolerance.
+/// latents img2img starts from (mean · scaling_factor), same tolerance; and
+/// with f16 activations within [`F16_TOLERANCE`].
 #[test]
 fn vae_encoder_matches_diffusers() {
-    let name = "vae";
-    let (weights, config): (_, AutoencoderKLConfig) = open_component(&golden_dir(name)).unwrap();
-    let encoder = AutoencoderKLEncoder::new(&Vars::new(ctx(), &weights), config).unwrap();
-    check_all_used(&weights, vae::ENCODER_UNUSED).unwrap();
-    let mut g = Graph::new(ctx(), "vae encoder");
-    let image = upload(name, "image");
-    let moments = encoder.forward(&mut g, &image).unwrap();
-    let latents = encoder.encode(&mut g, &image).unwrap();
-    g.run().unwrap();
-    check("moments", &moments, name, "moments");
-    check("latents", &latents, name, "encoded_latents");
+    for precision in [DType::F32, DType::F16] {
+        let name = "vae";
+        let (weights, config): (_, AutoencoderKLConfig) =
+            open_component(&golden_dir(name)).unwrap();
+        let encoder = AutoencoderKLEncoder::new(&Vars::new(ctx(), &weights), config).unwrap();
+        check_all_used(&weights, vae::ENCODER_UNUSED).unwrap();
+        let mut g = Graph::new(ctx(), "vae encoder");
+        g.set_precision(precision);
+        let image = upload(name, "image");
+        let moments = encoder.forward(&mut g, &image).unwrap();
+        let latents = encoder.encode(&mut g, &image).unwrap();
+        g.run().unwrap();
+        let tol = tolerance(precision);
+        check_within(
+            &format!("moments {precision:?}"),
+            &moments,
+            name,
+            "moments",
+            tol,
+        );
+        check_within(
+            &format!("latents {precision:?}"),
+            &latents,
+            name,
+            "encoded_latents",
+            tol,
+        );
+    }
 }
 
 #[test]

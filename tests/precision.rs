@@ -29,7 +29,7 @@ fn render(model: &Path, precision: &str, out: &TempDir, tag: &str) -> Vec<u8> {
 
 /// Runs the CLI on `model` with `flags` and returns the RGBA bytes.
 fn render_with(model: &Path, flags: &[&str], out: &TempDir, tag: &str) -> Vec<u8> {
-    let precision = flags.join("-");
+    let precision = flags.join("-").replace(['/', '.'], "_");
     let file = out.path().join(format!("{tag}-{precision}.png"));
     let model = model.to_str().unwrap();
     let file_arg = file.to_str().unwrap();
@@ -146,8 +146,9 @@ fn pixel_pipeline_f16_weights_match_f32_within_tolerance() {
     check_precisions(tiny_pipeline(), "pixel");
 }
 
-/// `--precision f16` (f16 activations in the UNet and the VAE decoder) on the
-/// latent golden pipeline: the same bytes twice, and the f32 image within the
+/// `--precision f16` (f16 activations in the UNet and the VAE decoder, and the
+/// encoder for img2img) on the latent golden pipeline: the same bytes twice,
+/// and the f32 image within the
 /// `--weights f16` bound above (each layer's output rounded to f16, 2^-11
 /// relative; measured on lavapipe: max 1 level, mean under 0.1). On a CPU
 /// driver `auto` keeps f32 (the f16 weights notwithstanding): its bytes are
@@ -168,6 +169,27 @@ fn f16_activations_match_f32_within_tolerance() {
     assert!(
         max <= 8 && mean <= 1.0,
         "f16 activations moved pixels by max {max}, mean {mean}"
+    );
+    // img2img: the VAE encoder runs in f16 too.
+    let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/img2img/init.png");
+    let init = ["--precision", "f16", "--init", init.to_str().unwrap()];
+    let f16_start = render_with(model, &init, &out, "latent");
+    assert_eq!(
+        f16_start,
+        render_with(model, &init, &out, "latent"),
+        "img2img in f16 twice"
+    );
+    let f32_start = render_with(
+        model,
+        &[&["--precision", "f32"], &init[2..]].concat(),
+        &out,
+        "latent",
+    );
+    let (max, mean) = difference(&f32_start, &f16_start);
+    eprintln!("img2img --precision f16 vs f32: max {max} levels, mean {mean:.3}");
+    assert!(
+        max <= 8 && mean <= 1.0,
+        "img2img f16: max {max}, mean {mean}"
     );
     let context = common::new_context();
     if context.class == easel::gpu::AdapterClass::Cpu {

@@ -303,7 +303,12 @@ impl AutoencoderKLEncoder {
     /// Image `[N, in, H, W]` in [-1, 1] → the posterior's moments
     /// `[N, 2·latent, H/f, W/f]`: mean, then log-variance (diffusers'
     /// `DiagonalGaussianDistribution(moments)` splits them along channels).
+    /// f32; activations in the graph's precision ([`Graph::in_precision`]).
     pub fn forward(&self, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
+        g.in_precision(&[x], |g, x| self.forward_in(g, &x[0]))
+    }
+
+    fn forward_in(&self, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
         let mut x = g.conv2d(x, &self.conv_in)?; // [N, c0, H, W]
         for (resnets, down) in &self.down_blocks {
             for resnet in resnets {

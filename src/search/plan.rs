@@ -154,13 +154,13 @@ impl Plan {
         // Every planned tensor checks the device's binding limit as it is created.
         let c_in = pipeline.config.unet.in_channels;
         let st = state(ctx, &s, [s.k_max(), c, h, w], c_in)?;
-        let start = Start::plan(ctx, pipeline, &s, &st.cands)?;
+        let memory = memory_plan(ctx, pipeline, &s)?;
+        let start = Start::plan(ctx, pipeline, &s, (&st.cands, memory.precision))?;
         // The passes share one arena (the largest pass's activations, not their
         // sum); text and start keep their own (`models::arena`).
         let arena = Arena::shared(ctx);
         // The UNet and scoring passes of each candidate count, shared by its steps.
         let counts = candidate_counts(&s);
-        let memory = memory_plan(ctx, pipeline, &s)?;
         let passes = counts
             .iter()
             .map(|&k| plan_passes(ctx, pipeline, (&mut text, &arena), &st, k, &memory))

@@ -5,7 +5,7 @@
 //! inpainting UNet reads the mask and the masked picture as extra channels.
 
 use crate::error::Result;
-use crate::gpu::{Context, Dispatch, Tensor};
+use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::models::pipeline::Pipeline;
 use crate::models::Graph;
 use crate::ops::noise::{self, NoiseKey};
@@ -54,12 +54,13 @@ enum Mask {
 }
 
 impl Start {
-    /// Plan the start of `cands` (the state, the largest K) for a run of `s`.
+    /// Plan the start of `cands` (the state, the largest K) for a run of `s`,
+    /// the VAE encoder's activations in `precision` (the memory plan's).
     pub fn plan(
         ctx: &Context,
         pipeline: &Pipeline,
         s: &Settings,
-        cands: &Candidates,
+        (cands, precision): (&Candidates, DType),
     ) -> Result<Self> {
         let key = NoiseKey {
             seed: 0, // set per run (see `Start::load`)
@@ -78,6 +79,7 @@ impl Start {
         // The inputs and what every step reads outlive the graph: tensors of their own.
         let pixels = Tensor::zeros(ctx, "start pixels", &[1, 3, s.height, s.width])?;
         let mut g = Graph::new(ctx, "start");
+        g.set_precision(precision);
         let samples = encode(ctx, pipeline, &mut g, &pixels)?; // [1, C, h, w]
         let noise = Tensor::zeros(ctx, "start noise", &cands.x.shape)?;
         let draw = g.dispatches.len();
