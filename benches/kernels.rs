@@ -16,6 +16,7 @@ fn main() -> easel::Result<()> {
         filter: bench::cargo_bench_filter(),
         variant: std::env::var("EASEL_BENCH_VARIANT").ok(),
         model: None,
+        precision: Default::default(),
     };
     let (peak, rows) = kernels::run(&ctx, &profiler, &opts)?;
     let mut report = Report::new(&ctx, &profiler);

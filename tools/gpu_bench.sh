@@ -52,6 +52,8 @@ step peak "$EASEL" bench peak
 step kernels-coop "$EASEL" bench kernels --model "$SD" --json "$OUT/kernels_coop.json"
 step kernels-gpu env EASEL_COOPERATIVE=off "$EASEL" bench kernels --model "$SD" \
   --json "$OUT/kernels_gpu.json"
+# auto is f16 activations here (f16 weights, a GPU): the f32 kernels' table, in log.txt.
+step kernels-coop-f32 "$EASEL" bench kernels --model "$SD" --precision f32
 sizes=(--sizes 256x256,512x512 --candidates 1 --steps 20 --runs 2)
 step generate-coop "$EASEL" bench generate --model "$SD" "${sizes[@]}" --json "$OUT/generate_coop.json"
 step generate-tiled env EASEL_COOPERATIVE=off "$EASEL" bench generate --model "$SD" "${sizes[@]}" \

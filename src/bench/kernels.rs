@@ -45,6 +45,8 @@ pub struct KernelOptions {
     pub variant: Option<String>,
     /// The launches of this model folder's UNet and VAE decoder instead of the families.
     pub model: Option<PathBuf>,
+    /// Their activations (`--precision`, resolved against the model's weights).
+    pub precision: Precision,
 }
 
 /// The repeats of a full run: enough for a steady median.
@@ -172,7 +174,7 @@ type Launch = (String, [u32; 3], u64, u64);
 fn model_launches(r: &mut Runner, dir: &std::path::Path, name: &str) -> Result<()> {
     let batch = if name == "unet" { 2 } else { 1 };
     let planned = Model::load(r.ctx, dir, name, WeightPrecision::Auto)
-        .and_then(|m| Ok((m.plan(r.ctx, batch, Precision::F32)?, m)));
+        .and_then(|m| Ok((m.plan(r.ctx, batch, r.opts.precision)?, m)));
     let (g, _model) = match planned {
         Ok(planned) => planned,
         Err(e @ Error::DeviceLimit(_)) => {

@@ -57,6 +57,9 @@ pub enum What {
         /// VAE decoder at the model's own sample size.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// With --model: the activations' precision, auto, f32 or f16 (as a run).
+        #[arg(long, default_value = "auto")]
+        precision: Precision,
         /// Only rows whose "kernel shape" contains this, e.g. "conv2d 8x64".
         filter: Option<String>,
     },
@@ -148,6 +151,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
             quick,
             variant,
             model,
+            precision,
             filter,
         } => {
             check_variant(variant.as_deref(), model.is_some())?;
@@ -156,6 +160,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
                 filter: filter.clone(),
                 variant: variant.clone(),
                 model: model.clone(),
+                precision: *precision,
             };
             kernels(args, adapter, &opts)?
         }
