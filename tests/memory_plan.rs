@@ -469,3 +469,40 @@ fn host_token_tables_give_the_same_image() {
         on_gpu.gpu_peak_bytes
     );
 }
+
+/// A tensor no free buffer holds takes the largest dead one and grows it
+/// (buffers are made at their final size when the plan is finished), so a
+/// late large activation adds its difference, not its size.
+#[test]
+fn a_late_large_activation_grows_a_dead_buffer() {
+    let ctx = common::new_context();
+    let x = Tensor::from_f32(&ctx, "x", &[4, 64], &[1.0; 256]).unwrap();
+    let mut g = Graph::new(&ctx, "grow");
+    let small = g.scale(&x, 2.0, 0.0).unwrap(); // [4, 64]
+    let small_buffer = std::sync::Arc::as_ptr(&small.buffer);
+    let wide = g.tensor(&[16, 64]).unwrap(); // small is alive: a buffer of its own
+    drop(small);
+    let large = g.tensor(&[64, 64]).unwrap(); // small's buffer, grown
+    assert_eq!(std::sync::Arc::as_ptr(&large.buffer), small_buffer);
+    assert_eq!(g.activation_bytes(), (64 * 64 + 16 * 64) * 4);
+    drop(wide);
+    g.push(
+        easel::ops::elementwise::unary(
+            &ctx,
+            &x.reshape(&[4, 64]).unwrap(),
+            &large.reshape(&[64, 64]).unwrap().rows(0, 4).unwrap(),
+            easel::ops::elementwise::Activation::Identity,
+            3.0,
+            0.0,
+        )
+        .unwrap(),
+    );
+    g.make_buffers();
+    assert_eq!(large.buffer.size(), 64 * 64 * 4);
+    g.run().unwrap();
+    let got = large.rows(0, 4).unwrap().to_vec(&ctx).unwrap();
+    assert!(
+        got.iter().all(|&v| v == 3.0),
+        "the grown buffer holds the values written"
+    );
+}

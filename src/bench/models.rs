@@ -227,6 +227,7 @@ impl Model {
                 up.forward(&mut g, &x)?; // [B, 3, 32r, 32r]
             }
         }
+        g.make_buffers();
         Ok(g)
     }
 }
@@ -448,7 +449,6 @@ fn model_rows(
     dir: &Path,
     opts: &ModelOptions,
 ) -> Result<Vec<Row>> {
-    let batches = &opts.batches;
     let skip = |what: String, e: Error| match e {
         Error::DeviceLimit(_) => {
             eprintln!("skipping {what}: {e}");
@@ -463,7 +463,7 @@ fn model_rows(
     };
     let weights = ctx.live_bytes() - held;
     let mut rows = Vec::new();
-    for &batch in batches {
+    for &batch in &opts.batches {
         // Everything one forward holds is made when it is planned.
         ctx.reset_peak();
         let g = match model.plan(ctx, batch, opts.precision) {

@@ -67,8 +67,6 @@ pub struct Context {
     pub class: AdapterClass,
     pub pipelines: PipelineCache,
     readbacks: AtomicU64,
-    buffers_created: AtomicU64,
-    bytes_created: AtomicU64,
     memory: Arc<Memory>,
     /// Errors wgpu reports outside an error scope; checked after every wait.
     uncaptured: Arc<Mutex<Vec<String>>>,
@@ -279,8 +277,6 @@ impl Context {
             info,
             class,
             readbacks: AtomicU64::new(0),
-            buffers_created: AtomicU64::new(0),
-            bytes_created: AtomicU64::new(0),
             memory: Arc::default(),
             uncaptured,
             binding_limit: None,
@@ -337,12 +333,12 @@ impl Context {
 
     /// Buffers created through easel so far (tests assert none are made per step).
     pub fn buffer_count(&self) -> u64 {
-        self.buffers_created.load(Ordering::Relaxed)
+        self.memory.made()
     }
 
     /// Bytes of the buffers created through easel so far, freed or not.
     pub fn buffer_bytes(&self) -> u64 {
-        self.bytes_created.load(Ordering::Relaxed)
+        self.memory.made_bytes()
     }
 
     /// Bytes of the buffers easel holds now (see [`memory`] for what counts).
@@ -365,8 +361,6 @@ impl Context {
     /// reports an oversized buffer only later, as a validation error.
     pub fn create_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Buffer {
         let size = size.max(4).next_multiple_of(4);
-        self.buffers_created.fetch_add(1, Ordering::Relaxed);
-        self.bytes_created.fetch_add(size, Ordering::Relaxed);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -374,6 +368,13 @@ impl Context {
             mapped_at_creation: false,
         });
         Buffer::new(buffer, self.memory.clone())
+    }
+
+    /// A buffer of at least `size` bytes made when first needed, which may
+    /// grow until then ([`Buffer::deferred`]): an activation arena's slot.
+    pub fn deferred_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Buffer {
+        let size = size.max(4).next_multiple_of(4);
+        Buffer::deferred(&self.device, label, size, usage, self.memory.clone())
     }
 
     /// The most bytes one storage binding may cover: the adapter's

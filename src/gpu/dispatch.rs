@@ -8,7 +8,7 @@
 //! read from a GPU buffer ([`record_indirect`]): the loop launches its steps
 //! indirectly so that a kernel can cancel the rest of a run by writing zeros.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Buffer, Context, DType, Kernel, KernelSpec, Shader, Tensor};
@@ -17,7 +17,12 @@ use crate::gpu::{Access, Buffer, Context, DType, Kernel, KernelSpec, Shader, Ten
 #[derive(Debug)]
 pub struct Dispatch {
     pub kernel: Arc<Kernel>,
-    pub bind_group: wgpu::BindGroup,
+    /// Made when first recorded ([`Dispatch::bind_group`]): by then the
+    /// deferred buffers an arena sized while the plan was made are final.
+    bind_group: OnceLock<wgpu::BindGroup>,
+    /// Bindings 1.. as (offset, size) windows of `buffers` (`None`: whole).
+    windows: Vec<Option<(u64, u64)>>,
+    device: wgpu::Device,
     /// Binding 0, the kernel's `Params`: kept so a planned dispatch can be given
     /// new values (e.g. a seed) without rebinding.
     pub uniform: Buffer,
@@ -85,28 +90,11 @@ impl Launch<'_> {
         );
         ctx.queue
             .write_buffer(&uniform, 0, bytemuck::bytes_of(params));
-        let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uniform.as_entire_binding(),
-        })
-        .chain(
-            self.tensors
-                .iter()
-                .enumerate()
-                .map(|(i, (t, _))| wgpu::BindGroupEntry {
-                    binding: i as u32 + 1,
-                    resource: t.binding(),
-                }),
-        )
-        .collect();
-        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&kernel.label),
-            layout: &kernel.layout,
-            entries: &entries,
-        });
         Ok(Dispatch {
             kernel,
-            bind_group,
+            bind_group: OnceLock::new(),
+            windows: self.tensors.iter().map(|(t, _)| t.window).collect(),
+            device: ctx.device.clone(),
             uniform,
             buffers: self.tensors.iter().map(|(t, _)| t.buffer.clone()).collect(),
             workgroups: self.workgroups,
@@ -133,11 +121,36 @@ impl Launch<'_> {
     }
 }
 
+impl Dispatch {
+    /// The bind group: the uniform, then each tensor's window of its buffer.
+    /// Made on first use, which makes any deferred buffer it binds.
+    pub fn bind_group(&self) -> &wgpu::BindGroup {
+        self.bind_group.get_or_init(|| {
+            let uniform = wgpu::BindGroupEntry {
+                binding: 0,
+                resource: self.uniform.as_entire_binding(),
+            };
+            let tensors = self.buffers.iter().zip(&self.windows).enumerate();
+            let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(uniform)
+                .chain(tensors.map(|(i, (buffer, window))| wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: Tensor::binding_of(buffer, *window),
+                }))
+                .collect();
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&self.kernel.label),
+                layout: &self.kernel.layout,
+                entries: &entries,
+            })
+        })
+    }
+}
+
 /// Record one dispatch, with its planned sizes, into an open compute pass.
 pub fn record(pass: &mut wgpu::ComputePass, d: &Dispatch) {
     let [x, y, z] = d.workgroups;
     pass.set_pipeline(&d.kernel.pipeline);
-    pass.set_bind_group(0, &d.bind_group, &[]);
+    pass.set_bind_group(0, d.bind_group(), &[]);
     pass.dispatch_workgroups(x, y, z);
 }
 
@@ -150,7 +163,7 @@ pub fn record_indirect(
     offset: u64,
 ) {
     pass.set_pipeline(&d.kernel.pipeline);
-    pass.set_bind_group(0, &d.bind_group, &[]);
+    pass.set_bind_group(0, d.bind_group(), &[]);
     pass.dispatch_workgroups_indirect(args, offset);
 }
 

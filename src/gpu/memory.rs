@@ -11,26 +11,45 @@
 //! Not counted: the staging copy of a readback (host-visible, freed at once).
 //! A buffer's bytes are those asked for (rounded to 4); drivers may round
 //! further, so the figures are a lower bound of what the driver reserves.
+//!
+//! A buffer may be deferred ([`Buffer::deferred`]): an activation arena's slot,
+//! whose size can still grow while a plan is made (`models::arena`), made (and
+//! counted) the first time anything needs the wgpu buffer, or when the plan is
+//! finished ([`Buffer::make`]).
 
 use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::Error;
 
-/// Bytes of the counted buffers alive now, and the most alive at once since
-/// the last [`Memory::reset_peak`].
+/// Bytes of the counted buffers alive now, the most alive at once since the
+/// last [`Memory::reset_peak`], and how many buffers (and bytes) were ever made.
 #[derive(Debug, Default)]
 pub struct Memory {
     live: AtomicU64,
     peak: AtomicU64,
+    made: AtomicU64,
+    made_bytes: AtomicU64,
 }
 
 impl Memory {
     fn allocated(&self, bytes: u64) {
         let live = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(live, Ordering::Relaxed);
+        self.made.fetch_add(1, Ordering::Relaxed);
+        self.made_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Buffers made so far (tests assert a reused plan makes none).
+    pub fn made(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the buffers made so far.
+    pub fn made_bytes(&self) -> u64 {
+        self.made_bytes.load(Ordering::Relaxed)
     }
 
     fn freed(&self, bytes: u64) {
@@ -55,34 +74,133 @@ impl Memory {
 /// A counted `wgpu::Buffer` (it derefs to one): its bytes leave the live count
 /// when the last owner drops it.
 pub struct Buffer {
-    buffer: wgpu::Buffer,
+    kind: Kind,
     memory: Arc<Memory>,
+}
+
+enum Kind {
+    Made(wgpu::Buffer),
+    Deferred(Deferred),
+}
+
+/// A buffer made at its size then, the first time it is needed.
+struct Deferred {
+    device: wgpu::Device,
+    label: String,
+    usage: wgpu::BufferUsages,
+    /// Held while the buffer is made, so a growth and the making never race.
+    size: Mutex<u64>,
+    made: OnceLock<wgpu::Buffer>,
 }
 
 impl Buffer {
     pub(crate) fn new(buffer: wgpu::Buffer, memory: Arc<Memory>) -> Self {
         memory.allocated(buffer.size());
-        Self { buffer, memory }
+        Self {
+            kind: Kind::Made(buffer),
+            memory,
+        }
     }
+
+    /// A buffer of at least `size` bytes (a multiple of 4) made when first
+    /// needed; until then [`Buffer::grow`] may enlarge it.
+    pub(crate) fn deferred(
+        device: &wgpu::Device,
+        label: &str,
+        size: u64,
+        usage: wgpu::BufferUsages,
+        memory: Arc<Memory>,
+    ) -> Self {
+        Self {
+            kind: Kind::Deferred(Deferred {
+                device: device.clone(),
+                label: label.to_string(),
+                usage,
+                size: Mutex::new(size),
+                made: OnceLock::new(),
+            }),
+            memory,
+        }
+    }
+
+    /// Bytes it has, or will have when made. Unlike `wgpu::Buffer::size`, this
+    /// does not make a deferred buffer.
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            Kind::Made(b) => b.size(),
+            Kind::Deferred(d) => *lock(&d.size),
+        }
+    }
+
+    /// Enlarge a deferred buffer not made yet to `size` bytes; `false` where
+    /// it is made already (or was never deferred): its size is final.
+    pub fn grow(&self, size: u64) -> bool {
+        let Kind::Deferred(d) = &self.kind else {
+            return false;
+        };
+        let mut held = lock(&d.size);
+        if d.made.get().is_some() {
+            return false;
+        }
+        *held = (*held).max(size.next_multiple_of(4));
+        true
+    }
+
+    /// Whether the wgpu buffer exists (a deferred one can no longer grow).
+    pub fn is_made(&self) -> bool {
+        match &self.kind {
+            Kind::Made(_) => true,
+            Kind::Deferred(d) => d.made.get().is_some(),
+        }
+    }
+
+    /// The wgpu buffer, made now at its settled size if it was deferred.
+    pub fn make(&self) -> &wgpu::Buffer {
+        match &self.kind {
+            Kind::Made(b) => b,
+            Kind::Deferred(d) => {
+                let size = lock(&d.size);
+                d.made.get_or_init(|| {
+                    self.memory.allocated(*size);
+                    d.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(&d.label),
+                        size: *size,
+                        usage: d.usage,
+                        mapped_at_creation: false,
+                    })
+                })
+            }
+        }
+    }
+}
+
+/// The size lock; a panic while it was held leaves a valid size.
+fn lock(size: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+    size.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Deref for Buffer {
     type Target = wgpu::Buffer;
 
     fn deref(&self) -> &wgpu::Buffer {
-        &self.buffer
+        self.make()
     }
 }
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        self.memory.freed(self.buffer.size());
+        if self.is_made() {
+            self.memory.freed(self.size());
+        }
     }
 }
 
 impl fmt::Debug for Buffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.buffer.fmt(f)
+        match &self.kind {
+            Kind::Made(b) => b.fmt(f),
+            Kind::Deferred(d) => write!(f, "Buffer({}, deferred, {} bytes)", d.label, self.size()),
+        }
     }
 }
 

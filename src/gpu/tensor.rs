@@ -182,10 +182,15 @@ impl Tensor {
     /// How kernels bind this tensor: the whole buffer, or a [`Tensor::rows`]
     /// view's range alone.
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
-        match self.window {
-            None => self.buffer.as_entire_binding(),
+        Self::binding_of(&self.buffer, self.window)
+    }
+
+    /// [`Tensor::binding`] of a buffer and window (what a dispatch keeps).
+    pub fn binding_of(buffer: &Buffer, window: Option<(u64, u64)>) -> wgpu::BindingResource<'_> {
+        match window {
+            None => buffer.as_entire_binding(),
             Some((offset, size)) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.buffer,
+                buffer: buffer.make(),
                 offset,
                 size: std::num::NonZeroU64::new(size),
             }),

@@ -16,9 +16,12 @@
 //! other holder (a tensor handle, a dispatch of another graph, a plan's state),
 //! so a buffer that anything outside this graph still names is never reused.
 //! Reuse is best fit (the smallest free buffer that holds the new tensor, bound
-//! as exactly the tensor's bytes); a tensor no free buffer holds gets a new one.
-//! The buffers are sized once, when the graph is planned; running it allocates
-//! nothing.
+//! as exactly the tensor's bytes); a tensor no free buffer holds takes the
+//! largest free one and grows it, and only when none is free gets a new one.
+//! Buffers can grow because they are deferred ([`Buffer::deferred`]): made at
+//! their final size when the plan is finished ([`Arena::make_buffers`]) or first
+//! bound, so a late large tensor enlarges a dead small buffer instead of adding
+//! a buffer beside it. Running a planned graph allocates nothing.
 //!
 //! Several graphs that never run at the same time (a run's text encoders, UNet
 //! passes, scoring passes and post-processing, one after another on one queue)
@@ -134,19 +137,19 @@ impl Arena {
         self.live_peak = self.live_peak.max(live + bytes);
         let slot = match self.reuse.then(|| self.best_fit(bytes)).flatten() {
             Some(i) => i,
+            None if self.reuse => self.add(ctx.deferred_buffer(label, bytes, STORAGE)),
             None => self.add(ctx.create_buffer(label, bytes.max(4), STORAGE)),
         };
         // A new tensor: which graphs bind it is counted afresh (the buffer's
         // earlier values were each one graph's own, or it would not be free).
         let s = &mut self.slots[slot];
         (s.held, s.graph, s.shared, s.before) = (bytes, None, false, s.history);
-        let buffer = s.buffer.clone();
-        let window = (buffer.size() != bytes).then_some((0, bytes));
+        // Bound as its own bytes: the buffer may be (or grow) larger.
         Ok(Tensor {
-            buffer,
+            buffer: s.buffer.clone(),
             shape: shape.to_vec(),
             dtype,
-            window,
+            window: Some((0, bytes)),
         })
     }
 
@@ -178,11 +181,28 @@ impl Arena {
         self.live_peak
     }
 
+    /// The smallest free buffer that holds `bytes`; else the largest free one
+    /// that can still grow, grown to `bytes`.
     fn best_fit(&self, bytes: u64) -> Option<usize> {
-        (self.slots.iter().enumerate())
-            .filter(|(_, s)| s.buffer.size() >= bytes && s.is_free())
-            .min_by_key(|(_, s)| s.buffer.size())
-            .map(|(i, _)| i)
+        let free = || (self.slots.iter().enumerate()).filter(|(_, s)| s.is_free());
+        let fits = free()
+            .filter(|(_, s)| s.buffer.size() >= bytes)
+            .min_by_key(|(_, s)| s.buffer.size());
+        if let Some((i, _)) = fits {
+            return Some(i);
+        }
+        let (i, slot) = free()
+            .filter(|(_, s)| !s.buffer.is_made())
+            .max_by_key(|(_, s)| s.buffer.size())?;
+        slot.buffer.grow(bytes).then_some(i)
+    }
+
+    /// Make every buffer at its final size (what a finished plan holds, counted
+    /// from now; otherwise each is made when first bound).
+    pub fn make_buffers(&self) {
+        self.slots.iter().for_each(|s| {
+            s.buffer.make();
+        });
     }
 
     /// A new slot for `buffer`: its index.

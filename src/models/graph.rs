@@ -116,6 +116,12 @@ impl<'a> Graph<'a> {
         dispatches.into_iter().for_each(|d| self.push(d));
     }
 
+    /// Make the arena's buffers at their final sizes: a finished plan holds
+    /// them from now (else each is made when first bound; see [`Arena`]).
+    pub fn make_buffers(&self) {
+        lock(&self.arena).make_buffers();
+    }
+
     /// Bytes of the activation buffers of the graph's arena (shared or its own).
     pub fn activation_bytes(&self) -> u64 {
         lock(&self.arena).bytes()

@@ -9,8 +9,9 @@
 use crate::error::Result;
 use crate::gpu::tensor::STORAGE;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
-use crate::models::arena::{self, Arena};
+use crate::models::arena::{self, Arena, SharedArena};
 use crate::models::pipeline::Pipeline;
+use crate::models::Graph;
 use crate::ops::finite;
 use crate::ops::noise::{self, NoiseKey};
 use crate::ops::score::{self, Certainty, CHOICE_WORDS};
@@ -136,6 +137,15 @@ pub struct Plan {
     out: Tensor,
 }
 
+/// Refuse an unsafe shared plan (`arena::check_shared`), then make every
+/// activation buffer at its final size, so the run makes none.
+fn finish_buffers(arena: &SharedArena, text: &Graph) -> Result<()> {
+    arena::check_shared(arena)?;
+    arena::lock(arena).make_buffers();
+    text.make_buffers();
+    Ok(())
+}
+
 /// A plan's dispatches by phase of the loop (for `easel bench`): the text
 /// encoders, one UNet pass and one scoring pass at the largest K, the
 /// post-processing of the winner.
@@ -197,7 +207,7 @@ impl Plan {
             check,
             (&memory, &arena),
         )?;
-        arena::check_shared(&arena)?;
+        finish_buffers(&arena, &text.graph)?;
         let words = readback_parts(&post, &st).iter().map(|(_, n)| n).sum();
         let out = Tensor::wrap(
             ctx.create_buffer("readback", 4 * words as u64, STORAGE),

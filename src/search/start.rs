@@ -93,6 +93,7 @@ impl Start {
             Masking::Keep => Mask::Keep(Tensor::zeros(ctx, "mask", &samples.shape)?),
             Masking::Condition => condition(ctx, (pipeline, &mut g), &pixels, cands)?,
         };
+        g.make_buffers();
         Ok(Self {
             dispatches: g.dispatches,
             draw,
