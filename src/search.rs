@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{self, record, record_indirect, submit};
-use crate::gpu::{readback, Context, Tensor};
+use crate::gpu::{readback, Context, DType, Tensor};
 use crate::lora::Lora;
 use crate::models::pipeline::Pipeline;
 use crate::ops::finite::ALL_FINITE;
@@ -217,8 +217,8 @@ fn read_round(ctx: &Context, plan: &Plan, step: usize) -> Result<Round> {
 
 /// Fail when the NaN/Inf guard saw a value that is not finite, naming where.
 /// The inputs were checked before the run, so this is the arithmetic's doing:
-/// weights or settings that overflow f32.
-fn check_finite(status: u32, steps: usize) -> Result<()> {
+/// weights or settings that overflow f32, or f16 activations (`precision`).
+fn check_finite(status: u32, steps: usize, precision: DType) -> Result<()> {
     if status == ALL_FINITE {
         return Ok(());
     }
@@ -231,9 +231,15 @@ fn check_finite(status: u32, steps: usize) -> Result<()> {
         Stage::Score => format!("in the scorer's scores after step {} of {steps}", step + 1),
         Stage::Post => "in the final image (decoding or upscaling)".to_string(),
     };
+    let cause = match precision {
+        DType::F16 => {
+            "the arithmetic overflowed (with f16 activations, any activation past ±65504 \
+             does; --precision f32 keeps them in f32)"
+        }
+        _ => "the model's weights or the guidance overflow f32 arithmetic",
+    };
     Err(Error::NonFinite(format!(
-        "non-finite values (NaN or infinity) {what}: the model's weights or the guidance \
-         overflow f32 arithmetic"
+        "non-finite values (NaN or infinity) {what}: {cause}"
     )))
 }
 
@@ -283,7 +289,7 @@ fn finish(
         words = rest;
         part
     });
-    check_finite(status[0], s.steps)?;
+    check_finite(status[0], s.steps, plan.precision)?;
     debug_assert_eq!(choice.len(), CHOICE_WORDS);
     let steps_run = steps_run[0] as usize;
     let scores: &[f32] = bytemuck::cast_slice(scores);

@@ -83,4 +83,14 @@ fn overflow_during_the_run_names_stage_and_step() {
     // The same engine still makes a good image afterwards (the guard is reset per run).
     let image = engine.generate(&request(2.0)).unwrap();
     assert!(image.rgba.iter().any(|&b| b != 0 && b != 255));
+    // With f16 activations the message says how to keep them in f32.
+    let f16 = Request {
+        precision: easel::memory_plan::Precision::F16,
+        ..request(3e38)
+    };
+    let e = engine.generate(&f16).unwrap_err();
+    assert!(
+        e.to_string().contains("--precision f32 keeps them in f32"),
+        "{e}"
+    );
 }

@@ -135,6 +135,8 @@ pub struct Plan {
     pub(crate) args: Tensor,
     pub(crate) post: Post,
     out: Tensor,
+    /// The UNet's and VAE's activations (the memory plan's `--precision`).
+    pub(crate) precision: DType,
 }
 
 /// Refuse an unsafe shared plan (`arena::check_shared`), then make every
@@ -197,14 +199,13 @@ impl Plan {
             &offsets,
             total,
         )?;
-        let check = (Stage::Post.code(s.steps), &st.status);
         let post = postprocess::plan(
             ctx,
             pipeline,
             &st.cands.x0,
             s.upscale,
             [s.height, s.width],
-            check,
+            (Stage::Post.code(s.steps), &st.status),
             (&memory, &arena),
         )?;
         finish_buffers(&arena, &text.graph)?;
@@ -227,6 +228,7 @@ impl Plan {
             args,
             post,
             out,
+            precision: memory.precision,
         };
         // The indirect sizes as planned, in recording order.
         plan.sizes = plan
