@@ -94,6 +94,15 @@ impl Precision {
     }
 }
 
+/// What an activation that does not fit could also use: `--precision f16`,
+/// where the run's activations are f32 and the adapter stores f16.
+pub fn f16_hint(ctx: &Context, activations: DType) -> &'static str {
+    match activations == DType::F32 && ctx.has_f16_activations() {
+        true => "; --precision f16 halves every activation",
+        false => "",
+    }
+}
+
 impl std::str::FromStr for Precision {
     type Err = Error;
 

@@ -42,9 +42,15 @@ pub fn plan(
     shape[0] = 1;
     let winner = g.tensor(&shape)?;
     g.push(layout::narrow(ctx, x0, 0, 0, &winner)?);
-    let winner = pipeline.to_image(&mut g, winner, memory.vae_tiling).map_err(|e| {
-        e.advise("an activation of the VAE decoder: --vae-tiles decodes in tiles; a smaller --size needs less")
-    })?;
+    let winner = pipeline
+        .to_image(&mut g, winner, memory.vae_tiling)
+        .map_err(|e| {
+            let hint = crate::memory_plan::f16_hint(ctx, memory.precision);
+            e.advise(&format!(
+                "an activation of the VAE decoder: --vae-tiles decodes in tiles; a smaller --size \
+             needs less{hint}"
+            ))
+        })?;
     let unit = g.tensor(&[1, 3, h, w])?;
     g.push(image::normalize(ctx, &winner, &unit, &Normalize::TO_UNIT)?);
     let img = upscaled(&mut g, pipeline, unit, upscale).map_err(|e| {

@@ -506,3 +506,26 @@ fn a_late_large_activation_grows_a_dead_buffer() {
         "the grown buffer holds the values written"
     );
 }
+
+/// An activation of a run that passes the binding limit is an error naming
+/// what would help, `--precision f16` included where the activations are f32
+/// and the adapter stores f16.
+#[test]
+fn a_run_too_large_says_what_helps() {
+    let mut ctx = common::new_context();
+    ctx.limit_bindings_for_tests(256 << 10);
+    let f16 = ctx.has_f16_activations();
+    let engine = Engine::with_context(ctx, common::files::tiny_latent_pipeline()).unwrap();
+    let large = Request {
+        size: Some((128, 128)),
+        ..request(3)
+    };
+    let e = engine.generate(&large).unwrap_err();
+    let message = e.to_string();
+    assert_eq!(e.exit_code(), 2, "{message}");
+    assert!(
+        message.contains("fewer --candidates needs less"),
+        "{message}"
+    );
+    assert_eq!(message.contains("--precision f16 halves"), f16, "{message}");
+}

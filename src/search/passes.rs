@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
-use crate::memory_plan::{Limits, MemoryPlan};
+use crate::memory_plan::{f16_hint, Limits, MemoryPlan};
 use crate::models::arena::SharedArena;
 use crate::models::clip::TokenInputs;
 use crate::models::pipeline::Pipeline;
@@ -211,7 +211,7 @@ pub(super) fn plan_passes(
     let model_out = pipeline
         .unet
         .forward(&mut unet, &cands.model_in, &cands.timesteps, &context)
-        .map_err(|e| e.advise(&too_large_run("the UNet", k)))?;
+        .map_err(|e| e.advise(&too_large_run(ctx, "the UNet", k, memory)))?;
     let mut passes = Passes {
         images: cands.x0.clone(),
         cands,
@@ -220,7 +220,8 @@ pub(super) fn plan_passes(
         score: Vec::new(),
     };
     if let (Some(scorer), Some(embeds)) = (&pipeline.scorer, &text.embeds) {
-        let help = too_large_run("the scoring pass (which decodes every candidate)", k);
+        let pass = "the scoring pass (which decodes every candidate)";
+        let help = too_large_run(ctx, pass, k, memory);
         passes.score = plan_score(
             ctx,
             (pipeline, memory),
@@ -235,8 +236,12 @@ pub(super) fn plan_passes(
 }
 
 /// What to change when a pass's activation at `k` candidates does not fit.
-fn too_large_run(pass: &str, k: usize) -> String {
-    format!("an activation of {pass} at {k} candidate(s): a smaller --size or fewer --candidates needs less")
+fn too_large_run(ctx: &Context, pass: &str, k: usize, memory: &MemoryPlan) -> String {
+    let hint = f16_hint(ctx, memory.precision);
+    format!(
+        "an activation of {pass} at {k} candidate(s): a smaller --size or fewer --candidates \
+         needs less{hint}"
+    )
 }
 
 /// The scoring pass: every candidate's image, its CLIP embedding, its scores.
