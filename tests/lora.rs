@@ -469,3 +469,49 @@ fn job_lines_choose_their_loras() {
     );
     assert_ne!(records[0]["output"], records[1]["output"]);
 }
+
+/// A LoRA on the token table, which a large model keeps in host memory (here
+/// every table, by a test bound), is refused naming the table (exit 2): patches
+/// merge on the GPU.
+#[test]
+fn a_lora_on_a_host_token_table_is_refused() {
+    let dir = TempDir::new("lora-table");
+    let config = PipelineConfig::read(&golden_dir("pipeline")).unwrap();
+    let (vocab, hidden) = (
+        config.text_encoder.vocab_size,
+        config.text_encoder.hidden_size,
+    );
+    let name = "lora_te_text_model_embeddings_token_embedding";
+    let entries = [
+        f16s(
+            &format!("{name}.lora_down.weight"),
+            &[2, hidden],
+            &vec![0.1; 2 * hidden],
+        ),
+        f16s(
+            &format!("{name}.lora_up.weight"),
+            &[vocab, 2],
+            &vec![0.1; vocab * 2],
+        ),
+    ];
+    let path = dir.write("table.safetensors", safetensors_bytes(&entries));
+    let loras = open(&[(path, 1.0)]).unwrap();
+    let mut host = common::new_context();
+    host.host_tables_for_tests(0);
+    let dir = golden_dir("pipeline/text_encoder");
+    let loaded = load_text_encoder(
+        &host,
+        &dir,
+        &config.text_encoder,
+        (WeightPrecision::Auto, &loras),
+    );
+    let e = loaded.err().expect("a LoRA on a host table is refused");
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(
+        e.to_string().contains("a LoRA patches the token table"),
+        "{e}"
+    );
+    // On the GPU the same table takes the patch.
+    let on_gpu = text_encoder(WeightPrecision::Auto, &loras);
+    assert!(on_gpu.is_ok(), "{:?}", on_gpu.err());
+}

@@ -262,14 +262,9 @@ impl Weights {
     ) -> Result<Tensor> {
         let at = self.checked(name, expected_shape)?;
         let label = self.full_name(name);
-        let tensor = if self.is_half(&at) {
-            let data = at.file.part_to_f16(&at.full, at.part)?;
-            check_finite(&at, data.iter().map(|h| h.to_f32()))?;
-            Tensor::from_f16(ctx, &label, expected_shape, &data)?
-        } else {
-            let data = at.to_f32()?;
-            check_finite(&at, data.iter().copied())?;
-            Tensor::weight_f32(ctx, &label, expected_shape, &data)?
+        let tensor = match self.layer_values(&at)? {
+            HostWeight::F16(data) => Tensor::from_f16(ctx, &label, expected_shape, &data)?,
+            HostWeight::F32(data) => Tensor::weight_f32(ctx, &label, expected_shape, &data)?,
         };
         self.apply_patches(ctx, &label, &tensor)?;
         self.used.lock().expect("used set").insert(at.full);
@@ -285,30 +280,34 @@ impl Weights {
         let label = self.full_name(name);
         if self.patches.contains_key(&label) {
             return Err(Error::BadInput(format!(
-                "{label}: a LoRA patches the token table, which easel keeps in host memory;                  such LoRAs are not supported"
+                "{label}: a LoRA patches the token table, which easel keeps in host memory; \
+                 such LoRAs are not supported"
             )));
         }
-        let weight = if self.is_half(&at) {
-            let data = at.file.part_to_f16(&at.full, at.part)?;
-            check_finite(&at, data.iter().map(|h| h.to_f32()))?;
-            HostWeight::F16(data)
-        } else {
-            let data = at.to_f32()?;
-            check_finite(&at, data.iter().copied())?;
-            HostWeight::F32(data)
-        };
+        let weight = self.layer_values(&at)?;
         self.used.lock().expect("used set").insert(at.full);
         Ok(weight)
     }
 
-    /// Whether a layer weight is kept in f16 (see [`Weights::get_weight`]).
-    fn is_half(&self, at: &Located) -> bool {
+    /// A layer weight's values in the precision [`Weights::set_precision`]
+    /// picked (f16 for an f16 or bf16 file under `Auto`, or always under
+    /// `F16`), each checked finite: what both loaders hold.
+    fn layer_values(&self, at: &Located) -> Result<HostWeight> {
         let stored = at.info().expect("checked").dtype;
-        match self.precision {
+        let half = match self.precision {
             WeightPrecision::Auto => stored != ::safetensors::Dtype::F32,
             WeightPrecision::F16 => true,
             WeightPrecision::F32 => false,
-        }
+        };
+        Ok(if half {
+            let data = at.file.part_to_f16(&at.full, at.part)?;
+            check_finite(at, data.iter().map(|h| h.to_f32()))?;
+            HostWeight::F16(data)
+        } else {
+            let data = at.to_f32()?;
+            check_finite(at, data.iter().copied())?;
+            HostWeight::F32(data)
+        })
     }
 
     /// Where `name` is stored, its shape checked against `expected_shape`.
