@@ -81,11 +81,7 @@ impl Precision {
         let f16 = ctx.has_f16_activations();
         match self {
             Precision::F32 => Ok(DType::F32),
-            Precision::F16 if f16 => Ok(DType::F16),
-            Precision::F16 => Err(Error::DeviceLimit(format!(
-                "--precision f16 needs SHADER_F16, which {} lacks; use --precision f32 or auto",
-                ctx.info.name
-            ))),
+            Precision::F16 => ctx.check_f16_activations().map(|()| DType::F16),
             Precision::Auto if f16 && weights == DType::F16 && ctx.class != AdapterClass::Cpu => {
                 Ok(DType::F16)
             }

@@ -303,6 +303,17 @@ impl Context {
         self.features().contains(wgpu::Features::SHADER_F16)
     }
 
+    /// [`Context::has_f16_activations`], or the error that says what lacks it.
+    pub fn check_f16_activations(&self) -> Result<()> {
+        if self.has_f16_activations() {
+            return Ok(());
+        }
+        Err(Error::DeviceLimit(format!(
+            "f16 activations need SHADER_F16, which {} lacks; use --precision f32",
+            self.info.name
+        )))
+    }
+
     /// Block until all submitted work is done, then surface any wgpu error.
     pub fn wait(&self) -> Result<()> {
         self.device

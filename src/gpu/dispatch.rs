@@ -111,11 +111,8 @@ impl Launch<'_> {
     fn activations(&self, ctx: &Context) -> Result<&'static Shader> {
         let dtype = self.tensors.first().map_or(DType::F32, |(t, _)| t.dtype);
         let shader = self.shader.for_activations(dtype);
-        if shader.half.is_none() && self.shader.half.is_some() && !ctx.has_f16_activations() {
-            return Err(Error::DeviceLimit(format!(
-                "{}: f16 activations need SHADER_F16, which {} lacks; use --precision f32",
-                self.shader.name, ctx.info.name
-            )));
+        if !std::ptr::eq(shader, self.shader) {
+            ctx.check_f16_activations()?;
         }
         Ok(shader)
     }

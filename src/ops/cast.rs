@@ -28,12 +28,7 @@ pub fn cast(ctx: &Context, x: &Tensor, out: &Tensor) -> Result<Dispatch> {
         }
     };
     expect_dtype(OP, "f16 side", narrow, DType::F16)?;
-    if !ctx.has_f16_activations() {
-        return Err(Error::DeviceLimit(format!(
-            "f16 activations need SHADER_F16, which {} lacks; use --precision f32",
-            ctx.info.name
-        )));
-    }
+    ctx.check_f16_activations()?;
     let n = x.numel();
     Launch {
         shader: &CAST,

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::coop::COLS;
 use crate::gpu::{Access, Context, DType, Dispatch, Launch, Shader, Tensor};
 use crate::ops::matmul::{coop_shader, subgroups_of_8, Epilogue, MatmulVariant};
-use crate::ops::{expect_activations, expect_shape, groups};
+use crate::ops::{expect_shape, groups};
 use crate::ops::{CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
 use crate::ops::{CONV2D_COOP16, CONV2D_COOP16_F16, CONV2D_COOP8, CONV2D_COOP8_F16};
 
@@ -178,9 +178,7 @@ fn launch(
     let variant = opts
         .variant
         .unwrap_or_else(|| MatmulVariant::for_adapter(ctx));
-    let mut acts = vec![("out", out)];
-    acts.extend(epilogue.residual.map(|(r, _)| ("residual", r)));
-    expect_activations("conv2d", x, &acts)?;
+    epilogue.expect_activations("conv2d", x, out)?;
     let mut entry = Entry::pick(ctx, variant, &conv, &epilogue, weight.dtype)?;
     entry.constants.push(("UPSAMPLE", opts.upsample as f64));
     let (tile_p, tile_c) = entry.tile;

@@ -237,6 +237,14 @@ impl<'a> Epilogue<'a> {
         ]
     }
 
+    /// `x`, `out` and the residual share one activation dtype
+    /// ([`expect_activations`]).
+    pub(crate) fn expect_activations(&self, op: &str, x: &Tensor, out: &Tensor) -> Result<()> {
+        let mut acts = vec![("out", out)];
+        acts.extend(self.residual.map(|(r, _)| ("residual", r)));
+        expect_activations(op, x, &acts)
+    }
+
     pub(crate) fn scale(&self) -> f32 {
         self.residual.map_or(1.0, |(_, scale)| scale)
     }
@@ -331,9 +339,7 @@ fn launch(
         residual_scale: epilogue.scale(),
         _pad: [0; 2],
     };
-    let mut acts = vec![("out", out)];
-    acts.extend(epilogue.residual.map(|(r, _)| ("residual", r)));
-    expect_activations("matmul", a, &acts)?;
+    epilogue.expect_activations("matmul", a, out)?;
     let kernel = pick(ctx, &shape, b.dtype, opts)?;
     let (tile_n, tile_m) = kernel.tile;
     let mut constants = vec![

@@ -83,20 +83,12 @@ impl CLIPTextModel {
         let write = |t: &Tensor, bytes: &[u8]| ctx.queue.write_buffer(&t.buffer, 0, bytes);
         write(&inputs.eos, bytemuck::cast_slice(&self.eos_positions(ids)));
         let d = self.config.hidden_size;
-        // Ids past the table are clamped, as the GPU gather clamps them.
-        let row = |id: u32| (id as usize).min(self.config.vocab_size - 1) * d;
         match (&self.token_embedding, &inputs.rows) {
             (TokenEmbedding::Host(HostWeight::F16(table)), Some(rows)) => {
-                let bits: Vec<u16> = (flat.iter())
-                    .flat_map(|&id| table[row(id)..row(id) + d].iter().map(|h| h.to_bits()))
-                    .collect();
-                write(rows, bytemuck::cast_slice(&bits));
+                write(rows, bytemuck::cast_slice(&gather(table, &flat, d)));
             }
             (TokenEmbedding::Host(HostWeight::F32(table)), Some(rows)) => {
-                let values: Vec<f32> = (flat.iter())
-                    .flat_map(|&id| table[row(id)..row(id) + d].iter().copied())
-                    .collect();
-                write(rows, bytemuck::cast_slice(&values));
+                write(rows, bytemuck::cast_slice(&gather(table, &flat, d)));
             }
             _ => write(&inputs.ids, bytemuck::cast_slice(&flat)),
         }
@@ -110,6 +102,18 @@ impl CLIPTextModel {
         self.write_inputs(ctx, &inputs, ids)?;
         Ok(inputs)
     }
+}
+
+/// The rows `ids` of a `[vocab, d]` table, in order; ids past the table are
+/// clamped, as the GPU gather clamps them.
+fn gather<T: Copy>(table: &[T], ids: &[u32], d: usize) -> Vec<T> {
+    let last = table.len() / d - 1;
+    (ids.iter())
+        .flat_map(|&id| {
+            let row = (id as usize).min(last) * d;
+            table[row..row + d].iter().copied()
+        })
+        .collect()
 }
 
 /// The token table where [`Context::table_on_host`] says (its size in f32).
