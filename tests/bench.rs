@@ -236,6 +236,29 @@ fn kernels_of_a_latent_model_are_its_own_launches() {
         .any(|r| r["entry"].as_str().unwrap().starts_with("conv2d")));
 }
 
+/// A pixel-space model (no `vae/`) times its UNet alone instead of failing.
+#[test]
+fn kernels_of_a_pixel_model_are_its_unet_launches() {
+    let dir = TempDir::new("bench-kernels-pixel");
+    let json = dir.path().join("kernels.json");
+    let model = path_str(tiny_pipeline());
+    let args = [
+        "bench",
+        "kernels",
+        "--quick",
+        "--model",
+        model,
+        "--json",
+        path_str(&json),
+    ];
+    let doc = report(&args, &json);
+    let rows = doc["kernels"].as_array().unwrap();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r["kernel"] == "unet"),
+        "{rows:?}"
+    );
+}
+
 #[test]
 fn bad_arguments_exit_2_with_one_line() {
     let dir = TempDir::new("bench-bad");
