@@ -6,8 +6,8 @@
 //
 // The kernel shapes mirror wgsl/matmul.wgsl (read its header): `conv2d_gpu`
 // stages 64×64 tiles through workgroup memory (wgsl/gemm_tile.wgsl, shared
-// with matmul_gpu); `conv2d_cpu` and `conv2d_cpu_vec4` keep an 8×4 register
-// block per thread (8 output channels × 4 pixels), since the gathered input is
+// with matmul_gpu; `conv2d_gpu_wide` 128×128 ones); `conv2d_cpu` and
+// `conv2d_cpu_vec4` keep an 8×4 register block per thread (8 output channels × 4 pixels), since the gathered input is
 // the expensive operand and each gathered value then feeds 8 FMAs. `_vec4`
 // reads the weight 4 values at a time and needs K % 4 == 0.
 //
@@ -155,6 +155,16 @@ fn conv2d_gpu(
     // The weight is contiguous along k; for cols, neighbouring threads take
     // neighbouring pixels.
     gemm_tile(wg, lid, t, true, false);
+}
+
+// The same with the 128×128 tile (the `GpuWide` variant).
+@compute @workgroup_size(16, 16)
+fn conv2d_gpu_wide(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    gemm_tile_wide(wg, lid, t, true, false);
 }
 
 // ---------------------------------------------------------------------------

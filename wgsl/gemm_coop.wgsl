@@ -138,3 +138,10 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
         coop_write(acc3, z, i0 + (fr + 1u) * FRAG, j0 + (fc + 1u) * FRAG, sg, lane);
     }
 }
+
+// The wide entry points (matmul_gpu_wide, conv2d_gpu_wide) name this; easel
+// never launches them from a cooperative shader (their grid is gemm_tile.wgsl's
+// 128×128), but every entry point of a module must compile.
+fn gemm_tile_wide(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: bool) {
+    gemm_tile(wg, lid, t, a_along_k, b_along_k);
+}

@@ -1,17 +1,24 @@
-// The 64×64 GEMM tile behind matmul_gpu (wgsl/matmul.wgsl) and conv2d_gpu
+// The GEMM tiles behind matmul_gpu (wgsl/matmul.wgsl) and conv2d_gpu
 // (wgsl/conv2d.wgsl): out[z][i, j] = sum_kk A[z][i, kk] · B[z][kk, j] over
-// kk < p.k, both operands staged TILE_K deep through workgroup memory with
-// barriers. Not a shader of its own: the ops compile it before the kernel file
+// kk < p.k, both operands staged through workgroup memory with barriers. Not a
+// shader of its own: the ops compile it before the kernel file
 // (src/ops/mod.rs), which supplies the operands and the output:
 //   p.k                                          the shared dimension K
 //   fn load_a(z: u32, i: u32, kk: u32) -> f32    A[z][i, kk], 0 outside A
 //   fn load_b(z: u32, kk: u32, j: u32) -> f32    B[z][kk, j], 0 outside B
 //   fn store(z: u32, i: u32, j: u32, acc: f32)   writes out[z][i, j], drops it outside
 //
-// Workgroup 16×16 (the kernels' @workgroup_size), each thread owning rows
-// ty + 16r and columns tx + 16c (r, c < 4) so neighbouring threads read
-// neighbouring workgroup-memory words. 256 threads is the WebGPU baseline
-// limit; the 2 × 16 × 64 floats (8 KiB) fit its 16 KiB.
+// Two tiles, one workgroup of 16×16 threads (256 is the WebGPU baseline limit):
+// - 64×64 (`Gpu`, gemm_tile): TILE_K 16 deep, each thread owning rows ty + 16r
+//   and columns tx + 16c (r, c < 4), so neighbouring threads read neighbouring
+//   workgroup-memory words;
+// - 128×128 (`GpuWide`, gemm_tile_wide): TILE_K 8 deep, each thread owning an
+//   8×8 block (rows 4ty.. and 64 + 4ty.., columns 4tx.. and 64 + 4tx..) read as
+//   vec4 from workgroup memory: 64 FMAs per 4 vec4 reads against 16 per 8
+//   scalar reads, for large problems, where the grid still fills the GPU
+//   (src/ops/matmul.rs).
+// Each tile's slabs take 8 KiB; the two together the baseline's 16 KiB.
+// wgsl/gemm_coop.wgsl stands in for both.
 
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
@@ -19,23 +26,23 @@ const TILE_K: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>; // [TILE_K, TILE]: A[i0 + i, k0 + kk] at kk * TILE + i
 var<workgroup> tile_b: array<f32, 1024>; // [TILE_K, TILE]: B[k0 + kk, j0 + j] at kk * TILE + j
 
-// Element e of a TILE × TILE_K slab as (index along the tile, index along k).
+// Element e of a `tile` × `depth` slab as (index along the tile, index along k).
 // Consecutive e run along k when `along_k`, else along the tile, so consecutive
 // threads take consecutive addresses of an operand stored that way.
-fn slab(e: u32, along_k: bool) -> vec2<u32> {
+fn slab(e: u32, along_k: bool, tile: u32, depth: u32) -> vec2<u32> {
     if (along_k) {
-        return vec2(e / TILE_K, e % TILE_K);
+        return vec2(e / depth, e % depth);
     }
-    return vec2(e % TILE, e / TILE);
+    return vec2(e % tile, e / tile);
 }
 
 // Stage one TILE_K-deep slab of A and B; each thread loads 4 elements of each.
 fn load_tiles(z: u32, i0: u32, j0: u32, k0: u32, t: u32, a_along_k: bool, b_along_k: bool) {
     for (var q = 0u; q < 4u; q++) {
         let e = t + 256u * q;
-        let a = slab(e, a_along_k);
+        let a = slab(e, a_along_k, TILE, TILE_K);
         tile_a[a.y * TILE + a.x] = load_a(z, i0 + a.x, k0 + a.y);
-        let b = slab(e, b_along_k);
+        let b = slab(e, b_along_k, TILE, TILE_K);
         tile_b[b.y * TILE + b.x] = load_b(z, k0 + b.y, j0 + b.x);
     }
 }
@@ -68,6 +75,64 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
     for (var r = 0u; r < 4u; r++) {
         for (var cc = 0u; cc < 4u; cc++) {
             store(z, i0 + lid.y + 16u * r, j0 + lid.x + 16u * cc, acc[r][cc]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The 128×128 tile.
+
+const WIDE_TILE: u32 = 128u;
+const WIDE_K: u32 = 8u;
+const WIDE_ROW: u32 = 32u; // vec4s per k row of a slab
+
+var<workgroup> wide_a: array<vec4<f32>, 256>; // [WIDE_K, WIDE_ROW]: A[i0 + 4q + e, k0 + kk] at [kk * WIDE_ROW + q][e]
+var<workgroup> wide_b: array<vec4<f32>, 256>; // [WIDE_K, WIDE_ROW]: B[k0 + kk, j0 + 4q + e] at [kk * WIDE_ROW + q][e]
+
+// Stage one WIDE_K-deep slab of A and B; each thread loads 4 elements of each.
+fn load_wide(z: u32, i0: u32, j0: u32, k0: u32, t: u32, a_along_k: bool, b_along_k: bool) {
+    for (var q = 0u; q < 4u; q++) {
+        let e = t + 256u * q;
+        let a = slab(e, a_along_k, WIDE_TILE, WIDE_K);
+        wide_a[a.y * WIDE_ROW + a.x / 4u][a.x % 4u] = load_a(z, i0 + a.x, k0 + a.y);
+        let b = slab(e, b_along_k, WIDE_TILE, WIDE_K);
+        wide_b[b.y * WIDE_ROW + b.x / 4u][b.x % 4u] = load_b(z, k0 + b.y, j0 + b.x);
+    }
+}
+
+// gemm_tile's contract with a 128×128 tile. acc[2r + h] holds row
+// i0 + 64(r / 4) + 4ty + r % 4, columns j0 + 64h + 4tx.. + 3.
+fn gemm_tile_wide(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: bool) {
+    let z = wg.z;
+    let i0 = wg.y * WIDE_TILE;
+    let j0 = wg.x * WIDE_TILE;
+    var acc: array<vec4<f32>, 16>;
+    // Every thread runs every iteration: the barriers stay in uniform control flow.
+    for (var k0 = 0u; k0 < p.k; k0 += WIDE_K) {
+        load_wide(z, i0, j0, k0, t, a_along_k, b_along_k);
+        workgroupBarrier();
+        for (var kk = 0u; kk < WIDE_K; kk++) {
+            let row = kk * WIDE_ROW;
+            let a_lo = wide_a[row + lid.y];
+            let a_hi = wide_a[row + 16u + lid.y];
+            let b_lo = wide_b[row + lid.x];
+            let b_hi = wide_b[row + 16u + lid.x];
+            for (var r = 0u; r < 4u; r++) {
+                acc[2u * r] += a_lo[r] * b_lo;
+                acc[2u * r + 1u] += a_lo[r] * b_hi;
+                acc[8u + 2u * r] += a_hi[r] * b_lo;
+                acc[9u + 2u * r] += a_hi[r] * b_hi;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < 8u; r++) {
+        let i = i0 + 64u * (r / 4u) + 4u * lid.y + r % 4u;
+        for (var h = 0u; h < 2u; h++) {
+            let j = j0 + 64u * h + 4u * lid.x;
+            for (var c = 0u; c < 4u; c++) {
+                store(z, i, j + c, acc[2u * r + h][c]);
+            }
         }
     }
 }

@@ -7,8 +7,9 @@
 //
 // Two kernel shapes, chosen per adapter (DESIGN.md "Engine rules"):
 // - `matmul_gpu`: 64×64 output tile per workgroup staged through workgroup
-//   memory with barriers, 4×4 outputs per thread. What a real GPU wants. The
-//   tile is wgsl/gemm_tile.wgsl, shared with conv2d.
+//   memory with barriers, 4×4 outputs per thread. What a real GPU wants.
+//   `matmul_gpu_wide`: 128×128, 8×8 per thread, for large problems. The tiles
+//   are wgsl/gemm_tile.wgsl, shared with conv2d.
 // - `matmul_cpu` / `matmul_cpu_vec4`: no workgroup memory, no barriers; each
 //   thread keeps a block of outputs in registers (4×8, `_vec4` 8×8) and reads
 //   global memory directly (a CPU driver's caches do the sharing). `_vec4`
@@ -122,6 +123,16 @@ fn matmul_gpu(
 ) {
     // a is contiguous along k unless transposed; b along n unless transposed.
     gemm_tile(wg, lid, t, !TRANSPOSE_A, TRANSPOSE_B);
+}
+
+// The same with the 128×128 tile (the `GpuWide` variant).
+@compute @workgroup_size(16, 16)
+fn matmul_gpu_wide(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    gemm_tile_wide(wg, lid, t, !TRANSPOSE_A, TRANSPOSE_B);
 }
 
 // ---------------------------------------------------------------------------

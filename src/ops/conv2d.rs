@@ -36,7 +36,7 @@ pub struct Conv2dOptions {
     /// Read x as if nearest-upsampled by this factor first (1: as it is):
     /// diffusers' `Upsample2D` in one launch, without the upsampled tensor.
     pub upsample: usize,
-    /// Kernel override; `None` picks [`MatmulVariant::for_adapter`].
+    /// Kernel override; `None` picks [`MatmulVariant::for_problem`].
     pub variant: Option<ConvVariant>,
 }
 
@@ -88,6 +88,7 @@ struct Params {
 
 /// Output tile per workgroup: (pixels, channels), per the shader's entry points.
 const GPU_TILE: (usize, usize) = (64, 64);
+const WIDE_TILE: (usize, usize) = (128, 128);
 const CPU_TILE: (usize, usize) = (8 * 4, 8 * 8);
 /// The subgroup kernel's pixels per workgroup; its channels are 8 × `CO_BLOCK`.
 const CPU_SUBGROUP_PIXELS: usize = 8 * 2;
@@ -175,9 +176,10 @@ fn launch(
     let (k, p) = (conv.k(), conv.p());
     // Lazily: choosing runs the cooperative self-test, which itself calls this
     // with an explicit variant (eagerly it would wait on its own OnceLock).
+    // Tile rows are output channels, columns pixels.
     let variant = opts
         .variant
-        .unwrap_or_else(|| MatmulVariant::for_adapter(ctx));
+        .unwrap_or_else(|| MatmulVariant::for_problem(ctx, conv.n, conv.cout, p));
     epilogue.expect_activations("conv2d", x, out)?;
     let mut entry = Entry::pick(ctx, variant, &conv, &epilogue, weight.dtype)?;
     entry.constants.push(("UPSAMPLE", opts.upsample as f64));
@@ -368,6 +370,7 @@ impl Entry {
                 (shader, "conv2d_gpu", (COLS as usize, rows))
             }
             (MatmulVariant::Gpu | MatmulVariant::Coop, _) => (base, "conv2d_gpu", GPU_TILE),
+            (MatmulVariant::GpuWide, _) => (base, "conv2d_gpu_wide", WIDE_TILE),
             (MatmulVariant::CpuSubgroup, _) if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
                 // The narrowest channel block that holds Cout (up to 32).
                 let block = conv.cout.next_power_of_two().clamp(8, 32);

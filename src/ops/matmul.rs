@@ -14,8 +14,13 @@ use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F1
 /// (`CpuSubgroup` falls back to `Cpu`, `Coop` to `Gpu`, where they cannot run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulVariant {
-    /// 64×64 workgroup-memory tiles with barriers: for real GPUs.
+    /// 64×64 workgroup-memory tiles with barriers, 4×4 outputs per thread:
+    /// for real GPUs, on problems too small to fill one with `GpuWide`'s tiles.
     Gpu,
+    /// 128×128 tiles, 8×8 outputs per thread read as vec4 from workgroup
+    /// memory (wgsl/gemm_tile.wgsl): half the workgroup-memory reads per FMA of
+    /// `Gpu`, for the large problems a GPU without cooperative matrices runs.
+    GpuWide,
     /// Register blocks read straight from global memory: for CPU drivers (lavapipe).
     Cpu,
     /// `Cpu` with the operand its SIMD lanes share read once per 8-lane
@@ -31,8 +36,14 @@ pub enum MatmulVariant {
 
 impl MatmulVariant {
     /// The variants with f32 operands: the same products, up to f32 rounding.
-    pub const F32_OPERANDS: [Self; 3] = [Self::Gpu, Self::Cpu, Self::CpuSubgroup];
-    pub const ALL: [Self; 4] = [Self::Gpu, Self::Cpu, Self::CpuSubgroup, Self::Coop];
+    pub const F32_OPERANDS: [Self; 4] = [Self::Gpu, Self::GpuWide, Self::Cpu, Self::CpuSubgroup];
+    pub const ALL: [Self; 5] = [
+        Self::Gpu,
+        Self::GpuWide,
+        Self::Cpu,
+        Self::CpuSubgroup,
+        Self::Coop,
+    ];
 
     /// The fastest kernel for this adapter (measured: benches/kernels.rs).
     /// Cooperative matrices on GPUs (on any adapter with `EASEL_COOPERATIVE=always`),
@@ -46,6 +57,17 @@ impl MatmulVariant {
             AdapterClass::Gpu => Self::Gpu,
             AdapterClass::Cpu if subgroups_of_8(ctx) => Self::CpuSubgroup,
             AdapterClass::Cpu => Self::Cpu,
+        }
+    }
+
+    /// [`Self::for_adapter`] for one problem of `batch` × `rows` × `cols`
+    /// outputs: on a GPU without cooperative matrices, `GpuWide` where its grid
+    /// has at least [`MIN_WIDE_GROUPS`] workgroups, else `Gpu`.
+    pub fn for_problem(ctx: &Context, batch: usize, rows: usize, cols: usize) -> Self {
+        let wide_groups = batch * rows.div_ceil(WIDE_TILE.1) * cols.div_ceil(WIDE_TILE.0);
+        match Self::for_adapter(ctx) {
+            Self::Gpu if wide_groups >= MIN_WIDE_GROUPS => Self::GpuWide,
+            variant => variant,
         }
     }
 
@@ -140,7 +162,7 @@ pub struct MatmulOptions {
     pub transpose_b: bool,
     /// Scales the product before the bias is added (attention's 1/√d).
     pub alpha: f32,
-    /// Kernel override; `None` picks [`MatmulVariant::for_adapter`].
+    /// Kernel override; `None` picks [`MatmulVariant::for_problem`].
     pub variant: Option<MatmulVariant>,
 }
 
@@ -250,8 +272,15 @@ impl<'a> Epilogue<'a> {
     }
 }
 
+/// Fewest workgroups `GpuWide` is chosen with: below it a GPU's compute units
+/// (132 on an H200, tens on most) would idle where `Gpu`'s four times as many
+/// workgroups fill them. Not yet measured on a GPU (`easel bench kernels`
+/// times both there).
+pub const MIN_WIDE_GROUPS: usize = 128;
+
 /// Output tile per workgroup: (columns, rows), per the shader's entry points.
 const GPU_TILE: (usize, usize) = (64, 64);
+const WIDE_TILE: (usize, usize) = (128, 128);
 const CPU_TILE: (usize, usize) = (8 * 8, 8 * 4);
 const CPU_VEC4_TILE: (usize, usize) = (8 * 8, 8 * 8);
 
@@ -393,7 +422,7 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
     // with an explicit variant (eagerly it would wait on its own OnceLock).
     let variant = opts
         .variant
-        .unwrap_or_else(|| MatmulVariant::for_adapter(ctx));
+        .unwrap_or_else(|| MatmulVariant::for_problem(ctx, shape.batch, shape.m, shape.n));
     let aligned = shape.vec4_aligned(opts);
     let subgroup = aligned && !opts.transpose_a && subgroups_of_8(ctx);
     let plain = |shader, entry, tile| Pick {
@@ -416,6 +445,7 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
             }
         }
         (MatmulVariant::Gpu | MatmulVariant::Coop, _) => plain(base, "matmul_gpu", GPU_TILE),
+        (MatmulVariant::GpuWide, _) => plain(base, "matmul_gpu_wide", WIDE_TILE),
         (MatmulVariant::CpuSubgroup, _) if subgroup => {
             plain(subgroup_shader, "matmul_cpu_subgroup", CPU_VEC4_TILE)
         }

@@ -5,7 +5,7 @@ use crate::reference::conv2d::Conv2d;
 use easel::gpu::dispatch;
 use easel::ops::conv2d::{self, Conv2dOptions, ConvVariant};
 
-const VARIANTS: [ConvVariant; 3] = ConvVariant::F32_OPERANDS;
+const VARIANTS: [ConvVariant; 4] = ConvVariant::F32_OPERANDS;
 
 /// (N, Cin, H, W, Cout, kh, kw, stride, padding)
 type Case = (
@@ -92,6 +92,16 @@ fn kernel_sizes_strides_padding() {
             check(case, variant, seed);
             seed += 1;
         }
+    }
+}
+
+#[test]
+fn several_gpu_tiles_with_ragged_edges() {
+    // Cout 136 and 14×14 = 196 pixels: two of GpuWide's 128×128 tiles each way
+    // (three of Gpu's 64×64), the second partly past the edge; K = 45.
+    let case: Case = (2, 5, 14, 14, 136, 3, 3, (1, 1), (1, 1));
+    for (seed, variant) in [(1500, ConvVariant::Gpu), (1501, ConvVariant::GpuWide)] {
+        check(case, variant, seed);
     }
 }
 

@@ -6,7 +6,7 @@ use easel::gpu::dispatch;
 use easel::ops::matmul;
 use matmul::{MatmulOptions, MatmulVariant};
 
-const VARIANTS: [MatmulVariant; 3] = MatmulVariant::F32_OPERANDS;
+const VARIANTS: [MatmulVariant; 4] = MatmulVariant::F32_OPERANDS;
 
 /// One case: sizes, layout flags and whether `b` has its own batch dim.
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +117,28 @@ fn aligned_sizes_every_transpose() {
                 transpose_a,
                 transpose_b,
                 ..Case::new(3, 36, 44, 20)
+            };
+            check(case, variant, seed);
+            seed += 1;
+        }
+    }
+}
+
+#[test]
+fn several_gpu_tiles_with_ragged_edges() {
+    // 2×3 of GpuWide's 128×128 tiles (5×5 of Gpu's 64×64), each partly past the
+    // edge, K past several slabs and not a multiple of 8; a shared weight as nn.Linear.
+    let mut seed = 150;
+    for variant in [MatmulVariant::Gpu, MatmulVariant::GpuWide] {
+        for (transpose_a, transpose_b, b_shared) in
+            [(false, false, false), (true, false, false), (false, true, true)]
+        {
+            let case = Case {
+                transpose_a,
+                transpose_b,
+                b_shared,
+                bias: true,
+                ..Case::new(2, 260, 300, 37)
             };
             check(case, variant, seed);
             seed += 1;
