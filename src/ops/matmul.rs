@@ -3,155 +3,16 @@
 //! conv2d's implicit GEMM) most of the UNet's time.
 
 use crate::error::{Error, Result};
-use crate::gpu::coop::{Coop, COLS};
-use crate::gpu::{dispatch, Access, AdapterClass, Context, CoopPolicy, Dispatch, Launch};
+use crate::gpu::coop::COLS;
+use crate::gpu::{Access, Context, Dispatch, Launch};
 use crate::gpu::{DType, Shader, Tensor};
+use crate::ops::variant::WIDE_TILE;
 use crate::ops::{expect_activations, expect_shape, groups};
 use crate::ops::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
 use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F16};
 
-/// Which kernel shape to run; see wgsl/matmul.wgsl. All run on any adapter
-/// (`CpuSubgroup` falls back to `Cpu`, `Coop` to `Gpu`, where they cannot run).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatmulVariant {
-    /// 64×64 workgroup-memory tiles with barriers, 4×4 outputs per thread:
-    /// for real GPUs, on problems too small to fill one with `GpuWide`'s tiles.
-    Gpu,
-    /// 128×128 tiles, 8×8 outputs per thread read as vec4 from workgroup
-    /// memory (wgsl/gemm_tile.wgsl): half the workgroup-memory reads per FMA of
-    /// `Gpu`, for the large problems a GPU without cooperative matrices runs.
-    GpuWide,
-    /// Register blocks read straight from global memory: for CPU drivers (lavapipe).
-    Cpu,
-    /// `Cpu` with the operand its SIMD lanes share read once per 8-lane
-    /// subgroup (wgsl/matmul_subgroup.wgsl). Needs SUBGROUP with 8-lane
-    /// subgroups, contiguous dims that are multiples of 4 and no `transpose_a`;
-    /// otherwise runs `Cpu`.
-    CpuSubgroup,
-    /// `Gpu`'s tile on cooperative matrices (wgsl/gemm_coop.wgsl): operands
-    /// rounded to f16, f32 accumulation. Needs an adapter configuration
-    /// [`Coop::for_adapter`] accepts; otherwise runs `Gpu`.
-    Coop,
-}
-
-impl MatmulVariant {
-    /// The variants with f32 operands: the same products, up to f32 rounding.
-    pub const F32_OPERANDS: [Self; 4] = [Self::Gpu, Self::GpuWide, Self::Cpu, Self::CpuSubgroup];
-    pub const ALL: [Self; 5] = [
-        Self::Gpu,
-        Self::GpuWide,
-        Self::Cpu,
-        Self::CpuSubgroup,
-        Self::Coop,
-    ];
-
-    /// The fastest kernel for this adapter (measured: benches/kernels.rs).
-    /// Cooperative matrices on GPUs (on any adapter with `EASEL_COOPERATIVE=always`),
-    /// once their self-test has passed.
-    pub fn for_adapter(ctx: &Context) -> Self {
-        let coop_wanted = ctx.class == AdapterClass::Gpu || ctx.coop_policy == CoopPolicy::Always;
-        if coop_wanted && coop_ready(ctx).is_some() {
-            return Self::Coop;
-        }
-        match ctx.class {
-            AdapterClass::Gpu => Self::Gpu,
-            AdapterClass::Cpu if subgroups_of_8(ctx) => Self::CpuSubgroup,
-            AdapterClass::Cpu => Self::Cpu,
-        }
-    }
-
-    /// [`Self::for_adapter`] for one problem of `batch` × `rows` × `cols`
-    /// outputs: on a GPU without cooperative matrices, `GpuWide` where its grid
-    /// has at least [`MIN_WIDE_GROUPS`] workgroups, else `Gpu`.
-    pub fn for_problem(ctx: &Context, batch: usize, rows: usize, cols: usize) -> Self {
-        let wide_groups = batch * rows.div_ceil(WIDE_TILE.1) * cols.div_ceil(WIDE_TILE.0);
-        match Self::for_adapter(ctx) {
-            Self::Gpu if wide_groups >= MIN_WIDE_GROUPS => Self::GpuWide,
-            variant => variant,
-        }
-    }
-
-    /// The variants that run as themselves here (`Coop` only with cooperative
-    /// matrices), for benchmarks that label what they time.
-    pub fn available(ctx: &Context) -> Vec<Self> {
-        let coop = ctx.coop.is_some();
-        Self::ALL
-            .into_iter()
-            .filter(|&v| v != Self::Coop || coop)
-            .collect()
-    }
-}
-
-/// The shader of a cooperative kernel for the adapter's fragments:
-/// `shaders[16-wide fragments]`.
-pub(crate) fn coop_shader(coop: Coop, shaders: [&'static Shader; 2]) -> &'static Shader {
-    shaders[(coop.frag == 16) as usize]
-}
-
-/// The cooperative-matrix configuration, if the adapter has one and the
-/// cooperative GEMM agreed with the tiled one on a test problem (run once per
-/// context, on first use). A disagreement turns them off with one line on stderr.
-pub fn coop_ready(ctx: &Context) -> Option<Coop> {
-    let coop = ctx.coop?;
-    let ok = *ctx.coop_checked.get_or_init(|| match coop_difference(ctx) {
-        Ok(diff) if diff <= 1e-3 => true,
-        Ok(diff) => {
-            eprintln!(
-                "easel: {0}x{0} cooperative-matrix GEMM differs from the tiled one by {diff} \
-                 on {1}; using the tiled kernels",
-                coop.frag, ctx.info.name
-            );
-            false
-        }
-        Err(e) => {
-            eprintln!(
-                "easel: cooperative-matrix GEMM failed its self-test on {}: {e}; using the \
-                 tiled kernels",
-                ctx.info.name
-            );
-            false
-        }
-    });
-    ok.then_some(coop)
-}
-
-/// Largest difference between the `Coop` and `Gpu` kernels on a ragged
-/// nn.Linear with a bias. The inputs are quarters in [-2, 2], exact in f16, so
-/// every product and partial sum is exact in f32 and the two must agree exactly.
-fn coop_difference(ctx: &Context) -> Result<f32> {
-    let (m, n, k) = (70, 90, 100);
-    let quarters = |len: usize, seed: usize| -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i * 7 + seed) % 17) as f32 / 4.0 - 2.0)
-            .collect()
-    };
-    let x = Tensor::from_f32(ctx, "self-test x", &[m, k], &quarters(m * k, 1))?;
-    let w = Tensor::from_f32(ctx, "self-test w", &[n, k], &quarters(n * k, 5))?;
-    let bias = Tensor::from_f32(ctx, "self-test bias", &[n], &quarters(n, 3))?;
-    let mut results = Vec::new();
-    for variant in [MatmulVariant::Coop, MatmulVariant::Gpu] {
-        let out = Tensor::zeros(ctx, "self-test out", &[m, n])?;
-        let opts = MatmulOptions {
-            variant: Some(variant),
-            ..MatmulOptions::linear()
-        };
-        dispatch::run(ctx, &[matmul(ctx, &x, &w, Some(&bias), &out, &opts)?])?;
-        results.push(out.to_vec_uncounted(ctx)?);
-    }
-    Ok(results[0]
-        .iter()
-        .zip(&results[1])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max))
-}
-
-/// Whether the `*_subgroup` kernels can run: they assume 8-lane subgroups
-/// laid along x of an 8×8 workgroup.
-pub(crate) fn subgroups_of_8(ctx: &Context) -> bool {
-    ctx.features().contains(wgpu::Features::SUBGROUP)
-        && ctx.info.subgroup_min_size == 8
-        && ctx.info.subgroup_max_size == 8
-}
+pub use crate::ops::variant::{coop_ready, MatmulVariant, MIN_WIDE_GROUPS};
+pub(crate) use crate::ops::variant::{coop_shader, subgroups_of_8};
 
 /// How to read the operands. `Default` is plain `a · b`.
 #[derive(Clone, Copy, Debug)]
@@ -272,15 +133,8 @@ impl<'a> Epilogue<'a> {
     }
 }
 
-/// Fewest workgroups `GpuWide` is chosen with: below it a GPU's compute units
-/// (132 on an H200, tens on most) would idle where `Gpu`'s four times as many
-/// workgroups fill them. Not yet measured on a GPU (`easel bench kernels`
-/// times both there).
-pub const MIN_WIDE_GROUPS: usize = 128;
-
 /// Output tile per workgroup: (columns, rows), per the shader's entry points.
 const GPU_TILE: (usize, usize) = (64, 64);
-const WIDE_TILE: (usize, usize) = (128, 128);
 const CPU_TILE: (usize, usize) = (8 * 8, 8 * 4);
 const CPU_VEC4_TILE: (usize, usize) = (8 * 8, 8 * 8);
 

@@ -130,9 +130,11 @@ fn several_gpu_tiles_with_ragged_edges() {
     // edge, K past several slabs and not a multiple of 8; a shared weight as nn.Linear.
     let mut seed = 150;
     for variant in [MatmulVariant::Gpu, MatmulVariant::GpuWide] {
-        for (transpose_a, transpose_b, b_shared) in
-            [(false, false, false), (true, false, false), (false, true, true)]
-        {
+        for (transpose_a, transpose_b, b_shared) in [
+            (false, false, false),
+            (true, false, false),
+            (false, true, true),
+        ] {
             let case = Case {
                 transpose_a,
                 transpose_b,
