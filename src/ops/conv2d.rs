@@ -7,7 +7,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::coop::COLS;
 use crate::gpu::{Access, Context, DType, Dispatch, Launch, Shader, Tensor};
-use crate::ops::matmul::{coop_shader, subgroups_of_8, Epilogue, MatmulVariant};
+use crate::ops::epilogue::Epilogue;
+use crate::ops::matmul::{coop_shader, subgroups_of_8, MatmulVariant};
 use crate::ops::{expect_shape, groups};
 use crate::ops::{CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
 use crate::ops::{CONV2D_COOP16, CONV2D_COOP16_F16, CONV2D_COOP8, CONV2D_COOP8_F16};

@@ -27,6 +27,7 @@ pub mod cast;
 pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
+pub mod epilogue;
 pub mod finite;
 pub mod image;
 pub mod layout;
@@ -38,7 +39,6 @@ pub mod peak;
 pub mod resample;
 pub mod sampler;
 pub mod score;
-pub mod variant;
 
 macro_rules! shaders {
     ($($ident:ident $(as $name:literal)? $(/ $half:ident as $half_name:literal)?
