@@ -23,7 +23,7 @@
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::gpu::dispatch::{self, record, record_indirect, submit};
+use crate::gpu::dispatch::{self, record, record_indirect, submit_only};
 use crate::gpu::{readback, Context, DType, Tensor};
 use crate::lora::Lora;
 use crate::models::pipeline::Pipeline;
@@ -139,16 +139,24 @@ fn token_rows(tokenizer: &ClipTokenizer, texts: &[String]) -> Vec<Vec<u32>> {
 
 /// Run a loaded plan: text + start, one submission per step (for progress and
 /// `--trace`), post-processing, the one readback. Returns its bytes and, when
-/// the request keeps them, every round as scored.
+/// the request keeps them, every round as scored. Step s + 1 is recorded and
+/// queued while the GPU runs step s (nothing on the host depends on a step's
+/// results), so recording ~300 launches per step does not leave it idle.
 fn execute(ctx: &Context, plan: &Plan, request: &Request) -> Result<(Vec<u8>, Vec<Round>)> {
-    submit(ctx, |pass| {
+    submit_only(ctx, |pass| {
         plan.text_pass
             .iter()
             .chain(&plan.start.dispatches)
             .for_each(|d| record(pass, d))
-    })?;
+    });
     let keep = request.trace.is_some() || request.keep_rounds;
     let mut rounds: Vec<Round> = Vec::new();
+    let mut in_flight = None;
+    let report = |done| {
+        if let Some(progress) = &request.progress {
+            progress.step(done, plan.s.steps);
+        }
+    };
     for (step, list) in plan.order().iter().enumerate() {
         // When rounds are kept, a round's block is split before its broadcasts so
         // the candidates can be read back as they were scored (the only extra readbacks).
@@ -156,27 +164,33 @@ fn execute(ctx: &Context, plan: &Plan, request: &Request) -> Result<(Vec<u8>, Ve
             true => plan.before_broadcast(step),
             false => list.len(),
         };
-        submit_launches(ctx, plan, step, &list[..split], 0)?;
+        let mut queued = submit_launches(ctx, plan, step, &list[..split], 0);
         if split < list.len() {
             rounds.push(read_round(ctx, plan, step)?);
-            submit_launches(ctx, plan, step, &list[split..], split)?;
+            queued = submit_launches(ctx, plan, step, &list[split..], split);
         }
-        if let Some(progress) = &request.progress {
-            progress.step(step + 1, plan.s.steps);
+        // Steps before this one are done once the one before it is.
+        if let Some(previous) = in_flight.replace(queued) {
+            ctx.wait_for(previous)?;
+            report(step);
         }
+    }
+    if let Some(last) = in_flight {
+        ctx.wait_for(last)?;
+        report(plan.order().len());
     }
     Ok((read_out(ctx, plan)?, rounds))
 }
 
-/// Submit block `step`'s launches `list` (starting at index `first` of the block).
+/// Queue block `step`'s launches `list` (starting at index `first` of the block).
 fn submit_launches(
     ctx: &Context,
     plan: &Plan,
     step: usize,
     list: &[(&dispatch::Dispatch, bool)],
     first: usize,
-) -> Result<()> {
-    submit(ctx, |pass| {
+) -> wgpu::SubmissionIndex {
+    submit_only(ctx, |pass| {
         for (j, &(d, indirect)) in list.iter().enumerate() {
             if indirect {
                 let offset = plan.indirect_offset(step, first + j);

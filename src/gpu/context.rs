@@ -316,8 +316,21 @@ impl Context {
 
     /// Block until all submitted work is done, then surface any wgpu error.
     pub fn wait(&self) -> Result<()> {
+        self.poll(wgpu::PollType::wait_indefinitely())
+    }
+
+    /// Block until submission `index` is done (later ones may still run),
+    /// then surface any wgpu error.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        })
+    }
+
+    fn poll(&self, how: wgpu::PollType) -> Result<()> {
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(how)
             .map_err(|e| Error::Gpu(e.to_string()))?;
         self.check_errors()
     }

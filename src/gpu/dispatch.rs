@@ -180,13 +180,22 @@ fn pass_into(encoder: &mut wgpu::CommandEncoder, f: impl FnOnce(&mut wgpu::Compu
     f(&mut pass);
 }
 
-/// Record one compute pass with `f`, submit it and wait for the GPU (the loop
-/// submits a step at a time for progress; this is not a readback).
+/// Record one compute pass with `f`, submit it and wait for the GPU (this is
+/// not a readback).
 pub fn submit(ctx: &Context, f: impl FnOnce(&mut wgpu::ComputePass)) -> Result<()> {
+    submit_only(ctx, f);
+    ctx.wait()
+}
+
+/// Record one compute pass with `f` and submit it without waiting: the loop
+/// records step s + 1 while the GPU runs step s ([`Context::wait_for`]).
+pub fn submit_only(
+    ctx: &Context,
+    f: impl FnOnce(&mut wgpu::ComputePass),
+) -> wgpu::SubmissionIndex {
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     pass_into(&mut encoder, f);
-    ctx.queue.submit([encoder.finish()]);
-    ctx.wait()
+    ctx.queue.submit([encoder.finish()])
 }
 
 /// Encode, submit and wait: for tests and one-off work.
