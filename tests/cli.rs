@@ -37,17 +37,19 @@ fn devices_names_the_adapter_it_picks() {
 }
 
 #[test]
-fn bad_cooperative_policy_exits_2_before_drawing() {
-    let dir = TempDir::new("cli-coop-policy");
+fn bad_kernel_policies_exit_2_before_drawing() {
+    let dir = TempDir::new("cli-kernel-policy");
     let png = dir.path().join("out.png");
     let args = ["red apple", "--steps", "1", "-o", png.to_str().unwrap()];
-    let output = easel_with(&args, &[("EASEL_COOPERATIVE", "sometimes")]);
-    assert_eq!(code(&output), 2, "stderr: {}", stderr(&output));
-    let err = stderr(&output);
-    assert!(err.contains("EASEL_COOPERATIVE=sometimes"), "{err}");
-    assert!(err.contains("off, auto or always"), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(!png.exists(), "no output file");
+    for name in ["EASEL_COOPERATIVE", "EASEL_WIDE_TILES"] {
+        let output = easel_with(&args, &[(name, "sometimes")]);
+        assert_eq!(code(&output), 2, "stderr: {}", stderr(&output));
+        let err = stderr(&output);
+        assert!(err.contains(&format!("{name}=sometimes")), "{err}");
+        assert!(err.contains("off, auto or always"), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(!png.exists(), "no output file");
+    }
 }
 
 #[test]

@@ -10,8 +10,9 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use common::files::TempDir;
-use easel::gpu::{CoopPolicy, Tensor};
+use easel::gpu::{Policy, Tensor};
 use easel::models::Graph;
+use easel::ops::matmul::MatmulVariant;
 use easel::phases::Schedule;
 use easel::{Engine, Image, Request};
 
@@ -215,7 +216,7 @@ fn latent_models_decode_for_the_scorer_and_the_image() {
 /// deterministic as any other.
 #[test]
 fn cooperative_kernels_draw_what_the_tiled_ones_draw() {
-    let draw = |policy: CoopPolicy| {
+    let draw = |policy: Policy| {
         let mut ctx = common::new_context();
         ctx.coop?;
         ctx.coop_policy = policy;
@@ -228,11 +229,11 @@ fn cooperative_kernels_draw_what_the_tiled_ones_draw() {
         assert_eq!(a.rgba, b.rgba, "same seed, same bytes ({policy:?})");
         Some(a.rgba)
     };
-    let Some(tiled) = draw(CoopPolicy::Off) else {
+    let Some(tiled) = draw(Policy::Off) else {
         eprintln!("no cooperative matrices on this adapter: nothing to compare");
         return;
     };
-    let coop = draw(CoopPolicy::Always).unwrap();
+    let coop = draw(Policy::Always).unwrap();
     let diffs: Vec<i32> = tiled
         .iter()
         .zip(&coop)
@@ -242,6 +243,35 @@ fn cooperative_kernels_draw_what_the_tiled_ones_draw() {
     let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
     eprintln!("cooperative vs tiled: max {max}, mean {mean:.3} levels");
     assert!(max <= 4 && mean <= 0.5, "max {max}, mean {mean}");
+}
+
+/// Every GEMM on the 128×128 tile (`EASEL_WIDE_TILES=always`, which also runs
+/// it on CPU drivers) draws what the adapter's own kernels draw: the same f32
+/// products summed in another order, so at most a level here and there.
+#[test]
+fn wide_tiles_draw_what_the_default_kernels_draw() {
+    let draw = |policy: Policy| {
+        let mut ctx = common::new_context();
+        ctx.wide_policy = policy;
+        let chosen = MatmulVariant::for_problem(&ctx, 1, 1, 1);
+        assert_eq!(chosen == MatmulVariant::GpuWide, policy == Policy::Always);
+        let engine = Engine::with_context(ctx, common::files::tiny_latent_pipeline()).unwrap();
+        let r = Request {
+            candidates: Some(1),
+            ..request("red apple", 5)
+        };
+        engine.generate(&r).unwrap().rgba
+    };
+    let (default, wide) = (draw(Policy::Auto), draw(Policy::Always));
+    let diffs: Vec<i32> = default
+        .iter()
+        .zip(&wide)
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .collect();
+    let max = diffs.iter().copied().max().unwrap();
+    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    eprintln!("wide tiles vs default: max {max}, mean {mean:.3} levels");
+    assert!(max <= 2 && mean <= 0.1, "max {max}, mean {mean}");
 }
 
 /// `--schedule`: each phase runs with its own candidate count (the rounds show

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::coop::Coop;
 use crate::gpu::memory::{self, Buffer, Limit, Memory};
 use crate::gpu::pipelines::PipelineCache;
+use crate::gpu::policy::Policy;
 
 /// What the user asked for when choosing an adapter.
 #[derive(Clone, Debug, Default)]
@@ -81,7 +82,14 @@ pub struct Context {
     plan_activations: bool,
     /// The cooperative-matrix configuration the GEMM tile can use, if any.
     pub coop: Option<Coop>,
-    pub coop_policy: CoopPolicy,
+    /// `EASEL_COOPERATIVE`: off (the device is opened without the feature),
+    /// auto (on GPUs, once the self-test has passed) or always (CPU drivers
+    /// too, to check the kernels end to end on lavapipe).
+    pub coop_policy: Policy,
+    /// `EASEL_WIDE_TILES`: off, auto (GPUs, problems that fill the grid:
+    /// `ops::matmul::MatmulVariant::for_problem`) or always (every GEMM not
+    /// on cooperative matrices, on any adapter: to time or check the tile).
+    pub wide_policy: Policy,
     /// Whether the cooperative kernels passed their start-up self-test
     /// (`ops::matmul::coop_ready`), decided on first use.
     pub(crate) coop_checked: OnceLock<bool>,
@@ -186,36 +194,10 @@ pub fn pick(adapters: &[wgpu::Adapter], opts: &AdapterOptions) -> Result<usize> 
     Ok(best)
 }
 
-/// When the cooperative-matrix kernels run: `EASEL_COOPERATIVE=off|auto|always`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CoopPolicy {
-    /// Never (the device is opened without the feature).
-    Off,
-    /// On GPUs, once the self-test has passed (the default).
-    Auto,
-    /// On every adapter that has them, CPU drivers included: to check the
-    /// kernels end to end on lavapipe.
-    Always,
-}
-
-impl CoopPolicy {
-    fn from_env() -> Result<Self> {
-        let value = std::env::var("EASEL_COOPERATIVE").unwrap_or_default();
-        match value.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => Ok(Self::Auto),
-            "off" => Ok(Self::Off),
-            "always" => Ok(Self::Always),
-            other => Err(Error::BadInput(format!(
-                "EASEL_COOPERATIVE={other}: expected off, auto or always"
-            ))),
-        }
-    }
-}
-
 /// The adapter's cooperative-matrix configuration for the GEMM tile, unless
 /// the policy is off.
-fn cooperative(adapter: &wgpu::Adapter, policy: CoopPolicy) -> Option<Coop> {
-    if policy == CoopPolicy::Off {
+fn cooperative(adapter: &wgpu::Adapter, policy: Policy) -> Option<Coop> {
+    if policy == Policy::Off {
         return None;
     }
     Coop::for_adapter(adapter, &adapter.limits()).ok()
@@ -234,7 +216,8 @@ impl Context {
 
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
-        let coop_policy = CoopPolicy::from_env()?;
+        let coop_policy = Policy::from_env("EASEL_COOPERATIVE")?;
+        let wide_policy = Policy::from_env("EASEL_WIDE_TILES")?;
         let coop = cooperative(&adapter, coop_policy);
         let mut features = adapter.features() & OPTIONAL_FEATURES;
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
@@ -285,6 +268,7 @@ impl Context {
             plan_activations: true,
             coop,
             coop_policy,
+            wide_policy,
             coop_checked: OnceLock::new(),
         })
     }

@@ -189,10 +189,7 @@ pub fn submit(ctx: &Context, f: impl FnOnce(&mut wgpu::ComputePass)) -> Result<(
 
 /// Record one compute pass with `f` and submit it without waiting: the loop
 /// records step s + 1 while the GPU runs step s ([`Context::wait_for`]).
-pub fn submit_only(
-    ctx: &Context,
-    f: impl FnOnce(&mut wgpu::ComputePass),
-) -> wgpu::SubmissionIndex {
+pub fn submit_only(ctx: &Context, f: impl FnOnce(&mut wgpu::ComputePass)) -> wgpu::SubmissionIndex {
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     pass_into(&mut encoder, f);
     ctx.queue.submit([encoder.finish()])

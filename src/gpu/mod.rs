@@ -9,12 +9,14 @@ pub mod coop;
 pub mod dispatch;
 pub mod memory;
 pub mod pipelines;
+pub mod policy;
 pub mod profiler;
 pub mod readback;
 pub mod tensor;
 
-pub use context::{AdapterClass, AdapterOptions, Context, CoopPolicy};
+pub use context::{AdapterClass, AdapterOptions, Context};
 pub use dispatch::{Dispatch, Launch};
 pub use memory::Buffer;
 pub use pipelines::{Access, Kernel, KernelSpec, Shader};
+pub use policy::Policy;
 pub use tensor::{numel, DType, Tensor};

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::coop::{Coop, COLS};
-use crate::gpu::{dispatch, Access, AdapterClass, Context, CoopPolicy, Dispatch, Launch};
+use crate::gpu::{dispatch, Access, AdapterClass, Context, Dispatch, Launch, Policy};
 use crate::gpu::{DType, Shader, Tensor};
 use crate::ops::{expect_shape, groups};
 
@@ -51,7 +51,7 @@ impl MatmulVariant {
     /// Cooperative matrices on GPUs (on any adapter with `EASEL_COOPERATIVE=always`),
     /// once their self-test has passed.
     pub fn for_adapter(ctx: &Context) -> Self {
-        let coop_wanted = ctx.class == AdapterClass::Gpu || ctx.coop_policy == CoopPolicy::Always;
+        let coop_wanted = ctx.class == AdapterClass::Gpu || ctx.coop_policy == Policy::Always;
         if coop_wanted && coop_ready(ctx).is_some() {
             return Self::Coop;
         }
@@ -64,11 +64,15 @@ impl MatmulVariant {
 
     /// [`Self::for_adapter`] for one problem of `batch` × `rows` × `cols`
     /// outputs: on a GPU without cooperative matrices, `GpuWide` where its grid
-    /// has at least [`MIN_WIDE_GROUPS`] workgroups, else `Gpu`.
+    /// has at least [`MIN_WIDE_GROUPS`] workgroups, else `Gpu`
+    /// (`EASEL_WIDE_TILES`, [`Context::wide_policy`], can pin it).
     pub fn for_problem(ctx: &Context, batch: usize, rows: usize, cols: usize) -> Self {
-        match Self::for_adapter(ctx) {
-            Self::Gpu if wide_fills(batch, rows, cols) => Self::GpuWide,
-            variant => variant,
+        let adapter = Self::for_adapter(ctx);
+        match (adapter, ctx.wide_policy) {
+            (Self::Coop, _) | (_, Policy::Off) => adapter,
+            (_, Policy::Always) => Self::GpuWide,
+            (Self::Gpu, Policy::Auto) if wide_fills(batch, rows, cols) => Self::GpuWide,
+            (variant, _) => variant,
         }
     }
 
