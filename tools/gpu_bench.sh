@@ -52,12 +52,6 @@ step peak "$EASEL" bench peak
 step kernels-coop "$EASEL" bench kernels --model "$SD" --json "$OUT/kernels_coop.json"
 step kernels-gpu env EASEL_COOPERATIVE=off "$EASEL" bench kernels --model "$SD" \
   --json "$OUT/kernels_gpu.json"
-# The tiled GEMM's two tiles at the same shapes (log.txt): what EASEL_WIDE_TILES=auto's
-# 128-workgroup rule (src/ops/matmul.rs, MIN_WIDE_GROUPS) should be set from.
-for wide in off always; do
-  step "kernels-gpu-wide-$wide" env EASEL_COOPERATIVE=off EASEL_WIDE_TILES=$wide \
-    "$EASEL" bench kernels --model "$SD"
-done
 # auto is f16 activations here (f16 weights, a GPU): the f32 kernels' table, in log.txt.
 step kernels-coop-f32 "$EASEL" bench kernels --model "$SD" --precision f32
 sizes=(--sizes 256x256,512x512 --candidates 1 --steps 20 --runs 2)
@@ -69,5 +63,12 @@ step generate-coop-f32 "$EASEL" bench generate --model "$SD" "${sizes[@]}" --pre
 for precision in fp32 fp16; do
   step "diffusers-$precision" "$PY" tools/bench_diffusers.py --model "$SD" --precision "$precision" \
     --sizes 256x256,512x512 --steps 20 --json "$OUT/diffusers_$precision.json"
+done
+# The tiled GEMM's two tiles at the same shapes (log.txt), last so
+# that a run out of time loses only these: what EASEL_WIDE_TILES=auto's
+# 128-workgroup rule (src/ops/matmul.rs, MIN_WIDE_GROUPS) should be set from.
+for wide in off always; do
+  step "kernels-gpu-wide-$wide" env EASEL_COOPERATIVE=off EASEL_WIDE_TILES=$wide \
+    "$EASEL" bench kernels --model "$SD"
 done
 echo "gpu_bench: done, $SECONDS s" >> "$log"
