@@ -27,6 +27,9 @@
 override TRANSPOSE_A: bool = false;
 override TRANSPOSE_B: bool = false;
 override HAS_BIAS: bool = false;
+// c (and the residual) stored [N, M] per batch item, col0 counting its rows:
+// a per-pixel layer writing NCHW from tokens (MatmulOptions::transpose_out).
+override TRANSPOSE_C: bool = false;
 // The epilogue adds a residual of c's layout and scales the sum (a transformer
 // block's `attn(x) + x`), saving the separate add's launch and its pass over c.
 override HAS_RESIDUAL: bool = false;
@@ -54,7 +57,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<act>;   // [batch, M, K], or [batch, K, M] if TRANSPOSE_A
 // binding 2, b: [batch or 1, K, N], or [batch or 1, N, K] if TRANSPOSE_B (weight_at)
 @group(0) @binding(3) var<storage, read> bias: array<f32>; // [ldc]; any buffer when !HAS_BIAS
-@group(0) @binding(4) var<storage, read_write> c: array<act>; // [batch, M, ldc]
+@group(0) @binding(4) var<storage, read_write> c: array<act>; // [batch, M, ldc], or [batch, ldc, M] if TRANSPOSE_C
 @group(0) @binding(5) var<storage, read> residual: array<act>; // as c; any buffer when !HAS_RESIDUAL
 @group(0) @binding(1) var<storage, read> a4: array<vec4<act>>;
 
@@ -88,7 +91,10 @@ fn store(batch: u32, i: u32, j: u32, acc: f32) {
     if (HAS_BIAS) {
         y += bias[p.col0 + j];
     }
-    let at = batch * p.stride_c + i * p.ldc + p.col0 + j;
+    var at = batch * p.stride_c + i * p.ldc + p.col0 + j;
+    if (TRANSPOSE_C) {
+        at = batch * p.stride_c + (p.col0 + j) * p.m + i;
+    }
     if (HAS_RESIDUAL) {
         y = (y + f32(residual[at])) * p.residual_scale;
     }

@@ -56,6 +56,17 @@ impl Attention {
         g.linear_add(&o, &self.to_out, residual)
     }
 
+    /// Self-attention over the pixels of NCHW `x`, written NCHW plus
+    /// `residual` (the VAE mid-block's), with no permutes: the projections
+    /// read and write NCHW themselves ([`Graph::linear_from_nchw`]).
+    pub fn forward_nchw_add(&self, g: &mut Graph, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let q = g.linear_from_nchw(x, &self.to_q)?; // [N, hw, H*Dh]
+        let k = g.linear_from_nchw(x, &self.to_k)?;
+        let v = g.linear_from_nchw(x, &self.to_v)?;
+        let o = g.attention(&q, &k, &v, self.heads, false)?;
+        g.linear_to_nchw_add(&o, &self.to_out, residual)
+    }
+
     /// The heads' outputs before to_out: `[N, L, H*Dh]`.
     fn heads_out(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let q = g.linear(x, &self.to_q)?; // [N, L, H*Dh]
@@ -161,27 +172,25 @@ impl BasicTransformerBlock {
     }
 }
 
-/// `proj_in`/`proj_out`: 1x1 convs (SD 1.x) or linears (`use_linear_projection`).
-enum Projection {
-    Conv(Conv2d),
-    Linear(Linear),
-}
-
-impl Projection {
-    fn new(vb: &Vars, cin: usize, cout: usize, linear: bool) -> Result<Self> {
-        Ok(if linear {
-            Projection::Linear(Linear::new(vb, cin, cout, true)?)
-        } else {
-            Projection::Conv(Conv2d::new(vb, cin, cout, 1, 1, 0)?)
-        })
+/// `proj_in`/`proj_out`: linears (`use_linear_projection`), or 1x1 convs
+/// (SD 1.x), which are the same per-pixel layer: their weight `[C', C, 1, 1]`
+/// is the linear's `[C', C]`. Either runs between NCHW and tokens in one GEMM.
+fn projection(vb: &Vars, cin: usize, cout: usize, linear: bool) -> Result<Linear> {
+    if linear {
+        return Linear::new(vb, cin, cout, true);
     }
+    let conv = Conv2d::new(vb, cin, cout, 1, 1, 0)?;
+    Ok(Linear {
+        weight: conv.weight.reshape(&[cout, cin])?,
+        bias: conv.bias,
+    })
 }
 
 pub struct Transformer2DModel {
     norm: GroupNorm,
-    proj_in: Projection,
+    proj_in: Linear,
     transformer_blocks: Vec<BasicTransformerBlock>,
-    proj_out: Projection,
+    proj_out: Linear,
 }
 
 impl Transformer2DModel {
@@ -207,9 +216,9 @@ impl Transformer2DModel {
         Ok(Self {
             // Transformer2DModel's GroupNorm uses eps 1e-6, not the UNet's norm_eps.
             norm: GroupNorm::new(&vb.pp("norm"), groups, channels, 1e-6)?,
-            proj_in: Projection::new(&vb.pp("proj_in"), channels, channels, use_linear_projection)?,
+            proj_in: projection(&vb.pp("proj_in"), channels, channels, use_linear_projection)?,
             transformer_blocks: blocks,
-            proj_out: Projection::new(
+            proj_out: projection(
                 &vb.pp("proj_out"),
                 channels,
                 channels,
@@ -220,33 +229,13 @@ impl Transformer2DModel {
 
     /// x `[N, C, H, W]`, context `[N, S, cross]` → `[N, C, H, W]`.
     pub fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let (h, w) = (x.dim(-2), x.dim(-1));
         // `normed` dies here, before the blocks run.
         let normed = g.group_norm(x, &self.norm, false)?;
-        let mut tokens = match &self.proj_in {
-            Projection::Conv(conv) => {
-                let p = g.conv2d(&normed, conv)?;
-                g.nchw_to_tokens(&p)? // [N, HW, C]
-            }
-            Projection::Linear(lin) => {
-                let t = g.nchw_to_tokens(&normed)?;
-                g.linear(&t, lin)?
-            }
-        };
+        let mut tokens = g.linear_from_nchw(&normed, &self.proj_in)?; // [N, HW, C]
         drop(normed);
         for block in &self.transformer_blocks {
             tokens = block.forward(g, &tokens, context)?;
         }
-        match &self.proj_out {
-            Projection::Conv(conv) => {
-                let p = g.tokens_to_nchw(&tokens, h, w)?;
-                g.conv2d_add(&p, conv, x, 1.0) // residual, in proj_out's store
-            }
-            Projection::Linear(lin) => {
-                let t = g.linear(&tokens, lin)?;
-                let out = g.tokens_to_nchw(&t, h, w)?;
-                g.add(&out, x) // residual
-            }
-        }
+        g.linear_to_nchw_add(&tokens, &self.proj_out, x) // residual, in proj_out's store
     }
 }

@@ -15,7 +15,7 @@ use crate::ops::conv2d::{self, Conv2dOptions};
 use crate::ops::elementwise::{self, Activation, BinaryOp};
 use crate::ops::embedding::{self, Timesteps};
 use crate::ops::layout;
-use crate::ops::matmul;
+use crate::ops::matmul::{self, MatmulOptions};
 use crate::ops::norm;
 use crate::ops::resample;
 
@@ -424,21 +424,46 @@ impl Graph<'_> {
         Ok(out)
     }
 
-    /// `x.permute(0, 2, 3, 1).reshape(N, H·W, C)`: NCHW → tokens.
-    pub fn nchw_to_tokens(&mut self, x: &Tensor) -> Result<Tensor> {
+    /// `layer` on every pixel of NCHW `x`: `layer(x.permute(0, 2, 3, 1))` as
+    /// tokens `[N, H·W, C']`, the permute folded into the GEMM's reads.
+    pub fn linear_from_nchw(&mut self, x: &Tensor, layer: &Linear) -> Result<Tensor> {
         let [n, c, h, w] = nchw(x)?;
-        let out = self.tensor(&[n, h, w, c])?;
-        let d = layout::permute(self.ctx, x, &[0, 2, 3, 1], &out)?;
-        self.push(d);
-        out.reshape(&[n, h * w, c])
+        let out = self.tensor(&[n, h * w, layer.out_features()])?;
+        let opts = MatmulOptions {
+            transpose_a: true,
+            ..MatmulOptions::linear()
+        };
+        let x = x.reshape(&[n, c, h * w])?;
+        let epilogue = matmul::Epilogue::bias(layer.bias.as_ref());
+        let ds = matmul::linear_opts(self.ctx, &x, &layer.weight, epilogue, &out, &opts)?;
+        self.extend(ds);
+        Ok(out)
     }
 
-    /// Tokens `[N, H·W, C]` → NCHW `[N, C, H, W]`.
-    pub fn tokens_to_nchw(&mut self, x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-        let (n, c) = (x.shape[0], x.dim(-1));
-        let out = self.tensor(&[n, c, h, w])?;
-        let d = layout::permute(self.ctx, &x.reshape(&[n, h, w, c])?, &[0, 3, 1, 2], &out)?;
-        self.push(d);
+    /// `layer(tokens)` as NCHW `[N, C', H, W]` plus `residual` (NCHW, which
+    /// gives H and W): the permute folded into the GEMM's store, the add into
+    /// its epilogue.
+    pub fn linear_to_nchw_add(
+        &mut self,
+        tokens: &Tensor,
+        layer: &Linear,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let [n, _, h, w] = nchw(residual)?;
+        let flat = [n, layer.out_features(), h * w];
+        let out = self.tensor(&[flat[0], flat[1], h, w])?;
+        let opts = MatmulOptions {
+            transpose_out: true,
+            ..MatmulOptions::linear()
+        };
+        let residual = residual.reshape(&flat)?;
+        let epilogue = matmul::Epilogue {
+            bias: layer.bias.as_ref(),
+            residual: Some((&residual, 1.0)),
+        };
+        let flat_out = out.reshape(&flat)?;
+        let ds = matmul::linear_opts(self.ctx, tokens, &layer.weight, epilogue, &flat_out, &opts)?;
+        self.extend(ds);
         Ok(out)
     }
 

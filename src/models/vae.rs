@@ -112,14 +112,9 @@ impl UNetMidBlock2D {
     fn forward(&self, g: &mut Graph, x: &Tensor) -> Result<Tensor> {
         let mut x = self.resnets[0].forward(g, x, None)?;
         if let Some(a) = &self.attention {
-            let (h, w) = (x.dim(-2), x.dim(-1));
             let normed = g.group_norm(&x, &a.group_norm, false)?;
-            let tokens = g.nchw_to_tokens(&normed)?; // [N, hw, C]
-            drop(normed);
-            let mut out = a.attn.forward(g, &tokens, &tokens)?;
-            drop(tokens);
-            out = g.tokens_to_nchw(&out, h, w)?;
-            x = g.add(&out, &x)?; // residual_connection=True, rescale 1
+            // residual_connection=True, rescale 1: the add in to_out's store.
+            x = a.attn.forward_nchw_add(g, &normed, &x)?;
         }
         self.resnets[1].forward(g, &x, None)
     }

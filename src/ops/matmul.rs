@@ -165,6 +165,9 @@ pub struct MatmulOptions {
     pub transpose_a: bool,
     /// `b` is stored `[.., N, K]`: nn.Linear's `weight [out, in]`, so `x · Wᵀ`.
     pub transpose_b: bool,
+    /// `out` is stored `[.., N, M]`: channels first, so a layer applied to
+    /// every pixel's tokens writes NCHW (the residual is read the same way).
+    pub transpose_out: bool,
     /// Scales the product before the bias is added (attention's 1/√d).
     pub alpha: f32,
     /// Kernel override; `None` picks [`MatmulVariant::for_problem`].
@@ -176,6 +179,7 @@ impl Default for MatmulOptions {
         Self {
             transpose_a: false,
             transpose_b: false,
+            transpose_out: false,
             alpha: 1.0,
             variant: None,
         }
@@ -236,9 +240,7 @@ pub fn matmul(
     opts: &MatmulOptions,
 ) -> Result<Dispatch> {
     let shape = Shape::of(a, b, opts)?;
-    let mut out_shape = a.shape[..a.shape.len() - 2].to_vec();
-    out_shape.extend([shape.m, shape.n]);
-    expect_shape("matmul", "out", out, &out_shape)?;
+    expect_shape("matmul", "out", out, &shape.out(a, opts))?;
     let epilogue = Epilogue::bias(bias);
     epilogue.check("matmul", shape.n, out, None)?;
     launch(ctx, a, b, epilogue, out, opts, (0, shape.n))
@@ -266,14 +268,29 @@ pub fn linear_with(
     epilogue: Epilogue,
     out: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let opts = MatmulOptions::linear();
-    let shape = Shape::of(x, weight, &opts)?;
-    expect_shape("linear", "out", out, &[shape.m, shape.n])?;
+    linear_opts(ctx, x, weight, epilogue, out, &MatmulOptions::linear())
+}
+
+/// [`linear_with`] on other layouts (`opts.transpose_b` must be set, as the
+/// weight is `[N, K]`): x `[..batch, K, M]` with `transpose_a` (channels
+/// first: every pixel of an NCHW tensor viewed `[N, C, H·W]`), out `[..batch,
+/// N, M]` with `transpose_out`, so a layer between NCHW and tokens needs no
+/// permute of its own.
+pub fn linear_opts(
+    ctx: &Context,
+    x: &Tensor,
+    weight: &Tensor,
+    epilogue: Epilogue,
+    out: &Tensor,
+    opts: &MatmulOptions,
+) -> Result<Vec<Dispatch>> {
+    let shape = Shape::of(x, weight, opts)?;
+    expect_shape("linear", "out", out, &shape.out(x, opts))?;
     epilogue.check("linear", shape.n, out, None)?;
     weight
         .row_blocks(ctx, "nn.Linear weight")?
         .into_iter()
-        .map(|(row0, block)| launch(ctx, x, &block, epilogue, out, &opts, (row0, shape.n)))
+        .map(|(row0, block)| launch(ctx, x, &block, epilogue, out, opts, (row0, shape.n)))
         .collect()
 }
 
@@ -310,6 +327,7 @@ fn launch(
     let mut constants = vec![
         ("TRANSPOSE_A", opts.transpose_a as u32 as f64),
         ("TRANSPOSE_B", opts.transpose_b as u32 as f64),
+        ("TRANSPOSE_C", opts.transpose_out as u32 as f64),
     ];
     constants.extend(epilogue.constants());
     constants.extend(kernel.constants.iter().copied());
@@ -406,6 +424,17 @@ struct Shape {
 }
 
 impl Shape {
+    /// The output's shape: `a`'s batch dims, then `[M, N]` (`[N, M]` if
+    /// `transpose_out`).
+    fn out(&self, a: &Tensor, opts: &MatmulOptions) -> Vec<usize> {
+        let mut shape = a.shape[..a.shape.len() - 2].to_vec();
+        shape.extend(match opts.transpose_out {
+            true => [self.n, self.m],
+            false => [self.m, self.n],
+        });
+        shape
+    }
+
     fn of(a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Self> {
         let bad = |msg: String| Error::BadInput(format!("matmul: {msg}"));
         if a.shape.len() < 2 {

@@ -52,6 +52,7 @@ fn check_matmul(batch: usize, m: usize, n: usize, k: usize, ta: bool, tb: bool, 
         transpose_b: tb,
         alpha: 0.5,
         variant: Some(MatmulVariant::Coop),
+        ..MatmulOptions::default()
     };
     let d = matmul::matmul(ctx(), &a, &b, Some(&bias), &out, &opts).unwrap();
     dispatch::run(ctx(), &[d]).unwrap();

@@ -61,6 +61,7 @@ fn check(case: Case, variant: MatmulVariant, seed: u64) {
         transpose_b: case.transpose_b,
         alpha: case.alpha,
         variant: Some(variant),
+        ..MatmulOptions::default()
     };
     let d = matmul::matmul(ctx(), &a, &b, case.bias.then_some(&bias), &out, &opts).unwrap();
     dispatch::run(ctx(), &[d]).unwrap();
@@ -242,5 +243,99 @@ fn profiler_times_each_dispatch() {
     }
     if ctx().features().contains(wgpu::Features::TIMESTAMP_QUERY) {
         assert_eq!(Profiler::new(ctx()).clock(), Clock::GpuTimestamps);
+    }
+}
+
+/// `linear_opts` between NCHW and tokens: `transpose_a` reads x `[N, C, HW]` as
+/// tokens, `transpose_out` writes `[N, C', HW]` (with an NCHW residual), as a
+/// Transformer2DModel's proj_in and proj_out run with no permute. Both against
+/// the reference on explicitly permuted data, on every variant.
+#[test]
+fn linear_between_nchw_and_tokens() {
+    let (n, cin, cout, hw) = (2, 12, 20, 36);
+    let mut rng = Rng::new(300);
+    let (x, xh) = random(&mut rng, &[n, cin, hw]);
+    let (w, wh) = random(&mut rng, &[cout, cin]);
+    let (bias, bh) = random(&mut rng, &[cout]);
+    let (res, rh) = random(&mut rng, &[n, cout, hw]);
+    // Tokens [N, HW, C] of x, and the reference layer on them: [N, HW, C'].
+    let permute = |v: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+        let mut t = vec![0.0; v.len()];
+        for (src, dst) in v.chunks(rows * cols).zip(t.chunks_mut(rows * cols)) {
+            for r in 0..rows {
+                for c in 0..cols {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+        t
+    };
+    let tokens_h = permute(&xh, cin, hw);
+    let layer = |a: &[f32]| -> Vec<f64> {
+        Matmul {
+            a,
+            b: &wh,
+            bias: Some(&bh[..]),
+            batch: n,
+            m: hw,
+            n: cout,
+            k: cin,
+            transpose_a: false,
+            transpose_b: true,
+            b_shared: true,
+            alpha: 1.0,
+        }
+        .run()
+    };
+    let want_tokens = layer(&tokens_h);
+    let as_f32: Vec<f32> = want_tokens.iter().map(|&v| v as f32).collect();
+    let want_nchw: Vec<f64> = permute(&as_f32, hw, cout)
+        .iter()
+        .zip(&rh)
+        .map(|(&y, &r)| y as f64 + r as f64)
+        .collect();
+    let tokens = easel::gpu::Tensor::from_f32(ctx(), "tokens", &[n, hw, cin], &tokens_h).unwrap();
+    for variant in VARIANTS {
+        let opts = MatmulOptions {
+            variant: Some(variant),
+            ..MatmulOptions::linear()
+        };
+        // proj_in: NCHW in, tokens out.
+        let out = zeros(&[n, hw, cout]);
+        let from_nchw = MatmulOptions {
+            transpose_a: true,
+            ..opts
+        };
+        let epilogue = matmul::Epilogue::bias(Some(&bias));
+        let ds = matmul::linear_opts(ctx(), &x, &w, epilogue, &out, &from_nchw).unwrap();
+        dispatch::run(ctx(), &ds).unwrap();
+        let got = out.to_vec(ctx()).unwrap();
+        assert_close(
+            &format!("{variant:?} from NCHW"),
+            &got,
+            &want_tokens,
+            1e-4,
+            1e-5,
+        );
+        // proj_out: tokens in, NCHW out plus an NCHW residual.
+        let out = zeros(&[n, cout, hw]);
+        let to_nchw = MatmulOptions {
+            transpose_out: true,
+            ..opts
+        };
+        let epilogue = matmul::Epilogue {
+            bias: Some(&bias),
+            residual: Some((&res, 1.0)),
+        };
+        let ds = matmul::linear_opts(ctx(), &tokens, &w, epilogue, &out, &to_nchw).unwrap();
+        dispatch::run(ctx(), &ds).unwrap();
+        let got = out.to_vec(ctx()).unwrap();
+        assert_close(
+            &format!("{variant:?} to NCHW"),
+            &got,
+            &want_nchw,
+            1e-4,
+            1e-5,
+        );
     }
 }
