@@ -190,6 +190,7 @@ impl Graph<'_> {
             &layer.weight,
             epilogue,
             &out.reshape(&flat)?,
+            &MatmulOptions::linear(),
         )?;
         self.extend(ds);
         Ok(())
@@ -424,49 +425,6 @@ impl Graph<'_> {
         Ok(out)
     }
 
-    /// `layer` on every pixel of NCHW `x`: `layer(x.permute(0, 2, 3, 1))` as
-    /// tokens `[N, H·W, C']`, the permute folded into the GEMM's reads.
-    pub fn linear_from_nchw(&mut self, x: &Tensor, layer: &Linear) -> Result<Tensor> {
-        let [n, c, h, w] = nchw(x)?;
-        let out = self.tensor(&[n, h * w, layer.out_features()])?;
-        let opts = MatmulOptions {
-            transpose_a: true,
-            ..MatmulOptions::linear()
-        };
-        let x = x.reshape(&[n, c, h * w])?;
-        let epilogue = matmul::Epilogue::bias(layer.bias.as_ref());
-        let ds = matmul::linear_opts(self.ctx, &x, &layer.weight, epilogue, &out, &opts)?;
-        self.extend(ds);
-        Ok(out)
-    }
-
-    /// `layer(tokens)` as NCHW `[N, C', H, W]` plus `residual` (NCHW, which
-    /// gives H and W): the permute folded into the GEMM's store, the add into
-    /// its epilogue.
-    pub fn linear_to_nchw_add(
-        &mut self,
-        tokens: &Tensor,
-        layer: &Linear,
-        residual: &Tensor,
-    ) -> Result<Tensor> {
-        let [n, _, h, w] = nchw(residual)?;
-        let flat = [n, layer.out_features(), h * w];
-        let out = self.tensor(&[flat[0], flat[1], h, w])?;
-        let opts = MatmulOptions {
-            transpose_out: true,
-            ..MatmulOptions::linear()
-        };
-        let residual = residual.reshape(&flat)?;
-        let epilogue = matmul::Epilogue {
-            bias: layer.bias.as_ref(),
-            residual: Some((&residual, 1.0)),
-        };
-        let flat_out = out.reshape(&flat)?;
-        let ds = matmul::linear_opts(self.ctx, tokens, &layer.weight, epilogue, &flat_out, &opts)?;
-        self.extend(ds);
-        Ok(out)
-    }
-
     /// `x[b, index[b], :]`: x `[N, L, D]`, index `[N]` (u32) → `[N, D]`.
     pub fn gather_rows(&mut self, x: &Tensor, index: &Tensor) -> Result<Tensor> {
         let out = self.tensor(&[x.shape[0], x.dim(-1)])?;
@@ -493,7 +451,7 @@ impl Graph<'_> {
     }
 }
 
-fn nchw(x: &Tensor) -> Result<[usize; 4]> {
+pub(crate) fn nchw(x: &Tensor) -> Result<[usize; 4]> {
     x.shape[..].try_into().map_err(|_| {
         crate::Error::BadInput(format!("expected an NCHW tensor, got shape {:?}", x.shape))
     })

@@ -7,6 +7,7 @@ pub mod checks;
 pub mod clip;
 pub mod graph;
 pub mod layers;
+pub mod nchw;
 pub mod pipeline;
 pub mod resnet;
 pub mod scorer;

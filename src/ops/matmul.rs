@@ -257,26 +257,22 @@ pub fn linear(
     bias: Option<&Tensor>,
     out: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    linear_with(ctx, x, weight, Epilogue::bias(bias), out)
+    linear_with(
+        ctx,
+        x,
+        weight,
+        Epilogue::bias(bias),
+        out,
+        &MatmulOptions::linear(),
+    )
 }
 
-/// [`linear`] with a residual added in the same kernel ([`Epilogue`]).
+/// [`linear`] with a residual added in the same kernel ([`Epilogue`]), on
+/// `opts`' layouts (`MatmulOptions::linear()`, or with `transpose_a`: x
+/// `[..batch, K, M]`, channels first, every pixel of NCHW viewed `[N, C, H·W]`;
+/// with `transpose_out`: out `[..batch, N, M]`), so a layer between NCHW and
+/// tokens needs no permute of its own.
 pub fn linear_with(
-    ctx: &Context,
-    x: &Tensor,
-    weight: &Tensor,
-    epilogue: Epilogue,
-    out: &Tensor,
-) -> Result<Vec<Dispatch>> {
-    linear_opts(ctx, x, weight, epilogue, out, &MatmulOptions::linear())
-}
-
-/// [`linear_with`] on other layouts (`opts.transpose_b` must be set, as the
-/// weight is `[N, K]`): x `[..batch, K, M]` with `transpose_a` (channels
-/// first: every pixel of an NCHW tensor viewed `[N, C, H·W]`), out `[..batch,
-/// N, M]` with `transpose_out`, so a layer between NCHW and tokens needs no
-/// permute of its own.
-pub fn linear_opts(
     ctx: &Context,
     x: &Tensor,
     weight: &Tensor,
@@ -491,22 +487,4 @@ impl Shape {
 /// least [`MIN_WIDE_GROUPS`] workgroups.
 fn wide_fills(batch: usize, rows: usize, cols: usize) -> bool {
     batch * rows.div_ceil(WIDE_TILE.1) * cols.div_ceil(WIDE_TILE.0) >= MIN_WIDE_GROUPS
-}
-
-#[cfg(test)]
-mod tests {
-    use super::wide_fills;
-
-    #[test]
-    fn the_wide_tile_takes_the_problems_that_fill_its_grid() {
-        // SD-1.5 at 512x512, CFG batch 2: 320 channels x 4096 pixels -> 3 x 32 x 2.
-        assert!(wide_fills(2, 320, 4096));
-        // Its VAE decoder's 128-channel convolutions at 512x512: 1 x 2048.
-        assert!(wide_fills(1, 128, 512 * 512));
-        // The default model's 32x32 UNet, batch 8: 16 channels x 1024 pixels -> 8 x 8.
-        assert!(!wide_fills(8, 16, 1024));
-        // Just below and at the bound: 127 and 128 workgroups.
-        assert!(!wide_fills(1, 127 * 128, 128));
-        assert!(wide_fills(1, 128 * 128, 128));
-    }
 }

@@ -105,7 +105,7 @@ fn f16_matmul_matches_reference_on_every_variant() {
         bias: Some(&bias),
         residual: Some((&res, 1.0)),
     };
-    let ds = matmul::linear_with(ctx(), &x, &w, epilogue, &out).unwrap();
+    let ds = matmul::linear_with(ctx(), &x, &w, epilogue, &out, &MatmulOptions::linear()).unwrap();
     let want: Vec<f64> = linear_ref(&xh, &wh, &bias_h, [m, n, k])
         .iter()
         .zip(&res_h)
@@ -396,7 +396,8 @@ fn mixed_activation_dtypes_are_refused() {
         bias: None,
         residual: Some((&res, 1.0)),
     };
-    let e = matmul::linear_with(ctx(), &x, &w, epilogue, &out).unwrap_err();
+    let e =
+        matmul::linear_with(ctx(), &x, &w, epilogue, &out, &MatmulOptions::linear()).unwrap_err();
     assert!(
         e.to_string().contains("residual is F32, expected F16"),
         "{e}"

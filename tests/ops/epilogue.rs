@@ -7,7 +7,7 @@ use crate::common::{ctx, random, zeros, Rng};
 use easel::gpu::{dispatch, Tensor};
 use easel::ops::conv2d::{self, Conv2dOptions};
 use easel::ops::elementwise::{self, BinaryOp};
-use easel::ops::matmul::{self, Epilogue};
+use easel::ops::matmul::{self, Epilogue, MatmulOptions};
 
 fn run(ds: Vec<easel::gpu::Dispatch>) {
     dispatch::run(ctx(), &ds).unwrap();
@@ -39,7 +39,7 @@ fn linear_with_a_residual_is_the_separate_add() {
             bias: Some(&bias),
             residual: Some((&residual, 1.0)),
         };
-        run(matmul::linear_with(ctx(), &x, &w, epilogue, &out).unwrap());
+        run(matmul::linear_with(ctx(), &x, &w, epilogue, &out, &MatmulOptions::linear()).unwrap());
         assert_eq!(out.to_vec(ctx()).unwrap(), want, "linear {m}x{k} -> {n}");
     }
 }
@@ -87,6 +87,14 @@ fn a_residual_of_another_shape_is_refused() {
         bias: None,
         residual: Some((&residual, 1.0)),
     };
-    let e = matmul::linear_with(ctx(), &x, &w, epilogue, &zeros(&[4, 6])).unwrap_err();
+    let e = matmul::linear_with(
+        ctx(),
+        &x,
+        &w,
+        epilogue,
+        &zeros(&[4, 6]),
+        &MatmulOptions::linear(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("residual has shape [4, 5]"), "{e}");
 }

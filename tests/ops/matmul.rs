@@ -2,7 +2,7 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::matmul::Matmul;
-use easel::gpu::dispatch;
+use easel::gpu::{dispatch, Policy};
 use easel::ops::matmul;
 use matmul::{MatmulOptions, MatmulVariant};
 
@@ -246,7 +246,7 @@ fn profiler_times_each_dispatch() {
     }
 }
 
-/// `linear_opts` between NCHW and tokens: `transpose_a` reads x `[N, C, HW]` as
+/// `linear_with` between NCHW and tokens: `transpose_a` reads x `[N, C, HW]` as
 /// tokens, `transpose_out` writes `[N, C', HW]` (with an NCHW residual), as a
 /// Transformer2DModel's proj_in and proj_out run with no permute. Both against
 /// the reference on explicitly permuted data, on every variant.
@@ -307,7 +307,7 @@ fn linear_between_nchw_and_tokens() {
             ..opts
         };
         let epilogue = matmul::Epilogue::bias(Some(&bias));
-        let ds = matmul::linear_opts(ctx(), &x, &w, epilogue, &out, &from_nchw).unwrap();
+        let ds = matmul::linear_with(ctx(), &x, &w, epilogue, &out, &from_nchw).unwrap();
         dispatch::run(ctx(), &ds).unwrap();
         let got = out.to_vec(ctx()).unwrap();
         assert_close(
@@ -327,7 +327,7 @@ fn linear_between_nchw_and_tokens() {
             bias: Some(&bias),
             residual: Some((&res, 1.0)),
         };
-        let ds = matmul::linear_opts(ctx(), &tokens, &w, epilogue, &out, &to_nchw).unwrap();
+        let ds = matmul::linear_with(ctx(), &tokens, &w, epilogue, &out, &to_nchw).unwrap();
         dispatch::run(ctx(), &ds).unwrap();
         let got = out.to_vec(ctx()).unwrap();
         assert_close(
@@ -337,5 +337,36 @@ fn linear_between_nchw_and_tokens() {
             1e-4,
             1e-5,
         );
+    }
+}
+
+/// Which tile a GPU without cooperative matrices runs, by problem size
+/// (`MatmulVariant::for_problem`), and `EASEL_WIDE_TILES` pinning it: the
+/// adapter here is taken for a GPU (the choice reads only its class and policy).
+#[test]
+fn the_wide_tile_takes_the_problems_that_fill_its_grid() {
+    let mut gpu = crate::common::new_context();
+    gpu.class = easel::gpu::AdapterClass::Gpu;
+    gpu.coop = None;
+    let pick = |ctx: &easel::gpu::Context, (batch, rows, cols)| {
+        MatmulVariant::for_problem(ctx, batch, rows, cols)
+    };
+    // SD-1.5 at 512x512, CFG batch 2: 320 channels x 4096 pixels -> 3 x 32 x 2 tiles.
+    assert_eq!(pick(&gpu, (2, 320, 4096)), MatmulVariant::GpuWide);
+    // Its VAE decoder's 128-channel convolutions at 512x512: 1 x 2048.
+    assert_eq!(pick(&gpu, (1, 128, 512 * 512)), MatmulVariant::GpuWide);
+    // The default model's 32x32 UNet, batch 8: 16 channels x 1024 pixels -> 8 x 8.
+    assert_eq!(pick(&gpu, (8, 16, 1024)), MatmulVariant::Gpu);
+    // Just below and at the bound: 127 and 128 workgroups.
+    assert_eq!(matmul::MIN_WIDE_GROUPS, 128);
+    assert_eq!(pick(&gpu, (1, 127 * 128, 128)), MatmulVariant::Gpu);
+    assert_eq!(pick(&gpu, (1, 128 * 128, 128)), MatmulVariant::GpuWide);
+    for (policy, want) in [
+        (Policy::Off, MatmulVariant::Gpu),
+        (Policy::Always, MatmulVariant::GpuWide),
+    ] {
+        gpu.wide_policy = policy;
+        assert_eq!(pick(&gpu, (2, 320, 4096)), want, "{policy:?}");
+        assert_eq!(pick(&gpu, (8, 16, 1024)), want, "{policy:?}");
     }
 }
