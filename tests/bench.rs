@@ -236,6 +236,34 @@ fn kernels_of_a_latent_model_are_its_own_launches() {
         .any(|r| r["entry"].as_str().unwrap().starts_with("conv2d")));
 }
 
+/// `bench kernels --model --variant all`: each GEMM launch of the model also
+/// on every other kernel (its own plan, pinned), beside easel's choice.
+#[test]
+fn every_variant_times_the_models_own_gemm_launches() {
+    let dir = TempDir::new("bench-kernels-variants");
+    let json = dir.path().join("kernels.json");
+    let model = path_str(tiny_pipeline());
+    let args = [
+        "bench",
+        "kernels",
+        "--quick",
+        "--model",
+        model,
+        "--variant",
+        "all",
+    ];
+    let doc = report(&[&args[..], &["--json", path_str(&json)]].concat(), &json);
+    let rows = doc["kernels"].as_array().unwrap();
+    let variant = |r: &Value| r["variant"].as_str().unwrap().to_string();
+    let entry = |r: &Value| r["entry"].as_str().unwrap().to_string();
+    assert!(rows.iter().any(|r| variant(r) == "easel"), "{rows:?}");
+    for pinned in ["Gpu", "GpuWide"] {
+        let on_it: Vec<&Value> = rows.iter().filter(|r| variant(r) == pinned).collect();
+        assert!(!on_it.is_empty(), "no {pinned} rows");
+        assert!(on_it.iter().all(|r| entry(r).contains("_gpu")), "{on_it:?}");
+    }
+}
+
 /// A pixel-space model (no `vae/`) times its UNet alone instead of failing.
 #[test]
 fn kernels_of_a_pixel_model_are_its_unet_launches() {
@@ -266,7 +294,7 @@ fn bad_arguments_exit_2_with_one_line() {
     let model = path_str(tiny_pipeline());
     let cases: [&[&str]; 7] = [
         &["bench", "kernels", "--variant", "fastest"],
-        &["bench", "kernels", "--model", model, "--variant", "gpu"],
+        &["bench", "kernels", "--model", model, "--variant", "tiled"],
         &["bench", "generate", "--model", model, "--candidates", "0,x"],
         &["bench", "generate", "--model", model, "--sizes", "32"],
         &[

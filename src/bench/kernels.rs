@@ -112,6 +112,20 @@ impl Runner<'_> {
         }
     }
 
+    /// The GEMM variants `--variant` pins a model's launches to (`all`: every
+    /// one that runs as itself here).
+    fn pinned_variants(&self) -> Vec<MatmulVariant> {
+        let Some(only) = self.opts.variant.as_deref() else {
+            return Vec::new();
+        };
+        MatmulVariant::available(self.ctx)
+            .into_iter()
+            .filter(|v| {
+                only.eq_ignore_ascii_case("all") || format!("{v:?}").eq_ignore_ascii_case(only)
+            })
+            .collect()
+    }
+
     /// The variants to run: the adapter's own one when quick, else every one
     /// (or the one `--variant` names).
     fn variants<V: Debug + Copy>(&self, all: &[V], chosen: V) -> Vec<V> {
@@ -121,8 +135,8 @@ impl Runner<'_> {
         all.iter()
             .copied()
             .filter(|v| {
-                let only = self.opts.variant.as_deref().unwrap_or("");
-                only.is_empty() || format!("{v:?}").eq_ignore_ascii_case(only)
+                let only = self.opts.variant.as_deref().unwrap_or("all");
+                only.eq_ignore_ascii_case("all") || format!("{v:?}").eq_ignore_ascii_case(only)
             })
             .collect()
     }
@@ -175,12 +189,23 @@ impl Runner<'_> {
 type Launch = (String, [u32; 3], u64, u64);
 
 /// Time each distinct launch of model `name`'s forward pass (module docs);
-/// a model that cannot exist on the adapter is skipped with its error.
+/// a model that cannot exist on the adapter is skipped with its error. Rows
+/// of the kernels easel chooses say `easel`; with `--variant`, each GEMM
+/// launch is also timed on that variant (or every one: `all`) where it runs
+/// another kernel, from a plan of the same model with it pinned.
 fn model_launches(r: &mut Runner, dir: &std::path::Path, name: &str) -> Result<()> {
     let batch = if name == "unet" { 2 } else { 1 };
-    let planned = Model::load(r.ctx, dir, name, WeightPrecision::Auto)
-        .and_then(|m| Ok((m.plan(r.ctx, batch, r.opts.precision)?, m)));
-    let (g, _model) = match planned {
+    let plans = Model::load(r.ctx, dir, name, WeightPrecision::Auto).and_then(|model| {
+        let plan = || model.plan(r.ctx, batch, r.opts.precision);
+        let pinned = r.pinned_variants().into_iter().map(|v| {
+            let g = matmul::with_variant(v, plan)?;
+            Ok((format!("{v:?}"), g))
+        });
+        let mut plans = vec![("easel".to_string(), plan()?)];
+        plans.extend(pinned.collect::<Result<Vec<_>>>()?);
+        Ok((plans, model))
+    });
+    let (plans, _model) = match plans {
         Ok(planned) => planned,
         Err(e @ Error::DeviceLimit(_)) => {
             eprintln!("skipping {name}: {e}");
@@ -188,37 +213,49 @@ fn model_launches(r: &mut Runner, dir: &std::path::Path, name: &str) -> Result<(
         }
         Err(e) => return Err(e),
     };
+    let easel = &plans[0].1.dispatches;
     // Distinct launches in first-use order, with how many times the pass makes each.
     let mut seen: BTreeMap<Launch, (usize, usize)> = BTreeMap::new();
-    for (i, d) in g.dispatches.iter().enumerate() {
+    for (i, d) in easel.iter().enumerate() {
         let key = (d.kernel.label.clone(), d.workgroups, d.flops, d.bytes);
         seen.entry(key).or_insert((i, 0)).1 += 1;
     }
     let mut order: Vec<(usize, usize)> = seen.into_values().collect();
     order.sort();
-    // Compute-bound when its FLOPs per byte pass the adapter's FMA / copy ratio.
-    let ridge = r.peak.gflops / r.peak.gbps;
     for (i, count) in order {
-        let d = &g.dispatches[i];
-        let [x, y, z] = d.workgroups;
-        let shape = format!(
-            "{} x{count} {:.4} GFLOP {:.2} MB wg {x}x{y}x{z}",
-            d.kernel.label,
-            d.flops as f64 / 1e9,
-            d.bytes as f64 / 1e6
-        );
-        if !r.wants(name, &shape) {
-            continue;
+        for (variant, g) in &plans {
+            // A pinned plan's launch i is easel's on another kernel (same graph).
+            let d = &g.dispatches[i];
+            let same =
+                |e: &Dispatch| e.kernel.label == d.kernel.label && e.workgroups == d.workgroups;
+            if variant != "easel" && same(&easel[i]) {
+                continue;
+            }
+            model_row(r, name, variant, d, count)?;
         }
-        let bound = match d.flops as f64 / d.bytes.max(1) as f64 > ridge {
-            true => Bound::Compute,
-            false => Bound::Memory,
-        };
-        let variant = format!("{:?}", r.ctx.class);
-        // The Dispatch is owned by the graph: time it in place.
-        r.add_ref(name, &variant, &shape, d, bound)?;
     }
     Ok(())
+}
+
+/// One launch's row; compute-bound when its FLOPs per byte pass the adapter's
+/// FMA / copy ratio. The Dispatch is owned by its graph: timed in place.
+fn model_row(r: &mut Runner, name: &str, variant: &str, d: &Dispatch, count: usize) -> Result<()> {
+    let [x, y, z] = d.workgroups;
+    let shape = format!(
+        "{} x{count} {:.4} GFLOP {:.2} MB wg {x}x{y}x{z}",
+        d.kernel.label,
+        d.flops as f64 / 1e9,
+        d.bytes as f64 / 1e6
+    );
+    if !r.wants(name, &shape) {
+        return Ok(());
+    }
+    let ridge = r.peak.gflops / r.peak.gbps;
+    let bound = match d.flops as f64 / d.bytes.max(1) as f64 > ridge {
+        true => Bound::Compute,
+        false => Bound::Memory,
+    };
+    r.add_ref(name, variant, &shape, d, bound)
 }
 
 /// (label, batch, M, N, K, transpose_b, b shared by the batch)

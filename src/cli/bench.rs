@@ -48,9 +48,9 @@ pub enum What {
         /// Tiny shapes and the adapter's own variants only (for tests).
         #[arg(long)]
         quick: bool,
-        /// Only this variant: gpu, cpu, cpusubgroup or coop (cooperative matrices).
-        /// Not with --model, which runs the kernels easel chooses (EASEL_COOPERATIVE=off
-        /// for the tiled ones).
+        /// Only this variant: gpu, gpuwide, cpu, cpusubgroup or coop (cooperative
+        /// matrices), or all. With --model: also time each GEMM launch on it (all:
+        /// on every one) beside the kernel easel chooses.
         #[arg(long)]
         variant: Option<String>,
         /// Instead, each distinct launch of this model folder's UNet (batch 2) and
@@ -154,7 +154,7 @@ pub fn run(args: &BenchArgs, adapter: &AdapterOptions) -> Result<()> {
             precision,
             filter,
         } => {
-            check_variant(variant.as_deref(), model.is_some())?;
+            check_variant(variant.as_deref())?;
             let opts = KernelOptions {
                 quick: *quick,
                 filter: filter.clone(),
@@ -254,24 +254,13 @@ fn parse_sizes(s: &str) -> Result<Vec<(usize, usize)>> {
         .collect()
 }
 
-/// `bench kernels --variant`: one of the kernel variants, and not with `--model`.
-fn check_variant(variant: Option<&str>, model: bool) -> Result<()> {
-    const NAMES: [&str; 4] = ["gpu", "cpu", "cpusubgroup", "coop"];
-    let Some(variant) = variant else {
-        return Ok(());
-    };
-    if model {
-        return Err(Error::BadInput(
-            "--variant times the default shapes; with --model easel times the kernels it \
-             chooses (EASEL_COOPERATIVE=off for the tiled ones)"
-                .into(),
-        ));
+/// `bench kernels --variant`: one of the kernel variants, or `all`.
+fn check_variant(variant: Option<&str>) -> Result<()> {
+    const NAMES: [&str; 6] = ["gpu", "gpuwide", "cpu", "cpusubgroup", "coop", "all"];
+    match variant {
+        Some(v) if !NAMES.iter().any(|n| n.eq_ignore_ascii_case(v)) => Err(Error::BadInput(
+            format!("--variant {v}: expected one of {}", NAMES.join(", ")),
+        )),
+        _ => Ok(()),
     }
-    if !NAMES.iter().any(|n| n.eq_ignore_ascii_case(variant)) {
-        return Err(Error::BadInput(format!(
-            "--variant {variant}: expected one of {}",
-            NAMES.join(", ")
-        )));
-    }
-    Ok(())
 }

@@ -6,47 +6,16 @@ use crate::error::{Error, Result};
 use crate::gpu::coop::{Coop, COLS};
 use crate::gpu::{dispatch, Access, AdapterClass, Context, Dispatch, Launch, Policy};
 use crate::gpu::{DType, Shader, Tensor};
-use crate::ops::{expect_shape, groups};
+use crate::ops::{expect_shape, groups, variant};
 
 pub use crate::ops::epilogue::Epilogue;
+pub use crate::ops::variant::{with_variant, MatmulVariant};
 use crate::ops::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
 use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F16};
 
-/// Which kernel shape to run; see wgsl/matmul.wgsl. All run on any adapter
-/// (`CpuSubgroup` falls back to `Cpu`, `Coop` to `Gpu`, where they cannot run).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MatmulVariant {
-    /// 64×64 workgroup-memory tiles with barriers, 4×4 outputs per thread:
-    /// for real GPUs, on problems too small to fill one with `GpuWide`'s tiles.
-    Gpu,
-    /// 128×128 tiles, 8×8 outputs per thread read as vec4 from workgroup
-    /// memory (wgsl/gemm_tile.wgsl): half the workgroup-memory reads per FMA of
-    /// `Gpu`, for the large problems a GPU without cooperative matrices runs.
-    GpuWide,
-    /// Register blocks read straight from global memory: for CPU drivers (lavapipe).
-    Cpu,
-    /// `Cpu` with the operand its SIMD lanes share read once per 8-lane
-    /// subgroup (wgsl/matmul_subgroup.wgsl). Needs SUBGROUP with 8-lane
-    /// subgroups, contiguous dims that are multiples of 4 and no `transpose_a`;
-    /// otherwise runs `Cpu`.
-    CpuSubgroup,
-    /// `Gpu`'s tile on cooperative matrices (wgsl/gemm_coop.wgsl): operands
-    /// rounded to f16, f32 accumulation. Needs an adapter configuration
-    /// [`Coop::for_adapter`] accepts; otherwise runs `Gpu`.
-    Coop,
-}
-
+// The enum is in ops::variant, beside the benchmarks' pin; choosing one needs
+// the cooperative self-test below, which runs a matmul.
 impl MatmulVariant {
-    /// The variants with f32 operands: the same products, up to f32 rounding.
-    pub const F32_OPERANDS: [Self; 4] = [Self::Gpu, Self::GpuWide, Self::Cpu, Self::CpuSubgroup];
-    pub const ALL: [Self; 5] = [
-        Self::Gpu,
-        Self::GpuWide,
-        Self::Cpu,
-        Self::CpuSubgroup,
-        Self::Coop,
-    ];
-
     /// The fastest kernel for this adapter (measured: benches/kernels.rs).
     /// Cooperative matrices on GPUs (on any adapter with `EASEL_COOPERATIVE=always`),
     /// once their self-test has passed.
@@ -66,7 +35,11 @@ impl MatmulVariant {
     /// outputs: on a GPU without cooperative matrices, `GpuWide` where its grid
     /// has at least [`MIN_WIDE_GROUPS`] workgroups, else `Gpu`
     /// (`EASEL_WIDE_TILES`, [`Context::wide_policy`], can pin it).
+    /// A benchmark's [`with_variant`] overrides all of it.
     pub fn for_problem(ctx: &Context, batch: usize, rows: usize, cols: usize) -> Self {
+        if let Some(pinned) = variant::pinned() {
+            return pinned;
+        }
         let adapter = Self::for_adapter(ctx);
         match (adapter, ctx.wide_policy) {
             (Self::Coop, _) | (_, Policy::Off) => adapter,
