@@ -10,51 +10,24 @@
 //! that model's own forward passes, as the engine plans them: the UNet at batch
 //! 2 (one candidate with guidance) at its `sample_size`, and the VAE decoder
 //! on latents of that size. Each distinct launch (same kernel, workgroups,
-//! FLOPs and bytes) is timed alone once, with how often the pass makes it.
-
-use std::collections::BTreeMap;
-use std::fmt::Debug;
-use std::path::PathBuf;
+//! FLOPs and bytes) is timed alone once, with how often the pass makes it
+//! ([`crate::bench::model_kernels`]), and with `--variant` also on other kernels.
 
 use serde_json::{json, Value};
 
-use crate::bench::models::Model;
-use crate::bench::peak::{self, Peak};
-use crate::bench::row::{measure, print_row, table, Bound, KernelRow, QUICK_BUDGET};
-use crate::bench::{random, Budget, Table};
+use crate::bench::model_kernels::model_launches;
+use crate::bench::peak;
+use crate::bench::row::{table, Bound};
+pub use crate::bench::runner::KernelOptions;
+use crate::bench::runner::Runner;
 use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
-use crate::gpu::Tensor;
-use crate::gpu::{AdapterClass, Context, Dispatch};
-use crate::memory_plan::Precision;
+use crate::gpu::{AdapterClass, Context};
 use crate::ops::attention::{self, AttentionVariant, Sdpa};
 use crate::ops::conv2d::{self, Conv2dOptions};
 use crate::ops::elementwise::{self, Activation, BinaryOp};
 use crate::ops::matmul::{self, MatmulOptions, MatmulVariant};
 use crate::ops::norm::{self, GroupNorm};
-use crate::weights::WeightPrecision;
-
-/// Settings of one `easel bench kernels` run.
-#[derive(Clone, Debug, Default)]
-pub struct KernelOptions {
-    /// Tiny shapes, short budgets, the adapter's own variants only.
-    pub quick: bool,
-    /// Only rows whose `kernel shape` contains this.
-    pub filter: Option<String>,
-    /// Only this variant (`Gpu`, `Cpu`, `CpuSubgroup`, `Coop`; case-insensitive).
-    pub variant: Option<String>,
-    /// The launches of this model folder's UNet and VAE decoder instead of the families.
-    pub model: Option<PathBuf>,
-    /// Their activations (`--precision`, resolved against the model's weights).
-    pub precision: Precision,
-}
-
-/// The repeats of a full run: enough for a steady median.
-const BUDGET: Budget = Budget {
-    seconds: 1.5,
-    min: 3,
-    max: 25,
-};
 
 /// Measure the peak, then every kernel; returns the `peak` and `kernels` sections.
 pub fn run(ctx: &Context, profiler: &Profiler, opts: &KernelOptions) -> Result<(Value, Value)> {
@@ -86,176 +59,6 @@ pub fn run(ctx: &Context, profiler: &Profiler, opts: &KernelOptions) -> Result<(
     norms(&mut r)?;
     elementwises(&mut r)?;
     Ok((peak_section, json!(r.rows)))
-}
-
-struct Runner<'a> {
-    ctx: &'a Context,
-    profiler: &'a Profiler,
-    opts: &'a KernelOptions,
-    peak: Peak,
-    table: Table,
-    rows: Vec<KernelRow>,
-}
-
-impl Runner<'_> {
-    fn wants(&self, kernel: &str, shape: &str) -> bool {
-        let name = format!("{kernel} {shape}");
-        self.opts.filter.as_deref().is_none_or(|f| name.contains(f))
-    }
-
-    /// The shapes to run: the tiny ones when quick, else the model's.
-    fn shapes<S>(&self, full: &'static [S], quick: &'static [S]) -> &'static [S] {
-        if self.opts.quick {
-            quick
-        } else {
-            full
-        }
-    }
-
-    /// The GEMM variants `--variant` pins a model's launches to (`all`: every
-    /// one that runs as itself here).
-    fn pinned_variants(&self) -> Vec<MatmulVariant> {
-        let Some(only) = self.opts.variant.as_deref() else {
-            return Vec::new();
-        };
-        MatmulVariant::available(self.ctx)
-            .into_iter()
-            .filter(|v| {
-                only.eq_ignore_ascii_case("all") || format!("{v:?}").eq_ignore_ascii_case(only)
-            })
-            .collect()
-    }
-
-    /// The variants to run: the adapter's own one when quick, else every one
-    /// (or the one `--variant` names).
-    fn variants<V: Debug + Copy>(&self, all: &[V], chosen: V) -> Vec<V> {
-        if self.opts.quick {
-            return vec![chosen];
-        }
-        all.iter()
-            .copied()
-            .filter(|v| {
-                let only = self.opts.variant.as_deref().unwrap_or("all");
-                only.eq_ignore_ascii_case("all") || format!("{v:?}").eq_ignore_ascii_case(only)
-            })
-            .collect()
-    }
-
-    fn add(
-        &mut self,
-        kernel: &str,
-        variant: &str,
-        shape: &str,
-        d: Dispatch,
-        bound: Bound,
-    ) -> Result<()> {
-        self.add_ref(kernel, variant, shape, &d, bound)
-    }
-
-    fn add_ref(
-        &mut self,
-        kernel: &str,
-        variant: &str,
-        shape: &str,
-        d: &Dispatch,
-        bound: Bound,
-    ) -> Result<()> {
-        let budget = if self.opts.quick {
-            QUICK_BUDGET
-        } else {
-            BUDGET
-        };
-        let name = (kernel, variant, shape.to_string());
-        let mut row = measure(self.ctx, self.profiler, name, d, bound, budget)?;
-        row.pct_of_peak = Some(match bound {
-            Bound::Compute => 100.0 * row.gflops / self.peak.gflops,
-            Bound::Memory => 100.0 * row.gbps / self.peak.gbps,
-        });
-        print_row(&self.table, &row);
-        self.rows.push(row);
-        Ok(())
-    }
-
-    fn random(&self, shape: &[usize], seed: u64) -> Result<Tensor> {
-        random(self.ctx, shape, seed)
-    }
-
-    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
-        Tensor::zeros(self.ctx, "bench out", shape)
-    }
-}
-
-/// What makes two launches the same: kernel, workgroups, FLOPs, bytes.
-type Launch = (String, [u32; 3], u64, u64);
-
-/// Time each distinct launch of model `name`'s forward pass (module docs);
-/// a model that cannot exist on the adapter is skipped with its error. Rows
-/// of the kernels easel chooses say `easel`; with `--variant`, each GEMM
-/// launch is also timed on that variant (or every one: `all`) where it runs
-/// another kernel, from a plan of the same model with it pinned.
-fn model_launches(r: &mut Runner, dir: &std::path::Path, name: &str) -> Result<()> {
-    let batch = if name == "unet" { 2 } else { 1 };
-    let plans = Model::load(r.ctx, dir, name, WeightPrecision::Auto).and_then(|model| {
-        let plan = || model.plan(r.ctx, batch, r.opts.precision);
-        let pinned = r.pinned_variants().into_iter().map(|v| {
-            let g = matmul::with_variant(v, plan)?;
-            Ok((format!("{v:?}"), g))
-        });
-        let mut plans = vec![("easel".to_string(), plan()?)];
-        plans.extend(pinned.collect::<Result<Vec<_>>>()?);
-        Ok((plans, model))
-    });
-    let (plans, _model) = match plans {
-        Ok(planned) => planned,
-        Err(e @ Error::DeviceLimit(_)) => {
-            eprintln!("skipping {name}: {e}");
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    let easel = &plans[0].1.dispatches;
-    // Distinct launches in first-use order, with how many times the pass makes each.
-    let mut seen: BTreeMap<Launch, (usize, usize)> = BTreeMap::new();
-    for (i, d) in easel.iter().enumerate() {
-        let key = (d.kernel.label.clone(), d.workgroups, d.flops, d.bytes);
-        seen.entry(key).or_insert((i, 0)).1 += 1;
-    }
-    let mut order: Vec<(usize, usize)> = seen.into_values().collect();
-    order.sort();
-    for (i, count) in order {
-        for (variant, g) in &plans {
-            // A pinned plan's launch i is easel's on another kernel (same graph).
-            let d = &g.dispatches[i];
-            let same =
-                |e: &Dispatch| e.kernel.label == d.kernel.label && e.workgroups == d.workgroups;
-            if variant != "easel" && same(&easel[i]) {
-                continue;
-            }
-            model_row(r, name, variant, d, count)?;
-        }
-    }
-    Ok(())
-}
-
-/// One launch's row; compute-bound when its FLOPs per byte pass the adapter's
-/// FMA / copy ratio. The Dispatch is owned by its graph: timed in place.
-fn model_row(r: &mut Runner, name: &str, variant: &str, d: &Dispatch, count: usize) -> Result<()> {
-    let [x, y, z] = d.workgroups;
-    let shape = format!(
-        "{} x{count} {:.4} GFLOP {:.2} MB wg {x}x{y}x{z}",
-        d.kernel.label,
-        d.flops as f64 / 1e9,
-        d.bytes as f64 / 1e6
-    );
-    if !r.wants(name, &shape) {
-        return Ok(());
-    }
-    let ridge = r.peak.gflops / r.peak.gbps;
-    let bound = match d.flops as f64 / d.bytes.max(1) as f64 > ridge {
-        true => Bound::Compute,
-        false => Bound::Memory,
-    };
-    r.add_ref(name, variant, &shape, d, bound)
 }
 
 /// (label, batch, M, N, K, transpose_b, b shared by the batch)

@@ -25,10 +25,12 @@ use crate::models::unet_2d_condition::UNet2DConditionConfig;
 pub mod compare;
 pub mod generate;
 pub mod kernels;
+pub mod model_kernels;
 pub mod models;
 pub mod peak;
 pub mod plot;
 pub mod row;
+pub mod runner;
 
 /// Repeated timings of one thing, in milliseconds.
 #[derive(Clone, Copy, Debug, Serialize)]
