@@ -208,23 +208,20 @@ fn models_run_latent_unets_and_the_vae_with_their_memory() {
     }
 }
 
+/// The rows of `bench kernels --quick --model MODEL EXTRA..`.
+fn model_kernel_rows(model: &Path, extra: &[&str]) -> Vec<Value> {
+    let dir = TempDir::new("bench-kernels-model");
+    let json = dir.path().join("kernels.json");
+    let args = ["bench", "kernels", "--quick", "--model", path_str(model)];
+    let tail = ["--json", path_str(&json)];
+    let doc = report(&[&args[..], extra, &tail].concat(), &json);
+    doc["kernels"].as_array().unwrap().clone()
+}
+
 /// `bench kernels --model`: the launches of the model's own UNet and VAE decoder.
 #[test]
 fn kernels_of_a_latent_model_are_its_own_launches() {
-    let dir = TempDir::new("bench-kernels-model");
-    let json = dir.path().join("kernels.json");
-    let model = path_str(common::files::tiny_latent_pipeline());
-    let args = [
-        "bench",
-        "kernels",
-        "--quick",
-        "--model",
-        model,
-        "--json",
-        path_str(&json),
-    ];
-    let doc = report(&args, &json);
-    let rows = doc["kernels"].as_array().unwrap();
+    let rows = model_kernel_rows(common::files::tiny_latent_pipeline(), &[]);
     for name in ["unet", "vae"] {
         assert!(
             rows.iter().any(|r| r["kernel"] == name),
@@ -240,20 +237,7 @@ fn kernels_of_a_latent_model_are_its_own_launches() {
 /// on every other kernel (its own plan, pinned), beside easel's choice.
 #[test]
 fn every_variant_times_the_models_own_gemm_launches() {
-    let dir = TempDir::new("bench-kernels-variants");
-    let json = dir.path().join("kernels.json");
-    let model = path_str(tiny_pipeline());
-    let args = [
-        "bench",
-        "kernels",
-        "--quick",
-        "--model",
-        model,
-        "--variant",
-        "all",
-    ];
-    let doc = report(&[&args[..], &["--json", path_str(&json)]].concat(), &json);
-    let rows = doc["kernels"].as_array().unwrap();
+    let rows = model_kernel_rows(tiny_pipeline(), &["--variant", "all"]);
     let variant = |r: &Value| r["variant"].as_str().unwrap().to_string();
     let entry = |r: &Value| r["entry"].as_str().unwrap().to_string();
     assert!(rows.iter().any(|r| variant(r) == "easel"), "{rows:?}");
@@ -267,20 +251,7 @@ fn every_variant_times_the_models_own_gemm_launches() {
 /// A pixel-space model (no `vae/`) times its UNet alone instead of failing.
 #[test]
 fn kernels_of_a_pixel_model_are_its_unet_launches() {
-    let dir = TempDir::new("bench-kernels-pixel");
-    let json = dir.path().join("kernels.json");
-    let model = path_str(tiny_pipeline());
-    let args = [
-        "bench",
-        "kernels",
-        "--quick",
-        "--model",
-        model,
-        "--json",
-        path_str(&json),
-    ];
-    let doc = report(&args, &json);
-    let rows = doc["kernels"].as_array().unwrap();
+    let rows = model_kernel_rows(tiny_pipeline(), &[]);
     assert!(
         !rows.is_empty() && rows.iter().all(|r| r["kernel"] == "unet"),
         "{rows:?}"

@@ -208,6 +208,17 @@ fn latent_models_decode_for_the_scorer_and_the_image() {
     assert!(e.contains("multiples of 4"), "UNet 2x and VAE 2x: {e}");
 }
 
+/// The largest and the mean difference between two images' bytes, in levels.
+fn level_differences(a: &[u8], b: &[u8]) -> (i32, f64) {
+    let diffs: Vec<i32> = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as i32 - y as i32).abs())
+        .collect();
+    let max = diffs.iter().copied().max().unwrap();
+    (max, diffs.iter().sum::<i32>() as f64 / diffs.len() as f64)
+}
+
 /// The latent pipeline on the cooperative-matrix kernels (`EASEL_COOPERATIVE=always`)
 /// draws what the tiled kernels draw, where the adapter has them (Mesa 26
 /// lavapipe: tools/lavapipe_coop.sh). The kernels round their operands to f16,
@@ -234,13 +245,7 @@ fn cooperative_kernels_draw_what_the_tiled_ones_draw() {
         return;
     };
     let coop = draw(Policy::Always).unwrap();
-    let diffs: Vec<i32> = tiled
-        .iter()
-        .zip(&coop)
-        .map(|(&a, &b)| (a as i32 - b as i32).abs())
-        .collect();
-    let max = diffs.iter().copied().max().unwrap();
-    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    let (max, mean) = level_differences(&tiled, &coop);
     eprintln!("cooperative vs tiled: max {max}, mean {mean:.3} levels");
     assert!(max <= 4 && mean <= 0.5, "max {max}, mean {mean}");
 }
@@ -263,13 +268,7 @@ fn wide_tiles_draw_what_the_default_kernels_draw() {
         engine.generate(&r).unwrap().rgba
     };
     let (default, wide) = (draw(Policy::Auto), draw(Policy::Always));
-    let diffs: Vec<i32> = default
-        .iter()
-        .zip(&wide)
-        .map(|(&a, &b)| (a as i32 - b as i32).abs())
-        .collect();
-    let max = diffs.iter().copied().max().unwrap();
-    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    let (max, mean) = level_differences(&default, &wide);
     eprintln!("wide tiles vs default: max {max}, mean {mean:.3} levels");
     assert!(max <= 2 && mean <= 0.1, "max {max}, mean {mean}");
 }

@@ -295,30 +295,35 @@ fn linear_between_nchw_and_tokens() {
         .map(|(&y, &r)| y as f64 + r as f64)
         .collect();
     let tokens = easel::gpu::Tensor::from_f32(ctx(), "tokens", &[n, hw, cin], &tokens_h).unwrap();
+    // One layout's launch on `variant`, against its reference.
+    let check = |label: &str, x, epilogue, out_shape: &[usize], opts: MatmulOptions, want| {
+        let out = zeros(out_shape);
+        let ds = matmul::linear_with(ctx(), x, &w, epilogue, &out, &opts).unwrap();
+        dispatch::run(ctx(), &ds).unwrap();
+        let got = out.to_vec(ctx()).unwrap();
+        assert_close(label, &got, want, 1e-4, 1e-5);
+    };
     for variant in VARIANTS {
         let opts = MatmulOptions {
             variant: Some(variant),
             ..MatmulOptions::linear()
         };
         // proj_in: NCHW in, tokens out.
-        let out = zeros(&[n, hw, cout]);
         let from_nchw = MatmulOptions {
             transpose_a: true,
             ..opts
         };
         let epilogue = matmul::Epilogue::bias(Some(&bias));
-        let ds = matmul::linear_with(ctx(), &x, &w, epilogue, &out, &from_nchw).unwrap();
-        dispatch::run(ctx(), &ds).unwrap();
-        let got = out.to_vec(ctx()).unwrap();
-        assert_close(
-            &format!("{variant:?} from NCHW"),
-            &got,
+        let label = format!("{variant:?} from NCHW");
+        check(
+            &label,
+            &x,
+            epilogue,
+            &[n, hw, cout],
+            from_nchw,
             &want_tokens,
-            1e-4,
-            1e-5,
         );
         // proj_out: tokens in, NCHW out plus an NCHW residual.
-        let out = zeros(&[n, cout, hw]);
         let to_nchw = MatmulOptions {
             transpose_out: true,
             ..opts
@@ -327,15 +332,14 @@ fn linear_between_nchw_and_tokens() {
             bias: Some(&bias),
             residual: Some((&res, 1.0)),
         };
-        let ds = matmul::linear_with(ctx(), &tokens, &w, epilogue, &out, &to_nchw).unwrap();
-        dispatch::run(ctx(), &ds).unwrap();
-        let got = out.to_vec(ctx()).unwrap();
-        assert_close(
-            &format!("{variant:?} to NCHW"),
-            &got,
+        let label = format!("{variant:?} to NCHW");
+        check(
+            &label,
+            &tokens,
+            epilogue,
+            &[n, cout, hw],
+            to_nchw,
             &want_nchw,
-            1e-4,
-            1e-5,
         );
     }
 }
