@@ -129,6 +129,9 @@ fn store(n: u32, co: u32, pix: u32, acc: f32) {
 // GPU: the 64×64 tile of wgsl/gemm_tile.wgsl (64 output channels × 64 pixels)
 // with A = weight [Cout, K] and B = cols [K, P]; same thread layout as matmul_gpu.
 
+// The output runs along pixels (the tiles' j), never along channels.
+const TRANSPOSE_C: bool = false;
+
 // weight[co, kk], 0 outside the matrix.
 fn load_a(n: u32, co: u32, kk: u32) -> f32 {
     if (co < p.cout && kk < p.k) {

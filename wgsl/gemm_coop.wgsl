@@ -14,7 +14,8 @@
 //   rows: 64 or 128 for 16×16 fragments on 32-lane subgroups and for 8×8 on
 //   8-lane ones (src/gpu/coop.rs picks, and refuses a pairing that does not fit);
 // - results leave through a per-subgroup FRAG×FRAG scratch, so `store` sees one
-//   element at a time (alpha, bias and the output layout stay the kernel's).
+//   element at a time (alpha, bias and the output layout stay the kernel's;
+//   TRANSPOSE_C says which way the output runs).
 // Subgroup s is taken to be invocations s·SUBGROUP_SIZE.. of the workgroup, as
 // Vulkan and Metal lay them out; the start-up self-test (src/ops/matmul.rs)
 // compares this kernel with gemm_tile.wgsl's before easel chooses it.
@@ -74,14 +75,24 @@ fn coop_stage(z: u32, i0: u32, j0: u32, k0: u32, buf: u32, t: u32, rows: u32,
     }
 }
 
-// One fragment's results through the subgroup's scratch to `store`.
+// One fragment's results through the subgroup's scratch to `store`, laid out
+// so that neighbouring lanes store neighbouring words: row-major, or
+// column-major where the output runs along i (TRANSPOSE_C).
 fn coop_write(acc: CoopC, z: u32, i: u32, j: u32, sg: u32, lane: u32) {
     let base = sg * FRAG * FRAG;
     let stride = FRAG;
-    coopStoreT(acc, &coop_c[base], stride);
+    if (TRANSPOSE_C) {
+        coopStore(acc, &coop_c[base], stride);
+    } else {
+        coopStoreT(acc, &coop_c[base], stride);
+    }
     workgroupBarrier();
     for (var e = lane; e < FRAG * FRAG; e += SUBGROUP_SIZE) {
-        store(z, i + e / FRAG, j + e % FRAG, coop_c[base + e]);
+        var at = vec2(e / FRAG, e % FRAG); // (row, column) of the fragment
+        if (TRANSPOSE_C) {
+            at = at.yx;
+        }
+        store(z, i + at.x, j + at.y, coop_c[base + e]);
     }
     workgroupBarrier();
 }

@@ -7,6 +7,7 @@
 //   fn load_a(z: u32, i: u32, kk: u32) -> f32    A[z][i, kk], 0 outside A
 //   fn load_b(z: u32, kk: u32, j: u32) -> f32    B[z][kk, j], 0 outside B
 //   fn store(z: u32, i: u32, j: u32, acc: f32)   writes out[z][i, j], drops it outside
+//   TRANSPOSE_C                                  out is contiguous along i, not j
 //
 // Two tiles, one workgroup of 16×16 threads (256 is the WebGPU baseline limit):
 // - 64×64 (`Gpu`, gemm_tile): TILE_K 16 deep, each thread owning rows ty + 16r
@@ -17,7 +18,10 @@
 //   vec4 from workgroup memory: 64 FMAs per 4 vec4 reads against 16 per 8
 //   scalar reads, for large problems, where the grid still fills the GPU
 //   (src/ops/matmul.rs).
-// Each tile's slabs take 8 KiB; the two together the baseline's 16 KiB.
+// Where out runs along i (TRANSPOSE_C: matmul writing NCHW from tokens), each
+// thread takes the rows the other would take as columns, so neighbouring
+// threads still store neighbouring words. Each tile's slabs take 8 KiB; the two
+// together the baseline's 16 KiB.
 // wgsl/gemm_coop.wgsl stands in for both.
 
 const TILE: u32 = 64u;
@@ -54,6 +58,8 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
     let z = wg.z;
     let i0 = wg.y * TILE;
     let j0 = wg.x * TILE;
+    let ty = select(lid.y, lid.x, TRANSPOSE_C);
+    let tx = select(lid.x, lid.y, TRANSPOSE_C);
     var acc: array<vec4<f32>, 4>; // acc[r][c]: output (i0 + ty + 16r, j0 + tx + 16c)
     // Every thread runs every iteration: the barriers stay in uniform control flow.
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
@@ -61,10 +67,10 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
             let row = kk * TILE;
-            let av = vec4(tile_a[row + lid.y], tile_a[row + lid.y + 16u],
-                          tile_a[row + lid.y + 32u], tile_a[row + lid.y + 48u]);
-            let bv = vec4(tile_b[row + lid.x], tile_b[row + lid.x + 16u],
-                          tile_b[row + lid.x + 32u], tile_b[row + lid.x + 48u]);
+            let av = vec4(tile_a[row + ty], tile_a[row + ty + 16u],
+                          tile_a[row + ty + 32u], tile_a[row + ty + 48u]);
+            let bv = vec4(tile_b[row + tx], tile_b[row + tx + 16u],
+                          tile_b[row + tx + 32u], tile_b[row + tx + 48u]);
             acc[0] += av.x * bv;
             acc[1] += av.y * bv;
             acc[2] += av.z * bv;
@@ -74,7 +80,7 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
     }
     for (var r = 0u; r < 4u; r++) {
         for (var cc = 0u; cc < 4u; cc++) {
-            store(z, i0 + lid.y + 16u * r, j0 + lid.x + 16u * cc, acc[r][cc]);
+            store(z, i0 + ty + 16u * r, j0 + tx + 16u * cc, acc[r][cc]);
         }
     }
 }
@@ -101,11 +107,13 @@ fn load_wide(z: u32, i0: u32, j0: u32, k0: u32, t: u32, a_along_k: bool, b_along
 }
 
 // gemm_tile's contract with a 128×128 tile. acc[2r + h] holds row
-// i0 + 64(r / 4) + 4ty + r % 4, columns j0 + 64h + 4tx.. + 3.
+// i0 + 64(r / 4) + 4ty + r % 4, columns j0 + 64h + 4tx.. + 3 (tx, ty as there).
 fn gemm_tile_wide(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: bool) {
     let z = wg.z;
     let i0 = wg.y * WIDE_TILE;
     let j0 = wg.x * WIDE_TILE;
+    let ty = select(lid.y, lid.x, TRANSPOSE_C);
+    let tx = select(lid.x, lid.y, TRANSPOSE_C);
     var acc: array<vec4<f32>, 16>;
     // Every thread runs every iteration: the barriers stay in uniform control flow.
     for (var k0 = 0u; k0 < p.k; k0 += WIDE_K) {
@@ -113,10 +121,10 @@ fn gemm_tile_wide(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_alon
         workgroupBarrier();
         for (var kk = 0u; kk < WIDE_K; kk++) {
             let row = kk * WIDE_ROW;
-            let a_lo = wide_a[row + lid.y];
-            let a_hi = wide_a[row + 16u + lid.y];
-            let b_lo = wide_b[row + lid.x];
-            let b_hi = wide_b[row + 16u + lid.x];
+            let a_lo = wide_a[row + ty];
+            let a_hi = wide_a[row + 16u + ty];
+            let b_lo = wide_b[row + tx];
+            let b_hi = wide_b[row + 16u + tx];
             for (var r = 0u; r < 4u; r++) {
                 acc[2u * r] += a_lo[r] * b_lo;
                 acc[2u * r + 1u] += a_lo[r] * b_hi;
@@ -127,9 +135,9 @@ fn gemm_tile_wide(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_alon
         workgroupBarrier();
     }
     for (var r = 0u; r < 8u; r++) {
-        let i = i0 + 64u * (r / 4u) + 4u * lid.y + r % 4u;
+        let i = i0 + 64u * (r / 4u) + 4u * ty + r % 4u;
         for (var h = 0u; h < 2u; h++) {
-            let j = j0 + 64u * h + 4u * lid.x;
+            let j = j0 + 64u * h + 4u * tx;
             for (var c = 0u; c < 4u; c++) {
                 store(z, i, j + c, acc[2u * r + h][c]);
             }

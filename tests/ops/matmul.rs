@@ -252,7 +252,8 @@ fn profiler_times_each_dispatch() {
 /// the reference on explicitly permuted data, on every variant.
 #[test]
 fn linear_between_nchw_and_tokens() {
-    let (n, cin, cout, hw) = (2, 12, 20, 36);
+    // Past one 128x128 tile each way, ragged.
+    let (n, cin, cout, hw) = (2, 12, 136, 140);
     let mut rng = Rng::new(300);
     let (x, xh) = random(&mut rng, &[n, cin, hw]);
     let (w, wh) = random(&mut rng, &[cout, cin]);
