@@ -18,6 +18,7 @@ use common::files::{f16s, f32s, safetensors_bytes, tiny_pipeline, TempDir};
 use common::{assert_close, ctx};
 use easel::gpu::Tensor;
 use easel::lora::{Lora, LoraSpec};
+use easel::models::attention::CrossContext;
 use easel::models::clip::CLIPTextModel;
 use easel::models::pipeline::{load_text_encoder, load_unet, PipelineConfig};
 use easel::models::unet_2d_condition::UNet2DConditionModel;
@@ -86,6 +87,7 @@ fn unet_out(model: &UNet2DConditionModel) -> Vec<f32> {
         upload("timestep"),
         upload("encoder_hidden_states"),
     );
+    let context = CrossContext::Hidden(context);
     let out = model.forward(&mut g, &sample, &t, &context).unwrap();
     g.run().unwrap();
     out.to_vec(ctx()).unwrap()

@@ -14,6 +14,7 @@ use common::files::TempDir;
 
 use easel::gpu::{DType, Tensor};
 use easel::memory_plan::{Limits, MemoryPlan, Precision, DECODE_BUDGET};
+use easel::models::attention::CrossContext;
 use easel::models::pipeline::PipelineConfig;
 use easel::models::vae_tiles::{Tiling, VaeTiles};
 use easel::models::Graph;
@@ -367,6 +368,7 @@ fn unet_forward(engine: &Engine) -> (Vec<f32>, usize) {
     let t = Tensor::from_f32(ctx, "t", &[2], &[900.0, 120.0]).unwrap();
     let cross = unet.config.cross_attention_dim;
     let context = Tensor::from_f32(ctx, "ctx", &[2, 77, cross], &rng.vec(2 * 77 * cross)).unwrap();
+    let context = CrossContext::Hidden(context);
     let mut g = Graph::new(ctx, "unet");
     let out = unet.forward(&mut g, &sample, &t, &context).unwrap();
     g.run().unwrap();

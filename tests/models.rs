@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_close, ctx};
 use easel::gpu::{DType, Tensor};
+use easel::models::attention::CrossContext;
 use easel::models::clip::{self, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel};
 use easel::models::layers::{check_all_used, open_component, Vars};
 use easel::models::unet_2d_condition::{UNet2DConditionConfig, UNet2DConditionModel};
@@ -91,17 +92,25 @@ fn unet_matches(name: &str, precision: DType) {
     check_all_used(&weights, &[]).unwrap();
     let mut g = Graph::new(ctx(), "unet");
     g.set_precision(precision);
-    let out = unet
-        .forward(
-            &mut g,
-            &upload(name, "sample"),
-            &upload(name, "timestep"),
-            &upload(name, "encoder_hidden_states"),
-        )
-        .unwrap();
+    let (sample, timestep) = (upload(name, "sample"), upload(name, "timestep"));
+    let hidden = upload(name, "encoder_hidden_states");
+    // As a run does it: the text's keys and values projected once, before the steps.
+    let projected = unet.project_context(&mut g, &hidden).unwrap();
+    let outs: Vec<Tensor> = [CrossContext::Hidden(hidden), projected]
+        .iter()
+        .map(|context| unet.forward(&mut g, &sample, &timestep, context).unwrap())
+        .collect();
     g.run().unwrap();
     let what = format!("{name} {precision:?}");
-    check_within(&what, &out, name, "out", tolerance(precision));
+    check_within(&what, &outs[0], name, "out", tolerance(precision));
+    let (per_block, once) = (
+        outs[0].to_vec(ctx()).unwrap(),
+        outs[1].to_vec(ctx()).unwrap(),
+    );
+    assert_eq!(
+        per_block, once,
+        "{what}: projected once, the same bits as per block"
+    );
 }
 
 #[test]
@@ -333,7 +342,12 @@ fn default_model_matches_pytorch() {
     let (w, config): (_, UNet2DConditionConfig) = open_component(&model.join("unet")).unwrap();
     let unet = UNet2DConditionModel::new(&Vars::new(ctx(), &w), config).unwrap();
     let unet_out = unet
-        .forward(&mut g, &get("sample"), &get("timestep"), &hidden)
+        .forward(
+            &mut g,
+            &get("sample"),
+            &get("timestep"),
+            &CrossContext::Hidden(hidden.clone()),
+        )
         .unwrap();
 
     let (w, config): (_, SRVGGNetCompactConfig) = open_component(&model.join("upscaler")).unwrap();

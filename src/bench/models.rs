@@ -39,6 +39,7 @@ use crate::gpu::profiler::{Clock, Profiler};
 use crate::gpu::{Context, Dispatch};
 use crate::gpu::{DType, Tensor};
 use crate::memory_plan::{Limits, MemoryPlan, Precision};
+use crate::models::attention::CrossContext;
 use crate::models::clip::{self, CLIPModel, CLIPTextModel};
 use crate::models::layers::component_config;
 use crate::models::pipeline;
@@ -191,7 +192,8 @@ impl Model {
                     &[batch, CONTEXT, *cross],
                     &signed(batch * CONTEXT * cross, 1.0),
                 )?; // [B, 77, cross]
-                unet.forward(&mut g, &sample, &t, &context)?;
+                    // The whole forward, projections of the context included (as PyTorch runs it).
+                unet.forward(&mut g, &sample, &t, &CrossContext::Hidden(context))?;
             }
             Model::Vae(vae, size) => {
                 let latents = image(vae.config.latent_channels, *size, 4.0)?;

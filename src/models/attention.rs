@@ -2,7 +2,9 @@
 //! `BasicTransformerBlock`s: self-attention, cross-attention to the text, and
 //! a GEGLU feed-forward (models/transformers/transformer_2d.py, attention.py).
 
-use crate::error::Result;
+use std::cell::Cell;
+
+use crate::error::{Error, Result};
 use crate::gpu::tensor::row_step;
 use crate::gpu::Tensor;
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear, Vars};
@@ -69,10 +71,22 @@ impl Attention {
 
     /// The heads' outputs before to_out: `[N, L, H*Dh]`.
     fn heads_out(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (k, v) = self.key_value(g, context)?;
+        self.heads_out_kv(g, x, &k, &v)
+    }
+
+    /// The keys and values of `context` `[N, S, Dkv]`: `[N, S, H*Dh]` each.
+    fn key_value(&self, g: &mut Graph, context: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            g.linear(context, &self.to_k)?,
+            g.linear(context, &self.to_v)?,
+        ))
+    }
+
+    /// [`Self::heads_out`] with the keys and values given.
+    fn heads_out_kv(&self, g: &mut Graph, x: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let q = g.linear(x, &self.to_q)?; // [N, L, H*Dh]
-        let k = g.linear(context, &self.to_k)?; // [N, S, H*Dh]
-        let v = g.linear(context, &self.to_v)?; // [N, S, H*Dh]
-        g.attention(&q, &k, &v, self.heads, false)
+        g.attention(&q, k, v, self.heads, false)
     }
 }
 
@@ -160,13 +174,15 @@ impl BasicTransformerBlock {
         })
     }
 
-    /// x `[N, HW, C]`, context `[N, S, cross]` → `[N, HW, C]`. Handles are
+    /// x `[N, HW, C]` attending `context` → `[N, HW, C]`. Handles are
     /// reassigned, not shadowed, so each dies when replaced (the arena reuses it).
-    fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    fn forward(&self, g: &mut Graph, x: &Tensor, context: &Cross) -> Result<Tensor> {
         let mut h = g.layer_norm(x, &self.norm1)?;
         let mut x = self.attn1.forward_add(g, &h, &h, x)?;
         h = g.layer_norm(&x, &self.norm2)?;
-        x = self.attn2.forward_add(g, &h, context, &x)?;
+        let (k, v) = context.key_value(g, &self.attn2)?;
+        let o = self.attn2.heads_out_kv(g, &h, &k, &v)?;
+        x = g.linear_add(&o, &self.attn2.to_out, &x)?;
         h = g.layer_norm(&x, &self.norm3)?;
         self.ff.forward_add(g, &h, &x)
     }
@@ -227,8 +243,17 @@ impl Transformer2DModel {
         })
     }
 
-    /// x `[N, C, H, W]`, context `[N, S, cross]` → `[N, C, H, W]`.
-    pub fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// Its blocks' cross-attention keys and values of `hidden` `[N, S, cross]`,
+    /// appended to `out` in the order [`Self::forward`] reaches them.
+    pub fn project(&self, g: &mut Graph, hidden: &Tensor, out: &mut Vec<KeyValue>) -> Result<()> {
+        for block in &self.transformer_blocks {
+            out.push(block.attn2.key_value(g, hidden)?);
+        }
+        Ok(())
+    }
+
+    /// x `[N, C, H, W]` attending `context` → `[N, C, H, W]`.
+    pub fn forward(&self, g: &mut Graph, x: &Tensor, context: &Cross) -> Result<Tensor> {
         // `normed` dies here, before the blocks run.
         let normed = g.group_norm(x, &self.norm, false)?;
         let mut tokens = g.linear_from_nchw(&normed, &self.proj_in)?; // [N, HW, C]
@@ -237,5 +262,50 @@ impl Transformer2DModel {
             tokens = block.forward(g, &tokens, context)?;
         }
         g.linear_to_nchw_add(&tokens, &self.proj_out, x) // residual, in proj_out's store
+    }
+}
+
+/// One cross-attention block's keys and values: `[N, S, H*Dh]` each.
+pub type KeyValue = (Tensor, Tensor);
+
+/// What a UNet's cross-attention attends (`encoder_hidden_states`): the text's
+/// hidden states `[N, S, cross]`, which each block projects to keys and values
+/// as it runs, or those keys and values projected once for every block
+/// (`UNet2DConditionModel::project_context`), in the order the forward pass
+/// reaches the blocks: the text does not change between steps, so a run
+/// projects it once instead of once per step.
+pub enum CrossContext {
+    Hidden(Tensor),
+    Projected(Vec<KeyValue>),
+}
+
+/// A [`CrossContext`] as one forward pass reads it: the projected keys and
+/// values are taken in order, one block at a time.
+pub struct Cross<'a> {
+    context: &'a CrossContext,
+    next: Cell<usize>,
+}
+
+impl<'a> Cross<'a> {
+    pub fn new(context: &'a CrossContext) -> Self {
+        Self {
+            context,
+            next: Cell::new(0),
+        }
+    }
+
+    /// The keys and values `attn` attends: projected now, or the next ones.
+    fn key_value(&self, g: &mut Graph, attn: &Attention) -> Result<KeyValue> {
+        let projected = match self.context {
+            CrossContext::Hidden(hidden) => return attn.key_value(g, hidden),
+            CrossContext::Projected(projected) => projected,
+        };
+        let i = self.next.replace(self.next.get() + 1);
+        projected.get(i).cloned().ok_or_else(|| {
+            Error::BadInput(format!(
+                "unet: {} projected cross-attention contexts for more blocks",
+                projected.len()
+            ))
+        })
     }
 }

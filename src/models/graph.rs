@@ -71,10 +71,22 @@ impl<'a> Graph<'a> {
         inputs: &[&Tensor],
         f: impl FnOnce(&mut Self, &[Tensor]) -> Result<Tensor>,
     ) -> Result<Tensor> {
+        let out = self.with_precision(inputs, f)?;
+        self.to_dtype(&out, DType::F32)
+    }
+
+    /// [`Self::in_precision`] with what `f` returns left in the precision:
+    /// values a model's forward reads later in it (the UNet's cross-attention
+    /// keys and values, projected once per run).
+    pub fn with_precision<R>(
+        &mut self,
+        inputs: &[&Tensor],
+        f: impl FnOnce(&mut Self, &[Tensor]) -> Result<R>,
+    ) -> Result<R> {
         let outer = std::mem::replace(&mut self.act, self.precision);
         let out = self.cast_all(inputs).and_then(|xs| f(self, &xs));
         self.act = outer;
-        self.to_dtype(&out?, DType::F32)
+        out
     }
 
     fn cast_all(&mut self, xs: &[&Tensor]) -> Result<Vec<Tensor>> {

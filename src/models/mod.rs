@@ -14,6 +14,7 @@ pub mod scorer;
 pub mod single_file;
 pub mod unet_2d_condition;
 pub mod unet_blocks;
+pub mod unet_config;
 pub mod upscaler;
 pub mod vae;
 pub mod vae_tiles;

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Tensor;
-use crate::models::attention::Transformer2DModel;
+use crate::models::attention::{Cross, Transformer2DModel};
 use crate::models::layers::Vars;
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::models::Graph;
@@ -90,7 +90,7 @@ fn resnet_attention(
     attention: Option<&Transformer2DModel>,
     x: &Tensor,
     emb: &Tensor,
-    context: &Tensor,
+    context: &Cross,
 ) -> Result<Tensor> {
     let x = resnet.forward(g, x, Some(emb))?;
     match attention {
@@ -106,6 +106,11 @@ pub struct DownBlock {
 }
 
 impl DownBlock {
+    /// Its transformers, in the order its forward runs them.
+    pub fn transformers(&self) -> impl Iterator<Item = &Transformer2DModel> {
+        self.attentions.iter()
+    }
+
     pub fn new(
         vb: &Vars,
         kind: &str,
@@ -135,7 +140,7 @@ impl DownBlock {
         x: &Tensor,
         skips: &mut Vec<Tensor>,
         emb: &Tensor,
-        context: &Tensor,
+        context: &Cross,
     ) -> Result<Tensor> {
         let mut x = x.clone();
         for (j, resnet) in self.resnets.iter().enumerate() {
@@ -157,6 +162,11 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
+    /// Its transformers, in the order its forward runs them.
+    pub fn transformers(&self) -> impl Iterator<Item = &Transformer2DModel> {
+        self.layers.iter().map(|(attn, _)| attn)
+    }
+
     /// `UNet2DConditionModel` builds it with `num_layers` = 1: one (attention,
     /// resnet) pair, whose transformer has `cfg.transformer_layers` blocks.
     pub fn new(vb: &Vars, cfg: &BlockConfig, channels: usize, scale: f64) -> Result<Self> {
@@ -174,7 +184,7 @@ impl MidBlock {
         g: &mut Graph,
         x: &Tensor,
         emb: &Tensor,
-        context: &Tensor,
+        context: &Cross,
     ) -> Result<Tensor> {
         let mut x = self.first.forward(g, x, Some(emb))?;
         for (attn, resnet) in &self.layers {
@@ -192,6 +202,11 @@ pub struct UpBlock {
 }
 
 impl UpBlock {
+    /// Its transformers, in the order its forward runs them.
+    pub fn transformers(&self) -> impl Iterator<Item = &Transformer2DModel> {
+        self.attentions.iter()
+    }
+
     /// `prev`: channels coming from below; `skip_in`: channels of the deepest skip
     /// this block concatenates (the level above's output); `layers` resnets.
     #[allow(clippy::too_many_arguments)]
@@ -235,7 +250,7 @@ impl UpBlock {
         x: &Tensor,
         mut skips: Vec<Tensor>,
         emb: &Tensor,
-        context: &Tensor,
+        context: &Cross,
     ) -> Result<Tensor> {
         let mut x = x.clone();
         for (j, resnet) in self.resnets.iter().enumerate() {

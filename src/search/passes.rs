@@ -195,7 +195,7 @@ pub(super) fn memory_plan(ctx: &Context, pipeline: &Pipeline, s: &Settings) -> R
 /// The views, UNet pass and scoring pass for K candidates, decoding latents
 /// in the `memory` plan's tiles and running the UNet and decoder in its
 /// precision, their activations in the run's `arena`. The context broadcast
-/// goes into the text stage (run once per run).
+/// and its cross-attention projections go into the text stage (run once per run).
 pub(super) fn plan_passes(
     ctx: &Context,
     pipeline: &Pipeline,
@@ -205,7 +205,11 @@ pub(super) fn plan_passes(
     memory: &MemoryPlan,
 ) -> Result<Passes> {
     let cands = st.cands.prefix(k)?;
-    let context = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
+    let hidden = repeat_context(ctx, &mut text.graph, &text.hidden, k)?;
+    // The cross-attention keys and values, like the text, are the same every
+    // step: the text stage projects them once, in the UNet's precision.
+    text.graph.set_precision(memory.precision);
+    let context = pipeline.unet.project_context(&mut text.graph, &hidden)?;
     let mut unet = Graph::in_arena(ctx, "unet", arena);
     unet.set_precision(memory.precision);
     let model_out = pipeline
