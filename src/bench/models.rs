@@ -186,14 +186,11 @@ impl Model {
                 let sample = image(*channels, *size, 0.0)?;
                 let t: Vec<f32> = (0..batch).map(|b| 999.0 - 100.0 * b as f32).collect();
                 let t = Tensor::from_f32(ctx, "timesteps", &[batch], &t)?; // [B]
-                let context = Tensor::from_f32(
-                    ctx,
-                    "context",
-                    &[batch, CONTEXT, *cross],
-                    &signed(batch * CONTEXT * cross, 1.0),
-                )?; // [B, 77, cross]
-                    // The whole forward, projections of the context included (as PyTorch runs it).
-                unet.forward(&mut g, &sample, &t, &CrossContext::Hidden(context))?;
+                let shape = [batch, CONTEXT, *cross];
+                let hidden = signed(batch * CONTEXT * cross, 1.0);
+                let hidden = Tensor::from_f32(ctx, "context", &shape, &hidden)?;
+                // The whole forward, the context's projections included (as PyTorch runs it).
+                unet.forward(&mut g, &sample, &t, &CrossContext::Hidden(hidden))?;
             }
             Model::Vae(vae, size) => {
                 let latents = image(vae.config.latent_channels, *size, 4.0)?;
