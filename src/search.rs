@@ -157,7 +157,8 @@ fn execute(ctx: &Context, plan: &Plan, request: &Request) -> Result<(Vec<u8>, Ve
             progress.step(done, plan.s.steps);
         }
     };
-    for (step, list) in plan.order().iter().enumerate() {
+    let order = plan.order();
+    for (step, list) in order.iter().enumerate() {
         // When rounds are kept, a round's block is split before its broadcasts so
         // the candidates can be read back as they were scored (the only extra readbacks).
         let split = match keep && plan.blocks[step].round() {
@@ -169,7 +170,7 @@ fn execute(ctx: &Context, plan: &Plan, request: &Request) -> Result<(Vec<u8>, Ve
             rounds.push(read_round(ctx, plan, step)?);
             queued = submit_launches(ctx, plan, step, &list[split..], split);
         }
-        // Steps before this one are done once the one before it is.
+        // The previous step ends before this one starts: report it while this one runs.
         if let Some(previous) = in_flight.replace(queued) {
             ctx.wait_for(previous)?;
             report(step);
@@ -177,7 +178,7 @@ fn execute(ctx: &Context, plan: &Plan, request: &Request) -> Result<(Vec<u8>, Ve
     }
     if let Some(last) = in_flight {
         ctx.wait_for(last)?;
-        report(plan.order().len());
+        report(order.len());
     }
     Ok((read_out(ctx, plan)?, rounds))
 }

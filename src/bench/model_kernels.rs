@@ -50,14 +50,16 @@ pub(crate) fn model_launches(r: &mut Runner, dir: &std::path::Path, name: &str) 
     order.sort();
     for (i, count) in order {
         for (variant, g) in &plans {
-            // A pinned plan's launch i is easel's on another kernel (same graph).
-            let d = &g.dispatches[i];
-            let same =
-                |e: &Dispatch| e.kernel.label == d.kernel.label && e.workgroups == d.workgroups;
-            if variant != "easel" && same(&easel[i]) {
+            // A pinned plan's launch i is easel's on another kernel (same graph);
+            // where it is easel's own kernel, easel's row says it.
+            let Some(d) = g.dispatches.get(i) else {
                 continue;
+            };
+            let easels =
+                d.kernel.label == easel[i].kernel.label && d.workgroups == easel[i].workgroups;
+            if variant == "easel" || !easels {
+                model_row(r, name, variant, d, count)?;
             }
-            model_row(r, name, variant, d, count)?;
         }
     }
     Ok(())

@@ -40,13 +40,8 @@ impl Attention {
         })
     }
 
-    /// x `[N, L, D]`, context `[N, S, Dkv]` (or x itself) → `[N, L, D]`.
-    pub fn forward(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let o = self.heads_out(g, x, context)?;
-        g.linear(&o, &self.to_out) // to_out.1 is dropout: inference only
-    }
-
-    /// [`Self::forward`]` + residual`, the add in to_out's store.
+    /// `attn(x, context) + residual` (context `[N, S, Dkv]`, or x itself),
+    /// the add in to_out's store (to_out.1 is dropout: inference only).
     fn forward_add(
         &self,
         g: &mut Graph,
@@ -54,7 +49,20 @@ impl Attention {
         context: &Tensor,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        let o = self.heads_out(g, x, context)?;
+        let kv = self.key_value(g, context)?;
+        self.forward_kv_add(g, x, &kv, residual)
+    }
+
+    /// [`Self::forward_add`] attending keys and values already projected.
+    fn forward_kv_add(
+        &self,
+        g: &mut Graph,
+        x: &Tensor,
+        (k, v): &KeyValue,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let q = g.linear(x, &self.to_q)?; // [N, L, H*Dh]
+        let o = g.attention(&q, k, v, self.heads, false)?;
         g.linear_add(&o, &self.to_out, residual)
     }
 
@@ -69,24 +77,12 @@ impl Attention {
         g.linear_to_nchw_add(&o, &self.to_out, residual)
     }
 
-    /// The heads' outputs before to_out: `[N, L, H*Dh]`.
-    fn heads_out(&self, g: &mut Graph, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let (k, v) = self.key_value(g, context)?;
-        self.heads_out_kv(g, x, &k, &v)
-    }
-
     /// The keys and values of `context` `[N, S, Dkv]`: `[N, S, H*Dh]` each.
-    fn key_value(&self, g: &mut Graph, context: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn key_value(&self, g: &mut Graph, context: &Tensor) -> Result<KeyValue> {
         Ok((
             g.linear(context, &self.to_k)?,
             g.linear(context, &self.to_v)?,
         ))
-    }
-
-    /// [`Self::heads_out`] with the keys and values given.
-    fn heads_out_kv(&self, g: &mut Graph, x: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let q = g.linear(x, &self.to_q)?; // [N, L, H*Dh]
-        g.attention(&q, k, v, self.heads, false)
     }
 }
 
@@ -180,9 +176,8 @@ impl BasicTransformerBlock {
         let mut h = g.layer_norm(x, &self.norm1)?;
         let mut x = self.attn1.forward_add(g, &h, &h, x)?;
         h = g.layer_norm(&x, &self.norm2)?;
-        let (k, v) = context.key_value(g, &self.attn2)?;
-        let o = self.attn2.heads_out_kv(g, &h, &k, &v)?;
-        x = g.linear_add(&o, &self.attn2.to_out, &x)?;
+        let kv = context.key_value(g, &self.attn2)?;
+        x = self.attn2.forward_kv_add(g, &h, &kv, &x)?;
         h = g.layer_norm(&x, &self.norm3)?;
         self.ff.forward_add(g, &h, &x)
     }
