@@ -45,6 +45,9 @@ impl Engine {
 
     /// Load the models of a folder read (and perhaps checked against) before.
     pub fn load(ctx: Context, config: PipelineConfig) -> Result<Self> {
+        // An unreadable kernel table (EASEL_TUNING) is an error now, not a
+        // silent change of kernels at the first GEMM.
+        crate::ops::tuning::tables()?;
         let pipeline = Pipeline::load(&ctx, config)?;
         Ok(Self {
             ctx,

@@ -76,6 +76,15 @@ enum Command {
         #[command(flatten)]
         adapter: AdapterArgs,
     },
+    /// Time every GEMM kernel at a model's launches on this adapter and save the fastest
+    /// per shape class (EASEL_TUNING, default ~/.cache/easel/tuning.json), which later
+    /// runs on the adapter use.
+    Tune {
+        #[command(flatten)]
+        args: Box<cli::tune::TuneArgs>,
+        #[command(flatten)]
+        adapter: AdapterArgs,
+    },
     /// List the adapters wgpu finds, their features and limits, and the one easel picks.
     Devices {
         #[command(flatten)]
@@ -108,6 +117,7 @@ fn main() -> ExitCode {
         // A batch that ran has its own codes: 1 if a job failed, 128+N after signal N.
         Some(Command::Batch { args, adapter }) => cli::batch::run(&args, &adapter.options()),
         Some(Command::Bench { args, adapter }) => done(cli::bench::run(&args, &adapter.options())),
+        Some(Command::Tune { args, adapter }) => done(cli::tune::run(&args, &adapter.options())),
         Some(Command::Devices { adapter }) => done(cli::devices::run(&adapter.options())),
         Some(Command::Inspect { path }) => done(cli::inspect::run(path.as_deref())),
     };

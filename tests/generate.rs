@@ -258,7 +258,14 @@ fn wide_tiles_draw_what_the_default_kernels_draw() {
     let draw = |policy: Policy| {
         let mut ctx = common::new_context();
         ctx.wide_policy = policy;
-        let chosen = MatmulVariant::for_problem(&ctx, 1, 1, 1);
+        let gemm = easel::gpu::dispatch::Gemm {
+            op: easel::gpu::dispatch::GemmOp::Matmul,
+            batch: 1,
+            rows: 1,
+            cols: 1,
+            depth: 1,
+        };
+        let chosen = MatmulVariant::for_problem(&ctx, gemm);
         assert_eq!(chosen == MatmulVariant::GpuWide, policy == Policy::Always);
         let engine = Engine::with_context(ctx, common::files::tiny_latent_pipeline()).unwrap();
         let r = Request {

@@ -13,9 +13,10 @@
 # diffusers), kernels_{coop,gpu}.json (easel bench kernels --model at SD-1.5's shapes,
 # with and without cooperative matrices), generate_{coop,tiled}.json (easel bench generate
 # 256x256 and 512x512, K = 1, 20 steps; tiled = EASEL_COOPERATIVE=off; `--precision auto`,
-# which on a GPU with these f16 weights is f16 activations), generate_coop_f32.json (the
-# same with f32 activations),
-# diffusers_{fp32,fp16}.json (tools/bench_diffusers.py, the same work in diffusers on CUDA).
+# which on a GPU with these f16 weights is f16 activations; with f32 activations in
+# log.txt), diffusers_{fp32,fp16}.json (tools/bench_diffusers.py, the same work in
+# diffusers on CUDA), tuning.json (`easel tune` at SD-1.5's launches: this GPU's table,
+# for src/ops/tuning.json; a 512x512 generation with it follows, in log.txt).
 # Each step has its own time limit (LIMIT seconds, default 150) so one slow step cannot
 # take the others' time; a step that fails leaves its message in log.txt and the rest go on.
 set -uo pipefail
@@ -58,12 +59,15 @@ sizes=(--sizes 256x256,512x512 --candidates 1 --steps 20 --runs 2)
 step generate-coop "$EASEL" bench generate --model "$SD" "${sizes[@]}" --json "$OUT/generate_coop.json"
 step generate-tiled env EASEL_COOPERATIVE=off "$EASEL" bench generate --model "$SD" "${sizes[@]}" \
   --json "$OUT/generate_tiled.json"
-step generate-coop-f32 "$EASEL" bench generate --model "$SD" "${sizes[@]}" --precision f32 \
-  --json "$OUT/generate_coop_f32.json"
+step generate-coop-f32 "$EASEL" bench generate --model "$SD" "${sizes[@]}" --precision f32
 for precision in fp32 fp16; do
   step "diffusers-$precision" "$PY" tools/bench_diffusers.py --model "$SD" --precision "$precision" \
     --sizes 256x256,512x512 --steps 20 --json "$OUT/diffusers_$precision.json"
 done
+# Every GEMM variant at SD-1.5's launches, winners per shape class: the table to build in.
+step tune "$EASEL" tune --model "$SD" --out "$OUT/tuning.json"
+step generate-tuned env EASEL_TUNING="$OUT/tuning.json" "$EASEL" bench generate --model "$SD" \
+  --sizes 512x512 --candidates 1 --steps 20 --runs 2
 # The tiled GEMM's two tiles at the same shapes (log.txt), last so
 # that a run out of time loses only these: what EASEL_WIDE_TILES=auto's
 # 128-workgroup rule (src/ops/matmul.rs, MIN_WIDE_GROUPS) should be set from.

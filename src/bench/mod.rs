@@ -31,6 +31,7 @@ pub mod peak;
 pub mod plot;
 pub mod row;
 pub mod runner;
+pub mod tune;
 
 /// Repeated timings of one thing, in milliseconds.
 #[derive(Clone, Copy, Debug, Serialize)]

@@ -2,6 +2,7 @@
 //! passes, as the engine plans them (module docs of [`crate::bench::kernels`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::bench::models::Model;
 use crate::bench::row::Bound;
@@ -11,8 +12,18 @@ use crate::gpu::Dispatch;
 use crate::ops::matmul;
 use crate::weights::WeightPrecision;
 
-/// What makes two launches the same: kernel, workgroups, FLOPs, bytes.
-type Launch = (String, [u32; 3], u64, u64);
+/// What makes two launches the same: kernel (its pipeline: one label may
+/// have several, with other override constants), workgroups, FLOPs, bytes.
+pub(crate) type Launch = (usize, [u32; 3], u64, u64);
+
+pub(crate) fn launch_key(d: &Dispatch) -> Launch {
+    (
+        Arc::as_ptr(&d.kernel) as usize,
+        d.workgroups,
+        d.flops,
+        d.bytes,
+    )
+}
 
 /// Time each distinct launch of model `name`'s forward pass (module docs);
 /// a model that cannot exist on the adapter is skipped with its error. Rows
@@ -43,8 +54,7 @@ pub(crate) fn model_launches(r: &mut Runner, dir: &std::path::Path, name: &str) 
     // Distinct launches in first-use order, with how many times the pass makes each.
     let mut seen: BTreeMap<Launch, (usize, usize)> = BTreeMap::new();
     for (i, d) in easel.iter().enumerate() {
-        let key = (d.kernel.label.clone(), d.workgroups, d.flops, d.bytes);
-        seen.entry(key).or_insert((i, 0)).1 += 1;
+        seen.entry(launch_key(d)).or_insert((i, 0)).1 += 1;
     }
     let mut order: Vec<(usize, usize)> = seen.into_values().collect();
     order.sort();
@@ -70,8 +80,9 @@ pub(crate) fn model_launches(r: &mut Runner, dir: &std::path::Path, name: &str) 
 fn model_row(r: &mut Runner, name: &str, variant: &str, d: &Dispatch, count: usize) -> Result<()> {
     let [x, y, z] = d.workgroups;
     let shape = format!(
-        "{} x{count} {:.4} GFLOP {:.2} MB wg {x}x{y}x{z}",
+        "{} [{}] x{count} {:.4} GFLOP {:.2} MB wg {x}x{y}x{z}",
         d.kernel.label,
+        d.kernel.constants,
         d.flops as f64 / 1e9,
         d.bytes as f64 / 1e6
     );

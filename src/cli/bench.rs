@@ -241,6 +241,7 @@ fn models(args: &BenchArgs, adapter: &AdapterOptions, opts: &ModelOptions) -> Re
 /// The adapter, its profiler and an empty report.
 fn open(args: &BenchArgs, adapter: &AdapterOptions) -> Result<(Context, Profiler, Report)> {
     let ctx = Context::new(adapter)?;
+    easel::ops::tuning::tables()?;
     let profiler = bench::profiler(&ctx, args.wall_clock);
     let report = Report::new(&ctx, &profiler);
     Ok((ctx, profiler, report))

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod inspect;
 pub mod progress;
 pub mod start;
+pub mod tune;
 
 /// Keep Mesa's device-select Vulkan layer from printing
 /// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." on headless

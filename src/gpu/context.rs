@@ -90,6 +90,10 @@ pub struct Context {
     /// `ops::matmul::MatmulVariant::for_problem`) or always (every GEMM not
     /// on cooperative matrices, on any adapter: to time or check the tile).
     pub wide_policy: Policy,
+    /// Whether GEMM choices read the tables `easel tune` measured
+    /// (`ops::tuning`): yes unless `EASEL_TUNING=off`; tests of the built-in
+    /// rules turn it off.
+    pub tuned: bool,
     /// Whether the cooperative kernels passed their start-up self-test
     /// (`ops::matmul::coop_ready`), decided on first use.
     pub(crate) coop_checked: OnceLock<bool>,
@@ -269,6 +273,7 @@ impl Context {
             coop,
             coop_policy,
             wide_policy,
+            tuned: !std::env::var("EASEL_TUNING").is_ok_and(|v| v.eq_ignore_ascii_case("off")),
             coop_checked: OnceLock::new(),
         })
     }

@@ -37,6 +37,30 @@ pub struct Dispatch {
     /// Floating-point operations and bytes moved, for `easel bench`.
     pub flops: u64,
     pub bytes: u64,
+    /// The GEMM a matmul or conv2d launch computes (`None` for other kernels):
+    /// what `easel tune` classes its timings by.
+    pub gemm: Option<Gemm>,
+}
+
+/// Which op a GEMM launch belongs to: their tiles share code but load
+/// differently (conv2d gathers its A operand from an image).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum GemmOp {
+    Matmul,
+    Conv2d,
+}
+
+/// One GEMM problem: `batch` products of `rows × depth` by `depth × cols`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Gemm {
+    pub op: GemmOp,
+    pub batch: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub depth: usize,
 }
 
 /// Everything an op constructor needs to build a [`Dispatch`].
@@ -100,6 +124,7 @@ impl Launch<'_> {
             workgroups: self.workgroups,
             flops: self.flops,
             bytes: self.bytes,
+            gemm: None,
         })
     }
 }
@@ -119,6 +144,12 @@ impl Launch<'_> {
 }
 
 impl Dispatch {
+    /// This launch labelled as computing `gemm` (matmul's and conv2d's).
+    pub fn with_gemm(mut self, gemm: Gemm) -> Self {
+        self.gemm = Some(gemm);
+        self
+    }
+
     /// The bind group: the uniform, then each tensor's window of its buffer.
     /// Made on first use, which makes any deferred buffer it binds.
     pub fn bind_group(&self) -> &wgpu::BindGroup {

@@ -55,6 +55,9 @@ pub struct KernelSpec<'a> {
 #[derive(Debug)]
 pub struct Kernel {
     pub label: String,
+    /// The override constants set to anything but 0 (`TRANSPOSE_B=1 HAS_BIAS=1`):
+    /// what tells apart two kernels of one label.
+    pub constants: String,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
 }
@@ -142,8 +145,13 @@ impl PipelineCache {
                 },
                 cache: None,
             });
+        let set = spec.constants.iter().filter(|(_, v)| *v != 0.0);
         Kernel {
             label,
+            constants: set
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             pipeline,
             layout,
         }

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::coop::COLS;
+use crate::gpu::dispatch::{Gemm, GemmOp};
 use crate::gpu::{Access, Context, DType, Dispatch, Launch, Shader, Tensor};
 use crate::ops::epilogue::Epilogue;
 use crate::ops::matmul::{coop_shader, subgroups_of_8, MatmulVariant};
@@ -175,12 +176,19 @@ fn launch(
 ) -> Result<Dispatch> {
     let conv = Geometry::of(x, weight, opts)?;
     let (k, p) = (conv.k(), conv.p());
+    let gemm = Gemm {
+        op: GemmOp::Conv2d,
+        batch: conv.n,
+        rows: conv.cout,
+        cols: p,
+        depth: k,
+    };
     // Lazily: choosing runs the cooperative self-test, which itself calls this
     // with an explicit variant (eagerly it would wait on its own OnceLock).
     // Tile rows are output channels, columns pixels.
     let variant = opts
         .variant
-        .unwrap_or_else(|| MatmulVariant::for_problem(ctx, conv.n, conv.cout, p));
+        .unwrap_or_else(|| MatmulVariant::for_problem(ctx, gemm));
     epilogue.expect_activations("conv2d", x, out)?;
     let mut entry = Entry::pick(ctx, variant, &conv, &epilogue, weight.dtype)?;
     entry.constants.push(("UPSAMPLE", opts.upsample as f64));
@@ -206,6 +214,7 @@ fn launch(
             + weight.dtype.size() * weight.numel()) as u64,
     }
     .build(ctx, &params)
+    .map(|d| d.with_gemm(gemm))
 }
 
 /// The sizes of one convolution, checked against each other.

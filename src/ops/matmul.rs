@@ -4,9 +4,10 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::coop::{Coop, COLS};
+use crate::gpu::dispatch::{Gemm, GemmOp};
 use crate::gpu::{dispatch, Access, AdapterClass, Context, Dispatch, Launch, Policy};
 use crate::gpu::{DType, Shader, Tensor};
-use crate::ops::{expect_shape, groups, variant};
+use crate::ops::{expect_shape, groups, tuning, variant};
 
 pub use crate::ops::epilogue::Epilogue;
 pub use crate::ops::variant::{with_variant, MatmulVariant};
@@ -31,21 +32,26 @@ impl MatmulVariant {
         }
     }
 
-    /// [`Self::for_adapter`] for one problem of `batch` × `rows` × `cols`
-    /// outputs: on a GPU without cooperative matrices, `GpuWide` where its grid
-    /// has at least [`MIN_WIDE_GROUPS`] workgroups, else `Gpu`
-    /// (`EASEL_WIDE_TILES`, [`Context::wide_policy`], can pin it).
-    /// A benchmark's [`with_variant`] overrides all of it.
-    pub fn for_problem(ctx: &Context, batch: usize, rows: usize, cols: usize) -> Self {
+    /// The kernel for one GEMM problem: a benchmark's [`with_variant`] pin,
+    /// else the winner `easel tune` measured for its class on this adapter
+    /// ([`tuning`]; not where `EASEL_COOPERATIVE` or `EASEL_WIDE_TILES` pins a
+    /// choice, nor `Coop` where the self-test failed), else the rules:
+    /// [`Self::for_adapter`], and on a GPU without cooperative matrices
+    /// `GpuWide` where its grid has at least [`MIN_WIDE_GROUPS`] workgroups.
+    pub fn for_problem(ctx: &Context, gemm: Gemm) -> Self {
         if let Some(pinned) = variant::pinned() {
             return pinned;
         }
         let adapter = Self::for_adapter(ctx);
-        match (adapter, ctx.wide_policy) {
-            (Self::Coop, _) | (_, Policy::Off) => adapter,
-            (_, Policy::Always) => Self::GpuWide,
-            (Self::Gpu, Policy::Auto) if wide_fills(batch, rows, cols) => Self::GpuWide,
-            (variant, _) => variant,
+        let policies_auto = ctx.coop_policy == Policy::Auto && ctx.wide_policy == Policy::Auto;
+        let measured = policies_auto.then(|| tuning::winner(ctx, gemm)).flatten();
+        match (measured, adapter, ctx.wide_policy) {
+            (Some(Self::Coop), Self::Coop, _) => Self::Coop,
+            (Some(v), ..) if v != Self::Coop => v,
+            (_, Self::Coop, _) | (_, _, Policy::Off) => adapter,
+            (_, _, Policy::Always) => Self::GpuWide,
+            (_, Self::Gpu, Policy::Auto) if wide_fills(gemm) => Self::GpuWide,
+            (_, variant, _) => variant,
         }
     }
 
@@ -318,6 +324,7 @@ fn launch(
         bytes: (a.dtype.size() * (batch * m * k + batch * m * n) + b.dtype.size() * b_reads) as u64,
     }
     .build(ctx, &params)
+    .map(|d| d.with_gemm(shape.gemm()))
 }
 
 /// The kernel one dispatch runs: shader (f32 or f16 `b`; its f16-activation
@@ -345,7 +352,7 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
     // with an explicit variant (eagerly it would wait on its own OnceLock).
     let variant = opts
         .variant
-        .unwrap_or_else(|| MatmulVariant::for_problem(ctx, shape.batch, shape.m, shape.n));
+        .unwrap_or_else(|| MatmulVariant::for_problem(ctx, shape.gemm()));
     let aligned = shape.vec4_aligned(opts);
     let subgroup = aligned && !opts.transpose_a && subgroups_of_8(ctx);
     let plain = |shader, entry, tile| Pick {
@@ -393,6 +400,16 @@ struct Shape {
 }
 
 impl Shape {
+    fn gemm(&self) -> Gemm {
+        Gemm {
+            op: GemmOp::Matmul,
+            batch: self.batch,
+            rows: self.m,
+            cols: self.n,
+            depth: self.k,
+        }
+    }
+
     /// The output's shape: `a`'s batch dims, then `[M, N]` (`[N, M]` if
     /// `transpose_out`).
     fn out(&self, a: &Tensor, opts: &MatmulOptions) -> Vec<usize> {
@@ -458,6 +475,6 @@ impl Shape {
 
 /// Whether `GpuWide`'s grid for `batch` × `rows` × `cols` outputs has at
 /// least [`MIN_WIDE_GROUPS`] workgroups.
-fn wide_fills(batch: usize, rows: usize, cols: usize) -> bool {
-    batch * rows.div_ceil(WIDE_TILE.1) * cols.div_ceil(WIDE_TILE.0) >= MIN_WIDE_GROUPS
+fn wide_fills(g: Gemm) -> bool {
+    g.batch * g.rows.div_ceil(WIDE_TILE.1) * g.cols.div_ceil(WIDE_TILE.0) >= MIN_WIDE_GROUPS
 }

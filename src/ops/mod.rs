@@ -39,6 +39,7 @@ pub mod peak;
 pub mod resample;
 pub mod sampler;
 pub mod score;
+pub mod tuning;
 pub mod variant;
 
 macro_rules! shaders {

@@ -6,7 +6,9 @@ use std::cell::Cell;
 
 /// Which kernel shape to run; see wgsl/matmul.wgsl. All run on any adapter
 /// (`CpuSubgroup` falls back to `Cpu`, `Coop` to `Gpu`, where they cannot run).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum MatmulVariant {
     /// 64×64 workgroup-memory tiles with barriers, 4×4 outputs per thread:
     /// for real GPUs, on problems too small to fill one with `GpuWide`'s tiles.

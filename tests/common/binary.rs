@@ -1,6 +1,8 @@
 //! Running the built `easel` binary the way every CLI test does: wgpu's own
-//! adapter variables cleared (a test names what it wants), and a panic is
-//! always a failure, whatever the exit code the test expects.
+//! adapter variables cleared (a test names what it wants), no measured kernel
+//! table but the built-in one (`EASEL_TUNING` names a file that is never
+//! written: a user's `easel tune` cache does not change what tests run), and
+//! a panic is always a failure, whatever the exit code the test expects.
 
 use std::process::{Command, Output};
 
@@ -11,8 +13,14 @@ pub fn command(args: &[&str]) -> Command {
     command
         .args(args)
         .env_remove("WGPU_BACKEND")
-        .env_remove("WGPU_ADAPTER_NAME");
+        .env_remove("WGPU_ADAPTER_NAME")
+        .env("EASEL_TUNING", no_tuning_file());
     command
+}
+
+/// A table file that does not exist: `easel tune` tests write their own.
+fn no_tuning_file() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-tuning.json")
 }
 
 /// Run `command` to the end, asserting easel did not panic.

@@ -353,8 +353,18 @@ fn the_wide_tile_takes_the_problems_that_fill_its_grid() {
     let mut gpu = crate::common::new_context();
     gpu.class = easel::gpu::AdapterClass::Gpu;
     gpu.coop = None;
+    gpu.tuned = false; // the rules, not this adapter's measured table
     let pick = |ctx: &easel::gpu::Context, (batch, rows, cols)| {
-        MatmulVariant::for_problem(ctx, batch, rows, cols)
+        let op = easel::gpu::dispatch::GemmOp::Conv2d;
+        let depth = 64;
+        let gemm = easel::gpu::dispatch::Gemm {
+            op,
+            batch,
+            rows,
+            cols,
+            depth,
+        };
+        MatmulVariant::for_problem(ctx, gemm)
     };
     // SD-1.5 at 512x512, CFG batch 2: 320 channels x 4096 pixels -> 3 x 32 x 2 tiles.
     assert_eq!(pick(&gpu, (2, 320, 4096)), MatmulVariant::GpuWide);

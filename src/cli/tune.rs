@@ -1,0 +1,81 @@
+//! `easel tune`: measure every GEMM kernel at a model's launches on the
+//! adapter and save the fastest per shape class ([`easel::bench::tune`]) into
+//! the table file later runs read ([`easel::ops::tuning`]).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use easel::bench::tune::{self, TuneOptions};
+use easel::gpu::{AdapterOptions, Context};
+use easel::ops::tuning::{self, Tables};
+use easel::output::{check_writable, write_atomic};
+use easel::{Error, Result};
+
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    /// Model folder whose launches to time; default: EASEL_MODEL, else the model
+    /// built into easel. Tune with the model you run: classes it lacks take the
+    /// nearest measured one.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The UNet's and VAE decoder's activations: auto, f32 or f16 (as a run).
+    #[arg(long, default_value = "auto")]
+    pub precision: easel::memory_plan::Precision,
+    /// Table file to update; default: EASEL_TUNING, else ~/.cache/easel/tuning.json
+    /// ($XDG_CACHE_HOME). Other adapters' tables in it are kept.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Also write the figures to FILE as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Short timings, the UNet at batch 2 only (for tests; a noisy table).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+pub fn run(args: &TuneArgs, adapter: &AdapterOptions) -> Result<()> {
+    // Bad input fails before any GPU work: where to write, and what is there.
+    let out = match args.out.clone().or_else(tuning::path) {
+        Some(path) => path,
+        None => return Err(Error::BadInput(no_path())),
+    };
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    check_writable(&out)?;
+    let mut tables = Tables::read(&out)?;
+    if let Some(json) = &args.json {
+        check_writable(json)?;
+    }
+    let opts = TuneOptions {
+        model: easel::model_dir::resolve(args.model.as_deref())?,
+        precision: args.precision,
+        quick: args.quick,
+    };
+    let ctx = Context::new(adapter)?;
+    let profiler = easel::bench::profiler(&ctx, false);
+    let (table, figures) = tune::run(&ctx, &profiler, &opts)?;
+    let classes = table.winners.len();
+    tables.insert(table);
+    let text = serde_json::to_string_pretty(&tables).expect("tables serialize");
+    write_atomic(&out, format!("{text}\n").as_bytes())?;
+    println!(
+        "saved {classes} classes for this adapter to {}",
+        out.display()
+    );
+    if let Some(json) = &args.json {
+        let text = serde_json::to_string_pretty(&figures).expect("figures serialize");
+        write_atomic(json, format!("{text}\n").as_bytes())?;
+    }
+    Ok(())
+}
+
+fn no_path() -> String {
+    match std::env::var_os(tuning::ENV) {
+        Some(_) => format!("{}=off: give the table file with --out", tuning::ENV),
+        None => format!(
+            "no cache folder (HOME, XDG_CACHE_HOME unset): give the table file with --out or {}",
+            tuning::ENV
+        ),
+    }
+}
