@@ -14,9 +14,9 @@ use crate::weights::WeightPrecision;
 
 /// What makes two launches the same: kernel (its pipeline: one label may
 /// have several, with other override constants), workgroups, FLOPs, bytes.
-pub(crate) type Launch = (usize, [u32; 3], u64, u64);
+type Launch = (usize, [u32; 3], u64, u64);
 
-pub(crate) fn launch_key(d: &Dispatch) -> Launch {
+fn launch_key(d: &Dispatch) -> Launch {
     (
         Arc::as_ptr(&d.kernel) as usize,
         d.workgroups,

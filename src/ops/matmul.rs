@@ -35,23 +35,30 @@ impl MatmulVariant {
     /// The kernel for one GEMM problem: a benchmark's [`with_variant`] pin,
     /// else the winner `easel tune` measured for its class on this adapter
     /// ([`tuning`]; not where `EASEL_COOPERATIVE` or `EASEL_WIDE_TILES` pins a
-    /// choice, nor `Coop` where the self-test failed), else the rules:
-    /// [`Self::for_adapter`], and on a GPU without cooperative matrices
-    /// `GpuWide` where its grid has at least [`MIN_WIDE_GROUPS`] workgroups.
+    /// choice, nor `Coop` where the self-test failed), else [`Self::by_rules`].
     pub fn for_problem(ctx: &Context, gemm: Gemm) -> Self {
         if let Some(pinned) = variant::pinned() {
             return pinned;
         }
-        let adapter = Self::for_adapter(ctx);
+        let rules = Self::by_rules(ctx, gemm);
         let policies_auto = ctx.coop_policy == Policy::Auto && ctx.wide_policy == Policy::Auto;
-        let measured = policies_auto.then(|| tuning::winner(ctx, gemm)).flatten();
-        match (measured, adapter, ctx.wide_policy) {
-            (Some(Self::Coop), Self::Coop, _) => Self::Coop,
-            (Some(v), ..) if v != Self::Coop => v,
-            (_, Self::Coop, _) | (_, _, Policy::Off) => adapter,
-            (_, _, Policy::Always) => Self::GpuWide,
-            (_, Self::Gpu, Policy::Auto) if wide_fills(gemm) => Self::GpuWide,
-            (_, variant, _) => variant,
+        match policies_auto.then(|| tuning::winner(ctx, gemm)).flatten() {
+            Some(Self::Coop) if rules != Self::Coop => rules,
+            Some(measured) => measured,
+            None => rules,
+        }
+    }
+
+    /// The choice without measurements: [`Self::for_adapter`], and on a GPU
+    /// without cooperative matrices `GpuWide` where its grid has at least
+    /// [`MIN_WIDE_GROUPS`] workgroups (`EASEL_WIDE_TILES` can pin it).
+    pub fn by_rules(ctx: &Context, gemm: Gemm) -> Self {
+        let adapter = Self::for_adapter(ctx);
+        match (adapter, ctx.wide_policy) {
+            (Self::Coop, _) | (_, Policy::Off) => adapter,
+            (_, Policy::Always) => Self::GpuWide,
+            (Self::Gpu, Policy::Auto) if wide_fills(gemm) => Self::GpuWide,
+            (variant, _) => variant,
         }
     }
 
