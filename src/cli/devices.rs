@@ -3,6 +3,7 @@
 
 use easel::gpu::coop::{Coop, COLS};
 use easel::gpu::{context, AdapterOptions};
+use easel::ops::tuning;
 use easel::Result;
 
 pub fn run(opts: &AdapterOptions) -> Result<()> {
@@ -40,6 +41,7 @@ pub fn run(opts: &AdapterOptions) -> Result<()> {
             "      cooperative GEMM tile: {}",
             coop_tile(adapter, &limits)
         );
+        println!("      measured GEMM kernels: {}", tuning::describe(&info)?);
     }
     let info = adapters[picked].get_info();
     println!("easel uses [{picked}] {} via {:?}", info.name, info.backend);

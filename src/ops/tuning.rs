@@ -194,7 +194,8 @@ pub fn path() -> Option<PathBuf> {
     Some(cache.join("easel").join("tuning.json"))
 }
 
-fn tables_off() -> bool {
+/// `EASEL_TUNING=off`: no table is read.
+pub fn tables_off() -> bool {
     std::env::var_os(ENV).is_some_and(|v| v.eq_ignore_ascii_case("off"))
 }
 
@@ -220,6 +221,25 @@ pub fn tables() -> Result<&'static Tables> {
 /// The built-in tables alone (for tests and `easel tune`'s report).
 pub fn built_in() -> Result<Tables> {
     Tables::parse(BUILT_IN, Path::new("src/ops/tuning.json"))
+}
+
+/// Where this adapter's table comes from, for `easel devices`: the file's
+/// (`N classes, FILE`), the built-in one, or none.
+pub fn describe(info: &wgpu::AdapterInfo) -> Result<String> {
+    if tables_off() {
+        return Ok(format!("off ({ENV}=off)"));
+    }
+    let key = AdapterKey::of(info);
+    let classes = |t: &AdapterTable| format!("{} classes", t.winners.len());
+    if let Some(path) = path() {
+        if let Some(t) = Tables::read(&path)?.for_adapter(&key) {
+            return Ok(format!("{}, {}", classes(t), path.display()));
+        }
+    }
+    Ok(match built_in()?.for_adapter(&key) {
+        Some(t) => format!("{}, built in", classes(t)),
+        None => "none (`easel tune` measures them)".into(),
+    })
 }
 
 /// The measured winner for `gemm` on this adapter, if its table has one.
