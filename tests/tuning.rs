@@ -165,3 +165,32 @@ fn tune_with_tables_off_needs_an_out_file() {
     assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
     assert!(stderr(&run).contains("--out"), "{}", stderr(&run));
 }
+
+/// Arguments that cannot work fail before any GPU work, exit 2, one line.
+#[test]
+fn bad_tune_arguments_exit_2_before_any_work() {
+    let dir = TempDir::new("tune-args");
+    let out = dir.path().join("t.json");
+    let model = path_str(tiny_latent_pipeline());
+    let file = dir.write("file", "x");
+    let under_file = file.join("t.json");
+    let cases: [&[&str]; 3] = [
+        &[
+            "tune",
+            "--model",
+            path_str(dir.path()),
+            "--out",
+            path_str(&out),
+        ],
+        &["tune", "--model", model, "--out", path_str(dir.path())],
+        &["tune", "--model", model, "--out", path_str(&under_file)],
+    ];
+    for args in cases {
+        let run = easel(args);
+        let err = stderr(&run);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(stdout(&run).is_empty(), "no GPU work: {}", stdout(&run));
+    }
+    assert!(!out.exists());
+}

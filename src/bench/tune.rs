@@ -99,14 +99,18 @@ pub fn run(
     Ok((table, figures))
 }
 
+/// The component folders `tune` times, those a model folder has.
+pub const MODELS: [&str; 4] = ["unet", "vae", "text_encoder", "scorer"];
+
 /// The models the loop runs, each at the batches it runs them.
 fn batches(quick: bool) -> [(&'static str, &'static [usize]); 4] {
     let unet: &[usize] = if quick { &[2] } else { &[2, 8] };
+    let [unet_dir, vae, text_encoder, scorer] = MODELS;
     [
-        ("unet", unet),
-        ("vae", &[1]),
-        ("text_encoder", &[2]),
-        ("scorer", &[4]),
+        (unet_dir, unet),
+        (vae, &[1]),
+        (text_encoder, &[2]),
+        (scorer, &[4]),
     ]
 }
 

@@ -40,15 +40,25 @@ pub fn run(args: &TuneArgs, adapter: &AdapterOptions) -> Result<()> {
         None => return Err(Error::BadInput(no_path())),
     };
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::BadInput(format!("{}: cannot create the folder: {e}", dir.display()))
+        })?;
     }
     check_writable(&out)?;
     let mut tables = Tables::read(&out)?;
     if let Some(json) = &args.json {
         check_writable(json)?;
     }
+    let model = easel::model_dir::resolve(args.model.as_deref())?;
+    if !tune::MODELS.iter().any(|name| model.join(name).is_dir()) {
+        let names = tune::MODELS.join(", ");
+        let dir = model.display();
+        return Err(Error::BadInput(format!(
+            "{dir}: not a model folder (none of {names})"
+        )));
+    }
     let opts = TuneOptions {
-        model: easel::model_dir::resolve(args.model.as_deref())?,
+        model,
         precision: args.precision,
         quick: args.quick,
     };
