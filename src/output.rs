@@ -144,6 +144,12 @@ pub fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Write `value` to `path` as pretty-printed JSON, atomically ([`write_atomic`]).
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialise");
+    write_atomic(path, format!("{text}\n").as_bytes())
+}
+
 /// Write `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
 /// Refused, leaving everything as it was, unless `path` is absent or a regular file,
 /// both before the temp file is written and just before the rename.

@@ -75,10 +75,17 @@ fn tune_saves_this_adapters_winners_beside_other_tables() {
         assert!(ms[variant].as_f64().unwrap() <= least * 1.05, "{w}");
         assert!(["matmul", "conv2d"].contains(&w["op"].as_str().unwrap()));
     }
-    // Tuning again replaces this adapter's table, not adds one.
-    let run = tune(&out);
+    // Tuning again replaces this adapter's table, not adds one; --json writes
+    // the bench report (device, clock) with the table measured.
+    let json = dir.path().join("report.json");
+    let model = path_str(tiny_latent_pipeline());
+    let args = ["tune", "--quick", "--model", model, "--out", path_str(&out)];
+    let run = easel(&[&args[..], &["--json", path_str(&json)]].concat());
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
     assert_eq!(read_json(&out)["adapters"].as_array().unwrap().len(), 2);
+    let report = read_json(&json);
+    assert!(report["device"].is_string(), "{report}");
+    assert!(!report["tune"]["winners"].as_array().unwrap().is_empty());
 }
 
 /// A table that names the 64×64 shared-memory tile for every class makes

@@ -205,8 +205,7 @@ impl Report {
 
     /// Write the document (atomically, like every file easel writes).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(&self.doc).expect("JSON values serialise");
-        crate::output::write_atomic(path, format!("{text}\n").as_bytes())
+        crate::output::write_json(path, &self.doc)
     }
 }
 

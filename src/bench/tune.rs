@@ -13,10 +13,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde_json::{json, Value};
-
 use crate::bench::models::Model;
-use crate::bench::{device_label, Stats, Table};
+use crate::bench::{Stats, Table};
 use crate::error::{Error, Result};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{Context, Dispatch};
@@ -54,12 +52,8 @@ type Sums = BTreeMap<ShapeClass, ClassTimes>;
 /// should not flip kernels (and output bits) on noise.
 const MARGIN: f64 = 0.05;
 
-/// Measure (module docs) and return this adapter's table, and the figures as JSON.
-pub fn run(
-    ctx: &Context,
-    profiler: &Profiler,
-    opts: &TuneOptions,
-) -> Result<(AdapterTable, Value)> {
+/// Measure (module docs) and return this adapter's table.
+pub fn run(ctx: &Context, profiler: &Profiler, opts: &TuneOptions) -> Result<AdapterTable> {
     let variants: Vec<MatmulVariant> = MatmulVariant::available(ctx)
         .into_iter()
         .filter(|&v| v != MatmulVariant::Coop || coop_ready(ctx).is_some())
@@ -95,8 +89,7 @@ pub fn run(
     }
     let table = adapter_table(ctx, opts, &sums);
     print(&sums, &table, &variants);
-    let figures = json!({"device": device_label(ctx), "table": table});
-    Ok((table, figures))
+    Ok(table)
 }
 
 /// The component folders `tune` times, those a model folder has.

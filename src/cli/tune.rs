@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use easel::bench::tune::{self, TuneOptions};
+use easel::bench::Report;
 use easel::gpu::{AdapterOptions, Context};
 use easel::ops::tuning::{self, Tables};
-use easel::output::{check_writable, write_atomic};
+use easel::output::{check_writable, write_json};
 use easel::{Error, Result};
 
 #[derive(Args, Debug)]
@@ -25,7 +26,7 @@ pub struct TuneArgs {
     /// ($XDG_CACHE_HOME). Other adapters' tables in it are kept.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Also write the figures to FILE as JSON.
+    /// Also write the report to FILE as JSON (as `easel bench --json`: device, clock, the table).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Short timings, the UNet at batch 2 only (for tests; a noisy table).
@@ -64,19 +65,20 @@ pub fn run(args: &TuneArgs, adapter: &AdapterOptions) -> Result<()> {
     };
     let ctx = Context::new(adapter)?;
     let profiler = easel::bench::profiler(&ctx, false);
-    let (table, figures) = tune::run(&ctx, &profiler, &opts)?;
+    let table = tune::run(&ctx, &profiler, &opts)?;
     let classes = table.winners.len();
+    if let Some(json) = &args.json {
+        // The report every `easel bench` writes (device, clock), with the table.
+        let mut report = Report::new(&ctx, &profiler);
+        report.set("tune", serde_json::json!(table));
+        report.write(json)?;
+    }
     tables.insert(table);
-    let text = serde_json::to_string_pretty(&tables).expect("tables serialize");
-    write_atomic(&out, format!("{text}\n").as_bytes())?;
+    write_json(&out, &tables)?;
     println!(
         "saved {classes} classes for this adapter to {}",
         out.display()
     );
-    if let Some(json) = &args.json {
-        let text = serde_json::to_string_pretty(&figures).expect("figures serialize");
-        write_atomic(json, format!("{text}\n").as_bytes())?;
-    }
     Ok(())
 }
 

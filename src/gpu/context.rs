@@ -273,7 +273,7 @@ impl Context {
             coop,
             coop_policy,
             wide_policy,
-            tuned: !std::env::var("EASEL_TUNING").is_ok_and(|v| v.eq_ignore_ascii_case("off")),
+            tuned: !crate::gpu::policy::tuning_off(),
             coop_checked: OnceLock::new(),
         })
     }

@@ -15,6 +15,15 @@ pub enum Policy {
     Always,
 }
 
+/// The environment variable naming the measured kernel tables' file
+/// (`ops::tuning`), or `off`.
+pub const TUNING_ENV: &str = "EASEL_TUNING";
+
+/// `EASEL_TUNING=off`: no measured table is read, the rules choose every kernel.
+pub fn tuning_off() -> bool {
+    std::env::var_os(TUNING_ENV).is_some_and(|v| v.eq_ignore_ascii_case("off"))
+}
+
 impl Policy {
     /// The policy environment variable `name` sets; unset or empty is `Auto`.
     pub(crate) fn from_env(name: &str) -> Result<Self> {

@@ -22,11 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Gemm, GemmOp};
+use crate::gpu::policy::tuning_off;
 use crate::gpu::Context;
 use crate::ops::variant::MatmulVariant;
 
 /// The environment variable naming the table file (or `off`).
-pub const ENV: &str = "EASEL_TUNING";
+pub const ENV: &str = crate::gpu::policy::TUNING_ENV;
 
 /// The tables of adapters measured by the project, built into easel.
 const BUILT_IN: &str = include_str!("tuning.json");
@@ -178,8 +179,10 @@ impl Tables {
 /// The table file `EASEL_TUNING` names, else the user's cache file; `None`
 /// when tables are off or there is no cache folder to default to.
 pub fn path() -> Option<PathBuf> {
+    if tuning_off() {
+        return None;
+    }
     match std::env::var_os(ENV) {
-        Some(v) if v.eq_ignore_ascii_case("off") => return None,
         Some(v) if !v.is_empty() => return Some(PathBuf::from(v)),
         _ => {}
     }
@@ -194,21 +197,15 @@ pub fn path() -> Option<PathBuf> {
     Some(cache.join("easel").join("tuning.json"))
 }
 
-/// `EASEL_TUNING=off`: no table is read.
-pub fn tables_off() -> bool {
-    std::env::var_os(ENV).is_some_and(|v| v.eq_ignore_ascii_case("off"))
-}
-
 /// Every table in use: the file's, then the built-in ones (a file's table
 /// of an adapter wins over the built-in one). Read once per process.
 pub fn tables() -> Result<&'static Tables> {
     static LOADED: OnceLock<std::result::Result<Tables, String>> = OnceLock::new();
     let loaded = LOADED.get_or_init(|| {
-        if tables_off() {
+        if tuning_off() {
             return Ok(Tables::default());
         }
-        let mut tables = Tables::parse(BUILT_IN, Path::new("src/ops/tuning.json"))
-            .expect("the built-in tuning table parses (tests/tuning.rs)");
+        let mut tables = built_in().expect("the built-in table parses (the_built_in_tables_parse)");
         if let Some(path) = path() {
             let file = Tables::read(&path).map_err(|e| e.to_string())?;
             file.adapters.into_iter().for_each(|t| tables.insert(t));
@@ -218,7 +215,7 @@ pub fn tables() -> Result<&'static Tables> {
     loaded.as_ref().map_err(|m| Error::BadInput(m.clone()))
 }
 
-/// The built-in tables alone (for tests and `easel tune`'s report).
+/// The built-in tables alone (src/ops/tuning.json).
 pub fn built_in() -> Result<Tables> {
     Tables::parse(BUILT_IN, Path::new("src/ops/tuning.json"))
 }
@@ -226,7 +223,7 @@ pub fn built_in() -> Result<Tables> {
 /// Where this adapter's table comes from, for `easel devices`: the file's
 /// (`N classes, FILE`), the built-in one, or none.
 pub fn describe(info: &wgpu::AdapterInfo) -> Result<String> {
-    if tables_off() {
+    if tuning_off() {
         return Ok(format!("off ({ENV}=off)"));
     }
     let key = AdapterKey::of(info);
