@@ -125,6 +125,14 @@ fn store(n: u32, co: u32, pix: u32, acc: f32) {
     out[at] = act(y);
 }
 
+// The GEMM tiles' pair of outputs (wgsl/gemm_tile.wgsl): two stores, since no
+// convolution combines them (GEGLU is matmul's).
+const GEGLU: bool = false;
+fn store_pair(n: u32, co: u32, pix: u32, acc0: f32, acc1: f32) {
+    store(n, co, pix, acc0);
+    store(n, co, pix + 1u, acc1);
+}
+
 // ---------------------------------------------------------------------------
 // GPU: the 64×64 tile of wgsl/gemm_tile.wgsl (64 output channels × 64 pixels)
 // with A = weight [Cout, K] and B = cols [K, P]; same thread layout as matmul_gpu.

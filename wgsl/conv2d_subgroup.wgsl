@@ -29,7 +29,7 @@ fn cols_pair(n: u32, t: ptr<function, Tap>, o0: vec2<i32>, o1: vec2<i32>) -> mat
 }
 
 // acc[c][r] = output (channel co + r, pixel pix + c).
-fn store_pair(n: u32, co: u32, pix: u32, acc: mat2x4<f32>) {
+fn store_2x4(n: u32, co: u32, pix: u32, acc: mat2x4<f32>) {
     for (var c = 0u; c < 2u; c++) {
         for (var r = 0u; r < 4u; r++) {
             store(n, co + r, pix + c, acc[c][r]);
@@ -88,16 +88,16 @@ fn conv2d_cpu_subgroup(
             a7 += transpose(rows_hi(w3)) * xb;
         }
     }
-    store_pair(n, co, pix, a0);
-    store_pair(n, co + 4u, pix, a1);
+    store_2x4(n, co, pix, a0);
+    store_2x4(n, co + 4u, pix, a1);
     if (CO_BLOCK >= 16u) {
-        store_pair(n, co + 8u, pix, a2);
-        store_pair(n, co + 12u, pix, a3);
+        store_2x4(n, co + 8u, pix, a2);
+        store_2x4(n, co + 12u, pix, a3);
     }
     if (CO_BLOCK >= 32u) {
-        store_pair(n, co + 16u, pix, a4);
-        store_pair(n, co + 20u, pix, a5);
-        store_pair(n, co + 24u, pix, a6);
-        store_pair(n, co + 28u, pix, a7);
+        store_2x4(n, co + 16u, pix, a4);
+        store_2x4(n, co + 20u, pix, a5);
+        store_2x4(n, co + 24u, pix, a6);
+        store_2x4(n, co + 28u, pix, a7);
     }
 }

@@ -50,16 +50,7 @@ fn a4_at(i: u32) -> vec4<f32> { return vec4<f32>(a4[i]); }
 fn out_set(i: u32, y: f32) { out[i] = act(y); }
 fn out4_set(i: u32, y: vec4<f32>) { out4[i] = vec4<act>(y); }
 
-// erf with |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26); WGSL has no erf.
-// Per component: the scalar kernels call it on vec4(x) and keep .x.
-fn erf(x: vec4<f32>) -> vec4<f32> {
-    let s = sign(x);
-    let z = abs(x);
-    let t = 1.0 / (1.0 + 0.3275911 * z);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    return s * (1.0 - poly * exp(-z * z));
-}
-
+// erf: wgsl/gelu.wgsl, compiled before this file.
 fn activate(x: vec4<f32>) -> vec4<f32> {
     switch OP {
         case 1u: { return x / (1.0 + exp(-x)); }
@@ -139,17 +130,4 @@ fn binary_same4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     out4_set(i, combine(a4_at(i), vec4<f32>(b4[i])));
-}
-
-// GEGLU (diffusers attention.GEGLU): a [rows, 2 * d3] -> out [rows, d3],
-// out = hidden * gelu(gate) with hidden, gate = a.chunk(2, dim=-1).
-@compute @workgroup_size(256)
-fn geglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n) { return; }
-    let row = i / p.d3;
-    let col = i % p.d3;
-    let hidden = a_at(row * 2u * p.d3 + col);
-    let gate = a_at(row * 2u * p.d3 + p.d3 + col);
-    out_set(i, hidden * 0.5 * gate * (1.0 + erf(vec4(gate * 0.70710678118654752)).x));
 }

@@ -15,7 +15,8 @@
 //   8-lane ones (src/gpu/coop.rs picks, and refuses a pairing that does not fit);
 // - results leave through a per-subgroup FRAG×FRAG scratch, so `store` sees one
 //   element at a time (alpha, bias and the output layout stay the kernel's;
-//   TRANSPOSE_C says which way the output runs).
+//   TRANSPOSE_C says which way the output runs), `store_pair` two neighbouring
+//   columns with GEGLU.
 // Subgroup s is taken to be invocations s·SUBGROUP_SIZE.. of the workgroup, as
 // Vulkan and Metal lay them out; the start-up self-test (src/ops/matmul.rs)
 // compares this kernel with gemm_tile.wgsl's before easel chooses it.
@@ -87,12 +88,20 @@ fn coop_write(acc: CoopC, z: u32, i: u32, j: u32, sg: u32, lane: u32) {
         coopStoreT(acc, &coop_c[base], stride);
     }
     workgroupBarrier();
-    for (var e = lane; e < FRAG * FRAG; e += SUBGROUP_SIZE) {
-        var at = vec2(e / FRAG, e % FRAG); // (row, column) of the fragment
-        if (TRANSPOSE_C) {
-            at = at.yx;
+    if (GEGLU) {
+        // Each lane two neighbouring columns of a row (row-major: GEGLU never
+        // has TRANSPOSE_C).
+        for (var e = 2u * lane; e < FRAG * FRAG; e += 2u * SUBGROUP_SIZE) {
+            store_pair(z, i + e / FRAG, j + e % FRAG, coop_c[base + e], coop_c[base + e + 1u]);
         }
-        store(z, i + at.x, j + at.y, coop_c[base + e]);
+    } else {
+        for (var e = lane; e < FRAG * FRAG; e += SUBGROUP_SIZE) {
+            var at = vec2(e / FRAG, e % FRAG); // (row, column) of the fragment
+            if (TRANSPOSE_C) {
+                at = at.yx;
+            }
+            store(z, i + at.x, j + at.y, coop_c[base + e]);
+        }
     }
     workgroupBarrier();
 }

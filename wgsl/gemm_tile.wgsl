@@ -7,12 +7,18 @@
 //   fn load_a(z: u32, i: u32, kk: u32) -> f32    A[z][i, kk], 0 outside A
 //   fn load_b(z: u32, kk: u32, j: u32) -> f32    B[z][kk, j], 0 outside B
 //   fn store(z: u32, i: u32, j: u32, acc: f32)   writes out[z][i, j], drops it outside
+//   fn store_pair(z, i, j, acc0, acc1)           out[z][i, j] and [i, j + 1], j even
 //   TRANSPOSE_C                                  out is contiguous along i, not j
+//   GEGLU                                        store_pair combines its two values into
+//                                                one output (matmul), so a thread must own
+//                                                both columns of every pair it stores
 //
 // Two tiles, one workgroup of 16×16 threads (256 is the WebGPU baseline limit):
 // - 64×64 (`Gpu`, gemm_tile): TILE_K 16 deep, each thread owning rows ty + 16r
 //   and columns tx + 16c (r, c < 4), so neighbouring threads read neighbouring
-//   workgroup-memory words;
+//   workgroup-memory words (with GEGLU columns 2tx, 2tx + 1, 32 + 2tx, 33 + 2tx:
+//   pairs, still without bank conflicts, since the 16 threads along x then
+//   read every other word);
 // - 128×128 (`GpuWide`, gemm_tile_wide): TILE_K 8 deep, each thread owning an
 //   8×8 block (rows 4ty.. and 64 + 4ty.., columns 4tx.. and 64 + 4tx..) read as
 //   vec4 from workgroup memory: 64 FMAs per 4 vec4 reads against 16 per 8
@@ -60,7 +66,10 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
     let j0 = wg.x * TILE;
     let ty = select(lid.y, lid.x, TRANSPOSE_C);
     let tx = select(lid.x, lid.y, TRANSPOSE_C);
-    var acc: array<vec4<f32>, 4>; // acc[r][c]: output (i0 + ty + 16r, j0 + tx + 16c)
+    // This thread's columns of the tile.
+    let cols = select(vec4(tx, tx + 16u, tx + 32u, tx + 48u),
+                      vec4(2u * tx, 2u * tx + 1u, 2u * tx + 32u, 2u * tx + 33u), GEGLU);
+    var acc: array<vec4<f32>, 4>; // acc[r][c]: output (i0 + ty + 16r, j0 + cols[c])
     // Every thread runs every iteration: the barriers stay in uniform control flow.
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
         load_tiles(z, i0, j0, k0, t, a_along_k, b_along_k);
@@ -69,8 +78,8 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
             let row = kk * TILE;
             let av = vec4(tile_a[row + ty], tile_a[row + ty + 16u],
                           tile_a[row + ty + 32u], tile_a[row + ty + 48u]);
-            let bv = vec4(tile_b[row + tx], tile_b[row + tx + 16u],
-                          tile_b[row + tx + 32u], tile_b[row + tx + 48u]);
+            let bv = vec4(tile_b[row + cols.x], tile_b[row + cols.y],
+                          tile_b[row + cols.z], tile_b[row + cols.w]);
             acc[0] += av.x * bv;
             acc[1] += av.y * bv;
             acc[2] += av.z * bv;
@@ -79,8 +88,14 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
         workgroupBarrier();
     }
     for (var r = 0u; r < 4u; r++) {
+        let i = i0 + ty + 16u * r;
+        if (GEGLU) {
+            store_pair(z, i, j0 + cols.x, acc[r].x, acc[r].y);
+            store_pair(z, i, j0 + cols.z, acc[r].z, acc[r].w);
+            continue;
+        }
         for (var cc = 0u; cc < 4u; cc++) {
-            store(z, i0 + ty + 16u * r, j0 + tx + 16u * cc, acc[r][cc]);
+            store(z, i, j0 + cols[cc], acc[r][cc]);
         }
     }
 }
@@ -138,9 +153,9 @@ fn gemm_tile_wide(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_alon
         let i = i0 + 64u * (r / 4u) + 4u * ty + r % 4u;
         for (var h = 0u; h < 2u; h++) {
             let j = j0 + 64u * h + 4u * tx;
-            for (var c = 0u; c < 4u; c++) {
-                store(z, i, j + c, acc[2u * r + h][c]);
-            }
+            let v = acc[2u * r + h];
+            store_pair(z, i, j, v.x, v.y);
+            store_pair(z, i, j + 2u, v.z, v.w);
         }
     }
 }

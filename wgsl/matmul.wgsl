@@ -33,6 +33,11 @@ override TRANSPOSE_C: bool = false;
 // The epilogue adds a residual of c's layout and scales the sum (a transformer
 // block's `attn(x) + x`), saving the separate add's launch and its pass over c.
 override HAS_RESIDUAL: bool = false;
+// GEGLU in the store (a feed-forward's net.0.proj, whose weight rows the loader
+// interleaves: column 2q is hidden q, 2q + 1 its gate): c [batch, M, N / 2]
+// receives hidden · gelu(gate), saving the GEGLU launch and a pass over the
+// [M, N] intermediate. Never with TRANSPOSE_C or HAS_RESIDUAL (the op refuses).
+override GEGLU: bool = false;
 
 struct Params {
     m: u32,
@@ -44,7 +49,8 @@ struct Params {
     stride_c: u32,
     alpha: f32,
     // Output column of this product's column 0, and the row stride of c (N
-    // unless the weight is split into row blocks).
+    // unless the weight is split into row blocks; N / 2 with GEGLU, where
+    // column j of the product lands in column (col0 + j) / 2).
     col0: u32,
     ldc: u32,
     // (product + bias + residual) · residual_scale when HAS_RESIDUAL.
@@ -99,6 +105,29 @@ fn store(batch: u32, i: u32, j: u32, acc: f32) {
         y = (y + f32(residual[at])) * p.residual_scale;
     }
     c[at] = act(y);
+}
+
+// Outputs (i, j) and (i, j + 1), j even: two stores, or with GEGLU the one
+// output hidden · gelu(gate) at column (col0 + j) / 2. Hidden and gate are
+// rounded to `act` first, as the separate GEGLU kernel read them from memory,
+// so fusing changes no bits.
+fn store_pair(batch: u32, i: u32, j: u32, acc0: f32, acc1: f32) {
+    if (!GEGLU) {
+        store(batch, i, j, acc0);
+        store(batch, i, j + 1u, acc1);
+        return;
+    }
+    if (i >= p.m || j >= p.n) {
+        return;
+    }
+    var hidden = acc0 * p.alpha;
+    var gate = acc1 * p.alpha;
+    if (HAS_BIAS) {
+        hidden += bias[p.col0 + j];
+        gate += bias[p.col0 + j + 1u];
+    }
+    let y = gated_gelu(f32(act(hidden)), f32(act(gate)));
+    c[batch * p.stride_c + i * p.ldc + (p.col0 + j) / 2u] = act(y);
 }
 
 // ---------------------------------------------------------------------------
@@ -220,9 +249,8 @@ fn b_block4(batch: u32, k: u32, j: u32) -> mat4x4<f32> {
 // Write a 4×4 block held as acc[r][cc] = output (i + r, j + cc).
 fn store_block(batch: u32, i: u32, j: u32, acc: mat4x4<f32>) {
     for (var r = 0u; r < 4u; r++) {
-        for (var cc = 0u; cc < 4u; cc++) {
-            store(batch, i + r, j + cc, acc[r][cc]);
-        }
+        store_pair(batch, i + r, j, acc[r][0], acc[r][1]);
+        store_pair(batch, i + r, j + 2u, acc[r][2], acc[r][3]);
     }
 }
 

@@ -232,6 +232,17 @@ impl Tensor {
     /// fits. Blocks start at offsets the adapter can bind. A single row above
     /// the limit cannot be split and is an error naming `what`.
     pub fn row_blocks(&self, ctx: &Context, what: &str) -> Result<Vec<(usize, Self)>> {
+        self.row_blocks_in(ctx, what, 1)
+    }
+
+    /// [`Self::row_blocks`] with every block a multiple of `multiple` rows
+    /// (GEGLU's interleaved pairs of rows stay in one block).
+    pub fn row_blocks_in(
+        &self,
+        ctx: &Context,
+        what: &str,
+        multiple: usize,
+    ) -> Result<Vec<(usize, Self)>> {
         let limit = ctx.max_binding_size();
         if self.binding_size() <= limit {
             return Ok(vec![(0, self.clone())]);
@@ -239,7 +250,7 @@ impl Tensor {
         let rows = self.shape.first().copied().unwrap_or(1).max(1);
         let row_bytes = (self.numel() / rows * self.dtype.size()) as u64;
         // Rows per block: a multiple of the rows between aligned offsets.
-        let step = row_step(ctx, row_bytes);
+        let step = lcm(row_step(ctx, row_bytes), multiple.max(1) as u64);
         let per_block = (limit / row_bytes.max(1)) / step * step;
         if per_block == 0 {
             return Err(Error::DeviceLimit(format!(
@@ -335,6 +346,10 @@ pub fn numel(shape: &[usize]) -> usize {
 pub fn row_step(ctx: &Context, row_bytes: u64) -> u64 {
     let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment).max(4);
     align / gcd(row_bytes.max(1), align)
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

@@ -9,6 +9,7 @@ use crate::gpu::tensor::row_step;
 use crate::gpu::Tensor;
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear, Vars};
 use crate::models::Graph;
+use crate::weights::RowOrder;
 
 /// diffusers `Attention` without norms: to_q/to_k/to_v (no bias), to_out.0.
 pub struct Attention {
@@ -96,31 +97,35 @@ impl FeedForward {
     fn new(vb: &Vars, dim: usize) -> Result<Self> {
         let inner = 4 * dim;
         Ok(Self {
-            proj: Linear::new(&vb.pp("net").pp(0).pp("proj"), dim, 2 * inner, true)?,
+            proj: Linear::with_rows(
+                &vb.pp("net").pp(0).pp("proj"),
+                dim,
+                2 * inner,
+                true,
+                RowOrder::HalvesInterleaved,
+            )?,
             out: Linear::new(&vb.pp("net").pp(2), inner, dim, true)?,
         })
     }
 
-    /// `ff(x) + residual`, the add in net.2's store. Rows are independent, so
-    /// where the `[rows, 2*inner]` intermediate would exceed the context's chunk
-    /// size (SD-1.5 at 1024x1024: 335 MB at batch 2) the rows run in chunks
-    /// written into one output: the same values, bound within every adapter's
-    /// limits, and a fraction of the intermediate's memory.
+    /// `ff(x) + residual`: GEGLU in net.0.proj's store, the add in net.2's.
+    /// Rows are independent, so where the `[rows, inner]` intermediate would
+    /// exceed the context's chunk size (SD-1.5 at 1024x1024: 168 MB at batch 2)
+    /// the rows run in chunks written into one output: the same values, bound
+    /// within every adapter's limits, and a fraction of the intermediate's memory.
     fn forward_add(&self, g: &mut Graph, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let dim = x.dim(-1);
         let rows = x.numel() / dim.max(1);
         let chunk = self.chunk_rows(g, dim);
         if chunk >= rows {
-            let mut h = g.linear(x, &self.proj)?; // [N, L, 2*inner]
-            h = g.geglu(&h)?; // hidden * gelu(gate): [N, L, inner]
+            let h = g.linear_geglu(x, &self.proj)?; // hidden * gelu(gate): [N, L, inner]
             return g.linear_add(&h, &self.out, residual);
         }
         let (x, r) = (x.reshape(&[rows, dim])?, residual.reshape(&[rows, dim])?);
         let out = g.tensor(&[rows, dim])?;
         for start in (0..rows).step_by(chunk) {
             let n = chunk.min(rows - start);
-            let mut h = g.linear(&x.rows(start, n)?, &self.proj)?; // [n, 2*inner]
-            h = g.geglu(&h)?; // [n, inner]
+            let h = g.linear_geglu(&x.rows(start, n)?, &self.proj)?; // [n, inner]
             g.linear_into(
                 &h,
                 &self.out,
@@ -131,10 +136,11 @@ impl FeedForward {
         out.reshape(&residual.shape)
     }
 
-    /// Rows per chunk: as many as keep `[rows, 2*inner]` within the chunk size,
+    /// Rows per chunk: as many as keep `[rows, inner]` within the chunk size,
     /// a multiple of the rows between offsets the adapter can bind.
     fn chunk_rows(&self, g: &Graph, dim: usize) -> usize {
-        let rows = g.ctx.activation_chunk_bytes() / (self.proj.out_features() * 4) as u64;
+        let inner = self.proj.out_features() / 2;
+        let rows = g.ctx.activation_chunk_bytes() / (inner * 4) as u64;
         let step = row_step(g.ctx, dim as u64 * 4);
         (rows / step * step).max(step) as usize
     }
@@ -194,6 +200,7 @@ fn projection(vb: &Vars, cin: usize, cout: usize, linear: bool) -> Result<Linear
     Ok(Linear {
         weight: conv.weight.reshape(&[cout, cin])?,
         bias: conv.bias,
+        rows: RowOrder::Stored,
     })
 }
 

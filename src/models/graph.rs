@@ -5,7 +5,7 @@
 //! is the plan (done once per model, batch and size); running it only encodes
 //! the recorded dispatches, so a forward pass allocates nothing.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::models::arena::{lock, Arena, SharedArena};
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
@@ -18,6 +18,7 @@ use crate::ops::layout;
 use crate::ops::matmul::{self, MatmulOptions};
 use crate::ops::norm;
 use crate::ops::resample;
+use crate::weights::RowOrder;
 
 /// A forward pass being recorded: the dispatches in order and the tensors they
 /// write, which an [`Arena`] places in buffers reused by liveness.
@@ -188,9 +189,39 @@ impl Graph<'_> {
         residual: Option<&Tensor>,
         out: &Tensor,
     ) -> Result<()> {
+        self.linear_into_with(x, layer, residual, out, &MatmulOptions::linear())
+    }
+
+    /// diffusers' `GEGLU`, `hidden · gelu(gate)` of `layer(x)`'s two halves, in
+    /// the projection's store: x `[.., in]` → `[.., out / 2]`. `layer` is loaded
+    /// with its rows interleaved ([`RowOrder::HalvesInterleaved`]).
+    pub fn linear_geglu(&mut self, x: &Tensor, layer: &Linear) -> Result<Tensor> {
+        let mut shape = x.shape.clone();
+        *shape.last_mut().expect("linear input has a last dim") = layer.out_features() / 2;
+        let out = self.tensor(&shape)?;
+        self.linear_into_with(x, layer, None, &out, &MatmulOptions::linear_geglu())?;
+        Ok(out)
+    }
+
+    fn linear_into_with(
+        &mut self,
+        x: &Tensor,
+        layer: &Linear,
+        residual: Option<&Tensor>,
+        out: &Tensor,
+        opts: &MatmulOptions,
+    ) -> Result<()> {
+        let interleaved = layer.rows == RowOrder::HalvesInterleaved;
+        if opts.geglu != interleaved {
+            let needs = ["cannot run", "runs only"][interleaved as usize];
+            return Err(Error::BadInput(format!(
+                "linear: a weight of shape {:?} with rows {:?} {needs} with GEGLU in its store",
+                layer.weight.shape, layer.rows,
+            )));
+        }
         let din = x.dim(-1);
         let rows = x.numel() / din.max(1);
-        let flat = [rows, layer.out_features()];
+        let flat = [rows, out.numel() / rows.max(1)];
         let residual = residual.map(|r| r.reshape(&flat)).transpose()?;
         let epilogue = matmul::Epilogue {
             bias: layer.bias.as_ref(),
@@ -202,7 +233,7 @@ impl Graph<'_> {
             &layer.weight,
             epilogue,
             &out.reshape(&flat)?,
-            &MatmulOptions::linear(),
+            opts,
         )?;
         self.extend(ds);
         Ok(())
@@ -248,16 +279,6 @@ impl Graph<'_> {
     fn binary(&mut self, a: &Tensor, b: &Tensor, op: BinaryOp, scale: f32) -> Result<Tensor> {
         let out = self.tensor(&a.shape)?;
         let d = elementwise::binary(self.ctx, a, b, &out, op, scale)?;
-        self.push(d);
-        Ok(out)
-    }
-
-    /// GEGLU: `[.., 2D]` → `[.., D]`.
-    pub fn geglu(&mut self, x: &Tensor) -> Result<Tensor> {
-        let mut shape = x.shape.clone();
-        *shape.last_mut().expect("geglu input has a last dim") /= 2;
-        let out = self.tensor(&shape)?;
-        let d = elementwise::geglu(self.ctx, x, &out)?;
         self.push(d);
         Ok(out)
     }

@@ -6,7 +6,7 @@ use crate::gpu::Context;
 use crate::gpu::Tensor;
 use std::path::Path;
 
-use crate::weights::{Config, HostWeight, WeightPrecision, Weights};
+use crate::weights::{Config, HostWeight, RowOrder, WeightPrecision, Weights};
 
 /// A path into a checkpoint's names, diffusers-style: `vb.pp("down_blocks").pp(0)`.
 #[derive(Clone)]
@@ -59,6 +59,17 @@ impl<'a> Vars<'a> {
     /// second code path in the norm and elementwise kernels.
     pub fn get_weight(&self, leaf: &str, shape: &[usize]) -> Result<Tensor> {
         self.weights.get_weight(self.ctx, &self.name(leaf), shape)
+    }
+
+    /// [`Vars::get`] and [`Vars::get_weight`] with the rows in `order`.
+    pub fn get_in(&self, leaf: &str, shape: &[usize], order: RowOrder) -> Result<Tensor> {
+        self.weights
+            .get_in(self.ctx, &self.name(leaf), shape, order)
+    }
+
+    pub fn get_weight_in(&self, leaf: &str, shape: &[usize], order: RowOrder) -> Result<Tensor> {
+        self.weights
+            .get_weight_in(self.ctx, &self.name(leaf), shape, order)
     }
 
     /// [`Vars::get_weight`] kept in host memory ([`Weights::get_host_weight`]).
@@ -174,17 +185,33 @@ impl Conv2d {
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// How the output features are laid out: `HalvesInterleaved` for a
+    /// projection whose store applies GEGLU (`Graph::linear_geglu`), which
+    /// is then the only way to run it.
+    pub rows: RowOrder,
 }
 
 impl Linear {
     pub fn new(vb: &Vars, din: usize, dout: usize, bias: bool) -> Result<Self> {
+        Self::with_rows(vb, din, dout, bias, RowOrder::Stored)
+    }
+
+    /// The layer with its output features (weight and bias rows) in `order`.
+    pub fn with_rows(
+        vb: &Vars,
+        din: usize,
+        dout: usize,
+        bias: bool,
+        order: RowOrder,
+    ) -> Result<Self> {
         Ok(Self {
-            weight: vb.get_weight("weight", &[dout, din])?,
+            weight: vb.get_weight_in("weight", &[dout, din], order)?,
             bias: if bias {
-                Some(vb.get("bias", &[dout])?)
+                Some(vb.get_in("bias", &[dout], order)?)
             } else {
                 None
             },
+            rows: order,
         })
     }
 

@@ -130,44 +130,6 @@ pub fn binary(
     .build(ctx, &params)
 }
 
-/// GEGLU: `x [.., 2D]` → `out [.., D]` = hidden · gelu(gate), `hidden, gate = x.chunk(2, -1)`.
-pub fn geglu(ctx: &Context, x: &Tensor, out: &Tensor) -> Result<Dispatch> {
-    let d = x.dim(-1) / 2;
-    let mut shape = x.shape.clone();
-    *shape
-        .last_mut()
-        .ok_or_else(|| Error::BadInput("geglu: scalar input".into()))? = d;
-    if !x.dim(-1).is_multiple_of(2) {
-        return Err(Error::BadInput(format!(
-            "geglu: last dim of {:?} is odd",
-            x.shape
-        )));
-    }
-    crate::ops::expect_shape("geglu", "out", out, &shape)?;
-    expect_activations("geglu", x, &[("out", out)])?;
-    let n = out.numel();
-    let params = Params {
-        n: n as u32,
-        d1: 1,
-        d2: 1,
-        d3: d as u32,
-        sb: [0; 4],
-        scale: 1.0,
-        bias: 0.0,
-        _pad: [0; 2],
-    };
-    Launch {
-        shader: &ELEMENTWISE,
-        entry: "geglu",
-        constants: &[],
-        tensors: &[(x, Access::Read), (out, Access::ReadWrite)],
-        workgroups: grid_1d(groups(n, WORKGROUP)),
-        flops: 20 * n as u64,
-        bytes: 3 * (x.dtype.size() * n) as u64,
-    }
-    .build(ctx, &params)
-}
-
 /// View `a` as at most 4 dims (merging leading ones) and give `b`'s strides in
 /// that view, 0 where `b` broadcasts.
 fn broadcast_4d(a: &[usize], b: &[usize]) -> Result<([usize; 4], [usize; 4])> {

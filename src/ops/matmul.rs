@@ -4,15 +4,18 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::coop::{Coop, COLS};
-use crate::gpu::dispatch::{Gemm, GemmOp};
+use crate::gpu::dispatch::Gemm;
 use crate::gpu::{dispatch, Access, AdapterClass, Context, Dispatch, Launch, Policy};
 use crate::gpu::{DType, Shader, Tensor};
 use crate::ops::{expect_shape, groups, tuning, variant};
+
+mod shape;
 
 pub use crate::ops::epilogue::Epilogue;
 pub use crate::ops::variant::{with_variant, MatmulVariant};
 use crate::ops::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
 use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F16};
+use shape::{check_geglu, Shape};
 
 // The enum is in ops::variant, beside the benchmarks' pin; choosing one needs
 // the cooperative self-test below, which runs a matmul.
@@ -156,6 +159,11 @@ pub struct MatmulOptions {
     pub transpose_out: bool,
     /// Scales the product before the bias is added (attention's 1/√d).
     pub alpha: f32,
+    /// GEGLU in the store: op(b)'s columns are interleaved pairs (hidden,
+    /// gate), as the loader lays out a feed-forward's net.0.proj
+    /// (`weights::RowOrder::HalvesInterleaved`), and `out` `[.., M, N / 2]`
+    /// receives `hidden · gelu(gate)`. Not with `transpose_out` or a residual.
+    pub geglu: bool,
     /// Kernel override; `None` picks [`MatmulVariant::for_problem`].
     pub variant: Option<MatmulVariant>,
 }
@@ -167,6 +175,7 @@ impl Default for MatmulOptions {
             transpose_b: false,
             transpose_out: false,
             alpha: 1.0,
+            geglu: false,
             variant: None,
         }
     }
@@ -178,6 +187,14 @@ impl MatmulOptions {
         Self {
             transpose_b: true,
             ..Self::default()
+        }
+    }
+
+    /// A feed-forward's net.0.proj with GEGLU in its store (see `geglu`).
+    pub fn linear_geglu() -> Self {
+        Self {
+            geglu: true,
+            ..Self::linear()
         }
     }
 }
@@ -226,8 +243,9 @@ pub fn matmul(
     opts: &MatmulOptions,
 ) -> Result<Dispatch> {
     let shape = Shape::of(a, b, opts)?;
-    expect_shape("matmul", "out", out, &shape.out(a, opts))?;
     let epilogue = Epilogue::bias(bias);
+    check_geglu(&shape, &epilogue, opts)?;
+    expect_shape("matmul", "out", out, &shape.out(a, opts))?;
     epilogue.check("matmul", shape.n, out, None)?;
     launch(ctx, a, b, epilogue, out, opts, (0, shape.n))
 }
@@ -267,10 +285,13 @@ pub fn linear_with(
     opts: &MatmulOptions,
 ) -> Result<Vec<Dispatch>> {
     let shape = Shape::of(x, weight, opts)?;
+    check_geglu(&shape, &epilogue, opts)?;
     expect_shape("linear", "out", out, &shape.out(x, opts))?;
     epilogue.check("linear", shape.n, out, None)?;
+    // GEGLU's pairs of rows stay in one block.
+    let pairs = 1 + opts.geglu as usize;
     weight
-        .row_blocks(ctx, "nn.Linear weight")?
+        .row_blocks_in(ctx, "nn.Linear weight", pairs)?
         .into_iter()
         .map(|(row0, block)| launch(ctx, x, &block, epilogue, out, opts, (row0, shape.n)))
         .collect()
@@ -289,6 +310,8 @@ fn launch(
 ) -> Result<Dispatch> {
     let shape = Shape::of(a, b, opts)?;
     let Shape { batch, m, n, k } = shape;
+    // GEGLU writes one output per pair of columns.
+    let ldc = ldc / (1 + opts.geglu as usize);
     let b_shared = b.shape.len() == 2;
     let params = Params {
         m: m as u32,
@@ -310,6 +333,7 @@ fn launch(
         ("TRANSPOSE_A", opts.transpose_a as u32 as f64),
         ("TRANSPOSE_B", opts.transpose_b as u32 as f64),
         ("TRANSPOSE_C", opts.transpose_out as u32 as f64),
+        ("GEGLU", opts.geglu as u32 as f64),
     ];
     constants.extend(epilogue.constants());
     constants.extend(kernel.constants.iter().copied());
@@ -328,7 +352,8 @@ fn launch(
         ],
         workgroups: [groups(n, tile_n), groups(m, tile_m), batch as u32],
         flops: 2 * (batch * m * n * k) as u64,
-        bytes: (a.dtype.size() * (batch * m * k + batch * m * n) + b.dtype.size() * b_reads) as u64,
+        bytes: (a.dtype.size() * (batch * m * k + batch * m * ldc) + b.dtype.size() * b_reads)
+            as u64,
     }
     .build(ctx, &params)
     .map(|d| d.with_gemm(shape.gemm()))
@@ -396,89 +421,6 @@ const COOP_SHADERS: [[&Shader; 2]; 2] = [
     [&MATMUL_COOP8, &MATMUL_COOP16],
     [&MATMUL_COOP8_F16, &MATMUL_COOP16_F16],
 ];
-
-/// Problem size after checking `a` and `b` against each other.
-#[derive(Clone, Copy, Debug)]
-struct Shape {
-    batch: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-}
-
-impl Shape {
-    fn gemm(&self) -> Gemm {
-        Gemm {
-            op: GemmOp::Matmul,
-            batch: self.batch,
-            rows: self.m,
-            cols: self.n,
-            depth: self.k,
-        }
-    }
-
-    /// The output's shape: `a`'s batch dims, then `[M, N]` (`[N, M]` if
-    /// `transpose_out`).
-    fn out(&self, a: &Tensor, opts: &MatmulOptions) -> Vec<usize> {
-        let mut shape = a.shape[..a.shape.len() - 2].to_vec();
-        shape.extend(match opts.transpose_out {
-            true => [self.n, self.m],
-            false => [self.m, self.n],
-        });
-        shape
-    }
-
-    fn of(a: &Tensor, b: &Tensor, opts: &MatmulOptions) -> Result<Self> {
-        let bad = |msg: String| Error::BadInput(format!("matmul: {msg}"));
-        if a.shape.len() < 2 {
-            return Err(bad(format!(
-                "a has shape {:?}, expected [.., M, K]",
-                a.shape
-            )));
-        }
-        let (batch_dims, mat) = a.shape.split_at(a.shape.len() - 2);
-        let (m, k) = if opts.transpose_a {
-            (mat[1], mat[0])
-        } else {
-            (mat[0], mat[1])
-        };
-        let b_ok = b.shape.len() == 2 || b.shape[..b.shape.len().saturating_sub(2)] == *batch_dims;
-        if !b_ok || b.shape.len() < 2 {
-            return Err(bad(format!(
-                "b has shape {:?}, expected [K, N] or a's batch dims {batch_dims:?} then [K, N]",
-                b.shape
-            )));
-        }
-        let bm = &b.shape[b.shape.len() - 2..];
-        let (kb, n) = if opts.transpose_b {
-            (bm[1], bm[0])
-        } else {
-            (bm[0], bm[1])
-        };
-        if kb != k {
-            return Err(bad(format!(
-                "inner dimensions differ: a {:?} gives K = {k}, b {:?} gives K = {kb}",
-                a.shape, b.shape
-            )));
-        }
-        if m == 0 || n == 0 || k == 0 {
-            return Err(bad(format!(
-                "empty product: a {:?}, b {:?}",
-                a.shape, b.shape
-            )));
-        }
-        let batch = batch_dims.iter().product();
-        Ok(Self { batch, m, n, k })
-    }
-
-    /// Whether `matmul_cpu_vec4` can read both operands 4 floats at a time:
-    /// each contiguous dimension (and so each row and batch stride) a multiple of 4.
-    fn vec4_aligned(&self, opts: &MatmulOptions) -> bool {
-        self.k.is_multiple_of(4)
-            && (!opts.transpose_a || self.m.is_multiple_of(4))
-            && (opts.transpose_b || self.n.is_multiple_of(4))
-    }
-}
 
 /// Whether `GpuWide`'s grid for `batch` × `rows` × `cols` outputs has at
 /// least [`MIN_WIDE_GROUPS`] workgroups.

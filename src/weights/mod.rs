@@ -26,6 +26,7 @@ mod config;
 mod files;
 pub mod hash;
 mod patch;
+mod rows;
 mod safetensors;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,10 +37,9 @@ pub use self::safetensors::{Part, SafetensorsFile, TensorInfo};
 pub use config::Config;
 pub use files::{list_dir, regular_file, stream_file, weight_files, WEIGHT_FILES};
 pub use patch::Patch;
+pub use rows::RowOrder;
 
 use crate::error::{Error, Result};
-use crate::gpu::Context;
-use crate::gpu::Tensor;
 
 /// The prefix transformers 4 (and Stable Diffusion 1.x's `text_encoder/`) put on
 /// every `CLIPTextModel` tensor; transformers 5 leaves it out.
@@ -237,38 +237,6 @@ impl Weights {
         check_finite(&at, data.iter().copied())?;
         self.used.lock().expect("used set").insert(at.full);
         Ok(data)
-    }
-
-    /// Load `name` onto the GPU as an f32 tensor of `expected_shape`; marks it used.
-    /// For biases, norm weights and small tables, which kernels read as f32.
-    pub fn get(&self, ctx: &Context, name: &str, expected_shape: &[usize]) -> Result<Tensor> {
-        let data = self.get_f32(name, expected_shape)?;
-        Tensor::from_f32(ctx, &self.full_name(name), expected_shape, &data)
-    }
-
-    /// Load a layer weight (nn.Linear, nn.Conv2d, the token table) onto the GPU
-    /// in the precision [`Weights::set_precision`] picked: f16 ([`DType::F16`])
-    /// for an f16 or bf16 file under `Auto`, or always under `F16`; marks it
-    /// used. It may exceed the adapter's binding limit (the ops bind it in row
-    /// blocks), not its buffer limit. Patches registered for it
-    /// ([`Weights::add_patch`]) are merged into it on the GPU.
-    ///
-    /// [`DType::F16`]: crate::gpu::DType::F16
-    pub fn get_weight(
-        &self,
-        ctx: &Context,
-        name: &str,
-        expected_shape: &[usize],
-    ) -> Result<Tensor> {
-        let at = self.checked(name, expected_shape)?;
-        let label = self.full_name(name);
-        let tensor = match self.layer_values(&at)? {
-            HostWeight::F16(data) => Tensor::from_f16(ctx, &label, expected_shape, &data)?,
-            HostWeight::F32(data) => Tensor::weight_f32(ctx, &label, expected_shape, &data)?,
-        };
-        self.apply_patches(ctx, &label, &tensor)?;
-        self.used.lock().expect("used set").insert(at.full);
-        Ok(tensor)
     }
 
     /// A layer weight kept in host memory ([`HostWeight`]) in the precision

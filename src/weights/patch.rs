@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::Weights;
+use super::{RowOrder, Weights};
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Tensor};
 
@@ -50,15 +50,23 @@ impl Weights {
         Ok(())
     }
 
-    /// Merge the patches registered for `full` into `tensor`, on the GPU.
-    pub(super) fn apply_patches(&self, ctx: &Context, full: &str, tensor: &Tensor) -> Result<()> {
+    /// Merge the patches registered for `full` into `tensor`, whose rows are in
+    /// `order` (so `up`'s rows are put in it too), on the GPU.
+    pub(super) fn apply_patches(
+        &self,
+        ctx: &Context,
+        full: &str,
+        tensor: &Tensor,
+        order: RowOrder,
+    ) -> Result<()> {
         let Some(patches) = self.patches.get(full) else {
             return Ok(());
         };
         for patch in patches {
             let out = tensor.shape[0];
             let k = tensor.numel() / out;
-            let up = Tensor::from_f32(ctx, &patch.source, &[out, patch.rank], &patch.up)?;
+            let up = order.apply(patch.up.clone(), out);
+            let up = Tensor::from_f32(ctx, &patch.source, &[out, patch.rank], &up)?;
             let down = Tensor::from_f32(ctx, &patch.source, &[patch.rank, k], &patch.down)?;
             let merge = crate::ops::lora::merge(ctx, tensor, &up, &down, patch.scale)?;
             crate::gpu::dispatch::run(ctx, &merge)?;

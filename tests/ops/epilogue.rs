@@ -1,13 +1,20 @@
-//! The residual epilogue of matmul and conv2d ([`matmul::Epilogue`]): a layer
-//! and the residual add after it in one kernel. The fused result must be the
-//! two-launch result bit for bit (the same f32 sum, since addition commutes),
-//! so the PyTorch goldens of every model hold unchanged.
+//! The epilogues of matmul and conv2d. The residual ([`matmul::Epilogue`]): a
+//! layer and the residual add after it in one kernel. The fused result must be
+//! the two-launch result bit for bit (the same f32 sum, since addition
+//! commutes), so the PyTorch goldens of every model hold unchanged. GEGLU in
+//! the store (`MatmulOptions::geglu`): a feed-forward's net.0.proj with its
+//! rows interleaved against the f64 reference of the projection then GEGLU.
 
-use crate::common::{ctx, random, zeros, Rng};
-use easel::gpu::{dispatch, Tensor};
+use half::f16;
+
+use crate::common::{assert_close, ctx, new_context, random, zeros, Rng};
+use crate::reference::elementwise::geglu;
+use crate::reference::matmul::Matmul;
+use easel::gpu::{dispatch, Context, DType, Tensor};
 use easel::ops::conv2d::{self, Conv2dOptions};
 use easel::ops::elementwise::{self, BinaryOp};
-use easel::ops::matmul::{self, Epilogue, MatmulOptions};
+use easel::ops::matmul::{self, Epilogue, MatmulOptions, MatmulVariant};
+use easel::weights::RowOrder;
 
 fn run(ds: Vec<easel::gpu::Dispatch>) {
     dispatch::run(ctx(), &ds).unwrap();
@@ -97,4 +104,142 @@ fn a_residual_of_another_shape_is_refused() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("residual has shape [4, 5]"), "{e}");
+}
+
+/// A net.0.proj of `2d` outputs over `k` inputs: the weight (stored f32 or
+/// f16) and bias uploaded with their rows interleaved, and the reference of
+/// `geglu(x · wᵀ + b)` with the rows as stored.
+struct GegluCase {
+    w: Tensor,
+    bias: Tensor,
+    x: Tensor,
+    want: Vec<f64>,
+}
+
+impl GegluCase {
+    fn new(ctx: &Context, rng: &mut Rng, [m, d, k]: [usize; 3], weight: DType) -> Self {
+        // On the f16 grid, so the cooperative kernels (operands staged as
+        // f16) multiply the same values.
+        let grid = |v: f32| f16::from_f32(v).to_f32();
+        let x_h: Vec<f32> = rng.vec(m * k).iter().map(|&v| grid(v / 2.0)).collect();
+        let w_h: Vec<f32> = rng.vec(2 * d * k).into_iter().map(grid).collect();
+        let bias_h = rng.vec(2 * d);
+        let y = Matmul {
+            a: &x_h,
+            b: &w_h,
+            bias: Some(&bias_h),
+            batch: 1,
+            m,
+            n: 2 * d,
+            k,
+            transpose_a: false,
+            transpose_b: true,
+            b_shared: true,
+            alpha: 1.0,
+        }
+        .run();
+        let order = RowOrder::HalvesInterleaved;
+        let w_i = order.apply(w_h, 2 * d);
+        let w = match weight {
+            DType::F16 => {
+                let halves: Vec<f16> = w_i.iter().map(|&v| f16::from_f32(v)).collect();
+                Tensor::from_f16(ctx, "w", &[2 * d, k], &halves).unwrap()
+            }
+            _ => Tensor::weight_f32(ctx, "w", &[2 * d, k], &w_i).unwrap(),
+        };
+        Self {
+            w,
+            bias: Tensor::from_f32(ctx, "bias", &[2 * d], &order.apply(bias_h, 2 * d)).unwrap(),
+            x: Tensor::from_f32(ctx, "x", &[m, k], &x_h).unwrap(),
+            want: geglu(&y, d),
+        }
+    }
+
+    fn run(&self, ctx: &Context, variant: Option<MatmulVariant>) -> Vec<f32> {
+        let d = self.bias.shape[0] / 2;
+        let out = Tensor::zeros(ctx, "out", &[self.x.shape[0], d]).unwrap();
+        let opts = MatmulOptions {
+            variant,
+            ..MatmulOptions::linear_geglu()
+        };
+        let epilogue = Epilogue::bias(Some(&self.bias));
+        let ds = matmul::linear_with(ctx, &self.x, &self.w, epilogue, &out, &opts).unwrap();
+        dispatch::run(ctx, &ds).unwrap();
+        out.to_vec(ctx).unwrap()
+    }
+}
+
+/// Every kernel's store pairs a hidden feature with its own gate: ragged
+/// shapes (partial tiles in both directions), several 64- and 128-wide tiles,
+/// f32 and f16 weights. Tolerance: the f32 GEMM over k <= 160 values of
+/// magnitude < 1 (|error| < 1e-5 at |y| < 8) times gelu's slope (< 1.13) and
+/// |hidden|, plus erf's 1.5e-7; a hidden value paired with another feature's
+/// gate is off by O(1).
+#[test]
+fn linear_with_geglu_in_the_store_matches_reference() {
+    let mut rng = Rng::new(74);
+    for shape in [[37, 10, 24], [64, 64, 64], [130, 80, 160]] {
+        for weight in [DType::F32, DType::F16] {
+            let case = GegluCase::new(ctx(), &mut rng, shape, weight);
+            for variant in MatmulVariant::ALL {
+                let what = format!("GEGLU {shape:?} {weight:?} weight on {variant:?}");
+                assert_close(
+                    &what,
+                    &case.run(ctx(), Some(variant)),
+                    &case.want,
+                    2e-4,
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
+/// A weight above the binding limit runs in row blocks of an even number of
+/// rows (a hidden row and its gate in one block): 512 bytes a row under a
+/// 1536-byte limit would be blocks of 3 rows, so 2.
+#[test]
+fn linear_with_geglu_in_row_blocks_keeps_pairs_together() {
+    let mut limited = new_context();
+    limited.limit_bindings_for_tests(1536);
+    let case = GegluCase::new(&limited, &mut Rng::new(75), [2, 5, 128], DType::F32);
+    let blocks = case.w.row_blocks_in(&limited, "w", 2).unwrap();
+    assert!(blocks
+        .iter()
+        .all(|(row0, b)| row0 % 2 == 0 && b.shape[0] == 2));
+    assert_close(
+        "GEGLU in row blocks",
+        &case.run(&limited, None),
+        &case.want,
+        2e-4,
+        1e-4,
+    );
+}
+
+#[test]
+fn geglu_in_the_store_refuses_what_it_cannot_pair() {
+    let mut rng = Rng::new(76);
+    let (x, _) = random(&mut rng, &[4, 8]);
+    let (odd, _) = random(&mut rng, &[7, 8]);
+    let (w, _) = random(&mut rng, &[6, 8]);
+    let (residual, _) = random(&mut rng, &[4, 3]);
+    let geglu = MatmulOptions::linear_geglu();
+    let refused = |w: &Tensor, epilogue: Epilogue, opts: &MatmulOptions, out: &[usize]| {
+        let e = matmul::linear_with(ctx(), &x, w, epilogue, &zeros(out), opts).unwrap_err();
+        e.to_string()
+    };
+    let e = refused(&odd, Epilogue::default(), &geglu, &[4, 3]);
+    assert!(e.contains("an odd number of columns"), "{e}");
+    let with_residual = Epilogue {
+        bias: None,
+        residual: Some((&residual, 1.0)),
+    };
+    let e = refused(&w, with_residual, &geglu, &[4, 3]);
+    assert!(e.contains("a residual"), "{e}");
+    let transposed = MatmulOptions {
+        transpose_out: true,
+        ..geglu
+    };
+    let e = refused(&w, Epilogue::default(), &transposed, &[3, 4]);
+    assert!(e.contains("a transposed output"), "{e}");
 }

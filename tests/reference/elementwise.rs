@@ -58,9 +58,9 @@ pub fn broadcast_index(as_: &[usize], bs: &[usize], mut i: usize) -> usize {
     idx
 }
 
-/// diffusers GEGLU over rows of width 2d.
-pub fn geglu(x: &[f32], d: usize) -> Vec<f64> {
+/// diffusers GEGLU over rows of width 2d (hidden features, then their gates).
+pub fn geglu(x: &[f64], d: usize) -> Vec<f64> {
     x.chunks(2 * d)
-        .flat_map(|row| (0..d).map(move |j| row[j] as f64 * gelu(row[d + j] as f64)))
+        .flat_map(|row| (0..d).map(move |j| row[j] * gelu(row[d + j])))
         .collect()
 }
