@@ -38,6 +38,10 @@ override HAS_RESIDUAL: bool = false;
 // receives hidden · gelu(gate), saving the GEGLU launch and a pass over the
 // [M, N] intermediate. Never with TRANSPOSE_C or HAS_RESIDUAL (the op refuses).
 override GEGLU: bool = false;
+// c is several parts of ldc columns each (a self-attention's q, k and v from
+// one GEMM over their stacked weights), part q of the product's columns stored
+// [batch, M, ldc] at element q · part_stride, so each part is a tensor of its own.
+override SPLIT: bool = false;
 
 struct Params {
     m: u32,
@@ -55,8 +59,9 @@ struct Params {
     ldc: u32,
     // (product + bias + residual) · residual_scale when HAS_RESIDUAL.
     residual_scale: f32,
-    _pad1: u32,
-    _pad2: u32,
+    // Elements between the parts of c when SPLIT.
+    part_stride: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -100,6 +105,10 @@ fn store(batch: u32, i: u32, j: u32, acc: f32) {
     var at = batch * p.stride_c + i * p.ldc + p.col0 + j;
     if (TRANSPOSE_C) {
         at = batch * p.stride_c + (p.col0 + j) * p.m + i;
+    }
+    if (SPLIT) {
+        let part = (p.col0 + j) / p.ldc;
+        at = part * p.part_stride + batch * p.stride_c + i * p.ldc + p.col0 + j - part * p.ldc;
     }
     if (HAS_RESIDUAL) {
         y = (y + f32(residual[at])) * p.residual_scale;

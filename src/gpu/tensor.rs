@@ -121,6 +121,35 @@ impl Tensor {
         Self::from_f16(ctx, label, shape, &halves)
     }
 
+    /// `parts` (one dtype, equal shapes past dim 0) stacked along dim 0 into a
+    /// new weight buffer by buffer copies, bit for bit: a self-attention's
+    /// to_q, to_k and to_v as one GEMM's weight. Each part must fill whole u32
+    /// words (an f16 part of odd size would leave a gap).
+    pub fn stack_rows(ctx: &Context, label: &str, parts: &[&Tensor]) -> Result<Self> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::BadInput(format!("{label}: nothing to stack")))?;
+        let same = |t: &&Tensor| t.dtype == first.dtype && t.shape[1..] == first.shape[1..];
+        if !parts.iter().all(same) || parts.iter().any(|t| t.numel() * t.dtype.size() % 4 != 0) {
+            let shapes: Vec<_> = parts.iter().map(|t| (&t.shape, t.dtype)).collect();
+            return Err(Error::BadInput(format!(
+                "{label}: cannot stack the rows of {shapes:?}"
+            )));
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = parts.iter().map(|t| t.shape[0]).sum();
+        let stacked = Self::weight_buffer(ctx, label, &shape, first.dtype)?;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        let mut at = 0;
+        for part in parts {
+            let offset = part.window.map_or(0, |(offset, _)| offset);
+            encoder.copy_buffer_to_buffer(&part.buffer, offset, &stacked.buffer, at, part.bytes());
+            at += part.bytes();
+        }
+        ctx.queue.submit([encoder.finish()]);
+        Ok(stacked)
+    }
+
     fn weight_buffer(ctx: &Context, label: &str, shape: &[usize], dtype: DType) -> Result<Self> {
         let bytes = dtype.bytes(numel(shape));
         let limit = ctx.limits().max_buffer_size;

@@ -11,19 +11,40 @@ use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear, Vars};
 use crate::models::Graph;
 use crate::weights::RowOrder;
 
-/// diffusers `Attention` without norms: to_q/to_k/to_v (no bias), to_out.0.
+/// diffusers `Attention` without norms: to_q/to_k/to_v (no bias in UNets),
+/// to_out.0. The projections of one input run as one GEMM over their stacked
+/// weights ([`Linear::stack`]): q, k and v for self-attention; k and v of the
+/// text for cross-attention.
 pub struct Attention {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
+    projections: Projections,
     to_out: Linear,
     heads: usize,
 }
 
+enum Projections {
+    /// to_q, to_k, to_v stacked: `[3·inner, dim]`.
+    SelfQkv(Linear),
+    /// to_q of the queries; to_k and to_v of the context, stacked.
+    Cross { to_q: Linear, to_kv: Linear },
+}
+
 impl Attention {
-    /// `query_dim` tokens attend `kv_dim` tokens (= query_dim for self-attention);
-    /// `qkv_bias` is diffusers' `bias` (false in UNets, true in the VAE).
-    pub fn new(
+    /// Tokens of `dim` features attending each other; `qkv_bias` is diffusers'
+    /// `bias` (false in UNets, true in the VAE).
+    pub fn self_attention(
+        vb: &Vars,
+        dim: usize,
+        heads: usize,
+        head_dim: usize,
+        qkv_bias: bool,
+    ) -> Result<Self> {
+        let inner = heads * head_dim;
+        let qkv = Linear::stack(vb, &["to_q", "to_k", "to_v"], dim, inner, qkv_bias)?;
+        Self::with(vb, Projections::SelfQkv(qkv), inner, dim, heads)
+    }
+
+    /// Tokens of `query_dim` features attending a context of `kv_dim`.
+    pub fn cross_attention(
         vb: &Vars,
         query_dim: usize,
         kv_dim: usize,
@@ -32,29 +53,37 @@ impl Attention {
         qkv_bias: bool,
     ) -> Result<Self> {
         let inner = heads * head_dim;
-        Ok(Self {
+        let projections = Projections::Cross {
             to_q: Linear::new(&vb.pp("to_q"), query_dim, inner, qkv_bias)?,
-            to_k: Linear::new(&vb.pp("to_k"), kv_dim, inner, qkv_bias)?,
-            to_v: Linear::new(&vb.pp("to_v"), kv_dim, inner, qkv_bias)?,
+            to_kv: Linear::stack(vb, &["to_k", "to_v"], kv_dim, inner, qkv_bias)?,
+        };
+        Self::with(vb, projections, inner, query_dim, heads)
+    }
+
+    fn with(
+        vb: &Vars,
+        projections: Projections,
+        inner: usize,
+        query_dim: usize,
+        heads: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            projections,
             to_out: Linear::new(&vb.pp("to_out").pp(0), inner, query_dim, true)?,
             heads,
         })
     }
 
-    /// `attn(x, context) + residual` (context `[N, S, Dkv]`, or x itself),
-    /// the add in to_out's store (to_out.1 is dropout: inference only).
-    fn forward_add(
-        &self,
-        g: &mut Graph,
-        x: &Tensor,
-        context: &Tensor,
-        residual: &Tensor,
-    ) -> Result<Tensor> {
-        let kv = self.key_value(g, context)?;
-        self.forward_kv_add(g, x, &kv, residual)
+    /// `attn(x) + residual` over x `[N, L, D]` (self-attention), the add in
+    /// to_out's store (to_out.1 is dropout: inference only).
+    fn forward_self_add(&self, g: &mut Graph, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let [q, k, v] = three(g.linear_parts(x, self.self_qkv()?, 3)?);
+        let o = g.attention(&q, &k, &v, self.heads, false)?;
+        g.linear_add(&o, &self.to_out, residual)
     }
 
-    /// [`Self::forward_add`] attending keys and values already projected.
+    /// `attn(x, context) + residual` attending keys and values already
+    /// projected ([`Self::key_value`]).
     fn forward_kv_add(
         &self,
         g: &mut Graph,
@@ -62,29 +91,52 @@ impl Attention {
         (k, v): &KeyValue,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        let q = g.linear(x, &self.to_q)?; // [N, L, H*Dh]
+        let Projections::Cross { to_q, .. } = &self.projections else {
+            return Err(Error::BadInput(
+                "attention: a self-attention given keys".into(),
+            ));
+        };
+        let q = g.linear(x, to_q)?; // [N, L, H*Dh]
         let o = g.attention(&q, k, v, self.heads, false)?;
         g.linear_add(&o, &self.to_out, residual)
     }
 
     /// Self-attention over the pixels of NCHW `x`, written NCHW plus
     /// `residual` (the VAE mid-block's), with no permutes: the projections
-    /// read and write NCHW themselves ([`Graph::linear_from_nchw`]).
+    /// read and write NCHW themselves ([`Graph::linear_parts_from_nchw`]).
     pub fn forward_nchw_add(&self, g: &mut Graph, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let q = g.linear_from_nchw(x, &self.to_q)?; // [N, hw, H*Dh]
-        let k = g.linear_from_nchw(x, &self.to_k)?;
-        let v = g.linear_from_nchw(x, &self.to_v)?;
+        let [q, k, v] = three(g.linear_parts_from_nchw(x, self.self_qkv()?, 3)?); // [N, hw, H*Dh]
         let o = g.attention(&q, &k, &v, self.heads, false)?;
         g.linear_to_nchw_add(&o, &self.to_out, residual)
     }
 
     /// The keys and values of `context` `[N, S, Dkv]`: `[N, S, H*Dh]` each.
     fn key_value(&self, g: &mut Graph, context: &Tensor) -> Result<KeyValue> {
-        Ok((
-            g.linear(context, &self.to_k)?,
-            g.linear(context, &self.to_v)?,
-        ))
+        let Projections::Cross { to_kv, .. } = &self.projections else {
+            return Err(Error::BadInput(
+                "attention: a self-attention has no context".into(),
+            ));
+        };
+        let [k, v] = g
+            .linear_parts(context, to_kv, 2)?
+            .try_into()
+            .expect("two parts");
+        Ok((k, v))
     }
+
+    fn self_qkv(&self) -> Result<&Linear> {
+        match &self.projections {
+            Projections::SelfQkv(qkv) => Ok(qkv),
+            Projections::Cross { .. } => Err(Error::BadInput(
+                "attention: a cross-attention run without its context".into(),
+            )),
+        }
+    }
+}
+
+/// Three parts of a stacked projection.
+fn three(parts: Vec<Tensor>) -> [Tensor; 3] {
+    parts.try_into().expect("three parts")
 }
 
 /// `FeedForward(dim, activation_fn="geglu")`: net.0.proj → GEGLU → net.2.
@@ -161,9 +213,9 @@ impl BasicTransformerBlock {
         let head_dim = dim / heads;
         Ok(Self {
             norm1: LayerNorm::new(&vb.pp("norm1"), dim, 1e-5)?,
-            attn1: Attention::new(&vb.pp("attn1"), dim, dim, heads, head_dim, false)?,
+            attn1: Attention::self_attention(&vb.pp("attn1"), dim, heads, head_dim, false)?,
             norm2: LayerNorm::new(&vb.pp("norm2"), dim, 1e-5)?,
-            attn2: Attention::new(
+            attn2: Attention::cross_attention(
                 &vb.pp("attn2"),
                 dim,
                 cross_attention_dim,
@@ -180,7 +232,7 @@ impl BasicTransformerBlock {
     /// reassigned, not shadowed, so each dies when replaced (the arena reuses it).
     fn forward(&self, g: &mut Graph, x: &Tensor, context: &Cross) -> Result<Tensor> {
         let mut h = g.layer_norm(x, &self.norm1)?;
-        let mut x = self.attn1.forward_add(g, &h, &h, x)?;
+        let mut x = self.attn1.forward_self_add(g, &h, x)?;
         h = g.layer_norm(&x, &self.norm2)?;
         let kv = context.key_value(g, &self.attn2)?;
         x = self.attn2.forward_kv_add(g, &h, &kv, &x)?;

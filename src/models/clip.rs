@@ -122,11 +122,10 @@ impl ImageProcessor {
     }
 }
 
-/// `CLIPAttention`: q/k/v/out projections, all with bias.
+/// `CLIPAttention`: q/k/v/out projections, all with bias; q, k and v as one
+/// GEMM over their stacked weights ([`Linear::stack`]).
 struct CLIPAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    qkv_proj: Linear,
     out_proj: Linear,
     heads: usize,
 }
@@ -154,9 +153,7 @@ impl CLIPEncoderLayer {
         Ok(Self {
             layer_norm1: LayerNorm::new(&vb.pp("layer_norm1"), dim, eps)?,
             self_attn: CLIPAttention {
-                q_proj: Linear::new(&attn.pp("q_proj"), dim, dim, true)?,
-                k_proj: Linear::new(&attn.pp("k_proj"), dim, dim, true)?,
-                v_proj: Linear::new(&attn.pp("v_proj"), dim, dim, true)?,
+                qkv_proj: Linear::stack(&attn, &["q_proj", "k_proj", "v_proj"], dim, dim, true)?,
                 out_proj: Linear::new(&attn.pp("out_proj"), dim, dim, true)?,
                 heads,
             },
@@ -173,11 +170,9 @@ impl CLIPEncoderLayer {
         // Handles are reassigned or dropped, not shadowed, so each dies when
         // it is last read (the arena reuses it).
         let mut h = g.layer_norm(x, &self.layer_norm1)?;
-        let q = g.linear(&h, &a.q_proj)?;
-        let k = g.linear(&h, &a.k_proj)?;
-        let v = g.linear(&h, &a.v_proj)?;
-        let o = g.attention(&q, &k, &v, a.heads, causal)?; // [N, L, D]
-        drop((q, k, v));
+        let qkv = g.linear_parts(&h, &a.qkv_proj, 3)?; // q, k, v: [N, L, D] each
+        let o = g.attention(&qkv[0], &qkv[1], &qkv[2], a.heads, causal)?; // [N, L, D]
+        drop(qkv);
         let x = g.linear_add(&o, &a.out_proj, x)?; // residual, in out_proj's store
         drop(o);
         h = g.layer_norm(&x, &self.layer_norm2)?;

@@ -5,7 +5,7 @@
 //! is the plan (done once per model, batch and size); running it only encodes
 //! the recorded dispatches, so a forward pass allocates nothing.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{Context, DType, Dispatch, Tensor};
 use crate::models::arena::{lock, Arena, SharedArena};
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
@@ -18,7 +18,6 @@ use crate::ops::layout;
 use crate::ops::matmul::{self, MatmulOptions};
 use crate::ops::norm;
 use crate::ops::resample;
-use crate::weights::RowOrder;
 
 /// A forward pass being recorded: the dispatches in order and the tensors they
 /// write, which an [`Arena`] places in buffers reused by liveness.
@@ -110,6 +109,11 @@ impl<'a> Graph<'a> {
     /// that writes it must write all of it.
     pub fn tensor(&mut self, shape: &[usize]) -> Result<Tensor> {
         self.tensor_of(shape, self.act)
+    }
+
+    /// The dtype [`Graph::tensor`] allocates now.
+    pub fn activation_dtype(&self) -> DType {
+        self.act
     }
 
     /// [`Graph::tensor`] of a given dtype (an f32 output of a kernel that has
@@ -211,14 +215,7 @@ impl Graph<'_> {
         out: &Tensor,
         opts: &MatmulOptions,
     ) -> Result<()> {
-        let interleaved = layer.rows == RowOrder::HalvesInterleaved;
-        if opts.geglu != interleaved {
-            let needs = ["cannot run", "runs only"][interleaved as usize];
-            return Err(Error::BadInput(format!(
-                "linear: a weight of shape {:?} with rows {:?} {needs} with GEGLU in its store",
-                layer.weight.shape, layer.rows,
-            )));
-        }
+        layer.expect_rows(opts.geglu)?;
         let din = x.dim(-1);
         let rows = x.numel() / din.max(1);
         let flat = [rows, out.numel() / rows.max(1)];

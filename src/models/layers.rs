@@ -215,8 +215,44 @@ impl Linear {
         })
     }
 
+    /// The layers `leaves` of `vb` (one input size, `dout` outputs each)
+    /// stacked along their outputs, biases alike, for one GEMM that writes
+    /// each layer's output apart (`Graph::linear_parts`). Each is loaded as
+    /// itself first, so its LoRA patches merge as they would unstacked.
+    pub fn stack(vb: &Vars, leaves: &[&str], din: usize, dout: usize, bias: bool) -> Result<Self> {
+        let layers = leaves
+            .iter()
+            .map(|leaf| Self::new(&vb.pp(leaf), din, dout, bias))
+            .collect::<Result<Vec<_>>>()?;
+        let label = vb.name(&leaves.join("+"));
+        let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
+        let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.bias.as_ref()).collect();
+        Ok(Self {
+            weight: Tensor::stack_rows(vb.ctx, &label, &weights)?,
+            bias: match biases {
+                Some(biases) => Some(Tensor::stack_rows(vb.ctx, &label, &biases)?),
+                None => None,
+            },
+            rows: RowOrder::Stored,
+        })
+    }
+
     pub fn out_features(&self) -> usize {
         self.weight.shape[0]
+    }
+
+    /// Refuses a layer whose rows do not suit the store asked of it: GEGLU
+    /// needs them interleaved, anything else as stored.
+    pub fn expect_rows(&self, geglu: bool) -> Result<()> {
+        let interleaved = self.rows == RowOrder::HalvesInterleaved;
+        if geglu == interleaved {
+            return Ok(());
+        }
+        let needs = ["cannot run", "runs only"][interleaved as usize];
+        Err(Error::BadInput(format!(
+            "linear: a weight of shape {:?} with rows {:?} {needs} with GEGLU in its store",
+            self.weight.shape, self.rows,
+        )))
     }
 }
 

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod resnet;
 pub mod scorer;
 pub mod single_file;
+pub mod stacked;
 pub mod unet_2d_condition;
 pub mod unet_blocks;
 pub mod unet_config;

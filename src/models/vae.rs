@@ -97,7 +97,7 @@ impl UNetMidBlock2D {
                 let vb = vb.pp("attentions").pp(0);
                 Some(VaeAttention {
                     group_norm: GroupNorm::new(&vb.pp("group_norm"), groups, channels, EPS)?,
-                    attn: Attention::new(&vb, channels, channels, 1, channels, true)?,
+                    attn: Attention::self_attention(&vb, channels, 1, channels, true)?,
                 })
             }
             false => None,

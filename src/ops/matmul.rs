@@ -7,7 +7,7 @@ use crate::gpu::coop::{Coop, COLS};
 use crate::gpu::dispatch::Gemm;
 use crate::gpu::{dispatch, Access, AdapterClass, Context, Dispatch, Launch, Policy};
 use crate::gpu::{DType, Shader, Tensor};
-use crate::ops::{expect_shape, groups, tuning, variant};
+use crate::ops::{groups, tuning, variant};
 
 mod shape;
 
@@ -15,7 +15,7 @@ pub use crate::ops::epilogue::Epilogue;
 pub use crate::ops::variant::{with_variant, MatmulVariant};
 use crate::ops::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
 use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F16};
-use shape::{check_geglu, Shape};
+use shape::Shape;
 
 // The enum is in ops::variant, beside the benchmarks' pin; choosing one needs
 // the cooperative self-test below, which runs a matmul.
@@ -164,6 +164,12 @@ pub struct MatmulOptions {
     /// (`weights::RowOrder::HalvesInterleaved`), and `out` `[.., M, N / 2]`
     /// receives `hidden · gelu(gate)`. Not with `transpose_out` or a residual.
     pub geglu: bool,
+    /// Above 1, op(b)'s columns are this many equal parts (q, k and v of a
+    /// self-attention's stacked projections) and `out` `[parts, n]` holds
+    /// part p `[..batch, M, N / parts]` at element p·n (n at least the part's
+    /// size: each part can start at an offset the adapter binds). Not with
+    /// `transpose_out`, a residual or GEGLU.
+    pub parts: usize,
     /// Kernel override; `None` picks [`MatmulVariant::for_problem`].
     pub variant: Option<MatmulVariant>,
 }
@@ -176,6 +182,7 @@ impl Default for MatmulOptions {
             transpose_out: false,
             alpha: 1.0,
             geglu: false,
+            parts: 1,
             variant: None,
         }
     }
@@ -212,7 +219,8 @@ struct Params {
     col0: u32,
     ldc: u32,
     residual_scale: f32,
-    _pad: [u32; 2],
+    part_stride: u32,
+    _pad: u32,
 }
 
 /// Fewest workgroups `GpuWide` is chosen with: below it a GPU's compute units
@@ -244,8 +252,7 @@ pub fn matmul(
 ) -> Result<Dispatch> {
     let shape = Shape::of(a, b, opts)?;
     let epilogue = Epilogue::bias(bias);
-    check_geglu(&shape, &epilogue, opts)?;
-    expect_shape("matmul", "out", out, &shape.out(a, opts))?;
+    shape.check_out("matmul", a, out, &epilogue, opts)?;
     epilogue.check("matmul", shape.n, out, None)?;
     launch(ctx, a, b, epilogue, out, opts, (0, shape.n))
 }
@@ -285,8 +292,7 @@ pub fn linear_with(
     opts: &MatmulOptions,
 ) -> Result<Vec<Dispatch>> {
     let shape = Shape::of(x, weight, opts)?;
-    check_geglu(&shape, &epilogue, opts)?;
-    expect_shape("linear", "out", out, &shape.out(x, opts))?;
+    shape.check_out("linear", x, out, &epilogue, opts)?;
     epilogue.check("linear", shape.n, out, None)?;
     // GEGLU's pairs of rows stay in one block.
     let pairs = 1 + opts.geglu as usize;
@@ -310,8 +316,10 @@ fn launch(
 ) -> Result<Dispatch> {
     let shape = Shape::of(a, b, opts)?;
     let Shape { batch, m, n, k } = shape;
-    // GEGLU writes one output per pair of columns.
-    let ldc = ldc / (1 + opts.geglu as usize);
+    // GEGLU writes one output per pair of columns; parts are as wide as their columns.
+    let outputs = batch * m * ldc / (1 + opts.geglu as usize);
+    let ldc = ldc / (1 + opts.geglu as usize) / opts.parts.max(1);
+    let split = opts.parts > 1;
     let b_shared = b.shape.len() == 2;
     let params = Params {
         m: m as u32,
@@ -324,7 +332,8 @@ fn launch(
         col0: col0 as u32,
         ldc: ldc as u32,
         residual_scale: epilogue.scale(),
-        _pad: [0; 2],
+        part_stride: if split { out.shape[1] as u32 } else { 0 },
+        _pad: 0,
     };
     epilogue.expect_activations("matmul", a, out)?;
     let kernel = pick(ctx, &shape, b.dtype, opts)?;
@@ -334,6 +343,7 @@ fn launch(
         ("TRANSPOSE_B", opts.transpose_b as u32 as f64),
         ("TRANSPOSE_C", opts.transpose_out as u32 as f64),
         ("GEGLU", opts.geglu as u32 as f64),
+        ("SPLIT", split as u32 as f64),
     ];
     constants.extend(epilogue.constants());
     constants.extend(kernel.constants.iter().copied());
@@ -352,8 +362,7 @@ fn launch(
         ],
         workgroups: [groups(n, tile_n), groups(m, tile_m), batch as u32],
         flops: 2 * (batch * m * n * k) as u64,
-        bytes: (a.dtype.size() * (batch * m * k + batch * m * ldc) + b.dtype.size() * b_reads)
-            as u64,
+        bytes: (a.dtype.size() * (batch * m * k + outputs) + b.dtype.size() * b_reads) as u64,
     }
     .build(ctx, &params)
     .map(|d| d.with_gemm(shape.gemm()))

@@ -229,7 +229,7 @@ fn geglu_in_the_store_refuses_what_it_cannot_pair() {
         e.to_string()
     };
     let e = refused(&odd, Epilogue::default(), &geglu, &[4, 3]);
-    assert!(e.contains("an odd number of columns"), "{e}");
+    assert!(e.contains("7 columns, not a multiple of 2"), "{e}");
     let with_residual = Epilogue {
         bias: None,
         residual: Some((&residual, 1.0)),
@@ -242,4 +242,150 @@ fn geglu_in_the_store_refuses_what_it_cannot_pair() {
     };
     let e = refused(&w, Epilogue::default(), &transposed, &[3, 4]);
     assert!(e.contains("a transposed output"), "{e}");
+}
+
+/// The q, k, v of one GEMM over stacked weights (`MatmulOptions::parts`),
+/// each part written at its own offset: the same bits as three separate
+/// linears on the same kernel (each output is the same sum in the same order),
+/// on every variant, tokens in and NCHW in (`transpose_a`), f32 and f16 weights,
+/// and with the weight bound in row blocks that straddle the parts.
+#[test]
+fn linear_in_parts_is_three_linears() {
+    let mut rng = Rng::new(77);
+    let (m, k, d) = (37, 24, 20);
+    for transpose_a in [false, true] {
+        let x_shape = if transpose_a { [2, k, m] } else { [2, m, k] };
+        let (x, _) = random(&mut rng, &x_shape);
+        let parts: Vec<(Tensor, Tensor)> = (0..3)
+            .map(|_| (random(&mut rng, &[d, k]).0, random(&mut rng, &[d]).0))
+            .collect();
+        for half in [false, true] {
+            let parts: Vec<(Tensor, Tensor)> = match half {
+                false => parts.clone(),
+                true => parts.iter().map(|(w, b)| (to_half(w), b.clone())).collect(),
+            };
+            let ws: Vec<&Tensor> = parts.iter().map(|(w, _)| w).collect();
+            let bs: Vec<&Tensor> = parts.iter().map(|(_, b)| b).collect();
+            let w = Tensor::stack_rows(ctx(), "qkv", &ws).unwrap();
+            let bias = Tensor::stack_rows(ctx(), "qkv bias", &bs).unwrap();
+            for variant in MatmulVariant::ALL {
+                let opts = MatmulOptions {
+                    transpose_a,
+                    variant: Some(variant),
+                    ..MatmulOptions::linear()
+                };
+                let separate: Vec<Vec<f32>> = parts
+                    .iter()
+                    .map(|(w, b)| linear_out(ctx(), &x, w, b, &[2, m, d], &opts))
+                    .collect();
+                let stride = 2 * m * d + 5;
+                let out = linear_out(
+                    ctx(),
+                    &x,
+                    &w,
+                    &bias,
+                    &[3, stride],
+                    &MatmulOptions { parts: 3, ..opts },
+                );
+                for (p, want) in separate.iter().enumerate() {
+                    let got = &out[p * stride..p * stride + want.len()];
+                    let what = format!("part {p} {variant:?} transpose_a {transpose_a} f16 {half}");
+                    assert_eq!(got, &want[..], "{what}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn parts_in_row_blocks_land_in_their_parts() {
+    let mut limited = new_context();
+    limited.limit_bindings_for_tests(1536);
+    let mut rng = Rng::new(78);
+    let (m, k, d) = (2, 128, 3);
+    let x = Tensor::from_f32(&limited, "x", &[m, k], &rng.vec(m * k)).unwrap();
+    let parts: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::weight_f32(&limited, "w", &[d, k], &rng.vec(d * k)).unwrap())
+        .collect();
+    let bias = Tensor::from_f32(&limited, "b", &[3 * d], &rng.vec(3 * d)).unwrap();
+    let w = Tensor::stack_rows(&limited, "qkv", &parts.iter().collect::<Vec<_>>()).unwrap();
+    // 512-byte rows under a 1536-byte limit: blocks of 3 rows, one per part here.
+    assert_eq!(w.row_blocks(&limited, "w").unwrap().len(), 3);
+    let opts = MatmulOptions::linear();
+    let out = linear_out(
+        &limited,
+        &x,
+        &w,
+        &bias,
+        &[3, 64],
+        &MatmulOptions { parts: 3, ..opts },
+    );
+    let plain = linear_out(&limited, &x, &w, &bias, &[m, 3 * d], &opts);
+    for p in 0..3 {
+        for (i, row) in plain.chunks(3 * d).enumerate() {
+            let got = &out[p * 64 + i * d..p * 64 + (i + 1) * d];
+            assert_eq!(got, &row[p * d..(p + 1) * d], "part {p} row {i}");
+        }
+    }
+}
+
+#[test]
+fn parts_refuse_what_they_cannot_split() {
+    let mut rng = Rng::new(79);
+    let (x, _) = random(&mut rng, &[4, 8]);
+    let (w, _) = random(&mut rng, &[6, 8]);
+    let (residual, _) = random(&mut rng, &[4, 6]);
+    let parts = |n| MatmulOptions {
+        parts: n,
+        ..MatmulOptions::linear()
+    };
+    let refused = |epilogue: Epilogue, opts: &MatmulOptions, out: &[usize]| {
+        let e = matmul::linear_with(ctx(), &x, &w, epilogue, &zeros(out), opts).unwrap_err();
+        e.to_string()
+    };
+    let e = refused(Epilogue::default(), &parts(4), &[4, 8]);
+    assert!(e.contains("6 columns, not a multiple of 4"), "{e}");
+    let e = refused(Epilogue::default(), &parts(3), &[3, 7]);
+    assert!(e.contains("expected [3, n] with n >= 8"), "{e}");
+    let with_residual = Epilogue {
+        bias: None,
+        residual: Some((&residual, 1.0)),
+    };
+    let e = refused(with_residual, &parts(3), &[3, 8]);
+    assert!(e.contains("a residual"), "{e}");
+    let both = MatmulOptions {
+        geglu: true,
+        ..parts(3)
+    };
+    let e = refused(Epilogue::default(), &both, &[3, 8]);
+    assert!(e.contains("GEGLU in the store cannot take parts"), "{e}");
+    let odd = Tensor::from_f16(ctx(), "odd", &[1, 3], &[f16::ONE; 3]).unwrap();
+    let e = Tensor::stack_rows(ctx(), "odd", &[&odd, &odd]).unwrap_err();
+    assert!(e.to_string().contains("cannot stack"), "{e}");
+}
+
+/// `x · wᵀ + b` on `opts` into a fresh tensor of `out`'s shape, read back.
+fn linear_out(
+    ctx: &Context,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    out: &[usize],
+    opts: &MatmulOptions,
+) -> Vec<f32> {
+    let t = Tensor::zeros(ctx, "out", out).unwrap();
+    let ds = matmul::linear_with(ctx, x, w, Epilogue::bias(Some(b)), &t, opts).unwrap();
+    dispatch::run(ctx, &ds).unwrap();
+    t.to_vec(ctx).unwrap()
+}
+
+/// An f32 weight as f16 (rounded).
+fn to_half(w: &Tensor) -> Tensor {
+    let halves: Vec<f16> = w
+        .to_vec(ctx())
+        .unwrap()
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    Tensor::from_f16(ctx(), "w", &w.shape, &halves).unwrap()
 }

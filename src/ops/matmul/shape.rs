@@ -5,6 +5,7 @@ use super::{Epilogue, MatmulOptions};
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Gemm, GemmOp};
 use crate::gpu::Tensor;
+use crate::ops::expect_shape;
 
 /// Problem size after checking `a` and `b` against each other.
 #[derive(Clone, Copy, Debug)]
@@ -24,6 +25,57 @@ impl Shape {
             cols: self.n,
             depth: self.k,
         }
+    }
+
+    /// What the store is asked to do checked against the problem, then `out`'s
+    /// shape (see [`Self::out`]; with parts, `[parts, >= one part]`).
+    pub(super) fn check_out(
+        &self,
+        op: &str,
+        a: &Tensor,
+        out: &Tensor,
+        epilogue: &Epilogue,
+        opts: &MatmulOptions,
+    ) -> Result<()> {
+        self.check_store(epilogue, opts)?;
+        let parts = opts.parts;
+        let part = self.batch * self.m * (self.n / parts.max(1));
+        let fits = out.shape.len() == 2 && out.shape[0] == parts && out.shape[1] >= part;
+        match parts {
+            0 | 1 => expect_shape(op, "out", out, &self.out(a, opts)),
+            _ if fits => Ok(()),
+            _ => Err(Error::BadInput(format!(
+                "{op}: out has shape {:?}, expected [{parts}, n] with n >= {part}: {parts} \
+                 parts of {} columns",
+                out.shape,
+                self.n / parts
+            ))),
+        }
+    }
+
+    /// GEGLU pairs columns and parts group them: neither with a transposed
+    /// output or a residual, nor with each other.
+    fn check_store(&self, epilogue: &Epilogue, opts: &MatmulOptions) -> Result<()> {
+        let (what, columns) = match (opts.geglu, opts.parts > 1) {
+            (false, false) => return Ok(()),
+            (true, false) => ("GEGLU", 2),
+            (false, true) => ("parts", opts.parts),
+            (true, true) => ("GEGLU", 0),
+        };
+        let why = if columns == 0 {
+            "parts".to_string()
+        } else if !self.n.is_multiple_of(columns) {
+            format!("{} columns, not a multiple of {columns}", self.n)
+        } else if opts.transpose_out {
+            "a transposed output".into()
+        } else if epilogue.residual.is_some() {
+            "a residual".into()
+        } else {
+            return Ok(());
+        };
+        Err(Error::BadInput(format!(
+            "matmul: {what} in the store cannot take {why}"
+        )))
     }
 
     /// The output's shape: `a`'s batch dims, then `[M, N]` (`[N, M]` if
@@ -88,25 +140,4 @@ impl Shape {
             && (!opts.transpose_a || self.m.is_multiple_of(4))
             && (opts.transpose_b || self.n.is_multiple_of(4))
     }
-}
-
-/// What GEGLU in the store needs: column pairs, and nothing else in the
-/// store that would see the halved output.
-pub(super) fn check_geglu(shape: &Shape, epilogue: &Epilogue, opts: &MatmulOptions) -> Result<()> {
-    if !opts.geglu {
-        return Ok(());
-    }
-    let why = if shape.n % 2 == 1 {
-        "an odd number of columns"
-    } else if opts.transpose_out {
-        "a transposed output"
-    } else if epilogue.residual.is_some() {
-        "a residual"
-    } else {
-        return Ok(());
-    };
-    Err(Error::BadInput(format!(
-        "matmul: GEGLU in the store needs column pairs and no more; got {why} ({} columns)",
-        shape.n
-    )))
 }
