@@ -50,18 +50,9 @@ fn a4_at(i: u32) -> vec4<f32> { return vec4<f32>(a4[i]); }
 fn out_set(i: u32, y: f32) { out[i] = act(y); }
 fn out4_set(i: u32, y: vec4<f32>) { out4[i] = vec4<act>(y); }
 
-// erf: wgsl/gelu.wgsl, compiled before this file.
+// wgsl/activation.wgsl, compiled before this file, has the functions.
 fn activate(x: vec4<f32>) -> vec4<f32> {
-    switch OP {
-        case 1u: { return x / (1.0 + exp(-x)); }
-        case 2u: { return 0.5 * x * (1.0 + erf(x * 0.70710678118654752)); }
-        case 3u: {
-            let inner = 0.79788456080286536 * (x + 0.044715 * x * x * x);
-            return 0.5 * x * (1.0 + tanh(inner));
-        }
-        case 4u: { return x / (1.0 + exp(-1.702 * x)); }
-        default: { return x; }
-    }
+    return activation(OP, x);
 }
 
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {

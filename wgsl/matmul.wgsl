@@ -42,6 +42,10 @@ override GEGLU: bool = false;
 // one GEMM over their stacked weights), part q of the product's columns stored
 // [batch, M, ldc] at element q · part_stride, so each part is a tensor of its own.
 override SPLIT: bool = false;
+// An activation of product + bias (ops::elementwise::Activation's code, 0 for
+// none: wgsl/activation.wgsl), the value rounded to `act` first as the separate
+// launch read it, so fusing changes no bits. Never with HAS_RESIDUAL.
+override ACTIVATION: u32 = 0u;
 
 struct Params {
     m: u32,
@@ -101,6 +105,9 @@ fn store(batch: u32, i: u32, j: u32, acc: f32) {
     var y = acc * p.alpha;
     if (HAS_BIAS) {
         y += bias[p.col0 + j];
+    }
+    if (ACTIVATION != 0u) {
+        y = activation(ACTIVATION, vec4(f32(act(y)))).x;
     }
     var at = batch * p.stride_c + i * p.ldc + p.col0 + j;
     if (TRANSPOSE_C) {

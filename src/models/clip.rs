@@ -176,8 +176,7 @@ impl CLIPEncoderLayer {
         let x = g.linear_add(&o, &a.out_proj, x)?; // residual, in out_proj's store
         drop(o);
         h = g.layer_norm(&x, &self.layer_norm2)?;
-        h = g.linear(&h, &self.fc1)?; // [N, L, mlp]
-        h = g.activation(&h, self.act)?;
+        h = g.linear_act(&h, &self.fc1, self.act)?; // [N, L, mlp], the activation in fc1's store
         g.linear_add(&h, &self.fc2, &x)
     }
 }

@@ -196,6 +196,19 @@ impl Graph<'_> {
         self.linear_into_with(x, layer, residual, out, &MatmulOptions::linear())
     }
 
+    /// `act(layer(x))`, the activation in the layer's store.
+    pub fn linear_act(&mut self, x: &Tensor, layer: &Linear, act: Activation) -> Result<Tensor> {
+        let mut shape = x.shape.clone();
+        *shape.last_mut().expect("linear input has a last dim") = layer.out_features();
+        let out = self.tensor(&shape)?;
+        let opts = MatmulOptions {
+            activation: act,
+            ..MatmulOptions::linear()
+        };
+        self.linear_into_with(x, layer, None, &out, &opts)?;
+        Ok(out)
+    }
+
     /// diffusers' `GEGLU`, `hidden · gelu(gate)` of `layer(x)`'s two halves, in
     /// the projection's store: x `[.., in]` → `[.., out / 2]`. `layer` is loaded
     /// with its rows interleaved ([`RowOrder::HalvesInterleaved`]).
@@ -234,15 +247,6 @@ impl Graph<'_> {
         )?;
         self.extend(ds);
         Ok(())
-    }
-
-    /// `act(x)`, elementwise.
-    pub fn activation(&mut self, x: &Tensor, act: Activation) -> Result<Tensor> {
-        self.unary(x, act, 1.0, 0.0)
-    }
-
-    pub fn silu(&mut self, x: &Tensor) -> Result<Tensor> {
-        self.activation(x, Activation::Silu)
     }
 
     /// `x * scale + bias`.

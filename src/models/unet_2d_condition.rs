@@ -9,6 +9,7 @@ use crate::models::layers::{Conv2d, GroupNorm, Linear, Vars};
 use crate::models::unet_blocks::{BlockConfig, DownBlock, MidBlock, UpBlock};
 pub use crate::models::unet_config::{PerBlock, UNet2DConditionConfig};
 use crate::models::Graph;
+use crate::ops::elementwise::Activation;
 use crate::ops::embedding::Timesteps;
 
 /// `TimestepEmbedding`: linear_1 → SiLU → linear_2.
@@ -251,12 +252,10 @@ impl UNet2DConditionModel {
         }
         // 1. time
         let t_emb = g.timestep_embedding(timesteps, &self.time_proj.0, &self.time_proj.1)?; // [N, C0]
-        let emb = g.linear(&t_emb, &self.time_embedding.linear_1)?;
-        let emb = g.silu(&emb)?;
-        let emb = g.linear(&emb, &self.time_embedding.linear_2)?; // [N, 4*C0]
-
-        // ResnetBlock2D applies SiLU to temb before its projection: do it once here.
-        let emb = g.silu(&emb)?;
+        let emb = g.linear_act(&t_emb, &self.time_embedding.linear_1, Activation::Silu)?;
+        // ResnetBlock2D applies SiLU to temb before its projection: do it once
+        // here, in linear_2's store.
+        let emb = g.linear_act(&emb, &self.time_embedding.linear_2, Activation::Silu)?; // [N, 4*C0]
 
         // 2. pre-process
         let sample = if self.config.center_input_sample {

@@ -7,6 +7,7 @@ use crate::gpu::coop::{Coop, COLS};
 use crate::gpu::dispatch::Gemm;
 use crate::gpu::{dispatch, Access, AdapterClass, Context, Dispatch, Launch, Policy};
 use crate::gpu::{DType, Shader, Tensor};
+use crate::ops::elementwise::Activation;
 use crate::ops::{groups, tuning, variant};
 
 mod shape;
@@ -170,6 +171,10 @@ pub struct MatmulOptions {
     /// size: each part can start at an offset the adapter binds). Not with
     /// `transpose_out`, a residual or GEGLU.
     pub parts: usize,
+    /// Applied to product + bias in the store (CLIP's fc1 and its
+    /// activation, the UNet's time embedding and its SiLU in one launch).
+    /// Not with a residual or GEGLU.
+    pub activation: Activation,
     /// Kernel override; `None` picks [`MatmulVariant::for_problem`].
     pub variant: Option<MatmulVariant>,
 }
@@ -183,6 +188,7 @@ impl Default for MatmulOptions {
             alpha: 1.0,
             geglu: false,
             parts: 1,
+            activation: Activation::Identity,
             variant: None,
         }
     }
@@ -344,6 +350,7 @@ fn launch(
         ("TRANSPOSE_C", opts.transpose_out as u32 as f64),
         ("GEGLU", opts.geglu as u32 as f64),
         ("SPLIT", split as u32 as f64),
+        ("ACTIVATION", opts.activation as u32 as f64),
     ];
     constants.extend(epilogue.constants());
     constants.extend(kernel.constants.iter().copied());

@@ -155,28 +155,28 @@ shaders! {
         ["gemm_tile", "weight_f32", "conv2d", "subgroup", "conv2d_subgroup"],
     CONV2D_SUBGROUP_F16 as "conv2d_subgroup_f16" / CONV2D_SUBGROUP_F16_H as "conv2d_subgroup_f16_h" =>
         ["gemm_tile", "weight_f16", "conv2d", "subgroup", "conv2d_subgroup"],
-    ELEMENTWISE / ELEMENTWISE_H as "elementwise_h" => ["gelu", "elementwise"],
+    ELEMENTWISE / ELEMENTWISE_H as "elementwise_h" => ["activation", "elementwise"],
     EMBEDDING => ["weight_f32", "embedding"],
     EMBEDDING_F16 as "embedding_f16" => ["weight_f16", "embedding"],
     FINITE => ["finite"],
     IMAGE => ["image"],
     LAYOUT / LAYOUT_H as "layout_h" => ["layout"],
     LORA => ["lora"],
-    MATMUL / MATMUL_H as "matmul_h" => ["gemm_tile", "weight_f32", "gelu", "matmul"],
+    MATMUL / MATMUL_H as "matmul_h" => ["gemm_tile", "weight_f32", "activation", "matmul"],
     MATMUL_F16 as "matmul_f16" / MATMUL_F16_H as "matmul_f16_h" =>
-        ["gemm_tile", "weight_f16", "gelu", "matmul"],
+        ["gemm_tile", "weight_f16", "activation", "matmul"],
     MATMUL_COOP8 as "matmul_coop8" / MATMUL_COOP8_H as "matmul_coop8_h" =>
-        after "coop8" ["gemm_coop", "weight_f32", "gelu", "matmul"],
+        after "coop8" ["gemm_coop", "weight_f32", "activation", "matmul"],
     MATMUL_COOP8_F16 as "matmul_coop8_f16" / MATMUL_COOP8_F16_H as "matmul_coop8_f16_h" =>
-        after "coop8" ["gemm_coop", "weight_f16", "gelu", "matmul"],
+        after "coop8" ["gemm_coop", "weight_f16", "activation", "matmul"],
     MATMUL_COOP16 as "matmul_coop16" / MATMUL_COOP16_H as "matmul_coop16_h" =>
-        after "coop16" ["gemm_coop", "weight_f32", "gelu", "matmul"],
+        after "coop16" ["gemm_coop", "weight_f32", "activation", "matmul"],
     MATMUL_COOP16_F16 as "matmul_coop16_f16" / MATMUL_COOP16_F16_H as "matmul_coop16_f16_h" =>
-        after "coop16" ["gemm_coop", "weight_f16", "gelu", "matmul"],
+        after "coop16" ["gemm_coop", "weight_f16", "activation", "matmul"],
     MATMUL_SUBGROUP / MATMUL_SUBGROUP_H as "matmul_subgroup_h" =>
-        ["gemm_tile", "weight_f32", "gelu", "matmul", "subgroup", "matmul_subgroup"],
+        ["gemm_tile", "weight_f32", "activation", "matmul", "subgroup", "matmul_subgroup"],
     MATMUL_SUBGROUP_F16 as "matmul_subgroup_f16" / MATMUL_SUBGROUP_F16_H as "matmul_subgroup_f16_h" =>
-        ["gemm_tile", "weight_f16", "gelu", "matmul", "subgroup", "matmul_subgroup"],
+        ["gemm_tile", "weight_f16", "activation", "matmul", "subgroup", "matmul_subgroup"],
     NOISE => ["noise"],
     NORM / NORM_H as "norm_h" => ["norm"],
     PEAK => ["peak"],

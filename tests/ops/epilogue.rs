@@ -12,7 +12,7 @@ use crate::reference::elementwise::geglu;
 use crate::reference::matmul::Matmul;
 use easel::gpu::{dispatch, Context, DType, Tensor};
 use easel::ops::conv2d::{self, Conv2dOptions};
-use easel::ops::elementwise::{self, BinaryOp};
+use easel::ops::elementwise::{self, Activation, BinaryOp};
 use easel::ops::matmul::{self, Epilogue, MatmulOptions, MatmulVariant};
 use easel::weights::RowOrder;
 
@@ -388,4 +388,69 @@ fn to_half(w: &Tensor) -> Tensor {
         .map(f16::from_f32)
         .collect();
     Tensor::from_f16(ctx(), "w", &w.shape, &halves).unwrap()
+}
+
+/// An activation in the store (`MatmulOptions::activation`: CLIP's fc1, the
+/// UNet's time embedding) against the layer then the activation's own launch:
+/// the same function on the same rounded value, so the same bits, on every
+/// kernel and for every activation.
+#[test]
+fn linear_with_an_activation_is_the_separate_launch() {
+    let mut rng = Rng::new(80);
+    let (m, k, n) = (37, 24, 44);
+    let (x, _) = random(&mut rng, &[m, k]);
+    let (w, _) = random(&mut rng, &[n, k]);
+    let (bias, _) = random(&mut rng, &[n]);
+    for act in [
+        Activation::Silu,
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::QuickGelu,
+    ] {
+        for variant in MatmulVariant::ALL {
+            let opts = MatmulOptions {
+                variant: Some(variant),
+                ..MatmulOptions::linear()
+            };
+            let plain = zeros(&[m, n]);
+            run(
+                matmul::linear_with(ctx(), &x, &w, Epilogue::bias(Some(&bias)), &plain, &opts)
+                    .unwrap(),
+            );
+            let separate = zeros(&[m, n]);
+            run(vec![elementwise::unary(
+                ctx(),
+                &plain,
+                &separate,
+                act,
+                1.0,
+                0.0,
+            )
+            .unwrap()]);
+            let fused = MatmulOptions {
+                activation: act,
+                ..opts
+            };
+            let got = linear_out(ctx(), &x, &w, &bias, &[m, n], &fused);
+            assert_eq!(
+                got,
+                separate.to_vec(ctx()).unwrap(),
+                "{act:?} on {variant:?}"
+            );
+        }
+    }
+    let (residual, _) = random(&mut rng, &[m, n]);
+    let with_residual = Epilogue {
+        bias: None,
+        residual: Some((&residual, 1.0)),
+    };
+    let silu = MatmulOptions {
+        activation: Activation::Silu,
+        ..MatmulOptions::linear()
+    };
+    let e = matmul::linear_with(ctx(), &x, &w, with_residual, &zeros(&[m, n]), &silu).unwrap_err();
+    assert!(
+        e.to_string().contains("cannot take GEGLU or a residual"),
+        "{e}"
+    );
 }

@@ -5,6 +5,7 @@ use super::{Epilogue, MatmulOptions};
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Gemm, GemmOp};
 use crate::gpu::Tensor;
+use crate::ops::elementwise::Activation;
 use crate::ops::expect_shape;
 
 /// Problem size after checking `a` and `b` against each other.
@@ -54,8 +55,16 @@ impl Shape {
     }
 
     /// GEGLU pairs columns and parts group them: neither with a transposed
-    /// output or a residual, nor with each other.
+    /// output or a residual, nor with each other; an activation neither with a
+    /// residual nor with GEGLU.
     fn check_store(&self, epilogue: &Epilogue, opts: &MatmulOptions) -> Result<()> {
+        let activation = opts.activation != Activation::Identity;
+        if activation && (opts.geglu || epilogue.residual.is_some()) {
+            return Err(Error::BadInput(format!(
+                "matmul: an activation ({:?}) in the store cannot take GEGLU or a residual",
+                opts.activation
+            )));
+        }
         let (what, columns) = match (opts.geglu, opts.parts > 1) {
             (false, false) => return Ok(()),
             (true, false) => ("GEGLU", 2),
