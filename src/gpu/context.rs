@@ -406,7 +406,7 @@ impl Context {
     }
 
     /// The most bytes one intermediate of a row-wise op may take before the op
-    /// runs in row chunks (the transformer feed-forward's `[rows, 8·dim]`):
+    /// runs in row chunks (the transformer feed-forward's `[rows, 4·dim]`):
     /// [`ACTIVATION_CHUNK_BYTES`], or the binding limit where that is lower.
     pub fn activation_chunk_bytes(&self) -> u64 {
         let chunk = self.chunk_limit.unwrap_or(ACTIVATION_CHUNK_BYTES);
