@@ -76,7 +76,7 @@ enum Command {
         #[command(flatten)]
         adapter: AdapterArgs,
     },
-    /// Time every GEMM kernel at a model's launches on this adapter and save the fastest
+    /// Time every GEMM and attention kernel at a model's launches on this adapter and save the fastest
     /// per shape class (EASEL_TUNING, default ~/.cache/easel/tuning.json), which later
     /// runs on the adapter use.
     Tune {

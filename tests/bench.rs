@@ -233,18 +233,24 @@ fn kernels_of_a_latent_model_are_its_own_launches() {
         .any(|r| r["entry"].as_str().unwrap().starts_with("conv2d")));
 }
 
-/// `bench kernels --model --variant all`: each GEMM launch of the model also
-/// on every other kernel (its own plan, pinned), beside easel's choice.
+/// `bench kernels --model --variant all`: each GEMM and attention launch of
+/// the model also on every other kernel (its own plan, pinned), beside
+/// easel's choice (attention's tiled kernel for both GPU tiles).
 #[test]
 fn every_variant_times_the_models_own_gemm_launches() {
     let rows = model_kernel_rows(tiny_pipeline(), &["--variant", "all"]);
     let variant = |r: &Value| r["variant"].as_str().unwrap().to_string();
     let entry = |r: &Value| r["entry"].as_str().unwrap().to_string();
+    let tiled = |r: &&Value| entry(r).contains("_gpu") || entry(r) == "attention::attention";
     assert!(rows.iter().any(|r| variant(r) == "easel"), "{rows:?}");
     for pinned in ["Gpu", "GpuWide"] {
         let on_it: Vec<&Value> = rows.iter().filter(|r| variant(r) == pinned).collect();
         assert!(!on_it.is_empty(), "no {pinned} rows");
-        assert!(on_it.iter().all(|r| entry(r).contains("_gpu")), "{on_it:?}");
+        assert!(
+            on_it.iter().any(|r| entry(r).contains("attention")),
+            "{on_it:?}"
+        );
+        assert!(on_it.iter().all(tiled), "{on_it:?}");
     }
 }
 

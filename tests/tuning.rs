@@ -25,8 +25,8 @@ fn tune(out: &Path) -> std::process::Output {
     easel(&["tune", "--quick", "--model", model, "--out", path_str(out)])
 }
 
-/// The entries of easel's own GEMM launches in `bench kernels --quick --model`,
-/// with `EASEL_TUNING` naming `table`.
+/// The entries of easel's own GEMM launches (matmul, conv2d, attention) in
+/// `bench kernels --quick --model`, with `EASEL_TUNING` naming `table`.
 fn chosen_gemm_entries(table: &Path, dir: &TempDir) -> Vec<String> {
     let json = dir.path().join("kernels.json");
     let model = path_str(tiny_latent_pipeline());
@@ -37,7 +37,11 @@ fn chosen_gemm_entries(table: &Path, dir: &TempDir) -> Vec<String> {
     let rows = read_json(&json)["kernels"].as_array().unwrap().clone();
     rows.iter()
         .map(|r| r["entry"].as_str().unwrap().to_string())
-        .filter(|e| e.contains("matmul") || e.contains("conv2d"))
+        .filter(|e| {
+            ["matmul", "conv2d", "attention"]
+                .iter()
+                .any(|op| e.contains(op))
+        })
         .collect()
 }
 
@@ -66,14 +70,16 @@ fn tune_saves_this_adapters_winners_beside_other_tables() {
     assert!(!winners.is_empty());
     for w in winners {
         let ms = w["ms"].as_object().unwrap();
-        assert!(ms.len() >= 4, "every variant timed: {w}");
+        // Attention's GpuWide is Gpu's kernel, timed once.
+        let variants = if w["op"] == "attention" { 3 } else { 4 };
+        assert!(ms.len() >= variants, "every variant timed: {w}");
         let least = ms
             .iter()
             .map(|(_, v)| v.as_f64().unwrap())
             .fold(f64::MAX, f64::min);
         let variant = w["variant"].as_str().unwrap();
         assert!(ms[variant].as_f64().unwrap() <= least * 1.05, "{w}");
-        assert!(["matmul", "conv2d"].contains(&w["op"].as_str().unwrap()));
+        assert!(["matmul", "conv2d", "attention"].contains(&w["op"].as_str().unwrap()));
     }
     // Tuning again replaces this adapter's table, not adds one; --json writes
     // the bench report (device, clock) with the table measured.
@@ -89,7 +95,8 @@ fn tune_saves_this_adapters_winners_beside_other_tables() {
 }
 
 /// A table that names the 64×64 shared-memory tile for every class makes
-/// every GEMM launch run it; without one, lavapipe's own kernels run.
+/// every GEMM launch run it (attention its tiled kernel); without one,
+/// lavapipe's own kernels run.
 #[test]
 fn a_table_decides_which_kernel_runs() {
     let dir = TempDir::new("tune-choice");
@@ -102,12 +109,11 @@ fn a_table_decides_which_kernel_runs() {
     }
     let pinned = dir.write("pinned.json", tables.to_string());
     let gpu = chosen_gemm_entries(&pinned, &dir);
-    assert!(
-        !gpu.is_empty() && gpu.iter().all(|e| e.contains("_gpu")),
-        "{gpu:?}"
-    );
+    let tiled = |e: &String| e.contains("_gpu") || e.ends_with("::attention");
+    assert!(gpu.iter().any(|e| e.contains("attention")), "{gpu:?}");
+    assert!(gpu.iter().all(tiled), "{gpu:?}");
     let own = chosen_gemm_entries(&dir.path().join("absent.json"), &dir);
-    assert!(own.iter().all(|e| !e.contains("_gpu")), "{own:?}");
+    assert!(own.iter().all(|e| !tiled(e)), "{own:?}");
 }
 
 /// A corrupt or foreign table stops a run before any work, naming the file;

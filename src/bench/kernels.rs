@@ -202,7 +202,7 @@ fn attentions(r: &mut Runner) -> Result<()> {
             scale: None,
             is_causal,
         };
-        let own = AttentionVariant::for_adapter(r.ctx);
+        let own = attention::chosen_variant(r.ctx, &q, &k, &v, &out, heads)?;
         for variant in r.variants(&AttentionVariant::ALL, own) {
             let d = attention::scaled_dot_product_attention_with(
                 r.ctx, &q, &k, &v, &out, cfg, variant,

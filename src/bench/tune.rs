@@ -1,5 +1,6 @@
-//! `easel tune`: time every GEMM kernel at a model's own launches on this
-//! adapter and keep the fastest per shape class ([`crate::ops::tuning`]),
+//! `easel tune`: time every GEMM kernel (matmul, conv2d, attention) at a
+//! model's own launches on this adapter and keep the fastest per shape class
+//! ([`crate::ops::tuning`]),
 //! which later runs on the adapter choose before the built-in rules.
 //!
 //! Each model of the folder is planned as the loop runs it (the UNet at the
@@ -16,10 +17,11 @@ use std::path::PathBuf;
 use crate::bench::models::Model;
 use crate::bench::{Stats, Table};
 use crate::error::{Error, Result};
+use crate::gpu::dispatch::GemmOp::Attention;
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{Context, Dispatch};
 use crate::memory_plan::Precision;
-use crate::ops::matmul::{coop_ready, with_variant, MatmulVariant};
+use crate::ops::matmul::{coop_ready, with_variant, MatmulVariant, MatmulVariant::GpuWide};
 use crate::ops::tuning::{AdapterKey, AdapterTable, ShapeClass, Winner};
 use crate::weights::WeightPrecision;
 
@@ -135,7 +137,12 @@ fn time_pass(
         .map(|_| profiler.time(ctx, &pass))
         .collect::<Result<Vec<_>>>()?;
     for (i, d) in dispatches.iter().enumerate() {
-        let Some(gemm) = d.gemm else {
+        // Attention's `GpuWide` runs `Gpu`'s kernel: a second timing of one
+        // kernel would only let noise pick between them.
+        let Some(gemm) = d
+            .gemm
+            .filter(|g| !(g.op == Attention && variant == GpuWide))
+        else {
             continue;
         };
         let ms = Stats::of(runs.iter().map(|r| r[i]).collect()).map_or(0.0, |s| s.median_ms);

@@ -37,13 +37,15 @@ pub struct Dispatch {
     /// Floating-point operations and bytes moved, for `easel bench`.
     pub flops: u64,
     pub bytes: u64,
-    /// The GEMM a matmul or conv2d launch computes (`None` for other kernels):
-    /// what `easel tune` classes its timings by.
+    /// The GEMM a matmul, conv2d or attention launch computes (`None` for
+    /// other kernels): what `easel tune` classes its timings by.
     pub gemm: Option<Gemm>,
 }
 
 /// Which op a GEMM launch belongs to: their tiles share code but load
-/// differently (conv2d gathers its A operand from an image).
+/// differently (conv2d gathers its A operand from an image); attention is
+/// two GEMMs per head with a softmax between (`batch` = images × heads,
+/// `rows` queries, `cols` keys, `depth` the head dim).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -51,6 +53,7 @@ pub struct Dispatch {
 pub enum GemmOp {
     Matmul,
     Conv2d,
+    Attention,
 }
 
 /// One GEMM problem: `batch` products of `rows × depth` by `depth × cols`.

@@ -9,6 +9,7 @@
 //! op replaces `view/transpose -> F.scaled_dot_product_attention -> transpose/reshape`.
 
 use crate::error::{Error, Result};
+use crate::gpu::dispatch::{Gemm, GemmOp};
 use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch, Shader, Tensor};
 use crate::ops::matmul::{coop_ready, coop_shader, subgroups_of_8, MatmulVariant};
 use crate::ops::{expect_activations, expect_shape, groups};
@@ -19,7 +20,9 @@ use crate::ops::{ATTENTION_COOP16, ATTENTION_COOP8};
 /// reads them per lane, `CpuSubgroup` once per 8-lane subgroup
 /// (wgsl/attention_subgroup.wgsl; `Cpu` where subgroups are not 8 lanes),
 /// `Coop` on cooperative matrices (wgsl/attention_coop.wgsl; `Gpu` without them,
-/// and for heads wider than [`MAX_HEAD_DIM`]).
+/// and for heads wider than [`MAX_HEAD_DIM`]); `GpuWide` runs `Gpu`'s kernel.
+/// A launch's variant is `MatmulVariant::for_problem` of its [`GemmOp::Attention`]
+/// problem, so `easel tune`'s measurements choose it as they choose a GEMM's.
 pub type AttentionVariant = MatmulVariant;
 
 /// `F.scaled_dot_product_attention`'s options, plus the head count.
@@ -62,8 +65,21 @@ pub fn scaled_dot_product_attention(
     out: &Tensor,
     cfg: Sdpa,
 ) -> Result<Dispatch> {
-    let variant = AttentionVariant::for_adapter(ctx);
+    let variant = chosen_variant(ctx, q, k, v, out, cfg.heads)?;
     scaled_dot_product_attention_with(ctx, q, k, v, out, cfg, variant)
+}
+
+/// The kernel [`scaled_dot_product_attention`] runs for these tensors.
+pub fn chosen_variant(
+    ctx: &Context,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    heads: usize,
+) -> Result<AttentionVariant> {
+    let dims = Dims::of(q, k, v, out, heads)?;
+    Ok(MatmulVariant::for_problem(ctx, dims.problem()))
 }
 
 /// [`scaled_dot_product_attention`] with the kernel variant chosen by the caller.
@@ -76,7 +92,8 @@ pub fn scaled_dot_product_attention_with(
     cfg: Sdpa,
     variant: AttentionVariant,
 ) -> Result<Dispatch> {
-    let Dims { b, lq, lk, h, dh } = Dims::of(q, k, v, out, cfg.heads)?;
+    let dims = Dims::of(q, k, v, out, cfg.heads)?;
+    let Dims { b, lq, lk, h, dh } = dims;
     if let Some(max) = cpu_key_limit(dh).filter(|_| ctx.class == AdapterClass::Cpu) {
         if lk > max {
             return Err(Error::DeviceLimit(format!(
@@ -131,9 +148,11 @@ pub fn scaled_dot_product_attention_with(
         bytes: (q.dtype.size() * (2 * q.numel() + 2 * k.numel())) as u64,
     }
     .build(ctx, &params)
+    .map(|d| d.with_gemm(dims.problem()))
 }
 
 /// Batch, query and key lengths, heads and head dim, checked against each other.
+#[derive(Clone, Copy)]
 struct Dims {
     b: usize,
     lq: usize,
@@ -169,6 +188,17 @@ impl Dims {
         let dh = width / h;
         Ok(Self { b, lq, lk, h, dh })
     }
+
+    /// As the tuner classes it: outputs are the score entries, depth the head dim.
+    fn problem(&self) -> Gemm {
+        Gemm {
+            op: GemmOp::Attention,
+            batch: self.b * self.h,
+            rows: self.lq,
+            cols: self.lk,
+            depth: self.dh,
+        }
+    }
 }
 
 /// The entry point that runs an attention, with its launch shape: `wg` query
@@ -198,7 +228,7 @@ impl Entry {
         // Cpu: see CPU_ROWS; Gpu (and Coop without cooperative matrices): 64 rows
         // and the largest tile of at most 64 keys that fits 8 KiB.
         let (shader, name, tiled, wg, bk) = match variant {
-            AttentionVariant::Gpu | AttentionVariant::Coop => {
+            AttentionVariant::Gpu | AttentionVariant::GpuWide | AttentionVariant::Coop => {
                 let bk = (4 * TILE4 / dh).min(64) / 4 * 4;
                 (&ATTENTION, "attention", true, 64, bk)
             }
@@ -246,7 +276,7 @@ impl Entry {
     fn wide(variant: AttentionVariant, dh: usize) -> Self {
         let dv = wide_slice(dh);
         let wg = match variant {
-            AttentionVariant::Gpu | AttentionVariant::Coop => 64,
+            AttentionVariant::Gpu | AttentionVariant::GpuWide | AttentionVariant::Coop => 64,
             _ => CPU_ROWS,
         };
         Self {

@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::coop::{Coop, COLS};
-use crate::gpu::dispatch::Gemm;
+use crate::gpu::dispatch::{Gemm, GemmOp};
 use crate::gpu::{dispatch, Access, AdapterClass, Context, Dispatch, Launch, Policy};
 use crate::gpu::{DType, Shader, Tensor};
 use crate::ops::elementwise::Activation;
@@ -60,6 +60,8 @@ impl MatmulVariant {
         let adapter = Self::for_adapter(ctx);
         match (adapter, ctx.wide_policy) {
             (Self::Coop, _) | (_, Policy::Off) => adapter,
+            // Attention has one tiled kernel: `GpuWide` would run `Gpu`'s.
+            _ if gemm.op == GemmOp::Attention => adapter,
             (_, Policy::Always) => Self::GpuWide,
             (Self::Gpu, Policy::Auto) if wide_fills(gemm) => Self::GpuWide,
             (variant, _) => variant,

@@ -2,6 +2,7 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::matmul::Matmul;
+use easel::gpu::dispatch::GemmOp;
 use easel::gpu::{dispatch, Policy};
 use easel::ops::matmul;
 use matmul::{MatmulOptions, MatmulVariant};
@@ -354,8 +355,7 @@ fn the_wide_tile_takes_the_problems_that_fill_its_grid() {
     gpu.class = easel::gpu::AdapterClass::Gpu;
     gpu.coop = None;
     gpu.tuned = false; // the rules, not this adapter's measured table
-    let pick = |ctx: &easel::gpu::Context, (batch, rows, cols)| {
-        let op = easel::gpu::dispatch::GemmOp::Conv2d;
+    let pick_op = |ctx: &easel::gpu::Context, op, (batch, rows, cols)| {
         let depth = 64;
         let gemm = easel::gpu::dispatch::Gemm {
             op,
@@ -366,6 +366,13 @@ fn the_wide_tile_takes_the_problems_that_fill_its_grid() {
         };
         MatmulVariant::for_problem(ctx, gemm)
     };
+    let pick = |ctx: &easel::gpu::Context, size| pick_op(ctx, GemmOp::Conv2d, size);
+    // Attention has one tiled kernel, whatever its size.
+    let sd15_self_attention = (2 * 8, 4096, 4096);
+    assert_eq!(
+        pick_op(&gpu, GemmOp::Attention, sd15_self_attention),
+        MatmulVariant::Gpu
+    );
     // SD-1.5 at 512x512, CFG batch 2: 320 channels x 4096 pixels -> 3 x 32 x 2 tiles.
     assert_eq!(pick(&gpu, (2, 320, 4096)), MatmulVariant::GpuWide);
     // Its VAE decoder's 128-channel convolutions at 512x512: 1 x 2048.
