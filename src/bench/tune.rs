@@ -6,10 +6,14 @@
 //! Each model of the folder is planned as the loop runs it (the UNet at the
 //! batches of CFG with 1 and 4 candidates, the decoder at 1, the text encoder
 //! at 2, the scorer at 4), once per variant pinned
-//! ([`crate::ops::matmul::with_variant`]); the whole pass runs several times,
-//! each launch timed in place, and a class's winner is the variant with the
-//! least summed time (medians) over the class's launches, unless the kernel
-//! the rules choose there is within 5 % of it ([`MARGIN`]).
+//! ([`crate::ops::matmul::with_variant`]), each launch timed in place as the
+//! whole pass runs. The variants take turns, one pass each per round, so a
+//! machine getting busier or quieter during the run weighs on all of them
+//! alike (timed one variant after another, a build finishing beside the run
+//! made one kernel look 20-40 % faster than another in small classes). A
+//! class's winner is the variant with the least summed time (each launch's
+//! median over the rounds) over the class's launches, unless the kernel the
+//! rules choose there is within 5 % of it ([`MARGIN`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +21,7 @@ use std::path::PathBuf;
 use crate::bench::models::Model;
 use crate::bench::{Stats, Table};
 use crate::error::{Error, Result};
+use crate::gpu::dispatch::Gemm;
 use crate::gpu::dispatch::GemmOp::Attention;
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{Context, Dispatch};
@@ -69,17 +74,12 @@ pub fn run(ctx: &Context, profiler: &Profiler, opts: &TuneOptions) -> Result<Ada
         let model = Model::load(ctx, &dir, name, WeightPrecision::Auto)?;
         for &batch in batches {
             println!("timing {name} at batch {batch} on {variants:?}");
-            for (i, &v) in variants.iter().enumerate() {
-                let planned = with_variant(v, || model.plan(ctx, batch, opts.precision));
-                let graph = match planned {
-                    Err(e @ Error::DeviceLimit(_)) => {
-                        eprintln!("skipping {name} at batch {batch}: {e}");
-                        break;
-                    }
-                    other => other?,
-                };
-                let timing = (v, repeats(opts.quick), i == 0);
-                time_pass(ctx, profiler, &graph.dispatches, timing, &mut sums)?;
+            let timed = (&model, batch, &variants[..]);
+            match time_rounds(ctx, profiler, timed, opts) {
+                Err(e @ Error::DeviceLimit(_)) => {
+                    eprintln!("skipping {name} at batch {batch}: {e}")
+                }
+                other => add_medians(other?, |g| MatmulVariant::by_rules(ctx, g), &mut sums),
             }
         }
     }
@@ -109,8 +109,8 @@ fn batches(quick: bool) -> [(&'static str, &'static [usize]); 4] {
     ]
 }
 
-/// Timed passes per plan: the median of 5 is steady on a shared machine.
-fn repeats(quick: bool) -> usize {
+/// Rounds of timed passes: the median of 5 is steady on a shared machine.
+fn rounds(quick: bool) -> usize {
     if quick {
         2
     } else {
@@ -118,42 +118,66 @@ fn repeats(quick: bool) -> usize {
     }
 }
 
-/// Run a planned pass `repeats` times (after a warm-up), each launch timed in
-/// place: after the launches before it, on the pass's own data, as a run
-/// meets it (alone and repeated, a launch can time very differently: on
-/// lavapipe a 64×64 projection writing NCHW took 4-5 ms alone, not in a pass).
-/// Each GEMM launch's median on `variant` is added to its class (and counted,
-/// on the `first` variant timed).
-fn time_pass(
+/// Each launch of one model at one batch: its problem (`None` for kernels
+/// that are not GEMMs), then its times (ms) per variant, one per round.
+type LaunchTimes = Vec<(Option<Gemm>, BTreeMap<MatmulVariant, Vec<f64>>)>;
+
+/// Time the model at `batch` on every variant in turns: per round, each
+/// variant's plan (made afresh, so one plan's buffers exist at a time) runs a
+/// warm-up pass and one pass with every launch timed in place (after the
+/// launches before it, on the pass's own data, as a run meets it: alone and
+/// repeated, a launch can time very differently, as a 64×64 projection
+/// writing NCHW did on lavapipe, 4-5 ms alone, ~0.1 ms in a pass).
+fn time_rounds(
     ctx: &Context,
     profiler: &Profiler,
-    dispatches: &[Dispatch],
-    (variant, repeats, first): (MatmulVariant, usize, bool),
-    sums: &mut Sums,
-) -> Result<()> {
-    let pass: Vec<&Dispatch> = dispatches.iter().collect();
-    profiler.time(ctx, &pass)?;
-    let runs = (0..repeats)
-        .map(|_| profiler.time(ctx, &pass))
-        .collect::<Result<Vec<_>>>()?;
-    for (i, d) in dispatches.iter().enumerate() {
-        // Attention's `GpuWide` runs `Gpu`'s kernel: a second timing of one
-        // kernel would only let noise pick between them.
-        let Some(gemm) = d
-            .gemm
-            .filter(|g| !(g.op == Attention && variant == GpuWide))
-        else {
+    (model, batch, variants): (&Model, usize, &[MatmulVariant]),
+    opts: &TuneOptions,
+) -> Result<LaunchTimes> {
+    let mut launches = LaunchTimes::new();
+    for _ in 0..rounds(opts.quick) {
+        for &v in variants {
+            let graph = with_variant(v, || model.plan(ctx, batch, opts.precision))?;
+            let pass: Vec<&Dispatch> = graph.dispatches.iter().collect();
+            profiler.time(ctx, &pass)?;
+            let times = profiler.time(ctx, &pass)?;
+            if !launches.is_empty() && launches.len() != pass.len() {
+                return Err(Error::Gpu(format!(
+                    "tune: the plan on {v:?} has {} launches, another variant's {}",
+                    pass.len(),
+                    launches.len()
+                )));
+            }
+            launches.resize_with(pass.len(), || (None, BTreeMap::new()));
+            for ((gemm, by_variant), (d, ms)) in launches.iter_mut().zip(pass.iter().zip(times)) {
+                *gemm = d.gemm;
+                by_variant.entry(v).or_default().push(ms);
+            }
+        }
+    }
+    Ok(launches)
+}
+
+/// Add each GEMM launch's median on each variant to its class (counted once,
+/// with what `rules` choose for its first launch).
+fn add_medians(launches: LaunchTimes, rules: impl Fn(Gemm) -> MatmulVariant, sums: &mut Sums) {
+    for (gemm, by_variant) in launches {
+        let Some(gemm) = gemm else {
             continue;
         };
-        let ms = Stats::of(runs.iter().map(|r| r[i]).collect()).map_or(0.0, |s| s.median_ms);
         let class = sums.entry(ShapeClass::of(gemm)).or_default();
-        *class.times.entry(variant).or_default() += ms;
-        class.launches += first as usize;
-        class
-            .rules
-            .get_or_insert_with(|| MatmulVariant::by_rules(ctx, gemm));
+        class.launches += 1;
+        class.rules.get_or_insert_with(|| rules(gemm));
+        for (variant, ms) in by_variant {
+            // Attention's `GpuWide` runs `Gpu`'s kernel: a second timing of
+            // one kernel would only let noise pick between them.
+            if gemm.op == Attention && variant == GpuWide {
+                continue;
+            }
+            let median = Stats::of(ms).map_or(0.0, |s| s.median_ms);
+            *class.times.entry(variant).or_default() += median;
+        }
     }
-    Ok(())
 }
 
 /// The winners, with what was measured.
@@ -225,6 +249,7 @@ fn print(sums: &Sums, table: &AdapterTable, variants: &[MatmulVariant]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::dispatch::GemmOp;
     use MatmulVariant::{Cpu, CpuSubgroup, Gpu};
 
     fn class(times: &[(MatmulVariant, f64)], rules: MatmulVariant) -> ClassTimes {
@@ -233,6 +258,47 @@ mod tests {
             launches: 1,
             rules: Some(rules),
         }
+    }
+
+    /// Medians over the rounds, summed per class; launches counted once per
+    /// class; attention's `GpuWide` (`Gpu`'s kernel) left out; other kernels skipped.
+    #[test]
+    fn medians_are_summed_per_class() {
+        let gemm = |op, rows| Gemm {
+            op,
+            batch: 1,
+            rows,
+            cols: 64,
+            depth: 64,
+        };
+        let times = |v: &[(MatmulVariant, &[f64])]| {
+            v.iter()
+                .map(|&(k, ms)| (k, ms.to_vec()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let launches: LaunchTimes = vec![
+            (
+                Some(gemm(GemmOp::Matmul, 60)),
+                times(&[(Gpu, &[3.0, 1.0, 2.0]), (Cpu, &[5.0, 4.0, 9.0])]),
+            ),
+            (None, times(&[(Gpu, &[100.0])])),
+            (
+                Some(gemm(GemmOp::Matmul, 64)),
+                times(&[(Gpu, &[1.0, 1.0, 1.0]), (Cpu, &[1.0, 2.0, 2.0])]),
+            ),
+            (
+                Some(gemm(Attention, 64)),
+                times(&[(Gpu, &[7.0]), (GpuWide, &[1.0])]),
+            ),
+        ];
+        let mut sums = Sums::new();
+        add_medians(launches, |_| Cpu, &mut sums);
+        let matmul = &sums[&ShapeClass::of(gemm(GemmOp::Matmul, 64))];
+        assert_eq!((matmul.launches, matmul.rules), (2, Some(Cpu)));
+        assert_eq!(matmul.times, [(Gpu, 3.0), (Cpu, 7.0)].into_iter().collect());
+        let attention = &sums[&ShapeClass::of(gemm(Attention, 64))];
+        assert_eq!(attention.times, [(Gpu, 7.0)].into_iter().collect());
+        assert_eq!(sums.len(), 2);
     }
 
     #[test]

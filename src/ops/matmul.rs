@@ -69,12 +69,15 @@ impl MatmulVariant {
     }
 
     /// The variants that run as themselves here (`Coop` only with cooperative
-    /// matrices), for benchmarks that label what they time.
+    /// matrices, `CpuSubgroup` only with 8-lane subgroups: elsewhere they run
+    /// `Gpu` and `Cpu`), for benchmarks that label what they time.
     pub fn available(ctx: &Context) -> Vec<Self> {
         let coop = ctx.coop.is_some();
+        let subgroups = subgroups_of_8(ctx);
         Self::ALL
             .into_iter()
             .filter(|&v| v != Self::Coop || coop)
+            .filter(|&v| v != Self::CpuSubgroup || subgroups)
             .collect()
     }
 }
