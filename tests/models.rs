@@ -361,3 +361,37 @@ fn default_model_matches_pytorch() {
     check("unet_out", &unet_out);
     check("upscaler_out", &upscaled);
 }
+
+/// A projection loaded with its rows interleaved for GEGLU runs only with
+/// GEGLU in its store, and one loaded as stored never does: either mistake
+/// would compute the wrong features without a word, so both are refused.
+#[test]
+fn a_layer_runs_only_with_the_store_its_rows_were_loaded_for() {
+    use easel::models::layers::Linear;
+    use easel::weights::RowOrder;
+    let x = Tensor::from_f32(ctx(), "x", &[3, 8], &[0.5; 24]).unwrap();
+    let layer = |rows| Linear {
+        weight: Tensor::from_f32(ctx(), "w", &[6, 8], &[0.25; 48]).unwrap(),
+        bias: None,
+        rows,
+    };
+    let mut g = Graph::new(ctx(), "layers");
+    let e = g
+        .linear(&x, &layer(RowOrder::HalvesInterleaved))
+        .unwrap_err();
+    assert!(e.to_string().contains("runs only with GEGLU"), "{e}");
+    let e = g.linear_geglu(&x, &layer(RowOrder::Stored)).unwrap_err();
+    assert!(e.to_string().contains("cannot run with GEGLU"), "{e}");
+    let e = g
+        .linear_parts(&x, &layer(RowOrder::HalvesInterleaved), 3)
+        .unwrap_err();
+    assert!(e.to_string().contains("runs only with GEGLU"), "{e}");
+    assert_eq!(
+        g.linear_geglu(&x, &layer(RowOrder::HalvesInterleaved))
+            .unwrap()
+            .shape,
+        [3, 3]
+    );
+    let parts = g.linear_parts(&x, &layer(RowOrder::Stored), 3).unwrap();
+    assert!(parts.iter().all(|p| p.shape == [3, 2]), "{parts:?}");
+}
