@@ -97,15 +97,21 @@ fn b_at(batch: u32, kk: u32, j: u32) -> f32 {
     return weight_at(batch * p.stride_b + kk * p.n + j);
 }
 
+// The product's column j with alpha and bias applied.
+fn scaled(j: u32, acc: f32) -> f32 {
+    var y = acc * p.alpha;
+    if (HAS_BIAS) {
+        y += bias[p.col0 + j];
+    }
+    return y;
+}
+
 // Write one output with alpha and bias applied; out-of-range outputs are dropped.
 fn store(batch: u32, i: u32, j: u32, acc: f32) {
     if (i >= p.m || j >= p.n) {
         return;
     }
-    var y = acc * p.alpha;
-    if (HAS_BIAS) {
-        y += bias[p.col0 + j];
-    }
+    var y = scaled(j, acc);
     if (ACTIVATION != 0u) {
         y = activation(ACTIVATION, vec4(f32(act(y)))).x;
     }
@@ -136,13 +142,9 @@ fn store_pair(batch: u32, i: u32, j: u32, acc0: f32, acc1: f32) {
     if (i >= p.m || j >= p.n) {
         return;
     }
-    var hidden = acc0 * p.alpha;
-    var gate = acc1 * p.alpha;
-    if (HAS_BIAS) {
-        hidden += bias[p.col0 + j];
-        gate += bias[p.col0 + j + 1u];
-    }
-    let y = gated_gelu(f32(act(hidden)), f32(act(gate)));
+    let hidden = f32(act(scaled(j, acc0)));
+    let gate = f32(act(scaled(j + 1u, acc1)));
+    let y = gated_gelu(hidden, gate);
     c[batch * p.stride_c + i * p.ldc + (p.col0 + j) / 2u] = act(y);
 }
 

@@ -147,7 +147,7 @@ impl Launch<'_> {
 }
 
 impl Dispatch {
-    /// This launch labelled as computing `gemm` (matmul's and conv2d's).
+    /// This launch labelled as computing `gemm` (matmul's, conv2d's, attention's).
     pub fn with_gemm(mut self, gemm: Gemm) -> Self {
         self.gemm = Some(gemm);
         self

@@ -77,7 +77,7 @@ impl Attention {
     /// `attn(x) + residual` over x `[N, L, D]` (self-attention), the add in
     /// to_out's store (to_out.1 is dropout: inference only).
     fn forward_self_add(&self, g: &mut Graph, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let [q, k, v] = three(g.linear_parts(x, self.self_qkv()?, 3)?);
+        let [q, k, v] = parts(g.linear_parts(x, self.self_qkv()?, 3)?);
         let o = g.attention(&q, &k, &v, self.heads, false)?;
         g.linear_add(&o, &self.to_out, residual)
     }
@@ -105,7 +105,7 @@ impl Attention {
     /// `residual` (the VAE mid-block's), with no permutes: the projections
     /// read and write NCHW themselves ([`Graph::linear_parts_from_nchw`]).
     pub fn forward_nchw_add(&self, g: &mut Graph, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let [q, k, v] = three(g.linear_parts_from_nchw(x, self.self_qkv()?, 3)?); // [N, hw, H*Dh]
+        let [q, k, v] = parts(g.linear_parts_from_nchw(x, self.self_qkv()?, 3)?); // [N, hw, H*Dh]
         let o = g.attention(&q, &k, &v, self.heads, false)?;
         g.linear_to_nchw_add(&o, &self.to_out, residual)
     }
@@ -117,10 +117,7 @@ impl Attention {
                 "attention: a self-attention has no context".into(),
             ));
         };
-        let [k, v] = g
-            .linear_parts(context, to_kv, 2)?
-            .try_into()
-            .expect("two parts");
+        let [k, v] = parts(g.linear_parts(context, to_kv, 2)?);
         Ok((k, v))
     }
 
@@ -134,9 +131,10 @@ impl Attention {
     }
 }
 
-/// Three parts of a stacked projection.
-fn three(parts: Vec<Tensor>) -> [Tensor; 3] {
-    parts.try_into().expect("three parts")
+/// The N parts of a stacked projection (`Graph::linear_parts` makes as many
+/// as asked).
+fn parts<const N: usize>(parts: Vec<Tensor>) -> [Tensor; N] {
+    parts.try_into().expect("as many parts as asked for")
 }
 
 /// `FeedForward(dim, activation_fn="geglu")`: net.0.proj → GEGLU → net.2.

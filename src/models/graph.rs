@@ -162,25 +162,29 @@ impl Graph<'_> {
     /// `nn.Linear` over the last dim: x `[.., in]` → `[.., out]`, one GEMM with
     /// every leading dim folded into M.
     pub fn linear(&mut self, x: &Tensor, layer: &Linear) -> Result<Tensor> {
-        self.linear_with(x, layer, None)
+        self.linear_with(x, layer, None, &MatmulOptions::linear())
     }
 
     /// `layer(x) + residual` in one kernel (the add in the GEMM's store:
     /// [`matmul::Epilogue`]), the transformer blocks' `attn(x) + x`.
     pub fn linear_add(&mut self, x: &Tensor, layer: &Linear, residual: &Tensor) -> Result<Tensor> {
-        self.linear_with(x, layer, Some(residual))
+        self.linear_with(x, layer, Some(residual), &MatmulOptions::linear())
     }
 
+    /// `layer(x)` as `opts` store it, into a new activation: `[.., out]`, or
+    /// `[.., out / 2]` with GEGLU.
     fn linear_with(
         &mut self,
         x: &Tensor,
         layer: &Linear,
         residual: Option<&Tensor>,
+        opts: &MatmulOptions,
     ) -> Result<Tensor> {
         let mut shape = x.shape.clone();
-        *shape.last_mut().expect("linear input has a last dim") = layer.out_features();
+        *shape.last_mut().expect("linear input has a last dim") =
+            layer.out_features() / opts.columns_per_output();
         let out = self.tensor(&shape)?;
-        self.linear_into(x, layer, residual, &out)?;
+        self.linear_into_with(x, layer, residual, &out, opts)?;
         Ok(out)
     }
 
@@ -198,26 +202,18 @@ impl Graph<'_> {
 
     /// `act(layer(x))`, the activation in the layer's store.
     pub fn linear_act(&mut self, x: &Tensor, layer: &Linear, act: Activation) -> Result<Tensor> {
-        let mut shape = x.shape.clone();
-        *shape.last_mut().expect("linear input has a last dim") = layer.out_features();
-        let out = self.tensor(&shape)?;
         let opts = MatmulOptions {
             activation: act,
             ..MatmulOptions::linear()
         };
-        self.linear_into_with(x, layer, None, &out, &opts)?;
-        Ok(out)
+        self.linear_with(x, layer, None, &opts)
     }
 
     /// diffusers' `GEGLU`, `hidden · gelu(gate)` of `layer(x)`'s two halves, in
     /// the projection's store: x `[.., in]` → `[.., out / 2]`. `layer` is loaded
     /// with its rows interleaved ([`RowOrder::HalvesInterleaved`]).
     pub fn linear_geglu(&mut self, x: &Tensor, layer: &Linear) -> Result<Tensor> {
-        let mut shape = x.shape.clone();
-        *shape.last_mut().expect("linear input has a last dim") = layer.out_features() / 2;
-        let out = self.tensor(&shape)?;
-        self.linear_into_with(x, layer, None, &out, &MatmulOptions::linear_geglu())?;
-        Ok(out)
+        self.linear_with(x, layer, None, &MatmulOptions::linear_geglu())
     }
 
     fn linear_into_with(

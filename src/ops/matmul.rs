@@ -215,6 +215,11 @@ impl MatmulOptions {
             ..Self::linear()
         }
     }
+
+    /// Columns of the product per stored output: 2 with GEGLU, else 1.
+    pub fn columns_per_output(&self) -> usize {
+        1 + self.geglu as usize
+    }
 }
 
 #[repr(C)]
@@ -306,9 +311,8 @@ pub fn linear_with(
     shape.check_out("linear", x, out, &epilogue, opts)?;
     epilogue.check("linear", shape.n, out, None)?;
     // GEGLU's pairs of rows stay in one block.
-    let pairs = 1 + opts.geglu as usize;
     weight
-        .row_blocks_in(ctx, "nn.Linear weight", pairs)?
+        .row_blocks_in(ctx, "nn.Linear weight", opts.columns_per_output())?
         .into_iter()
         .map(|(row0, block)| launch(ctx, x, &block, epilogue, out, opts, (row0, shape.n)))
         .collect()
@@ -328,8 +332,8 @@ fn launch(
     let shape = Shape::of(a, b, opts)?;
     let Shape { batch, m, n, k } = shape;
     // GEGLU writes one output per pair of columns; parts are as wide as their columns.
-    let outputs = batch * m * ldc / (1 + opts.geglu as usize);
-    let ldc = ldc / (1 + opts.geglu as usize) / opts.parts.max(1);
+    let outputs = batch * m * n / opts.columns_per_output();
+    let ldc = ldc / opts.columns_per_output() / opts.parts.max(1);
     let split = opts.parts > 1;
     let b_shared = b.shape.len() == 2;
     let params = Params {

@@ -65,7 +65,7 @@ impl Weights {
         for patch in patches {
             let out = tensor.shape[0];
             let k = tensor.numel() / out;
-            let up = order.apply(patch.up.clone(), out);
+            let up = order.apply(&patch.up, out);
             let up = Tensor::from_f32(ctx, &patch.source, &[out, patch.rank], &up)?;
             let down = Tensor::from_f32(ctx, &patch.source, &[patch.rank, k], &patch.down)?;
             let merge = crate::ops::lora::merge(ctx, tensor, &up, &down, patch.scale)?;

@@ -1,6 +1,8 @@
 //! Loading tensors onto the GPU, rows as stored or reordered for a kernel
 //! ([`RowOrder`]).
 
+use std::borrow::Cow;
+
 use super::{HostWeight, Weights};
 use crate::error::Result;
 use crate::gpu::{Context, Tensor};
@@ -18,19 +20,20 @@ pub enum RowOrder {
 }
 
 impl RowOrder {
-    /// `data` (`rows` rows of equal length) in this order.
-    pub fn apply<T: Copy>(self, data: Vec<T>, rows: usize) -> Vec<T> {
+    /// `data` (`rows` rows of equal length) in this order: borrowed as it is
+    /// when stored, copied when reordered.
+    pub fn apply<T: Copy>(self, data: &[T], rows: usize) -> Cow<'_, [T]> {
         match self {
-            Self::Stored => data,
+            Self::Stored => Cow::Borrowed(data),
             Self::HalvesInterleaved => {
                 let len = data.len() / rows.max(1);
                 let half = rows / 2 * len;
                 let (hidden, gate) = data.split_at(half);
-                hidden
+                let interleaved = hidden
                     .chunks(len.max(1))
                     .zip(gate.chunks(len.max(1)))
-                    .flat_map(|(h, g)| h.iter().chain(g).copied())
-                    .collect()
+                    .flat_map(|(h, g)| h.iter().chain(g).copied());
+                Cow::Owned(interleaved.collect())
             }
         }
     }
@@ -52,7 +55,8 @@ impl Weights {
         order: RowOrder,
     ) -> Result<Tensor> {
         let rows = expected_shape.first().copied().unwrap_or(1);
-        let data = order.apply(self.get_f32(name, expected_shape)?, rows);
+        let data = self.get_f32(name, expected_shape)?;
+        let data = order.apply(&data, rows);
         Tensor::from_f32(ctx, &self.full_name(name), expected_shape, &data)
     }
 
@@ -86,10 +90,10 @@ impl Weights {
         let rows = expected_shape.first().copied().unwrap_or(1);
         let tensor = match self.layer_values(&at)? {
             HostWeight::F16(data) => {
-                Tensor::from_f16(ctx, &label, expected_shape, &order.apply(data, rows))?
+                Tensor::from_f16(ctx, &label, expected_shape, &order.apply(&data, rows))?
             }
             HostWeight::F32(data) => {
-                Tensor::weight_f32(ctx, &label, expected_shape, &order.apply(data, rows))?
+                Tensor::weight_f32(ctx, &label, expected_shape, &order.apply(&data, rows))?
             }
         };
         self.apply_patches(ctx, &label, &tensor, order)?;

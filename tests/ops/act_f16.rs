@@ -321,7 +321,7 @@ fn f16_linear_geglu_matches_reference_on_every_variant() {
         let (x, xh) = half_of(&x, &[m, k]);
         let (_, wh) = grid_f32(&mut rng, &[2 * d, k]);
         let bias_h = rng.vec(2 * d);
-        let interleaved = |v: &[f32]| RowOrder::HalvesInterleaved.apply(v.to_vec(), 2 * d);
+        let interleaved = |v: &[f32]| RowOrder::HalvesInterleaved.apply(v, 2 * d).into_owned();
         let w = Tensor::from_f32(ctx(), "w", &[2 * d, k], &interleaved(&wh)).unwrap();
         let bias = Tensor::from_f32(ctx(), "bias", &[2 * d], &interleaved(&bias_h)).unwrap();
         let out = half_output(&[m, d]);

@@ -139,7 +139,7 @@ impl GegluCase {
         }
         .run();
         let order = RowOrder::HalvesInterleaved;
-        let w_i = order.apply(w_h, 2 * d);
+        let w_i = order.apply(&w_h, 2 * d);
         let w = match weight {
             DType::F16 => {
                 let halves: Vec<f16> = w_i.iter().map(|&v| f16::from_f32(v)).collect();
@@ -149,7 +149,7 @@ impl GegluCase {
         };
         Self {
             w,
-            bias: Tensor::from_f32(ctx, "bias", &[2 * d], &order.apply(bias_h, 2 * d)).unwrap(),
+            bias: Tensor::from_f32(ctx, "bias", &[2 * d], &order.apply(&bias_h, 2 * d)).unwrap(),
             x: Tensor::from_f32(ctx, "x", &[m, k], &x_h).unwrap(),
             want: geglu(&y, d),
         }

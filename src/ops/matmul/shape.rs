@@ -67,13 +67,15 @@ impl Shape {
         }
         let (what, columns) = match (opts.geglu, opts.parts > 1) {
             (false, false) => return Ok(()),
+            (true, true) => {
+                return Err(Error::BadInput(
+                    "matmul: GEGLU in the store cannot take parts".into(),
+                ))
+            }
             (true, false) => ("GEGLU", 2),
             (false, true) => ("parts", opts.parts),
-            (true, true) => ("GEGLU", 0),
         };
-        let why = if columns == 0 {
-            "parts".to_string()
-        } else if !self.n.is_multiple_of(columns) {
+        let why = if !self.n.is_multiple_of(columns) {
             format!("{} columns, not a multiple of {columns}", self.n)
         } else if opts.transpose_out {
             "a transposed output".into()
@@ -91,7 +93,7 @@ impl Shape {
     /// `transpose_out`; `[M, N / 2]` with GEGLU).
     pub(super) fn out(&self, a: &Tensor, opts: &MatmulOptions) -> Vec<usize> {
         let mut shape = a.shape[..a.shape.len() - 2].to_vec();
-        let n = self.n / (1 + opts.geglu as usize);
+        let n = self.n / opts.columns_per_output();
         shape.extend(match opts.transpose_out {
             true => [n, self.m],
             false => [self.m, n],
