@@ -13,7 +13,7 @@ struct Params {
     n: u32,           // elements to write
     src_base: u32,    // element offsets of the copied box in each buffer
     dst_base: u32,
-    _pad: u32,
+    split: u32,       // concat_pair: the first coordinate along d2 read from tail
     // Iteration space [d0, d1, d2, d3] (d3 fastest) and each buffer's element
     // stride along each of those axes.
     dims: vec4<u32>,
@@ -24,6 +24,8 @@ struct Params {
     tile_axes: vec4<u32>,
     // gather_rows: index stride per d1 and per d2, rows in src (the clamp), -.
     gather: vec4<u32>,
+    // concat_pair: tail's element strides (its coordinate along d2 less split).
+    tail_strides: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,6 +36,9 @@ struct Params {
 // The same buffers 4 words per element (strided_copy4 only).
 @group(0) @binding(1) var<storage, read> src4: array<vec4<bits>>;
 @group(0) @binding(2) var<storage, read_write> dst4: array<vec4<bits>>;
+// Only bound by concat_pair: the second input (src is the first).
+@group(0) @binding(3) var<storage, read> tail: array<bits>;
+@group(0) @binding(3) var<storage, read> tail4: array<vec4<bits>>;
 // Only bound by broadcast_row_in_place: the winner's index.
 @group(0) @binding(1) var<storage, read> winner_index: array<u32>;
 
@@ -72,6 +77,33 @@ fn strided_copy4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (i >= p.n) { return; }
     let c = coords(i);
     dst4[p.dst_base + offset(c, p.dst_strides)] = src4[p.src_base + offset(c, p.src_strides)];
+}
+
+// torch.cat([src, tail], d2) in one launch, dst written contiguously: the
+// UNet's skip connections without a copy per input.
+@compute @workgroup_size(256)
+fn concat_pair(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n) { return; }
+    let c = coords(i);
+    if (c.z < p.split) {
+        dst[i] = src[offset(c, p.src_strides)];
+    } else {
+        dst[i] = tail[offset(c, p.tail_strides) - p.split * p.tail_strides.z];
+    }
+}
+
+// concat_pair in units of 4 words (rows along d3 a whole number of them).
+@compute @workgroup_size(256)
+fn concat_pair4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n) { return; }
+    let c = coords(i);
+    if (c.z < p.split) {
+        dst4[i] = src4[offset(c, p.src_strides)];
+    } else {
+        dst4[i] = tail4[offset(c, p.tail_strides) - p.split * p.tail_strides.z];
+    }
 }
 
 // The GPU variant of a permute that moves the contiguous axis: a 32x32 tile is

@@ -13,18 +13,23 @@ use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch};
 use crate::gpu::{DType, Tensor};
 use crate::ops::{expect_dtype, expect_shape, grid_1d, groups, LAYOUT};
 
+mod slices;
+
+pub use slices::{concat, copy_into, narrow};
+
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
     src_base: u32,
     dst_base: u32,
-    _pad: u32,
+    split: u32,
     dims: [u32; 4],
     src_strides: [u32; 4],
     dst_strides: [u32; 4],
     tile_axes: [u32; 4],
     gather: [u32; 4],
+    tail_strides: [u32; 4],
 }
 
 const WORKGROUP: usize = 256;
@@ -217,95 +222,6 @@ fn permute_tiled(
         &params,
         workgroups,
     )
-}
-
-/// `out.copy_(x.narrow(dim, start, out.shape[dim]))`: a slice of x along one axis
-/// (e.g. `chunk` for GEGLU's two halves).
-pub fn narrow(
-    ctx: &Context,
-    x: &Tensor,
-    dim: usize,
-    start: usize,
-    out: &Tensor,
-) -> Result<Dispatch> {
-    let len = out.shape.get(dim).copied().unwrap_or(0);
-    slice_copy(ctx, "narrow", x, start, out, 0, dim, len)
-}
-
-/// `out.narrow(dim, start, x.shape[dim]).copy_(x)`: write x into a slice of out.
-pub fn copy_into(
-    ctx: &Context,
-    x: &Tensor,
-    out: &Tensor,
-    dim: usize,
-    start: usize,
-) -> Result<Dispatch> {
-    let len = x.shape.get(dim).copied().unwrap_or(0);
-    slice_copy(ctx, "copy_into", x, 0, out, start, dim, len)
-}
-
-/// `torch.cat(xs, dim)` into `out`: one copy per input, to be run in order
-/// (they write disjoint slices, so any order gives the same result).
-pub fn concat(ctx: &Context, xs: &[&Tensor], dim: usize, out: &Tensor) -> Result<Vec<Dispatch>> {
-    let total: usize = xs
-        .iter()
-        .map(|x| x.shape.get(dim).copied().unwrap_or(0))
-        .sum();
-    if out.shape.get(dim) != Some(&total) {
-        return Err(Error::BadInput(format!(
-            "concat: inputs add up to {total} along dim {dim}, but out has shape {:?}",
-            out.shape
-        )));
-    }
-    let mut start = 0;
-    xs.iter()
-        .map(|x| {
-            let d = slice_copy(ctx, "concat", x, 0, out, start, dim, x.shape[dim])?;
-            start += x.shape[dim];
-            Ok(d)
-        })
-        .collect()
-}
-
-/// Copy `len` entries along `dim` from `src[.., src_start.., ..]` to
-/// `dst[.., dst_start.., ..]`, both viewed as [outer, dim, inner].
-#[allow(clippy::too_many_arguments)]
-fn slice_copy(
-    ctx: &Context,
-    op: &str,
-    src: &Tensor,
-    src_start: usize,
-    dst: &Tensor,
-    dst_start: usize,
-    dim: usize,
-    len: usize,
-) -> Result<Dispatch> {
-    let rank = dst.shape.len();
-    let same_elsewhere =
-        src.shape.len() == rank && (0..rank).all(|d| d == dim || src.shape[d] == dst.shape[d]);
-    if dim >= rank || !same_elsewhere {
-        return Err(Error::BadInput(format!(
-            "{op}: shapes {:?} and {:?} must match except along dim {dim}",
-            src.shape, dst.shape
-        )));
-    }
-    let (src_dim, dst_dim) = (src.shape[dim], dst.shape[dim]);
-    if src_start + len > src_dim || dst_start + len > dst_dim {
-        return Err(Error::BadInput(format!(
-            "{op}: {len} entries along dim {dim} from {src_start} (of {src_dim}) to {dst_start} (of {dst_dim}) run past the end"
-        )));
-    }
-    expect_dtype(op, "out", dst, src.dtype)?;
-    let outer: usize = dst.shape[..dim].iter().product();
-    let inner: usize = dst.shape[dim + 1..].iter().product();
-    let copy = Box4 {
-        dims: [1, outer, len, inner],
-        src_base: src_start * inner,
-        src_strides: [0, src_dim * inner, inner, 1],
-        dst_base: dst_start * inner,
-        dst_strides: [0, dst_dim * inner, inner, 1],
-    };
-    strided_copy(ctx, src, dst, &copy)
 }
 
 fn strided_copy(ctx: &Context, src: &Tensor, dst: &Tensor, copy: &Box4) -> Result<Dispatch> {

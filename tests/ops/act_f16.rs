@@ -378,14 +378,26 @@ fn f16_layout_copies_are_exact() {
             0.0,
         );
     }
-    let (y, yh) = half_input(&mut rng, &[2, 2, 5, 3]);
-    let out = half_output(&[2, 8, 5, 3]);
-    let ds = layout::concat(ctx(), &[&x, &y], 1, &out).unwrap();
-    let want: Vec<f64> = layout_ref::concat(&[(&xh, &shape), (&yh, &[2, 2, 5, 3])], 1)
-        .iter()
-        .map(|&v| v as f64)
-        .collect();
-    assert_close("f16 concat", &run(&ds, &out), &want, 0.0, 0.0);
+    // Along dim 1 rows are 15 halves (the scalar kernel), along dim 0 90 (vec4s).
+    for (dim, y_shape, out_shape) in [
+        (1, [2, 2, 5, 3], [2, 8, 5, 3]),
+        (0, [1, 6, 5, 3], [3, 6, 5, 3]),
+    ] {
+        let (y, yh) = half_input(&mut rng, &y_shape);
+        let out = half_output(&out_shape);
+        let ds = layout::concat(ctx(), &[&x, &y], dim, &out).unwrap();
+        let want: Vec<f64> = layout_ref::concat(&[(&xh, &shape), (&yh, &y_shape)], dim)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        assert_close(
+            &format!("f16 concat dim={dim}"),
+            &run(&ds, &out),
+            &want,
+            0.0,
+            0.0,
+        );
+    }
 }
 
 /// f32 -> f16 rounds to nearest even like `half` and saturates past ±65504;

@@ -90,11 +90,12 @@ fn permute_rejects_bad_dims() {
 }
 
 #[test]
-fn concat_three_tensors_along_each_dim() {
+fn concat_two_and_three_tensors_along_each_dim() {
     let mut rng = Rng::new(32);
     let base = [2, 3, 4, 5];
-    for dim in 0..3 {
-        let sizes = [1, 3, 2];
+    // Two inputs are one launch (rows of 60, 20 and 5 words: vec4 and scalar
+    // kernels), three a copy each.
+    for (dim, sizes) in (0..3).flat_map(|d| [(d, &[1, 3, 2][..]), (d, &[3, 2][..])]) {
         let shapes: Vec<Vec<usize>> = sizes
             .iter()
             .map(|&s| {
@@ -109,6 +110,7 @@ fn concat_three_tensors_along_each_dim() {
         let out = zeros(&out_shape);
         let xs: Vec<&Tensor> = inputs.iter().map(|(t, _)| t).collect();
         let dispatches = layout::concat(ctx(), &xs, dim, &out).unwrap();
+        assert_eq!(dispatches.len(), if xs.len() == 2 { 1 } else { 3 });
         dispatch::run(ctx(), &dispatches).unwrap();
         let host: Vec<(&[f32], &[usize])> = inputs
             .iter()
@@ -116,7 +118,7 @@ fn concat_three_tensors_along_each_dim() {
             .map(|((_, h), s)| (h.as_slice(), s.as_slice()))
             .collect();
         exact(
-            &format!("concat dim={dim}"),
+            &format!("concat {} inputs dim={dim}", xs.len()),
             &out,
             &reference::concat(&host, dim),
         );
