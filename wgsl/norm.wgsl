@@ -21,6 +21,7 @@ override WG: u32 = 256u;
 // group_norm: apply SiLU after the affine (diffusers' ResnetBlock2D: norm, then act).
 override SILU: bool = false;
 
+
 const SUM: u32 = 0u;
 const MAX: u32 = 1u;
 // Below any f32 score, but finite so `x - LOWEST` cannot make a NaN.
@@ -43,6 +44,11 @@ struct Params {
 // Only bound by group_norm and layer_norm.
 @group(0) @binding(3) var<storage, read> weight: array<f32>;   // [C] or [D]
 @group(0) @binding(4) var<storage, read> bias: array<f32>;     // [C] or [D]
+// The same buffers 4 elements per entry (group_norm4, layer_norm4 only).
+@group(0) @binding(1) var<storage, read> x4: array<vec4<act>>;
+@group(0) @binding(2) var<storage, read_write> out4: array<vec4<act>>;
+@group(0) @binding(3) var<storage, read> weight4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> bias4: array<vec4<f32>>;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -50,6 +56,10 @@ var<workgroup> partial: array<f32, 256>;
 // the normalised value are computed in f32 whatever the activations' precision.
 fn x_at(i: u32) -> f32 { return f32(x[i]); }
 fn out_set(i: u32, y: f32) { out[i] = act(y); }
+fn x4_at(q: u32) -> vec4<f32> { return vec4<f32>(x4[q]); }
+
+// s + v.x + v.y + v.z + v.w, in that order: a scalar loop's sum.
+fn add4(s: f32, v: vec4<f32>) -> f32 { return s + v.x + v.y + v.z + v.w; }
 
 // Which segment this invocation works on and which of its elements it visits.
 struct Lane {
@@ -115,16 +125,37 @@ fn moments(l: Lane, lid: u32) -> vec2<f32> {
     return vec2(mean0 + shift, variance);
 }
 
+// `moments` of a SERIAL lane's segment, 4 elements per load: the same sums
+// in the same order, so the same bits.
+fn moments4(l: Lane) -> vec2<f32> {
+    let n = f32(p.len);
+    let first = l.base / 4u;
+    let end = first + p.len / 4u;
+    var sum = 0.0;
+    for (var q = first; q < end; q++) { sum = add4(sum, x4_at(q)); }
+    let mean0 = sum / n;
+    var dev = 0.0;
+    var sq = 0.0;
+    for (var q = first; q < end; q++) {
+        let d = x4_at(q) - mean0;
+        dev = add4(dev, d);
+        sq = add4(sq, d * d);
+    }
+    let shift = dev / n;
+    let variance = max(sq / n - shift * shift, 0.0);
+    return vec2(mean0 + shift, variance);
+}
+
 // What both norms apply: y = (x - mean) * rstd, rstd = 1 / sqrt(variance + eps).
 struct Stats {
     mean: f32,
     rstd: f32,
 }
 
-fn stats(l: Lane, lid: u32) -> Stats {
-    let m = moments(l, lid);
-    return Stats(m.x, inverseSqrt(m.y + p.scalar));
-}
+// Mean and variance -> Stats.
+fn of_moments(m: vec2<f32>) -> Stats { return Stats(m.x, inverseSqrt(m.y + p.scalar)); }
+
+fn stats(l: Lane, lid: u32) -> Stats { return of_moments(moments(l, lid)); }
 
 // torch.nn.GroupNorm (+ optional SiLU): y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c].
 @compute @workgroup_size(WG)
@@ -153,6 +184,32 @@ fn group_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
 }
 
+// SERIAL group_norm and layer_norm with 4 elements per access, where segments
+// (and group_norm's planes: each vec4 in one channel) are whole vec4s. A CPU
+// driver runs each storage access as a loop over the SIMD lanes, so a quarter
+// of the accesses is most of the kernel's time. Entry points of their own: one
+// entry point may not use both views of a binding.
+@compute @workgroup_size(WG)
+fn group_norm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let l = lane(wid, nwg, lid);
+    let st = of_moments(moments4(l));
+    let plane = p.spatial / 4u;
+    var c = (l.segment % p.groups) * (p.len / p.spatial);
+    var r = 0u;
+    let first = l.base / 4u;
+    for (var q = first; q < first + p.len / 4u; q++) {
+        var y = (x4_at(q) - st.mean) * st.rstd * weight[c] + bias[c];
+        if (SILU) { y = y / (1.0 + exp(-y)); }
+        if (l.live) { out4[q] = vec4<act>(y); }
+        r += 1u;
+        if (r >= plane) {
+            c += 1u;
+            r = 0u;
+        }
+    }
+}
+
 // torch.nn.LayerNorm over the last dim: y = (x - mean) / sqrt(var + eps) * weight + bias.
 @compute @workgroup_size(WG)
 fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -162,6 +219,18 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     for (var i = l.first; i < p.len; i += l.step) {
         let y = (x_at(l.base + i) - st.mean) * st.rstd * weight[i] + bias[i];
         if (l.live) { out_set(l.base + i, y); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn layer_norm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let l = lane(wid, nwg, lid);
+    let st = of_moments(moments4(l));
+    let first = l.base / 4u;
+    for (var q = 0u; q < p.len / 4u; q++) {
+        let y = (x4_at(first + q) - st.mean) * st.rstd * weight4[q] + bias4[q];
+        if (l.live) { out4[first + q] = vec4<act>(y); }
     }
 }
 

@@ -55,6 +55,10 @@ struct Segments<'a> {
     groups: usize,
     scalar: f32,
     silu: bool,
+    /// The entry point's vec4 form (`op` + "4", wgsl/norm.wgsl) fits, used where
+    /// the layout is serial and segments are whole vec4s: group_norm's planes
+    /// must be whole vec4s too (each vec4 in one channel).
+    vec4: bool,
     /// Floating-point operations per element, for `easel bench`.
     flops_per_element: u64,
 }
@@ -86,6 +90,8 @@ impl<'a> Segments<'a> {
             (false, true) => 256,
             (false, false) => 64,
         };
+        let vec4 = serial && self.vec4 && self.len.is_multiple_of(4);
+        let entry4 = format!("{}4", self.op);
         let workgroups = if serial {
             groups(self.segments, wg)
         } else {
@@ -106,7 +112,7 @@ impl<'a> Segments<'a> {
         };
         Launch {
             shader: &NORM,
-            entry: self.op,
+            entry: if vec4 { &entry4 } else { self.op },
             constants: &[
                 ("SERIAL", serial as u32 as f64),
                 ("WG", wg as f64),
@@ -172,6 +178,7 @@ pub fn group_norm_with(
         groups: g,
         scalar: cfg.eps,
         silu: cfg.silu,
+        vec4: spatial.is_multiple_of(4),
         flops_per_element: if cfg.silu { 12 } else { 8 },
     }
     .build(ctx, class)
@@ -203,9 +210,12 @@ pub fn layer_norm_with(
     let d = x.dim(-1);
     expect_shape("layer_norm", "weight", weight, &[d])?;
     expect_shape("layer_norm", "bias", bias, &[d])?;
-    rows("layer_norm", x, out, eps, 8)
-        .affine(weight, bias)
-        .build(ctx, class)
+    let layer_norm = rows("layer_norm", x, out, eps, 8).affine(weight, bias);
+    Segments {
+        vec4: true,
+        ..layer_norm
+    }
+    .build(ctx, class)
 }
 
 /// `F.normalize(x, dim=-1)` (eps 1e-12): each row of `x` `[*, D]` divided by
@@ -260,6 +270,7 @@ fn rows<'a>(
         groups: 1,
         scalar,
         silu: false,
+        vec4: false,
         flops_per_element,
     }
 }

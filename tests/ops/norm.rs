@@ -2,10 +2,10 @@
 
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::norm as reference;
-use easel::gpu::dispatch;
+use easel::gpu::dispatch::{self, Dispatch};
 use easel::gpu::AdapterClass;
 use easel::gpu::Tensor;
-use easel::ops::norm;
+use easel::ops::{norm, CPU_LOOP_LIMIT};
 
 const VARIANTS: [AdapterClass; 2] = [AdapterClass::Cpu, AdapterClass::Gpu];
 
@@ -19,6 +19,20 @@ fn offset(rng: &mut Rng, shape: &[usize], mean: f32, std: f32) -> (Tensor, Vec<f
         Tensor::from_f32(ctx(), "test input", shape, &data).unwrap(),
         data,
     )
+}
+
+/// The serial (CPU) layout reads 4 elements at a time (`group_norm4`,
+/// `layer_norm4`) exactly where each vec4 lies in one channel (group_norm's
+/// planes) or row (layer_norm's rows) and segments are short enough to loop over.
+fn expect_vec4_kernel(d: &Dispatch, class: AdapterClass, plane: usize, segment: usize) {
+    let label = &d.kernel.label;
+    let serial = class == AdapterClass::Cpu && 3 * segment < CPU_LOOP_LIMIT;
+    let vec4 = serial && plane.is_multiple_of(4) && segment.is_multiple_of(4);
+    assert_eq!(
+        label.ends_with('4'),
+        vec4,
+        "{label} for planes of {plane} on {class:?}"
+    );
 }
 
 fn check_group_norm(rng: &mut Rng, shape: &[usize], num_groups: usize, silu: bool, mean: f32) {
@@ -35,6 +49,8 @@ fn check_group_norm(rng: &mut Rng, shape: &[usize], num_groups: usize, silu: boo
             silu,
         };
         let d = norm::group_norm_with(ctx(), &x, &w, &b, &out, cfg, class).unwrap();
+        let plane: usize = shape[2..].iter().product();
+        expect_vec4_kernel(&d, class, plane, c / num_groups * plane);
         dispatch::run(ctx(), &[d]).unwrap();
         // Outputs are O(1): 2e-5 absolute + 1e-5 relative, also for inputs 100 ± 1
         // (f32 statistics done naively would be off by ~1e-2 there).
@@ -52,13 +68,14 @@ fn check_group_norm(rng: &mut Rng, shape: &[usize], num_groups: usize, silu: boo
 fn group_norm_matches_reference() {
     let mut rng = Rng::new(10);
     // Groups 1, 8, 32; channels per group 1, 3, 4, 48; spatial 1-D and 2-D, odd sizes.
-    let cases: [(&[usize], usize); 6] = [
+    let cases: [(&[usize], usize); 7] = [
         (&[2, 48, 5, 7], 1),
         (&[3, 24, 5, 3], 8),
         (&[2, 32, 9, 11], 32),
         (&[1, 128, 3, 3], 32),
         (&[2, 64, 37], 8),
         (&[5, 8, 1, 1], 8),
+        (&[2, 24, 4, 6], 8),
     ];
     for (shape, groups) in cases {
         for silu in [false, true] {
@@ -97,6 +114,7 @@ fn layer_norm_matches_reference() {
         (&[2, 77, 64][..], 0.0),
         (&[3, 5, 320], 0.0),
         (&[7, 768], 100.0),
+        (&[4, 9, 30], 0.0),
     ] {
         let d = shape[shape.len() - 1];
         let (x, xh) = offset(&mut rng, shape, mean, 1.0);
@@ -106,6 +124,7 @@ fn layer_norm_matches_reference() {
         for class in VARIANTS {
             let out = zeros(shape);
             let dispatch = norm::layer_norm_with(ctx(), &x, &w, &b, &out, 1e-5, class).unwrap();
+            expect_vec4_kernel(&dispatch, class, d, d);
             dispatch::run(ctx(), &[dispatch]).unwrap();
             // Same as group_norm: 2e-5 absolute + 1e-5 relative.
             assert_close(
