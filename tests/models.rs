@@ -395,3 +395,55 @@ fn a_layer_runs_only_with_the_store_its_rows_were_loaded_for() {
     let parts = g.linear_parts(&x, &layer(RowOrder::Stored), 3).unwrap();
     assert!(parts.iter().all(|p| p.shape == [3, 2]), "{parts:?}");
 }
+
+/// A UNet's resnets' `time_emb_proj` layers run as one launch per width
+/// (models::time_projections), each output the same bits as its layer alone.
+#[test]
+fn time_projections_of_one_width_are_one_launch() {
+    use easel::models::layers::Linear;
+    use easel::models::time_projections::TimeProjections;
+    let (weights, _): (_, UNet2DConditionConfig) = open_component(&golden_dir("unet")).unwrap();
+    let vb = Vars::new(ctx(), &weights);
+    let mut prefixes: Vec<&str> = weights
+        .names()
+        .filter_map(|n| n.strip_suffix(".time_emb_proj.weight"))
+        .collect();
+    prefixes.sort();
+    let load = |prefix: &str| {
+        let shape = weights
+            .info(&format!("{prefix}.time_emb_proj.weight"))
+            .unwrap()
+            .shape;
+        Linear::new(&vb.pp(prefix).pp("time_emb_proj"), shape[1], shape[0], true).unwrap()
+    };
+    let layers: Vec<Linear> = prefixes.iter().map(|p| load(p)).collect();
+    let mut widths: Vec<usize> = layers.iter().map(Linear::out_features).collect();
+    widths.sort();
+    widths.dedup();
+    assert!(
+        layers.len() > widths.len() && widths.len() > 1,
+        "{prefixes:?}: a test UNet with resnets of several widths"
+    );
+    let din = layers[0].weight.shape[1];
+    let data: Vec<f32> = (0..2 * din).map(|i| (i as f32 * 0.37).sin()).collect();
+    let emb = Tensor::from_f32(ctx(), "emb", &[2, din], &data).unwrap();
+
+    let mut alone = Graph::new(ctx(), "alone");
+    let want: Vec<Tensor> = layers
+        .iter()
+        .map(|l| alone.linear(&emb, l).unwrap())
+        .collect();
+    alone.run().unwrap();
+    let reloaded = prefixes.iter().map(|p| Some(load(p))).collect();
+    let projections = TimeProjections::new(ctx(), "time_emb_proj", reloaded).unwrap();
+    let mut g = Graph::new(ctx(), "stacked");
+    let got: Vec<Tensor> = projections.forward(&mut g, &emb).unwrap().collect();
+    assert_eq!(g.dispatches.len(), widths.len());
+    g.run().unwrap();
+    assert_eq!(got.len(), want.len());
+    for ((got, want), prefix) in got.iter().zip(&want).zip(&prefixes) {
+        assert_eq!(got.shape, want.shape, "{prefix}");
+        let bits = |t: &Tensor| t.to_vec(ctx()).unwrap();
+        assert_eq!(bits(got), bits(want), "{prefix}: stacked vs alone");
+    }
+}

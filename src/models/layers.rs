@@ -224,13 +224,20 @@ impl Linear {
             .iter()
             .map(|leaf| Self::new(&vb.pp(leaf), din, dout, bias))
             .collect::<Result<Vec<_>>>()?;
-        let label = vb.name(&leaves.join("+"));
+        Self::stack_layers(vb.ctx, &vb.name(&leaves.join("+")), &layers)
+    }
+
+    /// Loaded layers of one shape, as rows stored, stacked like [`Linear::stack`]'s.
+    pub fn stack_layers(ctx: &Context, label: &str, layers: &[Linear]) -> Result<Self> {
+        for layer in layers {
+            layer.expect_rows(false)?;
+        }
         let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
         let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.bias.as_ref()).collect();
         Ok(Self {
-            weight: Tensor::stack_rows(vb.ctx, &label, &weights)?,
+            weight: Tensor::stack_rows(ctx, label, &weights)?,
             bias: match biases {
-                Some(biases) => Some(Tensor::stack_rows(vb.ctx, &label, &biases)?),
+                Some(biases) => Some(Tensor::stack_rows(ctx, label, &biases)?),
                 None => None,
             },
             rows: RowOrder::Stored,

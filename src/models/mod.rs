@@ -13,6 +13,7 @@ pub mod resnet;
 pub mod scorer;
 pub mod single_file;
 pub mod stacked;
+pub mod time_projections;
 pub mod unet_2d_condition;
 pub mod unet_blocks;
 pub mod unet_config;

@@ -11,7 +11,9 @@ use crate::ops::conv2d::Conv2dOptions;
 pub struct ResnetBlock2D {
     norm1: GroupNorm,
     conv1: Conv2d,
-    /// Absent in the VAE, whose blocks have no time embedding.
+    /// Absent in the VAE, whose blocks have no time embedding; in a UNet, here
+    /// until the model takes it to run all of them at once
+    /// ([`ResnetBlock2D::take_time_emb_proj`], `models::time_projections`).
     time_emb_proj: Option<Linear>,
     norm2: GroupNorm,
     conv2: Conv2d,
@@ -48,23 +50,28 @@ impl ResnetBlock2D {
         })
     }
 
-    /// x `[N, Cin, H, W]`, `emb_silu` = SiLU(temb) `[N, T]` (if the block has a
-    /// time projection) → `[N, Cout, H, W]`.
+    /// Its time projection, `time_emb_proj(SiLU(temb))`, left for the caller
+    /// to run and pass to [`ResnetBlock2D::forward`].
+    pub fn take_time_emb_proj(&mut self) -> Option<Linear> {
+        self.time_emb_proj.take()
+    }
+
+    /// x `[N, Cin, H, W]`, `time` = `time_emb_proj(SiLU(temb))` `[N, Cout]` (in
+    /// a UNet; None in the VAE) → `[N, Cout, H, W]`.
     ///
     /// `h` is reassigned, not shadowed, so each intermediate is dropped as soon
     /// as the next is made: the arena reuses a buffer once no handle names it
     /// (`models::arena`), and a shadowed handle would live to the end of the
     /// block (the VAE's last blocks hold 33 MB tensors at 256x256 in f16).
-    pub fn forward(&self, g: &mut Graph, x: &Tensor, emb_silu: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(&self, g: &mut Graph, x: &Tensor, time: Option<&Tensor>) -> Result<Tensor> {
         let mut h = g.group_norm(x, &self.norm1, true)?;
-        h = match (&self.time_emb_proj, emb_silu) {
-            (Some(proj), Some(emb)) => {
-                let t = g.linear(emb, proj)?; // [N, Cout]
+        h = match time {
+            Some(t) => {
                 let t = t.reshape(&[t.shape[0], t.shape[1], 1, 1])?;
                 // conv1(h) + t, the add in conv1's store.
                 g.conv2d_add(&h, &self.conv1, &t, 1.0)?
             }
-            _ => g.conv2d(&h, &self.conv1)?, // [N, Cout, H, W]
+            None => g.conv2d(&h, &self.conv1)?, // [N, Cout, H, W]
         };
         h = g.group_norm(&h, &self.norm2, true)?;
         // dropout: inference only

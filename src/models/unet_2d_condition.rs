@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Tensor;
 use crate::models::attention::{Cross, CrossContext};
 use crate::models::layers::{Conv2d, GroupNorm, Linear, Vars};
+use crate::models::time_projections::TimeProjections;
 use crate::models::unet_blocks::{BlockConfig, DownBlock, MidBlock, UpBlock};
 pub use crate::models::unet_config::{PerBlock, UNet2DConditionConfig};
 use crate::models::Graph;
@@ -144,6 +145,8 @@ pub struct UNet2DConditionModel {
     down_blocks: Vec<DownBlock>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock>,
+    /// Every resnet's `time_emb_proj`, run at once at the start of a forward.
+    time_emb_projs: TimeProjections,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
 }
@@ -165,13 +168,18 @@ impl UNet2DConditionModel {
         let conv_in = Conv2d::new(&vb.pp("conv_in"), config.in_channels, c0, k, 1, k / 2)?;
 
         // 3. down
-        let down_blocks = levels.down_blocks(vb)?;
+        let mut down_blocks = levels.down_blocks(vb)?;
 
         // 4. mid
-        let mid_block = levels.mid_block(vb)?;
+        let mut mid_block = levels.mid_block(vb)?;
 
         // 5. up: mirrored, with heads and layers reversed like diffusers.
-        let up_blocks = levels.up_blocks(vb)?;
+        let mut up_blocks = levels.up_blocks(vb)?;
+        let resnets = (down_blocks.iter_mut().flat_map(|b| b.resnets_mut()))
+            .chain(mid_block.iter_mut().flat_map(|b| b.resnets_mut()))
+            .chain(up_blocks.iter_mut().flat_map(|b| b.resnets_mut()));
+        let projections = resnets.map(|r| r.take_time_emb_proj()).collect();
+        let time_emb_projs = TimeProjections::new(vb.ctx, &vb.name("time_emb_proj"), projections)?;
 
         // 6. post-process
         let (groups, eps) = (config.norm_num_groups, config.norm_eps);
@@ -186,6 +194,7 @@ impl UNet2DConditionModel {
             down_blocks,
             mid_block,
             up_blocks,
+            time_emb_projs,
             conv_norm_out,
             conv_out,
         })
@@ -256,6 +265,7 @@ impl UNet2DConditionModel {
         // ResnetBlock2D applies SiLU to temb before its projection: do it once
         // here, in linear_2's store.
         let emb = g.linear_act(&emb, &self.time_embedding.linear_2, Activation::Silu)?; // [N, 4*C0]
+        let mut times = self.time_emb_projs.forward(g, &emb)?; // [N, Cout] per resnet
 
         // 2. pre-process
         let sample = if self.config.center_input_sample {
@@ -268,19 +278,19 @@ impl UNet2DConditionModel {
         // 3. down
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
-            x = block.forward(g, &x, &mut skips, &emb, context)?;
+            x = block.forward(g, &x, &mut skips, &mut times, context)?;
         }
 
         // 4. mid
         if let Some(mid) = &self.mid_block {
-            x = mid.forward(g, &x, &emb, context)?;
+            x = mid.forward(g, &x, &mut times, context)?;
         }
 
         // 5. up
         for block in &self.up_blocks {
             let take = block.resnets();
             let res = skips.split_off(skips.len() - take);
-            x = block.forward(g, &x, res, &emb, context)?;
+            x = block.forward(g, &x, res, &mut times, context)?;
         }
 
         // 6. post-process

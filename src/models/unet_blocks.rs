@@ -8,6 +8,7 @@ use crate::gpu::Tensor;
 use crate::models::attention::{Cross, Transformer2DModel};
 use crate::models::layers::Vars;
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+use crate::models::time_projections::Times;
 use crate::models::Graph;
 
 /// What every block of one resolution level shares, from the UNet config.
@@ -82,17 +83,23 @@ fn has_attention(kind: &str, (plain, cross): BlockTypes) -> Result<bool> {
     }
 }
 
+/// A UNet resnet on x with the next of the step's time projections.
+fn resnet(g: &mut Graph, resnet: &ResnetBlock2D, x: &Tensor, times: &mut Times) -> Result<Tensor> {
+    let time = times.next().expect("one time projection per resnet");
+    resnet.forward(g, x, Some(&time))
+}
+
 /// One layer of a down or up block: the resnet, then the transformer where
 /// the block has cross-attention. x `[N, Cin, H, W]` → `[N, Cout, H, W]`.
 fn resnet_attention(
     g: &mut Graph,
-    resnet: &ResnetBlock2D,
+    block: &ResnetBlock2D,
     attention: Option<&Transformer2DModel>,
     x: &Tensor,
-    emb: &Tensor,
+    times: &mut Times,
     context: &Cross,
 ) -> Result<Tensor> {
-    let x = resnet.forward(g, x, Some(emb))?;
+    let x = resnet(g, block, x, times)?;
     match attention {
         Some(attn) => attn.forward(g, &x, context),
         None => Ok(x),
@@ -109,6 +116,11 @@ impl DownBlock {
     /// Its transformers, in the order its forward runs them.
     pub fn transformers(&self) -> impl Iterator<Item = &Transformer2DModel> {
         self.attentions.iter()
+    }
+
+    /// Its resnets, in the order its forward runs them.
+    pub fn resnets_mut(&mut self) -> impl Iterator<Item = &mut ResnetBlock2D> {
+        self.resnets.iter_mut()
     }
 
     pub fn new(
@@ -139,12 +151,12 @@ impl DownBlock {
         g: &mut Graph,
         x: &Tensor,
         skips: &mut Vec<Tensor>,
-        emb: &Tensor,
+        times: &mut Times,
         context: &Cross,
     ) -> Result<Tensor> {
         let mut x = x.clone();
         for (j, resnet) in self.resnets.iter().enumerate() {
-            x = resnet_attention(g, resnet, self.attentions.get(j), &x, emb, context)?;
+            x = resnet_attention(g, resnet, self.attentions.get(j), &x, times, context)?;
             skips.push(x.clone()); // [N, Cout, H, W]
         }
         if let Some(down) = &self.downsampler {
@@ -167,6 +179,11 @@ impl MidBlock {
         self.layers.iter().map(|(attn, _)| attn)
     }
 
+    /// Its resnets, in the order its forward runs them.
+    pub fn resnets_mut(&mut self) -> impl Iterator<Item = &mut ResnetBlock2D> {
+        std::iter::once(&mut self.first).chain(self.layers.iter_mut().map(|(_, r)| r))
+    }
+
     /// `UNet2DConditionModel` builds it with `num_layers` = 1: one (attention,
     /// resnet) pair, whose transformer has `cfg.transformer_layers` blocks.
     pub fn new(vb: &Vars, cfg: &BlockConfig, channels: usize, scale: f64) -> Result<Self> {
@@ -183,13 +200,13 @@ impl MidBlock {
         &self,
         g: &mut Graph,
         x: &Tensor,
-        emb: &Tensor,
+        times: &mut Times,
         context: &Cross,
     ) -> Result<Tensor> {
-        let mut x = self.first.forward(g, x, Some(emb))?;
-        for (attn, resnet) in &self.layers {
+        let mut x = resnet(g, &self.first, x, times)?;
+        for (attn, block) in &self.layers {
             x = attn.forward(g, &x, context)?;
-            x = resnet.forward(g, &x, Some(emb))?;
+            x = resnet(g, block, &x, times)?;
         }
         Ok(x)
     }
@@ -243,20 +260,25 @@ impl UpBlock {
         self.resnets.len()
     }
 
+    /// Its resnets, in the order its forward runs them.
+    pub fn resnets_mut(&mut self) -> impl Iterator<Item = &mut ResnetBlock2D> {
+        self.resnets.iter_mut()
+    }
+
     /// x `[N, prev, H, W]` and skips (consumed from the last) → `[N, Cout, 2H, 2W]`.
     pub fn forward(
         &self,
         g: &mut Graph,
         x: &Tensor,
         mut skips: Vec<Tensor>,
-        emb: &Tensor,
+        times: &mut Times,
         context: &Cross,
     ) -> Result<Tensor> {
         let mut x = x.clone();
         for (j, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().expect("one skip per resnet");
             let cat = g.concat(&[&x, &skip], 1)?; // [N, C + Cskip, H, W]
-            x = resnet_attention(g, resnet, self.attentions.get(j), &cat, emb, context)?;
+            x = resnet_attention(g, resnet, self.attentions.get(j), &cat, times, context)?;
         }
         if let Some(up) = &self.upsampler {
             x = up.forward(g, &x)?;
