@@ -15,8 +15,13 @@ pub fn narrow(
     start: usize,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    let len = out.shape.get(dim).copied().unwrap_or(0);
-    slice_copy(ctx, "narrow", x, start, out, 0, dim, len)
+    Slice {
+        src: (x, start),
+        dst: (out, 0),
+        dim,
+        len: len_of(out, dim),
+    }
+    .copy(ctx, "narrow")
 }
 
 /// `out.narrow(dim, start, x.shape[dim]).copy_(x)`: write x into a slice of out.
@@ -27,8 +32,13 @@ pub fn copy_into(
     dim: usize,
     start: usize,
 ) -> Result<Dispatch> {
-    let len = x.shape.get(dim).copied().unwrap_or(0);
-    slice_copy(ctx, "copy_into", x, 0, out, start, dim, len)
+    Slice {
+        src: (x, 0),
+        dst: (out, start),
+        dim,
+        len: len_of(x, dim),
+    }
+    .copy(ctx, "copy_into")
 }
 
 /// `torch.cat(xs, dim)` into `out`. Two inputs (the UNet's skip connections,
@@ -36,10 +46,7 @@ pub fn copy_into(
 /// to be run in order (they write disjoint slices, so any order gives the same
 /// result).
 pub fn concat(ctx: &Context, xs: &[&Tensor], dim: usize, out: &Tensor) -> Result<Vec<Dispatch>> {
-    let total: usize = xs
-        .iter()
-        .map(|x| x.shape.get(dim).copied().unwrap_or(0))
-        .sum();
+    let total: usize = xs.iter().map(|x| len_of(x, dim)).sum();
     if out.shape.get(dim) != Some(&total) {
         return Err(Error::BadInput(format!(
             "concat: inputs add up to {total} along dim {dim}, but out has shape {:?}",
@@ -52,8 +59,14 @@ pub fn concat(ctx: &Context, xs: &[&Tensor], dim: usize, out: &Tensor) -> Result
     let mut start = 0;
     xs.iter()
         .map(|x| {
-            let d = slice_copy(ctx, "concat", x, 0, out, start, dim, x.shape[dim])?;
-            start += x.shape[dim];
+            let d = Slice {
+                src: (x, 0),
+                dst: (out, start),
+                dim,
+                len: len_of(x, dim),
+            }
+            .copy(ctx, "concat")?;
+            start += len_of(x, dim);
             Ok(d)
         })
         .collect()
@@ -69,10 +82,21 @@ fn concat_pair(
     dim: usize,
     out: &Tensor,
 ) -> Result<Dispatch> {
-    let len = |x: &Tensor| x.shape.get(dim).copied().unwrap_or(0);
-    let split = len(head);
-    let (outer, inner) = check_slice("concat", head, 0, out, 0, dim, split)?;
-    check_slice("concat", tail, 0, out, split, dim, len(tail))?;
+    let split = len_of(head, dim);
+    let (outer, inner) = Slice {
+        src: (head, 0),
+        dst: (out, 0),
+        dim,
+        len: split,
+    }
+    .check("concat")?;
+    Slice {
+        src: (tail, 0),
+        dst: (out, split),
+        dim,
+        len: len_of(tail, dim),
+    }
+    .check("concat")?;
     let (entry, unit) = match inner.is_multiple_of(4) {
         true => ("concat_pair4", 4),
         false => ("concat_pair", 1),
@@ -85,7 +109,7 @@ fn concat_pair(
         split: split as u32,
         dims: [1, outer as u32, total as u32, row as u32],
         src_strides: strides(split),
-        tail_strides: strides(len(tail)),
+        tail_strides: strides(len_of(tail, dim)),
         ..Params::default()
     };
     let workgroups = grid_1d(groups(params.n as usize, WORKGROUP));
@@ -100,60 +124,61 @@ fn concat_pair(
     Ok(dispatch)
 }
 
-/// Copy `len` entries along `dim` from `src[.., src_start.., ..]` to
-/// `dst[.., dst_start.., ..]`, both viewed as [outer, dim, inner].
-#[allow(clippy::too_many_arguments)]
-fn slice_copy(
-    ctx: &Context,
-    op: &str,
-    src: &Tensor,
-    src_start: usize,
-    dst: &Tensor,
-    dst_start: usize,
-    dim: usize,
-    len: usize,
-) -> Result<Dispatch> {
-    let (outer, inner) = check_slice(op, src, src_start, dst, dst_start, dim, len)?;
-    let (src_dim, dst_dim) = (src.shape[dim], dst.shape[dim]);
-    let copy = Box4 {
-        dims: [1, outer, len, inner],
-        src_base: src_start * inner,
-        src_strides: [0, src_dim * inner, inner, 1],
-        dst_base: dst_start * inner,
-        dst_strides: [0, dst_dim * inner, inner, 1],
-    };
-    strided_copy(ctx, src, dst, &copy)
+/// x's size along `dim`, 0 past its rank (which [`Slice::check`] then refuses).
+fn len_of(x: &Tensor, dim: usize) -> usize {
+    x.shape.get(dim).copied().unwrap_or(0)
 }
 
-/// Checks that `len` entries along `dim` from `src_start` of src fit into dst from
-/// `dst_start`, the shapes agreeing elsewhere; returns dst as [outer, dim, inner].
-#[allow(clippy::too_many_arguments)]
-fn check_slice(
-    op: &str,
-    src: &Tensor,
-    src_start: usize,
-    dst: &Tensor,
-    dst_start: usize,
+/// `len` entries along `dim` from `src[.., src_start.., ..]` to
+/// `dst[.., dst_start.., ..]`, both viewed as [outer, dim, inner].
+struct Slice<'a> {
+    /// (src, src_start)
+    src: (&'a Tensor, usize),
+    /// (dst, dst_start)
+    dst: (&'a Tensor, usize),
     dim: usize,
     len: usize,
-) -> Result<(usize, usize)> {
-    let rank = dst.shape.len();
-    let same_elsewhere =
-        src.shape.len() == rank && (0..rank).all(|d| d == dim || src.shape[d] == dst.shape[d]);
-    if dim >= rank || !same_elsewhere {
-        return Err(Error::BadInput(format!(
-            "{op}: shapes {:?} and {:?} must match except along dim {dim}",
-            src.shape, dst.shape
-        )));
+}
+
+impl Slice<'_> {
+    /// The copy as one strided launch.
+    fn copy(&self, ctx: &Context, op: &str) -> Result<Dispatch> {
+        let (outer, inner) = self.check(op)?;
+        let ((src, src_start), (dst, dst_start)) = (self.src, self.dst);
+        let (src_dim, dst_dim) = (src.shape[self.dim], dst.shape[self.dim]);
+        let copy = Box4 {
+            dims: [1, outer, self.len, inner],
+            src_base: src_start * inner,
+            src_strides: [0, src_dim * inner, inner, 1],
+            dst_base: dst_start * inner,
+            dst_strides: [0, dst_dim * inner, inner, 1],
+        };
+        strided_copy(ctx, src, dst, &copy)
     }
-    let (src_dim, dst_dim) = (src.shape[dim], dst.shape[dim]);
-    if src_start + len > src_dim || dst_start + len > dst_dim {
-        return Err(Error::BadInput(format!(
-            "{op}: {len} entries along dim {dim} from {src_start} (of {src_dim}) to {dst_start} (of {dst_dim}) run past the end"
-        )));
+
+    /// Checks that the entries fit both tensors, whose shapes must agree off
+    /// `dim`; returns dst as [outer, dim, inner].
+    fn check(&self, op: &str) -> Result<(usize, usize)> {
+        let ((src, src_start), (dst, dst_start)) = (self.src, self.dst);
+        let (dim, len) = (self.dim, self.len);
+        let rank = dst.shape.len();
+        let same_elsewhere =
+            src.shape.len() == rank && (0..rank).all(|d| d == dim || src.shape[d] == dst.shape[d]);
+        if dim >= rank || !same_elsewhere {
+            return Err(Error::BadInput(format!(
+                "{op}: shapes {:?} and {:?} must match except along dim {dim}",
+                src.shape, dst.shape
+            )));
+        }
+        let (src_dim, dst_dim) = (src.shape[dim], dst.shape[dim]);
+        if src_start + len > src_dim || dst_start + len > dst_dim {
+            return Err(Error::BadInput(format!(
+                "{op}: {len} entries along dim {dim} from {src_start} (of {src_dim}) to {dst_start} (of {dst_dim}) run past the end"
+            )));
+        }
+        expect_dtype(op, "out", dst, src.dtype)?;
+        let outer: usize = dst.shape[..dim].iter().product();
+        let inner: usize = dst.shape[dim + 1..].iter().product();
+        Ok((outer, inner))
     }
-    expect_dtype(op, "out", dst, src.dtype)?;
-    let outer: usize = dst.shape[..dim].iter().product();
-    let inner: usize = dst.shape[dim + 1..].iter().product();
-    Ok((outer, inner))
 }
