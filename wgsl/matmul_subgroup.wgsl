@@ -11,7 +11,11 @@
 // op(a), so each A word was fetched 8 times. Here lane l fetches row i + l
 // and subgroupBroadcast hands it to the others (an extract and a splat).
 //
-// TRANSPOSE_A is not supported (the op uses matmul_cpu_vec4 for it).
+// With TRANSPOSE_A (a stored [K, M]: a Transformer2DModel's proj_in reading
+// NCHW activations), rows i..i+7 of op(a) over k..k+3 are two vec4s of each of
+// a's rows k..k+3: lane l fetches a[k + l / 2, i + 4 (l % 2) ..], and the
+// broadcasts of the even and odd lanes are the blocks matmul_cpu_vec4's
+// a_block4 loads, so both kernels compute the same bits.
 // Workgroup 8×8: one subgroup per y.
 
 @compute @workgroup_size(8, 8)
@@ -29,11 +33,21 @@ fn matmul_cpu_subgroup(
         return;
     }
     let j = gid.x * 8u;
-    let my_row = (clamp_m(i + lid.x) * p.k + batch * p.stride_a) / 4u;
     var acc = Acc8x8();
-    for (var k = 0u; k < p.k; k += 4u) {
-        let mine = a4_at(my_row + k / 4u); // op(a)[i + lid.x, k..k+3]
-        accumulate_8x8(&acc, rows_lo(mine), rows_hi(mine), batch, k, j);
+    if (TRANSPOSE_A) {
+        let half = 4u * (lid.x % 2u);
+        let mine_at = (batch * p.stride_a + (lid.x / 2u) * p.m + clamp_m(i + half)) / 4u;
+        let s = p.m / 4u; // one row of a, in vec4s
+        for (var k = 0u; k < p.k; k += 4u) {
+            let mine = a4_at(mine_at + k * s); // a[k + lid.x / 2, i + half..+3]
+            accumulate_8x8(&acc, transpose(even_lanes(mine)), transpose(odd_lanes(mine)), batch, k, j);
+        }
+    } else {
+        let my_row = (clamp_m(i + lid.x) * p.k + batch * p.stride_a) / 4u;
+        for (var k = 0u; k < p.k; k += 4u) {
+            let mine = a4_at(my_row + k / 4u); // op(a)[i + lid.x, k..k+3]
+            accumulate_8x8(&acc, rows_lo(mine), rows_hi(mine), batch, k, j);
+        }
     }
     store_8x8(batch, i, j, acc);
 }

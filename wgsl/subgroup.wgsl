@@ -15,3 +15,15 @@ fn rows_hi(mine: vec4<f32>) -> mat4x4<f32> {
     return mat4x4(subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u),
                   subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
 }
+
+// The even and the odd lanes' values, for operands whose lanes 2r and 2r + 1
+// load the two halves of one row.
+fn even_lanes(mine: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4(subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 2u),
+                  subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 6u));
+}
+
+fn odd_lanes(mine: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4(subgroupBroadcast(mine, 1u), subgroupBroadcast(mine, 3u),
+                  subgroupBroadcast(mine, 5u), subgroupBroadcast(mine, 7u));
+}

@@ -411,7 +411,7 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
         .variant
         .unwrap_or_else(|| MatmulVariant::for_problem(ctx, shape.gemm()));
     let aligned = shape.vec4_aligned(opts);
-    let subgroup = aligned && !opts.transpose_a && subgroups_of_8(ctx);
+    let subgroup = aligned && subgroups_of_8(ctx);
     let plain = |shader, entry, tile| Pick {
         shader,
         entry,

@@ -21,8 +21,7 @@ pub enum MatmulVariant {
     Cpu,
     /// `Cpu` with the operand its SIMD lanes share read once per 8-lane
     /// subgroup (wgsl/matmul_subgroup.wgsl). Needs SUBGROUP with 8-lane
-    /// subgroups, contiguous dims that are multiples of 4 and no `transpose_a`;
-    /// otherwise runs `Cpu`.
+    /// subgroups and contiguous dims that are multiples of 4; otherwise runs `Cpu`.
     CpuSubgroup,
     /// `Gpu`'s tile on cooperative matrices (wgsl/gemm_coop.wgsl): operands
     /// rounded to f16, f32 accumulation. Needs an adapter configuration

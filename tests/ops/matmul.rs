@@ -126,6 +126,34 @@ fn aligned_sizes_every_transpose() {
     }
 }
 
+/// `CpuSubgroup` with a transposed `a` (proj_in reading NCHW activations)
+/// broadcasts the very blocks `Cpu`'s vec4 kernel loads: the same bits, also in
+/// a row block half past M (36 rows).
+#[test]
+fn subgroup_kernel_with_transposed_a_matches_vec4_bit_for_bit() {
+    let (batch, m, n, k) = (2, 36, 40, 24);
+    let mut rng = Rng::new(120);
+    let (a, _) = random(&mut rng, &[batch, k, m]);
+    let (b, _) = random(&mut rng, &[n, k]);
+    let run = |variant| {
+        let out = zeros(&[batch, m, n]);
+        let opts = MatmulOptions {
+            transpose_a: true,
+            transpose_b: true,
+            variant: Some(variant),
+            ..MatmulOptions::default()
+        };
+        let d = matmul::matmul(ctx(), &a, &b, None, &out, &opts).unwrap();
+        dispatch::run(ctx(), &[d]).unwrap();
+        out.to_vec(ctx()).unwrap()
+    };
+    let (vec4, subgroup) = (run(MatmulVariant::Cpu), run(MatmulVariant::CpuSubgroup));
+    assert!(
+        vec4 == subgroup,
+        "Cpu and CpuSubgroup differ with transpose_a"
+    );
+}
+
 #[test]
 fn several_gpu_tiles_with_ragged_edges() {
     // 2×3 of GpuWide's 128×128 tiles (5×5 of Gpu's 64×64), each partly past the
