@@ -33,9 +33,9 @@ struct Params {
     spatial: u32,  // group_norm: elements per channel (H*W)
     groups: u32,   // group_norm: segments per batch item (G)
     scalar: f32,   // eps for the norms, the scale on x for softmax
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    chunk_len: u32, // split group norm: elements per chunk of a segment
+    chunks: u32,    // split group norm: chunks per segment
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -49,6 +49,11 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out4: array<vec4<act>>;
 @group(0) @binding(3) var<storage, read> weight4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> bias4: array<vec4<f32>>;
+
+// Only bound by the split group norm: each chunk's mean and variance, written
+// by group_norm_moments (binding 2) and read by group_norm_apply (binding 5).
+@group(0) @binding(2) var<storage, read_write> chunk_moments_out: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read> chunk_moments: array<vec2<f32>>;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -64,7 +69,9 @@ fn add4(s: f32, v: vec4<f32>) -> f32 { return s + v.x + v.y + v.z + v.w; }
 // Which segment this invocation works on and which of its elements it visits.
 struct Lane {
     segment: u32,
-    base: u32,    // flat index of the segment's first element
+    start: u32,   // where in the segment its range begins (a chunk's; else 0)
+    count: u32,   // elements in its range
+    base: u32,    // flat index of the range's first element
     first: u32,
     step: u32,
     live: bool,   // false for the padding invocations of the last workgroup
@@ -82,7 +89,16 @@ fn lane(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Lane {
         step = 1u;
     }
     let segment = min(s, p.segments - 1u);
-    return Lane(segment, segment * p.len, first, step, s < p.segments);
+    return Lane(segment, 0u, p.len, segment * p.len, first, step, s < p.segments);
+}
+
+// The split group norm's lanes: workgroup = one chunk of one segment.
+fn chunk_lane(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Lane {
+    let w = wid.y * nwg.x + wid.x;
+    let segment = min(w / p.chunks, p.segments - 1u);
+    let start = (w % p.chunks) * p.chunk_len;
+    let count = min(p.chunk_len, p.len - start);
+    return Lane(segment, start, count, segment * p.len + start, lid, WG, w < p.segments * p.chunks);
 }
 
 fn combine(a: f32, b: f32, op: u32) -> f32 {
@@ -109,13 +125,13 @@ fn reduce(v: f32, lid: u32, op: u32) -> f32 {
 // corrects the first mean's rounding error (the "corrected two-pass" algorithm).
 // E[x^2] - E[x]^2 in f32 would lose every digit for inputs like 100 ± 1.
 fn moments(l: Lane, lid: u32) -> vec2<f32> {
-    let n = f32(p.len);
+    let n = f32(l.count);
     var sum = 0.0;
-    for (var i = l.first; i < p.len; i += l.step) { sum += x_at(l.base + i); }
+    for (var i = l.first; i < l.count; i += l.step) { sum += x_at(l.base + i); }
     let mean0 = reduce(sum, lid, SUM) / n;
     var dev = 0.0;
     var sq = 0.0;
-    for (var i = l.first; i < p.len; i += l.step) {
+    for (var i = l.first; i < l.count; i += l.step) {
         let d = x_at(l.base + i) - mean0;
         dev += d;
         sq += d * d;
@@ -162,16 +178,20 @@ fn stats(l: Lane, lid: u32) -> Stats { return of_moments(moments(l, lid)); }
 fn group_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let l = lane(wid, nwg, lid);
-    let st = stats(l, lid);
+    group_norm_write(l, stats(l, lid));
+}
+
+// group_norm's output over a lane's range.
+fn group_norm_write(l: Lane, st: Stats) {
     // Element i is in channel c at position r of its spatial plane. Track both
     // incrementally: a vector integer division per element is slow on a CPU driver.
     // (A `while (r >= spatial)` form gave wrong channels on lavapipe 22.3.6.)
     let channels = p.len / p.spatial;
-    var c = (l.segment % p.groups) * channels + l.first / p.spatial;
-    var r = l.first % p.spatial;
+    var c = (l.segment % p.groups) * channels + (l.start + l.first) / p.spatial;
+    var r = (l.start + l.first) % p.spatial;
     let dc = l.step / p.spatial;
     let dr = l.step % p.spatial;
-    for (var i = l.first; i < p.len; i += l.step) {
+    for (var i = l.first; i < l.count; i += l.step) {
         var y = (x_at(l.base + i) - st.mean) * st.rstd * weight[c] + bias[c];
         if (SILU) { y = y / (1.0 + exp(-y)); }
         if (l.live) { out_set(l.base + i, y); }
@@ -182,6 +202,51 @@ fn group_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             r -= p.spatial;
         }
     }
+}
+
+// group_norm on GPUs for few, long segments (a VAE decoder at 512x512: 32
+// segments of a million elements, which one workgroup each would leave most of
+// a GPU idle): each of a segment's chunks is a workgroup, first for its own
+// moments, then, in a second launch, to normalise with the segment's.
+@compute @workgroup_size(WG)
+fn group_norm_moments(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let l = chunk_lane(wid, nwg, lid);
+    let m = moments(l, lid);
+    if (lid == 0u && l.live) {
+        chunk_moments_out[l.segment * p.chunks + l.start / p.chunk_len] = m;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn group_norm_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let l = chunk_lane(wid, nwg, lid);
+    group_norm_write(l, combined_stats(l.segment));
+}
+
+// A segment's statistics from its chunks' (Chan et al.'s pairwise update):
+// the mean of their means, and the mean of their variances plus their means'
+// spread, each weighted by its chunk's size.
+fn combined_stats(segment: u32) -> Stats {
+    let n = f32(p.len);
+    let first = segment * p.chunks;
+    var mean = 0.0;
+    for (var c = 0u; c < p.chunks; c++) {
+        mean += chunk_size(c) * chunk_moments[first + c].x;
+    }
+    mean /= n;
+    var m2 = 0.0;
+    for (var c = 0u; c < p.chunks; c++) {
+        let m = chunk_moments[first + c];
+        let d = m.x - mean;
+        m2 += chunk_size(c) * (m.y + d * d);
+    }
+    return of_moments(vec2(mean, m2 / n));
+}
+
+fn chunk_size(c: u32) -> f32 {
+    return f32(min(p.chunk_len, p.len - c * p.chunk_len));
 }
 
 // SERIAL group_norm and layer_norm with 4 elements per access, where segments

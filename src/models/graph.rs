@@ -352,8 +352,20 @@ impl Graph<'_> {
             eps: layer.eps,
             silu,
         };
-        let d = norm::group_norm(self.ctx, x, &layer.weight, &layer.bias, &out, cfg)?;
-        self.push(d);
+        let (weight, bias) = (&layer.weight, &layer.bias);
+        match norm::group_norm_chunks(self.ctx.class, &x.shape, layer.groups) {
+            1 => {
+                let d = norm::group_norm(self.ctx, x, weight, bias, &out, cfg)?;
+                self.push(d);
+            }
+            chunks => {
+                let n = 2 * x.shape[0] * layer.groups * chunks;
+                let moments = self.tensor_of(&[n], DType::F32)?;
+                let ds =
+                    norm::group_norm_split(self.ctx, x, weight, bias, &moments, &out, cfg, chunks)?;
+                self.extend(ds);
+            }
+        }
         Ok(out)
     }
 

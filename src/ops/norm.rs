@@ -10,9 +10,11 @@
 //! memory. Every op takes the variant from `ctx.class`; the `*_with` forms choose.
 
 use crate::error::{Error, Result};
+use crate::gpu::DType;
 use crate::gpu::Tensor;
 use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch};
-use crate::ops::{expect_activations, expect_shape, grid_1d, groups, CPU_LOOP_LIMIT, NORM};
+use crate::ops::{expect_activations, expect_dtype, expect_shape, grid_1d, groups};
+use crate::ops::{CPU_LOOP_LIMIT, NORM};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -23,7 +25,10 @@ struct Params {
     groups: u32,
     /// eps for the norms, the scale on x for softmax.
     scalar: f32,
-    _pad: [u32; 3],
+    /// The split group norm's chunks: elements per chunk, chunks per segment.
+    chunk_len: u32,
+    chunks: u32,
+    _pad: u32,
 }
 
 /// `torch.nn.GroupNorm`'s arguments, plus an activation fused after the affine.
@@ -108,7 +113,9 @@ impl<'a> Segments<'a> {
             spatial: self.spatial as u32,
             groups: self.groups as u32,
             scalar: self.scalar,
-            _pad: [0; 3],
+            chunk_len: 0,
+            chunks: 0,
+            _pad: 0,
         };
         Launch {
             shader: &NORM,
@@ -151,6 +158,31 @@ pub fn group_norm_with(
     cfg: GroupNorm,
     class: AdapterClass,
 ) -> Result<Dispatch> {
+    let (segments, len, spatial) = group_segments(x, weight, bias, cfg)?;
+    Segments {
+        op: "group_norm",
+        x,
+        out,
+        affine: Some((weight, bias)),
+        segments,
+        len,
+        spatial,
+        groups: cfg.num_groups,
+        scalar: cfg.eps,
+        silu: cfg.silu,
+        vec4: spatial.is_multiple_of(4),
+        flops_per_element: if cfg.silu { 12 } else { 8 },
+    }
+    .build(ctx, class)
+}
+
+/// Checks group norm's operands; returns (segments, elements per segment, spatial).
+fn group_segments(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    cfg: GroupNorm,
+) -> Result<(usize, usize, usize)> {
     if x.shape.len() < 2 {
         return Err(Error::BadInput(format!(
             "group_norm: x has shape {:?}, expected [N, C, *spatial]",
@@ -167,21 +199,99 @@ pub fn group_norm_with(
     expect_shape("group_norm", "weight", weight, &[c])?;
     expect_shape("group_norm", "bias", bias, &[c])?;
     let spatial: usize = x.shape[2..].iter().product();
-    Segments {
-        op: "group_norm",
-        x,
-        out,
-        affine: Some((weight, bias)),
-        segments: n * g,
-        len: c / g * spatial,
-        spatial,
-        groups: g,
-        scalar: cfg.eps,
-        silu: cfg.silu,
-        vec4: spatial.is_multiple_of(4),
-        flops_per_element: if cfg.silu { 12 } else { 8 },
+    Ok((n * g, c / g * spatial, spatial))
+}
+
+/// Elements per chunk of the split group norm: 256 invocations, 64 each.
+const CHUNK: usize = 16_384;
+
+/// Chunks per segment for [`group_norm_split`] on x of `shape` (`[N, C,
+/// *spatial]`, `groups` groups), or 1 where one workgroup per segment fills the adapter: on GPUs,
+/// fewer than 256 segments of 2 chunks or more (SD's VAE decoder at 512x512: 32
+/// segments of 1M elements, 64 chunks each; its UNet: 64 of 40,960, 3 chunks).
+/// CPU drivers keep one invocation per segment.
+pub fn group_norm_chunks(class: AdapterClass, shape: &[usize], groups: usize) -> usize {
+    let segments = shape.first().unwrap_or(&0) * groups.max(1);
+    let len = shape.iter().product::<usize>() / segments.max(1);
+    match class {
+        AdapterClass::Gpu if segments < 256 && len >= 2 * CHUNK => len.div_ceil(CHUNK),
+        _ => 1,
     }
-    .build(ctx, class)
+}
+
+/// [`group_norm`] in two launches over `chunks` chunks of each segment (see
+/// [`group_norm_chunks`]): each chunk's moments into `moments` (f32, 2 per
+/// chunk), then every chunk normalised with its segment's combined moments.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_split(
+    ctx: &Context,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    moments: &Tensor,
+    out: &Tensor,
+    cfg: GroupNorm,
+    chunks: usize,
+) -> Result<[Dispatch; 2]> {
+    let (segments, len, spatial) = group_segments(x, weight, bias, cfg)?;
+    expect_shape("group_norm", "out", out, &x.shape)?;
+    expect_activations("group_norm", x, &[("out", out)])?;
+    if len == 0 {
+        return Err(Error::BadInput(format!(
+            "group_norm: x has shape {:?}, which has no elements to reduce",
+            x.shape
+        )));
+    }
+    let chunk_len = len.div_ceil(chunks.max(1));
+    let chunks = len.div_ceil(chunk_len);
+    expect_dtype("group_norm", "moments", moments, DType::F32)?;
+    if moments.numel() < 2 * segments * chunks {
+        return Err(Error::BadInput(format!(
+            "group_norm: moments has {} values, {segments} segments of {chunks} chunks need {}",
+            moments.numel(),
+            2 * segments * chunks
+        )));
+    }
+    let params = Params {
+        segments: segments as u32,
+        len: len as u32,
+        spatial: spatial as u32,
+        groups: cfg.num_groups as u32,
+        scalar: cfg.eps,
+        chunk_len: chunk_len as u32,
+        chunks: chunks as u32,
+        _pad: 0,
+    };
+    let launch = |entry, tensors: &[(&Tensor, Access)], bytes| {
+        Launch {
+            shader: &NORM,
+            entry,
+            constants: &[("WG", 256.0), ("SILU", cfg.silu as u32 as f64)],
+            tensors,
+            workgroups: grid_1d((segments * chunks) as u32),
+            flops: 6 * (segments * len) as u64,
+            bytes,
+        }
+        .build(ctx, &params)
+    };
+    let element = x.dtype.size() as u64 * (segments * len) as u64;
+    let moments_pass = launch(
+        "group_norm_moments",
+        &[(x, Access::Read), (moments, Access::ReadWrite)],
+        2 * element,
+    )?;
+    let apply = launch(
+        "group_norm_apply",
+        &[
+            (x, Access::Read),
+            (out, Access::ReadWrite),
+            (weight, Access::Read),
+            (bias, Access::Read),
+            (moments, Access::Read),
+        ],
+        2 * element,
+    )?;
+    Ok([moments_pass, apply])
 }
 
 /// `torch.nn.LayerNorm(D, eps)` over the last dim of `x` `[*, D]`, with

@@ -237,3 +237,61 @@ fn softmax_over_more_rows_than_one_grid_dimension() {
         );
     }
 }
+
+/// The split group norm (GPUs, few long segments): chunks' moments combined,
+/// chunk counts that do not divide the segment, inputs at 100 ± 1; the same
+/// tolerance as the one-launch kernels.
+#[test]
+fn group_norm_split_over_chunks_matches_reference() {
+    let mut rng = Rng::new(14);
+    for (shape, groups, chunks, mean) in [
+        ([2, 64, 16, 16], 8, 5, 0.0),
+        ([1, 32, 20, 20], 4, 3, 100.0),
+        ([2, 16, 8, 8], 16, 2, -100.0),
+    ] {
+        let c = shape[1];
+        let (x, xh) = offset(&mut rng, &shape, mean, 1.0);
+        let (w, wh) = random(&mut rng, &[c]);
+        let (b, bh) = random(&mut rng, &[c]);
+        let want = reference::group_norm(&xh, &shape, &wh, &bh, groups, 1e-5, true);
+        let out = zeros(&shape);
+        let moments = zeros(&[2 * shape[0] * groups * chunks]);
+        let cfg = norm::GroupNorm {
+            num_groups: groups,
+            eps: 1e-5,
+            silu: true,
+        };
+        let ds = norm::group_norm_split(ctx(), &x, &w, &b, &moments, &out, cfg, chunks).unwrap();
+        dispatch::run(ctx(), &ds).unwrap();
+        assert_close(
+            &format!("split group_norm {shape:?} G={groups} chunks={chunks} mean={mean}"),
+            &out.to_vec(ctx()).unwrap(),
+            &want,
+            2e-5,
+            1e-5,
+        );
+    }
+    let small = zeros(&[1, 2]);
+    let cfg = norm::GroupNorm {
+        num_groups: 1,
+        eps: 1e-5,
+        silu: false,
+    };
+    let (x, out) = (zeros(&[1, 2, 8, 8]), zeros(&[1, 2, 8, 8]));
+    let (w, b) = (zeros(&[2]), zeros(&[2]));
+    let err = norm::group_norm_split(ctx(), &x, &w, &b, &small, &out, cfg, 4).unwrap_err();
+    assert!(err.to_string().contains("moments has 2 values"), "{err}");
+}
+
+/// Which group norms split: on GPUs, few segments of 2 chunks or more (SD's
+/// VAE decoder at 512x512, its UNet at 512x512); never on CPU drivers.
+#[test]
+fn group_norm_splits_few_long_segments_on_gpus() {
+    let chunks = norm::group_norm_chunks;
+    let gpu = AdapterClass::Gpu;
+    assert_eq!(chunks(gpu, &[1, 128, 512, 512], 32), 64);
+    assert_eq!(chunks(gpu, &[2, 320, 64, 64], 32), 3);
+    assert_eq!(chunks(gpu, &[2, 320, 32, 32], 32), 1);
+    assert_eq!(chunks(gpu, &[16, 128, 128, 128], 32), 1);
+    assert_eq!(chunks(AdapterClass::Cpu, &[1, 128, 512, 512], 32), 1);
+}
