@@ -6,8 +6,10 @@
 //! here rather than in attention.wgsl, whose fused kernel never materialises one.
 //!
 //! Variants: on a CPU driver (lavapipe) one invocation walks a whole segment with
-//! no barriers; on a GPU a workgroup shares a segment and reduces in workgroup
-//! memory. Every op takes the variant from `ctx.class`; the `*_with` forms choose.
+//! no barriers (4 elements per access where they fit); on a GPU a workgroup
+//! shares a segment and reduces in workgroup memory, and a group norm of few,
+//! long segments splits each into chunks ([`group_norm_split`], two launches).
+//! Every op takes the variant from `ctx.class`; the `*_with` forms choose.
 
 use crate::error::{Error, Result};
 use crate::gpu::DType;
