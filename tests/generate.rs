@@ -280,6 +280,27 @@ fn wide_tiles_draw_what_the_default_kernels_draw() {
     assert!(max <= 2 && mean <= 0.1, "max {max}, mean {mean}");
 }
 
+/// Every group norm over chunks of its segments (`EASEL_SPLIT_NORMS=always`,
+/// which on GPUs `auto` does for few long segments) draws what the one-launch
+/// kernels draw: the same statistics combined per chunk, so a level here and there.
+#[test]
+fn split_group_norms_draw_what_whole_ones_draw() {
+    let draw = |policy: Policy| {
+        let mut ctx = common::new_context();
+        ctx.split_norms = policy;
+        let engine = Engine::with_context(ctx, common::files::tiny_latent_pipeline()).unwrap();
+        let r = Request {
+            candidates: Some(1),
+            ..request("red apple", 5)
+        };
+        engine.generate(&r).unwrap().rgba
+    };
+    let (whole, split) = (draw(Policy::Off), draw(Policy::Always));
+    let (max, mean) = level_differences(&whole, &split);
+    eprintln!("split vs whole group norms: max {max}, mean {mean:.3} levels");
+    assert!(max <= 2 && mean <= 0.1, "max {max}, mean {mean}");
+}
+
 /// `--schedule`: each phase runs with its own candidate count (the rounds show
 /// it), a phase boundary scores, and the run is as deterministic as any other.
 #[test]

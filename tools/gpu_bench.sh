@@ -70,6 +70,12 @@ done
 step tune "$EASEL" tune --quick --model "$SD" --out "$OUT/tuning.json"
 step generate-tuned env EASEL_TUNING="$OUT/tuning.json" "$EASEL" bench generate --model "$SD" \
   --sizes 512x512 --candidates 1 --steps 20 --runs 2
+# The VAE decoder at 512x512 with its group norms split into chunks (auto, on a GPU)
+# and whole (one workgroup per segment): whether group_norm_chunks' rule pays (log.txt).
+for split in auto off; do
+  step "vae-split-norms-$split" env EASEL_SPLIT_NORMS=$split "$EASEL" bench models --model "$SD" \
+    vae --batches 1
+done
 # The tiled GEMM's two tiles at the same shapes (log.txt), last so
 # that a run out of time loses only these: what EASEL_WIDE_TILES=auto's
 # 128-workgroup rule (src/ops/matmul.rs, MIN_WIDE_GROUPS) should be set from.

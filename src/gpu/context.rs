@@ -90,6 +90,10 @@ pub struct Context {
     /// `ops::matmul::MatmulVariant::for_problem`) or always (every GEMM not
     /// on cooperative matrices, on any adapter: to time or check the tile).
     pub wide_policy: Policy,
+    /// `EASEL_SPLIT_NORMS`: off, auto (GPUs, group norms of few long segments:
+    /// `ops::norm::group_norm_chunks`) or always (every group norm of two
+    /// elements or more per segment, on any adapter: to time or check it).
+    pub split_norms: Policy,
     /// Whether GEMM choices read the tables `easel tune` measured
     /// (`ops::tuning`): yes unless `EASEL_TUNING=off`; tests of the built-in
     /// rules turn it off.
@@ -222,6 +226,7 @@ impl Context {
         let info = adapter.get_info();
         let coop_policy = Policy::from_env("EASEL_COOPERATIVE")?;
         let wide_policy = Policy::from_env("EASEL_WIDE_TILES")?;
+        let split_norms = Policy::from_env("EASEL_SPLIT_NORMS")?;
         let coop = cooperative(&adapter, coop_policy);
         let mut features = adapter.features() & OPTIONAL_FEATURES;
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
@@ -273,6 +278,7 @@ impl Context {
             coop,
             coop_policy,
             wide_policy,
+            split_norms,
             tuned: !crate::gpu::policy::tuning_off(),
             coop_checked: OnceLock::new(),
         })

@@ -353,7 +353,8 @@ impl Graph<'_> {
             silu,
         };
         let (weight, bias) = (&layer.weight, &layer.bias);
-        match norm::group_norm_chunks(self.ctx.class, &x.shape, layer.groups) {
+        match norm::group_norm_chunks(self.ctx.class, self.ctx.split_norms, &x.shape, layer.groups)
+        {
             1 => {
                 let d = norm::group_norm(self.ctx, x, weight, bias, &out, cfg)?;
                 self.push(d);

@@ -12,9 +12,9 @@
 //! Every op takes the variant from `ctx.class`; the `*_with` forms choose.
 
 use crate::error::{Error, Result};
-use crate::gpu::DType;
 use crate::gpu::Tensor;
 use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch};
+use crate::gpu::{DType, Policy};
 use crate::ops::{expect_activations, expect_dtype, expect_shape, grid_1d, groups};
 use crate::ops::{CPU_LOOP_LIMIT, NORM};
 
@@ -208,15 +208,23 @@ fn group_segments(
 const CHUNK: usize = 16_384;
 
 /// Chunks per segment for [`group_norm_split`] on x of `shape` (`[N, C,
-/// *spatial]`, `groups` groups), or 1 where one workgroup per segment fills the adapter: on GPUs,
-/// fewer than 256 segments of 2 chunks or more (SD's VAE decoder at 512x512: 32
-/// segments of 1M elements, 64 chunks each; its UNet: 64 of 40,960, 3 chunks).
-/// CPU drivers keep one invocation per segment.
-pub fn group_norm_chunks(class: AdapterClass, shape: &[usize], groups: usize) -> usize {
+/// *spatial]`, `groups` groups), or 1 where one workgroup per segment fills the
+/// adapter. `Auto`: on GPUs, fewer than 256 segments of 2 chunks or more (SD's
+/// VAE decoder at 512x512: 32 segments of 1M elements, 64 chunks each; its UNet:
+/// 64 of 40,960, 3 chunks); CPU drivers keep one invocation per segment.
+/// `Always`: at least 2 chunks wherever a segment has 2 elements (`EASEL_SPLIT_NORMS`).
+pub fn group_norm_chunks(
+    class: AdapterClass,
+    policy: Policy,
+    shape: &[usize],
+    groups: usize,
+) -> usize {
     let segments = shape.first().unwrap_or(&0) * groups.max(1);
     let len = shape.iter().product::<usize>() / segments.max(1);
-    match class {
-        AdapterClass::Gpu if segments < 256 && len >= 2 * CHUNK => len.div_ceil(CHUNK),
+    let chunks = len.div_ceil(CHUNK);
+    match (policy, class) {
+        (Policy::Always, _) if len >= 2 => chunks.max(2),
+        (Policy::Auto, AdapterClass::Gpu) if segments < 256 && chunks >= 2 => chunks,
         _ => 1,
     }
 }

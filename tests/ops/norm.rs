@@ -3,8 +3,8 @@
 use crate::common::{assert_close, ctx, random, zeros, Rng};
 use crate::reference::norm as reference;
 use easel::gpu::dispatch::{self, Dispatch};
-use easel::gpu::AdapterClass;
 use easel::gpu::Tensor;
+use easel::gpu::{AdapterClass, Policy};
 use easel::ops::{norm, CPU_LOOP_LIMIT};
 
 const VARIANTS: [AdapterClass; 2] = [AdapterClass::Cpu, AdapterClass::Gpu];
@@ -284,14 +284,30 @@ fn group_norm_split_over_chunks_matches_reference() {
 }
 
 /// Which group norms split: on GPUs, few segments of 2 chunks or more (SD's
-/// VAE decoder at 512x512, its UNet at 512x512); never on CPU drivers.
+/// VAE decoder at 512x512, its UNet at 512x512); never on CPU drivers unless
+/// `EASEL_SPLIT_NORMS=always`, never with `off`.
 #[test]
 fn group_norm_splits_few_long_segments_on_gpus() {
-    let chunks = norm::group_norm_chunks;
+    let chunks = |class, shape: &[usize], groups| {
+        norm::group_norm_chunks(class, Policy::Auto, shape, groups)
+    };
     let gpu = AdapterClass::Gpu;
     assert_eq!(chunks(gpu, &[1, 128, 512, 512], 32), 64);
     assert_eq!(chunks(gpu, &[2, 320, 64, 64], 32), 3);
     assert_eq!(chunks(gpu, &[2, 320, 32, 32], 32), 1);
     assert_eq!(chunks(gpu, &[16, 128, 128, 128], 32), 1);
     assert_eq!(chunks(AdapterClass::Cpu, &[1, 128, 512, 512], 32), 1);
+    let cpu = AdapterClass::Cpu;
+    assert_eq!(
+        norm::group_norm_chunks(cpu, Policy::Always, &[2, 8, 4, 4], 4),
+        2
+    );
+    assert_eq!(
+        norm::group_norm_chunks(cpu, Policy::Always, &[1, 128, 512, 512], 32),
+        64
+    );
+    assert_eq!(
+        norm::group_norm_chunks(gpu, Policy::Off, &[1, 128, 512, 512], 32),
+        1
+    );
 }
