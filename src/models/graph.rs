@@ -352,20 +352,15 @@ impl Graph<'_> {
             eps: layer.eps,
             silu,
         };
-        let (weight, bias) = (&layer.weight, &layer.bias);
-        match norm::group_norm_chunks(self.ctx.class, self.ctx.split_norms, &x.shape, layer.groups)
-        {
-            1 => {
-                let d = norm::group_norm(self.ctx, x, weight, bias, &out, cfg)?;
-                self.push(d);
-            }
-            chunks => {
-                let n = 2 * x.shape[0] * layer.groups * chunks;
-                let moments = self.tensor_of(&[n], DType::F32)?;
-                let ds =
-                    norm::group_norm_split(self.ctx, x, weight, bias, &moments, &out, cfg, chunks)?;
-                self.extend(ds);
-            }
+        let (weight, bias, ctx) = (&layer.weight, &layer.bias, self.ctx);
+        let chunks = norm::group_norm_chunks(ctx.class, ctx.split_norms, &x.shape, layer.groups);
+        if chunks == 1 {
+            let d = norm::group_norm(ctx, x, weight, bias, &out, cfg)?;
+            self.push(d);
+        } else {
+            let moments = self.tensor_of(&[2 * x.shape[0] * layer.groups * chunks], DType::F32)?;
+            let ds = norm::group_norm_split(ctx, x, weight, bias, &moments, &out, cfg, chunks)?;
+            self.extend(ds);
         }
         Ok(out)
     }
