@@ -21,7 +21,6 @@ override WG: u32 = 256u;
 // group_norm: apply SiLU after the affine (diffusers' ResnetBlock2D: norm, then act).
 override SILU: bool = false;
 
-
 const SUM: u32 = 0u;
 const MAX: u32 = 1u;
 // Below any f32 score, but finite so `x - LOWEST` cannot make a NaN.
@@ -136,8 +135,14 @@ fn moments(l: Lane, lid: u32) -> vec2<f32> {
         dev += d;
         sq += d * d;
     }
-    let shift = reduce(dev, lid, SUM) / n;
-    let variance = max(reduce(sq, lid, SUM) / n - shift * shift, 0.0);
+    return corrected(mean0, reduce(dev, lid, SUM), reduce(sq, lid, SUM), n);
+}
+
+// The two-pass result: the first mean shifted by the deviations' mean, and
+// the variance about the corrected mean.
+fn corrected(mean0: f32, dev: f32, sq: f32, n: f32) -> vec2<f32> {
+    let shift = dev / n;
+    let variance = max(sq / n - shift * shift, 0.0);
     return vec2(mean0 + shift, variance);
 }
 
@@ -157,9 +162,7 @@ fn moments4(l: Lane) -> vec2<f32> {
         dev = add4(dev, d);
         sq = add4(sq, d * d);
     }
-    let shift = dev / n;
-    let variance = max(sq / n - shift * shift, 0.0);
-    return vec2(mean0 + shift, variance);
+    return corrected(mean0, dev, sq, n);
 }
 
 // What both norms apply: y = (x - mean) * rstd, rstd = 1 / sqrt(variance + eps).

@@ -179,11 +179,11 @@ fn add_medians(launches: LaunchTimes, rules: impl Fn(Gemm) -> MatmulVariant, sum
             if gemm.op == Attention && variant == GpuWide {
                 continue;
             }
-            let median = Stats::of(ms.clone()).map_or(0.0, |s| s.median_ms);
-            *class.times.entry(variant).or_default() += median;
             let rounds = class.rounds.entry(variant).or_default();
             rounds.resize(rounds.len().max(ms.len()), 0.0);
             rounds.iter_mut().zip(&ms).for_each(|(sum, ms)| *sum += ms);
+            let median = Stats::of(ms).map_or(0.0, |s| s.median_ms);
+            *class.times.entry(variant).or_default() += median;
         }
     }
 }

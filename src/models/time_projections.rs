@@ -15,13 +15,11 @@ pub type Times = std::vec::IntoIter<Tensor>;
 pub struct TimeProjections {
     /// One stacked layer per width, with the resnets (in forward order) it serves.
     stacks: Vec<(Linear, Vec<usize>)>,
-    resnets: usize,
 }
 
 impl TimeProjections {
     /// `layers`: each resnet's `time_emb_proj`, in forward order.
     pub fn new(ctx: &Context, label: &str, layers: Vec<Option<Linear>>) -> Result<Self> {
-        let resnets = layers.len();
         let mut widths: Vec<(usize, Vec<(usize, Linear)>)> = Vec::new();
         for (i, layer) in layers.into_iter().enumerate() {
             let layer = layer.ok_or_else(|| {
@@ -41,12 +39,13 @@ impl TimeProjections {
                 Ok((stacked, who))
             })
             .collect::<Result<_>>()?;
-        Ok(Self { stacks, resnets })
+        Ok(Self { stacks })
     }
 
     /// `emb_silu` `[N, T]` → each resnet's `[N, Cout]`, in forward order.
     pub fn forward(&self, g: &mut Graph, emb_silu: &Tensor) -> Result<Times> {
-        let mut times: Vec<Option<Tensor>> = vec![None; self.resnets];
+        let resnets = self.stacks.iter().map(|(_, who)| who.len()).sum();
+        let mut times: Vec<Option<Tensor>> = vec![None; resnets];
         for (layer, who) in &self.stacks {
             let parts = g.linear_parts(emb_silu, layer, who.len())?;
             for (&i, t) in who.iter().zip(parts) {

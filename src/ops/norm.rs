@@ -76,7 +76,8 @@ impl<'a> Segments<'a> {
         self
     }
 
-    fn build(self, ctx: &Context, class: AdapterClass) -> Result<Dispatch> {
+    /// Checks out against x and that there is something to reduce.
+    fn check(&self) -> Result<()> {
         expect_shape(self.op, "out", self.out, &self.x.shape)?;
         expect_activations(self.op, self.x, &[("out", self.out)])?;
         if self.segments == 0 || self.len == 0 {
@@ -85,6 +86,25 @@ impl<'a> Segments<'a> {
                 self.op, self.x.shape
             )));
         }
+        Ok(())
+    }
+
+    /// The kernel's parameters, unsplit (`chunks` 0).
+    fn params(&self) -> Params {
+        Params {
+            segments: self.segments as u32,
+            len: self.len as u32,
+            spatial: self.spatial as u32,
+            groups: self.groups as u32,
+            scalar: self.scalar,
+            chunk_len: 0,
+            chunks: 0,
+            _pad: 0,
+        }
+    }
+
+    fn build(self, ctx: &Context, class: AdapterClass) -> Result<Dispatch> {
+        self.check()?;
         // The two layouts of wgsl/norm.wgsl. On a GPU, short rows get narrower
         // workgroups so fewer lanes idle.
         // A serial invocation loops over its segment three times (statistics
@@ -109,16 +129,6 @@ impl<'a> Segments<'a> {
             tensors.extend([(weight, Access::Read), (bias, Access::Read)]);
         }
         let n = (self.segments * self.len) as u64;
-        let params = Params {
-            segments: self.segments as u32,
-            len: self.len as u32,
-            spatial: self.spatial as u32,
-            groups: self.groups as u32,
-            scalar: self.scalar,
-            chunk_len: 0,
-            chunks: 0,
-            _pad: 0,
-        };
         Launch {
             shader: &NORM,
             entry: if vec4 { &entry4 } else { self.op },
@@ -133,7 +143,7 @@ impl<'a> Segments<'a> {
             // Read three times (statistics, then output), written once.
             bytes: 4 * self.x.dtype.size() as u64 * n,
         }
-        .build(ctx, &params)
+        .build(ctx, &self.params())
     }
 }
 
@@ -160,31 +170,17 @@ pub fn group_norm_with(
     cfg: GroupNorm,
     class: AdapterClass,
 ) -> Result<Dispatch> {
-    let (segments, len, spatial) = group_segments(x, weight, bias, cfg)?;
-    Segments {
-        op: "group_norm",
-        x,
-        out,
-        affine: Some((weight, bias)),
-        segments,
-        len,
-        spatial,
-        groups: cfg.num_groups,
-        scalar: cfg.eps,
-        silu: cfg.silu,
-        vec4: spatial.is_multiple_of(4),
-        flops_per_element: if cfg.silu { 12 } else { 8 },
-    }
-    .build(ctx, class)
+    group_segments(x, weight, bias, out, cfg)?.build(ctx, class)
 }
 
-/// Checks group norm's operands; returns (segments, elements per segment, spatial).
-fn group_segments(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
+/// Group norm's launch over its segments, its operands checked against each other.
+fn group_segments<'a>(
+    x: &'a Tensor,
+    weight: &'a Tensor,
+    bias: &'a Tensor,
+    out: &'a Tensor,
     cfg: GroupNorm,
-) -> Result<(usize, usize, usize)> {
+) -> Result<Segments<'a>> {
     if x.shape.len() < 2 {
         return Err(Error::BadInput(format!(
             "group_norm: x has shape {:?}, expected [N, C, *spatial]",
@@ -201,7 +197,20 @@ fn group_segments(
     expect_shape("group_norm", "weight", weight, &[c])?;
     expect_shape("group_norm", "bias", bias, &[c])?;
     let spatial: usize = x.shape[2..].iter().product();
-    Ok((n * g, c / g * spatial, spatial))
+    Ok(Segments {
+        op: "group_norm",
+        x,
+        out,
+        affine: Some((weight, bias)),
+        segments: n * g,
+        len: c / g * spatial,
+        spatial,
+        groups: g,
+        scalar: cfg.eps,
+        silu: cfg.silu,
+        vec4: spatial.is_multiple_of(4),
+        flops_per_element: if cfg.silu { 12 } else { 8 },
+    })
 }
 
 /// Elements per chunk of the split group norm: 256 invocations, 64 each.
@@ -243,15 +252,9 @@ pub fn group_norm_split(
     cfg: GroupNorm,
     chunks: usize,
 ) -> Result<[Dispatch; 2]> {
-    let (segments, len, spatial) = group_segments(x, weight, bias, cfg)?;
-    expect_shape("group_norm", "out", out, &x.shape)?;
-    expect_activations("group_norm", x, &[("out", out)])?;
-    if len == 0 {
-        return Err(Error::BadInput(format!(
-            "group_norm: x has shape {:?}, which has no elements to reduce",
-            x.shape
-        )));
-    }
+    let whole = group_segments(x, weight, bias, out, cfg)?;
+    whole.check()?;
+    let (segments, len) = (whole.segments, whole.len);
     let chunk_len = len.div_ceil(chunks.max(1));
     let chunks = len.div_ceil(chunk_len);
     expect_dtype("group_norm", "moments", moments, DType::F32)?;
@@ -263,14 +266,9 @@ pub fn group_norm_split(
         )));
     }
     let params = Params {
-        segments: segments as u32,
-        len: len as u32,
-        spatial: spatial as u32,
-        groups: cfg.num_groups as u32,
-        scalar: cfg.eps,
         chunk_len: chunk_len as u32,
         chunks: chunks as u32,
-        _pad: 0,
+        ..whole.params()
     };
     let launch = |entry, tensors: &[(&Tensor, Access)], bytes| {
         Launch {
