@@ -219,6 +219,17 @@ fn level_differences(a: &[u8], b: &[u8]) -> (i32, f64) {
     (max, diffs.iter().sum::<i32>() as f64 / diffs.len() as f64)
 }
 
+/// The tiny latent pipeline on `ctx` (kernel policies set), and one candidate
+/// of "red apple" for it to draw: how the policy tests below compare kernels.
+fn tiny_latent(ctx: easel::gpu::Context) -> (Engine, Request) {
+    let engine = Engine::with_context(ctx, common::files::tiny_latent_pipeline()).unwrap();
+    let r = Request {
+        candidates: Some(1),
+        ..request("red apple", 5)
+    };
+    (engine, r)
+}
+
 /// The latent pipeline on the cooperative-matrix kernels (`EASEL_COOPERATIVE=always`)
 /// draws what the tiled kernels draw, where the adapter has them (Mesa 26
 /// lavapipe: tools/lavapipe_coop.sh). The kernels round their operands to f16,
@@ -231,11 +242,7 @@ fn cooperative_kernels_draw_what_the_tiled_ones_draw() {
         let mut ctx = common::new_context();
         ctx.coop?;
         ctx.coop_policy = policy;
-        let engine = Engine::with_context(ctx, common::files::tiny_latent_pipeline()).unwrap();
-        let r = Request {
-            candidates: Some(1),
-            ..request("red apple", 5)
-        };
+        let (engine, r) = tiny_latent(ctx);
         let (a, b) = (engine.generate(&r).unwrap(), engine.generate(&r).unwrap());
         assert_eq!(a.rgba, b.rgba, "same seed, same bytes ({policy:?})");
         Some(a.rgba)
@@ -267,11 +274,7 @@ fn wide_tiles_draw_what_the_default_kernels_draw() {
         };
         let chosen = MatmulVariant::for_problem(&ctx, gemm);
         assert_eq!(chosen == MatmulVariant::GpuWide, policy == Policy::Always);
-        let engine = Engine::with_context(ctx, common::files::tiny_latent_pipeline()).unwrap();
-        let r = Request {
-            candidates: Some(1),
-            ..request("red apple", 5)
-        };
+        let (engine, r) = tiny_latent(ctx);
         engine.generate(&r).unwrap().rgba
     };
     let (default, wide) = (draw(Policy::Auto), draw(Policy::Always));
@@ -288,11 +291,7 @@ fn split_group_norms_draw_what_whole_ones_draw() {
     let draw = |policy: Policy| {
         let mut ctx = common::new_context();
         ctx.split_norms = policy;
-        let engine = Engine::with_context(ctx, common::files::tiny_latent_pipeline()).unwrap();
-        let r = Request {
-            candidates: Some(1),
-            ..request("red apple", 5)
-        };
+        let (engine, r) = tiny_latent(ctx);
         engine.generate(&r).unwrap().rgba
     };
     let (whole, split) = (draw(Policy::Off), draw(Policy::Always));
