@@ -46,8 +46,9 @@ fn chosen_gemm_entries(table: &Path, dir: &TempDir) -> Vec<String> {
 }
 
 /// A run saves this adapter's winners (every variant timed in each class, the
-/// winner the fastest or within 5 % of it: the rules' choice, kept unless
-/// beaten by more) and keeps another adapter's table in the file.
+/// winner the fastest, within 5 % of it, or the rules' choice, which stays
+/// unless beaten by more in every round) and keeps another adapter's table in
+/// the file.
 #[test]
 fn tune_saves_this_adapters_winners_beside_other_tables() {
     let dir = TempDir::new("tune");
@@ -78,7 +79,8 @@ fn tune_saves_this_adapters_winners_beside_other_tables() {
             .map(|(_, v)| v.as_f64().unwrap())
             .fold(f64::MAX, f64::min);
         let variant = w["variant"].as_str().unwrap();
-        assert!(ms[variant].as_f64().unwrap() <= least * 1.05, "{w}");
+        let near = ms[variant].as_f64().unwrap() <= least * 1.05;
+        assert!(near || w["rules"] == variant, "{w}");
         assert!(["matmul", "conv2d", "attention"].contains(&w["op"].as_str().unwrap()));
     }
     // Tuning again replaces this adapter's table, not adds one; --json writes

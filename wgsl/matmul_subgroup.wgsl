@@ -51,3 +51,88 @@ fn matmul_cpu_subgroup(
     }
     store_8x8(batch, i, j, acc);
 }
+
+// ---------------------------------------------------------------------------
+// The tall tile (wgsl/subgroup.wgsl says why): a subgroup owns ROW_BLOCK rows
+// (8, 16, 32 or 64: the op picks the smallest that holds M) and 32 columns,
+// lane l columns j + 4l..j + 4l + 3. Same bits as matmul_cpu_vec4.
+override ROW_BLOCK: u32 = 64u;
+
+// This lane's share of op(a)'s rows i..i+7 over k..k+3: row i + lane, or with
+// TRANSPOSE_A half a row of a: a[k + lane / 2, i + 4 (lane % 2)..] (as above).
+fn a_share(batch: u32, i: u32, k: u32, lane: u32) -> vec4<f32> {
+    if (TRANSPOSE_A) {
+        return a4_at((batch * p.stride_a + (k + lane / 2u) * p.m + clamp_m(i + 4u * (lane % 2u))) / 4u);
+    }
+    return a4_at((clamp_m(i + lane) * p.k + batch * p.stride_a + k) / 4u);
+}
+
+// Rows i..i+7 times the lane's columns `b`, from the lanes' shares.
+fn add_group(acc: ptr<function, Rows8>, batch: u32, i: u32, k: u32, lane: u32, b: mat4x4<f32>) {
+    let mine = a_share(batch, i, k, lane);
+    if (TRANSPOSE_A) {
+        add_rows8(acc, transpose(even_lanes(mine)), transpose(odd_lanes(mine)), b);
+    } else {
+        add_rows8(acc, rows_lo(mine), rows_hi(mine), b);
+    }
+}
+
+fn store_rows8(batch: u32, i: u32, j: u32, acc: Rows8) {
+    store_block(batch, i, j, transpose(acc.lo));
+    store_block(batch, i + 4u, j, transpose(acc.hi));
+}
+
+@compute @workgroup_size(8, 8)
+fn matmul_cpu_tall(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let batch = gid.z;
+    let i = gid.y * ROW_BLOCK;
+    // Uniform across the subgroup, as in matmul_cpu_subgroup.
+    if (i >= p.m) {
+        return;
+    }
+    let j = gid.x * 4u;
+    let lane = lid.x;
+    var g0 = Rows8();
+    var g1 = Rows8();
+    var g2 = Rows8();
+    var g3 = Rows8();
+    var g4 = Rows8();
+    var g5 = Rows8();
+    var g6 = Rows8();
+    var g7 = Rows8();
+    // The groups past ROW_BLOCK fold away at pipeline creation.
+    for (var k = 0u; k < p.k; k += 4u) {
+        let b = b_block4(batch, k, j);
+        add_group(&g0, batch, i, k, lane, b);
+        if (ROW_BLOCK > 8u) {
+            add_group(&g1, batch, i + 8u, k, lane, b);
+        }
+        if (ROW_BLOCK > 16u) {
+            add_group(&g2, batch, i + 16u, k, lane, b);
+            add_group(&g3, batch, i + 24u, k, lane, b);
+        }
+        if (ROW_BLOCK > 32u) {
+            add_group(&g4, batch, i + 32u, k, lane, b);
+            add_group(&g5, batch, i + 40u, k, lane, b);
+            add_group(&g6, batch, i + 48u, k, lane, b);
+            add_group(&g7, batch, i + 56u, k, lane, b);
+        }
+    }
+    store_rows8(batch, i, j, g0);
+    if (ROW_BLOCK > 8u) {
+        store_rows8(batch, i + 8u, j, g1);
+    }
+    if (ROW_BLOCK > 16u) {
+        store_rows8(batch, i + 16u, j, g2);
+        store_rows8(batch, i + 24u, j, g3);
+    }
+    if (ROW_BLOCK > 32u) {
+        store_rows8(batch, i + 32u, j, g4);
+        store_rows8(batch, i + 40u, j, g5);
+        store_rows8(batch, i + 48u, j, g6);
+        store_rows8(batch, i + 56u, j, g7);
+    }
+}

@@ -28,9 +28,10 @@ use crate::gpu::dispatch::GemmOp::Attention;
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{Context, Dispatch};
 use crate::memory_plan::Precision;
-use crate::ops::matmul::{coop_ready, with_variant, MatmulVariant, MatmulVariant::GpuWide};
+use crate::ops::matmul::{coop_ready, with_variant, MatmulVariant};
 use crate::ops::tuning::{AdapterKey, AdapterTable, ShapeClass, Winner};
 use crate::weights::WeightPrecision;
+use MatmulVariant::{CpuTall, GpuWide};
 
 /// Settings of one `easel tune` run.
 #[derive(Clone, Debug)]
@@ -174,9 +175,10 @@ fn add_medians(launches: LaunchTimes, rules: impl Fn(Gemm) -> MatmulVariant, sum
         class.launches += 1;
         class.rules.get_or_insert_with(|| rules(gemm));
         for (variant, ms) in by_variant {
-            // Attention's `GpuWide` runs `Gpu`'s kernel: a second timing of
-            // one kernel would only let noise pick between them.
-            if gemm.op == Attention && variant == GpuWide {
+            // Attention's `GpuWide` runs `Gpu`'s kernel and its `CpuTall`
+            // `CpuSubgroup`'s: a second timing of one kernel would only let
+            // noise pick between them.
+            if gemm.op == Attention && matches!(variant, GpuWide | CpuTall) {
                 continue;
             }
             let rounds = class.rounds.entry(variant).or_default();
@@ -200,6 +202,7 @@ fn adapter_table(ctx: &Context, opts: &TuneOptions, sums: &Sums) -> AdapterTable
                 .iter()
                 .map(|(&v, &ms)| (v, (ms * 1e3).round() / 1e3))
                 .collect(),
+            rules: c.rules,
         })
         .collect();
     let model = opts.model.file_name().unwrap_or_default().to_string_lossy();

@@ -48,7 +48,7 @@ pub enum What {
         /// Tiny shapes and the adapter's own variants only (for tests).
         #[arg(long)]
         quick: bool,
-        /// Only this variant: gpu, gpuwide, cpu, cpusubgroup or coop (cooperative
+        /// Only this variant: gpu, gpuwide, cpu, cpusubgroup, cputall or coop (cooperative
         /// matrices), or all. With --model: also time each GEMM launch on it (all:
         /// on every one) beside the kernel easel chooses.
         #[arg(long)]
@@ -257,7 +257,15 @@ fn parse_sizes(s: &str) -> Result<Vec<(usize, usize)>> {
 
 /// `bench kernels --variant`: one of the kernel variants, or `all`.
 fn check_variant(variant: Option<&str>) -> Result<()> {
-    const NAMES: [&str; 6] = ["gpu", "gpuwide", "cpu", "cpusubgroup", "coop", "all"];
+    const NAMES: [&str; 7] = [
+        "gpu",
+        "gpuwide",
+        "cpu",
+        "cpusubgroup",
+        "cputall",
+        "coop",
+        "all",
+    ];
     match variant {
         Some(v) if !NAMES.iter().any(|n| n.eq_ignore_ascii_case(v)) => Err(Error::BadInput(
             format!("--variant {v}: expected one of {}", NAMES.join(", ")),

@@ -233,7 +233,7 @@ impl Entry {
                 (&ATTENTION, "attention", true, 64, bk)
             }
             // One subgroup of 8 query rows per workgroup (CPU_ROWS is 8 too).
-            AttentionVariant::CpuSubgroup if subgroups_of_8(ctx) => {
+            AttentionVariant::CpuSubgroup | AttentionVariant::CpuTall if subgroups_of_8(ctx) => {
                 (&ATTENTION_SUBGROUP, "attention_cpu_subgroup", false, 8, 4)
             }
             _ => (&ATTENTION, "attention", false, CPU_ROWS, 4),

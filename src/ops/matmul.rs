@@ -13,7 +13,9 @@ use crate::ops::{groups, tuning, variant};
 mod shape;
 
 pub use crate::ops::epilogue::Epilogue;
-pub use crate::ops::variant::{with_variant, MatmulVariant};
+use crate::ops::variant::tall_pays;
+pub use crate::ops::variant::{lane_by_lane_loads, with_variant, MatmulVariant};
+pub(crate) use crate::ops::variant::{subgroups_of_8, tall_block, CPU_TALL_COLS};
 use crate::ops::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
 use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F16};
 use shape::Shape;
@@ -31,6 +33,9 @@ impl MatmulVariant {
         }
         match ctx.class {
             AdapterClass::Gpu => Self::Gpu,
+            AdapterClass::Cpu if subgroups_of_8(ctx) && lane_by_lane_loads(&ctx.info) => {
+                Self::CpuTall
+            }
             AdapterClass::Cpu if subgroups_of_8(ctx) => Self::CpuSubgroup,
             AdapterClass::Cpu => Self::Cpu,
         }
@@ -60,7 +65,11 @@ impl MatmulVariant {
         let adapter = Self::for_adapter(ctx);
         match (adapter, ctx.wide_policy) {
             (Self::Coop, _) | (_, Policy::Off) => adapter,
-            // Attention has one tiled kernel: `GpuWide` would run `Gpu`'s.
+            // Attention has one tiled kernel (`GpuWide` would run `Gpu`'s) and
+            // one subgroup kernel.
+            (Self::CpuTall, _) if gemm.op == GemmOp::Attention || !tall_pays(gemm) => {
+                Self::CpuSubgroup
+            }
             _ if gemm.op == GemmOp::Attention => adapter,
             (_, Policy::Always) => Self::GpuWide,
             (Self::Gpu, Policy::Auto) if wide_fills(gemm) => Self::GpuWide,
@@ -69,15 +78,15 @@ impl MatmulVariant {
     }
 
     /// The variants that run as themselves here (`Coop` only with cooperative
-    /// matrices, `CpuSubgroup` only with 8-lane subgroups: elsewhere they run
-    /// `Gpu` and `Cpu`), for benchmarks that label what they time.
+    /// matrices, `CpuSubgroup` and `CpuTall` only with 8-lane subgroups:
+    /// elsewhere they run `Gpu` and `Cpu`), for benchmarks that label what they time.
     pub fn available(ctx: &Context) -> Vec<Self> {
         let coop = ctx.coop.is_some();
         let subgroups = subgroups_of_8(ctx);
         Self::ALL
             .into_iter()
             .filter(|&v| v != Self::Coop || coop)
-            .filter(|&v| v != Self::CpuSubgroup || subgroups)
+            .filter(|&v| !matches!(v, Self::CpuSubgroup | Self::CpuTall) || subgroups)
             .collect()
     }
 }
@@ -143,14 +152,6 @@ fn coop_difference(ctx: &Context) -> Result<f32> {
         .zip(&results[1])
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max))
-}
-
-/// Whether the `*_subgroup` kernels can run: they assume 8-lane subgroups
-/// laid along x of an 8×8 workgroup.
-pub(crate) fn subgroups_of_8(ctx: &Context) -> bool {
-    ctx.features().contains(wgpu::Features::SUBGROUP)
-        && ctx.info.subgroup_min_size == 8
-        && ctx.info.subgroup_max_size == 8
 }
 
 /// How to read the operands. `Default` is plain `a · b`.
@@ -435,6 +436,15 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
         (MatmulVariant::GpuWide, _) => plain(base, "matmul_gpu_wide", WIDE_TILE),
         (MatmulVariant::CpuSubgroup, _) if subgroup => {
             plain(subgroup_shader, "matmul_cpu_subgroup", CPU_VEC4_TILE)
+        }
+        (MatmulVariant::CpuTall, _) if subgroup => {
+            let rows = tall_block(shape.m);
+            Pick {
+                shader: subgroup_shader,
+                entry: "matmul_cpu_tall",
+                tile: (CPU_TALL_COLS, 8 * rows),
+                constants: vec![("ROW_BLOCK", rows as f64)],
+            }
         }
         _ if aligned => plain(base, "matmul_cpu_vec4", CPU_VEC4_TILE),
         _ => plain(base, "matmul_cpu", CPU_TILE),

@@ -95,7 +95,8 @@ impl AdapterKey {
     }
 }
 
-/// One class's winner, with each variant's summed time there (ms) as measured.
+/// One class's winner, with each variant's summed time there (ms) as measured
+/// and what the rules chose (kept unless beaten: src/bench/tune.rs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Winner {
     #[serde(flatten)]
@@ -103,6 +104,8 @@ pub struct Winner {
     pub variant: MatmulVariant,
     #[serde(default)]
     pub ms: BTreeMap<MatmulVariant, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<MatmulVariant>,
 }
 
 /// The winners on one adapter.
@@ -283,6 +286,7 @@ mod tests {
             class: c,
             variant,
             ms: BTreeMap::new(),
+            rules: None,
         };
         let table = AdapterTable {
             adapter: AdapterKey {

@@ -5,7 +5,7 @@ use crate::reference::conv2d::Conv2d;
 use easel::gpu::dispatch;
 use easel::ops::conv2d::{self, Conv2dOptions, ConvVariant};
 
-const VARIANTS: [ConvVariant; 4] = ConvVariant::F32_OPERANDS;
+const VARIANTS: [ConvVariant; 5] = ConvVariant::F32_OPERANDS;
 
 /// (N, Cin, H, W, Cout, kh, kw, stride, padding)
 type Case = (
@@ -20,10 +20,9 @@ type Case = (
     (usize, usize),
 );
 
-/// Run one case on `variant` with a bias and compare. Inputs are uniform in
-/// [-1, 1), each output sums K = Cin·kh·kw products: f32 rounding grows like
-/// √K, bounded with margin by 1e-5·√K absolute plus 1e-5 relative.
-fn check(case: Case, variant: ConvVariant, seed: u64) {
+/// Run one case on `variant` with a bias (weights and inputs uniform in [-1, 1)
+/// from `seed`): the output and the reference's.
+fn run(case: Case, variant: ConvVariant, seed: u64) -> (Vec<f32>, Vec<f64>) {
     let (n, cin, h, w, cout, kh, kw, stride, padding) = case;
     let mut rng = Rng::new(seed);
     let (x, xh) = random(&mut rng, &[n, cin, h, w]);
@@ -53,15 +52,36 @@ fn check(case: Case, variant: ConvVariant, seed: u64) {
     };
     let d = conv2d::conv2d(ctx(), &x, &weight, Some(&bias), &out, &opts).unwrap();
     dispatch::run(ctx(), &[d]).unwrap();
+    (out.to_vec(ctx()).unwrap(), reference.run())
+}
+
+/// [`run`] and compare. Each output sums K = Cin·kh·kw products: f32 rounding
+/// grows like √K, bounded with margin by 1e-5·√K absolute plus 1e-5 relative.
+fn check(case: Case, variant: ConvVariant, seed: u64) {
+    let (_, cin, _, _, _, kh, kw, _, _) = case;
+    let (got, want) = run(case, variant, seed);
     let atol = 1e-5 * ((cin * kh * kw) as f64).sqrt();
-    let got = out.to_vec(ctx()).unwrap();
-    assert_close(
-        &format!("{variant:?} {case:?}"),
-        &got,
-        &reference.run(),
-        atol,
-        1e-5,
-    );
+    assert_close(&format!("{variant:?} {case:?}"), &got, &want, atol, 1e-5);
+}
+
+/// The subgroup kernels broadcast the weight blocks `Cpu`'s vec4 kernel loads
+/// and add them in its order: the same bits, in channel blocks past Cout (70:
+/// a 64-channel tall block and one of 6; 12: the 16-channel block), 3x3 padded
+/// and 1x1.
+#[test]
+fn subgroup_kernels_match_vec4_bit_for_bit() {
+    let cases: [Case; 3] = [
+        (2, 4, 6, 5, 70, 3, 3, (1, 1), (1, 1)),
+        (1, 8, 7, 9, 12, 3, 3, (2, 2), (1, 1)),
+        (2, 16, 5, 5, 36, 1, 1, (1, 1), (0, 0)),
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let (vec4, _) = run(case, ConvVariant::Cpu, 300 + i as u64);
+        for variant in [ConvVariant::CpuSubgroup, ConvVariant::CpuTall] {
+            let (got, _) = run(case, variant, 300 + i as u64);
+            assert!(vec4 == got, "Cpu and {variant:?} differ: {case:?}");
+        }
+    }
 }
 
 #[test]

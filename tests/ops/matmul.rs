@@ -7,7 +7,7 @@ use easel::gpu::{dispatch, Policy};
 use easel::ops::matmul;
 use matmul::{MatmulOptions, MatmulVariant};
 
-const VARIANTS: [MatmulVariant; 4] = MatmulVariant::F32_OPERANDS;
+const VARIANTS: [MatmulVariant; 5] = MatmulVariant::F32_OPERANDS;
 
 /// One case: sizes, layout flags and whether `b` has its own batch dim.
 #[derive(Clone, Copy, Debug)]
@@ -126,32 +126,94 @@ fn aligned_sizes_every_transpose() {
     }
 }
 
-/// `CpuSubgroup` with a transposed `a` (proj_in reading NCHW activations)
-/// broadcasts the very blocks `Cpu`'s vec4 kernel loads: the same bits, also in
-/// a row block half past M (36 rows).
+/// The subgroup kernels broadcast the very blocks `Cpu`'s vec4 kernel loads
+/// and add them in its order: `CpuSubgroup` and `CpuTall` give the same bits,
+/// with `a` as is and transposed (proj_in reading NCHW activations), in row
+/// blocks past M (36 rows: half of CpuSubgroup's last 8, CpuTall's 64-row block
+/// with 28 clamped; 70: a second tall block of 6; 12: the 16-row block).
 #[test]
-fn subgroup_kernel_with_transposed_a_matches_vec4_bit_for_bit() {
-    let (batch, m, n, k) = (2, 36, 40, 24);
+fn subgroup_kernels_match_vec4_bit_for_bit() {
     let mut rng = Rng::new(120);
-    let (a, _) = random(&mut rng, &[batch, k, m]);
-    let (b, _) = random(&mut rng, &[n, k]);
-    let run = |variant| {
-        let out = zeros(&[batch, m, n]);
-        let opts = MatmulOptions {
-            transpose_a: true,
-            transpose_b: true,
-            variant: Some(variant),
-            ..MatmulOptions::default()
-        };
-        let d = matmul::matmul(ctx(), &a, &b, None, &out, &opts).unwrap();
-        dispatch::run(ctx(), &[d]).unwrap();
-        out.to_vec(ctx()).unwrap()
+    for (batch, m, n, k) in [(2, 36, 40, 24), (1, 70, 36, 16), (2, 12, 8, 8)] {
+        for transpose_a in [false, true] {
+            let a_shape = if transpose_a {
+                [batch, k, m]
+            } else {
+                [batch, m, k]
+            };
+            let (a, _) = random(&mut rng, &a_shape);
+            let (b, _) = random(&mut rng, &[n, k]);
+            let run = |variant| {
+                let out = zeros(&[batch, m, n]);
+                let opts = MatmulOptions {
+                    transpose_a,
+                    transpose_b: true,
+                    variant: Some(variant),
+                    ..MatmulOptions::default()
+                };
+                let d = matmul::matmul(ctx(), &a, &b, None, &out, &opts).unwrap();
+                dispatch::run(ctx(), &[d]).unwrap();
+                out.to_vec(ctx()).unwrap()
+            };
+            let vec4 = run(MatmulVariant::Cpu);
+            for variant in [MatmulVariant::CpuSubgroup, MatmulVariant::CpuTall] {
+                assert!(
+                    vec4 == run(variant),
+                    "Cpu and {variant:?} differ: {m}x{n}x{k}, transpose_a {transpose_a}"
+                );
+            }
+        }
+    }
+}
+
+/// On a driver that loads lane by lane (llvmpipe before Mesa 23) the rules
+/// take `CpuTall` for GEMMs of 2^28 FLOPs and 64 rows or more, `CpuSubgroup`
+/// below and for attention; elsewhere `CpuSubgroup` throughout.
+#[test]
+fn the_tall_tile_takes_long_launches_where_loads_go_lane_by_lane() {
+    let mut cpu = crate::common::new_context();
+    cpu.tuned = false;
+    let subgroups = MatmulVariant::available(&cpu).contains(&MatmulVariant::CpuTall);
+    if cpu.class != easel::gpu::AdapterClass::Cpu || !subgroups {
+        return; // rules for CPU drivers with 8-lane subgroups: nothing to check here
+    }
+    let gemm = |op, batch, rows, cols, depth| easel::gpu::dispatch::Gemm {
+        op,
+        batch,
+        rows,
+        cols,
+        depth,
     };
-    let (vec4, subgroup) = (run(MatmulVariant::Cpu), run(MatmulVariant::CpuSubgroup));
-    assert!(
-        vec4 == subgroup,
-        "Cpu and CpuSubgroup differ with transpose_a"
+    // SD-1.5 at 256x256, CFG batch 2: 320 channels x 1024 pixels, K = 2880.
+    let sd15 = gemm(GemmOp::Conv2d, 2, 320, 1024, 2880);
+    // The default model's largest: 32 channels x 1024 pixels, K = 288, batch 8.
+    let small = gemm(GemmOp::Conv2d, 8, 32, 1024, 288);
+    let attention = gemm(GemmOp::Attention, 16, 1024, 1024, 40);
+    let tall = matmul::lane_by_lane_loads(&cpu.info);
+    let want = if tall {
+        MatmulVariant::CpuTall
+    } else {
+        MatmulVariant::CpuSubgroup
+    };
+    assert_eq!(MatmulVariant::for_problem(&cpu, sd15), want);
+    assert_eq!(
+        MatmulVariant::for_problem(&cpu, small),
+        MatmulVariant::CpuSubgroup
     );
+    assert_eq!(
+        MatmulVariant::for_problem(&cpu, attention),
+        MatmulVariant::CpuSubgroup
+    );
+    // Which drivers load lane by lane, from what the adapter reports.
+    let driver = |driver: &str, driver_info: &str| {
+        let mut info = cpu.info.clone();
+        (info.driver, info.driver_info) = (driver.into(), driver_info.into());
+        matmul::lane_by_lane_loads(&info)
+    };
+    assert!(driver("llvmpipe", "Mesa 22.3.6 (LLVM 15.0.6)"));
+    assert!(!driver("llvmpipe", "Mesa 25.0.7-2+deb13u1 (LLVM 19.1.7)"));
+    assert!(!driver("NVIDIA", "570.86.15"));
+    assert!(!driver("llvmpipe", "unknown"));
 }
 
 #[test]
