@@ -60,16 +60,17 @@ impl MatmulVariant {
 
     /// The choice without measurements: [`Self::for_adapter`], and on a GPU
     /// without cooperative matrices `GpuWide` where its grid has at least
-    /// [`MIN_WIDE_GROUPS`] workgroups (`EASEL_WIDE_TILES` can pin it).
+    /// [`MIN_WIDE_GROUPS`] workgroups (`EASEL_WIDE_TILES` can pin it); where
+    /// that is `CpuTall`, `CpuSubgroup` for launches too short to repay it.
     pub fn by_rules(ctx: &Context, gemm: Gemm) -> Self {
         let adapter = Self::for_adapter(ctx);
         match (adapter, ctx.wide_policy) {
-            (Self::Coop, _) | (_, Policy::Off) => adapter,
-            // Attention has one tiled kernel (`GpuWide` would run `Gpu`'s) and
-            // one subgroup kernel.
+            // Attention has one subgroup kernel (and one tiled kernel below).
             (Self::CpuTall, _) if gemm.op == GemmOp::Attention || !tall_pays(gemm) => {
                 Self::CpuSubgroup
             }
+            (Self::Coop, _) | (_, Policy::Off) => adapter,
+            // `GpuWide` would run `Gpu`'s.
             _ if gemm.op == GemmOp::Attention => adapter,
             (_, Policy::Always) => Self::GpuWide,
             (Self::Gpu, Policy::Auto) if wide_fills(gemm) => Self::GpuWide,
