@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use common::files::TempDir;
 use easel::gpu::{Policy, Tensor};
 use easel::models::Graph;
-use easel::ops::matmul::MatmulVariant;
+use easel::ops::matmul::{with_variant, MatmulVariant};
 use easel::phases::Schedule;
 use easel::{Engine, Image, Request};
 
@@ -281,6 +281,37 @@ fn wide_tiles_draw_what_the_default_kernels_draw() {
     let (max, mean) = level_differences(&default, &wide);
     eprintln!("wide tiles vs default: max {max}, mean {mean:.3} levels");
     assert!(max <= 2 && mean <= 0.1, "max {max}, mean {mean}");
+}
+
+/// Every GEMM pinned to the tall subgroup tiles (`CpuTall`, which the rules
+/// take on llvmpipe before Mesa 23 for long launches) draws the very bytes
+/// `CpuSubgroup` draws: each output is the vec4 kernels' sum in their order.
+/// One engine per draw (an engine reuses its plan); the pin holds on the
+/// thread that plans, as the ops read it.
+#[test]
+fn tall_tiles_draw_what_the_subgroup_kernels_draw() {
+    let ctx = common::new_context();
+    if !MatmulVariant::available(&ctx).contains(&MatmulVariant::CpuTall) {
+        eprintln!("no 8-lane subgroups on this adapter: nothing to compare");
+        return;
+    }
+    let small = easel::gpu::dispatch::Gemm {
+        op: easel::gpu::dispatch::GemmOp::Conv2d,
+        batch: 1,
+        rows: 8,
+        cols: 64,
+        depth: 36,
+    };
+    let pinned = with_variant(MatmulVariant::CpuTall, || {
+        MatmulVariant::for_problem(&ctx, small)
+    });
+    assert_eq!(pinned, MatmulVariant::CpuTall);
+    let draw = |v| {
+        let (engine, r) = tiny_latent(common::new_context());
+        with_variant(v, || engine.generate(&r).unwrap().rgba)
+    };
+    let subgroup = draw(MatmulVariant::CpuSubgroup);
+    assert!(subgroup == draw(MatmulVariant::CpuTall));
 }
 
 /// Every group norm over chunks of its segments (`EASEL_SPLIT_NORMS=always`,
