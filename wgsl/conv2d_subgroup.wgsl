@@ -13,8 +13,8 @@
 
 // Output channels per thread: 32, or 16 / 8 for narrow layers (e.g. 16 channels
 // at full resolution, 3 at conv_out), where a 32-channel block would spend half
-// or more of its FMAs on clamped duplicate rows (conv2d_cpu_tall below: up to
-// 64). The unused accumulators and loads fold away at pipeline creation.
+// or more of its FMAs on clamped duplicate rows (conv2d_cpu_tall below takes
+// TALL_BLOCK). The unused accumulators and loads fold away at pipeline creation.
 override CO_BLOCK: u32 = 32u;
 
 // cols[k..k+3, the pixels at o0 and o1] as m[c] over k (K % 4 == 0); `t` is
@@ -103,21 +103,28 @@ fn conv2d_cpu_subgroup(
 }
 
 // ---------------------------------------------------------------------------
-// The tall tile (wgsl/subgroup.wgsl says why): a subgroup owns CO_BLOCK output
-// channels (up to 64) and 32 pixels, lane l pixels pix + 4l..pix + 4l + 3 (its
-// own gathers, cols_block); lane l loads weight rows co + 8g + l and the
-// broadcasts hand every lane all CO_BLOCK. Same bits as conv2d_cpu_vec4.
+// The tall tile (wgsl/tall.wgsl): a subgroup owns TALL_BLOCK output channels
+// and 32 pixels, lane l pixels pix + 4l..pix + 4l + 3 (its own gathers,
+// cols_block); lane l loads weight row co + 8g + l of each group g and the
+// broadcasts hand every lane all of them. Same bits as conv2d_cpu_vec4.
 
-// Weight rows co..co+7 over k..k+3 times the lane's pixels `xb`.
-fn add_channels(acc: ptr<function, Rows8>, co: u32, k: u32, lane: u32, xb: mat4x4<f32>) {
-    let w = weight4_at(min(co + lane, p.cout - 1u) * (p.k / 4u) + k / 4u);
-    add_rows8(acc, rows_lo(w), rows_hi(w), xb);
+// Where this invocation's block is: (image n, first channel co, first pixel, lane).
+var<private> tall_at: vec4<u32>;
+
+// Channels `row`..+7 of the block over k..k+3 times the lane's pixels `xb`.
+fn add_share(group: Rows8, row: u32, k: u32, xb: mat4x4<f32>) -> Rows8 {
+    var acc = group;
+    let co = min(tall_at.y + row + tall_at.w, p.cout - 1u);
+    let w = weight4_at(co * (p.k / 4u) + k / 4u);
+    add_rows8(&acc, rows_lo(w), rows_hi(w), xb);
+    return acc;
 }
 
 // acc is [pixel][channel] already (see add_rows8), as store_block wants.
-fn store_channels(n: u32, co: u32, pix: u32, acc: Rows8) {
-    store_block(n, co, pix, acc.lo);
-    store_block(n, co + 4u, pix, acc.hi);
+fn store_rows(row: u32, acc: Rows8) {
+    let co = tall_at.y + row;
+    store_block(tall_at.x, co, tall_at.z, acc.lo);
+    store_block(tall_at.x, co + 4u, tall_at.z, acc.hi);
 }
 
 @compute @workgroup_size(8, 8)
@@ -126,53 +133,18 @@ fn conv2d_cpu_tall(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let n = gid.z;
-    let co = gid.y * CO_BLOCK;
+    let co = gid.y * TALL_BLOCK;
     // Uniform across the subgroup, as in conv2d_cpu_subgroup.
     if (co >= p.cout) {
         return;
     }
     let pix = gid.x * 4u;
+    tall_at = vec4(n, co, pix, lid.x);
     let origins = corners(pix);
-    let lane = lid.x;
     var t = Tap(0u, 0u, 0u);
-    var g0 = Rows8();
-    var g1 = Rows8();
-    var g2 = Rows8();
-    var g3 = Rows8();
-    var g4 = Rows8();
-    var g5 = Rows8();
-    var g6 = Rows8();
-    var g7 = Rows8();
-    // The groups past CO_BLOCK fold away at pipeline creation.
+    var acc = Tall();
     for (var k = 0u; k < p.k; k += 4u) {
-        let xb = cols_block(n, k, &t, origins);
-        add_channels(&g0, co, k, lane, xb);
-        if (CO_BLOCK > 8u) {
-            add_channels(&g1, co + 8u, k, lane, xb);
-        }
-        if (CO_BLOCK > 16u) {
-            add_channels(&g2, co + 16u, k, lane, xb);
-            add_channels(&g3, co + 24u, k, lane, xb);
-        }
-        if (CO_BLOCK > 32u) {
-            add_channels(&g4, co + 32u, k, lane, xb);
-            add_channels(&g5, co + 40u, k, lane, xb);
-            add_channels(&g6, co + 48u, k, lane, xb);
-            add_channels(&g7, co + 56u, k, lane, xb);
-        }
+        add_tall(&acc, k, cols_block(n, k, &t, origins));
     }
-    store_channels(n, co, pix, g0);
-    if (CO_BLOCK > 8u) {
-        store_channels(n, co + 8u, pix, g1);
-    }
-    if (CO_BLOCK > 16u) {
-        store_channels(n, co + 16u, pix, g2);
-        store_channels(n, co + 24u, pix, g3);
-    }
-    if (CO_BLOCK > 32u) {
-        store_channels(n, co + 32u, pix, g4);
-        store_channels(n, co + 40u, pix, g5);
-        store_channels(n, co + 48u, pix, g6);
-        store_channels(n, co + 56u, pix, g7);
-    }
+    store_tall(acc);
 }

@@ -53,10 +53,11 @@ fn matmul_cpu_subgroup(
 }
 
 // ---------------------------------------------------------------------------
-// The tall tile (wgsl/subgroup.wgsl says why): a subgroup owns ROW_BLOCK rows
-// (8, 16, 32 or 64: the op picks the smallest that holds M) and 32 columns,
-// lane l columns j + 4l..j + 4l + 3. Same bits as matmul_cpu_vec4.
-override ROW_BLOCK: u32 = 64u;
+// The tall tile (wgsl/tall.wgsl): a subgroup owns TALL_BLOCK rows and 32
+// columns, lane l columns j + 4l..j + 4l + 3. Same bits as matmul_cpu_vec4.
+
+// Where this invocation's block is: (batch, first row i, first column j, lane).
+var<private> tall_at: vec4<u32>;
 
 // This lane's share of op(a)'s rows i..i+7 over k..k+3: row i + lane, or with
 // TRANSPOSE_A half a row of a: a[k + lane / 2, i + 4 (lane % 2)..] (as above).
@@ -67,19 +68,23 @@ fn a_share(batch: u32, i: u32, k: u32, lane: u32) -> vec4<f32> {
     return a4_at((clamp_m(i + lane) * p.k + batch * p.stride_a + k) / 4u);
 }
 
-// Rows i..i+7 times the lane's columns `b`, from the lanes' shares.
-fn add_group(acc: ptr<function, Rows8>, batch: u32, i: u32, k: u32, lane: u32, b: mat4x4<f32>) {
-    let mine = a_share(batch, i, k, lane);
+// Rows `row`..+7 of the block times the lane's columns `b`, from the lanes' shares.
+fn add_share(group: Rows8, row: u32, k: u32, b: mat4x4<f32>) -> Rows8 {
+    var acc = group;
+    let mine = a_share(tall_at.x, tall_at.y + row, k, tall_at.w);
     if (TRANSPOSE_A) {
-        add_rows8(acc, transpose(even_lanes(mine)), transpose(odd_lanes(mine)), b);
+        add_rows8(&acc, transpose(even_lanes(mine)), transpose(odd_lanes(mine)), b);
     } else {
-        add_rows8(acc, rows_lo(mine), rows_hi(mine), b);
+        add_rows8(&acc, rows_lo(mine), rows_hi(mine), b);
     }
+    return acc;
 }
 
-fn store_rows8(batch: u32, i: u32, j: u32, acc: Rows8) {
-    store_block(batch, i, j, transpose(acc.lo));
-    store_block(batch, i + 4u, j, transpose(acc.hi));
+fn store_rows(row: u32, acc: Rows8) {
+    let batch = tall_at.x;
+    let i = tall_at.y + row;
+    store_block(batch, i, tall_at.z, transpose(acc.lo));
+    store_block(batch, i + 4u, tall_at.z, transpose(acc.hi));
 }
 
 @compute @workgroup_size(8, 8)
@@ -88,51 +93,16 @@ fn matmul_cpu_tall(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let batch = gid.z;
-    let i = gid.y * ROW_BLOCK;
+    let i = gid.y * TALL_BLOCK;
     // Uniform across the subgroup, as in matmul_cpu_subgroup.
     if (i >= p.m) {
         return;
     }
     let j = gid.x * 4u;
-    let lane = lid.x;
-    var g0 = Rows8();
-    var g1 = Rows8();
-    var g2 = Rows8();
-    var g3 = Rows8();
-    var g4 = Rows8();
-    var g5 = Rows8();
-    var g6 = Rows8();
-    var g7 = Rows8();
-    // The groups past ROW_BLOCK fold away at pipeline creation.
+    tall_at = vec4(batch, i, j, lid.x);
+    var acc = Tall();
     for (var k = 0u; k < p.k; k += 4u) {
-        let b = b_block4(batch, k, j);
-        add_group(&g0, batch, i, k, lane, b);
-        if (ROW_BLOCK > 8u) {
-            add_group(&g1, batch, i + 8u, k, lane, b);
-        }
-        if (ROW_BLOCK > 16u) {
-            add_group(&g2, batch, i + 16u, k, lane, b);
-            add_group(&g3, batch, i + 24u, k, lane, b);
-        }
-        if (ROW_BLOCK > 32u) {
-            add_group(&g4, batch, i + 32u, k, lane, b);
-            add_group(&g5, batch, i + 40u, k, lane, b);
-            add_group(&g6, batch, i + 48u, k, lane, b);
-            add_group(&g7, batch, i + 56u, k, lane, b);
-        }
+        add_tall(&acc, k, b_block4(batch, k, j));
     }
-    store_rows8(batch, i, j, g0);
-    if (ROW_BLOCK > 8u) {
-        store_rows8(batch, i + 8u, j, g1);
-    }
-    if (ROW_BLOCK > 16u) {
-        store_rows8(batch, i + 16u, j, g2);
-        store_rows8(batch, i + 24u, j, g3);
-    }
-    if (ROW_BLOCK > 32u) {
-        store_rows8(batch, i + 32u, j, g4);
-        store_rows8(batch, i + 40u, j, g5);
-        store_rows8(batch, i + 48u, j, g6);
-        store_rows8(batch, i + 56u, j, g7);
-    }
+    store_tall(acc);
 }

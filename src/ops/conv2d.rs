@@ -390,7 +390,7 @@ impl Entry {
             }
             (MatmulVariant::CpuTall, _) if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
                 let block = tall_block(conv.cout);
-                constants.push(("CO_BLOCK", block as f64));
+                constants.push(("TALL_BLOCK", block as f64));
                 (subgroup, "conv2d_cpu_tall", (CPU_TALL_COLS, 8 * block))
             }
             _ if k.is_multiple_of(4) => (base, "conv2d_cpu_vec4", CPU_TILE),

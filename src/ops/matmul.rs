@@ -444,7 +444,7 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
                 shader: subgroup_shader,
                 entry: "matmul_cpu_tall",
                 tile: (CPU_TALL_COLS, 8 * rows),
-                constants: vec![("ROW_BLOCK", rows as f64)],
+                constants: vec![("TALL_BLOCK", rows as f64)],
             }
         }
         _ if aligned => plain(base, "matmul_cpu_vec4", CPU_VEC4_TILE),

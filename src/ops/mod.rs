@@ -152,9 +152,9 @@ shaders! {
     CONV2D_COOP16_F16 as "conv2d_coop16_f16" / CONV2D_COOP16_F16_H as "conv2d_coop16_f16_h" =>
         after "coop16" ["gemm_coop", "weight_f16", "conv2d"],
     CONV2D_SUBGROUP / CONV2D_SUBGROUP_H as "conv2d_subgroup_h" =>
-        ["gemm_tile", "weight_f32", "conv2d", "subgroup", "conv2d_subgroup"],
+        ["gemm_tile", "weight_f32", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
     CONV2D_SUBGROUP_F16 as "conv2d_subgroup_f16" / CONV2D_SUBGROUP_F16_H as "conv2d_subgroup_f16_h" =>
-        ["gemm_tile", "weight_f16", "conv2d", "subgroup", "conv2d_subgroup"],
+        ["gemm_tile", "weight_f16", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
     ELEMENTWISE / ELEMENTWISE_H as "elementwise_h" => ["activation", "elementwise"],
     EMBEDDING => ["weight_f32", "embedding"],
     EMBEDDING_F16 as "embedding_f16" => ["weight_f16", "embedding"],
@@ -174,9 +174,9 @@ shaders! {
     MATMUL_COOP16_F16 as "matmul_coop16_f16" / MATMUL_COOP16_F16_H as "matmul_coop16_f16_h" =>
         after "coop16" ["gemm_coop", "weight_f16", "activation", "matmul"],
     MATMUL_SUBGROUP / MATMUL_SUBGROUP_H as "matmul_subgroup_h" =>
-        ["gemm_tile", "weight_f32", "activation", "matmul", "subgroup", "matmul_subgroup"],
+        ["gemm_tile", "weight_f32", "activation", "matmul", "subgroup", "tall", "matmul_subgroup"],
     MATMUL_SUBGROUP_F16 as "matmul_subgroup_f16" / MATMUL_SUBGROUP_F16_H as "matmul_subgroup_f16_h" =>
-        ["gemm_tile", "weight_f16", "activation", "matmul", "subgroup", "matmul_subgroup"],
+        ["gemm_tile", "weight_f16", "activation", "matmul", "subgroup", "tall", "matmul_subgroup"],
     NOISE => ["noise"],
     NORM / NORM_H as "norm_h" => ["norm"],
     PEAK => ["peak"],

@@ -30,7 +30,7 @@ pub enum MatmulVariant {
     /// `CpuSubgroup` with tall subgroup tiles: a subgroup owns up to 64 rows
     /// (output channels) and 32 columns (pixels), each lane 4 columns of all its
     /// rows, so a lane loads 12 vec4s per 1,024 FMAs instead of 9 per 256
-    /// (wgsl/subgroup.wgsl). For drivers whose every storage load is a loop over
+    /// (wgsl/tall.wgsl). For drivers whose every storage load is a loop over
     /// the SIMD lanes (llvmpipe before Mesa 23). Same needs as `CpuSubgroup`.
     CpuTall,
     /// `Gpu`'s tile on cooperative matrices (wgsl/gemm_coop.wgsl): operands
