@@ -63,14 +63,14 @@ impl MatmulVariant {
     /// [`MIN_WIDE_GROUPS`] workgroups (`EASEL_WIDE_TILES` can pin it); where
     /// that is `CpuTall`, `CpuSubgroup` for launches too short to repay it.
     pub fn by_rules(ctx: &Context, gemm: Gemm) -> Self {
-        let adapter = Self::for_adapter(ctx);
+        let adapter = match Self::for_adapter(ctx) {
+            // Attention has one subgroup kernel.
+            Self::CpuTall if gemm.op == GemmOp::Attention || !tall_pays(gemm) => Self::CpuSubgroup,
+            adapter => adapter,
+        };
         match (adapter, ctx.wide_policy) {
-            // Attention has one subgroup kernel (and one tiled kernel below).
-            (Self::CpuTall, _) if gemm.op == GemmOp::Attention || !tall_pays(gemm) => {
-                Self::CpuSubgroup
-            }
             (Self::Coop, _) | (_, Policy::Off) => adapter,
-            // `GpuWide` would run `Gpu`'s.
+            // Attention has one tiled kernel: `GpuWide` would run `Gpu`'s.
             _ if gemm.op == GemmOp::Attention => adapter,
             (_, Policy::Always) => Self::GpuWide,
             (Self::Gpu, Policy::Auto) if wide_fills(gemm) => Self::GpuWide,

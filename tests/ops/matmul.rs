@@ -204,6 +204,17 @@ fn the_tall_tile_takes_long_launches_where_loads_go_lane_by_lane() {
         MatmulVariant::for_problem(&cpu, attention),
         MatmulVariant::CpuSubgroup
     );
+    // Pinning the GPU tiles off leaves the CPU kernels' choice as it was;
+    // pinning them on takes every GEMM but attention, as on any adapter.
+    let pick = |cpu: &easel::gpu::Context| {
+        [sd15, small, attention].map(|g| MatmulVariant::for_problem(cpu, g))
+    };
+    cpu.wide_policy = Policy::Off;
+    let subgroup = MatmulVariant::CpuSubgroup;
+    assert_eq!(pick(&cpu), [want, subgroup, subgroup]);
+    cpu.wide_policy = Policy::Always;
+    let wide = MatmulVariant::GpuWide;
+    assert_eq!(pick(&cpu), [wide, wide, subgroup]);
     // Which drivers load lane by lane, from what the adapter reports.
     let driver = |driver: &str, driver_info: &str| {
         let mut info = cpu.info.clone();
