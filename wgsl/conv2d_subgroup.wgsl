@@ -108,13 +108,10 @@ fn conv2d_cpu_subgroup(
 // cols_block); lane l loads weight row co + 8g + l of each group g and the
 // broadcasts hand every lane all of them. Same bits as conv2d_cpu_vec4.
 
-// Where this invocation's block is: (image n, first channel co, first pixel, lane).
-var<private> tall_at: vec4<u32>;
-
 // Channels `row`..+7 of the block over k..k+3 times the lane's pixels `xb`.
 fn add_share(group: Rows8, row: u32, k: u32, xb: mat4x4<f32>) -> Rows8 {
     var acc = group;
-    let co = min(tall_at.y + row + tall_at.w, p.cout - 1u);
+    let co = min(tall_at.row + row + tall_at.lane, p.cout - 1u);
     let w = weight4_at(co * (p.k / 4u) + k / 4u);
     add_rows8(&acc, rows_lo(w), rows_hi(w), xb);
     return acc;
@@ -122,9 +119,9 @@ fn add_share(group: Rows8, row: u32, k: u32, xb: mat4x4<f32>) -> Rows8 {
 
 // acc is [pixel][channel] already (see add_rows8), as store_block wants.
 fn store_rows(row: u32, acc: Rows8) {
-    let co = tall_at.y + row;
-    store_block(tall_at.x, co, tall_at.z, acc.lo);
-    store_block(tall_at.x, co + 4u, tall_at.z, acc.hi);
+    let co = tall_at.row + row;
+    store_block(tall_at.item, co, tall_at.col, acc.lo);
+    store_block(tall_at.item, co + 4u, tall_at.col, acc.hi);
 }
 
 @compute @workgroup_size(8, 8)
@@ -139,7 +136,7 @@ fn conv2d_cpu_tall(
         return;
     }
     let pix = gid.x * 4u;
-    tall_at = vec4(n, co, pix, lid.x);
+    tall_at = TallAt(n, co, pix, lid.x);
     let origins = corners(pix);
     var t = Tap(0u, 0u, 0u);
     var acc = Tall();

@@ -18,6 +18,32 @@
 // a_block4 loads, so both kernels compute the same bits.
 // Workgroup 8×8: one subgroup per y.
 
+// This lane's share of op(a)'s rows i..i+7 over k..k+3: row i + lane, or with
+// TRANSPOSE_A half a row of a: a[k + lane / 2, i + 4 (lane % 2)..] (see the
+// header).
+fn a_share(batch: u32, i: u32, k: u32, lane: u32) -> vec4<f32> {
+    if (TRANSPOSE_A) {
+        return a4_at((batch * p.stride_a + (k + lane / 2u) * p.m + clamp_m(i + 4u * (lane % 2u))) / 4u);
+    }
+    return a4_at((clamp_m(i + lane) * p.k + batch * p.stride_a + k) / 4u);
+}
+
+// op(a)'s rows i..i+3 (a_lo) and i+4..i+7 (a_hi) over k..k+3, each as m[row]
+// (a_block4's layout), from the lanes' shares.
+fn a_lo(mine: vec4<f32>) -> mat4x4<f32> {
+    if (TRANSPOSE_A) {
+        return transpose(even_lanes(mine));
+    }
+    return rows_lo(mine);
+}
+
+fn a_hi(mine: vec4<f32>) -> mat4x4<f32> {
+    if (TRANSPOSE_A) {
+        return transpose(odd_lanes(mine));
+    }
+    return rows_hi(mine);
+}
+
 @compute @workgroup_size(8, 8)
 fn matmul_cpu_subgroup(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -34,20 +60,9 @@ fn matmul_cpu_subgroup(
     }
     let j = gid.x * 8u;
     var acc = Acc8x8();
-    if (TRANSPOSE_A) {
-        let half = 4u * (lid.x % 2u);
-        let mine_at = (batch * p.stride_a + (lid.x / 2u) * p.m + clamp_m(i + half)) / 4u;
-        let s = p.m / 4u; // one row of a, in vec4s
-        for (var k = 0u; k < p.k; k += 4u) {
-            let mine = a4_at(mine_at + k * s); // a[k + lid.x / 2, i + half..+3]
-            accumulate_8x8(&acc, transpose(even_lanes(mine)), transpose(odd_lanes(mine)), batch, k, j);
-        }
-    } else {
-        let my_row = (clamp_m(i + lid.x) * p.k + batch * p.stride_a) / 4u;
-        for (var k = 0u; k < p.k; k += 4u) {
-            let mine = a4_at(my_row + k / 4u); // op(a)[i + lid.x, k..k+3]
-            accumulate_8x8(&acc, rows_lo(mine), rows_hi(mine), batch, k, j);
-        }
+    for (var k = 0u; k < p.k; k += 4u) {
+        let mine = a_share(batch, i, k, lid.x);
+        accumulate_8x8(&acc, a_lo(mine), a_hi(mine), batch, k, j);
     }
     store_8x8(batch, i, j, acc);
 }
@@ -56,35 +71,18 @@ fn matmul_cpu_subgroup(
 // The tall tile (wgsl/tall.wgsl): a subgroup owns TALL_BLOCK rows and 32
 // columns, lane l columns j + 4l..j + 4l + 3. Same bits as matmul_cpu_vec4.
 
-// Where this invocation's block is: (batch, first row i, first column j, lane).
-var<private> tall_at: vec4<u32>;
-
-// This lane's share of op(a)'s rows i..i+7 over k..k+3: row i + lane, or with
-// TRANSPOSE_A half a row of a: a[k + lane / 2, i + 4 (lane % 2)..] (as above).
-fn a_share(batch: u32, i: u32, k: u32, lane: u32) -> vec4<f32> {
-    if (TRANSPOSE_A) {
-        return a4_at((batch * p.stride_a + (k + lane / 2u) * p.m + clamp_m(i + 4u * (lane % 2u))) / 4u);
-    }
-    return a4_at((clamp_m(i + lane) * p.k + batch * p.stride_a + k) / 4u);
-}
-
 // Rows `row`..+7 of the block times the lane's columns `b`, from the lanes' shares.
 fn add_share(group: Rows8, row: u32, k: u32, b: mat4x4<f32>) -> Rows8 {
     var acc = group;
-    let mine = a_share(tall_at.x, tall_at.y + row, k, tall_at.w);
-    if (TRANSPOSE_A) {
-        add_rows8(&acc, transpose(even_lanes(mine)), transpose(odd_lanes(mine)), b);
-    } else {
-        add_rows8(&acc, rows_lo(mine), rows_hi(mine), b);
-    }
+    let mine = a_share(tall_at.item, tall_at.row + row, k, tall_at.lane);
+    add_rows8(&acc, a_lo(mine), a_hi(mine), b);
     return acc;
 }
 
 fn store_rows(row: u32, acc: Rows8) {
-    let batch = tall_at.x;
-    let i = tall_at.y + row;
-    store_block(batch, i, tall_at.z, transpose(acc.lo));
-    store_block(batch, i + 4u, tall_at.z, transpose(acc.hi));
+    let i = tall_at.row + row;
+    store_block(tall_at.item, i, tall_at.col, transpose(acc.lo));
+    store_block(tall_at.item, i + 4u, tall_at.col, transpose(acc.hi));
 }
 
 @compute @workgroup_size(8, 8)
@@ -99,7 +97,7 @@ fn matmul_cpu_tall(
         return;
     }
     let j = gid.x * 4u;
-    tall_at = vec4(batch, i, j, lid.x);
+    tall_at = TallAt(batch, i, j, lid.x);
     var acc = Tall();
     for (var k = 0u; k < p.k; k += 4u) {
         add_tall(&acc, k, b_block4(batch, k, j));

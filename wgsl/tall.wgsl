@@ -14,6 +14,18 @@
 // time goes to, and the spilled accumulators cost far less.
 override TALL_BLOCK: u32 = 64u;
 
+// Where this invocation's block is, for the kernel's add_share and store_rows:
+// batch item (image), first row (output channel), first of the lane's 4
+// columns (pixels), and lane. Set once at the kernel's start.
+struct TallAt {
+    item: u32,
+    row: u32,
+    col: u32,
+    lane: u32,
+}
+
+var<private> tall_at: TallAt;
+
 // A lane's accumulators for one group of 8 rows and its 4 columns, each as
 // acc[column][row]: `lo` rows 0..3, `hi` rows 4..7 of the group.
 struct Rows8 {

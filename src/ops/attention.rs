@@ -11,7 +11,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Gemm, GemmOp};
 use crate::gpu::{Access, AdapterClass, Context, Dispatch, Launch, Shader, Tensor};
-use crate::ops::matmul::{coop_ready, coop_shader, subgroups_of_8, MatmulVariant};
+use crate::ops::matmul::{coop_ready, coop_shader, MatmulVariant};
+use crate::ops::variant::subgroups_of_8;
 use crate::ops::{expect_activations, expect_shape, groups};
 use crate::ops::{ATTENTION, ATTENTION_SUBGROUP, CPU_LOOP_LIMIT};
 use crate::ops::{ATTENTION_COOP16, ATTENTION_COOP8};

@@ -9,14 +9,16 @@ use crate::gpu::coop::COLS;
 use crate::gpu::dispatch::{Gemm, GemmOp};
 use crate::gpu::{Access, Context, DType, Dispatch, Launch, Shader, Tensor};
 use crate::ops::epilogue::Epilogue;
-use crate::ops::matmul::{coop_shader, subgroups_of_8, tall_block, MatmulVariant, CPU_TALL_COLS};
+use crate::ops::matmul::{coop_shader, MatmulVariant};
+use crate::ops::variant::{subgroups_of_8, tall_block, CPU_TALL_COLS};
 use crate::ops::{expect_shape, groups};
 use crate::ops::{CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
 use crate::ops::{CONV2D_COOP16, CONV2D_COOP16_F16, CONV2D_COOP8, CONV2D_COOP8_F16};
 
 /// conv2d runs the same kernel shapes as matmul (`Gpu` tiles, `Cpu` register
 /// blocks, `CpuSubgroup` sharing the weight across a subgroup and `CpuTall`
-/// sharing up to 64 channels' weights, both needing K % 4 == 0; `Coop` the `Gpu` tile on cooperative matrices).
+/// sharing up to 64 channels' weights, both needing K % 4 == 0; `Coop` the
+/// `Gpu` tile on cooperative matrices).
 pub type ConvVariant = MatmulVariant;
 
 /// `[f32 weight, f16 weight][8×8, 16×16 fragments]`.

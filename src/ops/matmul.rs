@@ -13,9 +13,8 @@ use crate::ops::{groups, tuning, variant};
 mod shape;
 
 pub use crate::ops::epilogue::Epilogue;
-use crate::ops::variant::tall_pays;
 pub use crate::ops::variant::{lane_by_lane_loads, with_variant, MatmulVariant};
-pub(crate) use crate::ops::variant::{subgroups_of_8, tall_block, CPU_TALL_COLS};
+use crate::ops::variant::{subgroups_of_8, tall_block, tall_pays, CPU_TALL_COLS};
 use crate::ops::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
 use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F16};
 use shape::Shape;

@@ -195,22 +195,14 @@ fn the_tall_tile_takes_long_launches_where_loads_go_lane_by_lane() {
     } else {
         MatmulVariant::CpuSubgroup
     };
-    assert_eq!(MatmulVariant::for_problem(&cpu, sd15), want);
-    assert_eq!(
-        MatmulVariant::for_problem(&cpu, small),
-        MatmulVariant::CpuSubgroup
-    );
-    assert_eq!(
-        MatmulVariant::for_problem(&cpu, attention),
-        MatmulVariant::CpuSubgroup
-    );
-    // Pinning the GPU tiles off leaves the CPU kernels' choice as it was;
-    // pinning them on takes every GEMM but attention, as on any adapter.
     let pick = |cpu: &easel::gpu::Context| {
         [sd15, small, attention].map(|g| MatmulVariant::for_problem(cpu, g))
     };
-    cpu.wide_policy = Policy::Off;
     let subgroup = MatmulVariant::CpuSubgroup;
+    assert_eq!(pick(&cpu), [want, subgroup, subgroup]);
+    // Pinning the GPU tiles off leaves the CPU kernels' choice as it was;
+    // pinning them on takes every GEMM but attention, as on any adapter.
+    cpu.wide_policy = Policy::Off;
     assert_eq!(pick(&cpu), [want, subgroup, subgroup]);
     cpu.wide_policy = Policy::Always;
     let wide = MatmulVariant::GpuWide;
