@@ -162,7 +162,7 @@ fn workgroup_keys(wid: vec3<u32>) -> u32 {
     if (CAUSAL) {
         return min(p.lk, (wid.x + 1u) * WG);
     }
-    return p.lk;
+    return loop_bound(p.lk, wid.x);
 }
 
 // out = acc / l for the query, unless it is a padding row past Lq.
@@ -231,7 +231,7 @@ fn attention_wide(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     for (var d = 0u; d < DV / 4u; d++) { acc[d] = vec4(0.0); }
     m = LOWEST;
     l = 0.0;
-    var k_end = p.lk;
+    var k_end = loop_bound(p.lk, i);
     if (CAUSAL) { k_end = min(p.lk, i + 1u); }
     for (var j = 0u; j < k_end; j += 4u) { attend4_wide(j, i, q_base, v0); }
     let inv = 1.0 / l;

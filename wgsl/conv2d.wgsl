@@ -248,7 +248,7 @@ fn conv2d_cpu(@builtin(global_invocation_id) gid: vec3<u32>) {
     var t = Tap(0u, 0u, 0u);
     var acc0 = mat4x4<f32>(); // channels co..co+3
     var acc1 = mat4x4<f32>(); // channels co+4..co+7
-    for (var k = 0u; k < p.k; k += 4u) {
+    for (var k = 0u; k < loop_bound(p.k, gid.x); k += 4u) {
         let xb = cols_block(n, k, &t, origins);
         acc0 += transpose(weight_block(co, k)) * xb;
         acc1 += transpose(weight_block(co + 4u, k)) * xb;
@@ -269,7 +269,7 @@ fn conv2d_cpu_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     var t = Tap(0u, 0u, 0u);
     var acc0 = mat4x4<f32>();
     var acc1 = mat4x4<f32>();
-    for (var k = 0u; k < p.k; k += 4u) {
+    for (var k = 0u; k < loop_bound(p.k, gid.x); k += 4u) {
         let xb = cols_block(n, k, &t, origins);
         acc0 += transpose(weight_block4(co, k)) * xb;
         acc1 += transpose(weight_block4(co + 4u, k)) * xb;

@@ -69,7 +69,7 @@ fn conv2d_cpu_subgroup(
     var a5 = mat2x4<f32>();
     var a6 = mat2x4<f32>();
     var a7 = mat2x4<f32>();
-    for (var k = 0u; k < p.k; k += 4u) {
+    for (var k = 0u; k < loop_bound(p.k, lid.x); k += 4u) {
         let xb = cols_pair(n, &t, o0, o1);
         let w0 = weight4_at(m0 + k / 4u);
         a0 += transpose(rows_lo(w0)) * xb;
@@ -140,7 +140,7 @@ fn conv2d_cpu_tall(
     let origins = corners(pix);
     var t = Tap(0u, 0u, 0u);
     var acc = Tall();
-    for (var k = 0u; k < p.k; k += 4u) {
+    for (var k = 0u; k < loop_bound(p.k, lid.x); k += 4u) {
         add_tall(&acc, k, cols_block(n, k, &t, origins));
     }
     store_tall(acc);

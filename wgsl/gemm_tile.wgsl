@@ -71,7 +71,7 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
                       vec4(2u * tx, 2u * tx + 1u, 2u * tx + 32u, 2u * tx + 33u), GEGLU);
     var acc: array<vec4<f32>, 4>; // acc[r][c]: output (i0 + ty + 16r, j0 + cols[c])
     // Every thread runs every iteration: the barriers stay in uniform control flow.
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+    for (var k0 = 0u; k0 < loop_bound(p.k, wg.x); k0 += TILE_K) {
         load_tiles(z, i0, j0, k0, t, a_along_k, b_along_k);
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
@@ -131,7 +131,7 @@ fn gemm_tile_wide(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_alon
     let tx = select(lid.x, lid.y, TRANSPOSE_C);
     var acc: array<vec4<f32>, 16>;
     // Every thread runs every iteration: the barriers stay in uniform control flow.
-    for (var k0 = 0u; k0 < p.k; k0 += WIDE_K) {
+    for (var k0 = 0u; k0 < loop_bound(p.k, wg.x); k0 += WIDE_K) {
         load_wide(z, i0, j0, k0, t, a_along_k, b_along_k);
         workgroupBarrier();
         for (var kk = 0u; kk < WIDE_K; kk++) {

@@ -282,7 +282,7 @@ fn matmul_cpu(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var acc0 = mat4x4<f32>(); // columns j..j+3
     var acc1 = mat4x4<f32>(); // columns j+4..j+7
-    for (var k = 0u; k < p.k; k += 4u) {
+    for (var k = 0u; k < loop_bound(p.k, gid.x); k += 4u) {
         let ab = transpose(a_block(batch, i, k));
         acc0 += ab * b_block(batch, k, j);
         acc1 += ab * b_block(batch, k, j + 4u);
@@ -335,7 +335,7 @@ fn matmul_cpu_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     var acc = Acc8x8();
-    for (var k = 0u; k < p.k; k += 4u) {
+    for (var k = 0u; k < loop_bound(p.k, gid.x); k += 4u) {
         accumulate_8x8(&acc, a_block4(batch, i, k), a_block4(batch, i + 4u, k), batch, k, j);
     }
     store_8x8(batch, i, j, acc);

@@ -60,7 +60,7 @@ fn matmul_cpu_subgroup(
     }
     let j = gid.x * 8u;
     var acc = Acc8x8();
-    for (var k = 0u; k < p.k; k += 4u) {
+    for (var k = 0u; k < loop_bound(p.k, lid.x); k += 4u) {
         let mine = a_share(batch, i, k, lid.x);
         accumulate_8x8(&acc, a_lo(mine), a_hi(mine), batch, k, j);
     }
@@ -99,7 +99,7 @@ fn matmul_cpu_tall(
     let j = gid.x * 4u;
     tall_at = TallAt(batch, i, j, lid.x);
     var acc = Tall();
-    for (var k = 0u; k < p.k; k += 4u) {
+    for (var k = 0u; k < loop_bound(p.k, lid.x); k += 4u) {
         add_tall(&acc, k, b_block4(batch, k, j));
     }
     store_tall(acc);

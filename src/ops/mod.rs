@@ -131,30 +131,30 @@ macro_rules! half {
 // cooperative prefixes enable f16 themselves, so their twins need no
 // enable_f16).
 shaders! {
-    ATTENTION / ATTENTION_H as "attention_h" => ["attention"],
+    ATTENTION / ATTENTION_H as "attention_h" => ["bound", "attention"],
     ATTENTION_SUBGROUP / ATTENTION_SUBGROUP_H as "attention_subgroup_h" =>
-        ["attention", "subgroup", "attention_subgroup"],
+        ["bound", "attention", "subgroup", "attention_subgroup"],
     ATTENTION_COOP8 as "attention_coop8" / ATTENTION_COOP8_H as "attention_coop8_h" =>
-        after "coop8" ["attention", "attention_coop"],
+        after "coop8" ["bound", "attention", "attention_coop"],
     ATTENTION_COOP16 as "attention_coop16" / ATTENTION_COOP16_H as "attention_coop16_h" =>
-        after "coop16" ["attention", "attention_coop"],
+        after "coop16" ["bound", "attention", "attention_coop"],
     BLEND => ["blend"],
     CAST => ["cast"],
-    CONV2D / CONV2D_H as "conv2d_h" => ["gemm_tile", "weight_f32", "conv2d"],
+    CONV2D / CONV2D_H as "conv2d_h" => ["bound", "gemm_tile", "weight_f32", "conv2d"],
     CONV2D_F16 as "conv2d_f16" / CONV2D_F16_H as "conv2d_f16_h" =>
-        ["gemm_tile", "weight_f16", "conv2d"],
+        ["bound", "gemm_tile", "weight_f16", "conv2d"],
     CONV2D_COOP8 as "conv2d_coop8" / CONV2D_COOP8_H as "conv2d_coop8_h" =>
-        after "coop8" ["gemm_coop", "weight_f32", "conv2d"],
+        after "coop8" ["bound", "gemm_coop", "weight_f32", "conv2d"],
     CONV2D_COOP8_F16 as "conv2d_coop8_f16" / CONV2D_COOP8_F16_H as "conv2d_coop8_f16_h" =>
-        after "coop8" ["gemm_coop", "weight_f16", "conv2d"],
+        after "coop8" ["bound", "gemm_coop", "weight_f16", "conv2d"],
     CONV2D_COOP16 as "conv2d_coop16" / CONV2D_COOP16_H as "conv2d_coop16_h" =>
-        after "coop16" ["gemm_coop", "weight_f32", "conv2d"],
+        after "coop16" ["bound", "gemm_coop", "weight_f32", "conv2d"],
     CONV2D_COOP16_F16 as "conv2d_coop16_f16" / CONV2D_COOP16_F16_H as "conv2d_coop16_f16_h" =>
-        after "coop16" ["gemm_coop", "weight_f16", "conv2d"],
+        after "coop16" ["bound", "gemm_coop", "weight_f16", "conv2d"],
     CONV2D_SUBGROUP / CONV2D_SUBGROUP_H as "conv2d_subgroup_h" =>
-        ["gemm_tile", "weight_f32", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
+        ["bound", "gemm_tile", "weight_f32", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
     CONV2D_SUBGROUP_F16 as "conv2d_subgroup_f16" / CONV2D_SUBGROUP_F16_H as "conv2d_subgroup_f16_h" =>
-        ["gemm_tile", "weight_f16", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
+        ["bound", "gemm_tile", "weight_f16", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
     ELEMENTWISE / ELEMENTWISE_H as "elementwise_h" => ["activation", "elementwise"],
     EMBEDDING => ["weight_f32", "embedding"],
     EMBEDDING_F16 as "embedding_f16" => ["weight_f16", "embedding"],
@@ -162,21 +162,21 @@ shaders! {
     IMAGE => ["image"],
     LAYOUT / LAYOUT_H as "layout_h" => ["layout"],
     LORA => ["lora"],
-    MATMUL / MATMUL_H as "matmul_h" => ["gemm_tile", "weight_f32", "activation", "matmul"],
+    MATMUL / MATMUL_H as "matmul_h" => ["bound", "gemm_tile", "weight_f32", "activation", "matmul"],
     MATMUL_F16 as "matmul_f16" / MATMUL_F16_H as "matmul_f16_h" =>
-        ["gemm_tile", "weight_f16", "activation", "matmul"],
+        ["bound", "gemm_tile", "weight_f16", "activation", "matmul"],
     MATMUL_COOP8 as "matmul_coop8" / MATMUL_COOP8_H as "matmul_coop8_h" =>
-        after "coop8" ["gemm_coop", "weight_f32", "activation", "matmul"],
+        after "coop8" ["bound", "gemm_coop", "weight_f32", "activation", "matmul"],
     MATMUL_COOP8_F16 as "matmul_coop8_f16" / MATMUL_COOP8_F16_H as "matmul_coop8_f16_h" =>
-        after "coop8" ["gemm_coop", "weight_f16", "activation", "matmul"],
+        after "coop8" ["bound", "gemm_coop", "weight_f16", "activation", "matmul"],
     MATMUL_COOP16 as "matmul_coop16" / MATMUL_COOP16_H as "matmul_coop16_h" =>
-        after "coop16" ["gemm_coop", "weight_f32", "activation", "matmul"],
+        after "coop16" ["bound", "gemm_coop", "weight_f32", "activation", "matmul"],
     MATMUL_COOP16_F16 as "matmul_coop16_f16" / MATMUL_COOP16_F16_H as "matmul_coop16_f16_h" =>
-        after "coop16" ["gemm_coop", "weight_f16", "activation", "matmul"],
+        after "coop16" ["bound", "gemm_coop", "weight_f16", "activation", "matmul"],
     MATMUL_SUBGROUP / MATMUL_SUBGROUP_H as "matmul_subgroup_h" =>
-        ["gemm_tile", "weight_f32", "activation", "matmul", "subgroup", "tall", "matmul_subgroup"],
+        ["bound", "gemm_tile", "weight_f32", "activation", "matmul", "subgroup", "tall", "matmul_subgroup"],
     MATMUL_SUBGROUP_F16 as "matmul_subgroup_f16" / MATMUL_SUBGROUP_F16_H as "matmul_subgroup_f16_h" =>
-        ["gemm_tile", "weight_f16", "activation", "matmul", "subgroup", "tall", "matmul_subgroup"],
+        ["bound", "gemm_tile", "weight_f16", "activation", "matmul", "subgroup", "tall", "matmul_subgroup"],
     NOISE => ["noise"],
     NORM / NORM_H as "norm_h" => ["norm"],
     PEAK => ["peak"],
