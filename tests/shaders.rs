@@ -188,3 +188,103 @@ fn cooperative_shaders_need_the_capability_and_write_spirv() {
             .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", shader.name));
     }
 }
+
+/// What expression `e` of `f` is computed from: `None` if anything varies per
+/// invocation (ids, local variables, call results), else whether it reads the uniform
+/// buffer (`Some(true)`: what Mesa 22's lavapipe inlines into a loop bound at dispatch,
+/// wgsl/bound.wgsl) or only constants and overrides (`Some(false)`).
+fn uniform_read(
+    module: &naga::Module,
+    f: &naga::Function,
+    e: naga::Handle<naga::Expression>,
+) -> Option<bool> {
+    use naga::Expression as E;
+    let all = |es: &[naga::Handle<naga::Expression>]| {
+        es.iter()
+            .try_fold(false, |reads, &e| Some(reads | uniform_read(module, f, e)?))
+    };
+    match f.expressions[e] {
+        E::Literal(_) | E::Constant(_) | E::Override(_) | E::ZeroValue(_) => Some(false),
+        E::GlobalVariable(g) => {
+            (module.global_variables[g].space == naga::AddressSpace::Uniform).then_some(true)
+        }
+        E::Load { pointer: x } | E::AccessIndex { base: x, .. } => all(&[x]),
+        E::Unary { expr, .. } | E::As { expr, .. } => all(&[expr]),
+        E::Access { base, index } => all(&[base, index]),
+        E::Binary { left, right, .. } => all(&[left, right]),
+        E::Select {
+            condition,
+            accept,
+            reject,
+        } => all(&[condition, accept, reject]),
+        E::Math {
+            arg, arg1, arg2, ..
+        } => all(&[Some(arg), arg1, arg2]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()),
+        _ => None,
+    }
+}
+
+/// The loops of `block` (nested ones too) whose exit condition is uniform-only.
+fn uniform_loop_bounds(module: &naga::Module, f: &naga::Function, block: &naga::Block) -> usize {
+    use naga::Statement as S;
+    block
+        .iter()
+        .map(|s| match s {
+            S::Loop {
+                body, continuing, ..
+            } => {
+                // naga writes `for (..; cond; ..)` as a loop whose body opens
+                // (after the Emit of cond's expressions) with `if (cond) {} else { break; }`.
+                // Mesa inlines the side that is not the induction variable.
+                let bound = match body.iter().find(|s| !matches!(s, S::Emit(_))) {
+                    Some(S::If { condition, .. }) => match f.expressions[*condition] {
+                        naga::Expression::Binary { left, right, .. } => [left, right]
+                            .iter()
+                            .any(|&e| uniform_read(module, f, e) == Some(true))
+                            as usize,
+                        _ => (uniform_read(module, f, *condition) == Some(true)) as usize,
+                    },
+                    _ => 0,
+                };
+                bound
+                    + uniform_loop_bounds(module, f, body)
+                    + uniform_loop_bounds(module, f, continuing)
+            }
+            S::Block(b) => uniform_loop_bounds(module, f, b),
+            S::If { accept, reject, .. } => {
+                uniform_loop_bounds(module, f, accept) + uniform_loop_bounds(module, f, reject)
+            }
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Mesa 22's lavapipe compiled a GEMM again at every dispatch when a loop was
+/// bounded by a uniform (`k < p.k`; docs/benchmarks.md), so the GEMM and attention
+/// kernels bound theirs with `loop_bound`: no loop in them exits on a uniform alone.
+#[test]
+fn gemm_and_attention_loops_are_not_bounded_by_uniforms() {
+    let families = ["matmul", "conv2d", "attention"];
+    let mut checked = 0;
+    for shader in easel::ops::ALL_SHADERS {
+        if !families.iter().any(|f| shader.name.starts_with(f)) {
+            continue;
+        }
+        let module = naga::front::wgsl::parse_str(shader.source).unwrap();
+        let functions = module.functions.iter().map(|(_, f)| f);
+        for f in functions.chain(module.entry_points.iter().map(|e| &e.function)) {
+            let found = uniform_loop_bounds(&module, f, &f.body);
+            let name = f.name.as_deref().unwrap_or("?");
+            assert_eq!(
+                found, 0,
+                "{}: {name} has a loop bounded by a uniform: use loop_bound (wgsl/bound.wgsl)",
+                shader.name
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} GEMM and attention shaders");
+}

@@ -116,7 +116,7 @@ fn attention_coop(@builtin(workgroup_id) wid: vec3<u32>,
         m_s[lid] = LOWEST;
         l_s[lid] = 0.0;
     }
-    var k_end = p.lk;
+    var k_end = loop_bound(p.lk, wid.x);
     if (CAUSAL) { k_end = min(p.lk, i0 + BQ); }
 
     // Pass 1: each row's max and sum of exp(s - max), online over the blocks.

@@ -122,7 +122,7 @@ fn gemm_tile(wg: vec3<u32>, lid: vec3<u32>, t: u32, a_along_k: bool, b_along_k: 
     var acc1 = CoopC();
     var acc2 = CoopC();
     var acc3 = CoopC();
-    let steps = (p.k + TILE_K - 1u) / TILE_K;
+    let steps = loop_bound((p.k + TILE_K - 1u) / TILE_K, wg.x);
     coop_stage(z, i0, j0, 0u, 0u, t, rows, a_along_k, b_along_k);
     workgroupBarrier();
     // Every thread runs every step: the barriers stay in uniform control flow.
