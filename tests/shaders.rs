@@ -227,7 +227,8 @@ fn uniform_read(
     }
 }
 
-/// The loops of `block` (nested ones too) whose exit condition is uniform-only.
+/// The loops of `block` (nested ones too) whose exit condition compares against a
+/// value read from the uniform buffer.
 fn uniform_loop_bounds(module: &naga::Module, f: &naga::Function, block: &naga::Block) -> usize {
     use naga::Statement as S;
     block
@@ -264,7 +265,7 @@ fn uniform_loop_bounds(module: &naga::Module, f: &naga::Function, block: &naga::
 
 /// Mesa 22's lavapipe compiled a GEMM again at every dispatch when a loop was
 /// bounded by a uniform (`k < p.k`; docs/benchmarks.md), so the GEMM and attention
-/// kernels bound theirs with `loop_bound`: no loop in them exits on a uniform alone.
+/// kernels bound theirs with `loop_bound`: no loop in them exits on a uniform.
 #[test]
 fn gemm_and_attention_loops_are_not_bounded_by_uniforms() {
     let families = ["matmul", "conv2d", "attention"];

@@ -33,13 +33,14 @@ command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 # (Captured, not piped into `grep -q`: with pipefail, grep's early exit fails the pipe.)
 libs=$(ldconfig -p 2>/dev/null || true)
 [[ $libs == *libvulkan.so.1* ]] || need_apt+=(libvulkan1)
-icds=$(find /usr/share/vulkan/icd.d /etc/vulkan/icd.d -name '*.json' 2>/dev/null || true)
+icd_manifests() { find /usr/share/vulkan/icd.d /etc/vulkan/icd.d -name '*.json' 2>/dev/null || true; }
+mesa_version() { dpkg-query -W -f '${Version}' mesa-vulkan-drivers 2>/dev/null || true; }
+icds=$(icd_manifests)
 os_codename=$( (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || true)
-mesa=$(dpkg-query -W -f '${Version}' mesa-vulkan-drivers 2>/dev/null || true)
 backports=""
 if [ "${EASEL_MESA:-}" = backports ]; then
   [ "$os_codename" = bookworm ] || { echo "setup: EASEL_MESA=backports is for Debian 12" >&2; exit 1; }
-  [[ $mesa == 2[5-9].* ]] || backports=bookworm-backports
+  [[ $(mesa_version) == 2[5-9].* ]] || backports=bookworm-backports
 elif [ -z "$icds" ]; then
   need_apt+=(mesa-vulkan-drivers)
 fi
@@ -59,8 +60,8 @@ if [ -n "$backports" ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends -t "$backports" mesa-vulkan-drivers >/dev/null
-  icds=$(find /usr/share/vulkan/icd.d /etc/vulkan/icd.d -name '*.json' 2>/dev/null || true)
-elif [ "$os_codename" = bookworm ] && [[ $(dpkg-query -W -f '${Version}' mesa-vulkan-drivers 2>/dev/null || true) == 22.* ]]; then
+  icds=$(icd_manifests)
+elif [ "$os_codename" = bookworm ] && [[ $(mesa_version) == 22.* ]]; then
   echo "setup: lavapipe is Debian 12's Mesa 22; EASEL_MESA=backports bash tools/setup.sh" \
     "takes Mesa 25 from bookworm-backports (2.2x faster once compiled: see the top of this script)" >&2
 fi
