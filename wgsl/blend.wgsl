@@ -57,7 +57,7 @@ fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
            * ramp(tx, p.ramps.z) * ramp(p.tw - 1u - tx, p.ramps.w);
     let o = (p.y0 + ty) * p.w + p.x0 + tx;
     weight[o] += wt;
-    for (var nc = 0u; nc < p.n * p.c; nc++) {
+    for (var nc = 0u; nc < loop_bound(p.n * p.c, i); nc++) {
         image[nc * p.h * p.w + o] += wt * tile[nc * p.th * p.tw + i];
     }
 }

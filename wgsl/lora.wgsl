@@ -41,7 +41,7 @@ fn delta(e: u32) -> f32 {
     let o = p.row0 + e / p.k;
     let k = e % p.k;
     var acc = 0.0;
-    for (var r = 0u; r < p.rank; r++) {
+    for (var r = 0u; r < loop_bound(p.rank, e); r++) {
         acc += up[o * p.rank + r] * down[r * p.k + k];
     }
     return p.scale * acc;

@@ -235,12 +235,12 @@ fn combined_stats(segment: u32) -> Stats {
     let n = f32(p.len);
     let first = segment * p.chunks;
     var mean = 0.0;
-    for (var c = 0u; c < p.chunks; c++) {
+    for (var c = 0u; c < loop_bound(p.chunks, segment); c++) {
         mean += chunk_size(c) * chunk_moments[first + c].x;
     }
     mean /= n;
     var m2 = 0.0;
-    for (var c = 0u; c < p.chunks; c++) {
+    for (var c = 0u; c < loop_bound(p.chunks, segment); c++) {
         let m = chunk_moments[first + c];
         let d = m.x - mean;
         m2 += chunk_size(c) * (m.y + d * d);
@@ -284,7 +284,7 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_index) lid: u32) {
     let l = lane(wid, nwg, lid);
     let st = stats(l, lid);
-    for (var i = l.first; i < p.len; i += l.step) {
+    for (var i = l.first; i < loop_bound(p.len, lid); i += l.step) {
         let y = (x_at(l.base + i) - st.mean) * st.rstd * weight[i] + bias[i];
         if (l.live) { out_set(l.base + i, y); }
     }
@@ -296,7 +296,7 @@ fn layer_norm4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
     let l = lane(wid, nwg, lid);
     let st = of_moments(moments4(l));
     let first = l.base / 4u;
-    for (var q = 0u; q < p.len / 4u; q++) {
+    for (var q = 0u; q < loop_bound(p.len / 4u, lid); q++) {
         let y = (x4_at(first + q) - st.mean) * st.rstd * weight4[q] + bias4[q];
         if (l.live) { out4[first + q] = vec4<act>(y); }
     }
@@ -308,12 +308,12 @@ fn l2_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
                 @builtin(local_invocation_index) lid: u32) {
     let l = lane(wid, nwg, lid);
     var sq = 0.0;
-    for (var i = l.first; i < p.len; i += l.step) {
+    for (var i = l.first; i < loop_bound(p.len, lid); i += l.step) {
         let v = x_at(l.base + i);
         sq += v * v;
     }
     let inv = 1.0 / max(sqrt(reduce(sq, lid, SUM)), p.scalar);
-    for (var i = l.first; i < p.len; i += l.step) {
+    for (var i = l.first; i < loop_bound(p.len, lid); i += l.step) {
         if (l.live) { out_set(l.base + i, x_at(l.base + i) * inv); }
     }
 }
@@ -325,12 +325,12 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let l = lane(wid, nwg, lid);
     let scale = p.scalar;
     var top = LOWEST;
-    for (var i = l.first; i < p.len; i += l.step) { top = max(top, x_at(l.base + i) * scale); }
+    for (var i = l.first; i < loop_bound(p.len, lid); i += l.step) { top = max(top, x_at(l.base + i) * scale); }
     top = reduce(top, lid, MAX);
     var sum = 0.0;
-    for (var i = l.first; i < p.len; i += l.step) { sum += exp(x_at(l.base + i) * scale - top); }
+    for (var i = l.first; i < loop_bound(p.len, lid); i += l.step) { sum += exp(x_at(l.base + i) * scale - top); }
     let inv = 1.0 / reduce(sum, lid, SUM);
-    for (var i = l.first; i < p.len; i += l.step) {
+    for (var i = l.first; i < loop_bound(p.len, lid); i += l.step) {
         if (l.live) { out_set(l.base + i, exp(x_at(l.base + i) * scale - top) * inv); }
     }
 }

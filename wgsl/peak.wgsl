@@ -44,7 +44,7 @@ fn fma_chains(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     var c5 = x + 5.0;
     var c6 = x + 6.0;
     var c7 = x + 7.0;
-    for (var t = 0u; t < p.iterations; t++) {
+    for (var t = 0u; t < loop_bound(p.iterations, i); t++) {
         c0 = fma(c0, a, b);
         c1 = fma(c1, a, b);
         c2 = fma(c2, a, b);

@@ -97,7 +97,7 @@ fn guide(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     if (i >= per_group) { return; }
     let u = model_out[i];
     var sum = 0.0;
-    for (var j = 0u; j < p.prompts; j++) {
+    for (var j = 0u; j < loop_bound(p.prompts, i); j++) {
         sum += weights[j] * (model_out[(j + 1u) * per_group + i] - u);
     }
     guided[i] = u + p.guidance * sum;

@@ -39,7 +39,7 @@ fn similarity(@builtin(global_invocation_id) gid: vec3<u32>) {
     var dot = 0.0;
     var ii = 0.0;
     var tt = 0.0;
-    for (var d = 0u; d < p.dim; d++) {
+    for (var d = 0u; d < loop_bound(p.dim, gid.x); d++) {
         let a = image[k * p.dim + d];
         let b = text[j * p.dim + d];
         dot += a * b;
@@ -57,7 +57,7 @@ fn total(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (k >= p.k) { return; }
     let row = k * (p.prompts + 1u);
     var sum = 0.0;
-    for (var j = 0u; j < p.prompts; j++) {
+    for (var j = 0u; j < loop_bound(p.prompts, k); j++) {
         sum += weights[j] * scores[row + j];
     }
     scores[row + p.prompts] = sum;
@@ -83,7 +83,7 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
         var best = 0u;
         var best_score = totals[p.prompts];
         var second = -3.4e38;
-        for (var k = 1u; k < p.k; k++) {
+        for (var k = 1u; k < loop_bound(p.k, lid); k++) {
             let s = totals[k * stride + p.prompts];
             // Strictly greater: ties go to the lowest index, like torch.argmax.
             if (s > best_score) {
@@ -107,7 +107,7 @@ fn pick(@builtin(local_invocation_index) lid: u32) {
     }
     let cancel = workgroupUniformLoad(&stop);
     if (cancel == 1u) {
-        for (var w = p.cancel_from + lid; w < p.cancel_to; w += 64u) {
+        for (var w = p.cancel_from + lid; w < loop_bound(p.cancel_to, lid); w += 64u) {
             args[w] = 0u;
         }
     }

@@ -138,7 +138,7 @@ shaders! {
         after "coop8" ["bound", "attention", "attention_coop"],
     ATTENTION_COOP16 as "attention_coop16" / ATTENTION_COOP16_H as "attention_coop16_h" =>
         after "coop16" ["bound", "attention", "attention_coop"],
-    BLEND => ["blend"],
+    BLEND => ["bound", "blend"],
     CAST => ["cast"],
     CONV2D / CONV2D_H as "conv2d_h" => ["bound", "gemm_tile", "weight_f32", "conv2d"],
     CONV2D_F16 as "conv2d_f16" / CONV2D_F16_H as "conv2d_f16_h" =>
@@ -161,7 +161,7 @@ shaders! {
     FINITE => ["finite"],
     IMAGE => ["image"],
     LAYOUT / LAYOUT_H as "layout_h" => ["layout"],
-    LORA => ["lora"],
+    LORA => ["bound", "lora"],
     MATMUL / MATMUL_H as "matmul_h" => ["bound", "gemm_tile", "weight_f32", "activation", "matmul"],
     MATMUL_F16 as "matmul_f16" / MATMUL_F16_H as "matmul_f16_h" =>
         ["bound", "gemm_tile", "weight_f16", "activation", "matmul"],
@@ -178,11 +178,11 @@ shaders! {
     MATMUL_SUBGROUP_F16 as "matmul_subgroup_f16" / MATMUL_SUBGROUP_F16_H as "matmul_subgroup_f16_h" =>
         ["bound", "gemm_tile", "weight_f16", "activation", "matmul", "subgroup", "tall", "matmul_subgroup"],
     NOISE => ["noise"],
-    NORM / NORM_H as "norm_h" => ["norm"],
-    PEAK => ["peak"],
+    NORM / NORM_H as "norm_h" => ["bound", "norm"],
+    PEAK => ["bound", "peak"],
     RESAMPLE / RESAMPLE_H as "resample_h" => ["resample"],
-    SAMPLER => ["sampler"],
-    SCORE => ["score"],
+    SAMPLER => ["bound", "sampler"],
+    SCORE => ["bound", "score"],
 }
 
 /// Workgroups needed to cover `n` items with `per_group` items each.
