@@ -142,6 +142,7 @@ fn time(
     module: &wgpu::ShaderModule,
     entry: &str,
     bind: &[wgpu::BindGroupEntry],
+    constants: &[(&str, f64)],
     groups: [u32; 3],
 ) -> f64 {
     let pipeline = ctx
@@ -151,7 +152,10 @@ fn time(
             layout: None,
             module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                ..Default::default()
+            },
             cache: None,
         });
     let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -234,7 +238,7 @@ fn main() -> easel::Result<()> {
             },
         ];
         bind.extend(source.map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource }));
-        let ms = time(&ctx, &module, entry, &bind, [COLS / 64, GROUPS_Y, 1]);
+        let ms = time(&ctx, &module, entry, &bind, &[], [COLS / 64, GROUPS_Y, 1]);
         println!("{what:<42} {ms:>9.2} {:>16.2}", ms * 1e6 / loads);
     }
     let size = match std::env::args().nth(1).map(|s| s.parse::<u32>()) {
@@ -268,15 +272,10 @@ struct Params { m: u32, n: u32, k: u32, pad: u32 }
 @group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;
 @group(0) @binding(4) var b_texture: texture_2d<f32>; // texel (j / 4, k) = b[k, j..j+3]
 
-fn rows_lo(mine: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4(subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u),
-                  subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u));
-}
+// rows_lo, rows_hi: wgsl/subgroup.wgsl, compiled before this.
 
-fn rows_hi(mine: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4(subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u),
-                  subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
-}
+// Whether b is read from the texture (else from the buffer).
+override TEXTURE: bool;
 
 // b[k..k+3, 4 q..4 q+3] as m[column] over k, from the buffer or the texture.
 fn b_buffer(k: u32, q: u32) -> mat4x4<f32> {
@@ -313,24 +312,20 @@ fn store(i: u32, j: u32, acc: Acc) {
     }
 }
 
-@compute @workgroup_size(8, 8)
-fn gemm_buffer(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = gid.y * 8u;
-    let q = gid.x * 2u;
-    var acc = Acc();
-    for (var k = 0u; k < min(p.k, p.k | lid.x); k += 4u) {
-        accumulate(&acc, a4[((i + lid.x) * p.k + k) / 4u], b_buffer(k, q), b_buffer(k, q + 1u));
+fn b_block(k: u32, q: u32) -> mat4x4<f32> {
+    if (TEXTURE) {
+        return b_texel(k, q);
     }
-    store(i, gid.x * 8u, acc);
+    return b_buffer(k, q);
 }
 
 @compute @workgroup_size(8, 8)
-fn gemm_texture(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = gid.y * 8u;
     let q = gid.x * 2u;
     var acc = Acc();
     for (var k = 0u; k < min(p.k, p.k | lid.x); k += 4u) {
-        accumulate(&acc, a4[((i + lid.x) * p.k + k) / 4u], b_texel(k, q), b_texel(k, q + 1u));
+        accumulate(&acc, a4[((i + lid.x) * p.k + k) / 4u], b_block(k, q), b_block(k, q + 1u));
     }
     store(i, gid.x * 8u, acc);
 }
@@ -349,7 +344,11 @@ fn gemm(ctx: &Context, size: u32) {
         .device
         .create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("bench_loads gemm"),
-            source: wgpu::ShaderSource::Wgsl(GEMM.into()),
+            source: wgpu::ShaderSource::Wgsl(
+                [include_str!("../wgsl/subgroup.wgsl"), GEMM]
+                    .concat()
+                    .into(),
+            ),
         });
     let params = buffer(
         ctx,
@@ -370,18 +369,6 @@ fn gemm(ctx: &Context, size: u32) {
         size / 4,
         size,
     );
-    let sources = [
-        (
-            "gemm_buffer",
-            "b from a storage buffer",
-            (3, b_buffer.as_entire_binding()),
-        ),
-        (
-            "gemm_texture",
-            "b from a texture",
-            (4, wgpu::BindingResource::TextureView(&b_texture)),
-        ),
-    ];
     let reference = |i: usize, j: usize| {
         (0..k)
             .map(|kk| f64::from(a[i * k + kk]) * f64::from(b[kk * n + j]))
@@ -395,23 +382,27 @@ fn gemm(ctx: &Context, size: u32) {
         "GFLOP/s",
         "max error"
     );
-    for (entry, what, (binding, resource)) in sources {
-        let bind = [
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: params.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: c.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: a_buffer.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry { binding, resource },
-        ];
-        let ms = time(ctx, &module, entry, &bind, [size / 64, size / 64, 1]);
+    let bind = [
+        (0, params.as_entire_binding()),
+        (1, c.as_entire_binding()),
+        (2, a_buffer.as_entire_binding()),
+        (3, b_buffer.as_entire_binding()),
+        (4, wgpu::BindingResource::TextureView(&b_texture)),
+    ]
+    .map(|(binding, resource)| wgpu::BindGroupEntry { binding, resource });
+    for (texture, what) in [
+        (false, "b from a storage buffer"),
+        (true, "b from a texture"),
+    ] {
+        let constants = [("TEXTURE", f64::from(u8::from(texture)))];
+        let ms = time(
+            ctx,
+            &module,
+            "gemm",
+            &bind,
+            &constants,
+            [size / 64, size / 64, 1],
+        );
         let bytes =
             easel::gpu::readback::read_bytes(ctx, &c, 0, (m * n * 4) as u64).expect("readback");
         let out: &[f32] = bytemuck::cast_slice(&bytes);
