@@ -43,7 +43,12 @@ fn bad_kernel_policies_exit_2_before_drawing() {
     let dir = TempDir::new("cli-kernel-policy");
     let png = dir.path().join("out.png");
     let args = ["red apple", "--steps", "1", "-o", png.to_str().unwrap()];
-    for name in ["EASEL_COOPERATIVE", "EASEL_WIDE_TILES", "EASEL_SPLIT_NORMS"] {
+    for name in [
+        "EASEL_COOPERATIVE",
+        "EASEL_WIDE_TILES",
+        "EASEL_SPLIT_NORMS",
+        "EASEL_WEIGHT_TEXTURES",
+    ] {
         let output = easel_with(&args, &[(name, "sometimes")]);
         assert_eq!(code(&output), 2, "stderr: {}", stderr(&output));
         let err = stderr(&output);

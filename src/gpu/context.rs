@@ -94,6 +94,9 @@ pub struct Context {
     /// `ops::norm::group_norm_chunks`) or always (every group norm of two
     /// elements or more per segment, on any adapter: to time or check it).
     pub split_norms: Policy,
+    /// `EASEL_WEIGHT_TEXTURES`: off, auto (llvmpipe) or always: the subgroup
+    /// GEMM kernels read layer weights through texture copies (`gpu::texture`).
+    pub weight_textures: Policy,
     /// Whether GEMM choices read the tables `easel tune` measured
     /// (`ops::tuning`): yes unless `EASEL_TUNING=off`; tests of the built-in
     /// rules turn it off.
@@ -227,6 +230,7 @@ impl Context {
         let coop_policy = Policy::from_env("EASEL_COOPERATIVE")?;
         let wide_policy = Policy::from_env("EASEL_WIDE_TILES")?;
         let split_norms = Policy::from_env("EASEL_SPLIT_NORMS")?;
+        let weight_textures = Policy::from_env("EASEL_WEIGHT_TEXTURES")?;
         let coop = cooperative(&adapter, coop_policy);
         let mut features = adapter.features() & OPTIONAL_FEATURES;
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
@@ -279,6 +283,7 @@ impl Context {
             coop_policy,
             wide_policy,
             split_norms,
+            weight_textures,
             tuned: !crate::gpu::policy::tuning_off(),
             coop_checked: OnceLock::new(),
         })

@@ -11,7 +11,7 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Buffer, Context, DType, Kernel, KernelSpec, Shader, Tensor};
+use crate::gpu::{texture, Access, Buffer, Context, DType, Kernel, KernelSpec, Shader, Tensor};
 
 /// A recorded-later kernel launch. Holds everything it binds alive.
 #[derive(Debug)]
@@ -22,6 +22,8 @@ pub struct Dispatch {
     bind_group: OnceLock<wgpu::BindGroup>,
     /// Bindings 1.. as (offset, size) windows of `buffers` (`None`: whole).
     windows: Vec<Option<(u64, u64)>>,
+    /// How the kernel binds each of `buffers` (a texture: its copy).
+    access: Vec<Access>,
     device: wgpu::Device,
     /// Binding 0, the kernel's `Params`: kept so a planned dispatch can be given
     /// new values (e.g. a seed) without rebinding.
@@ -103,6 +105,7 @@ impl Launch<'_> {
             )));
         }
         let shader = self.activations(ctx)?;
+        self.textures(ctx)?;
         let access: Vec<Access> = self.tensors.iter().map(|(_, a)| *a).collect();
         let kernel = ctx.pipelines.get(&KernelSpec {
             shader,
@@ -121,6 +124,7 @@ impl Launch<'_> {
             kernel,
             bind_group: OnceLock::new(),
             windows: self.tensors.iter().map(|(t, _)| t.window).collect(),
+            access: access.clone(),
             device: ctx.device.clone(),
             uniform,
             buffers: self.tensors.iter().map(|(t, _)| t.buffer.clone()).collect(),
@@ -133,6 +137,26 @@ impl Launch<'_> {
 }
 
 impl Launch<'_> {
+    /// Make the texture copy of every tensor bound as one (`gpu::texture`).
+    fn textures(&self, ctx: &Context) -> Result<()> {
+        for (i, (t, _)) in
+            (self.tensors.iter().enumerate()).filter(|(_, (_, a))| *a == Access::Texture)
+        {
+            if !texture::fits(ctx, t) {
+                return Err(Error::BadInput(format!(
+                    "{}::{}: binding {} of shape {:?} ({:?}) cannot be read as a texture",
+                    self.shader.name,
+                    self.entry,
+                    i + 1,
+                    t.shape,
+                    t.dtype
+                )));
+            }
+            texture::view(ctx, t);
+        }
+        Ok(())
+    }
+
     /// The shader for the activations bound: binding 1 is an activation in
     /// every shader with an f16 twin, and its dtype picks the twin
     /// ([`Shader::for_activations`]), which needs SHADER_F16.
@@ -161,11 +185,18 @@ impl Dispatch {
                 binding: 0,
                 resource: self.uniform.as_entire_binding(),
             };
-            let tensors = self.buffers.iter().zip(&self.windows).enumerate();
+            let tensors = self.buffers.iter().zip(&self.windows).zip(&self.access);
             let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(uniform)
-                .chain(tensors.map(|(i, (buffer, window))| wgpu::BindGroupEntry {
-                    binding: i as u32 + 1,
-                    resource: Tensor::binding_of(buffer, *window),
+                .chain(tensors.enumerate().map(|(i, ((buffer, window), access))| {
+                    wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: match (access, buffer.texture()) {
+                            (Access::Texture, Some(copy)) => {
+                                wgpu::BindingResource::TextureView(&copy.view)
+                            }
+                            _ => Tensor::binding_of(buffer, *window),
+                        },
+                    }
                 }))
                 .collect();
             self.device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::Error;
+use crate::gpu::texture::Texture;
 
 /// Bytes of the counted buffers alive now, the most alive at once since the
 /// last [`Memory::reset_peak`], and how many buffers (and bytes) were ever made.
@@ -76,6 +77,9 @@ impl Memory {
 pub struct Buffer {
     kind: Kind,
     memory: Arc<Memory>,
+    /// A weight's texture copy (`gpu::texture`), made when a kernel first
+    /// binds it; counted with the buffer.
+    texture: OnceLock<Texture>,
 }
 
 enum Kind {
@@ -99,6 +103,7 @@ impl Buffer {
         Self {
             kind: Kind::Made(buffer),
             memory,
+            texture: OnceLock::new(),
         }
     }
 
@@ -120,6 +125,7 @@ impl Buffer {
                 made: OnceLock::new(),
             }),
             memory,
+            texture: OnceLock::new(),
         }
     }
 
@@ -174,6 +180,22 @@ impl Buffer {
     }
 }
 
+impl Buffer {
+    /// The texture copy, if one was made.
+    pub(crate) fn texture(&self) -> Option<&Texture> {
+        self.texture.get()
+    }
+
+    /// The texture copy, made by `make` (and counted) if there is none.
+    pub(crate) fn texture_or_init(&self, make: impl FnOnce() -> Texture) -> &Texture {
+        self.texture.get_or_init(|| {
+            let texture = make();
+            self.memory.allocated(texture.bytes());
+            texture
+        })
+    }
+}
+
 /// The size lock; a panic while it was held leaves a valid size.
 fn lock(size: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
     size.lock().unwrap_or_else(|e| e.into_inner())
@@ -191,6 +213,9 @@ impl Drop for Buffer {
     fn drop(&mut self) {
         if self.is_made() {
             self.memory.freed(self.size());
+        }
+        if let Some(texture) = self.texture.get() {
+            self.memory.freed(texture.bytes());
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod profiler;
 pub mod readback;
 pub mod tensor;
+pub mod texture;
 
 pub use context::{AdapterClass, AdapterOptions, Context};
 pub use dispatch::{Dispatch, Launch};

@@ -40,6 +40,9 @@ impl Shader {
 pub enum Access {
     Read,
     ReadWrite,
+    /// Read through the buffer's texture copy (`gpu::texture`): a weight the
+    /// kernel reads with wgsl/weight_texture.wgsl.
+    Texture,
 }
 
 /// What to compile: a shader, one of its entry points, and override constants.
@@ -177,13 +180,7 @@ impl PipelineCache {
                         wgpu::BindGroupLayoutEntry {
                             binding: i as u32 + 1,
                             visibility: wgpu::ShaderStages::COMPUTE,
-                            ty: wgpu::BindingType::Buffer {
-                                ty: wgpu::BufferBindingType::Storage {
-                                    read_only: *access == Access::Read,
-                                },
-                                has_dynamic_offset: false,
-                                min_binding_size: None,
-                            },
+                            ty: binding_type(*access),
                             count: None,
                         }
                     }))
@@ -204,5 +201,22 @@ impl PipelineCache {
                 (bgl, pl)
             })
             .clone()
+    }
+}
+
+fn binding_type(access: Access) -> wgpu::BindingType {
+    match access {
+        Access::Texture => wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        _ => wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage {
+                read_only: access == Access::Read,
+            },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
     }
 }

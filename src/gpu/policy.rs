@@ -1,6 +1,7 @@
 //! Kernel choices pinned through the environment: `EASEL_COOPERATIVE` (the
-//! cooperative-matrix kernels), `EASEL_WIDE_TILES` (the 128×128 GEMM tile) and
-//! `EASEL_SPLIT_NORMS` (group norms over chunks of each segment), each `off`,
+//! cooperative-matrix kernels), `EASEL_WIDE_TILES` (the 128×128 GEMM tile),
+//! `EASEL_SPLIT_NORMS` (group norms over chunks of each segment) and
+//! `EASEL_WEIGHT_TEXTURES` (layer weights read through textures), each `off`,
 //! `auto` (the default) or `always`; [`crate::gpu::Context`] says
 //! what each means for its kernels.
 

@@ -176,6 +176,9 @@ impl Tensor {
         }
         ctx.queue
             .write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+        if let Some(copy) = self.buffer.texture() {
+            crate::gpu::texture::copy(ctx, self, &copy.texture);
+        }
         Ok(())
     }
 

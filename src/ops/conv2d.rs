@@ -7,12 +7,14 @@
 use crate::error::{Error, Result};
 use crate::gpu::coop::COLS;
 use crate::gpu::dispatch::{Gemm, GemmOp};
-use crate::gpu::{Access, Context, DType, Dispatch, Launch, Shader, Tensor};
+use crate::gpu::{texture, Access, Context, DType, Dispatch, Launch, Shader, Tensor};
 use crate::ops::epilogue::Epilogue;
 use crate::ops::matmul::{coop_shader, MatmulVariant};
 use crate::ops::variant::{subgroups_of_8, tall_block, CPU_TALL_COLS};
 use crate::ops::{expect_shape, groups};
-use crate::ops::{CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16};
+use crate::ops::{
+    CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16, CONV2D_SUBGROUP_TEXTURE,
+};
 use crate::ops::{CONV2D_COOP16, CONV2D_COOP16_F16, CONV2D_COOP8, CONV2D_COOP8_F16};
 
 /// conv2d runs the same kernel shapes as matmul (`Gpu` tiles, `Cpu` register
@@ -192,7 +194,7 @@ fn launch(
         .variant
         .unwrap_or_else(|| MatmulVariant::for_problem(ctx, gemm));
     epilogue.expect_activations("conv2d", x, out)?;
-    let mut entry = Entry::pick(ctx, variant, &conv, &epilogue, weight.dtype)?;
+    let mut entry = Entry::pick(ctx, variant, &conv, &epilogue, weight)?;
     entry.constants.push(("UPSAMPLE", opts.upsample as f64));
     let (tile_p, tile_c) = entry.tile;
     let [bias, residual] = epilogue.bindings(x);
@@ -205,7 +207,7 @@ fn launch(
         constants: &entry.constants,
         tensors: &[
             (x, Access::Read),
-            (weight, Access::Read),
+            (weight, entry.weight_access),
             bias,
             (out, Access::ReadWrite),
             residual,
@@ -346,6 +348,9 @@ struct Entry {
     constants: Vec<(&'static str, f64)>,
     /// (pixels, channels).
     tile: (usize, usize),
+    /// How it binds the weight: through its texture copy for the subgroup
+    /// kernels' `_texture` shader.
+    weight_access: Access,
 }
 
 impl Entry {
@@ -354,9 +359,9 @@ impl Entry {
         variant: ConvVariant,
         conv: &Geometry,
         epilogue: &Epilogue,
-        dtype: DType,
+        weight: &Tensor,
     ) -> Result<Self> {
-        let k = conv.k();
+        let (k, dtype) = (conv.k(), weight.dtype);
         let mut constants = epilogue.constants().to_vec();
         let per_channel = epilogue
             .residual
@@ -371,6 +376,12 @@ impl Entry {
                 ))
             }
         };
+        let (subgroup, subgroup_access) = if texture::reads_weight(ctx, weight) {
+            (&CONV2D_SUBGROUP_TEXTURE, Access::Texture)
+        } else {
+            (subgroup, Access::Read)
+        };
+        let mut weight_access = Access::Read;
         let (shader, name, tile) = match (variant, ctx.coop) {
             (MatmulVariant::Coop, Some(coop)) => {
                 // Tile rows are output channels.
@@ -388,11 +399,13 @@ impl Entry {
                 let block = conv.cout.next_power_of_two().clamp(8, 32);
                 constants.push(("CO_BLOCK", block as f64));
                 let tile = (CPU_SUBGROUP_PIXELS, 8 * block);
+                weight_access = subgroup_access;
                 (subgroup, "conv2d_cpu_subgroup", tile)
             }
             (MatmulVariant::CpuTall, _) if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
                 let block = tall_block(conv.cout);
                 constants.push(("TALL_BLOCK", block as f64));
+                weight_access = subgroup_access;
                 (subgroup, "conv2d_cpu_tall", (CPU_TALL_COLS, 8 * block))
             }
             _ if k.is_multiple_of(4) => (base, "conv2d_cpu_vec4", CPU_TILE),
@@ -403,6 +416,7 @@ impl Entry {
             name,
             constants,
             tile,
+            weight_access,
         })
     }
 }

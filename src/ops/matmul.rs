@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::coop::{Coop, COLS};
 use crate::gpu::dispatch::{Gemm, GemmOp};
 use crate::gpu::{dispatch, Access, AdapterClass, Context, Dispatch, Launch, Policy};
-use crate::gpu::{DType, Shader, Tensor};
+use crate::gpu::{texture, DType, Shader, Tensor};
 use crate::ops::elementwise::Activation;
 use crate::ops::{groups, tuning, variant};
 
@@ -15,7 +15,9 @@ mod shape;
 pub use crate::ops::epilogue::Epilogue;
 pub use crate::ops::variant::{lane_by_lane_loads, with_variant, MatmulVariant};
 use crate::ops::variant::{subgroups_of_8, tall_block, tall_pays, CPU_TALL_COLS};
-use crate::ops::{MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16};
+use crate::ops::{
+    MATMUL, MATMUL_F16, MATMUL_SUBGROUP, MATMUL_SUBGROUP_F16, MATMUL_SUBGROUP_TEXTURE,
+};
 use crate::ops::{MATMUL_COOP16, MATMUL_COOP16_F16, MATMUL_COOP8, MATMUL_COOP8_F16};
 use shape::Shape;
 
@@ -183,6 +185,9 @@ pub struct MatmulOptions {
     pub activation: Activation,
     /// Kernel override; `None` picks [`MatmulVariant::for_problem`].
     pub variant: Option<MatmulVariant>,
+    /// `b` is a layer weight (fixed once the model is built), which kernels
+    /// may read through its texture copy (`gpu::texture`); set by [`linear_with`].
+    pub weight_b: bool,
 }
 
 impl Default for MatmulOptions {
@@ -196,6 +201,7 @@ impl Default for MatmulOptions {
             parts: 1,
             activation: Activation::Identity,
             variant: None,
+            weight_b: false,
         }
     }
 }
@@ -310,6 +316,10 @@ pub fn linear_with(
 ) -> Result<Vec<Dispatch>> {
     let shape = Shape::of(x, weight, opts)?;
     shape.check_out("linear", x, out, &epilogue, opts)?;
+    let opts = &MatmulOptions {
+        weight_b: true,
+        ..*opts
+    };
     epilogue.check("linear", shape.n, out, None)?;
     // GEGLU's pairs of rows stay in one block.
     weight
@@ -352,7 +362,7 @@ fn launch(
         _pad: 0,
     };
     epilogue.expect_activations("matmul", a, out)?;
-    let kernel = pick(ctx, &shape, b.dtype, opts)?;
+    let kernel = pick(ctx, &shape, b, opts)?;
     let (tile_n, tile_m) = kernel.tile;
     let mut constants = vec![
         ("TRANSPOSE_A", opts.transpose_a as u32 as f64),
@@ -372,7 +382,7 @@ fn launch(
         constants: &constants,
         tensors: &[
             (a, Access::Read),
-            (b, Access::Read),
+            (b, kernel.b_access),
             bias,
             (out, Access::ReadWrite),
             residual,
@@ -394,9 +404,13 @@ struct Pick {
     tile: (usize, usize),
     /// `SUBGROUP_SIZE` and `BLOCK_ROWS` of a cooperative kernel.
     constants: Vec<(&'static str, f64)>,
+    /// How it binds `b`: through a texture copy for the subgroup kernels'
+    /// `_texture` shader.
+    b_access: Access,
 }
 
-fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> Result<Pick> {
+fn pick(ctx: &Context, shape: &Shape, b: &Tensor, opts: &MatmulOptions) -> Result<Pick> {
+    let b_dtype = b.dtype;
     let (base, subgroup_shader) = match b_dtype {
         DType::F32 => (&MATMUL, &MATMUL_SUBGROUP),
         DType::F16 => (&MATMUL_F16, &MATMUL_SUBGROUP_F16),
@@ -418,6 +432,12 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
         entry,
         tile,
         constants: Vec::new(),
+        b_access: Access::Read,
+    };
+    let (subgroup_shader, b_subgroup) = if opts.weight_b && texture::reads_weight(ctx, b) {
+        (&MATMUL_SUBGROUP_TEXTURE, Access::Texture)
+    } else {
+        (subgroup_shader, Access::Read)
     };
     Ok(match (variant, ctx.coop) {
         (MatmulVariant::Coop, Some(coop)) => {
@@ -430,13 +450,15 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
                     ("SUBGROUP_SIZE", coop.subgroup as f64),
                     ("BLOCK_ROWS", block as f64),
                 ],
+                b_access: Access::Read,
             }
         }
         (MatmulVariant::Gpu | MatmulVariant::Coop, _) => plain(base, "matmul_gpu", GPU_TILE),
         (MatmulVariant::GpuWide, _) => plain(base, "matmul_gpu_wide", WIDE_TILE),
-        (MatmulVariant::CpuSubgroup, _) if subgroup => {
-            plain(subgroup_shader, "matmul_cpu_subgroup", CPU_VEC4_TILE)
-        }
+        (MatmulVariant::CpuSubgroup, _) if subgroup => Pick {
+            b_access: b_subgroup,
+            ..plain(subgroup_shader, "matmul_cpu_subgroup", CPU_VEC4_TILE)
+        },
         (MatmulVariant::CpuTall, _) if subgroup => {
             let rows = tall_block(shape.m);
             Pick {
@@ -444,6 +466,7 @@ fn pick(ctx: &Context, shape: &Shape, b_dtype: DType, opts: &MatmulOptions) -> R
                 entry: "matmul_cpu_tall",
                 tile: (CPU_TALL_COLS, 8 * rows),
                 constants: vec![("TALL_BLOCK", rows as f64)],
+                b_access: b_subgroup,
             }
         }
         _ if aligned => plain(base, "matmul_cpu_vec4", CPU_VEC4_TILE),

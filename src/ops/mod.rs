@@ -118,7 +118,9 @@ macro_rules! half {
 // conv2d and matmul share their GPU tile (gemm_tile), which comes first so the
 // shader keeps its kernel file's name (WGSL declarations may come in any order).
 // The kernels that take a weight read it through weight_f32 or weight_f16; the
-// f16 shaders are named with `as` (names key the pipeline cache). The `_coop`
+// f16 shaders are named with `as` (names key the pipeline cache). The subgroup
+// kernels' `_texture` shaders read a layer weight of either precision through
+// its texture copy (weight_texture, src/gpu/texture.rs). The `_coop`
 // shaders put wgsl/gemm_coop.wgsl (cooperative matrices) where gemm_tile was,
 // after the prefix that enables the extension and names the fragment size;
 // attention_coop follows attention, whose Params and bindings it uses.
@@ -155,6 +157,8 @@ shaders! {
         ["bound", "gemm_tile", "weight_f32", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
     CONV2D_SUBGROUP_F16 as "conv2d_subgroup_f16" / CONV2D_SUBGROUP_F16_H as "conv2d_subgroup_f16_h" =>
         ["bound", "gemm_tile", "weight_f16", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
+    CONV2D_SUBGROUP_TEXTURE as "conv2d_subgroup_texture" / CONV2D_SUBGROUP_TEXTURE_H as "conv2d_subgroup_texture_h" =>
+        ["bound", "gemm_tile", "weight_texture", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
     ELEMENTWISE / ELEMENTWISE_H as "elementwise_h" => ["activation", "elementwise"],
     EMBEDDING => ["weight_f32", "embedding"],
     EMBEDDING_F16 as "embedding_f16" => ["weight_f16", "embedding"],
@@ -177,6 +181,8 @@ shaders! {
         ["bound", "gemm_tile", "weight_f32", "activation", "matmul", "subgroup", "tall", "matmul_subgroup"],
     MATMUL_SUBGROUP_F16 as "matmul_subgroup_f16" / MATMUL_SUBGROUP_F16_H as "matmul_subgroup_f16_h" =>
         ["bound", "gemm_tile", "weight_f16", "activation", "matmul", "subgroup", "tall", "matmul_subgroup"],
+    MATMUL_SUBGROUP_TEXTURE as "matmul_subgroup_texture" / MATMUL_SUBGROUP_TEXTURE_H as "matmul_subgroup_texture_h" =>
+        ["bound", "gemm_tile", "weight_texture", "activation", "matmul", "subgroup", "tall", "matmul_subgroup"],
     NOISE => ["noise"],
     NORM / NORM_H as "norm_h" => ["bound", "norm"],
     PEAK => ["bound", "peak"],

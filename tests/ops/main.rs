@@ -26,4 +26,5 @@ mod peak;
 mod resample;
 mod sampler;
 mod score;
+mod texture;
 mod weight_f16;

@@ -1,0 +1,140 @@
+//! Layer weights read through the texture unit. On llvmpipe (lavapipe's CPU
+//! driver) a storage-buffer load inside a loop costs a branch and a scalar
+//! load per SIMD lane and component (before Mesa 23 inside a loop over the
+//! lanes), while a texel fetch is straight-line code: a vec4 per invocation
+//! costs 1.8-2.5 ns from a texture against 15-19 ns from a buffer on Mesa 22
+//! (`examples/bench_loads`, docs/benchmarks.md). The subgroup GEMM kernels
+//! spend most of their time loading their weight operand, so where
+//! [`Context::weight_textures`] says so, a weight gets a texture copy, made
+//! once, when a kernel first binds it (`Access::Texture`), and those kernels
+//! read it through wgsl/weight_texture.wgsl.
+//!
+//! The copy holds the weight's own values: `rgba32float` for f32 weights,
+//! `rgba16float` for f16 ones (a texel is the same four halves a `vec2<u32>`
+//! of wgsl/weight_f16.wgsl unpacks, widened exactly), so a kernel computes the
+//! same bits from either. Texel t holds elements 4t..4t+3 at (t % WIDTH,
+//! t / WIDTH). Weights do not change once a model is built (LoRA patches are
+//! merged as each weight is uploaded); [`Tensor::write`] copies again.
+
+use crate::gpu::{Context, DType, Policy, Tensor};
+
+/// Texels per row of a copy: wgsl/weight_texture.wgsl's `WEIGHT_TEXELS_PER_ROW`.
+/// A power of two (the shader divides by it) whose rows are whole 256-byte
+/// copy rows in both formats.
+pub const WIDTH: u32 = 2048;
+
+/// A weight's texture copy; its bytes count with its buffer's.
+#[derive(Debug)]
+pub struct Texture {
+    pub(crate) texture: wgpu::Texture,
+    pub(crate) view: wgpu::TextureView,
+}
+
+impl Texture {
+    pub(crate) fn bytes(&self) -> u64 {
+        let size = self.texture.size();
+        u64::from(size.width) * u64::from(size.height) * texel_bytes(self.texture.format())
+    }
+}
+
+/// Whether kernels read `weight` through its texture copy on `ctx`: by
+/// `EASEL_WEIGHT_TEXTURES` (auto: on llvmpipe), where the copy can exist.
+pub fn reads_weight(ctx: &Context, weight: &Tensor) -> bool {
+    let wanted = match ctx.weight_textures {
+        Policy::Off => false,
+        Policy::Auto => ctx.info.driver == "llvmpipe",
+        Policy::Always => true,
+    };
+    wanted && fits(ctx, weight)
+}
+
+/// Whether `t` can have a texture copy: a whole buffer (not a row block's
+/// window), f32 or f16, whole texels, no taller than the adapter allows.
+pub fn fits(ctx: &Context, t: &Tensor) -> bool {
+    let texels = t.numel() / 4;
+    let rows = texels.div_ceil(WIDTH as usize);
+    t.window.is_none()
+        && matches!(t.dtype, DType::F32 | DType::F16)
+        && t.numel().is_multiple_of(4)
+        && texels > 0
+        && rows <= ctx.limits().max_texture_dimension_2d as usize
+}
+
+/// The view kernels bind for `t`, its copy made now if it has none
+/// (`t` must [`fits`]).
+pub fn view<'a>(ctx: &Context, t: &'a Tensor) -> &'a wgpu::TextureView {
+    &t.buffer.texture_or_init(|| make(ctx, t)).view
+}
+
+fn format(dtype: DType) -> wgpu::TextureFormat {
+    match dtype {
+        DType::F16 => wgpu::TextureFormat::Rgba16Float,
+        _ => wgpu::TextureFormat::Rgba32Float,
+    }
+}
+
+fn texel_bytes(format: wgpu::TextureFormat) -> u64 {
+    match format {
+        wgpu::TextureFormat::Rgba16Float => 8,
+        _ => 16,
+    }
+}
+
+fn make(ctx: &Context, t: &Tensor) -> Texture {
+    let texels = (t.numel() / 4) as u32;
+    let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("easel weight texture"),
+        size: wgpu::Extent3d {
+            width: texels.min(WIDTH),
+            height: texels.div_ceil(WIDTH),
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: format(t.dtype),
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    copy(ctx, t, &texture);
+    let view = texture.create_view(&Default::default());
+    Texture { texture, view }
+}
+
+/// Copy `t`'s buffer into `texture`: its whole rows, then the part row.
+pub(crate) fn copy(ctx: &Context, t: &Tensor, texture: &wgpu::Texture) {
+    let texels = (t.numel() / 4) as u32;
+    let row_bytes = u64::from(WIDTH) * texel_bytes(texture.format());
+    let (rows, rest) = (texels / WIDTH, texels % WIDTH);
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    let mut rect = |y: u32, width: u32, height: u32| {
+        encoder.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: &t.buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: u64::from(y) * row_bytes,
+                    bytes_per_row: Some(row_bytes as u32),
+                    rows_per_image: None,
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: 0, y, z: 0 },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+        );
+    };
+    if rows > 0 {
+        rect(0, WIDTH, rows);
+    }
+    if rest > 0 {
+        rect(rows, rest, 1);
+    }
+    ctx.queue.submit([encoder.finish()]);
+}
