@@ -36,6 +36,18 @@ fn devices_names_the_adapter_it_picks() {
     assert!(out.contains("cooperative GEMM tile: "), "{out}");
     // A measured table, or `none` (no CPU driver's is built in).
     assert!(out.contains("measured GEMM kernels: "), "{out}");
+    // Textures for weights on llvmpipe (auto), nowhere with `off`.
+    let llvmpipe = out.contains("driver: llvmpipe");
+    let textures = format!("weight textures: {}", if llvmpipe { "yes" } else { "no" });
+    assert!(out.contains(&textures), "{out}");
+    let off = stdout(&easel_with(
+        &["devices"],
+        &[("EASEL_WEIGHT_TEXTURES", "off")],
+    ));
+    assert!(
+        off.contains("weight textures: no (EASEL_WEIGHT_TEXTURES=off)"),
+        "{off}"
+    );
 }
 
 #[test]

@@ -2,13 +2,14 @@
 //! one easel would pick.
 
 use easel::gpu::coop::{Coop, COLS};
-use easel::gpu::{context, AdapterOptions};
+use easel::gpu::{context, texture, AdapterOptions, Policy};
 use easel::ops::tuning;
 use easel::Result;
 
 pub fn run(opts: &AdapterOptions) -> Result<()> {
     let adapters = context::enumerate(opts)?;
     let picked = context::pick(&adapters, opts)?;
+    let textures = Policy::from_env("EASEL_WEIGHT_TEXTURES")?;
     for (i, adapter) in adapters.iter().enumerate() {
         let info = adapter.get_info();
         let features = adapter.features();
@@ -42,6 +43,10 @@ pub fn run(opts: &AdapterOptions) -> Result<()> {
             coop_tile(adapter, &limits)
         );
         println!("      measured GEMM kernels: {}", tuning::describe(&info)?);
+        println!(
+            "      weight textures: {}",
+            weight_textures(textures, &info)
+        );
     }
     let info = adapters[picked].get_info();
     println!("easel uses [{picked}] {} via {:?}", info.name, info.backend);
@@ -84,4 +89,15 @@ fn coop_tile(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> String {
         ),
         Err(why) => format!("not used ({why})"),
     }
+}
+
+/// Whether the subgroup kernels read layer weights through texture copies
+/// (`gpu::texture`) on this adapter, and the setting that says so.
+fn weight_textures(policy: Policy, info: &wgpu::AdapterInfo) -> String {
+    let yes = texture::wanted(policy, &info.driver);
+    let setting = format!("{policy:?}").to_lowercase();
+    format!(
+        "{} (EASEL_WEIGHT_TEXTURES={setting})",
+        if yes { "yes" } else { "no" }
+    )
 }

@@ -28,7 +28,7 @@ pub fn tuning_off() -> bool {
 
 impl Policy {
     /// The policy environment variable `name` sets; unset or empty is `Auto`.
-    pub(crate) fn from_env(name: &str) -> Result<Self> {
+    pub fn from_env(name: &str) -> Result<Self> {
         let value = std::env::var(name).unwrap_or_default();
         match value.trim().to_ascii_lowercase().as_str() {
             "" | "auto" => Ok(Self::Auto),

@@ -40,12 +40,18 @@ impl Texture {
 /// Whether kernels read `weight` through its texture copy on `ctx`: by
 /// `EASEL_WEIGHT_TEXTURES` (auto: on llvmpipe), where the copy can exist.
 pub fn reads_weight(ctx: &Context, weight: &Tensor) -> bool {
-    let wanted = match ctx.weight_textures {
+    wanted(ctx.weight_textures, &ctx.info.driver) && fits(ctx, weight)
+}
+
+/// Whether `policy` reads weights through textures on a `driver`: `auto` on
+/// llvmpipe only, where a storage load in a loop is a branch per lane; GPUs
+/// and other CPU drivers load buffers as fast as textures.
+pub fn wanted(policy: Policy, driver: &str) -> bool {
+    match policy {
         Policy::Off => false,
-        Policy::Auto => ctx.info.driver == "llvmpipe",
+        Policy::Auto => driver == "llvmpipe",
         Policy::Always => true,
-    };
-    wanted && fits(ctx, weight)
+    }
 }
 
 /// Whether `t` can have a texture copy: a whole buffer (not a row block's
