@@ -94,9 +94,12 @@ fn matmuls(r: &mut Runner) -> Result<()> {
             &MatmulVariant::available(r.ctx),
             MatmulVariant::for_adapter(r.ctx),
         ) {
+            // `b` is fixed from run to run, as a layer's weight is: read as
+            // one (through its texture copy where the adapter does so).
             let opts = MatmulOptions {
                 transpose_b,
                 variant: Some(variant),
+                weight_b: true,
                 ..MatmulOptions::default()
             };
             let d = matmul::matmul(r.ctx, &a, &b, Some(&bias), &c, &opts)?;
