@@ -152,7 +152,7 @@ impl Launch<'_> {
                     t.dtype
                 )));
             }
-            texture::view(ctx, t);
+            texture::ensure_copy(ctx, t);
         }
         Ok(())
     }

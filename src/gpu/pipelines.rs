@@ -2,7 +2,8 @@
 //! bind group layouts created explicitly once per binding signature.
 //!
 //! Every easel kernel binds the same way: binding 0 is a uniform block of
-//! parameters, bindings 1.. are storage buffers in the order the op lists them.
+//! parameters, bindings 1.. are storage buffers (or a weight's texture copy)
+//! in the order the op lists them.
 //! So a whole model needs a handful of layouts, not one per layer (tfjs#5001),
 //! and nothing calls `get_bind_group_layout` per dispatch (wgpu#5196).
 
@@ -35,7 +36,7 @@ impl Shader {
     }
 }
 
-/// How a kernel sees one storage buffer.
+/// How a kernel sees one of its tensors' buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
     Read,
@@ -50,7 +51,8 @@ pub struct KernelSpec<'a> {
     pub shader: &'static Shader,
     pub entry: &'a str,
     pub constants: &'a [(&'a str, f64)],
-    /// Storage bindings after the uniform at binding 0.
+    /// Bindings after the uniform at binding 0: storage buffers, or a
+    /// weight's texture copy (`Access::Texture`).
     pub storage: &'a [Access],
 }
 

@@ -33,7 +33,7 @@ pub struct Texture {
 impl Texture {
     pub(crate) fn bytes(&self) -> u64 {
         let size = self.texture.size();
-        u64::from(size.width) * u64::from(size.height) * texel_bytes(self.texture.format())
+        u64::from(size.width) * u64::from(size.height) * texel_bytes(&self.texture)
     }
 }
 
@@ -66,10 +66,10 @@ pub fn fits(ctx: &Context, t: &Tensor) -> bool {
         && rows <= ctx.limits().max_texture_dimension_2d as usize
 }
 
-/// The view kernels bind for `t`, its copy made now if it has none
-/// (`t` must [`fits`]).
-pub fn view<'a>(ctx: &Context, t: &'a Tensor) -> &'a wgpu::TextureView {
-    &t.buffer.texture_or_init(|| make(ctx, t)).view
+/// Make `t`'s copy if it has none (`t` must [`fits`]); the bind group binds
+/// its view.
+pub(crate) fn ensure_copy(ctx: &Context, t: &Tensor) {
+    t.buffer.texture_or_init(|| make(ctx, t));
 }
 
 fn format(dtype: DType) -> wgpu::TextureFormat {
@@ -79,11 +79,9 @@ fn format(dtype: DType) -> wgpu::TextureFormat {
     }
 }
 
-fn texel_bytes(format: wgpu::TextureFormat) -> u64 {
-    match format {
-        wgpu::TextureFormat::Rgba16Float => 8,
-        _ => 16,
-    }
+fn texel_bytes(texture: &wgpu::Texture) -> u64 {
+    let bytes = texture.format().block_copy_size(None);
+    u64::from(bytes.expect("an uncompressed colour format"))
 }
 
 fn make(ctx: &Context, t: &Tensor) -> Texture {
@@ -110,7 +108,7 @@ fn make(ctx: &Context, t: &Tensor) -> Texture {
 /// Copy `t`'s buffer into `texture`: its whole rows, then the part row.
 pub(crate) fn copy(ctx: &Context, t: &Tensor, texture: &wgpu::Texture) {
     let texels = (t.numel() / 4) as u32;
-    let row_bytes = u64::from(WIDTH) * texel_bytes(texture.format());
+    let row_bytes = u64::from(WIDTH) * texel_bytes(texture);
     let (rows, rest) = (texels / WIDTH, texels % WIDTH);
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     let mut rect = |y: u32, width: u32, height: u32| {
