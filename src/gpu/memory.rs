@@ -16,6 +16,11 @@
 //! whose size can still grow while a plan is made (`models::arena`), made (and
 //! counted) the first time anything needs the wgpu buffer, or when the plan is
 //! finished ([`Buffer::make`]).
+//!
+//! A layer weight held in its texture copy ([`Buffer::held`],
+//! `gpu::texture::hold`) is deferred too: only its texture counts until
+//! something binds or reads the buffer, which is then made and filled from the
+//! texture.
 
 use std::fmt;
 use std::ops::Deref;
@@ -23,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::Error;
-use crate::gpu::texture::Texture;
+use crate::gpu::texture::{self, Texture};
 
 /// Bytes of the counted buffers alive now, the most alive at once since the
 /// last [`Memory::reset_peak`], and how many buffers (and bytes) were ever made.
@@ -95,6 +100,9 @@ struct Deferred {
     /// Held while the buffer is made, so a growth and the making never race.
     size: Mutex<u64>,
     made: OnceLock<wgpu::Buffer>,
+    /// A held weight's: the queue that fills the buffer from its texture copy
+    /// when made ([`Buffer::held`]).
+    fill: Option<wgpu::Queue>,
 }
 
 impl Buffer {
@@ -123,10 +131,30 @@ impl Buffer {
                 usage,
                 size: Mutex::new(size),
                 made: OnceLock::new(),
+                fill: None,
             }),
             memory,
             texture: OnceLock::new(),
         }
+    }
+
+    /// A weight of `size` bytes whose values are in `copy` alone: the buffer
+    /// is made and filled from `copy` (by `queue`) the first time anything
+    /// needs it, so until then only the texture counts.
+    pub(crate) fn held(
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        label: &str,
+        size: u64,
+        copy: Texture,
+        memory: Arc<Memory>,
+    ) -> Self {
+        let mut buffer = Self::deferred(device, label, size, super::tensor::STORAGE, memory);
+        if let Kind::Deferred(d) = &mut buffer.kind {
+            d.fill = Some(queue.clone());
+        }
+        buffer.texture_or_init(|| copy);
+        buffer
     }
 
     /// Bytes it has, or will have when made. Unlike `wgpu::Buffer::size`, this
@@ -139,13 +167,13 @@ impl Buffer {
     }
 
     /// Enlarge a deferred buffer not made yet to `size` bytes; `false` where
-    /// it is made already (or was never deferred): its size is final.
+    /// it is made already (or was never deferred, or holds a weight): its size is final.
     pub fn grow(&self, size: u64) -> bool {
         let Kind::Deferred(d) = &self.kind else {
             return false;
         };
         let mut held = lock(&d.size);
-        if d.made.get().is_some() {
+        if d.made.get().is_some() || d.fill.is_some() {
             return false;
         }
         *held = (*held).max(size.next_multiple_of(4));
@@ -168,12 +196,16 @@ impl Buffer {
                 let size = lock(&d.size);
                 d.made.get_or_init(|| {
                     self.memory.allocated(*size);
-                    d.device.create_buffer(&wgpu::BufferDescriptor {
+                    let buffer = d.device.create_buffer(&wgpu::BufferDescriptor {
                         label: Some(&d.label),
                         size: *size,
                         usage: d.usage,
                         mapped_at_creation: false,
-                    })
+                    });
+                    if let (Some(queue), Some(copy)) = (&d.fill, self.texture.get()) {
+                        texture::restore(&d.device, queue, copy, &buffer);
+                    }
+                    buffer
                 })
             }
         }

@@ -165,8 +165,14 @@ impl Tensor {
         Ok(tensor)
     }
 
-    /// Overwrite the contents from the host (same element count).
+    /// Overwrite the contents of an f32 tensor from the host (same element count).
     pub fn write(&self, ctx: &Context, data: &[f32]) -> Result<()> {
+        if self.dtype != DType::F32 {
+            return Err(Error::BadInput(format!(
+                "write: f32 values into a {:?} tensor of shape {:?}",
+                self.dtype, self.shape
+            )));
+        }
         if data.len() != self.numel() {
             return Err(Error::BadInput(format!(
                 "write: {} values into a tensor of shape {:?}",

@@ -15,6 +15,13 @@
 //! same bits from either. Texel t holds elements 4t..4t+3 at (t % WIDTH,
 //! t / WIDTH). Weights do not change once a model is built (LoRA patches are
 //! merged as each weight is uploaded); [`Tensor::write`] copies again.
+//!
+//! A layer loaded for such kernels is held in its copy alone ([`hold`]): its
+//! buffer is dropped and made again from the texture only if something else
+//! binds or reads it (a kernel pinned to another variant, a readback), so the
+//! copy costs no memory beside the buffer it replaces.
+
+use std::sync::Arc;
 
 use crate::gpu::{Context, DType, Policy, Tensor};
 
@@ -28,6 +35,8 @@ pub const WIDTH: u32 = 2048;
 pub struct Texture {
     pub(crate) texture: wgpu::Texture,
     pub(crate) view: wgpu::TextureView,
+    /// Texels holding the weight's values (the last row may be part filled).
+    texels: u32,
 }
 
 impl Texture {
@@ -66,6 +75,22 @@ pub fn fits(ctx: &Context, t: &Tensor) -> bool {
         && rows <= ctx.limits().max_texture_dimension_2d as usize
 }
 
+/// `weight` (a layer's, just loaded: nn.Linear `[out, in]`, nn.Conv2d
+/// `[out, in, kh, kw]`) held in its texture copy alone where kernels read it
+/// through one: each output's row of `in · kh · kw` values must be whole
+/// texels, as the subgroup kernels need. Otherwise `weight` as it is.
+pub fn hold(ctx: &Context, label: &str, weight: Tensor) -> Tensor {
+    let rows = weight.shape.first().copied().unwrap_or(1).max(1);
+    if !reads_weight(ctx, &weight) || !(weight.numel() / rows).is_multiple_of(4) {
+        return weight;
+    }
+    let copy = make(ctx, &weight);
+    Tensor {
+        buffer: Arc::new(ctx.held_buffer(label, weight.buffer.size(), copy)),
+        ..weight
+    }
+}
+
 /// Make `t`'s copy if it has none (`t` must [`fits`]); the bind group binds
 /// its view.
 pub(crate) fn ensure_copy(ctx: &Context, t: &Tensor) {
@@ -97,42 +122,93 @@ fn make(ctx: &Context, t: &Tensor) -> Texture {
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
         format: format(t.dtype),
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        // COPY_SRC: a held weight's buffer is made again from it.
+        usage: wgpu::TextureUsages::TEXTURE_BINDING
+            | wgpu::TextureUsages::COPY_DST
+            | wgpu::TextureUsages::COPY_SRC,
         view_formats: &[],
     });
     copy(ctx, t, &texture);
     let view = texture.create_view(&Default::default());
-    Texture { texture, view }
+    Texture {
+        texture,
+        view,
+        texels,
+    }
 }
 
-/// Copy `t`'s buffer into `texture`: its whole rows, then the part row.
+/// Copy `t`'s buffer into `texture`.
 pub(crate) fn copy(ctx: &Context, t: &Tensor, texture: &wgpu::Texture) {
     let texels = (t.numel() / 4) as u32;
+    let encoder = copy_rows(
+        &ctx.device,
+        &t.buffer,
+        texture,
+        texels,
+        Direction::ToTexture,
+    );
+    ctx.queue.submit([encoder.finish()]);
+}
+
+/// Fill a held weight's `buffer` from its texture copy (`memory::Buffer::held`).
+pub(crate) fn restore(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    copy: &Texture,
+    buffer: &wgpu::Buffer,
+) {
+    let encoder = copy_rows(
+        device,
+        buffer,
+        &copy.texture,
+        copy.texels,
+        Direction::ToBuffer,
+    );
+    queue.submit([encoder.finish()]);
+}
+
+/// Which way [`copy_rows`] copies.
+enum Direction {
+    ToTexture,
+    ToBuffer,
+}
+
+/// An encoder copying `texels` texels between `buffer` and `texture`: the
+/// whole rows, then the part row.
+fn copy_rows(
+    device: &wgpu::Device,
+    buffer: &wgpu::Buffer,
+    texture: &wgpu::Texture,
+    texels: u32,
+    direction: Direction,
+) -> wgpu::CommandEncoder {
     let row_bytes = u64::from(WIDTH) * texel_bytes(texture);
     let (rows, rest) = (texels / WIDTH, texels % WIDTH);
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    let mut encoder = device.create_command_encoder(&Default::default());
     let mut rect = |y: u32, width: u32, height: u32| {
-        encoder.copy_buffer_to_texture(
-            wgpu::TexelCopyBufferInfo {
-                buffer: &t.buffer,
-                layout: wgpu::TexelCopyBufferLayout {
-                    offset: u64::from(y) * row_bytes,
-                    bytes_per_row: Some(row_bytes as u32),
-                    rows_per_image: None,
-                },
+        let buffer = wgpu::TexelCopyBufferInfo {
+            buffer,
+            layout: wgpu::TexelCopyBufferLayout {
+                offset: u64::from(y) * row_bytes,
+                bytes_per_row: Some(row_bytes as u32),
+                rows_per_image: None,
             },
-            wgpu::TexelCopyTextureInfo {
-                texture,
-                mip_level: 0,
-                origin: wgpu::Origin3d { x: 0, y, z: 0 },
-                aspect: wgpu::TextureAspect::All,
-            },
-            wgpu::Extent3d {
-                width,
-                height,
-                depth_or_array_layers: 1,
-            },
-        );
+        };
+        let texture = wgpu::TexelCopyTextureInfo {
+            texture,
+            mip_level: 0,
+            origin: wgpu::Origin3d { x: 0, y, z: 0 },
+            aspect: wgpu::TextureAspect::All,
+        };
+        let size = wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        };
+        match direction {
+            Direction::ToTexture => encoder.copy_buffer_to_texture(buffer, texture, size),
+            Direction::ToBuffer => encoder.copy_texture_to_buffer(texture, buffer, size),
+        }
     };
     if rows > 0 {
         rect(0, WIDTH, rows);
@@ -140,5 +216,5 @@ pub(crate) fn copy(ctx: &Context, t: &Tensor, texture: &wgpu::Texture) {
     if rest > 0 {
         rect(rows, rest, 1);
     }
-    ctx.queue.submit([encoder.finish()]);
+    encoder
 }

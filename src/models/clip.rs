@@ -19,6 +19,7 @@ use crate::models::Graph;
 use crate::ops::elementwise::Activation;
 use crate::ops::image::{self, Normalize};
 use crate::ops::{layout, resample};
+use crate::weights::RowOrder;
 
 mod tokens;
 
@@ -314,8 +315,11 @@ impl CLIPVisionModel {
             class_embedding: emb.get("class_embedding", &[d])?,
             // The patch embedding is a stride-p conv without bias.
             patch_embedding: Conv2d {
-                weight: patch
-                    .get_weight("weight", &[d, c.num_channels, c.patch_size, c.patch_size])?,
+                weight: patch.layer_weight(
+                    "weight",
+                    &[d, c.num_channels, c.patch_size, c.patch_size],
+                    RowOrder::Stored,
+                )?,
                 bias: None,
                 stride: c.patch_size,
                 padding: 0,

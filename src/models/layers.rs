@@ -2,8 +2,7 @@
 //! loaded by exact checkpoint names through [`Vars`].
 
 use crate::error::{Error, Result};
-use crate::gpu::Context;
-use crate::gpu::Tensor;
+use crate::gpu::{texture, Context, Tensor};
 use std::path::Path;
 
 use crate::weights::{Config, HostWeight, RowOrder, WeightPrecision, Weights};
@@ -70,6 +69,14 @@ impl<'a> Vars<'a> {
     pub fn get_weight_in(&self, leaf: &str, shape: &[usize], order: RowOrder) -> Result<Tensor> {
         self.weights
             .get_weight_in(self.ctx, &self.name(leaf), shape, order)
+    }
+
+    /// [`Vars::get_weight_in`] for a layer the GEMM kernels read (nn.Linear,
+    /// nn.Conv2d): held in its texture copy alone where they read it through
+    /// one (`gpu::texture::hold`).
+    pub fn layer_weight(&self, leaf: &str, shape: &[usize], order: RowOrder) -> Result<Tensor> {
+        let weight = self.get_weight_in(leaf, shape, order)?;
+        Ok(texture::hold(self.ctx, &self.name(leaf), weight))
     }
 
     /// [`Vars::get_weight`] kept in host memory ([`Weights::get_host_weight`]).
@@ -169,7 +176,7 @@ impl Conv2d {
         padding: usize,
     ) -> Result<Self> {
         Ok(Self {
-            weight: vb.get_weight("weight", &[cout, cin, kernel, kernel])?,
+            weight: vb.layer_weight("weight", &[cout, cin, kernel, kernel], RowOrder::Stored)?,
             bias: Some(vb.get("bias", &[cout])?),
             stride,
             padding,
@@ -204,6 +211,14 @@ impl Linear {
         bias: bool,
         order: RowOrder,
     ) -> Result<Self> {
+        let layer = Self::in_buffer(vb, din, dout, bias, order)?;
+        let weight = texture::hold(vb.ctx, &vb.name("weight"), layer.weight);
+        Ok(Self { weight, ..layer })
+    }
+
+    /// [`Linear::with_rows`] with the weight in its buffer (never held in a
+    /// texture copy: [`Linear::stack`] copies it into the stack's).
+    fn in_buffer(vb: &Vars, din: usize, dout: usize, bias: bool, order: RowOrder) -> Result<Self> {
         Ok(Self {
             weight: vb.get_weight_in("weight", &[dout, din], order)?,
             bias: if bias {
@@ -222,12 +237,14 @@ impl Linear {
     pub fn stack(vb: &Vars, leaves: &[&str], din: usize, dout: usize, bias: bool) -> Result<Self> {
         let layers = leaves
             .iter()
-            .map(|leaf| Self::new(&vb.pp(leaf), din, dout, bias))
+            .map(|leaf| Self::in_buffer(&vb.pp(leaf), din, dout, bias, RowOrder::Stored))
             .collect::<Result<Vec<_>>>()?;
         Self::stack_layers(vb.ctx, &vb.name(&leaves.join("+")), &layers)
     }
 
-    /// Loaded layers of one shape, as rows stored, stacked like [`Linear::stack`]'s.
+    /// Loaded layers of one shape, as rows stored, stacked like [`Linear::stack`]'s
+    /// and held as a layer is. A part held in its texture copy makes its
+    /// buffer again for the copy (the resnets' time projections, once, at load).
     pub fn stack_layers(ctx: &Context, label: &str, layers: &[Linear]) -> Result<Self> {
         for layer in layers {
             layer.expect_rows(false)?;
@@ -235,7 +252,7 @@ impl Linear {
         let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
         let biases: Option<Vec<&Tensor>> = layers.iter().map(|l| l.bias.as_ref()).collect();
         Ok(Self {
-            weight: Tensor::stack_rows(ctx, label, &weights)?,
+            weight: texture::hold(ctx, label, Tensor::stack_rows(ctx, label, &weights)?),
             bias: match biases {
                 Some(biases) => Some(Tensor::stack_rows(ctx, label, &biases)?),
                 None => None,

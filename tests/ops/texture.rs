@@ -4,6 +4,11 @@
 //! hold the weight's own values, widened exactly), for nn.Linear and conv2d,
 //! f32 and f16 weights; rewriting a weight refreshes its copy; a weight that
 //! cannot have one (no whole texels, or bound in row blocks) keeps the buffer.
+//! A layer weight held in its copy alone (`texture::hold`) costs the copy's
+//! bytes only, until a kernel that reads buffers or a readback makes its
+//! buffer again, with the same values.
+
+use std::sync::Arc;
 
 use half::f16;
 
@@ -180,6 +185,102 @@ fn row_blocks_keep_the_buffer_path() {
     assert_eq!((whole_launches, split_launches), (1, 4));
     assert_eq!((whole_bytes, split_bytes), ((4 * n * k) as u64, 0));
     assert!(whole == split, "row blocks read the buffer: same bits");
+}
+
+/// A held weight: only its copy counts; the subgroup kernels read it with
+/// no buffer made and compute what they compute from a weight in a buffer;
+/// a kernel that binds the buffer (`Cpu`), a readback and `Tensor::write`
+/// make it again from the copy, with the weight's own values.
+#[test]
+fn a_held_weight_lives_in_its_texture_alone() {
+    let Some((mut ctx, variant)) = subgroup_context() else {
+        return;
+    };
+    ctx.weight_textures = Policy::Always;
+    for dtype in [DType::F32, DType::F16] {
+        for (m, n, k) in [(9, 24, 64), (4, 96, 96)] {
+            let what = format!("{dtype:?} linear m={m} n={n} k={k}");
+            let mut rng = Rng::new(100 + k as u64);
+            let (xv, wv) = (rng.vec(m * k), rng.vec(n * k));
+            let x = Tensor::from_f32(&ctx, "x", &[m, k], &xv).unwrap();
+            let plain = upload(&ctx, dtype, &[n, k], &wv);
+            let before = ctx.live_bytes();
+            let held = texture::hold(&ctx, "weight", upload(&ctx, dtype, &[n, k], &wv));
+            assert!(!held.buffer.is_made(), "{what}: no buffer after hold");
+            assert_eq!(
+                ctx.live_bytes() - before,
+                copy_bytes(&held, true),
+                "{what}: bytes"
+            );
+            let out = Tensor::zeros(&ctx, "out", &[m, n]).unwrap();
+            let run = |w: &Tensor, variant| {
+                let d = with_variant(variant, || matmul::linear(&ctx, &x, w, None, &out).unwrap());
+                dispatch::run(&ctx, &d).unwrap();
+                out.to_vec(&ctx).unwrap()
+            };
+            let first = run(&plain, variant);
+            assert!(run(&held, variant) == first, "{what}: {variant:?}");
+            assert!(
+                !held.buffer.is_made(),
+                "{what}: {variant:?} reads the copy alone"
+            );
+            let cpu = MatmulVariant::Cpu;
+            assert!(
+                run(&held, cpu) == run(&plain, cpu),
+                "{what}: Cpu reads the buffer"
+            );
+            assert!(held.buffer.is_made(), "{what}: Cpu made the buffer");
+            assert!(
+                held.to_vec(&ctx).unwrap() == plain.to_vec(&ctx).unwrap(),
+                "{what}"
+            );
+            if dtype != DType::F32 {
+                assert!(
+                    held.write(&ctx, &wv).is_err(),
+                    "{what}: write takes f32 only"
+                );
+                continue;
+            }
+            let new = rng.vec(n * k);
+            let fresh = texture::hold(&ctx, "weight", upload(&ctx, dtype, &[n, k], &wv));
+            for w in [&plain, &held, &fresh] {
+                w.write(&ctx, &new).unwrap();
+            }
+            let expected = run(&plain, variant);
+            assert!(
+                expected != first,
+                "{what}: the new weight changes the output"
+            );
+            assert!(
+                run(&held, variant) == expected,
+                "{what}: rewritten after a readback"
+            );
+            assert!(
+                run(&fresh, variant) == expected,
+                "{what}: rewritten while held"
+            );
+        }
+    }
+}
+
+/// `texture::hold` leaves a weight in its buffer where no kernel would read
+/// the copy: the policy off, or rows that are not whole texels.
+#[test]
+fn hold_keeps_the_buffer_where_no_kernel_reads_a_copy() {
+    let mut ctx = new_context();
+    for (policy, shape) in [(Policy::Off, [8, 16]), (Policy::Always, [8, 6])] {
+        ctx.weight_textures = policy;
+        let w = upload(
+            &ctx,
+            DType::F32,
+            &shape,
+            &Rng::new(7).vec(shape[0] * shape[1]),
+        );
+        let before = ctx.live_bytes();
+        let kept = texture::hold(&ctx, "weight", w.clone());
+        assert!(Arc::ptr_eq(&kept.buffer, &w.buffer), "{policy:?} {shape:?}");
+        assert_eq!(ctx.live_bytes(), before, "{policy:?} {shape:?}: no copy");
+    }
 }
 
 /// What a texture copy of `w` holds in bytes (whole rows of
