@@ -14,7 +14,6 @@ use crate::gpu::coop::Coop;
 use crate::gpu::memory::{self, Buffer, Limit, Memory};
 use crate::gpu::pipelines::PipelineCache;
 use crate::gpu::policy::Policy;
-use crate::gpu::texture::Texture;
 
 /// What the user asked for when choosing an adapter.
 #[derive(Clone, Debug, Default)]
@@ -400,19 +399,6 @@ impl Context {
     pub fn deferred_buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Buffer {
         let size = size.max(4).next_multiple_of(4);
         Buffer::deferred(&self.device, label, size, usage, self.memory.clone())
-    }
-
-    /// A layer weight of `size` bytes held in its texture `copy` alone
-    /// ([`Buffer::held`], `gpu::texture::hold`).
-    pub(crate) fn held_buffer(&self, label: &str, size: u64, copy: Texture) -> Buffer {
-        Buffer::held(
-            &self.device,
-            &self.queue,
-            label,
-            size,
-            copy,
-            self.memory.clone(),
-        )
     }
 
     /// The most bytes one storage binding may cover: the adapter's

@@ -17,7 +17,7 @@
 //! counted) the first time anything needs the wgpu buffer, or when the plan is
 //! finished ([`Buffer::make`]).
 //!
-//! A layer weight held in its texture copy ([`Buffer::held`],
+//! A layer weight held in its texture copy ([`Buffer::held_in`],
 //! `gpu::texture::hold`) is deferred too: only its texture counts until
 //! something binds or reads the buffer, which is then made and filled from the
 //! texture.
@@ -101,7 +101,7 @@ struct Deferred {
     size: Mutex<u64>,
     made: OnceLock<wgpu::Buffer>,
     /// A held weight's: the queue that fills the buffer from its texture copy
-    /// when made ([`Buffer::held`]).
+    /// when made ([`Buffer::held_in`]).
     fill: Option<wgpu::Queue>,
 }
 
@@ -138,23 +138,16 @@ impl Buffer {
         }
     }
 
-    /// A weight of `size` bytes whose values are in `copy` alone: the buffer
-    /// is made and filled from `copy` (by `queue`) the first time anything
-    /// needs it, so until then only the texture counts.
-    pub(crate) fn held(
-        device: &wgpu::Device,
-        queue: &wgpu::Queue,
-        label: &str,
-        size: u64,
-        copy: Texture,
-        memory: Arc<Memory>,
-    ) -> Self {
-        let mut buffer = Self::deferred(device, label, size, super::tensor::STORAGE, memory);
-        if let Kind::Deferred(d) = &mut buffer.kind {
-            d.fill = Some(queue.clone());
+    /// This deferred buffer, not made yet, as a weight whose values are in
+    /// `copy` alone: made and filled from `copy` (by `queue`) the first time
+    /// anything needs it, so until then only the texture counts.
+    pub(crate) fn held_in(mut self, copy: Texture, queue: &wgpu::Queue) -> Self {
+        match &mut self.kind {
+            Kind::Deferred(d) if d.made.get().is_none() => d.fill = Some(queue.clone()),
+            _ => unreachable!("only a deferred buffer not made yet is held in a texture"),
         }
-        buffer.texture_or_init(|| copy);
-        buffer
+        self.texture_or_init(|| copy);
+        self
     }
 
     /// Bytes it has, or will have when made. Unlike `wgpu::Buffer::size`, this

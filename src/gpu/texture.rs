@@ -85,8 +85,10 @@ pub fn hold(ctx: &Context, label: &str, weight: Tensor) -> Tensor {
         return weight;
     }
     let copy = make(ctx, &weight);
+    let (size, usage) = (weight.buffer.size(), weight.buffer.usage());
+    let buffer = ctx.deferred_buffer(label, size, usage);
     Tensor {
-        buffer: Arc::new(ctx.held_buffer(label, weight.buffer.size(), copy)),
+        buffer: Arc::new(buffer.held_in(copy, &ctx.queue)),
         ..weight
     }
 }
@@ -150,7 +152,7 @@ pub(crate) fn copy(ctx: &Context, t: &Tensor, texture: &wgpu::Texture) {
     ctx.queue.submit([encoder.finish()]);
 }
 
-/// Fill a held weight's `buffer` from its texture copy (`memory::Buffer::held`).
+/// Fill a held weight's `buffer` from its texture copy (`memory::Buffer::held_in`).
 pub(crate) fn restore(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
