@@ -3,9 +3,10 @@
 //! --release --example bench_loads [SIZE]`.
 //!
 //! Each kernel sums K loads of a vec4 per invocation inside a loop, every lane
-//! at its own address, as a GEMM's inner loop reads its operands; `none` runs
-//! the same loop without a load. Prints milliseconds per dispatch and
-//! nanoseconds per invocation's vec4 load (the adapter's whole time divided by
+//! at its own address, as a GEMM's inner loop reads its operands (the last two
+//! one value per load, as a convolution's image gather); `none` runs the same
+//! loop without a load. Prints milliseconds per dispatch and nanoseconds per
+//! invocation's load (the adapter's whole time divided by
 //! the loads: on a CPU driver, what one lane's load costs all cores together).
 //! Then, where subgroups are 8 lanes (lavapipe), one GEMM of SIZE³ (512) with
 //! easel's `CpuSubgroup` tiling (8×8 outputs per lane, the lanes' rows of `a`
@@ -74,6 +75,21 @@ fn buffer_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn texture_rgba(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc = vec4<f32>();
     for (var k = 0u; k < rows(gid.x); k++) { acc += textureLoad(texture, vec2(gid.x, k), 0); }
+    done(gid, acc);
+}
+
+// One value per load, as a convolution's image gather reads (wgsl/conv2d.wgsl).
+@compute @workgroup_size(64)
+fn buffer_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
+    var acc = vec4<f32>();
+    for (var k = 0u; k < rows(gid.x); k++) { acc.x += f32s[k * p.cols + gid.x][k & 3u]; }
+    done(gid, acc);
+}
+
+@compute @workgroup_size(64)
+fn texture_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
+    var acc = vec4<f32>();
+    for (var k = 0u; k < rows(gid.x); k++) { acc.x += textureLoad(texture, vec2(gid.x, k), 0).x; }
     done(gid, acc);
 }
 "#;
@@ -223,9 +239,19 @@ fn main() -> easel::Result<()> {
             "texture rgba16float",
             Some((4, wgpu::BindingResource::TextureView(&ops.rgba16))),
         ),
+        (
+            "buffer_scalar",
+            "storage buffer, one f32 (a gather)",
+            Some((2, ops.f32s.as_entire_binding())),
+        ),
+        (
+            "texture_scalar",
+            "texture rgba32float, one component",
+            Some((4, wgpu::BindingResource::TextureView(&ops.rgba32))),
+        ),
     ];
     let loads = f64::from(COLS * GROUPS_Y * ROWS);
-    println!("{:<42} {:>9} {:>16}", "load", "ms", "ns per vec4 load");
+    println!("{:<42} {:>9} {:>16}", "load", "ms", "ns per load");
     for (entry, what, source) in rows {
         let mut bind = vec![
             wgpu::BindGroupEntry {
