@@ -207,7 +207,7 @@ fn adapter_table(ctx: &Context, opts: &TuneOptions, sums: &Sums) -> AdapterTable
         .collect();
     let model = opts.model.file_name().unwrap_or_default().to_string_lossy();
     AdapterTable {
-        adapter: AdapterKey::of(&ctx.info),
+        adapter: AdapterKey::of_context(ctx),
         name: format!("{} ({})", ctx.info.name, ctx.info.driver_info),
         measured: format!(
             "easel {} tune, model {model}, activations {:?}",

@@ -42,10 +42,14 @@ pub fn run(opts: &AdapterOptions) -> Result<()> {
             "      cooperative GEMM tile: {}",
             coop_tile(adapter, &limits)
         );
-        println!("      measured GEMM kernels: {}", tuning::describe(&info)?);
+        let reads_textures = texture::wanted(textures, &info.driver);
+        println!(
+            "      measured GEMM kernels: {}",
+            tuning::describe(&info, reads_textures)?
+        );
         println!(
             "      weight textures: {}",
-            weight_textures(textures, &info)
+            weight_textures(textures, reads_textures)
         );
     }
     let info = adapters[picked].get_info();
@@ -92,9 +96,8 @@ fn coop_tile(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> String {
 }
 
 /// Whether the subgroup kernels read layer weights through texture copies
-/// (`gpu::texture`) on this adapter, and the setting that says so.
-fn weight_textures(policy: Policy, info: &wgpu::AdapterInfo) -> String {
-    let yes = texture::wanted(policy, &info.driver);
+/// (`gpu::texture`) on this adapter (`yes`), and the setting that says so.
+fn weight_textures(policy: Policy, yes: bool) -> String {
     let setting = format!("{policy:?}").to_lowercase();
     format!(
         "{} (EASEL_WEIGHT_TEXTURES={setting})",

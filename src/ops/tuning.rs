@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Gemm, GemmOp};
 use crate::gpu::policy::tuning_off;
-use crate::gpu::Context;
+use crate::gpu::{texture, Context};
 use crate::ops::variant::MatmulVariant;
 
 /// The environment variable naming the table file (or `off`).
@@ -75,23 +75,38 @@ fn pow4_within(n: u64, (lo, hi): (u64, u64)) -> u64 {
 }
 
 /// What identifies an adapter across runs and driver updates: backend, PCI
-/// vendor and device ids, and the driver's name (not its version).
+/// vendor and device ids, and the driver's name (not its version); and
+/// whether kernels read layer weights through textures there
+/// (`EASEL_WEIGHT_TEXTURES`), which changes what the subgroup kernels cost, so
+/// a table measured under one setting is not used under the other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdapterKey {
     pub backend: String,
     pub vendor: u32,
     pub device: u32,
     pub driver: String,
+    /// Written only when true; absent (in tables written before it existed
+    /// too) it reads as `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub weight_textures: bool,
 }
 
 impl AdapterKey {
-    pub fn of(info: &wgpu::AdapterInfo) -> Self {
+    /// The key of `info` with weights read through textures or not.
+    pub fn of(info: &wgpu::AdapterInfo, weight_textures: bool) -> Self {
         Self {
             backend: format!("{:?}", info.backend),
             vendor: info.vendor,
             device: info.device,
             driver: info.driver.clone(),
+            weight_textures,
         }
+    }
+
+    /// The key of `ctx`'s adapter under its texture policy.
+    pub fn of_context(ctx: &Context) -> Self {
+        let textures = texture::wanted(ctx.weight_textures, &ctx.info.driver);
+        Self::of(&ctx.info, textures)
     }
 }
 
@@ -223,13 +238,14 @@ pub fn built_in() -> Result<Tables> {
     Tables::parse(BUILT_IN, Path::new("src/ops/tuning.json"))
 }
 
-/// Where this adapter's table comes from, for `easel devices`: the file's
-/// (`N classes, FILE`), the built-in one, or none.
-pub fn describe(info: &wgpu::AdapterInfo) -> Result<String> {
+/// Where this adapter's table (for weights read through textures or not)
+/// comes from, for `easel devices`: the file's (`N classes, FILE`), the
+/// built-in one, or none.
+pub fn describe(info: &wgpu::AdapterInfo, weight_textures: bool) -> Result<String> {
     if tuning_off() {
         return Ok(format!("off ({ENV}=off)"));
     }
-    let key = AdapterKey::of(info);
+    let key = AdapterKey::of(info, weight_textures);
     let classes = |t: &AdapterTable| format!("{} classes", t.winners.len());
     if let Some(path) = path() {
         if let Some(t) = Tables::read(&path)?.for_adapter(&key) {
@@ -247,7 +263,7 @@ pub(crate) fn winner(ctx: &Context, gemm: Gemm) -> Option<MatmulVariant> {
     if !ctx.tuned {
         return None;
     }
-    let table = tables().ok()?.for_adapter(&AdapterKey::of(&ctx.info))?;
+    let table = tables().ok()?.for_adapter(&AdapterKey::of_context(ctx))?;
     table.winner(ShapeClass::of(gemm))
 }
 
@@ -294,6 +310,7 @@ mod tests {
                 vendor: 1,
                 device: 2,
                 driver: "d".into(),
+                weight_textures: false,
             },
             name: String::new(),
             measured: String::new(),
@@ -309,6 +326,31 @@ mod tests {
         // Three steps from each: the tie goes to the larger problem's winner.
         assert_eq!(pick(1 << 16, 64 << 2), Some(MatmulVariant::GpuWide));
         assert_eq!(table.winner(class(GemmOp::Conv2d, 4096, 64)), None);
+    }
+
+    /// A table holds for the texture setting it was measured under; a key
+    /// without the field (older files, GPUs) reads as textures off.
+    #[test]
+    fn a_table_holds_for_its_texture_setting() {
+        let key = |textures| AdapterKey {
+            backend: "Vulkan".into(),
+            vendor: 1,
+            device: 2,
+            driver: "llvmpipe".into(),
+            weight_textures: textures,
+        };
+        let old = r#"{"version": 1, "adapters": [{"adapter":
+            {"backend": "Vulkan", "vendor": 1, "device": 2, "driver": "llvmpipe"},
+            "winners": [{"op": "matmul", "max_outputs": 4096, "max_depth": 64, "variant": "Cpu"}]}]}"#;
+        let tables = Tables::parse(old, Path::new("old.json")).unwrap();
+        assert!(tables.for_adapter(&key(false)).is_some());
+        assert!(tables.for_adapter(&key(true)).is_none());
+        let written = serde_json::to_value(key(false)).unwrap();
+        assert!(written.get("weight_textures").is_none(), "{written}");
+        assert_eq!(
+            serde_json::to_value(key(true)).unwrap()["weight_textures"],
+            true
+        );
     }
 
     #[test]
