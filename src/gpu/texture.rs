@@ -35,8 +35,6 @@ pub const WIDTH: u32 = 2048;
 pub struct Texture {
     pub(crate) texture: wgpu::Texture,
     pub(crate) view: wgpu::TextureView,
-    /// Texels holding the weight's values (the last row may be part filled).
-    texels: u32,
 }
 
 impl Texture {
@@ -132,11 +130,7 @@ fn make(ctx: &Context, t: &Tensor) -> Texture {
     });
     copy(ctx, t, &texture);
     let view = texture.create_view(&Default::default());
-    Texture {
-        texture,
-        view,
-        texels,
-    }
+    Texture { texture, view }
 }
 
 /// Copy `t`'s buffer into `texture`.
@@ -153,19 +147,16 @@ pub(crate) fn copy(ctx: &Context, t: &Tensor, texture: &wgpu::Texture) {
 }
 
 /// Fill a held weight's `buffer` from its texture copy (`memory::Buffer::held_in`).
+/// The buffer has the weight's bytes exactly (whole texels: [`hold`]), so its
+/// size says how many texels hold values.
 pub(crate) fn restore(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     copy: &Texture,
     buffer: &wgpu::Buffer,
 ) {
-    let encoder = copy_rows(
-        device,
-        buffer,
-        &copy.texture,
-        copy.texels,
-        Direction::ToBuffer,
-    );
+    let texels = (buffer.size() / texel_bytes(&copy.texture)) as u32;
+    let encoder = copy_rows(device, buffer, &copy.texture, texels, Direction::ToBuffer);
     queue.submit([encoder.finish()]);
 }
 
