@@ -64,42 +64,65 @@ struct Params {
 @group(0) @binding(5) var<storage, read> residual: array<act>;   // as out, or [N, cout_total]; any buffer when !HAS_RESIDUAL
 
 // Where the taps of column kk sit relative to an output pixel's window corner.
-// Column kk = (ci, ky, kx) of the im2col matrix.
+// Column kk = (ci, ky, kx) of the im2col matrix; `off` is the tap's element
+// relative to the corner's in the image's channel 0, ci·H·W + ky·W + kx (for
+// UPSAMPLE = 1; u32 arithmetic wraps, so the sums below hold for any H, W).
 struct Tap {
     ci: u32,
     ky: u32,
     kx: u32,
+    off: u32,
 }
 
 fn tap(kk: u32) -> Tap {
     let area = p.kh * p.kw;
-    let r = kk % area;
-    return Tap(kk / area, r / p.kw, r % p.kw);
+    let ci = kk / area;
+    let ky = kk % area / p.kw;
+    let kx = kk % p.kw;
+    return Tap(ci, ky, kx, (ci * p.h + ky) * p.w + kx);
 }
 
 // The tap of column kk + 1. The CPU kernels walk k with this instead of
 // calling tap(): vector integer division has no CPU instruction, so the
-// divides would run lane by lane on every step.
+// divides would run lane by lane on every step. `off` moves one element, and
+// a wrap to the next row (channel) skips the rest of the window's row (rows).
 fn next_tap(t: Tap) -> Tap {
     let kx = t.kx + 1u;
     let wrap_x = kx == p.kw;
     let ky = select(t.ky, t.ky + 1u, wrap_x);
     let wrap_y = ky == p.kh;
-    return Tap(select(t.ci, t.ci + 1u, wrap_y), select(ky, 0u, wrap_y), select(kx, 0u, wrap_x));
+    let off = t.off + 1u + select(0u, p.w - p.kw, wrap_x) + select(0u, (p.h - p.kh) * p.w, wrap_y);
+    return Tap(select(t.ci, t.ci + 1u, wrap_y), select(ky, 0u, wrap_y), select(kx, 0u, wrap_x), off);
 }
 
-// Input coordinate (y, x) of the top-left tap of output pixel `pix`'s window;
-// negative inside the padding.
-fn corner(pix: u32) -> vec2<i32> {
-    return vec2(i32((pix / p.wout) * p.stride_y) - i32(p.pad_y),
-                i32((pix % p.wout) * p.stride_x) - i32(p.pad_x));
+// The top-left tap of an output pixel's window: input coordinates (y, x),
+// negative inside the padding, and `at`, the element of (y, x) in channel 0 of
+// image n (wrapped to u32 where negative; used only when UPSAMPLE = 1).
+struct Origin {
+    y: i32,
+    x: i32,
+    at: u32,
 }
 
-// cols[n][kk, pix]: the input under tap `t` of the window at `origin`, 0 in the padding.
-fn gather(n: u32, t: Tap, origin: vec2<i32>) -> f32 {
-    let iy = origin.x + i32(t.ky);
-    let ix = origin.y + i32(t.kx);
-    let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+fn corner(n: u32, pix: u32) -> Origin {
+    let y = i32((pix / p.wout) * p.stride_y) - i32(p.pad_y);
+    let x = i32((pix % p.wout) * p.stride_x) - i32(p.pad_x);
+    return Origin(y, x, n * p.cin * p.h * p.w + bitcast<u32>(y * i32(p.w) + x));
+}
+
+// cols[n][kk, pix]: the input under tap `t` of the window at `origin`, 0 in the
+// padding. The CPU kernels spend a third of their time here (scalar gathers),
+// so the common case is six operations and a load: one unsigned compare per
+// axis (a negative coordinate wraps to a large one) and the element at the
+// corner's index plus the tap's offset.
+fn gather(n: u32, t: Tap, origin: Origin) -> f32 {
+    let iy = origin.y + i32(t.ky);
+    let ix = origin.x + i32(t.kx);
+    let inside = bitcast<u32>(iy) < p.h && bitcast<u32>(ix) < p.w;
+    if (UPSAMPLE == 1u) {
+        // Element 0 outside, so the load stays in bounds; its value is dropped.
+        return select(0.0, f32(x[select(0u, origin.at + t.off, inside)]), inside);
+    }
     // Clamped so the load is always in bounds; the value is discarded when outside.
     // ci is clamped too: the k tail of conv2d_cpu walks one tap past the end.
     let sy = u32(clamp(iy, 0, i32(p.h) - 1)) / UPSAMPLE;
@@ -151,7 +174,7 @@ fn load_a(n: u32, co: u32, kk: u32) -> f32 {
 // cols[n][kk, pix], 0 outside the matrix.
 fn load_b(n: u32, kk: u32, pix: u32) -> f32 {
     if (pix < p.p && kk < p.k) {
-        return gather(n, tap(kk), corner(pix));
+        return gather(n, tap(kk), corner(n, pix));
     }
     return 0.0;
 }
@@ -208,7 +231,7 @@ fn weight_block4(co: u32, k: u32) -> mat4x4<f32> {
 
 // cols[k..k+3, pixels of `origins`], 0 past the end of k; `t` is column k's
 // tap on entry and column k + 4's on return.
-fn cols_block(n: u32, k: u32, t: ptr<function, Tap>, origins: array<vec2<i32>, 4>) -> mat4x4<f32> {
+fn cols_block(n: u32, k: u32, t: ptr<function, Tap>, origins: array<Origin, 4>) -> mat4x4<f32> {
     var m: mat4x4<f32>;
     for (var kk = 0u; kk < 4u; kk++) {
         let v = vec4(gather(n, *t, origins[0]), gather(n, *t, origins[1]),
@@ -221,10 +244,10 @@ fn cols_block(n: u32, k: u32, t: ptr<function, Tap>, origins: array<vec2<i32>, 4
 }
 
 // Window corners of pixels pix..pix+3 (clamped to the last pixel; extras are dropped).
-fn corners(pix: u32) -> array<vec2<i32>, 4> {
+fn corners(n: u32, pix: u32) -> array<Origin, 4> {
     let last = p.p - 1u;
-    return array(corner(min(pix, last)), corner(min(pix + 1u, last)),
-                 corner(min(pix + 2u, last)), corner(min(pix + 3u, last)));
+    return array(corner(n, min(pix, last)), corner(n, min(pix + 1u, last)),
+                 corner(n, min(pix + 2u, last)), corner(n, min(pix + 3u, last)));
 }
 
 // acc[c][r] = output (channel co + r, pixel pix + c).
@@ -244,8 +267,8 @@ fn conv2d_cpu(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (co >= p.cout || pix >= p.p) {
         return;
     }
-    let origins = corners(pix);
-    var t = Tap(0u, 0u, 0u);
+    let origins = corners(n, pix);
+    var t = Tap(0u, 0u, 0u, 0u);
     var acc0 = mat4x4<f32>(); // channels co..co+3
     var acc1 = mat4x4<f32>(); // channels co+4..co+7
     for (var k = 0u; k < loop_bound(p.k, gid.x); k += 4u) {
@@ -265,8 +288,8 @@ fn conv2d_cpu_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (co >= p.cout || pix >= p.p) {
         return;
     }
-    let origins = corners(pix);
-    var t = Tap(0u, 0u, 0u);
+    let origins = corners(n, pix);
+    var t = Tap(0u, 0u, 0u, 0u);
     var acc0 = mat4x4<f32>();
     var acc1 = mat4x4<f32>();
     for (var k = 0u; k < loop_bound(p.k, gid.x); k += 4u) {

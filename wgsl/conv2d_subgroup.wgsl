@@ -19,7 +19,7 @@ override CO_BLOCK: u32 = 32u;
 
 // cols[k..k+3, the pixels at o0 and o1] as m[c] over k (K % 4 == 0); `t` is
 // column k's tap on entry and column k + 4's on return.
-fn cols_pair(n: u32, t: ptr<function, Tap>, o0: vec2<i32>, o1: vec2<i32>) -> mat2x4<f32> {
+fn cols_pair(n: u32, t: ptr<function, Tap>, o0: Origin, o1: Origin) -> mat2x4<f32> {
     var m: mat4x2<f32>;
     for (var kk = 0u; kk < 4u; kk++) {
         m[kk] = vec2(gather(n, *t, o0), gather(n, *t, o1));
@@ -51,8 +51,8 @@ fn conv2d_cpu_subgroup(
         return;
     }
     let pix = gid.x * 2u;
-    let o0 = corner(min(pix, p.p - 1u));
-    let o1 = corner(min(pix + 1u, p.p - 1u));
+    let o0 = corner(n, min(pix, p.p - 1u));
+    let o1 = corner(n, min(pix + 1u, p.p - 1u));
     // Lane l fetches weight rows co + l, co + 8 + l, co + 16 + l, co + 24 + l
     // (the first CO_BLOCK / 8 of them).
     let row = p.k / 4u;
@@ -60,7 +60,7 @@ fn conv2d_cpu_subgroup(
     let m1 = min(co + 8u + lid.x, p.cout - 1u) * row;
     let m2 = min(co + 16u + lid.x, p.cout - 1u) * row;
     let m3 = min(co + 24u + lid.x, p.cout - 1u) * row;
-    var t = Tap(0u, 0u, 0u);
+    var t = Tap(0u, 0u, 0u, 0u);
     var a0 = mat2x4<f32>(); // channels co..co+3, as acc[pixel][channel]
     var a1 = mat2x4<f32>();
     var a2 = mat2x4<f32>();
@@ -137,8 +137,8 @@ fn conv2d_cpu_tall(
     }
     let pix = gid.x * 4u;
     tall_at = TallAt(n, co, pix, lid.x);
-    let origins = corners(pix);
-    var t = Tap(0u, 0u, 0u);
+    let origins = corners(n, pix);
+    var t = Tap(0u, 0u, 0u, 0u);
     var acc = Tall();
     for (var k = 0u; k < loop_bound(p.k, lid.x); k += 4u) {
         add_tall(&acc, k, cols_block(n, k, &t, origins));
