@@ -48,6 +48,22 @@ fn devices_names_the_adapter_it_picks() {
         off.contains("weight textures: no (EASEL_WEIGHT_TEXTURES=off)"),
         "{off}"
     );
+    // Images staged for the subgroup convolutions: auto on llvmpipe before
+    // Mesa 23 (lane by lane loads), always wherever weights are textures.
+    let mesa22 = out
+        .lines()
+        .any(|l| l.contains("driver: llvmpipe") && l.contains("Mesa 22."));
+    let images = format!("image textures: {}", if mesa22 { "yes" } else { "no" });
+    assert!(out.contains(&images), "{out}");
+    let always = stdout(&easel_with(
+        &["devices"],
+        &[("EASEL_IMAGE_TEXTURES", "always")],
+    ));
+    let expected = format!(
+        "image textures: {} (EASEL_IMAGE_TEXTURES=always)",
+        if llvmpipe { "yes" } else { "no" }
+    );
+    assert!(always.contains(&expected), "{always}");
 }
 
 #[test]
@@ -60,6 +76,7 @@ fn bad_kernel_policies_exit_2_before_drawing() {
         "EASEL_WIDE_TILES",
         "EASEL_SPLIT_NORMS",
         "EASEL_WEIGHT_TEXTURES",
+        "EASEL_IMAGE_TEXTURES",
     ] {
         let output = easel_with(&args, &[(name, "sometimes")]);
         assert_eq!(code(&output), 2, "stderr: {}", stderr(&output));

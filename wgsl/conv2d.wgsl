@@ -57,7 +57,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<act>;      // [N, Cin, H, W]
+// binding 1, x: [N, Cin, H, W] (image_at: wgsl/image_buffer.wgsl, or image_texture.wgsl)
 // binding 2, weight: [Cout, Cin, kh, kw] = [Cout, K] (weight_at, weight4_at)
 @group(0) @binding(3) var<storage, read> bias: array<f32>;   // [cout_total]; any buffer when !HAS_BIAS
 @group(0) @binding(4) var<storage, read_write> out: array<act>; // [N, cout_total, Hout, Wout]
@@ -121,14 +121,14 @@ fn gather(n: u32, t: Tap, origin: Origin) -> f32 {
     let inside = bitcast<u32>(iy) < p.h && bitcast<u32>(ix) < p.w;
     if (UPSAMPLE == 1u) {
         // Element 0 outside, so the load stays in bounds; its value is dropped.
-        return select(0.0, f32(x[select(0u, origin.at + t.off, inside)]), inside);
+        return select(0.0, image_at(select(0u, origin.at + t.off, inside)), inside);
     }
     // Clamped so the load is always in bounds; the value is discarded when outside.
     // ci is clamped too: the k tail of conv2d_cpu walks one tap past the end.
     let sy = u32(clamp(iy, 0, i32(p.h) - 1)) / UPSAMPLE;
     let sx = u32(clamp(ix, 0, i32(p.w) - 1)) / UPSAMPLE;
     let idx = ((n * p.cin + min(t.ci, p.cin - 1u)) * (p.h / UPSAMPLE) + sy) * (p.w / UPSAMPLE) + sx;
-    return select(0.0, f32(x[idx]), inside);
+    return select(0.0, image_at(idx), inside);
 }
 
 fn store(n: u32, co: u32, pix: u32, acc: f32) {

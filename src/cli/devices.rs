@@ -10,6 +10,7 @@ pub fn run(opts: &AdapterOptions) -> Result<()> {
     let adapters = context::enumerate(opts)?;
     let picked = context::pick(&adapters, opts)?;
     let textures = Policy::from_env("EASEL_WEIGHT_TEXTURES")?;
+    let images = Policy::from_env("EASEL_IMAGE_TEXTURES")?;
     for (i, adapter) in adapters.iter().enumerate() {
         let info = adapter.get_info();
         let features = adapter.features();
@@ -49,7 +50,12 @@ pub fn run(opts: &AdapterOptions) -> Result<()> {
         );
         println!(
             "      weight textures: {}",
-            weight_textures(textures, reads_textures)
+            setting("EASEL_WEIGHT_TEXTURES", textures, reads_textures)
+        );
+        let stages = reads_textures && texture::images_wanted(images, &info);
+        println!(
+            "      image textures: {}",
+            setting("EASEL_IMAGE_TEXTURES", images, stages)
         );
     }
     let info = adapters[picked].get_info();
@@ -96,11 +102,9 @@ fn coop_tile(adapter: &wgpu::Adapter, limits: &wgpu::Limits) -> String {
 }
 
 /// Whether the subgroup kernels read layer weights through texture copies
-/// (`gpu::texture`) on this adapter (`yes`), and the setting that says so.
-fn weight_textures(policy: Policy, yes: bool) -> String {
+/// (`gpu::texture`), or their convolutions gather from images staged in
+/// textures, on this adapter (`yes`), and the setting `name` that says so.
+fn setting(name: &str, policy: Policy, yes: bool) -> String {
     let setting = format!("{policy:?}").to_lowercase();
-    format!(
-        "{} (EASEL_WEIGHT_TEXTURES={setting})",
-        if yes { "yes" } else { "no" }
-    )
+    format!("{} ({name}={setting})", if yes { "yes" } else { "no" })
 }

@@ -97,6 +97,10 @@ pub struct Context {
     /// `EASEL_WEIGHT_TEXTURES`: off, auto (llvmpipe) or always: the subgroup
     /// GEMM kernels read layer weights through texture copies (`gpu::texture`).
     pub weight_textures: Policy,
+    /// `EASEL_IMAGE_TEXTURES`: off, auto (llvmpipe before Mesa 23) or always:
+    /// those kernels' convolutions gather from their image staged in a texture.
+    pub image_textures: Policy,
+    pub(crate) scratch: crate::gpu::texture::Scratch,
     /// Whether GEMM choices read the tables `easel tune` measured
     /// (`ops::tuning`): yes unless `EASEL_TUNING=off`; tests of the built-in
     /// rules turn it off.
@@ -231,6 +235,7 @@ impl Context {
         let wide_policy = Policy::from_env("EASEL_WIDE_TILES")?;
         let split_norms = Policy::from_env("EASEL_SPLIT_NORMS")?;
         let weight_textures = Policy::from_env("EASEL_WEIGHT_TEXTURES")?;
+        let image_textures = Policy::from_env("EASEL_IMAGE_TEXTURES")?;
         let coop = cooperative(&adapter, coop_policy);
         let mut features = adapter.features() & OPTIONAL_FEATURES;
         let mut experimental = wgpu::ExperimentalFeatures::disabled();
@@ -284,6 +289,8 @@ impl Context {
             wide_policy,
             split_norms,
             weight_textures,
+            image_textures,
+            scratch: Default::default(),
             tuned: !crate::gpu::policy::tuning_off(),
             coop_checked: OnceLock::new(),
         })

@@ -42,6 +42,11 @@ pub struct Dispatch {
     /// The GEMM a matmul, conv2d or attention launch computes (`None` for
     /// other kernels): what `easel tune` classes its timings by.
     pub gemm: Option<Gemm>,
+    /// A launch recorded just before this one, on this one's grid (or its
+    /// indirect arguments): a convolution's image staged in a texture
+    /// (`ops::conv2d`, `gpu::texture::scratch`). One value with the launch, so
+    /// nothing records, times or cancels one without the other.
+    stage: Option<Box<Dispatch>>,
 }
 
 /// Which op a GEMM launch belongs to: their tiles share code but load
@@ -91,8 +96,10 @@ impl Launch<'_> {
             )));
         }
         let limit = ctx.max_binding_size();
-        if let Some((i, (t, _))) =
-            (self.tensors.iter().enumerate()).find(|(_, (t, _))| t.binding_size() > limit)
+        // Tensors bound as textures are no storage bindings.
+        let buffer = |a: &Access| !matches!(a, Access::Texture | Access::StorageTexture);
+        if let Some((i, (t, _))) = (self.tensors.iter().enumerate())
+            .find(|(_, (t, a))| buffer(a) && t.binding_size() > limit)
         {
             return Err(Error::DeviceLimit(format!(
                 "{}::{}: binding {} of shape {:?} is {} bytes, above the {limit} bytes {} allows per binding",
@@ -132,6 +139,7 @@ impl Launch<'_> {
             flops: self.flops,
             bytes: self.bytes,
             gemm: None,
+            stage: None,
         })
     }
 }
@@ -177,6 +185,22 @@ impl Dispatch {
         self
     }
 
+    /// This launch with `stage` recorded just before it, on the same grid.
+    pub fn with_stage(mut self, stage: Dispatch) -> Self {
+        self.stage = Some(Box::new(stage));
+        self
+    }
+
+    /// The counted buffers this launch and its stage bind.
+    pub fn bound(&self) -> impl Iterator<Item = &Arc<Buffer>> {
+        self.launches().flat_map(|d| d.buffers.iter())
+    }
+
+    /// Its stage, if any, then itself: what recording it launches.
+    fn launches(&self) -> impl Iterator<Item = &Dispatch> {
+        self.stage.as_deref().into_iter().chain([self])
+    }
+
     /// The bind group: the uniform, then each tensor's window of its buffer.
     /// Made on first use, which makes any deferred buffer it binds.
     pub fn bind_group(&self) -> &wgpu::BindGroup {
@@ -191,7 +215,7 @@ impl Dispatch {
                     wgpu::BindGroupEntry {
                         binding: i as u32 + 1,
                         resource: match (access, buffer.texture()) {
-                            (Access::Texture, Some(copy)) => {
+                            (Access::Texture | Access::StorageTexture, Some(copy)) => {
                                 wgpu::BindingResource::TextureView(&copy.view)
                             }
                             _ => Tensor::binding_of(buffer, *window),
@@ -208,25 +232,31 @@ impl Dispatch {
     }
 }
 
-/// Record one dispatch, with its planned sizes, into an open compute pass.
+/// Record one dispatch (after its stage, on the same grid), with its planned
+/// sizes, into an open compute pass.
 pub fn record(pass: &mut wgpu::ComputePass, d: &Dispatch) {
     let [x, y, z] = d.workgroups;
-    pass.set_pipeline(&d.kernel.pipeline);
-    pass.set_bind_group(0, d.bind_group(), &[]);
-    pass.dispatch_workgroups(x, y, z);
+    for d in d.launches() {
+        pass.set_pipeline(&d.kernel.pipeline);
+        pass.set_bind_group(0, d.bind_group(), &[]);
+        pass.dispatch_workgroups(x, y, z);
+    }
 }
 
-/// Record one dispatch whose sizes are the three u32 at byte `offset` of
-/// `args` (an `INDIRECT` buffer), so a kernel that runs earlier can change them.
+/// Record one dispatch (after its stage) whose sizes are the three u32 at byte
+/// `offset` of `args` (an `INDIRECT` buffer), so a kernel that runs earlier can
+/// change them.
 pub fn record_indirect(
     pass: &mut wgpu::ComputePass,
     d: &Dispatch,
     args: &wgpu::Buffer,
     offset: u64,
 ) {
-    pass.set_pipeline(&d.kernel.pipeline);
-    pass.set_bind_group(0, d.bind_group(), &[]);
-    pass.dispatch_workgroups_indirect(args, offset);
+    for d in d.launches() {
+        pass.set_pipeline(&d.kernel.pipeline);
+        pass.set_bind_group(0, d.bind_group(), &[]);
+        pass.dispatch_workgroups_indirect(args, offset);
+    }
 }
 
 /// Record dispatches, in order, into one compute pass.

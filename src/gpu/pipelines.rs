@@ -42,8 +42,12 @@ pub enum Access {
     Read,
     ReadWrite,
     /// Read through the buffer's texture copy (`gpu::texture`): a weight the
-    /// kernel reads with wgsl/weight_texture.wgsl.
+    /// kernel reads with wgsl/weight_texture.wgsl, or a convolution's staged
+    /// image (wgsl/image_texture.wgsl).
     Texture,
+    /// Written as the buffer's r32float storage texture: the staging of a
+    /// convolution's image (wgsl/stage_image.wgsl).
+    StorageTexture,
 }
 
 /// What to compile: a shader, one of its entry points, and override constants.
@@ -212,6 +216,11 @@ fn binding_type(access: Access) -> wgpu::BindingType {
             sample_type: wgpu::TextureSampleType::Float { filterable: false },
             view_dimension: wgpu::TextureViewDimension::D2,
             multisampled: false,
+        },
+        Access::StorageTexture => wgpu::BindingType::StorageTexture {
+            access: wgpu::StorageTextureAccess::WriteOnly,
+            format: wgpu::TextureFormat::R32Float,
+            view_dimension: wgpu::TextureViewDimension::D2,
         },
         _ => wgpu::BindingType::Buffer {
             ty: wgpu::BufferBindingType::Storage {

@@ -1,7 +1,8 @@
 //! Kernel choices pinned through the environment: `EASEL_COOPERATIVE` (the
 //! cooperative-matrix kernels), `EASEL_WIDE_TILES` (the 128×128 GEMM tile),
-//! `EASEL_SPLIT_NORMS` (group norms over chunks of each segment) and
-//! `EASEL_WEIGHT_TEXTURES` (layer weights read through textures), each `off`,
+//! `EASEL_SPLIT_NORMS` (group norms over chunks of each segment),
+//! `EASEL_WEIGHT_TEXTURES` (layer weights read through textures) and
+//! `EASEL_IMAGE_TEXTURES` (convolution images staged in textures), each `off`,
 //! `auto` (the default) or `always`; [`crate::gpu::Context`] says
 //! what each means for its kernels.
 

@@ -20,10 +20,20 @@
 //! buffer is dropped and made again from the texture only if something else
 //! binds or reads it (a kernel pinned to another variant, a readback), so the
 //! copy costs no memory beside the buffer it replaces.
+//!
+//! A convolution's input image changes every launch, so where
+//! [`Context::image_textures`] says so (Mesa 22's llvmpipe, where the image
+//! gathers are most of a convolution's time) a kernel copies it into an
+//! r32float [`scratch`] texture just before the convolution, which then
+//! gathers from the texture (`ops::conv2d`, wgsl/stage_image.wgsl,
+//! wgsl/image_texture.wgsl). The convolutions of a context share one scratch
+//! texture per size class: each staging is recorded with its convolution
+//! (`Dispatch::with_stage`), and a queue runs what it is given in order.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
-use crate::gpu::{Context, DType, Policy, Tensor};
+use crate::gpu::{Buffer, Context, DType, Policy, Tensor};
 
 /// Texels per row of a copy: wgsl/weight_texture.wgsl's `WEIGHT_TEXELS_PER_ROW`.
 /// A power of two (the shader divides by it) whose rows are whole 256-byte
@@ -59,6 +69,107 @@ pub fn wanted(policy: Policy, driver: &str) -> bool {
         Policy::Auto => driver == "llvmpipe",
         Policy::Always => true,
     }
+}
+
+/// Whether the driver loads storage buffers one SIMD lane at a time, even
+/// where the lanes' addresses are consecutive: llvmpipe before Mesa 23 runs each
+/// component of each load as a loop over the 8 lanes, with a bounds check and a
+/// vector written and read back through the stack per lane (seen in its machine
+/// code). There loads, not FMAs, bound the GEMM kernels, and `CpuTall`'s fewer
+/// loads per FMA run matmul 1024³ 2.3x faster than `CpuSubgroup` (an AMD EPYC
+/// VM, Mesa 22.3.6); Mesa 25 gathers whole vectors, and `CpuTall`'s spilled
+/// accumulators make it the slower one there.
+pub fn lane_by_lane_loads(info: &wgpu::AdapterInfo) -> bool {
+    let mesa = |s: &str| {
+        s.split("Mesa ")
+            .nth(1)?
+            .split('.')
+            .next()?
+            .parse::<u32>()
+            .ok()
+    };
+    info.driver == "llvmpipe" && mesa(&info.driver_info).is_some_and(|major| major < 23)
+}
+
+/// Whether a convolution on `ctx` reads its input image `x` through a staged
+/// [`scratch`] texture: by `EASEL_IMAGE_TEXTURES` (auto: where llvmpipe loads
+/// storage buffers lane by lane, [`lane_by_lane_loads`], and the op judges
+/// that staging `pays`), for an f32 or f16 image no taller than a texture the
+/// adapter allows.
+pub fn reads_image(ctx: &Context, x: &Tensor, pays: bool) -> bool {
+    let wanted = images_wanted(ctx.image_textures, &ctx.info)
+        && (pays || ctx.image_textures == Policy::Always);
+    wanted && matches!(x.dtype, DType::F32 | DType::F16) && scratch_rows(ctx, x.numel()).is_some()
+}
+
+/// Whether `policy` stages convolution images in textures on an adapter
+/// (those of the subgroup kernels reading weights through textures): `auto`
+/// where llvmpipe loads storage buffers lane by lane.
+pub fn images_wanted(policy: Policy, info: &wgpu::AdapterInfo) -> bool {
+    match policy {
+        Policy::Off => false,
+        Policy::Auto => lane_by_lane_loads(info),
+        Policy::Always => true,
+    }
+}
+
+/// Rows of the scratch texture for `numel` elements: a power of two (the
+/// size class textures are shared by), if the adapter allows that many.
+fn scratch_rows(ctx: &Context, numel: usize) -> Option<u32> {
+    let rows = numel.div_ceil(WIDTH as usize).max(1).next_power_of_two();
+    let rows = u32::try_from(rows).ok()?;
+    (rows <= ctx.limits().max_texture_dimension_2d).then_some(rows)
+}
+
+/// The convolutions' scratch textures of a context, by rows; weak, so one
+/// lives as long as the launches that bind it.
+#[derive(Debug, Default)]
+pub struct Scratch(Mutex<HashMap<u32, Weak<Buffer>>>);
+
+/// The r32float texture a convolution stages an `x` ([`reads_image`]) in, as
+/// a tensor of x's dtype (the kernel's activation type) over the texture's
+/// elements. Its buffer is never made: kernels bind the texture.
+pub fn scratch(ctx: &Context, x: &Tensor) -> Tensor {
+    let rows = scratch_rows(ctx, x.numel()).expect("reads_image checked the size");
+    let mut shared = ctx.scratch.0.lock().unwrap_or_else(|e| e.into_inner());
+    let buffer = match shared.get(&rows).and_then(Weak::upgrade) {
+        Some(buffer) => buffer,
+        None => {
+            let buffer = Arc::new(ctx.deferred_buffer(
+                "easel image texture",
+                4,
+                wgpu::BufferUsages::STORAGE,
+            ));
+            buffer.texture_or_init(|| make_scratch(ctx, rows));
+            shared.insert(rows, Arc::downgrade(&buffer));
+            buffer
+        }
+    };
+    Tensor {
+        buffer,
+        shape: vec![rows as usize * WIDTH as usize],
+        dtype: x.dtype,
+        window: None,
+    }
+}
+
+fn make_scratch(ctx: &Context, rows: u32) -> Texture {
+    let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("easel image texture"),
+        size: wgpu::Extent3d {
+            width: WIDTH,
+            height: rows,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::R32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
+        view_formats: &[],
+    });
+    let view = texture.create_view(&Default::default());
+    Texture { texture, view }
 }
 
 /// Whether `t` can have a texture copy: a whole buffer (not a row block's

@@ -155,7 +155,7 @@ impl Arena {
 
     /// Count the bindings of a dispatch recorded into graph `graph`.
     pub fn record(&mut self, dispatch: &Dispatch, graph: u32) {
-        for buffer in &dispatch.buffers {
+        for buffer in dispatch.bound() {
             if let Some(&i) = self.by_buffer.get(&address(buffer)) {
                 let slot = &mut self.slots[i];
                 slot.bindings += 1;

@@ -14,6 +14,7 @@ use crate::ops::variant::{subgroups_of_8, tall_block, CPU_TALL_COLS};
 use crate::ops::{expect_shape, groups};
 use crate::ops::{
     CONV2D, CONV2D_F16, CONV2D_SUBGROUP, CONV2D_SUBGROUP_F16, CONV2D_SUBGROUP_TEXTURE,
+    CONV2D_SUBGROUP_TEXTURES, STAGE_IMAGE,
 };
 use crate::ops::{CONV2D_COOP16, CONV2D_COOP16_F16, CONV2D_COOP8, CONV2D_COOP8_F16};
 
@@ -194,31 +195,71 @@ fn launch(
         .variant
         .unwrap_or_else(|| MatmulVariant::for_problem(ctx, gemm));
     epilogue.expect_activations("conv2d", x, out)?;
-    let mut entry = Entry::pick(ctx, variant, &conv, &epilogue, weight)?;
+    let mut entry = Entry::pick(ctx, variant, &conv, &epilogue, weight, x)?;
     entry.constants.push(("UPSAMPLE", opts.upsample as f64));
     let (tile_p, tile_c) = entry.tile;
     let [bias, residual] = epilogue.bindings(x);
     let mut params = conv.params(opts);
     (params.co0, params.cout_total) = (co0 as u32, cout_total as u32);
     params.residual_scale = epilogue.scale();
-    Launch {
+    let scratch = entry.stages_image.then(|| texture::scratch(ctx, x));
+    let image = scratch
+        .as_ref()
+        .map_or((x, Access::Read), |s| (s, Access::Texture));
+    let workgroups = [groups(p, tile_p), groups(conv.cout, tile_c), conv.n as u32];
+    let d = Launch {
         shader: entry.shader,
         entry: entry.name,
         constants: &entry.constants,
         tensors: &[
-            (x, Access::Read),
+            image,
             (weight, entry.weight_access),
             bias,
             (out, Access::ReadWrite),
             residual,
         ],
-        workgroups: [groups(p, tile_p), groups(conv.cout, tile_c), conv.n as u32],
+        workgroups,
         flops: 2 * (conv.n * conv.cout * p * k) as u64,
         bytes: (x.dtype.size() * (x.numel() + conv.n * conv.cout * p)
             + weight.dtype.size() * weight.numel()) as u64,
     }
+    .build(ctx, &params)?
+    .with_gemm(gemm);
+    match scratch {
+        Some(scratch) => Ok(d.with_stage(stage_image(ctx, x, &scratch, workgroups)?)),
+        None => Ok(d),
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct StageParams {
+    n: u32,
+    _pad: [u32; 3],
+}
+
+/// The launch that copies `x` into its `scratch` texture (wgsl/stage_image.wgsl),
+/// on the convolution's grid `workgroups`.
+fn stage_image(
+    ctx: &Context,
+    x: &Tensor,
+    scratch: &Tensor,
+    workgroups: [u32; 3],
+) -> Result<Dispatch> {
+    let params = StageParams {
+        n: x.numel() as u32,
+        _pad: [0; 3],
+    };
+    Launch {
+        shader: &STAGE_IMAGE,
+        entry: "stage_image",
+        constants: &[],
+        tensors: &[(x, Access::Read), (scratch, Access::StorageTexture)],
+        workgroups,
+        flops: 0,
+        bytes: ((x.dtype.size() + 4) * x.numel()) as u64,
+    }
     .build(ctx, &params)
-    .map(|d| d.with_gemm(gemm))
 }
 
 /// The sizes of one convolution, checked against each other.
@@ -306,6 +347,17 @@ impl Geometry {
         [self.n, self.cout, 1, 1]
     }
 
+    /// Whether staging the image in a texture repays its copy and launch: each
+    /// element is gathered once per tap and block of output channels, so a
+    /// 1x1 convolution gathers it about as often as the staging copies it,
+    /// and below ~2 MFLOP the extra launch costs what it saves (the default
+    /// UNet's launches, Mesa 22: 3x3 ones 0.4-0.8x the time, 1x1 and the
+    /// smallest 1.2-1.25x).
+    fn stages_pay(&self) -> bool {
+        let flops = 2 * (self.n * self.cout * self.p() * self.k()) as u64;
+        self.kh * self.kw > 1 && flops >= 1 << 21
+    }
+
     /// The GEMM's shared dimension: im2col columns per output pixel, `Cin·kh·kw`.
     fn k(&self) -> usize {
         self.cin * self.kh * self.kw
@@ -351,6 +403,9 @@ struct Entry {
     /// How it binds the weight: through its texture copy for the subgroup
     /// kernels' `_texture` shader.
     weight_access: Access,
+    /// Whether it gathers from the image staged in a texture (the subgroup
+    /// kernels' `_textures` shader, [`texture::reads_image`]).
+    stages_image: bool,
 }
 
 impl Entry {
@@ -360,6 +415,7 @@ impl Entry {
         conv: &Geometry,
         epilogue: &Epilogue,
         weight: &Tensor,
+        x: &Tensor,
     ) -> Result<Self> {
         let (k, dtype) = (conv.k(), weight.dtype);
         let mut constants = epilogue.constants().to_vec();
@@ -376,12 +432,14 @@ impl Entry {
                 ))
             }
         };
-        let (subgroup, subgroup_access) = if texture::reads_weight(ctx, weight) {
-            (&CONV2D_SUBGROUP_TEXTURE, Access::Texture)
-        } else {
-            (subgroup, Access::Read)
+        let images =
+            texture::reads_weight(ctx, weight) && texture::reads_image(ctx, x, conv.stages_pay());
+        let (subgroup, subgroup_access) = match texture::reads_weight(ctx, weight) {
+            true if images => (&CONV2D_SUBGROUP_TEXTURES, Access::Texture),
+            true => (&CONV2D_SUBGROUP_TEXTURE, Access::Texture),
+            false => (subgroup, Access::Read),
         };
-        let mut weight_access = Access::Read;
+        let (mut weight_access, mut stages_image) = (Access::Read, false);
         let (shader, name, tile) = match (variant, ctx.coop) {
             (MatmulVariant::Coop, Some(coop)) => {
                 // Tile rows are output channels.
@@ -400,12 +458,14 @@ impl Entry {
                 constants.push(("CO_BLOCK", block as f64));
                 let tile = (CPU_SUBGROUP_PIXELS, 8 * block);
                 weight_access = subgroup_access;
+                stages_image = images;
                 (subgroup, "conv2d_cpu_subgroup", tile)
             }
             (MatmulVariant::CpuTall, _) if k.is_multiple_of(4) && subgroups_of_8(ctx) => {
                 let block = tall_block(conv.cout);
                 constants.push(("TALL_BLOCK", block as f64));
                 weight_access = subgroup_access;
+                stages_image = images;
                 (subgroup, "conv2d_cpu_tall", (CPU_TALL_COLS, 8 * block))
             }
             _ if k.is_multiple_of(4) => (base, "conv2d_cpu_vec4", CPU_TILE),
@@ -417,6 +477,7 @@ impl Entry {
             constants,
             tile,
             weight_access,
+            stages_image,
         })
     }
 }

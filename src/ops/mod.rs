@@ -120,7 +120,9 @@ macro_rules! half {
 // The kernels that take a weight read it through weight_f32 or weight_f16; the
 // f16 shaders are named with `as` (names key the pipeline cache). The subgroup
 // kernels' `_texture` shaders read a layer weight of either precision through
-// its texture copy (weight_texture, src/gpu/texture.rs). The `_coop`
+// its texture copy (weight_texture, src/gpu/texture.rs), and their
+// `_textures` shaders the convolution's input image too, staged in a texture
+// by stage_image (image_texture; image_buffer otherwise). The `_coop`
 // shaders put wgsl/gemm_coop.wgsl (cooperative matrices) where gemm_tile was,
 // after the prefix that enables the extension and names the fragment size;
 // attention_coop follows attention, whose Params and bindings it uses.
@@ -142,23 +144,25 @@ shaders! {
         after "coop16" ["bound", "attention", "attention_coop"],
     BLEND => ["bound", "blend"],
     CAST => ["cast"],
-    CONV2D / CONV2D_H as "conv2d_h" => ["bound", "gemm_tile", "weight_f32", "conv2d"],
+    CONV2D / CONV2D_H as "conv2d_h" => ["bound", "gemm_tile", "weight_f32", "image_buffer", "conv2d"],
     CONV2D_F16 as "conv2d_f16" / CONV2D_F16_H as "conv2d_f16_h" =>
-        ["bound", "gemm_tile", "weight_f16", "conv2d"],
+        ["bound", "gemm_tile", "weight_f16", "image_buffer", "conv2d"],
     CONV2D_COOP8 as "conv2d_coop8" / CONV2D_COOP8_H as "conv2d_coop8_h" =>
-        after "coop8" ["bound", "gemm_coop", "weight_f32", "conv2d"],
+        after "coop8" ["bound", "gemm_coop", "weight_f32", "image_buffer", "conv2d"],
     CONV2D_COOP8_F16 as "conv2d_coop8_f16" / CONV2D_COOP8_F16_H as "conv2d_coop8_f16_h" =>
-        after "coop8" ["bound", "gemm_coop", "weight_f16", "conv2d"],
+        after "coop8" ["bound", "gemm_coop", "weight_f16", "image_buffer", "conv2d"],
     CONV2D_COOP16 as "conv2d_coop16" / CONV2D_COOP16_H as "conv2d_coop16_h" =>
-        after "coop16" ["bound", "gemm_coop", "weight_f32", "conv2d"],
+        after "coop16" ["bound", "gemm_coop", "weight_f32", "image_buffer", "conv2d"],
     CONV2D_COOP16_F16 as "conv2d_coop16_f16" / CONV2D_COOP16_F16_H as "conv2d_coop16_f16_h" =>
-        after "coop16" ["bound", "gemm_coop", "weight_f16", "conv2d"],
+        after "coop16" ["bound", "gemm_coop", "weight_f16", "image_buffer", "conv2d"],
     CONV2D_SUBGROUP / CONV2D_SUBGROUP_H as "conv2d_subgroup_h" =>
-        ["bound", "gemm_tile", "weight_f32", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
+        ["bound", "gemm_tile", "weight_f32", "image_buffer", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
     CONV2D_SUBGROUP_F16 as "conv2d_subgroup_f16" / CONV2D_SUBGROUP_F16_H as "conv2d_subgroup_f16_h" =>
-        ["bound", "gemm_tile", "weight_f16", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
+        ["bound", "gemm_tile", "weight_f16", "image_buffer", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
     CONV2D_SUBGROUP_TEXTURE as "conv2d_subgroup_texture" / CONV2D_SUBGROUP_TEXTURE_H as "conv2d_subgroup_texture_h" =>
-        ["bound", "gemm_tile", "weight_texture", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
+        ["bound", "gemm_tile", "weight_texture", "image_buffer", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
+    CONV2D_SUBGROUP_TEXTURES as "conv2d_subgroup_textures" / CONV2D_SUBGROUP_TEXTURES_H as "conv2d_subgroup_textures_h" =>
+        ["bound", "gemm_tile", "weight_texture", "image_texture", "conv2d", "subgroup", "tall", "conv2d_subgroup"],
     ELEMENTWISE / ELEMENTWISE_H as "elementwise_h" => ["activation", "elementwise"],
     EMBEDDING => ["weight_f32", "embedding"],
     EMBEDDING_F16 as "embedding_f16" => ["weight_f16", "embedding"],
@@ -189,6 +193,7 @@ shaders! {
     RESAMPLE / RESAMPLE_H as "resample_h" => ["resample"],
     SAMPLER => ["bound", "sampler"],
     SCORE => ["bound", "score"],
+    STAGE_IMAGE / STAGE_IMAGE_H as "stage_image_h" => ["bound", "stage_image"],
 }
 
 /// Workgroups needed to cover `n` items with `per_group` items each.

@@ -83,25 +83,7 @@ pub(crate) fn pinned() -> Option<MatmulVariant> {
     PINNED.get()
 }
 
-/// Whether the driver loads storage buffers one SIMD lane at a time, even
-/// where the lanes' addresses are consecutive: llvmpipe before Mesa 23 runs each
-/// component of each load as a loop over the 8 lanes, with a bounds check and a
-/// vector written and read back through the stack per lane (seen in its machine
-/// code). There loads, not FMAs, bound the GEMM kernels, and `CpuTall`'s fewer
-/// loads per FMA run matmul 1024³ 2.3x faster than `CpuSubgroup` (an AMD EPYC
-/// VM, Mesa 22.3.6); Mesa 25 gathers whole vectors, and `CpuTall`'s spilled
-/// accumulators make it the slower one there.
-pub fn lane_by_lane_loads(info: &wgpu::AdapterInfo) -> bool {
-    let mesa = |s: &str| {
-        s.split("Mesa ")
-            .nth(1)?
-            .split('.')
-            .next()?
-            .parse::<u32>()
-            .ok()
-    };
-    info.driver == "llvmpipe" && mesa(&info.driver_info).is_some_and(|major| major < 23)
-}
+pub use crate::gpu::texture::lane_by_lane_loads;
 
 /// Whether the `*_subgroup` kernels can run: they assume 8-lane subgroups
 /// laid along x of an 8×8 workgroup.

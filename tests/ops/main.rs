@@ -17,6 +17,7 @@ mod embedding;
 mod epilogue;
 mod finite;
 mod image;
+mod image_texture;
 mod layout;
 mod lora;
 mod matmul;
