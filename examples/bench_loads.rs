@@ -3,8 +3,9 @@
 //! --release --example bench_loads [SIZE]`.
 //!
 //! Each kernel sums K loads of a vec4 per invocation inside a loop, every lane
-//! at its own address, as a GEMM's inner loop reads its operands (the last two
-//! one value per load, as a convolution's image gather); `none` runs the same
+//! at its own address, as a GEMM's inner loop reads its operands (the last three
+//! one value per load, as a convolution's image gather, from a buffer, from
+//! workgroup memory and from a texture); `none` runs the same
 //! loop without a load. Prints milliseconds per dispatch and nanoseconds per
 //! invocation's load (the adapter's whole time divided by
 //! the loads: on a CPU driver, what one lane's load costs all cores together).
@@ -83,6 +84,19 @@ fn texture_rgba(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn buffer_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc = vec4<f32>();
     for (var k = 0u; k < rows(gid.x); k++) { acc.x += f32s[k * p.cols + gid.x][k & 3u]; }
+    done(gid, acc);
+}
+
+// One value per load from workgroup memory, as a kernel reads a tile its
+// workgroup staged (filled once, before the loop).
+var<workgroup> tile: array<f32, 4096>;
+
+@compute @workgroup_size(64)
+fn workgroup_scalar(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    for (var i = lid; i < 4096u; i += 64u) { tile[i] = f32(i % 7u); }
+    workgroupBarrier();
+    var acc = vec4<f32>();
+    for (var k = 0u; k < rows(gid.x); k++) { acc.x += tile[(k * 64u + lid * 5u) & 4095u]; }
     done(gid, acc);
 }
 
@@ -244,6 +258,7 @@ fn main() -> easel::Result<()> {
             "storage buffer, one f32 (a gather)",
             Some((2, ops.f32s.as_entire_binding())),
         ),
+        ("workgroup_scalar", "workgroup memory, one f32", None),
         (
             "texture_scalar",
             "texture rgba32float, one component",
