@@ -314,6 +314,26 @@ fn tall_tiles_draw_what_the_subgroup_kernels_draw() {
     assert!(subgroup == draw(MatmulVariant::CpuTall));
 }
 
+/// Convolutions gathering from their image staged in a texture
+/// (`EASEL_IMAGE_TEXTURES=always`, which `auto` does on llvmpipe before Mesa
+/// 23) draw the very bytes the buffer gathers draw, through the loop's
+/// indirect launches (each staging rides its convolution's arguments).
+#[test]
+fn staged_images_draw_what_buffer_gathers_draw() {
+    let ctx = common::new_context();
+    if !MatmulVariant::available(&ctx).contains(&MatmulVariant::CpuSubgroup) {
+        eprintln!("no 8-lane subgroups on this adapter: nothing to compare");
+        return;
+    }
+    let draw = |policy: Policy| {
+        let mut ctx = common::new_context();
+        (ctx.weight_textures, ctx.image_textures) = (Policy::Always, policy);
+        let (engine, r) = tiny_latent(ctx);
+        engine.generate(&r).unwrap().rgba
+    };
+    assert!(draw(Policy::Off) == draw(Policy::Always));
+}
+
 /// Every group norm over chunks of its segments (`EASEL_SPLIT_NORMS=always`,
 /// which on GPUs `auto` does for few long segments) draws what the one-launch
 /// kernels draw: the same statistics combined per chunk, so a level here and there.
