@@ -8,9 +8,12 @@
 struct Params {
     // Elements to copy.
     n: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // The convolution's grid as planned (a launch runs it or, cancelled, nothing).
+    // Not the num_workgroups builtin: read in an indirect launch on Mesa 25's
+    // llvmpipe, it left parts of the image uncopied.
+    groups_x: u32,
+    groups_y: u32,
+    groups_z: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -22,10 +25,10 @@ const TEXELS_PER_ROW: u32 = 2048u;
 
 // 64 invocations, as the convolution kernels' 8x8 workgroups.
 @compute @workgroup_size(64)
-fn stage_image(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let width = nwg.x * 64u;
-    let threads = width * nwg.y * nwg.z;
-    let first = (gid.z * nwg.y + gid.y) * width + gid.x;
+fn stage_image(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let width = p.groups_x * 64u;
+    let threads = width * p.groups_y * p.groups_z;
+    let first = (gid.z * p.groups_y + gid.y) * width + gid.x;
     for (var i = first; i < loop_bound(p.n, first); i += threads) {
         textureStore(dst, vec2(i % TEXELS_PER_ROW, i / TEXELS_PER_ROW), vec4(f32(src[i]), 0.0, 0.0, 0.0));
     }

@@ -235,7 +235,7 @@ fn launch(
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct StageParams {
     n: u32,
-    _pad: [u32; 3],
+    groups: [u32; 3],
 }
 
 /// The launch that copies `x` into its `scratch` texture (wgsl/stage_image.wgsl),
@@ -248,7 +248,7 @@ fn stage_image(
 ) -> Result<Dispatch> {
     let params = StageParams {
         n: x.numel() as u32,
-        _pad: [0; 3],
+        groups: workgroups,
     };
     Launch {
         shader: &STAGE_IMAGE,

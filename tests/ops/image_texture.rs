@@ -12,6 +12,7 @@ use half::f16;
 use crate::common::{new_context, Rng};
 use easel::gpu::{dispatch, Context, DType, Dispatch, Policy, Tensor};
 use easel::ops::conv2d::{self, Conv2dOptions};
+use easel::ops::matmul::Epilogue;
 use easel::ops::matmul::MatmulVariant;
 
 /// A context reading weights through textures, and its subgroup variants
@@ -38,6 +39,11 @@ fn activation(ctx: &Context, dtype: DType, shape: &[usize], values: &[f32]) -> T
         }
         _ => Tensor::from_f32(ctx, "x", shape, values).unwrap(),
     }
+}
+
+fn weight_f16(ctx: &Context, shape: &[usize], values: &[f32]) -> Tensor {
+    let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+    Tensor::from_f16(ctx, "weight", shape, &halves).unwrap()
 }
 
 fn output(ctx: &Context, dtype: DType, shape: &[usize]) -> Tensor {
@@ -90,8 +96,12 @@ fn conv2d_reads_the_same_bits_from_a_staged_image() {
                 let ([n, cin, h, w, cout], [k, stride, pad, end, up]) = case;
                 let mut rng = Rng::new(500 + i as u64);
                 let x = activation(&ctx, dtype, &[n, cin, h, w], &rng.vec(n * cin * h * w));
+                // f16 weights (the default model's) every other case.
                 let wv = rng.vec(cout * cin * k * k);
-                let weight = Tensor::weight_f32(&ctx, "weight", &[cout, cin, k, k], &wv).unwrap();
+                let weight = match i % 2 {
+                    0 => Tensor::weight_f32(&ctx, "weight", &[cout, cin, k, k], &wv).unwrap(),
+                    _ => weight_f16(&ctx, &[cout, cin, k, k], &wv),
+                };
                 let opts = Conv2dOptions {
                     stride: (stride, stride),
                     padding: (pad, pad),
@@ -101,8 +111,23 @@ fn conv2d_reads_the_same_bits_from_a_staged_image() {
                 };
                 let (hout, wout) = conv2d::output_size(h * up, w * up, k, k, &opts).unwrap();
                 let out = output(&ctx, dtype, &[n, cout, hout, wout]);
+                // Bias, and a residual of out's shape or one per image and
+                // channel (ResnetBlock2D's), scaled: every epilogue.
+                let bias = Tensor::from_f32(&ctx, "bias", &[cout], &rng.vec(cout)).unwrap();
+                let per_channel = [n, cout, 1, 1];
+                let r_shape = if i % 2 == 0 {
+                    &out.shape[..]
+                } else {
+                    &per_channel[..]
+                };
+                let r_len = r_shape.iter().product();
+                let residual = activation(&ctx, dtype, r_shape, &rng.vec(r_len));
+                let epilogue = Epilogue {
+                    bias: Some(&bias),
+                    residual: Some((&residual, 0.5)),
+                };
                 let (buffer, texture, staged) = both_ways(&mut ctx, &[&out], |ctx| {
-                    vec![conv2d::conv2d(ctx, &x, &weight, None, &out, &opts).unwrap()]
+                    conv2d::conv2d_split_with(ctx, &x, &weight, epilogue, &out, &opts).unwrap()
                 });
                 let what = format!("{variant:?} {dtype:?} {case:?}");
                 assert!(staged, "{what}: not staged");
