@@ -219,7 +219,7 @@ fn launch(
             residual,
         ],
         workgroups,
-        flops: 2 * (conv.n * conv.cout * p * k) as u64,
+        flops: conv.flops(),
         bytes: (x.dtype.size() * (x.numel() + conv.n * conv.cout * p)
             + weight.dtype.size() * weight.numel()) as u64,
     }
@@ -354,8 +354,12 @@ impl Geometry {
     /// UNet's launches, Mesa 22: 3x3 ones 0.4-0.8x the time, 1x1 and the
     /// smallest 1.2-1.25x).
     fn stages_pay(&self) -> bool {
-        let flops = 2 * (self.n * self.cout * self.p() * self.k()) as u64;
-        self.kh * self.kw > 1 && flops >= 1 << 21
+        self.kh * self.kw > 1 && self.flops() >= 1 << 21
+    }
+
+    /// Multiply-adds, counted as two operations each.
+    fn flops(&self) -> u64 {
+        2 * (self.n * self.cout * self.p() * self.k()) as u64
     }
 
     /// The GEMM's shared dimension: im2col columns per output pixel, `Cin·kh·kw`.
@@ -432,12 +436,12 @@ impl Entry {
                 ))
             }
         };
-        let images =
-            texture::reads_weight(ctx, weight) && texture::reads_image(ctx, x, conv.stages_pay());
-        let (subgroup, subgroup_access) = match texture::reads_weight(ctx, weight) {
-            true if images => (&CONV2D_SUBGROUP_TEXTURES, Access::Texture),
-            true => (&CONV2D_SUBGROUP_TEXTURE, Access::Texture),
-            false => (subgroup, Access::Read),
+        let weights = texture::reads_weight(ctx, weight);
+        let images = weights && texture::reads_image(ctx, x, conv.stages_pay());
+        let (subgroup, subgroup_access) = match (weights, images) {
+            (true, true) => (&CONV2D_SUBGROUP_TEXTURES, Access::Texture),
+            (true, false) => (&CONV2D_SUBGROUP_TEXTURE, Access::Texture),
+            (false, _) => (subgroup, Access::Read),
         };
         let (mut weight_access, mut stages_image) = (Access::Read, false);
         let (shader, name, tile) = match (variant, ctx.coop) {

@@ -31,23 +31,19 @@ fn context() -> (Context, Vec<MatmulVariant>) {
     (ctx, variants)
 }
 
-fn activation(ctx: &Context, dtype: DType, shape: &[usize], values: &[f32]) -> Tensor {
+/// `values` as a tensor of `dtype` (f16: rounded on the host).
+fn upload(ctx: &Context, label: &str, dtype: DType, shape: &[usize], values: &[f32]) -> Tensor {
     match dtype {
         DType::F16 => {
             let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
-            Tensor::from_f16(ctx, "x", shape, &halves).unwrap()
+            Tensor::from_f16(ctx, label, shape, &halves).unwrap()
         }
-        _ => Tensor::from_f32(ctx, "x", shape, values).unwrap(),
+        _ => Tensor::from_f32(ctx, label, shape, values).unwrap(),
     }
 }
 
-fn weight_f16(ctx: &Context, shape: &[usize], values: &[f32]) -> Tensor {
-    let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
-    Tensor::from_f16(ctx, "weight", shape, &halves).unwrap()
-}
-
 fn output(ctx: &Context, dtype: DType, shape: &[usize]) -> Tensor {
-    activation(ctx, dtype, shape, &vec![0.0; shape.iter().product()])
+    upload(ctx, "out", dtype, shape, &vec![0.0; shape.iter().product()])
 }
 
 /// Run what `build` makes gathering from buffers (`Off`) and from staged
@@ -95,12 +91,12 @@ fn conv2d_reads_the_same_bits_from_a_staged_image() {
             for (i, case) in cases.into_iter().enumerate() {
                 let ([n, cin, h, w, cout], [k, stride, pad, end, up]) = case;
                 let mut rng = Rng::new(500 + i as u64);
-                let x = activation(&ctx, dtype, &[n, cin, h, w], &rng.vec(n * cin * h * w));
+                let x = upload(&ctx, "x", dtype, &[n, cin, h, w], &rng.vec(n * cin * h * w));
                 // f16 weights (the default model's) every other case.
                 let wv = rng.vec(cout * cin * k * k);
                 let weight = match i % 2 {
                     0 => Tensor::weight_f32(&ctx, "weight", &[cout, cin, k, k], &wv).unwrap(),
-                    _ => weight_f16(&ctx, &[cout, cin, k, k], &wv),
+                    _ => upload(&ctx, "weight", DType::F16, &[cout, cin, k, k], &wv),
                 };
                 let opts = Conv2dOptions {
                     stride: (stride, stride),
@@ -121,7 +117,7 @@ fn conv2d_reads_the_same_bits_from_a_staged_image() {
                     &per_channel[..]
                 };
                 let r_len = r_shape.iter().product();
-                let residual = activation(&ctx, dtype, r_shape, &rng.vec(r_len));
+                let residual = upload(&ctx, "residual", dtype, r_shape, &rng.vec(r_len));
                 let epilogue = Epilogue {
                     bias: Some(&bias),
                     residual: Some((&residual, 0.5)),
@@ -150,8 +146,9 @@ fn convolutions_share_a_scratch_texture() {
     let mut rng = Rng::new(600);
     let xs: Vec<Tensor> = (0..2)
         .map(|_| {
-            activation(
+            upload(
                 &ctx,
+                "x",
                 DType::F32,
                 &[n, cin, hw, hw],
                 &rng.vec(n * cin * hw * hw),
